@@ -1,0 +1,26 @@
+//! Dispatch: from the parsed command line to the command that runs.
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::error::AppError;
+
+/// Runs the command the user asked for. `main` maps the error to an exit code.
+pub fn run(cli: Cli) -> Result<(), AppError> {
+    let cfg = Config::from_cli(&cli)?;
+    let log_file = crate::logging::init(cli.verbose, cli.quiet, Some(&cfg.log_dir))?;
+    if let Some(p) = &log_file {
+        tracing::debug!(log_file = %p.display(), "logging to file");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| AppError::io("cannot start the async runtime", e))?;
+
+    if cli.test_api {
+        return rt.block_on(crate::test_api::run(&cfg));
+    }
+    Err(AppError::Usage(
+        "this command is not implemented yet".into(),
+    ))
+}

@@ -1,0 +1,183 @@
+//! The command line as the user types it (clap definitions only).
+//!
+//! Values that need validation beyond their shape (rate limits, URLs, timeouts) are taken as
+//! strings here and checked in `config.rs`, so that a bad value is a configuration error
+//! (exit 78) with a clear message, whether it came from a flag, the environment or `.env`.
+
+use std::path::PathBuf;
+
+use clap::{ArgGroup, Parser, ValueEnum};
+
+/// Safely merge duplicate DevRev contacts: preview, back up, verify, merge, resume.
+///
+/// The API token is read from DEVREV_API_TOKEN (environment or a .env file in the current
+/// folder), never from the command line, so it cannot leak through the process list.
+#[derive(Debug, Parser)]
+#[command(name = "devrev-merge", version, about, long_about = None)]
+#[command(group(
+    ArgGroup::new("command")
+        .args(["csv", "test_api", "create_test_sample", "verify_backups"])
+        .required(true)
+        .multiple(false)
+))]
+pub struct Cli {
+    // ---- commands ----
+    /// The contacts CSV export: preview (--preview), back up (--backup-only) or merge its pairs.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+
+    /// Show the plan (pairs, needs-review groups, API-call and time estimate). Offline and
+    /// read-only; writes reports/plan-<timestamp>.json.
+    #[arg(long, requires = "csv")]
+    pub preview: bool,
+
+    /// With --preview: validate every pair read-only against DevRev (needs a token).
+    #[arg(long, requires = "preview")]
+    pub check_live: bool,
+
+    /// With --csv: take and verify the backups of every clean pair, merge nothing.
+    #[arg(long, requires = "csv", conflicts_with = "preview")]
+    pub backup_only: bool,
+
+    /// Check the token, org, identity, token expiry, read access and rate-limit headers.
+    #[arg(long)]
+    pub test_api: bool,
+
+    /// Write a small CSV of complete clean pairs to try first (needs --input, --output).
+    #[arg(long, requires_all = ["input", "output"])]
+    pub create_test_sample: bool,
+
+    /// With --create-test-sample: the CSV to choose pairs from.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+
+    /// With --create-test-sample: where to write the sample.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// With --create-test-sample: number of rows (an even number: two rows per pair).
+    #[arg(long, default_value_t = 4)]
+    pub size: usize,
+
+    /// With --create-test-sample: seed for the deterministic choice among equal candidates.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// With --create-test-sample: overwrite an existing output file.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Re-check every backup folder under DIR (checksums, sizes, counts).
+    #[arg(long, value_name = "DIR")]
+    pub verify_backups: Option<PathBuf>,
+
+    /// With --verify-backups: also compare each backup's ticket ids with DevRev (read-only).
+    #[arg(long, requires = "verify_backups")]
+    pub against_api: bool,
+
+    // ---- plan options ----
+    /// Which contact of a pair survives.
+    #[arg(long, value_enum, default_value_t = Keep::Revu)]
+    pub keep: Keep,
+
+    /// Only consider emails in this domain (e.g. example.com).
+    #[arg(long, value_name = "DOMAIN")]
+    pub email_domain: Option<String>,
+
+    // ---- run options ----
+    /// Do not ask for confirmation before writing to DevRev.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Stop after this many merged pairs (a canary run).
+    #[arg(long, value_name = "N")]
+    pub max_merges: Option<usize>,
+
+    /// How long to wait for DevRev to apply one merge, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120)]
+    pub merge_timeout: u64,
+
+    /// Which tickets' timelines and attachments to back up.
+    #[arg(long, value_enum, default_value_t = BackupScope::Secondary)]
+    pub backup_scope: BackupScope,
+
+    /// Print machine-readable JSON on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+
+    // ---- files ----
+    #[arg(long, value_name = "DIR", default_value = "backups")]
+    pub backup_dir: PathBuf,
+
+    #[arg(long, value_name = "DIR", default_value = "logs")]
+    pub log_dir: PathBuf,
+
+    #[arg(long, value_name = "DIR", default_value = "reports")]
+    pub report_dir: PathBuf,
+
+    #[arg(long, value_name = "FILE", default_value = "savepoint.json")]
+    pub savepoint: PathBuf,
+
+    // ---- API ----
+    /// DevRev API base URL [env: DEVREV_BASE_URL] [default: https://api.devrev.ai]
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Most API calls in any window of --rate-limit-period [env: RATE_LIMIT_CALLS] [default: 45]
+    #[arg(long, value_name = "N")]
+    pub rate_limit_calls: Option<String>,
+
+    /// Length of the rate-limit window in seconds [env: RATE_LIMIT_PERIOD] [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub rate_limit_period: Option<String>,
+
+    /// Connect timeout in seconds [env: DEVREV_CONNECT_TIMEOUT] [default: 30]
+    #[arg(long, value_name = "SECS")]
+    pub connect_timeout: Option<String>,
+
+    /// Read timeout in seconds [env: DEVREV_READ_TIMEOUT] [default: 60]
+    #[arg(long, value_name = "SECS")]
+    pub read_timeout: Option<String>,
+
+    /// Retries for a failed call (429, 5xx, network) [env: DEVREV_MAX_RETRIES] [default: 3]
+    #[arg(long, value_name = "N")]
+    pub max_retries: Option<String>,
+
+    // ---- output ----
+    /// More log detail on stderr (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr; no progress bars.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// Keep the REVU- contact; it adopts the user_ external_ref after the merge.
+    Revu,
+    /// Keep the user_ contact.
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupScope {
+    /// Timelines and attachments of the secondary's tickets.
+    Secondary,
+    /// Timelines and attachments of both contacts' tickets.
+    Both,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

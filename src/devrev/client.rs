@@ -1,0 +1,716 @@
+//! The one DevRev API client: pacing, retries, timeouts, pagination and call counters.
+//!
+//! Every command shares one `DevRevClient` (behind an `Arc`) so a single rate budget covers
+//! every call the process makes, retries included.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::error::{ApiError, ErrorBody};
+use super::types::*;
+
+/// How a call may be repeated when its answer is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallKind {
+    /// Reads: always safe to repeat.
+    Read,
+    /// Writes that set a state (`reported_by.set`, `external_ref = x`): repeating gives the
+    /// same result, so they are retried like reads.
+    IdempotentWrite,
+    /// Writes that must not be repeated blindly (`rev-users.merge`). A lost answer becomes
+    /// [`ApiError::OutcomeUnknown`].
+    Write,
+}
+
+/// Everything the client needs; built from `Config`.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub base_url: url::Url,
+    pub token: SecretString,
+    pub rate_limit_calls: u32,
+    pub rate_limit_period: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub max_retries: u32,
+    pub page_size: u32,
+    /// Smallest backoff delay; tests shorten it.
+    pub min_backoff: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("token", &"[redacted]")
+            .field("rate_limit_calls", &self.rate_limit_calls)
+            .field("rate_limit_period", &self.rate_limit_period)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("max_retries", &self.max_retries)
+            .field("page_size", &self.page_size)
+            .finish()
+    }
+}
+
+/// Per-endpoint counters, printed in reports.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct EndpointStats {
+    /// HTTP requests sent, retries included.
+    pub calls: u64,
+    /// Of those, repeats after a failure.
+    pub retries: u64,
+    /// 429 answers received.
+    pub rate_limited: u64,
+    /// Time spent waiting for the local pacer or a server-announced reset, in milliseconds.
+    pub rate_wait_ms: u64,
+    /// Calls that ended in an error after retries.
+    pub errors: u64,
+}
+
+/// The `X-Ratelimit-*` headers of the most recent answer.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RateHeaders {
+    pub limit: Option<u64>,
+    pub remaining: Option<u64>,
+    pub reset: Option<u64>,
+}
+
+pub struct DevRevClient {
+    http: reqwest::Client,
+    cfg: ClientConfig,
+    limiter: DefaultDirectRateLimiter,
+    /// When the server said the budget is spent (remaining 0), no call goes out before this.
+    blocked_until: Mutex<Option<Instant>>,
+    stats: Mutex<BTreeMap<String, EndpointStats>>,
+    last_rate: Mutex<Option<RateHeaders>>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for DevRevClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevRevClient").field("cfg", &self.cfg).finish()
+    }
+}
+
+/// Builds the pacer: at most `calls` requests in any window of `period`.
+///
+/// governor's burst lets `burst` calls through at once *on top of* the steady rate, which
+/// nearly doubles a naive limit (DESIGN §10). With burst 1 and one cell every
+/// `period / calls` (plus a 2% margin against timer and network jitter), no window of
+/// `period` can ever hold more than `calls` requests.
+pub fn pacer_quota(calls: u32, period: Duration) -> Quota {
+    let calls = calls.max(1);
+    let per_call = period.mul_f64(1.02) / calls;
+    Quota::with_period(per_call.max(Duration::from_micros(1)))
+        .expect("non-zero period")
+        .allow_burst(NonZeroU32::new(1).expect("1 is non-zero"))
+}
+
+impl DevRevClient {
+    pub fn new(cfg: ClientConfig) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(cfg.connect_timeout)
+            .read_timeout(cfg.read_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("devrev-merge/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ApiError::Unreachable {
+                endpoint: "client setup".into(),
+                attempts: 0,
+                reason: e.to_string(),
+            })?;
+        let limiter = RateLimiter::direct(pacer_quota(cfg.rate_limit_calls, cfg.rate_limit_period));
+        Ok(Self {
+            http,
+            cfg,
+            limiter,
+            blocked_until: Mutex::new(None),
+            stats: Mutex::new(BTreeMap::new()),
+            last_rate: Mutex::new(None),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    /// Counters per endpoint so far.
+    pub fn stats(&self) -> BTreeMap<String, EndpointStats> {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Sum of all endpoints' counters.
+    pub fn totals(&self) -> EndpointStats {
+        let mut t = EndpointStats::default();
+        for s in self.stats.lock().expect("stats lock").values() {
+            t.calls += s.calls;
+            t.retries += s.retries;
+            t.rate_limited += s.rate_limited;
+            t.rate_wait_ms += s.rate_wait_ms;
+            t.errors += s.errors;
+        }
+        t
+    }
+
+    /// Time since the client was built (for achieved-rate figures).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn last_rate_headers(&self) -> Option<RateHeaders> {
+        self.last_rate.lock().expect("rate lock").clone()
+    }
+
+    fn bump(&self, endpoint: &str, f: impl FnOnce(&mut EndpointStats)) {
+        let mut stats = self.stats.lock().expect("stats lock");
+        f(stats.entry(endpoint.to_string()).or_default());
+    }
+
+    /// Waits for the local pacer and any server-announced reset. Every HTTP attempt passes
+    /// through here, so retries spend the same budget as first tries.
+    async fn pace(&self, endpoint: &str) {
+        let t0 = Instant::now();
+        let until = *self.blocked_until.lock().expect("block lock");
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+        self.limiter.until_ready().await;
+        let waited = t0.elapsed().as_millis() as u64;
+        self.bump(endpoint, |s| s.rate_wait_ms += waited);
+    }
+
+    fn note_rate_headers(&self, headers: &HeaderMap) {
+        let num = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        let rh = RateHeaders {
+            limit: num("x-ratelimit-limit"),
+            remaining: num("x-ratelimit-remaining"),
+            reset: num("x-ratelimit-reset"),
+        };
+        if rh.remaining == Some(0) {
+            if let Some(reset) = rh.reset {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                // Never trust a far-future reset blindly (clock skew): cap at one window.
+                let wait = Duration::from_secs(reset.saturating_sub(now))
+                    .min(self.cfg.rate_limit_period.max(Duration::from_secs(300)));
+                tracing::info!(wait_s = wait.as_secs(), "DevRev reports the rate budget spent; waiting for its reset");
+                *self.blocked_until.lock().expect("block lock") = Some(Instant::now() + wait);
+            }
+        }
+        if rh.limit.is_some() || rh.remaining.is_some() || rh.reset.is_some() {
+            *self.last_rate.lock().expect("rate lock") = Some(rh);
+        }
+    }
+
+    fn backoff(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.cfg.min_backoff)
+            .with_max_delay(Duration::from_secs(60))
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(self.cfg.max_retries as usize)
+            .build()
+    }
+
+    /// POSTs `body` to `/<endpoint>` and decodes the answer, with pacing and retries.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: &Value,
+        kind: CallKind,
+    ) -> Result<T, ApiError> {
+        let url = self
+            .cfg
+            .base_url
+            .join(endpoint)
+            .map_err(|e| ApiError::Decode {
+                endpoint: endpoint.into(),
+                reason: e.to_string(),
+            })?;
+        let mut backoff = self.backoff();
+        let mut attempts = 0u32;
+        loop {
+            attempts += 1;
+            self.pace(endpoint).await;
+            self.bump(endpoint, |s| {
+                s.calls += 1;
+                if attempts > 1 {
+                    s.retries += 1;
+                }
+            });
+            let started = Instant::now();
+            let sent = self
+                .http
+                .post(url.clone())
+                .header(
+                    AUTHORIZATION,
+                    format!("Bearer {}", self.cfg.token.expose_secret()),
+                )
+                .header(CONTENT_TYPE, "application/json")
+                .json(body)
+                .send()
+                .await;
+            let outcome = match sent {
+                Ok(resp) => self.read_response::<T>(endpoint, resp).await,
+                Err(e) => Err(Attempt::Transport(e)),
+            };
+            tracing::debug!(endpoint, attempt = attempts, ms = started.elapsed().as_millis() as u64, ok = outcome.is_ok(), "DevRev call");
+            let failure = match outcome {
+                Ok(v) => return Ok(v),
+                Err(f) => f,
+            };
+            let (retryable, server_wait, err) = match failure {
+                Attempt::Status { status, body, retry_after } => {
+                    if status == 429 {
+                        self.bump(endpoint, |s| s.rate_limited += 1);
+                    }
+                    let retryable = matches!(status, 429 | 500 | 502 | 503 | 504);
+                    let wait = if status == 429 {
+                        Some(Duration::from_secs(
+                            retry_after.or(body.retry_after).unwrap_or(1),
+                        ))
+                    } else {
+                        None
+                    };
+                    (
+                        retryable,
+                        wait,
+                        ApiError::Status {
+                            endpoint: endpoint.into(),
+                            status,
+                            body: Box::new(body),
+                        },
+                    )
+                }
+                Attempt::Decode(reason) => (
+                    false,
+                    None,
+                    ApiError::Decode {
+                        endpoint: endpoint.into(),
+                        reason,
+                    },
+                ),
+                Attempt::Transport(e) => {
+                    let reason = redact(&e.to_string());
+                    // A connect failure means nothing reached DevRev; anything later may have.
+                    if kind == CallKind::Write && !e.is_connect() {
+                        self.bump(endpoint, |s| s.errors += 1);
+                        return Err(ApiError::OutcomeUnknown {
+                            endpoint: endpoint.into(),
+                            reason,
+                        });
+                    }
+                    (
+                        true,
+                        None,
+                        ApiError::Unreachable {
+                            endpoint: endpoint.into(),
+                            attempts,
+                            reason,
+                        },
+                    )
+                }
+            };
+            let next = if retryable { backoff.next() } else { None };
+            let Some(delay) = next else {
+                self.bump(endpoint, |s| s.errors += 1);
+                return Err(match err {
+                    ApiError::Unreachable { endpoint, reason, .. } => ApiError::Unreachable {
+                        endpoint,
+                        attempts,
+                        reason,
+                    },
+                    other => other,
+                });
+            };
+            let delay = server_wait.map_or(delay, |w| w.max(delay.min(w + Duration::from_secs(1))));
+            tracing::warn!(endpoint, attempt = attempts, wait_ms = delay.as_millis() as u64, error = %err, "retrying DevRev call");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn read_response<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        resp: reqwest::Response,
+    ) -> Result<T, Attempt> {
+        let status = resp.status().as_u16();
+        self.note_rate_headers(resp.headers());
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let bytes = resp.bytes().await.map_err(Attempt::Transport)?;
+        if (200..300).contains(&status) {
+            let raw: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+            serde_json::from_slice(raw).map_err(|e| {
+                Attempt::Decode(format!("{e} (endpoint {endpoint}, {} bytes)", bytes.len()))
+            })
+        } else {
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                message: Some(String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                ..Default::default()
+            });
+            Err(Attempt::Status {
+                status,
+                body,
+                retry_after,
+            })
+        }
+    }
+
+    /// Follows `next_cursor` to the end and returns every item under `key`.
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        mut body: Value,
+        key: &str,
+    ) -> Result<Vec<T>, ApiError> {
+        let mut out = Vec::new();
+        body["limit"] = json!(self.cfg.page_size);
+        loop {
+            let mut page: Value = self.call(endpoint, &body, CallKind::Read).await?;
+            let items = page.get_mut(key).map(Value::take).unwrap_or(Value::Array(vec![]));
+            let items: Vec<T> = serde_json::from_value(items).map_err(|e| ApiError::Decode {
+                endpoint: endpoint.into(),
+                reason: format!("`{key}`: {e}"),
+            })?;
+            out.extend(items);
+            match page.get("next_cursor").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => body["cursor"] = json!(c),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    // ---- typed calls -------------------------------------------------------------------
+
+    pub async fn auth_tokens_info(&self) -> Result<TokenInfo, ApiError> {
+        self.call("auth-tokens.info", &json!({}), CallKind::Read).await
+    }
+
+    pub async fn dev_users_self(&self) -> Result<DevUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            dev_user: DevUser,
+        }
+        let r: R = self.call("dev-users.self", &json!({}), CallKind::Read).await?;
+        Ok(r.dev_user)
+    }
+
+    pub async fn rev_users_get(&self, id: &str) -> Result<RevUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            rev_user: RevUser,
+        }
+        let r: R = self.call("rev-users.get", &json!({ "id": id }), CallKind::Read).await?;
+        Ok(r.rev_user)
+    }
+
+    /// One page of `rev-users.list` with the given filters (for probes and lookups).
+    pub async fn rev_users_list_page(&self, body: Value) -> Result<Value, ApiError> {
+        self.call("rev-users.list", &body, CallKind::Read).await
+    }
+
+    pub async fn rev_users_list(&self, filters: Value) -> Result<Vec<RevUser>, ApiError> {
+        self.list_all("rev-users.list", filters, "rev_users").await
+    }
+
+    /// Sets fields of a contact (`external_ref`, `display_name`, ...). Setting a value is
+    /// idempotent, so it is retried like a read.
+    pub async fn rev_users_update(&self, id: &str, fields: Value) -> Result<RevUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            rev_user: RevUser,
+        }
+        let mut body = fields;
+        body["id"] = json!(id);
+        let r: R = self
+            .call("rev-users.update", &body, CallKind::IdempotentWrite)
+            .await?;
+        Ok(r.rev_user)
+    }
+
+    /// Asks DevRev to merge `secondary` into `primary`. Fire-and-forget on DevRev's side,
+    /// never repeated blindly here: a lost answer is `OutcomeUnknown`.
+    pub async fn rev_users_merge(&self, primary: &str, secondary: &str) -> Result<(), ApiError> {
+        let _: Value = self
+            .call(
+                "rev-users.merge",
+                &json!({ "primary_user": primary, "secondary_user": secondary }),
+                CallKind::Write,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Every ticket whose `reported_by` names any of `user_ids`.
+    pub async fn tickets_reported_by(&self, user_ids: &[&str]) -> Result<Vec<Work>, ApiError> {
+        self.list_all(
+            "works.list",
+            json!({ "type": ["ticket"], "reported_by": user_ids }),
+            "works",
+        )
+        .await
+    }
+
+    pub async fn works_list_page(&self, body: Value) -> Result<Value, ApiError> {
+        self.call("works.list", &body, CallKind::Read).await
+    }
+
+    pub async fn works_get(&self, id: &str) -> Result<Work, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            work: Work,
+        }
+        let r: R = self.call("works.get", &json!({ "id": id }), CallKind::Read).await?;
+        Ok(r.work)
+    }
+
+    /// Replaces a ticket's `reported_by` (DevRev only supports `set`).
+    pub async fn works_set_reported_by(&self, id: &str, user_ids: &[String]) -> Result<Work, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            work: Work,
+        }
+        let r: R = self
+            .call(
+                "works.update",
+                &json!({ "id": id, "type": "ticket", "reported_by": { "set": user_ids } }),
+                CallKind::IdempotentWrite,
+            )
+            .await?;
+        Ok(r.work)
+    }
+
+    /// The whole timeline of an object (ticket or conversation), all pages.
+    pub async fn timeline_entries(&self, object: &str) -> Result<Vec<TimelineEntry>, ApiError> {
+        self.list_all(
+            "timeline-entries.list",
+            json!({ "object": object }),
+            "timeline_entries",
+        )
+        .await
+    }
+
+    /// Every conversation in which any of `user_ids` is a member.
+    pub async fn conversations_with_members(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<Vec<Conversation>, ApiError> {
+        self.list_all(
+            "conversations.list",
+            json!({ "members": user_ids }),
+            "conversations",
+        )
+        .await
+    }
+
+    pub async fn conversations_list_page(&self, body: Value) -> Result<Value, ApiError> {
+        self.call("conversations.list", &body, CallKind::Read).await
+    }
+
+    /// Replaces a conversation's `members` (set-only, like `reported_by`).
+    pub async fn conversations_set_members(
+        &self,
+        id: &str,
+        user_ids: &[String],
+    ) -> Result<Conversation, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            conversation: Conversation,
+        }
+        let r: R = self
+            .call(
+                "conversations.update",
+                &json!({ "id": id, "members": { "set": user_ids } }),
+                CallKind::IdempotentWrite,
+            )
+            .await?;
+        Ok(r.conversation)
+    }
+
+    pub async fn artifacts_get(&self, id: &str) -> Result<Artifact, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            artifact: Artifact,
+        }
+        let r: R = self.call("artifacts.get", &json!({ "id": id }), CallKind::Read).await?;
+        Ok(r.artifact)
+    }
+
+    pub async fn artifacts_locate(&self, id: &str) -> Result<Located, ApiError> {
+        self.call("artifacts.locate", &json!({ "id": id }), CallKind::Read).await
+    }
+
+    /// Streams a located URL to `dest`, hashing as it goes. Sends **no** DevRev token: the
+    /// URL is pre-signed and may live on another host. Returns (bytes, sha256 hex).
+    ///
+    /// Downloads are not DevRev API calls, so they do not spend the API rate budget. A 403
+    /// (expired URL) comes back as `ApiError::Status` so the caller can locate again.
+    pub async fn download_to(
+        &self,
+        url: &str,
+        dest: &std::path::Path,
+    ) -> Result<(u64, String), ApiError> {
+        let what = dest.display().to_string();
+        let derr = |reason: String| ApiError::Download {
+            what: what.clone(),
+            reason,
+        };
+        let mut backoff = self.backoff();
+        loop {
+            let resp = match self.http.get(url).send().await {
+                Ok(r) => r,
+                Err(e) => match backoff.next() {
+                    Some(d) => {
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    None => return Err(derr(redact(&e.to_string()))),
+                },
+            };
+            let status = resp.status().as_u16();
+            if !(200..300).contains(&status) {
+                if matches!(status, 500 | 502 | 503 | 504) {
+                    if let Some(d) = backoff.next() {
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                }
+                return Err(ApiError::Status {
+                    endpoint: "artifact download".into(),
+                    status,
+                    body: Box::default(),
+                });
+            }
+            let mut file = tokio::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(dest)
+                .await
+                .map_err(|e| derr(e.to_string()))?;
+            let mut hasher = Sha256::new();
+            let mut n = 0u64;
+            let mut stream = resp.bytes_stream();
+            let mut failed = None;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(c) => {
+                        hasher.update(&c);
+                        n += c.len() as u64;
+                        file.write_all(&c).await.map_err(|e| derr(e.to_string()))?;
+                    }
+                    Err(e) => {
+                        failed = Some(redact(&e.to_string()));
+                        break;
+                    }
+                }
+            }
+            if let Some(reason) = failed {
+                match backoff.next() {
+                    Some(d) => {
+                        tokio::time::sleep(d).await;
+                        continue;
+                    }
+                    None => return Err(derr(reason)),
+                }
+            }
+            file.flush().await.map_err(|e| derr(e.to_string()))?;
+            file.sync_all().await.map_err(|e| derr(e.to_string()))?;
+            return Ok((n, base16ct::lower::encode_string(&hasher.finalize())));
+        }
+    }
+}
+
+enum Attempt {
+    Status {
+        status: u16,
+        body: ErrorBody,
+        retry_after: Option<u64>,
+    },
+    Transport(reqwest::Error),
+    Decode(String),
+}
+
+/// reqwest errors include the URL; pre-signed download URLs carry credentials in their
+/// query string, so strip queries from anything we print.
+fn redact(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut in_query = false;
+    for ch in msg.chars() {
+        match ch {
+            '?' => {
+                in_query = true;
+                out.push_str("?[redacted]");
+            }
+            ')' | ' ' if in_query => {
+                in_query = false;
+                out.push(ch);
+            }
+            _ if in_query => {}
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_strips_query_strings() {
+        assert_eq!(
+            redact("error sending request for url (http://h/x?sig=abc&t=1)"),
+            "error sending request for url (http://h/x?[redacted])"
+        );
+    }
+
+    #[test]
+    fn pacer_never_lets_more_than_n_through_in_a_window() {
+        use governor::clock::{Clock, FakeRelativeClock, Reference};
+        let calls = 10;
+        let period = Duration::from_secs(1);
+        let clock = FakeRelativeClock::default();
+        let lim = RateLimiter::direct_with_clock(pacer_quota(calls, period), clock.clone());
+        // Greedy caller: take every cell as soon as it is available, over 5 windows.
+        let mut times = Vec::new();
+        let start = clock.now();
+        while clock.now().duration_since(start) < Duration::from_secs(5).into() {
+            if lim.check().is_ok() {
+                times.push(Duration::from(clock.now().duration_since(start)));
+            }
+            clock.advance(Duration::from_millis(1));
+        }
+        for (i, t) in times.iter().enumerate() {
+            let in_window = times[i..].iter().take_while(|u| **u < *t + period).count();
+            assert!(in_window <= calls as usize, "{in_window} calls in one window");
+        }
+        // And it does not leave much of the budget unused: >= 95% of 50 calls.
+        assert!(times.len() >= 47, "only {} calls in 5 windows", times.len());
+    }
+}

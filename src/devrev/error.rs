@@ -1,0 +1,129 @@
+//! Typed errors from the DevRev API, carrying what DevRev said (`type`, `message`, `detail`,
+//! `reference_id`) so reports can quote it and support can look it up.
+
+use serde::Deserialize;
+
+/// The JSON error body DevRev sends. Every field is optional: the route-not-found body is
+/// just `{"message":"route not found"}` with no `type`.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
+pub struct ErrorBody {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+}
+
+impl ErrorBody {
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(k) = &self.kind {
+            parts.push(k.clone());
+        }
+        if let Some(m) = &self.message {
+            parts.push(m.clone());
+        }
+        if let Some(d) = &self.detail {
+            parts.push(d.clone());
+        }
+        if let Some(f) = &self.field_name {
+            parts.push(format!("field `{f}`"));
+        }
+        if let Some(r) = &self.reference_id {
+            parts.push(format!("reference id {r}"));
+        }
+        if parts.is_empty() {
+            "no details".to_string()
+        } else {
+            parts.join(": ")
+        }
+    }
+}
+
+/// Why a call to DevRev failed, after retries where retrying was allowed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// DevRev answered with an error status.
+    #[error("DevRev {endpoint} answered HTTP {status}: {}", body.describe())]
+    Status {
+        endpoint: String,
+        status: u16,
+        body: Box<ErrorBody>,
+    },
+    /// DevRev could not be reached (DNS, refused connection, TLS, timeouts) after retries.
+    #[error("cannot reach DevRev for {endpoint} after {attempts} attempt(s): {reason}")]
+    Unreachable {
+        endpoint: String,
+        attempts: u32,
+        reason: String,
+    },
+    /// A write was sent but its answer was lost (timeout or dropped connection). The write
+    /// may or may not have been applied; the caller must check before repeating it.
+    #[error("outcome unknown for {endpoint}: the request may have reached DevRev but the answer was lost ({reason}); check the state before repeating it")]
+    OutcomeUnknown { endpoint: String, reason: String },
+    /// DevRev answered 2xx but with a body we could not understand.
+    #[error("unexpected answer from DevRev {endpoint}: {reason}")]
+    Decode { endpoint: String, reason: String },
+    /// Downloading an attachment from a pre-signed URL failed.
+    #[error("download of {what} failed: {reason}")]
+    Download { what: String, reason: String },
+    /// The run was asked to stop (Ctrl-C) while waiting.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl ApiError {
+    /// HTTP status if DevRev answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// DevRev's error `type`, e.g. `conflict`, `not_found`.
+    pub fn kind(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { body, .. } => body.kind.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn reference_id(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { body, .. } => body.reference_id.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    /// Exit code when this error ends the whole command (DESIGN §8).
+    pub fn exit_code(&self) -> u8 {
+        use crate::error::code;
+        match self {
+            ApiError::Status { status, .. } if *status == 401 || *status == 403 => {
+                code::NO_PERMISSION
+            }
+            ApiError::Unreachable { .. } => code::UNAVAILABLE,
+            ApiError::Status { status, .. } if *status == 429 || *status >= 500 => {
+                code::UNAVAILABLE
+            }
+            ApiError::Cancelled => code::INTERRUPTED,
+            _ => code::SOME_FAILED,
+        }
+    }
+}

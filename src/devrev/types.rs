@@ -1,0 +1,234 @@
+//! Lenient serde models of the DevRev objects this tool touches.
+//!
+//! DevRev's responses carry more fields than its public spec declares and the set drifts, so
+//! every model ignores what it does not know *but keeps it* in `extra`: a backup written from
+//! these types holds everything the API returned, not only the fields we model.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// A reference to a user embedded in other objects (`reported_by[]`, `members[]`, ...).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UserSummary {
+    pub id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A contact (`rev_user`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RevUser {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_verified: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_identity: Option<UserSummary>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl RevUser {
+    /// A contact is active unless DevRev says otherwise (a missing state counts as active,
+    /// which is what real responses for ordinary contacts look like).
+    pub fn is_active(&self) -> bool {
+        self.state.as_deref().is_none_or(|s| s == "active")
+    }
+}
+
+/// An attachment reference embedded in a ticket or a timeline entry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ArtifactSummary {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FileInfo {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub mime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A work item; this tool only asks for tickets.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Work {
+    pub id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub reported_by: Vec<UserSummary>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactSummary>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Work {
+    /// A name for folders and messages: the display id when DevRev sent one.
+    pub fn label(&self) -> &str {
+        self.display_id.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// One entry of an object's timeline. Comments and change events are mixed; every type is
+/// kept as returned.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TimelineEntry {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactSummary>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A conversation (chat/Plug thread).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Conversation {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default)]
+    pub members: Vec<UserSummary>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Conversation {
+    pub fn label(&self) -> &str {
+        self.display_id.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// Full artifact metadata from `artifacts.get`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Artifact {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileInfo>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `artifacts.locate`: a short-lived download URL.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Located {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+}
+
+/// `auth-tokens.info`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TokenInfo {
+    #[serde(default)]
+    pub organization: Organization,
+    #[serde(default)]
+    pub user: UserSummary,
+    #[serde(default)]
+    pub token: TokenMeta,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Organization {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slug: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TokenMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry: Option<i64>,
+}
+
+/// `dev-users.self`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DevUser {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_survive_a_round_trip() {
+        let raw = serde_json::json!({
+            "id": "don:identity:dvrv-us-1:devo/abc:revu/X1",
+            "display_id": "REVU-X1",
+            "state": "active",
+            "custom_fields": {"tnt__a": 1},
+            "tags": [{"tag": {"id": "t"}}]
+        });
+        let user: RevUser = serde_json::from_value(raw.clone()).unwrap();
+        assert!(user.is_active());
+        assert_eq!(serde_json::to_value(&user).unwrap(), raw);
+    }
+
+    #[test]
+    fn work_without_reported_by_parses() {
+        let w: Work = serde_json::from_value(serde_json::json!({"id": "t", "title": "x"})).unwrap();
+        assert!(w.reported_by.is_empty());
+        assert_eq!(w.label(), "t");
+    }
+}

@@ -1,0 +1,122 @@
+//! Atomic, owner-only file writes and safe names built from customer data.
+//!
+//! Everything this tool writes (backups, reports, plans, the savepoint, logs) holds PII, so
+//! folders are 0700 and files 0600, and a file is either the old version or the complete new
+//! one: written to a temp file in the same folder, fsynced, then renamed over the target.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Creates `dir` (and parents) with mode 0700. Existing folders keep their mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Writes `bytes` to `path` atomically with mode 0600.
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_private_dir(dir)?;
+    // tempfile creates the file 0600 already.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    // Make the rename itself durable.
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Serializes `value` as pretty JSON and writes it with [`write_private_atomic`].
+pub fn write_json_atomic<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    write_private_atomic(path, &bytes)
+}
+
+/// Turns data (an email, an attachment name) into one safe path component: no separators,
+/// no `..`, no control or NUL characters, not empty, at most `max` bytes. Characters other
+/// than `[A-Za-z0-9@._+-]` become `_`.
+pub fn safe_component(raw: &str, max: usize) -> String {
+    let mut s: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '+' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // No leading dots: ".." and hidden files are both out.
+    while s.starts_with('.') {
+        s.replace_range(0..1, "_");
+    }
+    if s.len() > max {
+        s.truncate(max);
+    }
+    if s.is_empty() {
+        s.push('_');
+    }
+    s
+}
+
+/// Timestamp used in file names: `YYYYMMDD_HHMMSS` in local time.
+pub fn stamp() -> String {
+    chrono::Local::now().format("%Y%m%d_%H%M%S").to_string()
+}
+
+/// A path for a timestamped output file that does not exist yet
+/// (`<dir>/<prefix>-<stamp>.json`, with `-2`, `-3`, ... on a clash within one second).
+pub fn unique_path(dir: &Path, prefix: &str, ext: &str) -> PathBuf {
+    let st = stamp();
+    let mut p = dir.join(format!("{prefix}-{st}.{ext}"));
+    let mut n = 2;
+    while p.exists() {
+        p = dir.join(format!("{prefix}-{st}-{n}.{ext}"));
+        n += 1;
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_component_cannot_escape() {
+        for raw in ["../../etc/passwd", "a/b", "..", ".", "", "x\0y", "a\nb", "/abs", "\\win"] {
+            let s = safe_component(raw, 100);
+            assert!(!s.contains('/') && !s.contains('\\') && !s.contains('\0'), "{raw:?} -> {s:?}");
+            assert!(!s.starts_with('.'), "{raw:?} -> {s:?}");
+            assert!(!s.is_empty());
+            assert!(s.chars().all(|c| !c.is_control()));
+        }
+        assert_eq!(safe_component("Jane.Doe+x@example.com", 100), "Jane.Doe+x@example.com");
+        assert_eq!(safe_component("abcdef", 3), "abc");
+    }
+
+    #[test]
+    fn atomic_write_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/f.json");
+        write_json_atomic(&p, &serde_json::json!({"a": 1})).unwrap();
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dmode = fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(dmode, 0o700);
+        write_private_atomic(&p, b"second").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        // No temp files left behind.
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,18 @@
+//! devrev-merge: safely merge duplicate DevRev contacts.
+//!
+//! The binary (`main.rs`) only loads `.env`, parses the command line and maps errors to exit
+//! codes; everything else lives here so tests and benchmarks can reach it.
+
+pub mod app;
+pub mod backup;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod devrev;
+pub mod error;
+pub mod fsutil;
+pub mod logging;
+pub mod merge;
+pub mod report;
+pub mod sample;
+pub mod test_api;

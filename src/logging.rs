@@ -1,0 +1,100 @@
+//! Logging: human-readable lines on stderr (`-v`, `-q`) and a timestamped log file.
+//!
+//! Progress bars come from `tracing-indicatif`: a span created with
+//! `indicatif.pb_show = true` becomes a bar (see [`progress_span`]), and log lines are
+//! written through the same layer so they never tear a bar. Bars are hidden when stderr is
+//! not a terminal or with `-q`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tracing_indicatif::IndicatifLayer;
+use tracing_indicatif::filter::{IndicatifFilter, hide_indicatif_span_fields};
+use tracing_subscriber::fmt::format::DefaultFields;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::error::AppError;
+use crate::fsutil;
+
+/// Sets up logging for the process and returns the log file's path.
+///
+/// `log_dir = None` logs to stderr only (used by read-only commands that must not write
+/// anything, such as a preview in a read-only folder).
+pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<PathBuf>, AppError> {
+    let console_level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let console_filter = EnvFilter::new(format!("warn,devrev_merge={console_level}"));
+
+    let mut file_path = None;
+    let file_layer = match log_dir {
+        Some(dir) => {
+            fsutil::create_private_dir(dir).map_err(|e| {
+                AppError::CantCreate(format!("cannot create log folder {}: {e}", dir.display()))
+            })?;
+            let path = fsutil::unique_path(dir, "devrev-merge", "log");
+            let file = open_private_append(&path).map_err(|e| {
+                AppError::CantCreate(format!("cannot create log file {}: {e}", path.display()))
+            })?;
+            file_path = Some(path);
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_writer(Mutex::new(file))
+                    .with_filter(EnvFilter::new("warn,devrev_merge=debug")),
+            )
+        }
+        None => None,
+    };
+
+    let indicatif = IndicatifLayer::new().with_span_field_formatter(hide_indicatif_span_fields(DefaultFields::new()));
+    let console = tracing_subscriber::fmt::layer()
+        .with_target(false)
+        .without_time()
+        .with_writer(indicatif.get_stderr_writer())
+        .with_filter(console_filter);
+    let bars = (!quiet).then(|| indicatif.with_filter(IndicatifFilter::new(false)));
+
+    let _ = tracing_subscriber::registry()
+        .with(console)
+        .with(file_layer)
+        .with(bars)
+        .try_init();
+    Ok(file_path)
+}
+
+fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// A span that shows as a progress bar with `len` steps while entered.
+///
+/// Use `tracing_indicatif::span_ext::IndicatifSpanExt` on it (`pb_inc`, `pb_set_message`).
+#[macro_export]
+macro_rules! progress_span {
+    ($name:expr, $len:expr) => {{
+        use tracing_indicatif::span_ext::IndicatifSpanExt as _;
+        let span = tracing::info_span!($name, indicatif.pb_show = true);
+        span.pb_set_style(
+            &indicatif::ProgressStyle::with_template(
+                "{span_name} [{bar:30}] {pos}/{len} ETA {eta} {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        span.pb_set_length($len as u64);
+        span
+    }};
+}

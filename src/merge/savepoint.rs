@@ -1,0 +1,3 @@
+//! The savepoint: a versioned JSON journal of every pair's progress.
+//!
+//! (Skeleton: written under issue 5.)

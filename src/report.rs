@@ -1,0 +1,3 @@
+//! The JSON merge report and the console summary.
+//!
+//! (Skeleton: written under issue 5.)

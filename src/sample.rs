@@ -1,0 +1,3 @@
+//! `--create-test-sample`: a small CSV of complete clean pairs to try first.
+//!
+//! (Skeleton: written under issue 3.)
