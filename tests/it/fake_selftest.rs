@@ -357,3 +357,708 @@ fn request_log_and_count() {
     assert!(log.iter().all(|r| r.status == 200));
     let _: Value = log[0].body.clone();
 }
+
+#[test]
+fn error_shapes_match_devrev() {
+    let seed = small(2);
+    let (p, s) = seed.pairs()[0].clone();
+    let ticket = seed.tickets[0]["id"].as_str().unwrap().to_string();
+    let org = seed.org.clone();
+    let (fake, probe) = start(seed);
+    let unknown_user = format!("don:identity:dvrv-us-1:devo/{org}:revu/Zz9Zz9Zz9");
+    let cases: Vec<(&str, Value, u16, &str, Option<&str>)> = vec![
+        (
+            "rev-users.get",
+            json!({}),
+            400,
+            "missing_required_field",
+            Some("id"),
+        ),
+        (
+            "rev-users.get",
+            json!({"id": "not an id"}),
+            400,
+            "invalid_id",
+            Some("id"),
+        ),
+        (
+            "rev-users.get",
+            json!({"id": unknown_user}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "rev-users.get",
+            json!({"id": ticket}),
+            400,
+            "unexpected_id_type",
+            Some("id"),
+        ),
+        (
+            "rev-users.get",
+            json!({"id": p, "expand": true}),
+            400,
+            "invalid_field",
+            Some("expand"),
+        ),
+        (
+            "rev-users.get",
+            json!({"id": 5}),
+            400,
+            "unexpected_json_type",
+            Some("id"),
+        ),
+        (
+            "works.list",
+            json!({"external_refs": ["x"]}),
+            400,
+            "invalid_field",
+            Some("external_refs"),
+        ),
+        (
+            "works.list",
+            json!({"mode": "sideways"}),
+            400,
+            "invalid_enum_value",
+            Some("mode"),
+        ),
+        (
+            "works.list",
+            json!({"reported_by": ["REVU"]}),
+            400,
+            "invalid_id",
+            Some("reported_by"),
+        ),
+        (
+            "conversations.list",
+            json!({"work": ticket}),
+            400,
+            "invalid_field",
+            Some("work"),
+        ),
+        (
+            "works.update",
+            json!({"id": ticket, "reported_by": {"add": [p]}}),
+            400,
+            "invalid_field",
+            Some("reported_by.add"),
+        ),
+        (
+            "works.update",
+            json!({"id": ticket, "severity": "high"}),
+            400,
+            "invalid_field",
+            Some("severity"),
+        ),
+        (
+            "works.update",
+            json!({"id": ticket, "owned_by": {"set": []}}),
+            400,
+            "value_not_permitted",
+            Some("owned_by.set"),
+        ),
+        (
+            "works.update",
+            json!({"id": ticket, "reported_by": {"set": [unknown_user]}}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "works.get",
+            json!({"id": "TKT-999999"}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "timeline-entries.list",
+            json!({}),
+            400,
+            "missing_required_field",
+            Some("object"),
+        ),
+        (
+            "rev-users.merge",
+            json!({"primary_user": p}),
+            400,
+            "missing_required_field",
+            Some("secondary_user"),
+        ),
+        (
+            "rev-users.merge",
+            json!({"primary_user": p, "secondary_user": "x y"}),
+            400,
+            "invalid_id",
+            Some("secondary_user"),
+        ),
+        (
+            "rev-users.merge",
+            json!({"primary_user": p, "secondary_user": unknown_user}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "rev-users.merge",
+            json!({"primary_user": unknown_user, "secondary_user": s}),
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            "rev-users.merge",
+            json!({"primary_user": p, "secondary_user": p}),
+            400,
+            "bad_request",
+            None,
+        ),
+        (
+            "rev-users.merge",
+            json!({"primary_user": p, "secondary_user": s, "force": true}),
+            400,
+            "invalid_field",
+            Some("force"),
+        ),
+        (
+            "artifacts.locate",
+            json!({"id": "artifact-1"}),
+            404,
+            "not_found",
+            None,
+        ),
+    ];
+    for (ep, body, status, kind, field) in cases {
+        let r = probe.call(ep, body.clone());
+        assert_eq!(r.status, status, "{ep} {body}: {}", r.json);
+        assert_eq!(r.json["type"], kind, "{ep} {body}: {}", r.json);
+        if let Some(f) = field {
+            assert_eq!(r.json["field_name"], f, "{ep} {body}: {}", r.json);
+        }
+    }
+    // Unknown route: only a message, no type.
+    let r = probe.call("rev-users.frobnicate", json!({}));
+    assert_eq!(
+        (r.status, r.json.clone()),
+        (404, json!({"message": "route not found"}))
+    );
+    // Writes have no GET variant.
+    assert_eq!(probe.get("rev-users.merge").status, 404);
+    // A body that is not JSON.
+    let raw = send(
+        &format!("{}/rev-users.get", fake.base_url()),
+        Some(&probe.token),
+        Some(&json!("just a string")),
+    )
+    .unwrap();
+    assert_eq!(raw.status, 400);
+    // Nothing above merged anything.
+    assert!(fake.with_state(|st| st.merges.is_empty()));
+}
+
+#[test]
+fn get_variants_take_comma_joined_arrays_and_dotted_names() {
+    let seed = small(3);
+    let (p, s) = seed.pairs()[0].clone();
+    let (_fake, probe) = start(seed);
+    let post = probe.call(
+        "works.list",
+        json!({"reported_by": [p, s], "type": ["ticket"]}),
+    );
+    let get = probe.get(&format!("works.list?reported_by={p},{s}&type=ticket"));
+    assert_eq!(get.status, 200);
+    assert_eq!(get.json, post.json);
+    let user = probe.get(&format!("rev-users.get?id={s}"));
+    assert_eq!(user.json["rev_user"]["id"], s.as_str());
+    let dated = probe.get("rev-users.list?created_date.after=2000-01-01T00:00:00Z&limit=5");
+    assert_eq!(dated.json["rev_users"].as_array().unwrap().len(), 5);
+    let none = probe.get("rev-users.list?created_date.before=2000-01-01T00:00:00Z");
+    assert_eq!(none.json["rev_users"], json!([]));
+    assert!(none.json.get("next_cursor").is_none());
+    let bad = probe.get("rev-users.list?nope=1");
+    assert_eq!(
+        (bad.status, bad.json["field_name"].clone()),
+        (400, json!("nope"))
+    );
+    let bad = probe.get("works.list?ticket.nope=1");
+    assert_eq!(bad.json["field_name"], "ticket.nope");
+}
+
+#[test]
+fn rate_limit_headers_on_every_answer_and_429_with_retry_after() {
+    let seed = small(1);
+    let fake = FakeServer::start(FakeOptions {
+        seed,
+        rate_limit: Some(crate::support::fake::RateLimit {
+            limit: 3,
+            window: Duration::from_millis(1500),
+        }),
+        ..FakeOptions::default()
+    });
+    let probe = Probe::new(&fake);
+    let now_s = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    for left in [2, 1, 0] {
+        let r = probe.call("dev-users.self", json!({}));
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-ratelimit-limit"), "3");
+        assert_eq!(r.header("x-ratelimit-remaining"), left.to_string());
+        let reset: u64 = r.header("x-ratelimit-reset").parse().unwrap();
+        assert!(reset >= now_s() && reset <= now_s() + 3, "reset {reset}");
+    }
+    // Errors carry the headers too (a 404 spends a unit like any call).
+    let r = probe.call("dev-users.self", json!({}));
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json["type"], "too_many_requests");
+    let retry: u64 = r.header("retry-after").parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(r.json["retry_after"], retry);
+    assert_eq!(r.header("x-ratelimit-remaining"), "0");
+    // Another token has its own bucket (and is rejected, with headers).
+    let other = send(
+        &format!("{}/dev-users.self", fake.base_url()),
+        Some("Bearer x"),
+        Some(&json!({})),
+    )
+    .unwrap();
+    assert_eq!(other.status, 401);
+    assert!(!other.header("x-ratelimit-limit").is_empty());
+    // After the window, calls pass again.
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(probe.call("dev-users.self", json!({})).status, 200);
+}
+
+#[test]
+fn forbidden_mode_answers_403() {
+    let (fake, probe) = start(small(1));
+    fake.set_options(|o| o.forbidden = true);
+    let r = probe.call("rev-users.list", json!({"limit": 1}));
+    assert_eq!(
+        (r.status, r.json["type"].clone()),
+        (403, json!("forbidden"))
+    );
+    let bad = send(
+        &format!("{}/rev-users.list", fake.base_url()),
+        Some("wrong"),
+        Some(&json!({})),
+    )
+    .unwrap();
+    assert_eq!(bad.status, 401, "a wrong token is still 401");
+    fake.set_options(|o| o.forbidden = false);
+    assert_eq!(
+        probe.call("rev-users.list", json!({"limit": 1})).status,
+        200
+    );
+}
+
+#[test]
+fn merging_unverified_into_verified_is_refused() {
+    let seed = Seed::generate(&GenSpec {
+        pairs: 4,
+        unverified_secondary_pct: 100,
+        ..GenSpec::default()
+    });
+    let (p, s) = seed.pairs()[0].clone();
+    let (fake, probe) = start(seed);
+    let r = probe.call(
+        "rev-users.merge",
+        json!({"primary_user": p, "secondary_user": s}),
+    );
+    assert_eq!(
+        (r.status, r.json["type"].clone()),
+        (400, json!("bad_request"))
+    );
+    // The other way round (unverified primary) is allowed.
+    let r = probe.call(
+        "rev-users.merge",
+        json!({"primary_user": s, "secondary_user": p}),
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(fake.with_state(|st| st.merges.len()), 1);
+}
+
+fn merge_world(behaviour: MergeBehaviour) -> (FakeServer, Probe, String, String) {
+    // Every contact reports several tickets and secondaries sit in conversations.
+    let seed = Seed::generate(&GenSpec {
+        pairs: 6,
+        tickets_per_contact: (3, 4),
+        shared_ticket_pct: 50,
+        conversations_per_secondary: (2, 2),
+        ..GenSpec::default()
+    });
+    let (p, s) = seed.pairs()[0].clone();
+    let fake = FakeServer::start(FakeOptions {
+        seed,
+        merge: behaviour,
+        ..FakeOptions::default()
+    });
+    let probe = Probe::new(&fake);
+    (fake, probe, p, s)
+}
+
+#[test]
+fn merge_move_modes() {
+    for mode in [MoveMode::All, MoveMode::Partial, MoveMode::Nothing] {
+        let (fake, probe, p, s) = merge_world(MergeBehaviour {
+            delay: Duration::from_secs(3600),
+            moves: mode,
+            secondary_after: SecondaryAfter::Deactivated,
+            ..MergeBehaviour::default()
+        });
+        let affected = fake
+            .with_state(|st| st.tickets_reported_by(&s).len() + st.conversations_with(&s).len());
+        assert!(affected >= 4, "{affected}");
+        assert_eq!(
+            probe
+                .call(
+                    "rev-users.merge",
+                    json!({"primary_user": p, "secondary_user": s})
+                )
+                .status,
+            200
+        );
+        assert_eq!(fake.pending_merges(), 1, "an hour's delay: still pending");
+        fake.apply_pending_merges();
+        assert_eq!(fake.pending_merges(), 0);
+        let left = fake
+            .with_state(|st| st.tickets_reported_by(&s).len() + st.conversations_with(&s).len());
+        let expect = match mode {
+            MoveMode::All => 0,
+            MoveMode::Partial => affected.div_ceil(2),
+            MoveMode::Nothing => affected,
+        };
+        assert_eq!(left, expect, "{mode:?}");
+        // What the API shows agrees with the state.
+        let listed = probe.call("works.list", json!({"reported_by": [s]}));
+        assert_eq!(
+            listed.json["works"].as_array().unwrap().len(),
+            fake.with_state(|st| st.tickets_reported_by(&s).len())
+        );
+        let convs = probe.call("conversations.list", json!({"members": [s]}));
+        assert_eq!(
+            convs.json["conversations"].as_array().unwrap().len(),
+            fake.with_state(|st| st.conversations_with(&s).len())
+        );
+    }
+}
+
+#[test]
+fn secondary_after_merge_variants() {
+    for after in [
+        SecondaryAfter::Gone,
+        SecondaryAfter::Deactivated,
+        SecondaryAfter::PrimaryIdentity,
+        SecondaryAfter::DropRef,
+    ] {
+        let (fake, probe, p, s) = merge_world(MergeBehaviour {
+            delay: Duration::ZERO,
+            secondary_after: after,
+            renames_primary: true,
+            ..MergeBehaviour::default()
+        });
+        let old = fake.with_state(|st| st.rev_users[&s].json.clone());
+        assert_eq!(
+            probe
+                .call(
+                    "rev-users.merge",
+                    json!({"primary_user": p, "secondary_user": s})
+                )
+                .status,
+            200
+        );
+        let r = probe.call("rev-users.get", json!({"id": s}));
+        let u = &r.json["rev_user"];
+        match after {
+            SecondaryAfter::Gone => assert_eq!(r.status, 404),
+            SecondaryAfter::Deactivated => assert_eq!(u["state"], "deactivated"),
+            SecondaryAfter::PrimaryIdentity => {
+                assert_eq!(u["state"], "active");
+                assert_eq!(u["primary_identity"]["id"], p.as_str());
+            }
+            SecondaryAfter::DropRef => assert_eq!(
+                u["external_ref"],
+                format!("{}-drop-{s}", old["external_ref"].as_str().unwrap())
+            ),
+        }
+        let primary = probe.call("rev-users.get", json!({"id": p}));
+        assert_eq!(
+            primary.json["rev_user"]["display_name"],
+            old["display_name"]
+        );
+    }
+}
+
+#[test]
+fn timelines_mix_comments_and_change_events_in_order() {
+    let seed = Seed::generate(&GenSpec {
+        pairs: 10,
+        tickets_per_contact: (2, 3),
+        timeline_entries: (4, 8),
+        attachments_pct: 40,
+        ..GenSpec::default()
+    });
+    let (fake, probe) = start(seed);
+    let tickets: Vec<String> = fake.with_state(|st| st.works.keys().cloned().collect());
+    let mut all = Vec::new();
+    for t in &tickets {
+        let r = probe.call("timeline-entries.list", json!({"object": t}));
+        assert_eq!(r.status, 200);
+        let entries = r.json["timeline_entries"].as_array().unwrap().clone();
+        let dates: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                chrono::DateTime::parse_from_rfc3339(e["created_date"].as_str().unwrap()).unwrap()
+            })
+            .collect();
+        assert!(dates.windows(2).all(|w| w[0] <= w[1]), "created_date order");
+        for e in &entries {
+            assert_eq!(e["object"], t.as_str());
+        }
+        all.extend(entries);
+    }
+    let kind = |k: &str| all.iter().filter(|e| e["type"] == k).count();
+    assert!(kind("timeline_comment") > 0 && kind("timeline_change_event") > 0);
+    let comments: Vec<&Value> = all
+        .iter()
+        .filter(|e| e["type"] == "timeline_comment")
+        .collect();
+    assert!(
+        comments.iter().any(|c| c.get("body").is_none()),
+        "deleted comments"
+    );
+    assert!(comments.iter().any(|c| c["visibility"] == "private"));
+    assert!(
+        comments
+            .iter()
+            .any(|c| c["artifacts"].as_array().is_some_and(|a| !a.is_empty()))
+    );
+    assert!(
+        comments
+            .iter()
+            .any(|c| c["created_by"]["type"] == "rev_user")
+    );
+    // Strict visibility filter and display-id object.
+    let t = fake.with_state(|st| st.works.values().next().unwrap().display_id());
+    let r = probe.call(
+        "timeline-entries.list",
+        json!({"object": t, "visibility": ["private"]}),
+    );
+    assert!(
+        r.json["timeline_entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["visibility"] == "private")
+    );
+}
+
+#[test]
+fn attachments_locate_download_and_expire() {
+    let seed = Seed::generate(&GenSpec {
+        pairs: 8,
+        tickets_per_contact: (1, 2),
+        attachments_pct: 60,
+        attachment_size_max: 2 * 1024 * 1024,
+        ..GenSpec::default()
+    });
+    let fake = FakeServer::start(FakeOptions {
+        seed,
+        url_ttl: Duration::from_millis(400),
+        rate_limit: Some(crate::support::fake::RateLimit {
+            limit: 100,
+            window: Duration::from_secs(60),
+        }),
+        ..FakeOptions::default()
+    });
+    let probe = Probe::new(&fake);
+    let ids: Vec<(String, u64)> = fake.with_state(|st| {
+        st.artifacts
+            .values()
+            .map(|a| {
+                (
+                    a.json["id"].as_str().unwrap().to_string(),
+                    a.json["file"]["size"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    });
+    assert!(ids.iter().any(|(_, n)| *n == 0), "a 0-byte file");
+    assert!(ids.iter().any(|(_, n)| *n >= 1024 * 1024), "a file of MBs");
+    for (id, size) in ids
+        .iter()
+        .filter(|(_, n)| *n == 0 || *n >= 1024 * 1024)
+        .take(2)
+    {
+        let meta = probe.call("artifacts.get", json!({"id": id}));
+        assert_eq!(meta.json["artifact"]["file"]["size"], *size);
+        assert!(meta.json["artifact"]["file"]["name"].is_string());
+        assert!(meta.json["artifact"]["file"]["type"].is_string());
+        let loc = probe.call("artifacts.locate", json!({"id": id}));
+        let url = loc.json["url"].as_str().unwrap().to_string();
+        assert!(url.starts_with(&format!("{}/download/", fake.base_url())));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(loc.json["expires_at"].as_str().unwrap()).is_ok()
+        );
+        let got = send(&url, None, None).unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.bytes.len() as u64, *size);
+        assert_eq!(
+            got.bytes,
+            crate::support::seed::artifact_bytes(id, *size as usize)
+        );
+        // A tampered signature is refused.
+        let bad = send(&url.replace("sig=", "sig=0"), None, None).unwrap();
+        assert_eq!(bad.status, 403);
+        // After the TTL the link is dead.
+        std::thread::sleep(Duration::from_millis(450));
+        assert_eq!(send(&url, None, None).unwrap().status, 403);
+    }
+    let downloads: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/download/"))
+        .collect();
+    assert_eq!(downloads.len(), 6);
+    assert!(downloads.iter().all(|r| !r.had_auth_header));
+    // Downloads spend no API units: 4 API calls so far.
+    let r = probe.call("dev-users.self", json!({}));
+    assert_eq!(r.header("x-ratelimit-remaining"), "95");
+}
+
+#[test]
+fn scripted_status_faults() {
+    use crate::support::fake::{Fault, ScriptedFault};
+    let seed = small(1);
+    let fake = FakeServer::start(FakeOptions {
+        seed,
+        faults: vec![
+            ScriptedFault {
+                path: Some("/auth-tokens.info".into()),
+                nth: 1,
+                fault: Fault::Status503,
+            },
+            ScriptedFault {
+                path: Some("auth-tokens.info".into()),
+                nth: 2,
+                fault: Fault::Status500,
+            },
+            ScriptedFault {
+                path: Some("/auth-tokens.info".into()),
+                nth: 3,
+                fault: Fault::Spurious429 { retry_after_s: 2 },
+            },
+        ],
+        ..FakeOptions::default()
+    });
+    let probe = Probe::new(&fake);
+    // Other paths do not advance the count.
+    assert_eq!(probe.call("dev-users.self", json!({})).status, 200);
+    let r = probe.call("auth-tokens.info", json!({}));
+    assert_eq!(
+        (r.status, r.json["type"].clone()),
+        (503, json!("service_unavailable"))
+    );
+    let r = probe.call("auth-tokens.info", json!({}));
+    assert_eq!(
+        (r.status, r.json["type"].clone()),
+        (500, json!("internal_error"))
+    );
+    assert!(r.json["reference_id"].is_string());
+    let r = probe.call("auth-tokens.info", json!({}));
+    assert_eq!((r.status, r.header("retry-after")), (429, "2".to_string()));
+    assert_eq!(
+        r.json,
+        json!({"type": "too_many_requests", "message": "Too many requests", "retry_after": 2})
+    );
+    assert_eq!(probe.call("auth-tokens.info", json!({})).status, 200);
+    let faults: Vec<_> = fake.requests().iter().map(|r| r.fault.is_some()).collect();
+    assert_eq!(faults, vec![false, true, true, true, false]);
+}
+
+#[test]
+fn dropped_connections_and_slow_answers() {
+    use crate::support::fake::Fault;
+    let seed = small(2);
+    let (p, _) = seed.pairs()[0].clone();
+    let (fake, probe) = start(seed);
+    let update =
+        |name: &str| probe.try_call("rev-users.update", json!({"id": p, "display_name": name}));
+    let name_now = || fake.with_state(|st| st.rev_users[&p].json["display_name"].clone());
+
+    // Drop: no answer, nothing applied.
+    fake.fault_next(Some("/rev-users.update"), 1, Fault::Drop);
+    let err = update("Dropped").expect_err("the connection must be dropped");
+    // hyper's "connection closed before message completed".
+    assert!(err.contains("IncompleteMessage"), "{err}");
+    assert_ne!(name_now(), json!("Dropped"));
+
+    // ApplyThenDrop: no answer, but the write happened.
+    fake.fault_next(Some("/rev-users.update"), 1, Fault::ApplyThenDrop);
+    update("Applied").expect_err("the connection must be dropped");
+    assert_eq!(name_now(), json!("Applied"));
+
+    // Slow: answered, late.
+    fake.fault_next(None, 1, Fault::Slow(Duration::from_millis(300)));
+    let t0 = Instant::now();
+    assert_eq!(update("Slow").unwrap().status, 200);
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+
+    let log = fake.requests();
+    assert_eq!(
+        log.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![0, 0, 200]
+    );
+    assert_eq!(log[0].fault, Some(Fault::Drop));
+    // The server keeps serving after dropping connections.
+    assert_eq!(update("After").unwrap().status, 200);
+}
+
+#[test]
+fn random_faults_are_seeded() {
+    use crate::support::fake::{Fault, RandomFaults};
+    let run = |seed: u64| {
+        let fake = FakeServer::start(FakeOptions {
+            seed: small(1),
+            random_faults: Some(RandomFaults {
+                seed,
+                probability: 0.3,
+                kinds: vec![Fault::Status500, Fault::Status503],
+            }),
+            ..FakeOptions::default()
+        });
+        let probe = Probe::new(&fake);
+        (0..40)
+            .map(|_| probe.call("dev-users.self", json!({})).status)
+            .collect::<Vec<_>>()
+    };
+    let a = run(9);
+    assert_eq!(a, run(9), "same seed, same faults");
+    let faulted = a.iter().filter(|s| **s != 200).count();
+    assert!((4..=20).contains(&faulted), "{faulted} of 40 at p=0.3");
+}
+
+#[test]
+fn trip_wire_runs_once_when_the_nth_request_arrives() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (fake, probe) = start(small(1));
+    let fired = Arc::new(AtomicUsize::new(0));
+    let f = fired.clone();
+    fake.on_request(
+        2,
+        Box::new(move || {
+            f.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    probe.call("dev-users.self", json!({}));
+    assert_eq!(fired.load(Ordering::SeqCst), 0);
+    probe.call("dev-users.self", json!({}));
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+    probe.call("dev-users.self", json!({}));
+    assert_eq!(fired.load(Ordering::SeqCst), 1);
+}
