@@ -222,8 +222,25 @@ fn pagination_defaults_to_50_clamps_and_ends_without_cursor() {
         }
     }
     assert_eq!(pages, 4);
+    // mode "before" walks back from a cursor.
+    let second = probe.call(
+        "rev-users.list",
+        json!({"limit": 40, "cursor": first_cursor(&probe)}),
+    );
+    let prev = second.json["prev_cursor"].as_str().unwrap().to_string();
+    let back = probe.call(
+        "rev-users.list",
+        json!({"limit": 40, "cursor": prev, "mode": "before"}),
+    );
+    let again = probe.call("rev-users.list", json!({"limit": 40}));
+    assert_eq!(back.json["rev_users"], again.json["rev_users"]);
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (total, total));
+}
+
+fn first_cursor(probe: &Probe) -> String {
+    let r = probe.call("rev-users.list", json!({"limit": 40}));
+    r.json["next_cursor"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -528,6 +545,27 @@ fn error_shapes_match_devrev() {
             "not_found",
             None,
         ),
+        (
+            "conversations.update",
+            json!({"id": "CONV-1", "members": {"add": [p]}}),
+            400,
+            "invalid_field",
+            Some("members.add"),
+        ),
+        (
+            "rev-users.update",
+            json!({"id": p, "external_ref": 7}),
+            400,
+            "unexpected_json_type",
+            Some("external_ref"),
+        ),
+        (
+            "rev-users.update",
+            json!({"id": p, "primary_identity": p}),
+            400,
+            "invalid_field",
+            Some("primary_identity"),
+        ),
     ];
     for (ep, body, status, kind, field) in cases {
         let r = probe.call(ep, body.clone());
@@ -543,6 +581,7 @@ fn error_shapes_match_devrev() {
         (r.status, r.json.clone()),
         (404, json!({"message": "route not found"}))
     );
+    assert!(!r.header("x-ratelimit-remaining").is_empty());
     // Writes have no GET variant.
     assert_eq!(probe.get("rev-users.merge").status, 404);
     // A body that is not JSON.
