@@ -1089,14 +1089,27 @@ fn verify_backups_of_a_missing_folder_is_a_usage_error() {
 fn verify_backups_against_api_finds_tickets_that_left_both_contacts() {
     let (fake, p, s) = world(spec(), |_| {});
     let (tmp, _dir) = one_backup(&fake, &p, &s);
-    let before = fake.requests().len();
-
-    let out =
-        run(cmd(tmp.path(), Some(&fake)).args(["--verify-backups", "backups", "--against-api"]));
+    let against_api = |fake: &FakeServer| {
+        run(cmd(tmp.path(), Some(fake)).args(["--verify-backups", "backups", "--against-api"]))
+    };
+    let out = against_api(&fake);
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 
+    // After the merge the secondary is gone and its tickets name the primary: all still there.
+    let merged = crate::support::probe::Probe::new(&fake).call(
+        "rev-users.merge",
+        json!({"primary_user": p, "secondary_user": s}),
+    );
+    assert_eq!(merged.status, 200);
+    fake.apply_pending_merges();
+    assert!(fake.with_state(|st| st.tickets_reported_by(&s).is_empty()));
+    let before = fake.requests().len();
+    let out = against_api(&fake);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 OK"), "{}", out.stdout);
+
     // A ticket loses both contacts in DevRev: the backup holds a ticket DevRev no longer lists.
-    let t = ticket_of(&fake, &s);
+    let t = ticket_of(&fake, &p);
     let label = fake.with_state(|st| {
         let w = &mut st.works.get_mut(&t).unwrap().json;
         let keep: Vec<Value> = w["reported_by"]
@@ -1109,8 +1122,7 @@ fn verify_backups_against_api_finds_tickets_that_left_both_contacts() {
         w["reported_by"] = json!(keep);
         w["display_id"].as_str().unwrap().to_string()
     });
-    let out =
-        run(cmd(tmp.path(), Some(&fake)).args(["--verify-backups", "backups", "--against-api"]));
+    let out = against_api(&fake);
     assert_failed(
         &out,
         &format!("1 backed-up ticket(s) no longer name either contact in DevRev: {label}"),
