@@ -76,14 +76,27 @@ fn main() {
     let span = (last - first).as_secs_f64();
     let n = reqs.len();
     // Rate over the span between the first and the last request: n-1 intervals.
-    let achieved = if span > 0.0 { (n as f64 - 1.0) / span } else { 0.0 };
+    let achieved = if span > 0.0 {
+        (n as f64 - 1.0) / span
+    } else {
+        0.0
+    };
     let allowed = f64::from(calls) / window.as_secs_f64();
     let max_in_window = (0..n)
-        .map(|i| reqs[i..].iter().take_while(|u| u.at < reqs[i].at + window).count())
+        .map(|i| {
+            reqs[i..]
+                .iter()
+                .take_while(|u| u.at < reqs[i].at + window)
+                .count()
+        })
         .max()
         .unwrap_or(0);
     let too_many = reqs.iter().filter(|r| r.status == 429).count();
-    println!("pacing benchmark: limit {calls} calls per {:.1} s, ran {:.1} s", window.as_secs_f64(), t0.elapsed().as_secs_f64());
+    println!(
+        "pacing benchmark: limit {calls} calls per {:.1} s, ran {:.1} s",
+        window.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
     println!("  requests seen by the server : {n}");
     println!("  achieved rate               : {achieved:.3} /s");
     println!("  allowed rate                : {allowed:.3} /s");

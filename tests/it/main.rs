@@ -5,3 +5,4 @@ mod support;
 
 mod backup;
 mod fake_selftest;
+mod test_api;

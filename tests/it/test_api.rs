@@ -91,12 +91,21 @@ fn test_api_passes_and_reports_org_identity_and_rate_headers() {
     // A private, timestamped log file was written.
     use std::os::unix::fs::PermissionsExt;
     let logs = dir.path().join("logs");
-    assert_eq!(std::fs::metadata(&logs).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(&logs).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
     let files: Vec<_> = std::fs::read_dir(&logs).unwrap().flatten().collect();
     assert_eq!(files.len(), 1);
     let name = files[0].file_name().into_string().unwrap();
-    assert!(name.starts_with("devrev-merge-") && name.ends_with(".log"), "{name}");
-    assert_eq!(files[0].metadata().unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        name.starts_with("devrev-merge-") && name.ends_with(".log"),
+        "{name}"
+    );
+    assert_eq!(
+        files[0].metadata().unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -113,7 +122,12 @@ fn test_api_json_is_one_object_on_stdout() {
     let v: serde_json::Value = serde_json::from_slice(&out).expect("stdout is JSON");
     assert_eq!(v["ok"], true);
     assert_eq!(v["probes"].as_array().unwrap().len(), 4);
-    assert!(v["organization"]["id"].as_str().unwrap().starts_with("don:identity:"));
+    assert!(
+        v["organization"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("don:identity:")
+    );
     assert!(v["token_expires_at"].is_string());
     assert!(v["rate_limit_headers"]["limit"].is_u64());
 }
@@ -217,11 +231,15 @@ fn two_503s_then_success() {
 fn route_not_found_body_without_type_is_parsed() {
     let fake = small_fake(|_| {});
     let dir = tempfile::tempdir().unwrap();
-    cmd(&dir, &format!("{}/no-such-prefix", fake.base_url()), Some(&fake.token()))
-        .arg("--test-api")
-        .assert()
-        .code(1)
-        .stdout(predicate::str::contains("HTTP 404: route not found"));
+    cmd(
+        &dir,
+        &format!("{}/no-such-prefix", fake.base_url()),
+        Some(&fake.token()),
+    )
+    .arg("--test-api")
+    .assert()
+    .code(1)
+    .stdout(predicate::str::contains("HTTP 404: route not found"));
 }
 
 #[test]
@@ -321,9 +339,18 @@ fn pacing_keeps_every_window_within_the_limit() {
     });
     let reqs = fake.requests();
     assert_eq!(reqs.len(), 27);
-    assert!(reqs.iter().all(|r| r.status != 429), "the client provoked a 429");
+    assert!(
+        reqs.iter().all(|r| r.status != 429),
+        "the client provoked a 429"
+    );
     for (i, r) in reqs.iter().enumerate() {
-        let in_window = reqs[i..].iter().take_while(|u| u.at < r.at + window).count();
-        assert!(in_window <= limit as usize, "{in_window} requests within one window");
+        let in_window = reqs[i..]
+            .iter()
+            .take_while(|u| u.at < r.at + window)
+            .count();
+        assert!(
+            in_window <= limit as usize,
+            "{in_window} requests within one window"
+        );
     }
 }
