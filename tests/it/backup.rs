@@ -268,8 +268,8 @@ fn add_comment(fake: &FakeServer, object: &str, artifacts: Vec<Value>) {
 }
 
 /// The binary with a scrubbed environment in `dir`, pointed at the fake.
-fn cmd(dir: &Path, fake: Option<&FakeServer>) -> Command {
-    let mut c = Command::cargo_bin("devrev-merge").unwrap();
+fn std_cmd(dir: &Path, fake: Option<&FakeServer>) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("devrev-merge"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
@@ -281,6 +281,10 @@ fn cmd(dir: &Path, fake: Option<&FakeServer>) -> Command {
             .env("DEVREV_API_TOKEN", f.token());
     }
     c
+}
+
+fn cmd(dir: &Path, fake: Option<&FakeServer>) -> Command {
+    Command::from_std(std_cmd(dir, fake))
 }
 
 struct Outcome {
@@ -436,6 +440,13 @@ fn backup_follows_every_page_and_holds_everything_listed() {
             .count()
             >= 3
     );
+
+    // Neither the token nor a pre-signed URL is written anywhere.
+    for f in tree(dir).into_iter().filter(|f| f.is_file()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains(&fake.token()), "token in {}", f.display());
+        assert!(!text.contains("sig="), "download URL in {}", f.display());
+    }
 
     // Both contacts exactly as rev-users.get returned them, unknown fields included.
     let meta = read_json(&dir.join("metadata.json"));
