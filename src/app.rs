@@ -30,6 +30,12 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     if let (true, Some(csv)) = (cli.backup_only, &cli.csv) {
         return rt.block_on(crate::backup::commands::backup_only(&cfg, csv));
     }
+    if cli.create_test_sample {
+        return crate::sample::run(&cli, &cfg);
+    }
+    if let (Some(csv), true) = (&cli.csv, cli.preview) {
+        return rt.block_on(crate::preview::run(&cfg, csv, cli.check_live));
+    }
     Err(AppError::Usage(
         "this command is not implemented yet".into(),
     ))
