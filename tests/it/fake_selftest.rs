@@ -250,7 +250,7 @@ fn merge_answers_at_once_and_applies_after_the_delay() {
     let fake = FakeServer::start(FakeOptions {
         seed,
         merge: MergeBehaviour {
-            delay: Duration::from_millis(300),
+            delay: Duration::from_millis(1000),
             ..MergeBehaviour::default()
         },
         ..FakeOptions::default()
@@ -263,11 +263,11 @@ fn merge_answers_at_once_and_applies_after_the_delay() {
         json!({"primary_user": p, "secondary_user": s}),
     );
     assert_eq!((r.status, r.json.clone()), (200, json!({})));
-    assert!(t0.elapsed() < Duration::from_millis(250));
+    assert!(t0.elapsed() < Duration::from_millis(1000));
     // Not applied yet: the secondary is still there.
     assert_eq!(probe.call("rev-users.get", json!({"id": s})).status, 200);
     assert!(fake.wait_for(|st| !st.rev_users.contains_key(&s), Duration::from_secs(5)));
-    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert!(t0.elapsed() >= Duration::from_millis(1000));
     let gone = probe.call("rev-users.get", json!({"id": s}));
     assert_eq!(
         (gone.status, gone.json["type"].clone()),
@@ -338,7 +338,7 @@ fn external_ref_is_unique_until_the_merged_secondary_releases_it() {
         json!({"primary_user": p, "secondary_user": s}),
     );
     assert!(fake.wait_for(|st| st.merges[0].applied, Duration::from_secs(5)));
-    let applied = Instant::now();
+    let applied = fake.with_state(|st| st.merges[0].applied_at.unwrap());
     assert_eq!(adopt().status, 409, "still taken right after the merge");
     let mut ok = None;
     while applied.elapsed() < Duration::from_secs(5) {
@@ -350,7 +350,7 @@ fn external_ref_is_unique_until_the_merged_secondary_releases_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let ok = ok.expect("ref released");
-    assert!(applied.elapsed() >= Duration::from_millis(380));
+    assert!(applied.elapsed() >= Duration::from_millis(400));
     assert_eq!(
         ok.json["rev_user"]["external_ref"].as_str(),
         Some(user_ref.as_str())
@@ -582,6 +582,20 @@ fn error_shapes_match_devrev() {
         (404, json!({"message": "route not found"}))
     );
     assert!(!r.header("x-ratelimit-remaining").is_empty());
+    // API versions: known ones pass, others are 400 invalid_api_version.
+    let url = format!("{}/dev-users.self", fake.base_url());
+    let bearer = format!("Bearer {}", probe.token);
+    let with_version = |v: &str| {
+        let h = [("authorization", bearer.as_str()), ("x-devrev-version", v)];
+        crate::support::probe::send_with(&url, &h, Some(&json!({}))).unwrap()
+    };
+    assert_eq!(with_version("2024-01-24").status, 200);
+    let r = with_version("1999-01-01");
+    assert_eq!(
+        (r.status, r.json["type"].clone()),
+        (400, json!("invalid_api_version"))
+    );
+    assert_eq!(r.json["value"], "1999-01-01");
     // Writes have no GET variant.
     assert_eq!(probe.get("rev-users.merge").status, 404);
     // A body that is not JSON.
@@ -907,7 +921,7 @@ fn attachments_locate_download_and_expire() {
     });
     let fake = FakeServer::start(FakeOptions {
         seed,
-        url_ttl: Duration::from_millis(400),
+        url_ttl: Duration::from_millis(800),
         rate_limit: Some(crate::support::fake::RateLimit {
             limit: 100,
             window: Duration::from_secs(60),
@@ -954,7 +968,7 @@ fn attachments_locate_download_and_expire() {
         let bad = send(&url.replace("sig=", "sig=0"), None, None).unwrap();
         assert_eq!(bad.status, 403);
         // After the TTL the link is dead.
-        std::thread::sleep(Duration::from_millis(450));
+        std::thread::sleep(Duration::from_millis(850));
         assert_eq!(send(&url, None, None).unwrap().status, 403);
     }
     let downloads: Vec<_> = fake
