@@ -62,7 +62,10 @@ pub enum BackupError {
 
 /// Takes, writes and verifies one pair's backup; returns only once the folder is complete
 /// and renamed into place.
-pub async fn take(_client: &DevRevClient, _input: BackupInput<'_>) -> Result<BackupSummary, BackupError> {
+pub async fn take(
+    _client: &DevRevClient,
+    _input: BackupInput<'_>,
+) -> Result<BackupSummary, BackupError> {
     unimplemented!("issue 4")
 }
 

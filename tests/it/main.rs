@@ -4,3 +4,4 @@
 mod support;
 
 mod fake_selftest;
+mod test_api;
