@@ -1,0 +1,8 @@
+//! The one integration-test binary: each module tests one feature against the fake DevRev.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod backup;
+mod fake_selftest;
+mod test_api;
