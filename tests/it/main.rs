@@ -4,5 +4,6 @@
 mod support;
 
 mod backup;
+mod detect;
 mod fake_selftest;
 mod test_api;
