@@ -171,7 +171,22 @@ fn preview_summarizes_lists_and_saves_the_plan_offline() {
         rows as u64
     );
     assert_eq!(plan["estimate"]["pairs"], json!(12));
-    assert!(plan["estimate"]["api_calls"].as_u64().unwrap() >= 12 * 11);
+    // The README's formula, from the CSV's ticket counts (default --keep revu, scope secondary).
+    let expected: u64 = plan["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let t = |c: &Value| c["ticket_count"].as_u64().unwrap_or(0);
+            let (tp, ts) = (t(&p["primary"]), t(&p["secondary"]));
+            9 + 2 * (tp + ts).div_ceil(100).max(1) + ts
+        })
+        .sum();
+    assert_eq!(plan["estimate"]["api_calls"], json!(expected));
+    assert_eq!(
+        plan["estimate"]["seconds"],
+        json!(expected as f64 * 60.0 / 6000.0)
+    );
 }
 
 #[test]
@@ -707,4 +722,47 @@ fn check_live_needs_a_token_and_stops_when_refused_access() {
         .collect::<String>()
         + &String::from_utf8_lossy(&out.stderr);
     assert!(!everything.contains(&fake.token()), "the token leaked");
+}
+
+#[test]
+fn check_live_files_pairs_it_cannot_check_and_exits_1() {
+    let s = seed(2);
+    let fake = FakeServer::start(FakeOptions {
+        seed: s.clone(),
+        ..FakeOptions::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    // A pair whose ids DevRev rejects (400 invalid_id): the check fails for that pair only.
+    let csv = format!(
+        "{}not-a-don-1,X,bad@x.com,REVU-bad1,,,,0\nnot-a-don-2,X,bad@x.com,user_bad2,,,,0\n",
+        s.contacts_csv()
+    );
+    std::fs::write(tmp.path().join("contacts.csv"), csv).unwrap();
+    let out = cmd(tmp.path())
+        .env("DEVREV_BASE_URL", fake.base_url())
+        .env("DEVREV_API_TOKEN", fake.token())
+        .args(["--csv", "contacts.csv", "--preview", "--check-live"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("1 pair(s) could not be checked live"),
+        "{stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("2 still hold, 0 refused, 1 could not be checked"),
+        "{text}"
+    );
+    let (_, plan) = only_plan(tmp.path());
+    assert_eq!(plan["pairs"].as_array().unwrap().len(), 2);
+    let group = plan["needs_review"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["email"] == json!("bad@x.com"))
+        .unwrap();
+    assert_eq!(group["reason"], json!("live_check_failed"));
+    assert!(group["detail"].as_str().unwrap().contains("400"), "{group}");
 }
