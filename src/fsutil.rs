@@ -51,7 +51,8 @@ where
     };
     create_private_dir(dir)?;
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    // Writes larger than the buffer go straight to the file, without a copy.
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, tmp);
     write(&mut out)?;
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     tmp.as_file().sync_all()?;

@@ -1,0 +1,410 @@
+//! The plan file (`reports/plan-<ts>.json`, and `--json`): its document and its layout.
+//!
+//! The document is exactly what serde makes of [`PlanReport`]; the layout is for people and
+//! `grep`: one top-level key per line, one array element (a pair, a group, a contact) per
+//! line. A million-row export gives a 100 MB plan, so the big arrays are encoded by a
+//! hand-written encoder (checked against serde by the tests) on two helper threads while the
+//! calling thread writes.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::detect::{Contact, Pair, Plan, ReviewGroup, ReviewReason};
+use crate::preview::{Estimate, LiveSummary};
+
+/// The plan file (`reports/plan-<ts>.json`) and `--json` output.
+#[derive(Debug, Serialize)]
+pub struct PlanReport<'a> {
+    pub kind: &'static str,
+    pub format_version: u32,
+    pub tool_version: &'static str,
+    pub generated_at: String,
+    #[serde(flatten)]
+    pub plan: &'a Plan,
+    pub review_counts: BTreeMap<ReviewReason, u64>,
+    pub estimate: &'a Estimate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_check: Option<&'a LiveSummary>,
+}
+
+/// Writes `report` (see the module documentation for the layout).
+pub fn write(w: &mut dyn Write, r: &PlanReport) -> io::Result<()> {
+    fn key(w: &mut dyn Write, first: &mut bool, k: &str) -> io::Result<()> {
+        w.write_all(if *first { b"{\n  " } else { b",\n  " })?;
+        *first = false;
+        serde_json::to_writer(&mut *w, k)?;
+        w.write_all(b": ")
+    }
+    fn value<T: Serialize + ?Sized>(w: &mut dyn Write, v: &T) -> io::Result<()> {
+        serde_json::to_writer(w, v).map_err(io::Error::other)
+    }
+    let mut first = true;
+    let f = &mut first;
+    key(w, f, "kind")?;
+    value(w, r.kind)?;
+    key(w, f, "format_version")?;
+    value(w, &r.format_version)?;
+    key(w, f, "tool_version")?;
+    value(w, r.tool_version)?;
+    key(w, f, "generated_at")?;
+    value(w, &r.generated_at)?;
+    let p = r.plan;
+    key(w, f, "source")?;
+    value(w, &p.source)?;
+    key(w, f, "keep")?;
+    value(w, &p.keep)?;
+    key(w, f, "email_domain")?;
+    value(w, &p.email_domain)?;
+    key(w, f, "rows_read")?;
+    value(w, &p.rows_read)?;
+    key(w, f, "emails")?;
+    value(w, &p.emails)?;
+    key(w, f, "outside_domain")?;
+    value(w, &p.outside_domain)?;
+    key(w, f, "singles")?;
+    value(w, &p.singles)?;
+    key(w, f, "pairs")?;
+    write_array(w, &p.pairs, "  ", Fast::encode)?;
+    key(w, f, "needs_review")?;
+    write_array(w, &p.needs_review, "  ", Fast::encode)?;
+    key(w, f, "no_email")?;
+    write_array(w, &p.no_email, "  ", Fast::encode)?;
+    key(w, f, "review_counts")?;
+    value(w, &r.review_counts)?;
+    key(w, f, "estimate")?;
+    value(w, r.estimate)?;
+    if let Some(l) = r.live_check {
+        key(w, f, "live_check")?;
+        let mut inner = serde_json::to_value(l).map_err(io::Error::other)?;
+        if let Some(obj) = inner.as_object_mut() {
+            obj.remove("results");
+        }
+        // The summary without its closing `}`, then the results one per line.
+        let head = serde_json::to_vec(&inner).map_err(io::Error::other)?;
+        w.write_all(&head[..head.len() - 1])?;
+        w.write_all(if head.len() > 2 {
+            b",\"results\": "
+        } else {
+            b"\"results\": "
+        })?;
+        write_array(w, &l.results, "  ", |x, out| {
+            serde_json::to_writer(out, x).map_err(io::Error::other)
+        })?;
+        w.write_all(b"}")?;
+    }
+    w.write_all(b"\n}\n")
+}
+
+/// A JSON array with one element per line, indented under `indent`.
+fn write_array<T: Sync>(
+    w: &mut dyn Write,
+    items: &[T],
+    indent: &str,
+    encode_one: fn(&T, &mut Vec<u8>) -> io::Result<()>,
+) -> io::Result<()> {
+    const CHUNK: usize = 1024;
+    const WORKERS: usize = 2;
+    if items.is_empty() {
+        return w.write_all(b"[]");
+    }
+    let encode = |chunk: &[T], first: bool| -> io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(chunk.len() * 512);
+        for (i, item) in chunk.iter().enumerate() {
+            buf.extend_from_slice(if first && i == 0 { b"\n" } else { b",\n" });
+            buf.extend_from_slice(indent.as_bytes());
+            buf.extend_from_slice(b"  ");
+            encode_one(item, &mut buf)?;
+        }
+        Ok(buf)
+    };
+    w.write_all(b"[")?;
+    let chunks: Vec<&[T]> = items.chunks(CHUNK).collect();
+    if chunks.len() == 1 {
+        w.write_all(&encode(chunks[0], true)?)?;
+    } else {
+        std::thread::scope(|s| -> io::Result<()> {
+            let mut receivers = Vec::with_capacity(WORKERS);
+            for k in 0..WORKERS {
+                // Two chunks in flight per worker bound the memory to a few megabytes.
+                let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(2);
+                receivers.push(rx);
+                let chunks = &chunks;
+                s.spawn(move || {
+                    for (i, c) in chunks.iter().enumerate().skip(k).step_by(WORKERS) {
+                        if tx.send(encode(c, i == 0)).is_err() {
+                            return; // the writer gave up
+                        }
+                    }
+                });
+            }
+            for i in 0..chunks.len() {
+                let buf = receivers[i % WORKERS]
+                    .recv()
+                    .map_err(|_| io::Error::other("a plan encoder thread stopped"))??;
+                w.write_all(&buf)?;
+            }
+            Ok(())
+        })?;
+    }
+    w.write_all(b"\n")?;
+    w.write_all(indent.as_bytes())?;
+    w.write_all(b"]")
+}
+
+// ---- the fast encoder ---------------------------------------------------------------------
+
+/// Compact JSON for the plan's big arrays, byte for byte what serde_json writes for the same
+/// values (field order as declared, serde_json's escapes).
+trait Fast {
+    fn encode(&self, out: &mut Vec<u8>) -> io::Result<()>;
+}
+
+/// A JSON string, escaped exactly as serde_json does: `"` and `\`, the short forms `\b \f \n
+/// \r \t`, other control characters as `\u00xx`; everything else (UTF-8 included) as is.
+fn string(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    // Nearly every field needs no escape: one branch-free scan (it vectorizes), one copy.
+    let escape = bytes.iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escape {
+        out.extend_from_slice(bytes);
+    } else {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for &b in bytes {
+            match b {
+                b'"' => out.extend_from_slice(b"\\\""),
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                0x08 => out.extend_from_slice(b"\\b"),
+                0x0C => out.extend_from_slice(b"\\f"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                0..0x20 => out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xF)],
+                ]),
+                _ => out.push(b),
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn number(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+impl Fast for Contact {
+    fn encode(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(b"{\"line\":");
+        number(out, self.line);
+        for (k, v) in [
+            (&b",\"rev_user_id\":"[..], &self.rev_user_id),
+            (b",\"display_name\":", &self.display_name),
+            (b",\"email\":", &self.email),
+            (b",\"external_ref\":", &self.external_ref),
+            (b",\"full_name\":", &self.full_name),
+            (b",\"created_at\":", &self.created_at),
+            (b",\"updated_at\":", &self.updated_at),
+        ] {
+            out.extend_from_slice(k);
+            string(out, v);
+        }
+        out.extend_from_slice(b",\"ticket_count\":");
+        match self.ticket_count {
+            Some(n) => number(out, n),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+impl Fast for Pair {
+    fn encode(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(b"{\"email\":");
+        string(out, &self.email);
+        out.extend_from_slice(b",\"primary\":");
+        self.primary.encode(out)?;
+        out.extend_from_slice(b",\"secondary\":");
+        self.secondary.encode(out)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+impl Fast for ReviewGroup {
+    fn encode(&self, out: &mut Vec<u8>) -> io::Result<()> {
+        out.extend_from_slice(b"{\"email\":");
+        string(out, &self.email);
+        out.extend_from_slice(b",\"reason\":");
+        serde_json::to_writer(&mut *out, &self.reason).map_err(io::Error::other)?;
+        out.extend_from_slice(b",\"detail\":");
+        string(out, &self.detail);
+        out.extend_from_slice(b",\"contacts\":[");
+        for (i, c) in self.contacts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            c.encode(out)?;
+        }
+        out.extend_from_slice(b"]}");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{BackupScope, Keep};
+    use crate::detect::{self, DetectOptions};
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        let nasty: String = (0u8..0x80).map(char::from).collect::<String>() + "é€😀\u{2028}";
+        for s in [
+            String::new(),
+            "plain".into(),
+            "a \"quoted\" \\ path".into(),
+            nasty,
+        ] {
+            let mut fast = Vec::new();
+            string(&mut fast, &s);
+            assert_eq!(fast, serde_json::to_vec(&s).unwrap(), "{s:?}");
+        }
+        for n in [0, 7, 10, 1234567890, u64::MAX] {
+            let mut fast = Vec::new();
+            number(&mut fast, n);
+            assert_eq!(fast, serde_json::to_vec(&n).unwrap());
+        }
+    }
+
+    #[test]
+    fn the_fast_encoder_writes_serde_json_byte_for_byte() {
+        let csv = "REV_USER_ID,DISPLAY_NAME,EMAIL,EXTERNAL_REF,FULL_NAME,CREATED_AT,UPDATED_AT,TICKET_COUNT\n\
+                   r1,\"Doe, \"\"J\"\"\",J@x.com,REVU-r1,Jane \\ Doe,2024-12-03 15:16:07.123,,7\n\
+                   u1,\"tab\there\nnew\",j@x.com,user_1,é😀,,,\n\
+                   u2,x,k@x.com,user_2,,,,0\nu3,y,k@x.com,user_3,,,,1\n\
+                   n1,\u{7},,REVU-n1,,,,\n";
+        for keep in [Keep::Revu, Keep::User] {
+            let opts = DetectOptions {
+                keep,
+                email_domain: None,
+            };
+            let plan = detect::plan_from_reader(
+                "c.csv",
+                std::io::Cursor::new(csv.as_bytes().to_vec()),
+                &opts,
+            )
+            .unwrap();
+            assert_eq!(
+                (
+                    plan.pairs.len(),
+                    plan.needs_review.len(),
+                    plan.no_email.len()
+                ),
+                (1, 1, 1)
+            );
+            let check = |fast: &dyn Fn(&mut Vec<u8>), serde: Vec<u8>| {
+                let mut out = Vec::new();
+                fast(&mut out);
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    String::from_utf8(serde).unwrap()
+                );
+            };
+            for p in &plan.pairs {
+                check(&|o| p.encode(o).unwrap(), serde_json::to_vec(p).unwrap());
+            }
+            for g in &plan.needs_review {
+                check(&|o| g.encode(o).unwrap(), serde_json::to_vec(g).unwrap());
+            }
+            for c in &plan.no_email {
+                check(&|o| c.encode(o).unwrap(), serde_json::to_vec(c).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn the_plan_file_is_the_serde_document_one_element_per_line() {
+        let mut csv = String::from("REV_USER_ID,EMAIL,EXTERNAL_REF,TICKET_COUNT\n");
+        for i in 0..2500 {
+            csv.push_str(&format!(
+                "r{i},p{i}@x.com,REVU-r{i},1\nu{i},p{i}@x.com,user_{i},\n"
+            ));
+        }
+        csv.push_str("a,dup@x.com,user_a,\nb,dup@x.com,user_b,2\nc,,\"REVU-c \"\"\\\\\u{1}\n\",\n");
+        let opts = DetectOptions {
+            keep: Keep::Revu,
+            email_domain: None,
+        };
+        let mut plan =
+            detect::plan_from_reader("c.csv", std::io::Cursor::new(csv.into_bytes()), &opts)
+                .unwrap();
+        plan.move_pair_to_review(0, ReviewReason::LiveNotFound, "gone".into());
+        let est = crate::preview::Estimate {
+            pairs: 1,
+            api_calls: 2,
+            calls_per_pair: 2.0,
+            seconds: 3.0,
+            rate_limit_calls: 45,
+            rate_limit_period_s: 60.0,
+            keep: Keep::Revu,
+            backup_scope: BackupScope::Secondary,
+            unknown_ticket_counts: 0,
+        };
+        let live = crate::preview::LiveSummary {
+            base_url: "http://127.0.0.1:1/".into(),
+            checked: 1,
+            passed: 0,
+            refused: 1,
+            errors: 0,
+            ticket_count_differences: 0,
+            api_calls: 2,
+            results: vec![],
+        };
+        for live in [None, Some(&live)] {
+            let report = PlanReport {
+                kind: "devrev-merge plan",
+                format_version: 1,
+                tool_version: "0",
+                generated_at: "now".into(),
+                plan: &plan,
+                review_counts: plan.review_counts(),
+                estimate: &est,
+                live_check: live,
+            };
+            let mut out = Vec::new();
+            write(&mut out, &report).unwrap();
+            let parsed: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(parsed, serde_json::to_value(&report).unwrap());
+            let text = String::from_utf8(out).unwrap();
+            // One pair per line, in order, across the helper threads' chunks.
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("    {\"email\":\"p"))
+                .collect();
+            assert_eq!(lines.len(), 2499 + 1, "pairs and the moved group");
+        }
+        assert_eq!(plan.pairs.len(), 2499);
+    }
+}
