@@ -20,6 +20,13 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     if cli.test_api {
         return rt.block_on(crate::test_api::run(&cfg));
     }
+    if let Some(csv) = cli
+        .csv
+        .as_deref()
+        .filter(|_| !cli.preview && !cli.backup_only)
+    {
+        return rt.block_on(crate::merge::run(&cfg, csv));
+    }
     Err(AppError::Usage(
         "this command is not implemented yet".into(),
     ))
