@@ -20,6 +20,16 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     if cli.test_api {
         return rt.block_on(crate::test_api::run(&cfg));
     }
+    if let Some(dir) = &cli.verify_backups {
+        return rt.block_on(crate::backup::commands::verify_backups(
+            &cfg,
+            dir,
+            cli.against_api,
+        ));
+    }
+    if let (true, Some(csv)) = (cli.backup_only, &cli.csv) {
+        return rt.block_on(crate::backup::commands::backup_only(&cfg, csv));
+    }
     if let Some(csv) = cli
         .csv
         .as_deref()

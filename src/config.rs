@@ -46,9 +46,15 @@ pub struct Config {
 /// Reads a setting: the flag if given, else the environment variable, else the default.
 fn pick(flag: &Option<String>, env: &str) -> Option<(String, String)> {
     if let Some(v) = flag {
-        return Some((v.clone(), format!("--{}", env.to_lowercase().replace('_', "-"))));
+        return Some((
+            v.clone(),
+            format!("--{}", env.to_lowercase().replace('_', "-")),
+        ));
     }
-    std::env::var(env).ok().filter(|v| !v.trim().is_empty()).map(|v| (v, env.to_string()))
+    std::env::var(env)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| (v, env.to_string()))
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + Default>(
@@ -61,7 +67,11 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(
     let Some((raw, _)) = pick(flag, env) else {
         return Ok(default);
     };
-    let source = if flag.is_some() { flag_name.to_string() } else { env.to_string() };
+    let source = if flag.is_some() {
+        flag_name.to_string()
+    } else {
+        env.to_string()
+    };
     match raw.trim().parse::<T>() {
         Ok(v) if v > T::default() => Ok(v),
         _ => Err(AppError::Config(format!(
@@ -126,7 +136,9 @@ impl Config {
             .and_then(|v| v.parse().ok())
             .unwrap_or(1000);
         if !period_s.is_finite() || !connect_s.is_finite() || !read_s.is_finite() {
-            return Err(AppError::Config("timeouts and periods must be finite numbers".into()));
+            return Err(AppError::Config(
+                "timeouts and periods must be finite numbers".into(),
+            ));
         }
 
         Ok(Config {
@@ -236,7 +248,10 @@ mod tests {
     #[test]
     fn base_url_gets_trailing_slash_so_endpoints_join() {
         let u = parse_base_url("https://h/internal").unwrap();
-        assert_eq!(u.join("works.list").unwrap().as_str(), "https://h/internal/works.list");
+        assert_eq!(
+            u.join("works.list").unwrap().as_str(),
+            "https://h/internal/works.list"
+        );
     }
 
     #[test]

@@ -65,5 +65,7 @@ pub struct Plan {
 
 /// Reads the CSV at `path` and builds the plan.
 pub fn plan_from_csv(_path: &Path, _opts: &DetectOptions) -> Result<Plan, AppError> {
-    Err(AppError::Usage("duplicate detection is not implemented yet".into()))
+    Err(AppError::Usage(
+        "duplicate detection is not implemented yet".into(),
+    ))
 }

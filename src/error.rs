@@ -74,3 +74,17 @@ impl AppError {
         }
     }
 }
+
+impl From<crate::backup::BackupError> for AppError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError;
+        match e {
+            BackupError::Api(e) => AppError::Api(e),
+            e @ BackupError::NoSpace { .. } => AppError::CantCreate(format!(
+                "{e}. Nothing was written for this pair: free some space or choose another --backup-dir."
+            )),
+            e @ BackupError::Io { .. } => AppError::CantCreate(e.to_string()),
+            e @ BackupError::Verification(_) => AppError::SomeFailed(e.to_string()),
+        }
+    }
+}

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 /// Creates `dir` (and parents) with mode 0700. Existing folders keep their mode.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600.
@@ -22,12 +25,11 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     };
     create_private_dir(dir)?;
     // tempfile creates the file 0600 already.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.as_file().set_permissions(fs::Permissions::from_mode(0o600))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o600))?;
     tmp.persist(path).map_err(|e| e.error)?;
     // Make the rename itself durable.
     if let Ok(d) = fs::File::open(dir) {
@@ -37,7 +39,10 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Serializes `value` as pretty JSON and writes it with [`write_private_atomic`].
-pub fn write_json_atomic<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> std::io::Result<()> {
+pub fn write_json_atomic<T: serde::Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     write_private_atomic(path, &bytes)
@@ -94,14 +99,30 @@ mod tests {
 
     #[test]
     fn safe_component_cannot_escape() {
-        for raw in ["../../etc/passwd", "a/b", "..", ".", "", "x\0y", "a\nb", "/abs", "\\win"] {
+        for raw in [
+            "../../etc/passwd",
+            "a/b",
+            "..",
+            ".",
+            "",
+            "x\0y",
+            "a\nb",
+            "/abs",
+            "\\win",
+        ] {
             let s = safe_component(raw, 100);
-            assert!(!s.contains('/') && !s.contains('\\') && !s.contains('\0'), "{raw:?} -> {s:?}");
+            assert!(
+                !s.contains('/') && !s.contains('\\') && !s.contains('\0'),
+                "{raw:?} -> {s:?}"
+            );
             assert!(!s.starts_with('.'), "{raw:?} -> {s:?}");
             assert!(!s.is_empty());
             assert!(s.chars().all(|c| !c.is_control()));
         }
-        assert_eq!(safe_component("Jane.Doe+x@example.com", 100), "Jane.Doe+x@example.com");
+        assert_eq!(
+            safe_component("Jane.Doe+x@example.com", 100),
+            "Jane.Doe+x@example.com"
+        );
         assert_eq!(safe_component("abcdef", 3), "abc");
     }
 
@@ -112,7 +133,11 @@ mod tests {
         write_json_atomic(&p, &serde_json::json!({"a": 1})).unwrap();
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        let dmode = fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+        let dmode = fs::metadata(p.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(dmode, 0o700);
         write_private_atomic(&p, b"second").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"second");

@@ -54,7 +54,8 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
         None => None,
     };
 
-    let indicatif = IndicatifLayer::new().with_span_field_formatter(hide_indicatif_span_fields(DefaultFields::new()));
+    let indicatif = IndicatifLayer::new()
+        .with_span_field_formatter(hide_indicatif_span_fields(DefaultFields::new()));
     let console = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()

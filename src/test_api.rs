@@ -162,13 +162,30 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
     // Reads only make sense once the token itself works.
     if worst.is_none() {
         let probes = [
-            ("contacts", "rev-users.list", "rev_users", json!({"limit": 1})),
-            ("tickets", "works.list", "works", json!({"limit": 1, "type": ["ticket"]})),
-            ("conversations", "conversations.list", "conversations", json!({"limit": 1})),
+            (
+                "contacts",
+                "rev-users.list",
+                "rev_users",
+                json!({"limit": 1}),
+            ),
+            (
+                "tickets",
+                "works.list",
+                "works",
+                json!({"limit": 1, "type": ["ticket"]}),
+            ),
+            (
+                "conversations",
+                "conversations.list",
+                "conversations",
+                json!({"limit": 1}),
+            ),
         ];
         for (name, endpoint, key, body) in probes {
             let (p, err) = probe(name, endpoint, key, async {
-                client.call::<serde_json::Value>(endpoint, &body, crate::devrev::CallKind::Read).await
+                client
+                    .call::<serde_json::Value>(endpoint, &body, crate::devrev::CallKind::Read)
+                    .await
             })
             .await;
             report.probes.push(p);
@@ -181,7 +198,10 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
     report.ok = report.probes.iter().all(|p| p.ok);
 
     if cfg.json {
-        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
     } else {
         print_human(&report);
     }
@@ -196,7 +216,9 @@ fn print_human(r: &TestApiReport) {
     if let Some(org) = &r.organization {
         println!(
             "  organization: {} ({})",
-            org.get("display_id").and_then(|v| v.as_str()).unwrap_or("?"),
+            org.get("display_id")
+                .and_then(|v| v.as_str())
+                .unwrap_or("?"),
             org.get("id").and_then(|v| v.as_str()).unwrap_or("?")
         );
     }
@@ -204,7 +226,9 @@ fn print_human(r: &TestApiReport) {
         println!(
             "  identity:     {} {} <{}>",
             id.get("display_id").and_then(|v| v.as_str()).unwrap_or("?"),
-            id.get("display_name").and_then(|v| v.as_str()).unwrap_or(""),
+            id.get("display_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or(""),
             id.get("email").and_then(|v| v.as_str()).unwrap_or("")
         );
     }
@@ -221,7 +245,10 @@ fn print_human(r: &TestApiReport) {
             (None, Some(n)) => format!("{n} item(s) on the first page"),
             (None, None) => String::new(),
         };
-        println!("  {status} {:<14} {:<20} {:>5} ms  {detail}", p.name, p.endpoint, p.latency_ms);
+        println!(
+            "  {status} {:<14} {:<20} {:>5} ms  {detail}",
+            p.name, p.endpoint, p.latency_ms
+        );
         if let Some(perm) = &p.missing_permission {
             println!("       the token lacks permission: {perm}");
         }
@@ -239,5 +266,12 @@ fn print_human(r: &TestApiReport) {
     for w in &r.warnings {
         println!("  warning: {w}");
     }
-    println!("{}", if r.ok { "All checks passed." } else { "Some checks failed." });
+    println!(
+        "{}",
+        if r.ok {
+            "All checks passed."
+        } else {
+            "Some checks failed."
+        }
+    );
 }

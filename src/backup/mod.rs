@@ -1,18 +1,31 @@
-//! Taking one pair's backup (DESIGN §6, §7).
+//! Taking one pair's backup (DESIGN §6, §7): list everything DevRev holds about the pair,
+//! check free space, write it into a `.partial` folder, verify it, rename it into place.
 //!
-//! (Skeleton: the bodies are written under issue 4; the signatures are what the merge saga
-//! calls, keep them stable.)
+//! Layout (`backups/<safe email>_<YYYYMMDD_HHMMSS>/`, see `manifest.rs` and the README):
+//! `metadata.json`, `tickets.json`, `conversations.json`,
+//! `conversations/<TKT-n | conversation display id>/messages.json` and `.../attachments/`,
+//! and `verification.json` with the size and sha256 of every file and the counts.
 
+pub mod commands;
+pub mod layout;
+pub mod manifest;
 pub mod verify;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::cli::BackupScope;
 use crate::detect::Pair;
-use crate::devrev::types::{Conversation, RevUser, Work};
+use crate::devrev::types::{ArtifactSummary, Conversation, RevUser, Work};
 use crate::devrev::{ApiError, DevRevClient};
+use crate::fsutil;
+
+pub use layout::FAKE_FREE_BYTES_ENV;
+use manifest::*;
 
 /// What a backup needs: the pair and both contacts as `Validate` just read them.
 #[derive(Debug, Clone, Copy)]
@@ -60,18 +73,615 @@ pub enum BackupError {
     Verification(String),
 }
 
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {
+    let context = context.into();
+    move |source| BackupError::Io { context, source }
+}
+
+/// Knobs of [`take_with`] that tests drive directly.
+#[derive(Debug, Clone, Default)]
+pub struct TakeOptions {
+    /// Free bytes to assume instead of asking the file system (and instead of
+    /// [`FAKE_FREE_BYTES_ENV`]).
+    pub free_space_override: Option<u64>,
+}
+
 /// Takes, writes and verifies one pair's backup; returns only once the folder is complete
 /// and renamed into place.
-pub async fn take(_client: &DevRevClient, _input: BackupInput<'_>) -> Result<BackupSummary, BackupError> {
-    unimplemented!("issue 4")
+pub async fn take(
+    client: &DevRevClient,
+    input: BackupInput<'_>,
+) -> Result<BackupSummary, BackupError> {
+    take_with(client, input, &TakeOptions::default()).await
 }
 
 /// The tickets saved in a backup (`tickets.json`), as the API returned them.
-pub fn load_tickets(_dir: &Path) -> Result<Vec<Work>, BackupError> {
-    unimplemented!("issue 4")
+pub fn load_tickets(dir: &Path) -> Result<Vec<Work>, BackupError> {
+    load_json(&dir.join(TICKETS_FILE))
 }
 
 /// The secondary's conversations saved in a backup.
-pub fn load_conversations(_dir: &Path) -> Result<Vec<Conversation>, BackupError> {
-    unimplemented!("issue 4")
+pub fn load_conversations(dir: &Path) -> Result<Vec<Conversation>, BackupError> {
+    load_json(&dir.join(CONVERSATIONS_FILE))
+}
+
+/// The contacts and pair saved in a backup.
+pub fn load_metadata(dir: &Path) -> Result<Metadata, BackupError> {
+    load_json(&dir.join(METADATA_FILE))
+}
+
+fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BackupError> {
+    let bytes = std::fs::read(path).map_err(io_err(format!("cannot read {}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| BackupError::Io {
+        context: format!("{} is not valid backup JSON", path.display()),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })
+}
+
+// ---- listing ---------------------------------------------------------------------------
+
+/// One attachment to download.
+#[derive(Debug, Clone)]
+struct PlannedAttachment {
+    id: String,
+    name: Option<String>,
+    mime: Option<String>,
+    size: Option<u64>,
+    /// Relative to the backup folder.
+    path: String,
+}
+
+/// One ticket or conversation whose timeline is saved.
+#[derive(Debug)]
+struct PlannedObject {
+    kind: ObjectKind,
+    id: String,
+    display_id: Option<String>,
+    dir: String,
+    entries: Vec<Value>,
+    attachments: Vec<PlannedAttachment>,
+}
+
+/// Everything the API listed for the pair, in memory (JSON is small next to attachments).
+#[derive(Debug)]
+struct Listed {
+    tickets: Vec<Value>,
+    conversations: Vec<Value>,
+    objects: Vec<PlannedObject>,
+    tickets_with_timeline: usize,
+    warnings: Vec<String>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(endpoint: &str, v: &Value) -> Result<T, ApiError> {
+    serde_json::from_value(v.clone()).map_err(|e| ApiError::Decode {
+        endpoint: endpoint.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Keeps the first occurrence of each `id`: a list that changes while it is paged through
+/// can repeat an item, and a repeated ticket would be counted twice.
+fn dedupe_by_id(items: Vec<Value>) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|v| {
+            let id = v
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            id.is_empty() || seen.insert(id)
+        })
+        .collect()
+}
+
+/// The artifacts an entry refers to: summaries, or bare ids.
+fn entry_artifacts(entry: &Value, label: &str) -> Result<Vec<ArtifactSummary>, ApiError> {
+    let Some(arr) = entry.get("artifacts").and_then(Value::as_array) else {
+        return Ok(vec![]);
+    };
+    arr.iter()
+        .map(|a| match a {
+            Value::String(id) => Ok(ArtifactSummary {
+                id: id.clone(),
+                ..Default::default()
+            }),
+            other => serde_json::from_value::<ArtifactSummary>(other.clone()).map_err(|e| {
+                ApiError::Decode {
+                    endpoint: "timeline-entries.list".into(),
+                    reason: format!(
+                        "an entry of {label} has an attachment reference without an id: {e}"
+                    ),
+                }
+            }),
+        })
+        .collect()
+}
+
+/// A unique, safe folder or file name: `used` holds the names taken so far (lower-cased, so
+/// a case-insensitive file system cannot merge two of them either).
+fn unique_name(used: &mut BTreeSet<String>, wanted: String) -> String {
+    let mut name = wanted.clone();
+    let mut n = 2;
+    while !used.insert(name.to_lowercase()) {
+        name = format!("{wanted}-{n}");
+        n += 1;
+    }
+    name
+}
+
+/// The last segment of a DON (`...:artifact/123` → `123`), for file names.
+fn id_tail(id: &str) -> &str {
+    id.rsplit(['/', ':']).find(|s| !s.is_empty()).unwrap_or(id)
+}
+
+async fn plan_object(
+    client: &DevRevClient,
+    kind: ObjectKind,
+    id: &str,
+    display_id: Option<String>,
+    own_artifacts: Vec<ArtifactSummary>,
+    used_dirs: &mut BTreeSet<String>,
+) -> Result<PlannedObject, ApiError> {
+    let label = display_id.clone().unwrap_or_else(|| id.to_string());
+    let entries: Vec<Value> = client
+        .list_all(
+            "timeline-entries.list",
+            json!({ "object": id }),
+            "timeline_entries",
+        )
+        .await?;
+    let entries = dedupe_by_id(entries);
+    let dir = format!(
+        "{OBJECTS_DIR}/{}",
+        unique_name(used_dirs, fsutil::safe_component(&label, 100))
+    );
+
+    let mut summaries = own_artifacts;
+    for e in &entries {
+        summaries.extend(entry_artifacts(e, &label)?);
+    }
+    let mut seen = BTreeSet::new();
+    let mut used_files = BTreeSet::new();
+    let mut attachments = Vec::new();
+    for s in summaries {
+        if s.id.is_empty() || !seen.insert(s.id.clone()) {
+            continue;
+        }
+        let mut file = s.file.clone().unwrap_or_default();
+        // The embedded summary is enough when it carries the size; otherwise one
+        // artifacts.get for name and size (the check after the download needs the size).
+        if file.size.is_none() {
+            let full = client.artifacts_get(&s.id).await?;
+            if let Some(f) = full.file {
+                file.size = f.size;
+                file.name = file.name.or(f.name);
+                file.mime = file.mime.or(f.mime);
+            }
+        }
+        let safe = fsutil::safe_component(file.name.as_deref().unwrap_or("attachment"), 120);
+        let wanted = format!("{}_{safe}", fsutil::safe_component(id_tail(&s.id), 60));
+        let fname = unique_name(&mut used_files, wanted);
+        attachments.push(PlannedAttachment {
+            path: format!("{dir}/{ATTACHMENTS_DIR}/{fname}"),
+            id: s.id,
+            name: file.name,
+            mime: file.mime,
+            size: file.size,
+        });
+    }
+    Ok(PlannedObject {
+        kind,
+        id: id.to_string(),
+        display_id,
+        dir,
+        entries,
+        attachments,
+    })
+}
+
+async fn list_everything(
+    client: &DevRevClient,
+    input: &BackupInput<'_>,
+) -> Result<Listed, ApiError> {
+    let primary = input.primary.id.as_str();
+    let secondary = input.secondary.id.as_str();
+    // One list for both contacts: filters are OR within a field, and a ticket naming both
+    // comes back once instead of twice.
+    let tickets: Vec<Value> = client
+        .list_all(
+            "works.list",
+            json!({ "type": ["ticket"], "reported_by": [primary, secondary] }),
+            "works",
+        )
+        .await?;
+    let tickets = dedupe_by_id(tickets);
+    let works: Vec<Work> = tickets
+        .iter()
+        .map(|t| decode::<Work>("works.list", t))
+        .collect::<Result<_, _>>()?;
+
+    let mut warnings = Vec::new();
+    for (role, contact, user) in [
+        ("primary", &input.pair.primary, input.primary),
+        ("secondary", &input.pair.secondary, input.secondary),
+    ] {
+        let listed = works
+            .iter()
+            .filter(|w| w.reported_by.iter().any(|u| u.id == user.id))
+            .count() as u64;
+        if let Some(csv) = contact.ticket_count
+            && csv != listed
+        {
+            warnings.push(format!(
+                "the CSV's TICKET_COUNT for the {role} ({}) is {csv}, DevRev lists {listed} tickets \
+                 reported by it (the warehouse also counts owned and created tickets)",
+                user.display_id.as_deref().unwrap_or(&user.id)
+            ));
+        }
+    }
+
+    let mut used_dirs = BTreeSet::new();
+    let mut objects = Vec::new();
+    for w in &works {
+        let covered = match input.scope {
+            BackupScope::Both => true,
+            BackupScope::Secondary => w.reported_by.iter().any(|u| u.id == secondary),
+        };
+        if covered {
+            objects.push(
+                plan_object(
+                    client,
+                    ObjectKind::Ticket,
+                    &w.id,
+                    w.display_id.clone(),
+                    w.artifacts.clone(),
+                    &mut used_dirs,
+                )
+                .await?,
+            );
+        }
+    }
+    let tickets_with_timeline = objects.len();
+
+    let conversations: Vec<Value> = client
+        .list_all(
+            "conversations.list",
+            json!({ "members": [secondary] }),
+            "conversations",
+        )
+        .await?;
+    let conversations = dedupe_by_id(conversations);
+    for c in &conversations {
+        let conv: Conversation = decode("conversations.list", c)?;
+        let own = match c.get("artifacts") {
+            Some(_) => entry_artifacts(c, conv.label())?,
+            None => vec![],
+        };
+        objects.push(
+            plan_object(
+                client,
+                ObjectKind::Conversation,
+                &conv.id,
+                conv.display_id.clone(),
+                own,
+                &mut used_dirs,
+            )
+            .await?,
+        );
+    }
+    Ok(Listed {
+        tickets,
+        conversations,
+        objects,
+        tickets_with_timeline,
+        warnings,
+    })
+}
+
+// ---- writing ---------------------------------------------------------------------------
+
+/// Removes the `.partial` folder unless the backup finished: on an error, and also when the
+/// future is dropped (Ctrl-C), so only a killed process leaves a leftover for the next run.
+struct PartialGuard {
+    path: Option<PathBuf>,
+}
+
+impl Drop for PartialGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take()
+            && let Err(e) = std::fs::remove_dir_all(&p)
+        {
+            tracing::warn!(folder = %p.display(), error = %e, "cannot remove an unfinished backup folder; the next backup run removes it");
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    base16ct::lower::encode_string(&Sha256::digest(bytes))
+}
+
+fn to_json_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Takes one pair's backup with explicit knobs; see [`take`].
+pub async fn take_with(
+    client: &DevRevClient,
+    input: BackupInput<'_>,
+    opts: &TakeOptions,
+) -> Result<BackupSummary, BackupError> {
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let stamp = fsutil::stamp();
+    let listed = list_everything(client, &input).await?;
+
+    // Every JSON file, rendered now so its size is known exactly for the space check.
+    let metadata = Metadata {
+        format: FORMAT_VERSION,
+        tool: env!("CARGO_PKG_NAME").into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        run_id: input.run_id.into(),
+        created_at: created_at.clone(),
+        scope: input.scope,
+        pair: input.pair.clone(),
+        primary_id: input.primary.id.clone(),
+        secondary_id: input.secondary.id.clone(),
+        primary: input.primary.clone(),
+        secondary: input.secondary.clone(),
+    };
+    let mut json_files: Vec<(String, Vec<u8>)> = vec![
+        (METADATA_FILE.into(), to_json_bytes(&metadata)),
+        (TICKETS_FILE.into(), to_json_bytes(&listed.tickets)),
+        (
+            CONVERSATIONS_FILE.into(),
+            to_json_bytes(&listed.conversations),
+        ),
+    ];
+    for o in &listed.objects {
+        let messages = Messages {
+            object: o.id.clone(),
+            object_display_id: o.display_id.clone(),
+            object_kind: o.kind,
+            timeline_entries: o.entries.clone(),
+        };
+        json_files.push((
+            format!("{}/{MESSAGES_FILE}", o.dir),
+            to_json_bytes(&messages),
+        ));
+    }
+
+    // Free space, before anything is written.
+    let all_attachments = || listed.objects.iter().flat_map(|o| o.attachments.iter());
+    let known: u64 = json_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+        + all_attachments().filter_map(|a| a.size).sum::<u64>();
+    let unknown = all_attachments().filter(|a| a.size.is_none()).count() as u64;
+    let needed = layout::required_space(known, unknown);
+    let available = match opts.free_space_override {
+        Some(v) => v,
+        None => layout::free_space(input.root).map_err(io_err(format!(
+            "cannot tell the free space in {}",
+            input.root.display()
+        )))?,
+    };
+    if available < needed {
+        return Err(BackupError::NoSpace {
+            dir: input.root.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+
+    let (_lock, removed) = layout::lock_and_clean(input.root).map_err(io_err(format!(
+        "cannot prepare the backups folder {}",
+        input.root.display()
+    )))?;
+    for r in &removed {
+        tracing::info!(folder = %r.display(), "removed the leftover of an interrupted backup");
+    }
+    let base = layout::base_name(&input.pair.email, &stamp);
+    let (partial, name) = layout::claim_partial(input.root, &base).map_err(io_err(format!(
+        "cannot create a backup folder in {}",
+        input.root.display()
+    )))?;
+    let mut guard = PartialGuard {
+        path: Some(partial.clone()),
+    };
+
+    let mut files = Vec::new();
+    for (rel, bytes) in &json_files {
+        fsutil::write_private_atomic(&partial.join(rel), bytes).map_err(io_err(format!(
+            "cannot write {rel} in {}",
+            partial.display()
+        )))?;
+        files.push(FileEntry {
+            path: rel.clone(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        });
+    }
+    drop(json_files);
+
+    let mut warnings = listed.warnings.clone();
+    let mut objects = Vec::new();
+    for o in &listed.objects {
+        let label = o.display_id.as_deref().unwrap_or(&o.id);
+        let mut entries = Vec::new();
+        for a in &o.attachments {
+            let (size, sha) = download_attachment(client, &partial, a, label).await?;
+            if a.size.is_none() {
+                warnings.push(format!(
+                    "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
+                    a.id
+                ));
+            }
+            files.push(FileEntry {
+                path: a.path.clone(),
+                size,
+                sha256: sha,
+            });
+            entries.push(AttachmentEntry {
+                artifact_id: a.id.clone(),
+                name: a.name.clone(),
+                mime: a.mime.clone(),
+                path: a.path.clone(),
+                declared_size: a.size,
+            });
+        }
+        objects.push(ObjectEntry {
+            kind: o.kind,
+            id: o.id.clone(),
+            display_id: o.display_id.clone(),
+            dir: o.dir.clone(),
+            timeline_entries: o.entries.len(),
+            attachments: entries,
+        });
+    }
+
+    let counts = Counts {
+        tickets: listed.tickets.len(),
+        tickets_with_timeline: listed.tickets_with_timeline,
+        conversations: listed.conversations.len(),
+        timeline_entries: objects.iter().map(|o| o.timeline_entries).sum(),
+        attachments: objects.iter().map(|o| o.attachments.len()).sum(),
+    };
+    let bytes = files.iter().map(|f| f.size).sum();
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        run_id: input.run_id.into(),
+        created_at,
+        email: input.pair.email.clone(),
+        primary_id: input.primary.id.clone(),
+        secondary_id: input.secondary.id.clone(),
+        scope: input.scope,
+        counts: counts.clone(),
+        objects,
+        files,
+        warnings: warnings.clone(),
+    };
+    fsutil::write_json_atomic(&partial.join(MANIFEST_FILE), &manifest).map_err(io_err(format!(
+        "cannot write {MANIFEST_FILE} in {}",
+        partial.display()
+    )))?;
+
+    // Read everything back before the folder may look complete.
+    let report = verify::check_dir(&partial);
+    if !report.ok() {
+        return Err(BackupError::Verification(report.problems.join("; ")));
+    }
+    let dir = layout::finalize(&partial, input.root, &name).map_err(io_err(format!(
+        "cannot rename {} into place",
+        partial.display()
+    )))?;
+    guard.path = None;
+    for w in &warnings {
+        tracing::warn!(email = %input.pair.email, "{w}");
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        tickets = counts.tickets,
+        timeline_entries = counts.timeline_entries,
+        attachments = counts.attachments,
+        conversations = counts.conversations,
+        bytes,
+        "backup written and verified"
+    );
+    Ok(BackupSummary {
+        dir,
+        tickets: counts.tickets,
+        timeline_entries: counts.timeline_entries,
+        attachments: counts.attachments,
+        conversations: counts.conversations,
+        bytes,
+        warnings,
+    })
+}
+
+/// Locates and downloads one attachment into the partial folder; returns (size, sha256).
+/// The URL is located right before the download because it expires; a 403 (expired) gets
+/// one more `artifacts.locate`.
+async fn download_attachment(
+    client: &DevRevClient,
+    partial: &Path,
+    a: &PlannedAttachment,
+    label: &str,
+) -> Result<(u64, String), BackupError> {
+    let dest = partial.join(&a.path);
+    let folder = dest.parent().unwrap_or(partial).to_path_buf();
+    fsutil::create_private_dir(&folder)
+        .map_err(io_err(format!("cannot create {}", folder.display())))?;
+    // A private temp file in the same folder, renamed over the final name once checked.
+    let tmp = tempfile::Builder::new()
+        .prefix(".dl-")
+        .tempfile_in(&folder)
+        .map_err(io_err(format!(
+            "cannot create a file in {}",
+            folder.display()
+        )))?;
+    let what = format!("attachment {} of {label}", a.id);
+    let mut relocated = false;
+    let (size, sha) = loop {
+        let located = client.artifacts_locate(&a.id).await?;
+        match client.download_to(&located.url, tmp.path()).await {
+            Ok(done) => break done,
+            Err(e) if e.status() == Some(403) && !relocated => {
+                tracing::debug!(artifact = %a.id, "download URL expired; locating it again");
+                relocated = true;
+            }
+            Err(e) => {
+                return Err(BackupError::Api(ApiError::Download {
+                    what,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+    };
+    if let Some(declared) = a.size
+        && declared != size
+    {
+        return Err(BackupError::Api(ApiError::Download {
+            what,
+            reason: format!("received {size} bytes, DevRev says the file has {declared}"),
+        }));
+    }
+    tmp.persist(&dest)
+        .map_err(|e| e.error)
+        .map_err(io_err(format!("cannot save {}", dest.display())))?;
+    if let Ok(d) = std::fs::File::open(&folder) {
+        let _ = d.sync_all();
+    }
+    Ok((size, sha))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_tail_takes_the_last_segment() {
+        assert_eq!(id_tail("don:core:dvrv-us-1:devo/1:artifact/77"), "77");
+        assert_eq!(id_tail("ARTIFACT-9"), "ARTIFACT-9");
+        assert_eq!(id_tail("x/"), "x");
+    }
+
+    #[test]
+    fn unique_names_ignore_case() {
+        let mut used = BTreeSet::new();
+        assert_eq!(unique_name(&mut used, "TKT-1".into()), "TKT-1");
+        assert_eq!(unique_name(&mut used, "tkt-1".into()), "tkt-1-2");
+        assert_eq!(unique_name(&mut used, "TKT-1".into()), "TKT-1-3");
+    }
+
+    #[test]
+    fn entry_artifacts_accept_ids_and_summaries() {
+        let e = json!({"artifacts": ["a/1", {"id": "a/2", "file": {"size": 3}}]});
+        let a = entry_artifacts(&e, "TKT-1").unwrap();
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[1].file.as_ref().unwrap().size, Some(3));
+        assert!(entry_artifacts(&json!({"artifacts": [{"x": 1}]}), "TKT-1").is_err());
+        assert!(entry_artifacts(&json!({}), "TKT-1").unwrap().is_empty());
+    }
 }

@@ -1,11 +1,481 @@
-//! Checking a backup folder against its `verification.json`.
+//! Checking a backup folder against its `verification.json`: every listed file present with
+//! the same size and sha256, no unlisted files, and counts that agree with the files.
 //!
-//! (Skeleton: written under issue 4.)
+//! Used right after a backup is written (the saga's VerifyBackup step: any problem fails the
+//! pair) and by `--verify-backups` for folders written earlier.
 
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read;
+use std::path::{Component, Path};
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::cli::BackupScope;
+
+use super::manifest::*;
+
+/// The outcome of checking one folder. `problems` empty means it verifies.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DirReport {
+    /// Each one a reason the folder cannot be trusted.
+    pub problems: Vec<String>,
+    /// Worth knowing, not a failure (loose permissions, the CSV count warning).
+    pub warnings: Vec<String>,
+    #[serde(skip)]
+    pub manifest: Option<Manifest>,
+}
+
+impl DirReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
 
 /// Re-reads every file listed in `verification.json` and compares sizes, sha256 and counts.
-/// `Ok(())` means the folder holds exactly what was listed.
-pub fn verify_dir(_dir: &Path) -> Result<(), String> {
-    unimplemented!("issue 4")
+/// `Ok(())` means the folder holds exactly what was listed; `Err` gives every reason.
+pub fn verify_dir(dir: &Path) -> Result<(), String> {
+    let report = check_dir(dir);
+    if report.ok() {
+        Ok(())
+    } else {
+        Err(report.problems.join("; "))
+    }
+}
+
+/// Checks one backup folder and says everything that is wrong with it.
+pub fn check_dir(dir: &Path) -> DirReport {
+    let mut r = DirReport::default();
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let raw = match fs::read(&manifest_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            r.problems.push(format!("{MANIFEST_FILE} is missing"));
+            return r;
+        }
+        Err(e) => {
+            r.problems
+                .push(format!("{MANIFEST_FILE} cannot be read: {e}"));
+            return r;
+        }
+    };
+    let manifest: Manifest = match serde_json::from_slice(&raw) {
+        Ok(m) => m,
+        Err(e) => {
+            r.problems
+                .push(format!("{MANIFEST_FILE} does not parse: {e}"));
+            return r;
+        }
+    };
+    if manifest.format != FORMAT_VERSION {
+        r.problems.push(format!(
+            "{MANIFEST_FILE} has format {}, this tool reads format {FORMAT_VERSION}",
+            manifest.format
+        ));
+        r.manifest = Some(manifest);
+        return r;
+    }
+    r.warnings.extend(manifest.warnings.iter().cloned());
+
+    // 1. Every listed file: a safe relative path, a regular file, same size, same sha256.
+    let mut listed: BTreeMap<String, &FileEntry> = BTreeMap::new();
+    let mut bad: BTreeSet<String> = BTreeSet::new();
+    for f in &manifest.files {
+        if !is_safe_relative(&f.path) {
+            r.problems
+                .push(format!("{MANIFEST_FILE} lists an unsafe path {:?}", f.path));
+            bad.insert(f.path.clone());
+            continue;
+        }
+        if listed.insert(f.path.clone(), f).is_some() {
+            r.problems
+                .push(format!("{MANIFEST_FILE} lists {} twice", f.path));
+        }
+        if let Some(p) = check_file(dir, f, &mut r.warnings) {
+            r.problems.push(p);
+            bad.insert(f.path.clone());
+        }
+    }
+
+    // 2. Nothing on disk that the manifest does not list.
+    let mut on_disk = Vec::new();
+    if let Err(e) = walk(dir, dir, &mut on_disk) {
+        r.problems.push(format!("cannot list the folder: {e}"));
+    }
+    for (rel, kind) in &on_disk {
+        if rel == MANIFEST_FILE || listed.contains_key(rel) {
+            continue;
+        }
+        match kind {
+            EntryKind::File => r
+                .problems
+                .push(format!("{rel}: file not listed in {MANIFEST_FILE}")),
+            EntryKind::Other => r.problems.push(format!(
+                "{rel}: not a regular file and not listed in {MANIFEST_FILE}"
+            )),
+        }
+    }
+
+    // 3. Counts and completeness, from the files that passed step 1.
+    check_counts(dir, &manifest, &listed, &bad, &mut r.problems);
+    r.manifest = Some(manifest);
+    r
+}
+
+/// A manifest path is trusted only if it stays inside the folder: relative, made of plain
+/// names (no `..`, no `/` root, no `.`), not the manifest itself.
+fn is_safe_relative(p: &str) -> bool {
+    !p.is_empty()
+        && p != MANIFEST_FILE
+        && !p.contains('\0')
+        && !p.contains('\\')
+        && Path::new(p)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+fn check_file(dir: &Path, f: &FileEntry, warnings: &mut Vec<String>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(&f.path);
+    let meta = match fs::symlink_metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("{}: listed in {MANIFEST_FILE} but missing", f.path));
+        }
+        Err(e) => return Some(format!("{}: cannot be read: {e}", f.path)),
+    };
+    if !meta.file_type().is_file() {
+        return Some(format!("{}: is not a regular file", f.path));
+    }
+    if meta.len() != f.size {
+        return Some(format!(
+            "{}: {} bytes on disk, {MANIFEST_FILE} says {} (truncated or changed)",
+            f.path,
+            meta.len(),
+            f.size
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        warnings.push(format!(
+            "{}: readable by others (mode {mode:o}); it holds customer data",
+            f.path
+        ));
+    }
+    match sha256_file(&path) {
+        Ok((n, sha)) if n == f.size && sha.eq_ignore_ascii_case(&f.sha256) => None,
+        Ok((n, _)) if n != f.size => Some(format!("{}: changed while being read", f.path)),
+        Ok(_) => Some(format!(
+            "{}: sha256 differs from {MANIFEST_FILE} (the content changed)",
+            f.path
+        )),
+        Err(e) => Some(format!("{}: cannot be read: {e}", f.path)),
+    }
+}
+
+/// Streams a file through sha256; returns (bytes, lower-case hex).
+pub fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0u64;
+    loop {
+        let k = file.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((n, base16ct::lower::encode_string(&hasher.finalize())))
+}
+
+enum EntryKind {
+    File,
+    Other,
+}
+
+/// Every non-directory under `dir`, relative and `/`-separated. Symlinks are not followed.
+fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, EntryKind)>) -> std::io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let ft = entry.file_type()?;
+        let path = entry.path();
+        if ft.is_dir() {
+            walk(base, &path, out)?;
+            continue;
+        }
+        let rel = path
+            .strip_prefix(base)
+            .unwrap_or(&path)
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/");
+        out.push((
+            rel,
+            if ft.is_file() {
+                EntryKind::File
+            } else {
+                EntryKind::Other
+            },
+        ));
+    }
+    Ok(())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, rel: &str) -> Result<T, String> {
+    let bytes = fs::read(dir.join(rel)).map_err(|e| format!("{rel}: cannot be read: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{rel}: does not parse: {e}"))
+}
+
+fn ids_of(items: &[Value]) -> Vec<String> {
+    items
+        .iter()
+        .map(|v| {
+            v.get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+fn names(v: &Value, contact: &str) -> bool {
+    v.get("reported_by")
+        .and_then(Value::as_array)
+        .is_some_and(|a| {
+            a.iter()
+                .any(|u| u.get("id").and_then(Value::as_str) == Some(contact))
+        })
+}
+
+fn check_counts(
+    dir: &Path,
+    m: &Manifest,
+    listed: &BTreeMap<String, &FileEntry>,
+    bad: &BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
+    // A file that failed its checksum (or is missing) already has its problem; reading it
+    // again would only add noise.
+    let usable = |rel: &str| listed.contains_key(rel) && !bad.contains(rel);
+
+    for required in [METADATA_FILE, TICKETS_FILE, CONVERSATIONS_FILE] {
+        if !listed.contains_key(required) {
+            problems.push(format!("{required} is not listed in {MANIFEST_FILE}"));
+        }
+    }
+
+    if usable(METADATA_FILE) {
+        match read_json::<Metadata>(dir, METADATA_FILE) {
+            Ok(meta) => {
+                if meta.primary.id != m.primary_id || meta.secondary.id != m.secondary_id {
+                    problems.push(format!(
+                        "{METADATA_FILE} names other contacts than {MANIFEST_FILE}"
+                    ));
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+
+    let tickets: Option<Vec<Value>> = if usable(TICKETS_FILE) {
+        match read_json::<Vec<Value>>(dir, TICKETS_FILE) {
+            Ok(t) => {
+                if t.len() != m.counts.tickets {
+                    problems.push(format!(
+                        "{TICKETS_FILE} holds {} tickets, {MANIFEST_FILE} counts {}",
+                        t.len(),
+                        m.counts.tickets
+                    ));
+                }
+                Some(t)
+            }
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let conversations: Option<Vec<Value>> = if usable(CONVERSATIONS_FILE) {
+        match read_json::<Vec<Value>>(dir, CONVERSATIONS_FILE) {
+            Ok(c) => {
+                if c.len() != m.counts.conversations {
+                    problems.push(format!(
+                        "{CONVERSATIONS_FILE} holds {} conversations, {MANIFEST_FILE} counts {}",
+                        c.len(),
+                        m.counts.conversations
+                    ));
+                }
+                Some(c)
+            }
+            Err(e) => {
+                problems.push(e);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    let ticket_objects: Vec<&ObjectEntry> = m
+        .objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::Ticket)
+        .collect();
+    let conv_objects: Vec<&ObjectEntry> = m
+        .objects
+        .iter()
+        .filter(|o| o.kind == ObjectKind::Conversation)
+        .collect();
+    if ticket_objects.len() != m.counts.tickets_with_timeline {
+        problems.push(format!(
+            "{MANIFEST_FILE} lists {} ticket timelines but counts {}",
+            ticket_objects.len(),
+            m.counts.tickets_with_timeline
+        ));
+    }
+    if conv_objects.len() != m.counts.conversations {
+        problems.push(format!(
+            "{MANIFEST_FILE} lists {} conversation timelines but counts {} conversations",
+            conv_objects.len(),
+            m.counts.conversations
+        ));
+    }
+
+    // Completeness: every ticket the scope covers, and every conversation, has its timeline.
+    if let Some(tickets) = &tickets {
+        let saved: BTreeSet<&str> = ticket_objects.iter().map(|o| o.id.as_str()).collect();
+        let ids: BTreeSet<String> = ids_of(tickets).into_iter().collect();
+        for t in tickets {
+            let id = t.get("id").and_then(Value::as_str).unwrap_or("");
+            let covered = match m.scope {
+                BackupScope::Both => true,
+                BackupScope::Secondary => names(t, &m.secondary_id),
+            };
+            if covered && !saved.contains(id) {
+                let label = t.get("display_id").and_then(Value::as_str).unwrap_or(id);
+                problems.push(format!("ticket {label} has no saved timeline"));
+            }
+        }
+        for o in &ticket_objects {
+            if !ids.contains(&o.id) {
+                problems.push(format!(
+                    "timeline {} belongs to no ticket in {TICKETS_FILE}",
+                    o.dir
+                ));
+            }
+        }
+    }
+    if let Some(convs) = &conversations {
+        let saved: BTreeSet<&str> = conv_objects.iter().map(|o| o.id.as_str()).collect();
+        for id in ids_of(convs) {
+            if !saved.contains(id.as_str()) {
+                problems.push(format!("conversation {id} has no saved timeline"));
+            }
+        }
+    }
+
+    let mut entries_total = 0usize;
+    let mut attachments_total = 0usize;
+    let mut dirs = BTreeSet::new();
+    for o in &m.objects {
+        entries_total += o.timeline_entries;
+        attachments_total += o.attachments.len();
+        if !is_safe_relative(&o.dir) {
+            problems.push(format!(
+                "{MANIFEST_FILE} lists an unsafe folder {:?}",
+                o.dir
+            ));
+            continue;
+        }
+        if !dirs.insert(o.dir.as_str()) {
+            problems.push(format!("{MANIFEST_FILE} lists folder {} twice", o.dir));
+        }
+        let messages = format!("{}/{MESSAGES_FILE}", o.dir);
+        if !listed.contains_key(&messages) {
+            problems.push(format!("{messages} is not listed in {MANIFEST_FILE}"));
+        } else if !bad.contains(&messages) {
+            match read_json::<Messages>(dir, &messages) {
+                Ok(msg) => {
+                    if msg.object != o.id {
+                        problems.push(format!(
+                            "{messages} is the timeline of {}, not {}",
+                            msg.object, o.id
+                        ));
+                    }
+                    if msg.timeline_entries.len() != o.timeline_entries {
+                        problems.push(format!(
+                            "{messages} holds {} timeline entries, {MANIFEST_FILE} counts {}",
+                            msg.timeline_entries.len(),
+                            o.timeline_entries
+                        ));
+                    }
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        let prefix = format!("{}/{ATTACHMENTS_DIR}/", o.dir);
+        let files_here = listed.keys().filter(|p| p.starts_with(&prefix)).count();
+        if files_here != o.attachments.len() {
+            problems.push(format!(
+                "{}: {files_here} attachment files listed, {MANIFEST_FILE} counts {}",
+                o.dir,
+                o.attachments.len()
+            ));
+        }
+        for a in &o.attachments {
+            if !a.path.starts_with(&prefix) || !listed.contains_key(&a.path) {
+                problems.push(format!(
+                    "attachment {} of {} is not a listed file in its folder",
+                    a.artifact_id, o.dir
+                ));
+            }
+        }
+    }
+    if entries_total != m.counts.timeline_entries {
+        problems.push(format!(
+            "{MANIFEST_FILE} counts {} timeline entries but its timelines hold {entries_total}",
+            m.counts.timeline_entries
+        ));
+    }
+    if attachments_total != m.counts.attachments {
+        problems.push(format!(
+            "{MANIFEST_FILE} counts {} attachments but its timelines list {attachments_total}",
+            m.counts.attachments
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_manifest_paths_are_refused() {
+        for p in [
+            "../x",
+            "/etc/passwd",
+            "a/../../b",
+            "./a",
+            "",
+            "a\\..\\b",
+            MANIFEST_FILE,
+        ] {
+            assert!(!is_safe_relative(p), "{p:?}");
+        }
+        assert!(is_safe_relative("conversations/TKT-1/attachments/1_a.png"));
+    }
+
+    #[test]
+    fn missing_manifest_is_reported() {
+        let tmp = tempfile::tempdir().unwrap();
+        let r = check_dir(tmp.path());
+        assert_eq!(r.problems, vec!["verification.json is missing".to_string()]);
+    }
 }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
 use secrecy::{ExposeSecret, SecretString};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -102,7 +102,9 @@ pub struct DevRevClient {
 
 impl std::fmt::Debug for DevRevClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevRevClient").field("cfg", &self.cfg).finish()
+        f.debug_struct("DevRevClient")
+            .field("cfg", &self.cfg)
+            .finish()
     }
 }
 
@@ -215,7 +217,10 @@ impl DevRevClient {
                 // Never trust a far-future reset blindly (clock skew): cap at one window.
                 let wait = Duration::from_secs(reset.saturating_sub(now))
                     .min(self.cfg.rate_limit_period.max(Duration::from_secs(300)));
-                tracing::info!(wait_s = wait.as_secs(), "DevRev reports the rate budget spent; waiting for its reset");
+                tracing::info!(
+                    wait_s = wait.as_secs(),
+                    "DevRev reports the rate budget spent; waiting for its reset"
+                );
                 *self.blocked_until.lock().expect("block lock") = Some(Instant::now() + wait);
             }
         }
@@ -276,13 +281,23 @@ impl DevRevClient {
                 Ok(resp) => self.read_response::<T>(endpoint, resp).await,
                 Err(e) => Err(Attempt::Transport(e)),
             };
-            tracing::debug!(endpoint, attempt = attempts, ms = started.elapsed().as_millis() as u64, ok = outcome.is_ok(), "DevRev call");
+            tracing::debug!(
+                endpoint,
+                attempt = attempts,
+                ms = started.elapsed().as_millis() as u64,
+                ok = outcome.is_ok(),
+                "DevRev call"
+            );
             let failure = match outcome {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
             let (retryable, server_wait, err) = match failure {
-                Attempt::Status { status, body, retry_after } => {
+                Attempt::Status {
+                    status,
+                    body,
+                    retry_after,
+                } => {
                     if status == 429 {
                         self.bump(endpoint, |s| s.rate_limited += 1);
                     }
@@ -349,7 +364,9 @@ impl DevRevClient {
             let Some(delay) = next else {
                 self.bump(endpoint, |s| s.errors += 1);
                 return Err(match err {
-                    ApiError::Unreachable { endpoint, reason, .. } => ApiError::Unreachable {
+                    ApiError::Unreachable {
+                        endpoint, reason, ..
+                    } => ApiError::Unreachable {
                         endpoint,
                         attempts,
                         reason,
@@ -405,7 +422,10 @@ impl DevRevClient {
         body["limit"] = json!(self.cfg.page_size);
         loop {
             let mut page: Value = self.call(endpoint, &body, CallKind::Read).await?;
-            let items = page.get_mut(key).map(Value::take).unwrap_or(Value::Array(vec![]));
+            let items = page
+                .get_mut(key)
+                .map(Value::take)
+                .unwrap_or(Value::Array(vec![]));
             let items: Vec<T> = serde_json::from_value(items).map_err(|e| ApiError::Decode {
                 endpoint: endpoint.into(),
                 reason: format!("`{key}`: {e}"),
@@ -421,7 +441,8 @@ impl DevRevClient {
     // ---- typed calls -------------------------------------------------------------------
 
     pub async fn auth_tokens_info(&self) -> Result<TokenInfo, ApiError> {
-        self.call("auth-tokens.info", &json!({}), CallKind::Read).await
+        self.call("auth-tokens.info", &json!({}), CallKind::Read)
+            .await
     }
 
     pub async fn dev_users_self(&self) -> Result<DevUser, ApiError> {
@@ -429,7 +450,9 @@ impl DevRevClient {
         struct R {
             dev_user: DevUser,
         }
-        let r: R = self.call("dev-users.self", &json!({}), CallKind::Read).await?;
+        let r: R = self
+            .call("dev-users.self", &json!({}), CallKind::Read)
+            .await?;
         Ok(r.dev_user)
     }
 
@@ -438,7 +461,9 @@ impl DevRevClient {
         struct R {
             rev_user: RevUser,
         }
-        let r: R = self.call("rev-users.get", &json!({ "id": id }), CallKind::Read).await?;
+        let r: R = self
+            .call("rev-users.get", &json!({ "id": id }), CallKind::Read)
+            .await?;
         Ok(r.rev_user)
     }
 
@@ -498,12 +523,18 @@ impl DevRevClient {
         struct R {
             work: Work,
         }
-        let r: R = self.call("works.get", &json!({ "id": id }), CallKind::Read).await?;
+        let r: R = self
+            .call("works.get", &json!({ "id": id }), CallKind::Read)
+            .await?;
         Ok(r.work)
     }
 
     /// Replaces a ticket's `reported_by` (DevRev only supports `set`).
-    pub async fn works_set_reported_by(&self, id: &str, user_ids: &[String]) -> Result<Work, ApiError> {
+    pub async fn works_set_reported_by(
+        &self,
+        id: &str,
+        user_ids: &[String],
+    ) -> Result<Work, ApiError> {
         #[derive(serde::Deserialize)]
         struct R {
             work: Work,
@@ -570,12 +601,15 @@ impl DevRevClient {
         struct R {
             artifact: Artifact,
         }
-        let r: R = self.call("artifacts.get", &json!({ "id": id }), CallKind::Read).await?;
+        let r: R = self
+            .call("artifacts.get", &json!({ "id": id }), CallKind::Read)
+            .await?;
         Ok(r.artifact)
     }
 
     pub async fn artifacts_locate(&self, id: &str) -> Result<Located, ApiError> {
-        self.call("artifacts.locate", &json!({ "id": id }), CallKind::Read).await
+        self.call("artifacts.locate", &json!({ "id": id }), CallKind::Read)
+            .await
     }
 
     /// Streams a located URL to `dest`, hashing as it goes. Sends **no** DevRev token: the
@@ -619,10 +653,12 @@ impl DevRevClient {
                     body: Box::default(),
                 });
             }
+            // Attachments are customer data: owner-only, whatever the umask.
             let mut file = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
+                .mode(0o600)
                 .open(dest)
                 .await
                 .map_err(|e| derr(e.to_string()))?;
@@ -721,7 +757,10 @@ mod tests {
         }
         for (i, t) in times.iter().enumerate() {
             let in_window = times[i..].iter().take_while(|u| **u < *t + period).count();
-            assert!(in_window <= calls as usize, "{in_window} calls in one window");
+            assert!(
+                in_window <= calls as usize,
+                "{in_window} calls in one window"
+            );
         }
         // And it does not leave much of the budget unused: >= 95% of 50 calls.
         assert!(times.len() >= 47, "only {} calls in 5 windows", times.len());

@@ -66,7 +66,9 @@ pub enum ApiError {
     },
     /// A write was sent but its answer was lost (timeout or dropped connection). The write
     /// may or may not have been applied; the caller must check before repeating it.
-    #[error("outcome unknown for {endpoint}: the request may have reached DevRev but the answer was lost ({reason}); check the state before repeating it")]
+    #[error(
+        "outcome unknown for {endpoint}: the request may have reached DevRev but the answer was lost ({reason}); check the state before repeating it"
+    )]
     OutcomeUnknown { endpoint: String, reason: String },
     /// DevRev answered 2xx but with a body we could not understand.
     #[error("unexpected answer from DevRev {endpoint}: {reason}")]

@@ -4,5 +4,5 @@ mod client;
 mod error;
 pub mod types;
 
-pub use client::{pacer_quota, CallKind, ClientConfig, DevRevClient, EndpointStats, RateHeaders};
+pub use client::{CallKind, ClientConfig, DevRevClient, EndpointStats, RateHeaders, pacer_quota};
 pub use error::{ApiError, ErrorBody};
