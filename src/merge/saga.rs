@@ -1300,7 +1300,9 @@ pub fn check_live(pair: &Pair, primary: &RevUser, secondary: &RevUser) -> Option
             });
         }
     }
-    if primary.is_verified == Some(true) && secondary.is_verified == Some(false) {
+    // Fail closed: a secondary whose verification DevRev does not report counts as
+    // unverified next to a verified primary.
+    if primary.is_verified == Some(true) && secondary.is_verified != Some(true) {
         return Some(SkipReason::UnverifiedIntoVerified);
     }
     None
