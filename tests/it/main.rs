@@ -1,0 +1,6 @@
+//! The one integration-test binary: each module tests one feature against the fake DevRev.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod fake_selftest;
