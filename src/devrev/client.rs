@@ -641,7 +641,8 @@ impl DevRevClient {
             };
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
-                if matches!(status, 500 | 502 | 503 | 504) {
+                // A 429 on a download is a storage throttle: wait and retry like a 5xx.
+                if matches!(status, 429 | 500 | 502 | 503 | 504) {
                     if let Some(d) = backoff.next() {
                         tokio::time::sleep(d).await;
                         continue;

@@ -4,3 +4,5 @@
 mod support;
 
 mod fake_selftest;
+mod merge;
+mod merge_crash;
