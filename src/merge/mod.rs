@@ -18,7 +18,6 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::watch;
-use tracing::Instrument;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::config::Config;
@@ -199,7 +198,10 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         min_backoff: cfg.min_backoff,
         stop: &stop,
     };
+    // Entered once to show the bar, then updated from outside: log lines written during the
+    // run stay free of the span's name, and the bar is cleared when the span is dropped.
     let span = crate::progress_span!("merging", work.len());
+    span.in_scope(|| {});
     let mut outcome = RunOutcome::Completed;
     let mut fatal: Option<AppError> = None;
     let mut merges_sent = 0usize;
@@ -226,7 +228,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
                 .map(|p| p.email.clone())
                 .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
                 .unwrap_or_default();
-            tracing::Span::current().pb_set_message(&format!("{}/{} {email}", i + 1, total));
+            span.pb_set_message(&format!("{}/{} {email}", i + 1, total));
             if sp.get(&item.key).is_none() {
                 let pair = item
                     .pair
@@ -268,7 +270,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
                     log_result(&email, &run.result);
                     let interrupted = run.result == PairResult::Interrupted;
                     ran.push((item.key.clone(), Some(run)));
-                    tracing::Span::current().pb_inc(1);
+                    span.pb_inc(1);
                     if interrupted {
                         outcome = RunOutcome::Interrupted;
                         break;
@@ -277,8 +279,8 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             }
         }
     }
-    .instrument(span)
     .await;
+    drop(span);
     if fatal.is_some() {
         outcome = RunOutcome::Aborted;
     }

@@ -924,6 +924,14 @@ impl Saga<'_, '_> {
         let deadline = Instant::now() + self.ctx.merge_timeout;
         let mut backoff = Backoff::new(self.ctx.min_backoff);
         let mut last_error: Option<ApiError>;
+        // DevRev never applies a merge within its own answer, so a look right away would be
+        // a wasted call: wait one backoff first.
+        if self
+            .nap(backoff.next_delay().min(self.ctx.merge_timeout))
+            .await
+        {
+            return Ok((StepOutcome::Interrupted, None));
+        }
         loop {
             match self.observe().await {
                 Ok(Some(sign)) => {
