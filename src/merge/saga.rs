@@ -813,15 +813,15 @@ impl Saga<'_, '_> {
             Err(e @ ApiError::Unreachable { .. }) => MergeOutcome::NotSent {
                 reason: e.to_string(),
             },
+            // 429 or 503 after the client's retries: turned away before any work.
+            Err(e) if matches!(e.status(), Some(429 | 503)) => MergeOutcome::NotSent {
+                reason: e.to_string(),
+            },
             Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
                 MergeOutcome::Rejected {
                     error: PairError::api(Step::RequestMerge, e),
                 }
             }
-            // 503 after the client's retries: turned away before any work.
-            Err(e) if e.status() == Some(503) => MergeOutcome::NotSent {
-                reason: e.to_string(),
-            },
             Err(e) => MergeOutcome::Unknown {
                 reason: e.to_string(),
             },
