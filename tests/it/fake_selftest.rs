@@ -222,8 +222,25 @@ fn pagination_defaults_to_50_clamps_and_ends_without_cursor() {
         }
     }
     assert_eq!(pages, 4);
+    // mode "before" walks back from a cursor.
+    let second = probe.call(
+        "rev-users.list",
+        json!({"limit": 40, "cursor": first_cursor(&probe)}),
+    );
+    let prev = second.json["prev_cursor"].as_str().unwrap().to_string();
+    let back = probe.call(
+        "rev-users.list",
+        json!({"limit": 40, "cursor": prev, "mode": "before"}),
+    );
+    let again = probe.call("rev-users.list", json!({"limit": 40}));
+    assert_eq!(back.json["rev_users"], again.json["rev_users"]);
     let unique: std::collections::BTreeSet<_> = seen.iter().collect();
     assert_eq!((seen.len(), unique.len()), (total, total));
+}
+
+fn first_cursor(probe: &Probe) -> String {
+    let r = probe.call("rev-users.list", json!({"limit": 40}));
+    r.json["next_cursor"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -528,6 +545,27 @@ fn error_shapes_match_devrev() {
             "not_found",
             None,
         ),
+        (
+            "conversations.update",
+            json!({"id": "CONV-1", "members": {"add": [p]}}),
+            400,
+            "invalid_field",
+            Some("members.add"),
+        ),
+        (
+            "rev-users.update",
+            json!({"id": p, "external_ref": 7}),
+            400,
+            "unexpected_json_type",
+            Some("external_ref"),
+        ),
+        (
+            "rev-users.update",
+            json!({"id": p, "primary_identity": p}),
+            400,
+            "invalid_field",
+            Some("primary_identity"),
+        ),
     ];
     for (ep, body, status, kind, field) in cases {
         let r = probe.call(ep, body.clone());
@@ -543,6 +581,7 @@ fn error_shapes_match_devrev() {
         (r.status, r.json.clone()),
         (404, json!({"message": "route not found"}))
     );
+    assert!(!r.header("x-ratelimit-remaining").is_empty());
     // Writes have no GET variant.
     assert_eq!(probe.get("rev-users.merge").status, 404);
     // A body that is not JSON.
@@ -1061,4 +1100,115 @@ fn trip_wire_runs_once_when_the_nth_request_arrives() {
     assert_eq!(fired.load(Ordering::SeqCst), 1);
     probe.call("dev-users.self", json!({}));
     assert_eq!(fired.load(Ordering::SeqCst), 1);
+}
+
+/// The crate's own client against the fake: every typed call the tool uses must be accepted
+/// (no `invalid_field`) and decode, and the fake's faults must surface as the client expects.
+#[test]
+fn the_crate_client_speaks_to_the_fake() {
+    use crate::support::fake::Fault;
+    use devrev_merge::devrev::{ApiError, ClientConfig, DevRevClient};
+
+    let seed = Seed::generate(&GenSpec {
+        pairs: 4,
+        tickets_per_contact: (2, 3),
+        conversations_per_secondary: (1, 1),
+        attachments_pct: 50,
+        attachment_size_max: 200_000,
+        ..GenSpec::default()
+    });
+    let (p, s) = seed.pairs()[0].clone();
+    let fake = FakeServer::start(FakeOptions {
+        seed,
+        merge: MergeBehaviour {
+            delay: Duration::from_millis(20),
+            ..MergeBehaviour::default()
+        },
+        ..FakeOptions::default()
+    });
+    let client = DevRevClient::new(ClientConfig {
+        base_url: url::Url::parse(&fake.base_url()).unwrap(),
+        token: fake.token().into(),
+        rate_limit_calls: 10_000,
+        rate_limit_period: Duration::from_secs(1),
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        max_retries: 2,
+        page_size: 7,
+        min_backoff: Duration::from_millis(10),
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    rt.block_on(async {
+        let info = client.auth_tokens_info().await.unwrap();
+        assert!(info.organization.id.starts_with("don:identity:"));
+        client.dev_users_self().await.unwrap();
+        let users = client.rev_users_list(json!({})).await.unwrap();
+        assert_eq!(users.len(), fake.with_state(|st| st.rev_users.len()));
+        let sec = client.rev_users_get(&s).await.unwrap();
+        assert_eq!(sec.id, s);
+        let tickets = client.tickets_reported_by(&[s.as_str()]).await.unwrap();
+        assert!(!tickets.is_empty());
+        for t in &tickets {
+            let entries = client.timeline_entries(&t.id).await.unwrap();
+            for a in entries
+                .iter()
+                .flat_map(|e| e.artifacts.iter())
+                .chain(t.artifacts.iter())
+            {
+                let meta = client.artifacts_get(&a.id).await.unwrap();
+                let loc = client.artifacts_locate(&a.id).await.unwrap();
+                let (n, _sha) = client
+                    .download_to(&loc.url, &tmp.path().join("f"))
+                    .await
+                    .unwrap();
+                assert_eq!(Some(n), meta.file.and_then(|f| f.size));
+            }
+        }
+        let convs = client
+            .conversations_with_members(&[s.as_str()])
+            .await
+            .unwrap();
+        assert!(!convs.is_empty());
+        let ids = vec![p.clone()];
+        client
+            .conversations_set_members(&convs[0].id, &ids)
+            .await
+            .unwrap();
+        client
+            .works_set_reported_by(&tickets[0].id, &ids)
+            .await
+            .unwrap();
+
+        // A 503 then success is retried transparently.
+        fake.fault_next(Some("/rev-users.get"), 1, Fault::Status503);
+        client.rev_users_get(&p).await.unwrap();
+        // A merge whose answer is lost is "outcome unknown", never repeated.
+        fake.fault_next(Some("/rev-users.merge"), 1, Fault::ApplyThenDrop);
+        let err = client.rev_users_merge(&p, &s).await.unwrap_err();
+        assert!(matches!(err, ApiError::OutcomeUnknown { .. }), "{err:?}");
+        assert_eq!(fake.count("/rev-users.merge"), 1);
+    });
+    assert!(fake.wait_for(|st| !st.rev_users.contains_key(&s), Duration::from_secs(5)));
+    let user_ref = fake.with_state(|st| st.deleted_rev_users[&s].external_ref().unwrap());
+    rt.block_on(async {
+        let got = client.rev_users_get(&s).await.unwrap_err();
+        assert!(got.is_not_found());
+        let u = client
+            .rev_users_update(&p, json!({"external_ref": user_ref}))
+            .await
+            .unwrap();
+        assert_eq!(u.external_ref.as_deref(), Some(user_ref.as_str()));
+    });
+    // No request the client made was refused as malformed.
+    let refused: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.status == 400)
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
 }

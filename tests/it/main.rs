@@ -6,3 +6,4 @@ mod support;
 mod fake_selftest;
 mod merge;
 mod merge_crash;
+mod test_api;

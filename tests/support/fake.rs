@@ -119,6 +119,7 @@ impl Default for MergeBehaviour {
 
 /// Everything that shapes the fake's behaviour. Change it while running with
 /// `FakeServer::set_options`.
+#[derive(Debug, Clone)]
 pub struct FakeOptions {
     pub token: String,
     pub seed: Seed,

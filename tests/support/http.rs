@@ -440,13 +440,8 @@ fn api(
     fault: &Option<Fault>,
 ) -> Answer {
     let name = path.strip_prefix('/').unwrap_or(path);
-    let Some(ep) = handlers::endpoint(name) else {
-        return route_not_found();
-    };
     let is_get = *method == Method::GET;
-    if !(is_get && ep.get || *method == Method::POST) {
-        return route_not_found();
-    }
+    let ep = handlers::endpoint(name).filter(|ep| is_get && ep.get || *method == Method::POST);
     let mut inner = shared.lock();
     let limit = inner.opts.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT);
     let presented = auth.map(|a| {
@@ -476,7 +471,8 @@ fn api(
     }
     let reset_in = (bucket.start + limit.window).saturating_duration_since(now);
     let over = authorized && bucket.count >= limit.limit;
-    if authorized && !over && fault_answer(fault, seq).is_none() {
+    // Unknown routes and injected faults spend nothing.
+    if authorized && !over && ep.is_some() && fault_answer(fault, seq).is_none() {
         bucket.count += 1;
     }
     let remaining = limit.limit.saturating_sub(bucket.count);
@@ -488,6 +484,9 @@ fn api(
     let with_rate = |mut a: Answer| {
         a.headers.extend(rate_headers.clone());
         a
+    };
+    let Some(ep) = ep else {
+        return with_rate(route_not_found());
     };
 
     // The body as JSON: POST's body, or GET's query turned into the same shape.

@@ -282,12 +282,22 @@ pub fn fmt_ts(t: DateTime<Utc>, precision_pick: u64) -> String {
 /// The bytes of an attachment: deterministic from its id and size, so fixtures need not store
 /// them and tests can recompute what a download must contain.
 pub fn artifact_bytes(id: &str, size: usize) -> Vec<u8> {
+    // A 64 KiB pseudo-random block, repeated with each copy stamped with its own index, so big
+    // files are cheap to make (even in unoptimized test builds) yet no two blocks are equal.
+    const BLOCK: usize = 64 * 1024;
     let mut state = fnv1a(id.as_bytes());
-    let mut out = Vec::with_capacity(size);
-    while out.len() < size {
-        let v = splitmix(&mut state).to_le_bytes();
-        let take = (size - out.len()).min(8);
-        out.extend_from_slice(&v[..take]);
+    let mut block = Vec::with_capacity(BLOCK);
+    while block.len() < BLOCK.min(size) {
+        block.extend_from_slice(&splitmix(&mut state).to_le_bytes());
+    }
+    let mut out = vec![0u8; size];
+    for (k, chunk) in out.chunks_mut(BLOCK).enumerate() {
+        chunk.copy_from_slice(&block[..chunk.len()]);
+        if k > 0 {
+            let stamp = (k as u64 ^ state).to_le_bytes();
+            let n = chunk.len().min(8);
+            chunk[..n].copy_from_slice(&stamp[..n]);
+        }
     }
     out
 }
@@ -603,7 +613,6 @@ impl<'a> Generator<'a> {
         let created_s = self.ts_at(created);
         let modified_s = self.ts_at(modified);
         let mut u = json!({
-            "type": "rev_user",
             "id": id,
             "display_id": display_id,
             "display_name": display_name,
