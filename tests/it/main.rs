@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod backup;
 mod fake_selftest;
 mod merge;
 mod merge_crash;
