@@ -38,6 +38,36 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Like [`write_private_atomic`], but the content is streamed by `write` into a buffered
+/// writer instead of being built in memory first (large plans). With `overwrite == false` an
+/// existing `path` is an `AlreadyExists` error and is left untouched.
+pub fn write_private_atomic_with<F>(path: &Path, overwrite: bool, write: F) -> std::io::Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+{
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    create_private_dir(dir)?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
+    write(&mut out)?;
+    let tmp = out.into_inner().map_err(|e| e.into_error())?;
+    tmp.as_file().sync_all()?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(0o600))?;
+    if overwrite {
+        tmp.persist(path).map_err(|e| e.error)?;
+    } else {
+        tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    }
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// Serializes `value` as pretty JSON and writes it with [`write_private_atomic`].
 pub fn write_json_atomic<T: serde::Serialize + ?Sized>(
     path: &Path,
@@ -124,6 +154,29 @@ mod tests {
             "Jane.Doe+x@example.com"
         );
         assert_eq!(safe_component("abcdef", 3), "abc");
+    }
+
+    #[test]
+    fn streamed_write_is_private_and_can_refuse_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("plan.json");
+        write_private_atomic_with(&p, false, |w| w.write_all(b"one")).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let e = write_private_atomic_with(&p, false, |w| w.write_all(b"two")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        write_private_atomic_with(&p, true, |w| w.write_all(b"three")).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"three");
+        // A failing writer leaves nothing behind.
+        let q = dir.path().join("q.json");
+        assert!(
+            write_private_atomic_with(&q, true, |_| Err(std::io::Error::other("boom"))).is_err()
+        );
+        assert!(!q.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -1,0 +1,250 @@
+//! CSV records with their exact byte offset and physical line number.
+//!
+//! `csv::Reader` reports the line *after* the previous record's terminator was counted, which
+//! is off for CRLF files and after blank lines, and error messages must name the line a person
+//! sees in an editor. So this drives `csv_core` directly, counts every `\n` it consumes, and
+//! skips the blank lines between records itself (exactly what `csv_core` would skip).
+
+use std::io::{self, Read};
+
+use csv_core::ReadRecordResult;
+
+/// One record: its fields, where it starts, and on which line.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    nfields: usize,
+    /// Byte offset in the file of the record's first byte (a BOM counts as part of it).
+    pub byte: u64,
+    /// 1-based line on which the record starts.
+    pub line: u64,
+}
+
+impl Default for RawRecord {
+    fn default() -> Self {
+        Self {
+            data: vec![0; 1024],
+            ends: vec![0; 32],
+            nfields: 0,
+            byte: 0,
+            line: 0,
+        }
+    }
+}
+
+impl RawRecord {
+    pub fn len(&self) -> usize {
+        self.nfields
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nfields == 0
+    }
+
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        if i >= self.nfields {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..self.ends[i]])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.nfields).filter_map(|i| self.get(i))
+    }
+
+    /// Byte range of field `i` within [`RawRecord::as_slice`] / [`RawRecord::utf8`].
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        if i >= self.nfields {
+            return 0..0;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        start..self.ends[i]
+    }
+
+    /// The fields' text, concatenated, if every field is valid UTF-8 (one check for the whole
+    /// record instead of one per field; fields are then `&text[record.range(i)]`). `None`
+    /// means at least one field is not UTF-8: check them one by one to say which.
+    pub fn utf8(&self) -> Option<&str> {
+        let text = std::str::from_utf8(self.as_slice()).ok()?;
+        // Valid as a whole but a field could still end inside a character, if the next field
+        // starts with a continuation byte.
+        (0..self.nfields)
+            .all(|i| text.is_char_boundary(self.range(i).start))
+            .then_some(text)
+    }
+
+    /// All fields' bytes, concatenated (for cheap equality checks).
+    pub fn as_slice(&self) -> &[u8] {
+        match self.nfields {
+            0 => &[],
+            n => &self.data[..self.ends[n - 1]],
+        }
+    }
+}
+
+/// A streaming CSV reader (RFC 4180: `,`, `"` quotes with `""` escapes, LF or CRLF).
+pub struct RawReader<R> {
+    src: R,
+    core: csv_core::Reader,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+    /// File offset of `buf[start]`.
+    offset: u64,
+    /// Line number at `buf[start]`.
+    line: u64,
+}
+
+impl<R: Read> RawReader<R> {
+    pub fn new(src: R) -> Self {
+        Self {
+            src,
+            core: csv_core::Reader::new(),
+            buf: vec![0; 1 << 16],
+            start: 0,
+            end: 0,
+            eof: false,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        if self.start == self.end && !self.eof {
+            self.start = 0;
+            self.end = loop {
+                match self.src.read(&mut self.buf) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            self.eof = self.end == 0;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, n: usize) {
+        let consumed = &self.buf[self.start..self.start + n];
+        self.line += consumed.iter().filter(|b| **b == b'\n').count() as u64;
+        self.offset += n as u64;
+        self.start += n;
+    }
+
+    /// Reads the next record into `rec`; `false` at the end of the input.
+    pub fn read(&mut self, rec: &mut RawRecord) -> io::Result<bool> {
+        // Blank lines and the `\n` of a CRLF terminator sit before the record.
+        loop {
+            self.fill()?;
+            if self.start == self.end {
+                return Ok(false);
+            }
+            let skip = self.buf[self.start..self.end]
+                .iter()
+                .take_while(|b| matches!(b, b'\r' | b'\n'))
+                .count();
+            self.advance(skip);
+            if self.start < self.end {
+                break;
+            }
+        }
+        rec.byte = self.offset;
+        rec.line = self.line;
+        let (mut outlen, mut endlen) = (0, 0);
+        loop {
+            self.fill()?;
+            let input = &self.buf[self.start..self.end];
+            let (res, nin, nout, nend) =
+                self.core
+                    .read_record(input, &mut rec.data[outlen..], &mut rec.ends[endlen..]);
+            self.advance(nin);
+            outlen += nout;
+            endlen += nend;
+            match res {
+                ReadRecordResult::InputEmpty => continue,
+                ReadRecordResult::OutputFull => {
+                    let n = rec.data.len() * 2;
+                    rec.data.resize(n, 0);
+                }
+                ReadRecordResult::OutputEndsFull => {
+                    let n = rec.ends.len() * 2;
+                    rec.ends.resize(n, 0);
+                }
+                ReadRecordResult::Record => {
+                    rec.nfields = endlen;
+                    return Ok(true);
+                }
+                ReadRecordResult::End => {
+                    rec.nfields = 0;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(data: &str) -> Vec<(u64, u64, Vec<String>)> {
+        let mut r = RawReader::new(data.as_bytes());
+        let mut rec = RawRecord::default();
+        let mut out = vec![];
+        while r.read(&mut rec).unwrap() {
+            let fields = rec
+                .iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect();
+            out.push((rec.line, rec.byte, fields));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_and_offsets_are_physical() {
+        let lf = read_all("h\na\nb\n");
+        assert_eq!(
+            lf.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(1, 0), (2, 2), (3, 4)]
+        );
+        let crlf = read_all("h\r\na\r\nb");
+        assert_eq!(
+            crlf.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
+            [(1, 0), (2, 3), (3, 6)]
+        );
+        let blank = read_all("h\n\na\n\r\n\nb\n");
+        assert_eq!(blank.iter().map(|r| r.0).collect::<Vec<_>>(), [1, 3, 6]);
+        let quoted = read_all("h\r\n\"a\r\nx, \"\"y\"\"\",2\r\nb\r\n");
+        assert_eq!(quoted[1].2, ["a\r\nx, \"y\"", "2"]);
+        assert_eq!(quoted[2].0, 4);
+    }
+
+    #[test]
+    fn utf8_is_checked_per_field_even_when_the_whole_is_valid() {
+        let mut r = RawReader::new("é,x\n".as_bytes());
+        let mut rec = RawRecord::default();
+        assert!(r.read(&mut rec).unwrap());
+        assert_eq!(rec.utf8(), Some("éx"));
+        assert_eq!(&rec.utf8().unwrap()[rec.range(1)], "x");
+        // "\xC3" then "\xA9": each field invalid, the concatenation is "é".
+        let mut r = RawReader::new(&b"\xC3,\xA9\n"[..]);
+        assert!(r.read(&mut rec).unwrap());
+        assert_eq!(rec.as_slice(), "é".as_bytes());
+        assert_eq!(rec.utf8(), None);
+    }
+
+    #[test]
+    fn bom_is_stripped_and_long_fields_grow_buffers() {
+        let long = "x".repeat(200_000);
+        let data = format!("\u{feff}a,b\n{long},{}\n", "y,".repeat(100));
+        let recs = read_all(&data);
+        assert_eq!(recs[0].2, ["a", "b"]);
+        assert_eq!(recs[1].2[0].len(), 200_000);
+        assert_eq!(recs[1].2.len(), 102);
+        assert_eq!(recs[1].0, 2);
+    }
+}

@@ -1,0 +1,796 @@
+//! `--preview`: the plan on stdout (summary, API-call and time estimate, tables) and in
+//! `reports/plan-<timestamp>.json`; with `--check-live`, every pair re-checked read-only.
+
+use std::collections::BTreeMap;
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tracing::Instrument;
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use crate::cli::{BackupScope, Keep};
+use crate::config::Config;
+use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewReason};
+use crate::devrev::{ApiError, DevRevClient};
+use crate::error::{AppError, code};
+use crate::fsutil;
+use crate::validate::{self, LiveCheck, LiveProblem, LiveTickets};
+
+/// Rows shown per table on a terminal; the plan file always has everything.
+const TERMINAL_ROWS: usize = 20;
+
+/// Pairs checked at once by `--check-live` (the client's pacer still bounds the rate; a few in
+/// flight keep the budget busy while one waits for an answer).
+const LIVE_CONCURRENCY: usize = 4;
+
+// ---- the estimate -----------------------------------------------------------------------
+
+/// What the merge run will cost in API calls and time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub pairs: u64,
+    pub api_calls: u64,
+    pub calls_per_pair: f64,
+    /// At the configured pacing: `api_calls × period / calls`.
+    pub seconds: f64,
+    pub rate_limit_calls: u32,
+    pub rate_limit_period_s: f64,
+    pub keep: Keep,
+    pub backup_scope: BackupScope,
+    /// Contacts of pairs whose TICKET_COUNT is empty (counted as 0 tickets).
+    pub unknown_ticket_counts: u64,
+}
+
+/// `ceil(n / page)`, at least one call (an empty list is still one request).
+fn pages(n: u64, page: u64) -> u64 {
+    n.div_ceil(page.max(1)).max(1)
+}
+
+/// API calls one pair's saga makes (DESIGN §6), from the CSV's ticket counts. The formula is
+/// documented in the README ("Estimating API calls"); keep the two in step.
+pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) -> u64 {
+    let tp = pair.primary.ticket_count.unwrap_or(0);
+    let ts = pair.secondary.ticket_count.unwrap_or(0);
+    let validate = 2; // rev-users.get × 2
+    let timelines = match scope {
+        BackupScope::Secondary => ts,
+        BackupScope::Both => tp + ts,
+    };
+    // works.list (both contacts) + one timeline-entries.list per ticket + conversations.list
+    let backup = pages(tp + ts, page) + timelines + 1;
+    let request_merge = 1; // rev-users.merge
+    let await_merge = 1; // rev-users.get of the secondary, at least once
+    // works.list (primary) + conversations.list + rev-users.get (primary's display name)
+    let reconcile = pages(tp + ts, page) + 1 + 1;
+    let adopt = match keep {
+        Keep::Revu => 1, // rev-users.update external_ref
+        Keep::User => 0,
+    };
+    validate + backup + request_merge + await_merge + reconcile + adopt
+}
+
+pub fn estimate(plan: &Plan, cfg: &Config) -> Estimate {
+    let page = u64::from(cfg.page_size);
+    let calls: u64 = plan
+        .pairs
+        .iter()
+        .map(|p| calls_for_pair(p, cfg.keep, cfg.backup_scope, page))
+        .sum();
+    let unknown = plan
+        .pairs
+        .iter()
+        .flat_map(|p| [&p.primary, &p.secondary])
+        .filter(|c| c.ticket_count.is_none())
+        .count() as u64;
+    let n = plan.pairs.len() as u64;
+    Estimate {
+        pairs: n,
+        api_calls: calls,
+        calls_per_pair: if n == 0 { 0.0 } else { calls as f64 / n as f64 },
+        seconds: seconds_for(calls, cfg),
+        rate_limit_calls: cfg.rate_limit_calls,
+        rate_limit_period_s: cfg.rate_limit_period.as_secs_f64(),
+        keep: cfg.keep,
+        backup_scope: cfg.backup_scope,
+        unknown_ticket_counts: unknown,
+    }
+}
+
+fn seconds_for(calls: u64, cfg: &Config) -> f64 {
+    calls as f64 * cfg.rate_limit_period.as_secs_f64() / f64::from(cfg.rate_limit_calls.max(1))
+}
+
+// ---- the live check ---------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveOutcome {
+    /// The pair still holds.
+    Passed,
+    /// DevRev's state refuses the pair; moved to needs-review.
+    Refused,
+    /// The check could not be made (API error after retries); moved to needs-review.
+    Error,
+}
+
+/// One pair's live check, as written to the plan file.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveResult {
+    pub email: String,
+    pub primary: String,
+    pub secondary: String,
+    pub outcome: LiveOutcome,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<LiveProblem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tickets DevRev lists now (only for pairs that passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_tickets: Option<LiveTickets>,
+    pub csv_tickets_primary: Option<u64>,
+    pub csv_tickets_secondary: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSummary {
+    pub base_url: String,
+    pub checked: u64,
+    pub passed: u64,
+    pub refused: u64,
+    pub errors: u64,
+    /// Pairs whose live ticket counts differ from TICKET_COUNT (a warning: the warehouse
+    /// counts owned/created/reported tickets, DevRev lists reported ones).
+    pub ticket_count_differences: u64,
+    pub api_calls: u64,
+    pub results: Vec<LiveResult>,
+}
+
+/// Errors that end the whole check: nothing more can be learned by going on.
+fn is_fatal(e: &ApiError) -> bool {
+    e.exit_code() != code::SOME_FAILED || (e.is_not_found() && e.kind() != Some("not_found"))
+}
+
+async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, ApiError> {
+    let mut r = LiveResult {
+        email: pair.email.clone(),
+        primary: pair.primary.rev_user_id.clone(),
+        secondary: pair.secondary.rev_user_id.clone(),
+        outcome: LiveOutcome::Passed,
+        problems: vec![],
+        error: None,
+        live_tickets: None,
+        csv_tickets_primary: pair.primary.ticket_count,
+        csv_tickets_secondary: pair.secondary.ticket_count,
+        warnings: vec![],
+    };
+    let fail = |mut r: LiveResult, e: ApiError| {
+        if is_fatal(&e) {
+            return Err(e);
+        }
+        r.outcome = LiveOutcome::Error;
+        r.error = Some(e.to_string());
+        Ok(r)
+    };
+    let live = match validate::validate_pair(client, pair).await {
+        Ok(LiveCheck::Passed(live)) => live,
+        Ok(LiveCheck::Refused { problems, .. }) => {
+            r.outcome = LiveOutcome::Refused;
+            r.problems = problems;
+            return Ok(r);
+        }
+        Err(e) => return fail(r, e),
+    };
+    r.warnings = live.warnings;
+    match validate::live_ticket_counts(client, &live.primary.id, &live.secondary.id).await {
+        Ok(t) => {
+            for (role, csv, now) in [
+                ("primary", pair.primary.ticket_count, t.primary),
+                ("secondary", pair.secondary.ticket_count, t.secondary),
+            ] {
+                if let Some(csv) = csv.filter(|c| *c != now) {
+                    r.warnings.push(format!(
+                        "{role}: TICKET_COUNT says {csv}, DevRev lists {now} ticket(s)"
+                    ));
+                }
+            }
+            r.live_tickets = Some(t);
+            Ok(r)
+        }
+        Err(e) => fail(r, e),
+    }
+}
+
+/// Checks every pair of `plan` live and moves the ones that fail to needs-review.
+async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppError> {
+    let client = DevRevClient::new(cfg.client_config()?)?;
+    let n = plan.pairs.len();
+    if n > 0 {
+        // At least two rev-users.get and one works.list page per pair.
+        let secs = seconds_for(3 * n as u64, cfg);
+        tracing::info!(
+            "checking {n} pair(s) live: at least {} API calls, about {}",
+            3 * n,
+            human_duration(secs)
+        );
+    }
+    let span = crate::progress_span!("check-live", n);
+    let bar = span.clone();
+    let pairs = &plan.pairs;
+    let client_ref = &client;
+    let results = async move {
+        let mut out = Vec::with_capacity(n);
+        let mut stream = futures_util::stream::iter(pairs.iter())
+            .map(|p| check_one(client_ref, p))
+            .buffered(LIVE_CONCURRENCY);
+        while let Some(r) = stream.next().await {
+            bar.pb_inc(1);
+            out.push(r?);
+        }
+        Ok::<_, ApiError>(out)
+    }
+    .instrument(span.clone())
+    .await;
+    let results = results.map_err(|e| {
+        tracing::error!("the live check stopped: {e}");
+        AppError::Api(e)
+    })?;
+    drop(span);
+
+    let mut summary = LiveSummary {
+        base_url: cfg.base_url.to_string(),
+        checked: results.len() as u64,
+        passed: 0,
+        refused: 0,
+        errors: 0,
+        ticket_count_differences: 0,
+        api_calls: client.totals().calls,
+        results: vec![],
+    };
+    for (i, r) in results.iter().enumerate().rev() {
+        match r.outcome {
+            LiveOutcome::Passed => summary.passed += 1,
+            LiveOutcome::Refused => {
+                summary.refused += 1;
+                let reason = r
+                    .problems
+                    .first()
+                    .map_or(ReviewReason::LiveCheckFailed, LiveProblem::reason);
+                let detail = r
+                    .problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                plan.move_pair_to_review(i, reason, detail);
+            }
+            LiveOutcome::Error => {
+                summary.errors += 1;
+                let detail = r.error.clone().unwrap_or_default();
+                plan.move_pair_to_review(i, ReviewReason::LiveCheckFailed, detail);
+            }
+        }
+        if r.warnings.iter().any(|w| w.contains("TICKET_COUNT")) {
+            summary.ticket_count_differences += 1;
+        }
+    }
+    summary.results = results;
+    Ok(summary)
+}
+
+// ---- the plan file ------------------------------------------------------------------------
+
+/// The plan file (`reports/plan-<ts>.json`) and `--json` output.
+#[derive(Debug, Serialize)]
+pub struct PlanReport<'a> {
+    pub kind: &'static str,
+    pub format_version: u32,
+    pub tool_version: &'static str,
+    pub generated_at: String,
+    #[serde(flatten)]
+    pub plan: &'a Plan,
+    pub review_counts: BTreeMap<ReviewReason, u64>,
+    pub estimate: &'a Estimate,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_check: Option<&'a LiveSummary>,
+}
+
+/// Runs `--preview` for `csv`.
+pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
+    // Without a token the live check cannot run: say so before reading a large file.
+    if live {
+        cfg.client_config()?;
+    }
+    let opts = DetectOptions {
+        keep: cfg.keep,
+        email_domain: cfg.email_domain.clone(),
+    };
+    let started = std::time::Instant::now();
+    let mut plan = detect::plan_from_csv(csv, &opts)?;
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        rows = plan.rows_read,
+        "plan built"
+    );
+    let live_summary = if live {
+        Some(check_live(cfg, &mut plan).await?)
+    } else {
+        None
+    };
+    let est = estimate(&plan, cfg);
+
+    let report = PlanReport {
+        kind: "devrev-merge plan",
+        format_version: 1,
+        tool_version: env!("CARGO_PKG_VERSION"),
+        generated_at: chrono::Local::now().to_rfc3339(),
+        plan: &plan,
+        review_counts: plan.review_counts(),
+        estimate: &est,
+        live_check: live_summary.as_ref(),
+    };
+    let path = fsutil::unique_path(&cfg.report_dir, "plan", "json");
+    fsutil::write_private_atomic_with(&path, false, |w| {
+        serde_json::to_writer_pretty(&mut *w, &report).map_err(io::Error::other)?;
+        w.write_all(b"\n")
+    })
+    .map_err(|e| {
+        AppError::CantCreate(format!("cannot write the plan to {}: {e}", path.display()))
+    })?;
+
+    let out = io::stdout();
+    let result = if cfg.json {
+        // The very bytes of the plan file: what is printed is what was saved.
+        std::fs::File::open(&path).and_then(|mut f| io::copy(&mut f, &mut out.lock()).map(|_| ()))
+    } else {
+        let limit = out.is_terminal().then_some(TERMINAL_ROWS);
+        let mut w = io::BufWriter::new(out.lock());
+        print_human(&mut w, &plan, &est, live_summary.as_ref(), &path, limit)
+            .and_then(|()| w.flush())
+    };
+    match result {
+        // `| head` closing the pipe early is not a failure of the preview.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+        Err(e) => return Err(AppError::io("cannot write to stdout", e)),
+        Ok(()) => {}
+    }
+    if cfg.json && !cfg.quiet {
+        eprintln!("Plan written to {}", path.display());
+    }
+    match live_summary {
+        Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(
+            "{} pair(s) could not be checked live (API errors after retries); they are listed \
+             under needs review as live_check_failed in {}. Run the preview again to retry.",
+            s.errors,
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+// ---- human output -------------------------------------------------------------------------
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Seconds → `2 h 05 m`, `3 m 20 s`, `45 s`.
+pub fn human_duration(secs: f64) -> String {
+    let d = Duration::from_secs_f64(secs.max(0.0).round());
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} m {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Shortens `s` to `max` characters with a trailing `…`.
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn tickets(c: &Contact) -> String {
+    c.ticket_count
+        .map_or_else(|| "?".to_string(), |n| n.to_string())
+}
+
+/// A plain left-aligned table; `right` marks right-aligned columns.
+fn table<W: Write>(
+    w: &mut W,
+    head: &[&str],
+    right: &[bool],
+    rows: &[Vec<String>],
+) -> io::Result<()> {
+    let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, cell) in r.iter().enumerate() {
+            width[i] = width[i].max(cell.chars().count());
+        }
+    }
+    let line = |w: &mut W, cells: &[String]| -> io::Result<()> {
+        let mut s = String::from(" ");
+        for (i, c) in cells.iter().enumerate() {
+            let pad = width[i] - c.chars().count();
+            s.push(' ');
+            if right[i] {
+                s.extend(std::iter::repeat_n(' ', pad));
+                s.push_str(c);
+            } else {
+                s.push_str(c);
+                if i + 1 < cells.len() {
+                    s.extend(std::iter::repeat_n(' ', pad));
+                }
+            }
+            s.push(' ');
+        }
+        writeln!(w, "{}", s.trim_end())
+    };
+    line(w, &head.iter().map(|h| h.to_string()).collect::<Vec<_>>())?;
+    for r in rows {
+        line(w, r)?;
+    }
+    Ok(())
+}
+
+/// The heading of a table: the count, and where the rest is when the table is shortened.
+fn heading<W: Write>(
+    w: &mut W,
+    title: &str,
+    total: usize,
+    limit: Option<usize>,
+    path: &Path,
+) -> io::Result<()> {
+    match limit {
+        Some(l) if total > l => writeln!(
+            w,
+            "\n{title} ({}; showing the first {l}, the full list is in {}):",
+            thousands(total as u64),
+            path.display()
+        ),
+        _ => writeln!(w, "\n{title} ({}):", thousands(total as u64)),
+    }
+}
+
+fn member(c: &Contact) -> String {
+    let id = c.display_id();
+    if c.external_ref == id {
+        id
+    } else {
+        format!("{id} [{}]", cut(&c.external_ref, 40))
+    }
+}
+
+/// The whole human preview. `limit` shortens each table (on a terminal).
+pub fn print_human<W: Write>(
+    w: &mut W,
+    plan: &Plan,
+    est: &Estimate,
+    live: Option<&LiveSummary>,
+    plan_path: &Path,
+    limit: Option<usize>,
+) -> io::Result<()> {
+    let keep = match plan.keep {
+        Keep::Revu => "the REVU- contact survives (--keep revu)",
+        Keep::User => "the user_ contact survives (--keep user)",
+    };
+    writeln!(w, "Plan for {}: {keep}", plan.source)?;
+    let n = |v: u64| thousands(v);
+    let mut summary: Vec<(String, String)> = vec![
+        ("rows read".into(), n(plan.rows_read)),
+        ("emails".into(), n(plan.emails)),
+        ("clean pairs".into(), n(plan.pairs.len() as u64)),
+        (
+            "needs review".into(),
+            format!(
+                "{} group(s), {} row(s)",
+                n(plan.needs_review.len() as u64),
+                n(plan.review_rows())
+            ),
+        ),
+    ];
+    for (reason, count) in plan.review_counts() {
+        summary.push((format!("  {}", reason.describe()), n(count)));
+    }
+    summary.push(("rows without email".into(), n(plan.no_email.len() as u64)));
+    let s = plan.singles;
+    summary.push((
+        "single rows (nothing to merge)".into(),
+        format!(
+            "{} (REVU- {}, user_ {}, -drop- {}, other {})",
+            n(s.total()),
+            n(s.revu),
+            n(s.user),
+            n(s.drop),
+            n(s.other)
+        ),
+    ));
+    if let Some(d) = &plan.email_domain {
+        summary.push((
+            format!("outside --email-domain {d}"),
+            n(plan.outside_domain),
+        ));
+    }
+    let label_w = summary
+        .iter()
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (label, value) in &summary {
+        writeln!(w, "  {label:<label_w$}  {value}")?;
+    }
+
+    if let Some(l) = live {
+        writeln!(
+            w,
+            "\nLive check against {}: {} pair(s) checked, {} still hold, {} refused, {} could not be checked \
+             ({} API calls); {} pair(s) with ticket counts that differ from the export (see the plan file).",
+            l.base_url,
+            n(l.checked),
+            n(l.passed),
+            n(l.refused),
+            n(l.errors),
+            n(l.api_calls),
+            n(l.ticket_count_differences)
+        )?;
+    }
+
+    writeln!(
+        w,
+        "\nEstimated merge run: {} API calls ({:.1} per pair), about {} at {} calls per {} s.",
+        n(est.api_calls),
+        est.calls_per_pair,
+        human_duration(est.seconds),
+        est.rate_limit_calls,
+        est.rate_limit_period_s
+    )?;
+    writeln!(
+        w,
+        "  Per pair: 7 + 2 x pages(tickets) + timelines{}{}; ticket counts from TICKET_COUNT{}. \
+         Attachments add 2 calls each (see README, \"Estimating API calls\").",
+        match est.backup_scope {
+            BackupScope::Secondary => " (secondary's tickets)",
+            BackupScope::Both => " (both contacts' tickets)",
+        },
+        match est.keep {
+            Keep::Revu => " + 1 (adopt the user_ ref)",
+            Keep::User => "",
+        },
+        if est.unknown_ticket_counts > 0 {
+            format!(
+                ", {} empty count(s) taken as 0",
+                n(est.unknown_ticket_counts)
+            )
+        } else {
+            String::new()
+        }
+    )?;
+
+    let take = |total: usize| limit.map_or(total, |l| l.min(total));
+    heading(w, "Clean pairs", plan.pairs.len(), limit, plan_path)?;
+    if !plan.pairs.is_empty() {
+        let rows: Vec<Vec<String>> = plan.pairs[..take(plan.pairs.len())]
+            .iter()
+            .map(|p| {
+                vec![
+                    cut(&p.email, 40),
+                    p.primary.display_id(),
+                    cut(&p.primary.external_ref, 32),
+                    tickets(&p.primary),
+                    p.secondary.display_id(),
+                    cut(&p.secondary.external_ref, 32),
+                    tickets(&p.secondary),
+                ]
+            })
+            .collect();
+        table(
+            w,
+            &[
+                "EMAIL",
+                "PRIMARY",
+                "PRIMARY REF",
+                "TICKETS",
+                "SECONDARY",
+                "SECONDARY REF",
+                "TICKETS",
+            ],
+            &[false, false, false, true, false, false, true],
+            &rows,
+        )?;
+    }
+
+    heading(w, "Needs review", plan.needs_review.len(), limit, plan_path)?;
+    if !plan.needs_review.is_empty() {
+        let rows: Vec<Vec<String>> = plan.needs_review[..take(plan.needs_review.len())]
+            .iter()
+            .map(|g| {
+                let mut members: Vec<String> = g.contacts.iter().take(3).map(member).collect();
+                if g.contacts.len() > 3 {
+                    members.push(format!("... {} more", g.contacts.len() - 3));
+                }
+                vec![
+                    cut(&g.email, 40),
+                    g.reason.describe().to_string(),
+                    g.contacts.len().to_string(),
+                    members.join(", "),
+                ]
+            })
+            .collect();
+        table(
+            w,
+            &["EMAIL", "REASON", "ROWS", "CONTACTS (display id [ref])"],
+            &[false, false, true, false],
+            &rows,
+        )?;
+    }
+
+    if !plan.no_email.is_empty() {
+        heading(
+            w,
+            "Rows without email",
+            plan.no_email.len(),
+            limit,
+            plan_path,
+        )?;
+        let rows: Vec<Vec<String>> = plan.no_email[..take(plan.no_email.len())]
+            .iter()
+            .map(|c| vec![c.line.to_string(), member(c), cut(&c.display_name, 40)])
+            .collect();
+        table(
+            w,
+            &["LINE", "CONTACT (display id [ref])", "DISPLAY NAME"],
+            &[true, false, false],
+            &rows,
+        )?;
+    }
+    writeln!(w, "\nPlan written to {}", plan_path.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Contact;
+
+    fn contact(id: &str, r: &str, t: Option<u64>) -> Contact {
+        Contact {
+            line: 2,
+            rev_user_id: format!("don:identity:dvrv-us-1:devo/o:revu/{id}"),
+            display_name: "J".into(),
+            email: "j@x.com".into(),
+            external_ref: r.into(),
+            full_name: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            ticket_count: t,
+        }
+    }
+
+    #[test]
+    fn calls_per_pair_follow_the_saga() {
+        let p = Pair {
+            email: "j@x.com".into(),
+            primary: contact("P", "REVU-P", Some(3)),
+            secondary: contact("S", "user_s", Some(2)),
+        };
+        // 2 validate + (1 list + 2 timelines + 1 conversations) + 1 merge + 1 await
+        // + (1 list + 1 conversations + 1 get) + 1 adopt
+        assert_eq!(
+            calls_for_pair(&p, Keep::Revu, BackupScope::Secondary, 100),
+            12
+        );
+        assert_eq!(
+            calls_for_pair(&p, Keep::User, BackupScope::Secondary, 100),
+            11
+        );
+        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 15);
+        let big = Pair {
+            email: "j@x.com".into(),
+            primary: contact("P", "REVU-P", Some(150)),
+            secondary: contact("S", "user_s", None),
+        };
+        // 150 tickets: 2 pages per listing; the unknown count is taken as 0.
+        // 7 fixed + 2 pages twice + no timelines (0 tickets) + 1 adopt.
+        assert_eq!(
+            calls_for_pair(&big, Keep::Revu, BackupScope::Secondary, 100),
+            7 + 2 * 2 + 1
+        );
+    }
+
+    #[test]
+    fn numbers_and_durations_read_well() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(human_duration(45.2), "45 s");
+        assert_eq!(human_duration(200.0), "3 m 20 s");
+        assert_eq!(human_duration(7500.0), "2 h 05 m");
+        assert_eq!(cut("abcdef", 4), "abc…");
+    }
+
+    #[test]
+    fn tables_are_shortened_with_a_pointer_to_the_plan_file() {
+        let csv = {
+            let mut s = String::from("REV_USER_ID,EMAIL,EXTERNAL_REF,TICKET_COUNT\n");
+            for i in 0..30 {
+                s.push_str(&format!(
+                    "r{i},p{i:02}@x.com,REVU-r{i},1\nu{i},p{i:02}@x.com,user_{i},\n"
+                ));
+            }
+            s
+        };
+        let opts = DetectOptions {
+            keep: Keep::Revu,
+            email_domain: None,
+        };
+        let plan = detect::plan_from_reader("c.csv", std::io::Cursor::new(csv.into_bytes()), &opts)
+            .unwrap();
+        let est = Estimate {
+            pairs: 30,
+            api_calls: 330,
+            calls_per_pair: 11.0,
+            seconds: 440.0,
+            rate_limit_calls: 45,
+            rate_limit_period_s: 60.0,
+            keep: Keep::Revu,
+            backup_scope: BackupScope::Secondary,
+            unknown_ticket_counts: 30,
+        };
+        let mut out = Vec::new();
+        print_human(
+            &mut out,
+            &plan,
+            &est,
+            None,
+            Path::new("reports/plan-x.json"),
+            Some(20),
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains(
+                "Clean pairs (30; showing the first 20, the full list is in reports/plan-x.json)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("p19@x.com") && !text.contains("p20@x.com"),
+            "{text}"
+        );
+        assert!(text.contains("30 empty count(s) taken as 0"), "{text}");
+        let mut out = Vec::new();
+        print_human(
+            &mut out,
+            &plan,
+            &est,
+            None,
+            Path::new("reports/plan-x.json"),
+            None,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("Clean pairs (30):") && text.contains("p29@x.com"),
+            "{text}"
+        );
+    }
+}
