@@ -292,7 +292,7 @@ impl MergeReport {
         entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
         let mut s = Summary {
             pairs: entries.len(),
-            needs_review_groups: needs_review_groups(plan),
+            needs_review_groups: plan.needs_review.len(),
             ..Summary::default()
         };
         let mut id_map = BTreeMap::new();
@@ -390,10 +390,6 @@ impl MergeReport {
             id_map,
         }
     }
-}
-
-fn needs_review_groups(_plan: &Plan) -> usize {
-    0
 }
 
 fn round2(x: f64) -> f64 {

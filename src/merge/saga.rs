@@ -44,10 +44,11 @@ use super::StopSignal;
 use super::savepoint::{MergeConfirmation, MergeIntent, MergeOutcome, PairStatus, Savepoint};
 use crate::backup::{self, BackupError, BackupInput};
 use crate::cli::{BackupScope, Keep};
-use crate::detect::{Pair, RefClass};
+use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
+use crate::validate::{self, LiveCheck, LiveProblem};
 
 /// The steps of one pair, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -111,18 +112,18 @@ pub enum SkipReason {
     NotActive { role: Role, state: String },
     /// The live email no longer matches the pair's email.
     EmailChanged { role: Role, email: String },
-    /// The live external_ref is no longer in the class the plan saw (e.g. a `user_` ref that
-    /// became a `-drop-` ref).
-    RefClassChanged {
+    /// The live external_ref differs from the export's (e.g. a `user_` ref that became a
+    /// `-drop-` ref counts as `MergedElsewhere`; any other change lands here).
+    RefChanged {
         role: Role,
-        expected: RefClass,
-        found: RefClass,
-        external_ref: String,
+        csv: String,
+        live: Option<String>,
     },
     /// The secondary already points at the primary (`primary_identity`): nothing to do.
     AlreadyMerged,
-    /// The contact was merged into some other contact.
-    MergedElsewhere { role: Role, into: String },
+    /// The contact already shows a merge: `primary_identity` pointing elsewhere, or a
+    /// `-drop-` external_ref.
+    MergedElsewhere { role: Role, evidence: String },
     /// DevRev refuses to merge an unverified contact into a verified one.
     UnverifiedIntoVerified,
     /// The savepoint holds this pair with the roles the other way round (`--keep` changed
@@ -140,7 +141,7 @@ impl SkipReason {
             SkipReason::ContactMissing { .. } => "contact_missing",
             SkipReason::NotActive { .. } => "not_active",
             SkipReason::EmailChanged { .. } => "email_changed",
-            SkipReason::RefClassChanged { .. } => "ref_class_changed",
+            SkipReason::RefChanged { .. } => "ref_changed",
             SkipReason::AlreadyMerged => "already_merged",
             SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
             SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
@@ -158,18 +159,14 @@ impl fmt::Display for SkipReason {
             SkipReason::EmailChanged { role, email } => {
                 write!(f, "the {role} contact's email is now {email:?}, not the pair's email")
             }
-            SkipReason::RefClassChanged {
-                role,
-                expected,
-                found,
-                external_ref,
-            } => write!(
+            SkipReason::RefChanged { role, csv, live } => write!(
                 f,
-                "the {role} contact's external_ref {external_ref:?} is now {found:?}, the plan saw {expected:?}"
+                "the {role} contact's external_ref is now {:?}, the export says {csv:?}",
+                live.as_deref().unwrap_or("")
             ),
             SkipReason::AlreadyMerged => f.write_str("the secondary is already merged into the primary"),
-            SkipReason::MergedElsewhere { role, into } => {
-                write!(f, "the {role} contact was already merged into {into}")
+            SkipReason::MergedElsewhere { role, evidence } => {
+                write!(f, "the {role} contact already shows as merged: {evidence}")
             }
             SkipReason::UnverifiedIntoVerified => f.write_str(
                 "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
@@ -327,24 +324,6 @@ type StepResult = Result<(StepOutcome, Option<String>), AppError>;
 pub fn is_fatal(e: &ApiError) -> bool {
     matches!(e, ApiError::Unreachable { .. } | ApiError::Cancelled)
         || matches!(e.status(), Some(401 | 403 | 429))
-}
-
-/// Classifies an external_ref (DESIGN §5). `-drop-` is tested first: a leftover of an
-/// earlier merge starts with `user_` but must never count as one.
-pub fn ref_class(external_ref: &str) -> RefClass {
-    if external_ref.contains("-drop-") {
-        RefClass::Drop
-    } else if external_ref.starts_with("REVU-") {
-        RefClass::Revu
-    } else if external_ref.starts_with("user_") {
-        RefClass::User
-    } else {
-        RefClass::Other
-    }
-}
-
-fn norm_email(e: &str) -> String {
-    e.trim().to_lowercase()
 }
 
 /// The secondary as seen after a merge request: which sign (if any) says it was merged.
@@ -656,31 +635,36 @@ impl Saga<'_, '_> {
                 None,
             ));
         };
-        let client = self.ctx.client;
-        let (p, s) = tokio::join!(
-            client.rev_users_get(&pair.primary.rev_user_id),
-            client.rev_users_get(&pair.secondary.rev_user_id)
-        );
-        let mut contacts = Vec::with_capacity(2);
-        for (role, res) in [(Role::Primary, p), (Role::Secondary, s)] {
-            match res {
-                Ok(u) => contacts.push(u),
-                Err(e) if e.is_not_found() => {
-                    return Ok((
-                        StepOutcome::Skipped {
-                            reason: SkipReason::ContactMissing { role },
-                        },
-                        None,
-                    ));
+        // The same live check as `--preview --check-live`, so both refuse the same pairs.
+        let (primary, secondary) = match validate::validate_pair(self.ctx.client, pair).await {
+            Err(e) => return Self::api_failure(Step::Validate, &e),
+            Ok(LiveCheck::Passed(live)) => {
+                for w in &live.warnings {
+                    tracing::warn!(pair = %pair.email, "{w}");
                 }
-                Err(e) => return Self::api_failure(Step::Validate, &e),
+                (live.primary, live.secondary)
             }
-        }
-        let secondary = contacts.pop().expect("two contacts");
-        let primary = contacts.pop().expect("two contacts");
-        if let Some(reason) = check_live(pair, &primary, &secondary) {
-            return Ok((StepOutcome::Skipped { reason }, None));
-        }
+            Ok(LiveCheck::Refused {
+                problems,
+                secondary,
+                ..
+            }) => {
+                let detail = problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let reason = if already_merged_into(secondary.as_ref(), &pair.primary.rev_user_id) {
+                    SkipReason::AlreadyMerged
+                } else {
+                    problems
+                        .first()
+                        .map(skip_reason)
+                        .unwrap_or(SkipReason::NotInCsv)
+                };
+                return Ok((StepOutcome::Skipped { reason }, Some(detail)));
+            }
+        };
         let (name, sref) = (primary.display_name.clone(), secondary.external_ref.clone());
         self.complete(Step::Validate, |r| {
             r.primary_display_name = name;
@@ -1182,7 +1166,7 @@ impl Saga<'_, '_> {
         let step = Step::AdoptExternalRef;
         let primary = self.primary();
         let target = match self.rec().secondary_external_ref.clone() {
-            Some(r) if ref_class(&r) == RefClass::User => r,
+            Some(r) if classify_ref(&r) == RefClass::User => r,
             other => {
                 // Validate guarantees a user_ ref under --keep revu; anything else is left
                 // alone rather than guessed at.
@@ -1256,64 +1240,41 @@ impl Saga<'_, '_> {
     }
 }
 
-/// The live checks of Validate: `None` when the pair may be merged.
-pub fn check_live(pair: &Pair, primary: &RevUser, secondary: &RevUser) -> Option<SkipReason> {
-    // Already merged into this primary: done, nothing to change.
-    if secondary
-        .primary_identity
-        .as_ref()
-        .is_some_and(|p| p.id == primary.id || p.id == pair.primary.rev_user_id)
-    {
-        return Some(SkipReason::AlreadyMerged);
+/// The secondary already points at this primary: the merge happened (in an earlier run
+/// whose savepoint was lost, or by hand), so there is nothing to do.
+fn already_merged_into(secondary: Option<&RevUser>, primary: &str) -> bool {
+    secondary
+        .and_then(|s| s.primary_identity.as_ref())
+        .is_some_and(|p| p.id == primary)
+}
+
+/// A live-check problem as a savepoint skip reason.
+pub fn skip_reason(p: &LiveProblem) -> SkipReason {
+    let role = |r: &validate::Role| match r {
+        validate::Role::Primary => Role::Primary,
+        validate::Role::Secondary => Role::Secondary,
+    };
+    match p {
+        LiveProblem::NotFound { role: r, .. } => SkipReason::ContactMissing { role: role(r) },
+        LiveProblem::NotActive { role: r, state } => SkipReason::NotActive {
+            role: role(r),
+            state: state.clone(),
+        },
+        LiveProblem::AlreadyMerged { role: r, evidence } => SkipReason::MergedElsewhere {
+            role: role(r),
+            evidence: evidence.clone(),
+        },
+        LiveProblem::EmailChanged { role: r, live, .. } => SkipReason::EmailChanged {
+            role: role(r),
+            email: live.clone().unwrap_or_default(),
+        },
+        LiveProblem::RefChanged { role: r, csv, live } => SkipReason::RefChanged {
+            role: role(r),
+            csv: csv.clone(),
+            live: live.clone(),
+        },
+        LiveProblem::UnverifiedIntoVerified => SkipReason::UnverifiedIntoVerified,
     }
-    for (role, u) in [(Role::Primary, primary), (Role::Secondary, secondary)] {
-        if let Some(p) = u
-            .primary_identity
-            .as_ref()
-            .filter(|p| !p.id.is_empty() && p.id != u.id)
-        {
-            return Some(SkipReason::MergedElsewhere {
-                role,
-                into: p.id.clone(),
-            });
-        }
-        if !u.is_active() {
-            return Some(SkipReason::NotActive {
-                role,
-                state: u.state.clone().unwrap_or_default(),
-            });
-        }
-    }
-    for (role, u) in [(Role::Primary, primary), (Role::Secondary, secondary)] {
-        let email = u.email.as_deref().unwrap_or_default();
-        if norm_email(email) != pair.email {
-            return Some(SkipReason::EmailChanged {
-                role,
-                email: email.to_string(),
-            });
-        }
-    }
-    for (role, u, planned) in [
-        (Role::Primary, primary, &pair.primary.external_ref),
-        (Role::Secondary, secondary, &pair.secondary.external_ref),
-    ] {
-        let now = u.external_ref.as_deref().unwrap_or_default();
-        let (expected, found) = (ref_class(planned), ref_class(now));
-        if expected != found {
-            return Some(SkipReason::RefClassChanged {
-                role,
-                expected,
-                found,
-                external_ref: now.to_string(),
-            });
-        }
-    }
-    // Fail closed: a secondary whose verification DevRev does not report counts as
-    // unverified next to a verified primary.
-    if primary.is_verified == Some(true) && secondary.is_verified != Some(true) {
-        return Some(SkipReason::UnverifiedIntoVerified);
-    }
-    None
 }
 
 /// Refused filters: DevRev may reject the id of a merged (deleted) secondary.
@@ -1443,18 +1404,6 @@ mod tests {
         assert_eq!(replace_member(&s(&["S", "S"]), "P", "S", None), s(&["P"]));
     }
 
-    #[test]
-    fn ref_classes_put_drop_refs_apart() {
-        assert_eq!(ref_class("REVU-abc"), RefClass::Revu);
-        assert_eq!(ref_class("user_123"), RefClass::User);
-        assert_eq!(
-            ref_class("user_123-drop-don:identity:x:revu/1"),
-            RefClass::Drop
-        );
-        assert_eq!(ref_class("a@b.com"), RefClass::Other);
-        assert_eq!(ref_class(""), RefClass::Other);
-    }
-
     fn user(id: &str, email: &str, r: &str) -> RevUser {
         RevUser {
             id: id.into(),
@@ -1487,24 +1436,37 @@ mod tests {
         }
     }
 
+    /// The live check's verdict as the saga files it.
+    fn verdict(p: &RevUser, s: &RevUser) -> Option<SkipReason> {
+        match validate::judge(&pair(), Some(p.clone()), Some(s.clone())) {
+            LiveCheck::Passed(_) => None,
+            LiveCheck::Refused {
+                problems,
+                secondary,
+                ..
+            } => Some(if already_merged_into(secondary.as_ref(), "P") {
+                SkipReason::AlreadyMerged
+            } else {
+                skip_reason(&problems[0])
+            }),
+        }
+    }
+
     #[test]
     fn live_checks_catch_drift() {
         let p = user("P", "A@Example.com ", "REVU-1");
         let s = user("S", "a@example.com", "user_1");
-        assert_eq!(check_live(&pair(), &p, &s), None);
+        assert_eq!(verdict(&p, &s), None);
 
         let mut s2 = s.clone();
         s2.primary_identity = Some(UserSummary {
             id: "P".into(),
             ..Default::default()
         });
-        assert_eq!(
-            check_live(&pair(), &p, &s2),
-            Some(SkipReason::AlreadyMerged)
-        );
+        assert_eq!(verdict(&p, &s2), Some(SkipReason::AlreadyMerged));
         s2.primary_identity.as_mut().unwrap().id = "Q".into();
         assert!(matches!(
-            check_live(&pair(), &p, &s2),
+            verdict(&p, &s2),
             Some(SkipReason::MergedElsewhere {
                 role: Role::Secondary,
                 ..
@@ -1514,7 +1476,7 @@ mod tests {
         let mut s3 = s.clone();
         s3.state = Some("deactivated".into());
         assert!(matches!(
-            check_live(&pair(), &p, &s3),
+            verdict(&p, &s3),
             Some(SkipReason::NotActive {
                 role: Role::Secondary,
                 ..
@@ -1524,7 +1486,7 @@ mod tests {
         let mut s4 = s.clone();
         s4.email = Some("other@example.com".into());
         assert!(matches!(
-            check_live(&pair(), &p, &s4),
+            verdict(&p, &s4),
             Some(SkipReason::EmailChanged {
                 role: Role::Secondary,
                 ..
@@ -1534,22 +1496,32 @@ mod tests {
         let mut s5 = s.clone();
         s5.external_ref = Some("user_1-drop-don:identity:x:revu/S".into());
         assert!(matches!(
-            check_live(&pair(), &p, &s5),
-            Some(SkipReason::RefClassChanged {
-                found: RefClass::Drop,
-                ..
-            })
+            verdict(&p, &s5),
+            Some(SkipReason::MergedElsewhere { .. })
+        ));
+        let mut s6 = s.clone();
+        s6.external_ref = Some("user_2".into());
+        assert!(matches!(
+            verdict(&p, &s6),
+            Some(SkipReason::RefChanged { .. })
         ));
 
         let (mut pv, mut su) = (p.clone(), s.clone());
         pv.is_verified = Some(true);
         su.is_verified = Some(false);
-        assert_eq!(
-            check_live(&pair(), &pv, &su),
-            Some(SkipReason::UnverifiedIntoVerified)
-        );
+        assert_eq!(verdict(&pv, &su), Some(SkipReason::UnverifiedIntoVerified));
         su.is_verified = Some(true);
-        assert_eq!(check_live(&pair(), &pv, &su), None);
+        assert_eq!(verdict(&pv, &su), None);
+
+        // Skip reasons survive the savepoint.
+        let r = SkipReason::RefChanged {
+            role: Role::Primary,
+            csv: "REVU-1".into(),
+            live: None,
+        };
+        let back: SkipReason = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.code(), "ref_changed");
     }
 
     #[test]
