@@ -190,7 +190,6 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     listen_for_ctrl_c(tx);
     let ctx = SagaCtx {
         client: &client,
-        keep: cfg.keep,
         scope: cfg.backup_scope,
         backup_root: &cfg.backup_dir,
         run_id: &run_id,
@@ -398,10 +397,14 @@ fn confirm(
         "Backups go to:       {}\n",
         cfg.backup_dir.display()
     ));
-    eprint!("{text}");
     if cfg.yes {
+        // -q asks for errors only; with --yes nobody reads the question anyway.
+        if !cfg.quiet {
+            eprint!("{text}");
+        }
         return Ok(());
     }
+    eprint!("{text}");
     if !std::io::stdin().is_terminal() {
         return Err(AppError::Usage(
             "refusing to merge without confirmation: no terminal to ask on. Check the organization \

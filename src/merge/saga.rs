@@ -306,7 +306,6 @@ pub struct PairRun {
 /// What every pair's saga shares.
 pub struct SagaCtx<'a> {
     pub client: &'a DevRevClient,
-    pub keep: Keep,
     pub scope: BackupScope,
     pub backup_root: &'a Path,
     pub run_id: &'a str,
@@ -505,10 +504,9 @@ impl Saga<'_, '_> {
             return None;
         }
         if rec.merged.is_some() {
+            // The record's own `--keep`: a pair in flight is finished the way it was started.
             return match rec.last_step {
-                Some(Step::Reconcile) if self.ctx.keep == Keep::Revu => {
-                    Some(Step::AdoptExternalRef)
-                }
+                Some(Step::Reconcile) if rec.keep == Keep::Revu => Some(Step::AdoptExternalRef),
                 Some(Step::Reconcile | Step::AdoptExternalRef) => Some(Step::Done),
                 _ => Some(Step::Reconcile),
             };
