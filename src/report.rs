@@ -46,6 +46,8 @@ pub enum EntryStatus {
     Interrupted,
     /// Not reached in this run (`--max-merges`, Ctrl-C, an earlier fatal error).
     NotStarted,
+    /// Known only from the savepoint, never merged, and no longer in the CSV: left alone.
+    LeftCsv,
 }
 
 impl EntryStatus {
@@ -214,6 +216,8 @@ pub struct Summary {
     pub unconfirmed: usize,
     pub interrupted: usize,
     pub not_started: usize,
+    /// Savepoint records of pairs that left the CSV before their merge (left alone).
+    pub left_csv: usize,
     /// Groups detection left for a person (never touched).
     pub needs_review_groups: usize,
     pub tickets_backed_up: usize,
@@ -315,6 +319,7 @@ impl MergeReport {
                 EntryStatus::Unconfirmed => s.unconfirmed += 1,
                 EntryStatus::Interrupted => s.interrupted += 1,
                 EntryStatus::NotStarted => s.not_started += 1,
+                EntryStatus::LeftCsv => s.left_csv += 1,
             }
             if e.status.is_done() {
                 id_map.insert(e.secondary.clone(), e.primary.clone());
@@ -447,6 +452,12 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
         out.push_str(&format!(
             "  not finished:    {} (re-run the same command to continue)\n",
             s.interrupted + s.not_started
+        ));
+    }
+    if s.left_csv > 0 {
+        out.push_str(&format!(
+            "  left the CSV:    {} (never merged, left alone)\n",
+            s.left_csv
         ));
     }
     out.push_str(&format!(

@@ -27,7 +27,7 @@ use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
 use crate::report::{self, EntryStatus, MergeReport, PairEntry, RunOutcome};
-use saga::{PairResult, PairRun, SagaCtx, SkipReason};
+use saga::{PairResult, PairRun, SagaCtx};
 use savepoint::{PairRecord, Savepoint, pair_key};
 
 /// Ctrl-C as the saga sees it: the first press asks to stop after the current step, the
@@ -127,18 +127,25 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         let (p, s) = (&pair.primary.rev_user_id, &pair.secondary.rev_user_id);
         let key = pair_key(p, s);
         plan_keys.insert(key.clone());
-        if let Some(rev) = sp
-            .get(&pair_key(s, p))
-            .filter(|r| r.merge_in_flight() || r.status.is_final())
-        {
-            // The same two contacts with the roles swapped, and a merge already requested
-            // that way: going the other way now could merge them twice.
-            plan_keys.insert(pair_key(s, p));
-            let mut e = PairEntry::from_record(rev, true);
-            e.status = EntryStatus::Skipped;
-            e.skip_reason = Some(SkipReason::RolesReversed);
-            entries.push(e);
-            continue;
+        let reversed = pair_key(s, p);
+        if let Some(rev) = sp.get(&reversed) {
+            // The same two contacts with primary and secondary swapped (`--keep` changed).
+            // What was started that way is finished that way: going the other way now could
+            // merge them twice.
+            plan_keys.insert(reversed.clone());
+            if rev.status.is_final() {
+                entries.push(PairEntry::from_record(rev, true));
+                continue;
+            }
+            if rev.merge_in_flight() {
+                in_flight.push(Item {
+                    key: reversed,
+                    pair: None,
+                    in_flight: true,
+                });
+                continue;
+            }
+            // Nothing was sent to DevRev under the old roles: run with the new ones.
         }
         match sp.get(&key) {
             Some(rec) if rec.status.is_final() => entries.push(PairEntry::from_record(rec, true)),
@@ -165,7 +172,13 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
                 in_flight: true,
             });
         } else {
-            entries.push(PairEntry::from_record(rec, false));
+            // Finished earlier (reported as such), or never merged and now out of the CSV
+            // (reported as `left_csv`, not counted as a failure).
+            let mut e = PairEntry::from_record(rec, false);
+            if !rec.status.is_final() {
+                e.status = EntryStatus::LeftCsv;
+            }
+            entries.push(e);
         }
     }
     let work: Vec<Item> = in_flight.into_iter().chain(fresh).collect();

@@ -126,9 +126,6 @@ pub enum SkipReason {
     MergedElsewhere { role: Role, evidence: String },
     /// DevRev refuses to merge an unverified contact into a verified one.
     UnverifiedIntoVerified,
-    /// The savepoint holds this pair with the roles the other way round (`--keep` changed
-    /// after a merge was requested).
-    RolesReversed,
     /// The pair left the CSV before its merge was requested; the journal alone cannot
     /// re-validate it.
     NotInCsv,
@@ -145,7 +142,6 @@ impl SkipReason {
             SkipReason::AlreadyMerged => "already_merged",
             SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
             SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
-            SkipReason::RolesReversed => "roles_reversed",
             SkipReason::NotInCsv => "not_in_csv",
         }
     }
@@ -154,25 +150,31 @@ impl SkipReason {
 impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SkipReason::ContactMissing { role } => write!(f, "the {role} contact no longer exists in DevRev"),
-            SkipReason::NotActive { role, state } => write!(f, "the {role} contact is {state}, not active"),
+            SkipReason::ContactMissing { role } => {
+                write!(f, "the {role} contact no longer exists in DevRev")
+            }
+            SkipReason::NotActive { role, state } => {
+                write!(f, "the {role} contact is {state}, not active")
+            }
             SkipReason::EmailChanged { role, email } => {
-                write!(f, "the {role} contact's email is now {email:?}, not the pair's email")
+                write!(
+                    f,
+                    "the {role} contact's email is now {email:?}, not the pair's email"
+                )
             }
             SkipReason::RefChanged { role, csv, live } => write!(
                 f,
                 "the {role} contact's external_ref is now {:?}, the export says {csv:?}",
                 live.as_deref().unwrap_or("")
             ),
-            SkipReason::AlreadyMerged => f.write_str("the secondary is already merged into the primary"),
+            SkipReason::AlreadyMerged => {
+                f.write_str("the secondary is already merged into the primary")
+            }
             SkipReason::MergedElsewhere { role, evidence } => {
                 write!(f, "the {role} contact already shows as merged: {evidence}")
             }
             SkipReason::UnverifiedIntoVerified => f.write_str(
                 "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
-            ),
-            SkipReason::RolesReversed => f.write_str(
-                "the savepoint has this pair with primary and secondary swapped (was --keep changed?)",
             ),
             SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
         }

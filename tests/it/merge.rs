@@ -799,6 +799,88 @@ fn editing_the_csv_between_runs_is_safe() {
     assert_eq!(merged.len(), 5);
     assert!(!merged.contains(&dropped_unstarted.1));
     assert_eq!(w.fake.with_state(|s| s.merges.len()), 5, "each merged once");
+
+    // A pair that was started but skipped (its contact drifted) and then left the CSV is
+    // listed as `left_csv`, left alone, and is not a failure.
+    let (p, s) = dropped_unstarted.clone();
+    // Back to the original export, which still holds that pair.
+    std::fs::write(w.path("contacts.csv"), w.seed.contacts_csv()).unwrap();
+    w.fake.with_state(|st| {
+        st.rev_users.get_mut(&s).unwrap().json["email"] = Value::from("someone.else@example.com");
+    });
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 1, "a drifted pair is skipped: {}", stderr(&a));
+    let text = std::fs::read_to_string(w.path("contacts.csv")).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let id = l.split(',').next().unwrap_or_default();
+            id != p && id != s
+        })
+        .collect();
+    std::fs::write(w.path("contacts.csv"), kept.join("\n") + "\n").unwrap();
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let r = w.last_report();
+    let e = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["secondary"] == s.as_str())
+        .unwrap();
+    assert_eq!(e["status"], "left_csv");
+    assert_eq!(e["skip_reason"]["kind"], "email_changed");
+    assert_eq!(r["summary"]["left_csv"], 1);
+    assert_eq!(r["summary"]["merged"], 5);
+    assert_eq!(w.fake.with_state(|s| s.merges.len()), 5);
+}
+
+/// `--keep` changed between runs: pairs merged (or in flight) under the old roles are never
+/// merged the other way; the rest run with the new roles.
+#[test]
+fn changing_keep_between_runs_never_merges_a_pair_the_other_way() {
+    let w = World::new(
+        spec(6, 1, 25),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let a = w.run(&["--max-merges", "2"]);
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let a = w
+        .cmd()
+        .args([
+            "--csv",
+            "contacts.csv",
+            "--yes",
+            "--merge-timeout",
+            "2",
+            "--keep",
+            "user",
+        ])
+        .assert();
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let merges = w.fake.with_state(|s| s.merges.clone());
+    assert_eq!(merges.len(), 6, "one merge per pair");
+    let mut as_revu = 0;
+    for (revu, user) in w.seed.pairs() {
+        let m: Vec<_> = merges
+            .iter()
+            .filter(|m| {
+                (m.primary == revu && m.secondary == user)
+                    || (m.primary == user && m.secondary == revu)
+            })
+            .collect();
+        assert_eq!(m.len(), 1, "pair {revu} / {user}");
+        if m[0].primary == revu {
+            as_revu += 1;
+        }
+    }
+    assert_eq!(
+        as_revu, 2,
+        "the canary's merges kept the REVU- contact, the rest the user_ one"
+    );
+    let r = w.last_report();
+    assert_eq!(r["summary"]["merged"], 6);
+    assert_eq!(r["summary"]["merged_this_run"], 4);
 }
 
 // ---- the report -------------------------------------------------------------------------
