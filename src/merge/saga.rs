@@ -349,22 +349,23 @@ pub fn merged_sign(secondary: &RevUser) -> Option<MergedSign> {
     }
 }
 
-/// `current` with the secondary replaced by the primary: no duplicates, everyone else kept in
-/// their order. If neither is present the primary is put back at `hint` (its place in the
-/// backup), clamped to the end.
-pub fn replace_member(
+/// `current` with every merged secondary replaced by its primary (`merged`: secondary →
+/// primary, always including this pair): no duplicates, everyone else kept in their order. If
+/// the primary is then missing it is put back at `hint` (its place in the backup), clamped to
+/// the end.
+///
+/// Other pairs' merged secondaries are mapped too: DevRev refuses (404) a `reported_by.set`
+/// naming a contact a merge deleted, so a ticket shared with a pair whose own repair has not
+/// happened yet (it failed, or the run stopped) is fixed for both in one write.
+pub fn replace_members(
     current: &[String],
+    merged: &BTreeMap<String, String>,
     primary: &str,
-    secondary: &str,
     hint: Option<usize>,
 ) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(current.len() + 1);
     for id in current {
-        let id = if id == secondary {
-            primary
-        } else {
-            id.as_str()
-        };
+        let id = merged.get(id).map_or(id.as_str(), String::as_str);
         if !out.iter().any(|o| o == id) {
             out.push(id.to_string());
         }
@@ -978,6 +979,15 @@ impl Saga<'_, '_> {
             }
         };
         let client = self.ctx.client;
+        let mut merged: BTreeMap<String, String> = self
+            .sp
+            .file()
+            .pairs
+            .values()
+            .filter(|r| r.merged.is_some())
+            .map(|r| (r.secondary.clone(), r.primary.clone()))
+            .collect();
+        merged.insert(secondary.clone(), primary.clone());
 
         // Tickets: one listing finds the primary's tickets and any still naming the secondary.
         let listed = match tickets_of_both(client, &primary, &secondary).await {
@@ -1022,7 +1032,7 @@ impl Saga<'_, '_> {
                 },
             };
             let now = ids(&current.reported_by);
-            let want = replace_member(&now, &primary, &secondary, hint);
+            let want = replace_members(&now, &merged, &primary, hint);
             if want == now {
                 continue;
             }
@@ -1080,7 +1090,7 @@ impl Saga<'_, '_> {
             let hint = position_hint(&c.members, &primary, &secondary);
             let current = listed.remove(&c.id).unwrap_or(c);
             let now = ids(&current.members);
-            let want = replace_member(&now, &primary, &secondary, hint);
+            let want = replace_members(&now, &merged, &primary, hint);
             if want == now {
                 continue;
             }
@@ -1371,6 +1381,11 @@ mod tests {
         v.iter().map(|x| x.to_string()).collect()
     }
 
+    fn replace_member(current: &[String], p: &str, sec: &str, hint: Option<usize>) -> Vec<String> {
+        let map = BTreeMap::from([(sec.to_string(), p.to_string())]);
+        replace_members(current, &map, p, hint)
+    }
+
     #[test]
     fn replace_keeps_order_and_others_and_never_duplicates() {
         assert_eq!(
@@ -1402,6 +1417,15 @@ mod tests {
         );
         assert_eq!(replace_member(&[], "P", "S", None), s(&["P"]));
         assert_eq!(replace_member(&s(&["S", "S"]), "P", "S", None), s(&["P"]));
+        // Another pair's merged secondary is mapped to its primary in the same write.
+        let map = BTreeMap::from([
+            ("S".to_string(), "P".to_string()),
+            ("T".to_string(), "Q".to_string()),
+        ]);
+        assert_eq!(
+            replace_members(&s(&["T", "a", "S", "Q"]), &map, "P", None),
+            s(&["Q", "a", "P"])
+        );
     }
 
     fn user(id: &str, email: &str, r: &str) -> RevUser {

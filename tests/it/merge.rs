@@ -605,6 +605,103 @@ fn lost_merge_answers_are_resolved_not_repeated() {
     assert_eq!(attempts.iter().sum::<u64>(), 5, "{attempts:?}");
 }
 
+/// A merge DevRev has not applied within `--merge-timeout` is left unconfirmed: the next run
+/// keeps watching and never sends it again.
+#[test]
+fn an_unapplied_merge_is_unconfirmed_and_never_sent_again() {
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Gone);
+    b.delay = Duration::from_secs(60);
+    let w = World::new(spec(2, 0, 26), b);
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "1"])
+        .assert();
+    assert_eq!(code(&a), 1, "{}", stderr(&a));
+    let r = w.last_report();
+    assert_eq!(r["summary"]["unconfirmed"], 2);
+    for e in r["pairs"].as_array().unwrap() {
+        assert_eq!(e["status"], "unconfirmed");
+        assert_eq!(e["last_step"], "request_merge");
+        let last = e["steps"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["step"], "await_merge");
+        assert_eq!(last["outcome"], "unconfirmed");
+    }
+    assert_eq!(w.fake.count("/rev-users.merge"), 2);
+    // DevRev catches up; the next run only watches, then reconciles.
+    w.fake.apply_pending_merges();
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    assert_eq!(w.fake.count("/rev-users.merge"), 2, "never sent again");
+    check_final_state(&w);
+}
+
+/// A step that fails after the merge (here: DevRev keeps answering 500 to a repair) fails the
+/// pair with DevRev's reference id; the next run resumes at that step, never merging again.
+#[test]
+fn a_failed_repair_resumes_at_reconcile_without_a_second_merge() {
+    let mut sp = spec(3, 0, 27);
+    sp.tickets_per_contact = (2, 3);
+    let w = World::with(
+        sp,
+        behaviour(MoveMode::Nothing, SecondaryAfter::Gone),
+        |o| {
+            // More 500s in a row than the client's 2 retries (set below).
+            for nth in 1..=3 {
+                o.faults.push(crate::support::fake::ScriptedFault {
+                    path: Some("/works.update".into()),
+                    nth,
+                    fault: Fault::Status500,
+                });
+            }
+        },
+    );
+    let a = w
+        .cmd()
+        .env("DEVREV_MAX_RETRIES", "2")
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "2"])
+        .assert();
+    assert_eq!(code(&a), 1, "{}", stderr(&a));
+    let err = stderr(&a);
+    assert!(err.contains("FAILED"), "{err}");
+    assert!(err.contains("reference id fake-ref-"), "{err}");
+    let r = w.last_report();
+    assert_eq!(r["summary"]["failed"], 1);
+    assert_eq!(r["summary"]["merged"], 2);
+    let e = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["status"] == "failed")
+        .unwrap()
+        .clone();
+    assert_eq!(e["error"]["step"], "reconcile");
+    assert_eq!(e["error"]["status"], 500);
+    assert_eq!(e["error"]["kind"], "internal_error");
+    assert!(
+        e["error"]["reference_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake-ref-")
+    );
+    assert_eq!(e["last_step"], "await_merge");
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let r = w.last_report();
+    let again = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["secondary"] == e["secondary"])
+        .unwrap()
+        .clone();
+    assert_eq!(
+        again["steps"][0]["step"], "reconcile",
+        "resumed where it failed"
+    );
+    assert_eq!(again["merge_requests"], 1);
+    check_final_state(&w);
+}
+
 // ---- safety rails ---------------------------------------------------------------------------
 
 #[test]
