@@ -20,12 +20,6 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     if cli.test_api {
         return rt.block_on(crate::test_api::run(&cfg));
     }
-    if cli.create_test_sample {
-        return crate::sample::run(&cli, &cfg);
-    }
-    if let (Some(csv), true) = (&cli.csv, cli.preview) {
-        return rt.block_on(crate::preview::run(&cfg, csv, cli.check_live));
-    }
     if let Some(dir) = &cli.verify_backups {
         return rt.block_on(crate::backup::commands::verify_backups(
             &cfg,
@@ -35,6 +29,12 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     }
     if let (true, Some(csv)) = (cli.backup_only, &cli.csv) {
         return rt.block_on(crate::backup::commands::backup_only(&cfg, csv));
+    }
+    if cli.create_test_sample {
+        return crate::sample::run(&cli, &cfg);
+    }
+    if let (Some(csv), true) = (&cli.csv, cli.preview) {
+        return rt.block_on(crate::preview::run(&cfg, csv, cli.check_live));
     }
     if let Some(csv) = cli
         .csv

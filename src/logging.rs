@@ -47,6 +47,7 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
                 tracing_subscriber::fmt::layer()
                     .with_ansi(false)
                     .with_target(false)
+                    .fmt_fields(hide_indicatif_span_fields(DefaultFields::new()))
                     .with_writer(Mutex::new(file))
                     .with_filter(EnvFilter::new("warn,devrev_merge=debug")),
             )
@@ -56,9 +57,13 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
 
     let indicatif = IndicatifLayer::new()
         .with_span_field_formatter(hide_indicatif_span_fields(DefaultFields::new()));
+    // Progress-bar spans carry `indicatif.*` fields; log lines must not print them, and colour
+    // codes only belong on a terminal.
     let console = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .fmt_fields(hide_indicatif_span_fields(DefaultFields::new()))
         .with_writer(indicatif.get_stderr_writer())
         .with_filter(console_filter);
     let bars = (!quiet).then(|| indicatif.with_filter(IndicatifFilter::new(false)));

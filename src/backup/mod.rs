@@ -580,7 +580,8 @@ pub async fn take_with(
     for w in &warnings {
         tracing::warn!(email = %input.pair.email, "{w}");
     }
-    tracing::info!(
+    // The commands print one line per pair; the log file keeps this detail.
+    tracing::debug!(
         dir = %dir.display(),
         tickets = counts.tickets,
         timeline_entries = counts.timeline_entries,

@@ -472,6 +472,62 @@ mod tests {
         assert!(is_safe_relative("conversations/TKT-1/attachments/1_a.png"));
     }
 
+    fn manifest_listing(files: Vec<FileEntry>) -> Manifest {
+        Manifest {
+            format: FORMAT_VERSION,
+            tool_version: "0".into(),
+            run_id: "r".into(),
+            created_at: "2025-01-01T00:00:00Z".into(),
+            email: "a@x.com".into(),
+            primary_id: "p".into(),
+            secondary_id: "s".into(),
+            scope: BackupScope::Secondary,
+            counts: Counts::default(),
+            objects: vec![],
+            files,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn a_manifest_cannot_point_outside_the_folder_or_through_a_symlink() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("b");
+        fs::create_dir(&dir).unwrap();
+        fs::write(tmp.path().join("secret"), b"outside").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("secret"), dir.join("link")).unwrap();
+        let (size, sha256) = sha256_file(&tmp.path().join("secret")).unwrap();
+        let m = manifest_listing(vec![
+            FileEntry {
+                path: "../secret".into(),
+                size,
+                sha256: sha256.clone(),
+            },
+            FileEntry {
+                path: "link".into(),
+                size,
+                sha256,
+            },
+        ]);
+        fs::write(dir.join(MANIFEST_FILE), serde_json::to_vec(&m).unwrap()).unwrap();
+        let r = check_dir(&dir);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.contains("unsafe path \"../secret\"")),
+            "{:?}",
+            r.problems
+        );
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p == "link: is not a regular file"),
+            "{:?}",
+            r.problems
+        );
+        assert!(!r.ok());
+    }
+
     #[test]
     fn missing_manifest_is_reported() {
         let tmp = tempfile::tempdir().unwrap();

@@ -268,8 +268,8 @@ fn add_comment(fake: &FakeServer, object: &str, artifacts: Vec<Value>) {
 }
 
 /// The binary with a scrubbed environment in `dir`, pointed at the fake.
-fn cmd(dir: &Path, fake: Option<&FakeServer>) -> Command {
-    let mut c = Command::cargo_bin("devrev-merge").unwrap();
+fn std_cmd(dir: &Path, fake: Option<&FakeServer>) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("devrev-merge"));
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
@@ -281,6 +281,10 @@ fn cmd(dir: &Path, fake: Option<&FakeServer>) -> Command {
             .env("DEVREV_API_TOKEN", f.token());
     }
     c
+}
+
+fn cmd(dir: &Path, fake: Option<&FakeServer>) -> Command {
+    Command::from_std(std_cmd(dir, fake))
 }
 
 struct Outcome {
@@ -436,6 +440,13 @@ fn backup_follows_every_page_and_holds_everything_listed() {
             .count()
             >= 3
     );
+
+    // Neither the token nor a pre-signed URL is written anywhere.
+    for f in tree(dir).into_iter().filter(|f| f.is_file()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains(&fake.token()), "token in {}", f.display());
+        assert!(!text.contains("sig="), "download URL in {}", f.display());
+    }
 
     // Both contacts exactly as rev-users.get returned them, unknown fields included.
     let meta = read_json(&dir.join("metadata.json"));
@@ -1138,4 +1149,196 @@ fn verify_backups_against_api_finds_tickets_that_left_both_contacts() {
     // Without a token it is a configuration error.
     let out = run(cmd(tmp.path(), None).args(["--verify-backups", "backups", "--against-api"]));
     assert_eq!(out.code, 78, "{}", out.stderr);
+}
+
+// ---- --backup-only ----------------------------------------------------------------------
+
+/// A world of `pairs` clean pairs plus needs-review groups and singles, its CSV written to
+/// `<tmp>/contacts.csv`.
+fn csv_world(pairs: usize, opts: impl FnOnce(&mut FakeOptions)) -> (FakeServer, tempfile::TempDir) {
+    let mut o = FakeOptions {
+        seed: Seed::generate(&GenSpec {
+            pairs,
+            review_groups: 2,
+            singles: 3,
+            ..spec()
+        }),
+        ..FakeOptions::default()
+    };
+    opts(&mut o);
+    let fake = FakeServer::start(o);
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("contacts.csv"), fake.contacts_csv()).unwrap();
+    (fake, tmp)
+}
+
+const READS: [&str; 6] = [
+    "/rev-users.get",
+    "/works.list",
+    "/timeline-entries.list",
+    "/conversations.list",
+    "/artifacts.get",
+    "/artifacts.locate",
+];
+
+#[test]
+fn backup_only_backs_up_every_clean_pair_and_merges_nothing() {
+    let (fake, tmp) = csv_world(3, |_| {});
+    let out = run(cmd(tmp.path(), Some(&fake)).args(["--csv", "contacts.csv", "--backup-only"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("3 pair(s): 3 backed up and verified, 0 failed"),
+        "{}",
+        out.stdout
+    );
+    let dirs = backup_dirs(&tmp.path().join("backups"));
+    assert_eq!(dirs.len(), 3, "{dirs:?}");
+    let secondaries: BTreeSet<String> =
+        fake.with_state(|st| st.merges.iter().map(|m| m.secondary.clone()).collect());
+    assert!(secondaries.is_empty(), "nothing may be merged");
+    for d in &dirs {
+        backup::verify::verify_dir(d).unwrap();
+        assert_private(d);
+    }
+    // Read-only: every request was a read or a download.
+    for r in fake.requests() {
+        assert!(
+            READS.contains(&r.path.as_str()) || r.path.starts_with("/download/"),
+            "unexpected request {}",
+            r.path
+        );
+    }
+    // The pairs backed up are exactly the seed's clean pairs.
+    let backed: BTreeSet<String> = dirs.iter().map(|d| manifest(d).secondary_id).collect();
+    let want: BTreeSet<String> = Seed::generate(&GenSpec {
+        pairs: 3,
+        review_groups: 2,
+        singles: 3,
+        ..spec()
+    })
+    .pairs()
+    .into_iter()
+    .map(|(_, s)| s)
+    .collect();
+    assert_eq!(backed, want);
+
+    let out = verify_cmd(tmp.path());
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("3 backup folder(s): 3 OK"),
+        "{}",
+        out.stdout
+    );
+
+    let out = run(cmd(tmp.path(), Some(&fake)).args([
+        "--csv",
+        "contacts.csv",
+        "--backup-only",
+        "--json",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["ok"], 3);
+    assert_eq!(v["pairs"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        backup_dirs(&tmp.path().join("backups")).len(),
+        6,
+        "a second run adds new folders"
+    );
+}
+
+#[test]
+fn backup_only_with_too_little_disk_space_exits_73_and_writes_nothing() {
+    let (fake, tmp) = csv_world(2, |_| {});
+    let out = run(cmd(tmp.path(), Some(&fake))
+        .env(backup::FAKE_FREE_BYTES_ENV, "1000")
+        .args(["--csv", "contacts.csv", "--backup-only"]));
+    assert_eq!(out.code, 73, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("not enough free space"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("1000 available"), "{}", out.stderr);
+    assert!(backup_dirs(&tmp.path().join("backups")).is_empty());
+    assert_eq!(fake.count("/download/"), 0);
+    assert_eq!(fake.count("/artifacts.locate"), 0);
+}
+
+#[test]
+fn backup_only_reports_a_failed_pair_and_backs_up_the_others() {
+    let (fake, tmp) = csv_world(3, |_| {});
+    // One secondary disappears after the export: its pair fails, the others are backed up.
+    let gone = Seed::generate(&GenSpec {
+        pairs: 3,
+        review_groups: 2,
+        singles: 3,
+        ..spec()
+    })
+    .pairs()[1]
+        .1
+        .clone();
+    fake.with_state(|st| st.rev_users.remove(&gone));
+    let out = run(cmd(tmp.path(), Some(&fake)).args(["--csv", "contacts.csv", "--backup-only"]));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("3 pair(s): 2 backed up and verified, 1 failed"),
+        "{}",
+        out.stdout
+    );
+    let failed = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("FAILED"))
+        .unwrap();
+    assert!(failed.contains("404"), "{failed}");
+    assert_eq!(backup_dirs(&tmp.path().join("backups")).len(), 2);
+}
+
+#[test]
+fn a_killed_backup_leaves_a_partial_folder_that_the_next_run_removes() {
+    // The first download hangs; the process is killed meanwhile, like a crash or power loss.
+    let (fake, tmp) = csv_world(1, |o| {
+        o.faults = vec![ScriptedFault {
+            path: Some("/download/".into()),
+            nth: 1,
+            fault: Fault::Slow(Duration::from_secs(2)),
+        }];
+    });
+    let root = tmp.path().join("backups");
+    let mut child = std_cmd(tmp.path(), Some(&fake))
+        .args(["--csv", "contacts.csv", "--backup-only", "-q"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.count("/download/") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never reached a download"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dirs = backup_dirs(&root);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(dirs[0].to_string_lossy().ends_with(".partial"), "{dirs:?}");
+    assert!(
+        dirs[0].join("tickets.json").exists(),
+        "the JSON files were written first"
+    );
+
+    let out = verify_cmd(tmp.path());
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(out.stdout.contains("LEFTOVER"), "{}", out.stdout);
+
+    let out = run(cmd(tmp.path(), Some(&fake)).args(["--csv", "contacts.csv", "--backup-only"]));
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let dirs = backup_dirs(&root);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    assert!(!dirs[0].to_string_lossy().ends_with(".partial"));
+    let out = verify_cmd(tmp.path());
+    assert_eq!(out.code, 0, "{}", out.stdout);
 }

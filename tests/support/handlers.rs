@@ -189,7 +189,7 @@ pub(crate) static ENDPOINTS: &[Endpoint] = &[
                 ("group", K::StrList), ("is_frozen", K::Bool), ("is_spam", K::Bool),
                 ("needs_response", K::Bool), ("rev_org", K::StrList), ("severity", K::StrList),
                 ("sla_summary", K::Any), ("source_channel", K::StrList),
-                ("source_channel_v2", K::StrList), ("subtype", K::StrList),
+                ("source_channel_v2", K::StrList), ("subtype", K::StrList), ("surveys", K::Any),
             ]),
         ),
         required: &[],
@@ -207,7 +207,8 @@ pub(crate) static ENDPOINTS: &[Endpoint] = &[
             "id": K::Str, "type": K::Str, "title": K::Str, "body": K::Str,
             "reported_by": SET_IDS, "owned_by": SET_IDS,
             "artifacts": K::Obj(&[("add", K::StrList), ("remove", K::StrList), ("set", K::StrList)]),
-            "tags": K::Obj(&[("set", K::Any)]), "stage": K::Obj(&[("name", K::Str)]),
+            "tags": K::Obj(&[("add", K::Any), ("remove", K::Any), ("set", K::Any)]),
+            "stage": K::Obj(&[("name", K::Str), ("stage", K::Str)]),
             "stage_validation_options": K::Any, "staged_info": K::Any, "applies_to_part": K::Str,
             "target_close_date": K::Str, "custom_fields": K::Any, "custom_schema_fragments": K::Any,
             "custom_schema_spec": K::Any,
@@ -253,7 +254,8 @@ pub(crate) static ENDPOINTS: &[Endpoint] = &[
             "custom_fields": K::Any, "custom_schema_spec": K::Any, "description": K::Str,
             "group": K::Str, "is_frozen": K::Bool, "is_spam": K::Bool, "members": SET_IDS,
             "metadata": K::Any, "owned_by": SET_IDS, "source_channel_v2": K::Str,
-            "stage": K::Obj(&[("name", K::Str)]), "status": K::Any, "tags": K::Any, "title": K::Str,
+            "stage": K::Obj(&[("name", K::Str), ("stage", K::Str)]), "status": K::Any, "tags": K::Any,
+            "title": K::Str,
         ),
         required: &["id"],
     },
@@ -1268,6 +1270,27 @@ fn works_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     }
     if let Some(set) = body.get("tags").and_then(|t| t.get("set")) {
         w["tags"] = set.clone();
+    }
+    // Beta `tags.add` / `tags.remove` (by tag id).
+    let tag_id = |t: &Value| {
+        t.get("id")
+            .or_else(|| t.get("tag").and_then(|x| x.get("id")))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    if let Some(Value::Array(add)) = body.get("tags").and_then(|t| t.get("add")) {
+        let mut cur = w["tags"].as_array().cloned().unwrap_or_default();
+        for t in add {
+            if !cur.iter().any(|c| tag_id(c) == tag_id(t)) {
+                cur.push(t.clone());
+            }
+        }
+        w["tags"] = Value::Array(cur);
+    }
+    if let Some(Value::Array(rm)) = body.get("tags").and_then(|t| t.get("remove")) {
+        let mut cur = w["tags"].as_array().cloned().unwrap_or_default();
+        cur.retain(|c| !rm.iter().any(|r| tag_id(r) == tag_id(c)));
+        w["tags"] = Value::Array(cur);
     }
     w["modified_date"] = json!(stamp);
     w["modified_by"] = by;

@@ -211,9 +211,11 @@ async fn entry(
     let task = tokio::spawn(process(shared, method, uri, headers, body));
     let answer = match task.await {
         Ok(a) => a,
+        // Every real 500 carries a `reference_id`; the fake's own bugs answer the same way.
         Err(_) => Answer::json(
             500,
-            &json!({"type": "internal_error", "message": "fake panicked"}),
+            &json!({"type": "internal_error", "message": "fake panicked",
+                    "reference_id": "fake-ref-panic"}),
         ),
     };
     if answer.drop_conn {
@@ -296,14 +298,36 @@ async fn process(
     let (seq, fault) = {
         let mut inner = shared.lock();
         let seq = inner.log.len() + 1;
+        // Body and auth are recorded on arrival, so a request that is then dropped or delayed
+        // by a fault (or whose client hangs up) is in the log as it was sent.
+        let (log_body, authorized) = if path.starts_with("/download/") {
+            (Value::Null, false)
+        } else {
+            let name = path.strip_prefix('/').unwrap_or(&path);
+            let ep = handlers::endpoint(name);
+            let body = match ep {
+                Some(ep) => log_body(
+                    &decode_body(ep, method == Method::GET, &query, &body),
+                    &method,
+                    &query,
+                    &body,
+                ),
+                None if body.iter().all(u8::is_ascii_whitespace) => Value::Null,
+                None => serde_json::from_slice(&body)
+                    .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
+            };
+            let authorized =
+                presented_token(auth.as_deref()).as_deref() == Some(inner.opts.token.as_str());
+            (body, authorized)
+        };
         inner.log.push(super::fake::RequestRecord {
             seq,
             at: now.duration_since(shared.started),
             method: method.to_string(),
             path: path.clone(),
-            body: Value::Null,
+            body: log_body,
             status: 0,
-            authorized: false,
+            authorized,
             had_auth_header: auth.is_some(),
             fault: None,
         });
@@ -425,6 +449,56 @@ fn mime_static(m: &str) -> &'static str {
     }
 }
 
+/// The token in an `Authorization` value: `Bearer <t>` or the bare `<t>`.
+fn presented_token(auth: Option<&str>) -> Option<String> {
+    auth.map(|a| {
+        let a = a.trim();
+        match a.split_once(' ') {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+                rest.trim().to_string()
+            }
+            _ => a.to_string(),
+        }
+    })
+}
+
+/// The body as JSON: POST's body, or GET's query turned into the same shape.
+fn decode_body(
+    ep: &handlers::Endpoint,
+    is_get: bool,
+    query: &str,
+    raw: &Bytes,
+) -> Result<Value, handlers::Reply> {
+    if is_get {
+        handlers::body_from_query(ep, query)
+    } else if raw.iter().all(u8::is_ascii_whitespace) {
+        Ok(json!({}))
+    } else {
+        serde_json::from_slice::<Value>(raw).map_err(|e| {
+            handlers::error(
+                400,
+                "parse_error",
+                &format!("invalid JSON body: {e}"),
+                json!({}),
+            )
+        })
+    }
+}
+
+/// What the request log keeps of a body that may not have parsed.
+fn log_body(
+    decoded: &Result<Value, handlers::Reply>,
+    method: &Method,
+    query: &str,
+    raw: &Bytes,
+) -> Value {
+    match decoded {
+        Ok(v) => v.clone(),
+        Err(_) if *method == Method::GET => json!({"_query": query}),
+        Err(_) => Value::String(String::from_utf8_lossy(raw).into_owned()),
+    }
+}
+
 const KNOWN_VERSIONS: &[&str] = &["2022-10-20", "2024-01-24"];
 
 #[allow(clippy::too_many_arguments)]
@@ -444,15 +518,7 @@ fn api(
     let ep = handlers::endpoint(name).filter(|ep| is_get && ep.get || *method == Method::POST);
     let mut inner = shared.lock();
     let limit = inner.opts.rate_limit.unwrap_or(DEFAULT_RATE_LIMIT);
-    let presented = auth.map(|a| {
-        let a = a.trim();
-        match a.split_once(' ') {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
-                rest.trim().to_string()
-            }
-            _ => a.to_string(),
-        }
-    });
+    let presented = presented_token(auth);
     let authorized = presented.as_deref() == Some(inner.opts.token.as_str());
     inner.log[seq - 1].authorized = authorized;
 
@@ -489,26 +555,7 @@ fn api(
         return with_rate(route_not_found());
     };
 
-    // The body as JSON: POST's body, or GET's query turned into the same shape.
-    let body = if is_get {
-        handlers::body_from_query(ep, query)
-    } else if raw.iter().all(u8::is_ascii_whitespace) {
-        Ok(json!({}))
-    } else {
-        serde_json::from_slice::<Value>(raw).map_err(|e| {
-            handlers::error(
-                400,
-                "parse_error",
-                &format!("invalid JSON body: {e}"),
-                json!({}),
-            )
-        })
-    };
-    inner.log[seq - 1].body = match &body {
-        Ok(v) => v.clone(),
-        Err(_) if is_get => json!({"_query": query}),
-        Err(_) => Value::String(String::from_utf8_lossy(raw).into_owned()),
-    };
+    let body = decode_body(ep, is_get, query, raw);
 
     if let Some(a) = fault_answer(fault, seq) {
         return with_rate(a);

@@ -31,6 +31,16 @@ impl Resp {
 /// Sends one request. `auth` is the whole `Authorization` value; `body` None = GET.
 /// Transport errors (refused, dropped connection, timeout) come back as `Err(text)`.
 pub fn send(url: &str, auth: Option<&str>, body: Option<&Value>) -> Result<Resp, String> {
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+    send_with(url, &headers, body)
+}
+
+/// Like `send`, with any headers.
+pub fn send_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<Resp, String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,8 +55,8 @@ pub fn send(url: &str, auth: Option<&str>, body: Option<&Value>) -> Result<Resp,
             Some(b) => client.post(url).json(b),
             None => client.get(url),
         };
-        if let Some(a) = auth {
-            req = req.header("authorization", a);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let resp = req.send().await.map_err(|e| format!("{e:?}"))?;
         let status = resp.status().as_u16();
