@@ -24,8 +24,8 @@ pub struct RawRecord {
 impl Default for RawRecord {
     fn default() -> Self {
         Self {
-            data: vec![0; 1024],
-            ends: vec![0; 32],
+            data: vec![0; 256],
+            ends: vec![0; 16],
             nfields: 0,
             byte: 0,
             line: 0,
@@ -134,6 +134,24 @@ impl<R: Read> RawReader<R> {
         self.start += n;
     }
 
+    /// Moves to byte offset `byte` without parsing what lies between (lines are still
+    /// counted). `byte` must be the start of a record at or after the current position, as
+    /// recorded in [`RawRecord::byte`] by an earlier pass; `false` if the input ends first or
+    /// the position is behind.
+    pub fn skip_to(&mut self, byte: u64) -> io::Result<bool> {
+        while self.offset < byte {
+            self.fill()?;
+            if self.start == self.end {
+                return Ok(false);
+            }
+            let n = usize::try_from(byte - self.offset)
+                .unwrap_or(usize::MAX)
+                .min(self.end - self.start);
+            self.advance(n);
+        }
+        Ok(self.offset == byte)
+    }
+
     /// Reads the next record into `rec`; `false` at the end of the input.
     pub fn read(&mut self, rec: &mut RawRecord) -> io::Result<bool> {
         // Blank lines and the `\n` of a CRLF terminator sit before the record.
@@ -186,6 +204,82 @@ impl<R: Read> RawReader<R> {
     }
 }
 
+/// Why [`read_pipelined`] stopped early.
+#[derive(Debug)]
+pub enum Stop<E> {
+    /// Reading the input failed.
+    Io(io::Error),
+    /// The caller's function returned an error.
+    Caller(E),
+}
+
+/// Records per hand-over between the two threads of [`read_pipelined`].
+const BATCH: usize = 512;
+/// Batches in flight: enough to keep both threads busy, few enough to stay small.
+const IN_FLIGHT: usize = 4;
+
+/// Reads records on a helper thread and gives them to `f` on this one, so parsing and the
+/// caller's work use two cores. `next` reads the next record the caller wants into the record
+/// it is given (usually [`RawReader::read`]; it may skip ahead first) and returns `false` at
+/// the end. Records arrive in order; buffers are recycled, so nothing is allocated per record.
+pub fn read_pipelined<R, N, F, E>(
+    rdr: &mut RawReader<R>,
+    mut next: N,
+    mut f: F,
+) -> Result<(), Stop<E>>
+where
+    R: Read + Send,
+    N: FnMut(&mut RawReader<R>, &mut RawRecord) -> io::Result<bool> + Send,
+    F: FnMut(&RawRecord) -> Result<(), E>,
+{
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+    type Batch = (Vec<RawRecord>, usize);
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx): (SyncSender<io::Result<Batch>>, Receiver<io::Result<Batch>>) =
+            sync_channel(IN_FLIGHT);
+        let (free_tx, free_rx) = sync_channel::<Vec<RawRecord>>(IN_FLIGHT + 1);
+        for _ in 0..IN_FLIGHT {
+            // Records are added as needed: a small file costs a few, not thousands.
+            let _ = free_tx.send(Vec::new());
+        }
+        scope.spawn(move || {
+            // Stops when the input ends, on an error, or when the consumer hangs up.
+            while let Ok(mut batch) = free_rx.recv() {
+                let mut n = 0;
+                let mut done = false;
+                while n < BATCH {
+                    if batch.len() == n {
+                        batch.push(RawRecord::default());
+                    }
+                    match next(rdr, &mut batch[n]) {
+                        Ok(true) => n += 1,
+                        Ok(false) => {
+                            done = true;
+                            break;
+                        }
+                        Err(e) => {
+                            let _ = full_tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                if (n > 0 && full_tx.send(Ok((batch, n))).is_err()) || done {
+                    return;
+                }
+            }
+        });
+        for msg in full_rx.iter() {
+            let (batch, n) = msg.map_err(Stop::Io)?;
+            for rec in &batch[..n] {
+                f(rec).map_err(Stop::Caller)?;
+            }
+            // The reader may have finished already; then nobody needs the buffer back.
+            let _ = free_tx.send(batch);
+        }
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +329,73 @@ mod tests {
         assert!(r.read(&mut rec).unwrap());
         assert_eq!(rec.as_slice(), "é".as_bytes());
         assert_eq!(rec.utf8(), None);
+    }
+
+    #[test]
+    fn skipping_to_a_recorded_offset_reads_the_same_record_and_line() {
+        let data = "h\r\n\"a\nb\",1\r\n\r\nc,2\r\nd,3\r\n";
+        let all = read_all(data);
+        let mut r = RawReader::new(data.as_bytes());
+        let mut rec = RawRecord::default();
+        assert!(r.read(&mut rec).unwrap());
+        let (line, byte, fields) = &all[3];
+        assert!(r.skip_to(*byte).unwrap());
+        assert!(r.read(&mut rec).unwrap());
+        assert_eq!((rec.line, rec.byte), (*line, *byte));
+        assert_eq!(
+            rec.iter()
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .collect::<Vec<_>>(),
+            *fields
+        );
+        assert_eq!(rec.line, 6);
+        assert!(!r.skip_to(1).unwrap(), "behind the current position");
+        assert!(!r.skip_to(10_000).unwrap(), "past the end");
+    }
+
+    #[test]
+    fn pipelined_reading_sees_every_record_in_order_and_stops_on_errors() {
+        let mut data = String::from("h\n");
+        for i in 0..5000 {
+            data.push_str(&format!("{i},\"x\ny\"\n"));
+        }
+        let mut r = RawReader::new(data.as_bytes());
+        let mut seen = vec![];
+        read_pipelined(
+            &mut r,
+            |r, rec| r.read(rec),
+            |rec| {
+                seen.push((
+                    rec.line,
+                    String::from_utf8_lossy(rec.get(0).unwrap()).into_owned(),
+                ));
+                Ok::<(), ()>(())
+            },
+        )
+        .unwrap();
+        assert_eq!(seen.len(), 5001);
+        assert_eq!(seen[0], (1, "h".to_string()));
+        assert_eq!(seen[5000], (2 * 5000, "4999".to_string()));
+        let mut r = RawReader::new(data.as_bytes());
+        let mut count = 0;
+        let stop = read_pipelined(
+            &mut r,
+            |r, rec| r.read(rec),
+            |_| {
+                count += 1;
+                if count == 1000 { Err("enough") } else { Ok(()) }
+            },
+        );
+        assert!(matches!(stop, Err(Stop::Caller("enough"))));
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("disk on fire"))
+            }
+        }
+        let mut r = RawReader::new(Broken);
+        let stop = read_pipelined(&mut r, |r, rec| r.read(rec), |_| Ok::<(), ()>(()));
+        assert!(matches!(stop, Err(Stop::Io(e)) if e.to_string() == "disk on fire"));
     }
 
     #[test]

@@ -13,7 +13,6 @@
 //! hash collision can cost a little work but never change the plan. The result is sorted, so
 //! it does not depend on the order of the rows.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -23,7 +22,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::Keep;
-use crate::csvrec::{RawReader, RawRecord};
+use crate::csvrec::{RawReader, RawRecord, Stop, read_pipelined};
 use crate::error::AppError;
 
 /// One row of the contacts export.
@@ -576,11 +575,36 @@ fn read_err(name: &str) -> impl Fn(std::io::Error) -> AppError + '_ {
     move |e| AppError::io(format!("cannot read {name}"), e)
 }
 
-/// A stable 64-bit hash within one process (only used to decide what to re-read).
+fn stopped(name: &str, stop: Stop<AppError>) -> AppError {
+    match stop {
+        Stop::Io(e) => read_err(name)(e),
+        Stop::Caller(e) => e,
+    }
+}
+
+/// A fast 64-bit hash (8 bytes per step, MurmurHash3's finalizer). It only decides what to
+/// re-read: a collision, even a crafted one, costs a re-read and never changes the plan.
 fn hash64(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    h.write(s.as_bytes());
-    h.finish()
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes = s.as_bytes();
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut chunks = bytes.chunks_exact(8);
+    let mut word = [0u8; 8];
+    for c in &mut chunks {
+        word.copy_from_slice(c);
+        h = (h ^ u64::from_le_bytes(word))
+            .wrapping_mul(K)
+            .rotate_left(31);
+    }
+    let rest = chunks.remainder();
+    word = [0u8; 8];
+    word[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(word)).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^ (h >> 33)
 }
 
 /// Hash of a normalized email.
@@ -688,11 +712,12 @@ pub fn plan_from_csv(path: &Path, opts: &DetectOptions) -> Result<Plan, AppError
 }
 
 /// Builds the plan from any seekable source (`name` is used in messages).
-pub fn plan_from_reader<R: Read + Seek>(
+pub fn plan_from_reader<R: Read + Seek + Send>(
     name: &str,
     mut src: R,
     opts: &DetectOptions,
 ) -> Result<Plan, AppError> {
+    let started = std::time::Instant::now();
     let domain = opts
         .email_domain
         .as_deref()
@@ -706,44 +731,49 @@ pub fn plan_from_reader<R: Read + Seek>(
     let mut heads: HashIndex<u32> = HashIndex::default();
     let mut rows_read = 0u64;
     let mut outside_domain = 0u64;
-    let mut rec = RawRecord::default();
     let mut email = String::new();
-    while rdr.read(&mut rec).map_err(read_err(name))? {
-        rows_read += 1;
-        let Some(row) = check_row(&rec, &layout, rec.line, &mut problems) else {
-            continue;
-        };
-        if problems.total > 0 {
-            // The command stops anyway: keep validating, stop collecting.
-            continue;
-        }
-        normalize_email_into(row.get(Col::Email), &mut email);
-        if let Some(d) = &domain {
-            if !in_domain(&email, d) {
-                outside_domain += 1;
-                continue;
+    let pass1 = read_pipelined(
+        &mut rdr,
+        |r, rec| r.read(rec),
+        |rec| {
+            rows_read += 1;
+            let Some(row) = check_row(rec, &layout, rec.line, &mut problems) else {
+                return Ok(());
+            };
+            if problems.total > 0 {
+                // The command stops anyway: keep validating, stop collecting.
+                return Ok(());
             }
-        }
-        let index = u32::try_from(rows.len())
-            .ok()
-            .filter(|i| *i != NONE)
-            .ok_or_else(|| {
-                AppError::Data(format!("{name}: more than 4 billion rows; split the file"))
-            })?;
-        let mut meta = RowMeta {
-            byte: rec.byte,
-            id_hash: id_hash(row.get(Col::RevUserId)),
-            next: NONE,
-            class: classify_ref(row.get(Col::ExternalRef)),
-            no_email: email.is_empty(),
-        };
-        if !meta.no_email {
-            let head = heads.entry(email_hash(&email)).or_insert(NONE);
-            meta.next = *head;
-            *head = index;
-        }
-        rows.push(meta);
-    }
+            normalize_email_into(row.get(Col::Email), &mut email);
+            if let Some(d) = &domain {
+                if !in_domain(&email, d) {
+                    outside_domain += 1;
+                    return Ok(());
+                }
+            }
+            let index = u32::try_from(rows.len())
+                .ok()
+                .filter(|i| *i != NONE)
+                .ok_or_else(|| {
+                    AppError::Data(format!("{name}: more than 4 billion rows; split the file"))
+                })?;
+            let mut meta = RowMeta {
+                byte: rec.byte,
+                id_hash: id_hash(row.get(Col::RevUserId)),
+                next: NONE,
+                class: classify_ref(row.get(Col::ExternalRef)),
+                no_email: email.is_empty(),
+            };
+            if !meta.no_email {
+                let head = heads.entry(email_hash(&email)).or_insert(NONE);
+                meta.next = *head;
+                *head = index;
+            }
+            rows.push(meta);
+            Ok(())
+        },
+    );
+    pass1.map_err(|stop| stopped(name, stop))?;
     drop(rdr);
     if problems.total > 0 {
         return Err(problems.into_error(name));
@@ -754,6 +784,11 @@ pub fn plan_from_reader<R: Read + Seek>(
         )));
     }
 
+    tracing::debug!(
+        ms = started.elapsed().as_millis() as u64,
+        rows_read,
+        "pass 1 done"
+    );
     // Ids seen more than once (by hash; confirmed on the text after pass 2).
     let dup_id_hashes: HashSet<u64> = {
         let mut ids: Vec<u64> = rows.iter().map(|r| r.id_hash).collect();
@@ -857,18 +892,25 @@ pub fn plan_from_reader<R: Read + Seek>(
         if header2.as_slice() != header.as_slice() {
             return Err(changed());
         }
+        // The helper thread jumps over the rows pass 1 settled and parses only the wanted
+        // ones; this thread turns them into contacts.
+        let mut k = 0usize;
+        let skip_and_read = |r: &mut RawReader<&mut R>, rec: &mut RawRecord| {
+            let Some(w) = wanted.get(k) else {
+                return Ok(false);
+            };
+            k += 1;
+            Ok(r.skip_to(w.byte)? && r.read(rec)?)
+        };
         let mut next = 0usize;
-        while next < wanted.len() && rdr.read(&mut rec).map_err(read_err(name))? {
-            if rec.byte < wanted[next].byte {
-                continue;
-            }
-            if rec.byte > wanted[next].byte {
-                return Err(changed());
-            }
+        let pass2 = read_pipelined(&mut rdr, skip_and_read, |rec| {
             let w = wanted[next];
             next += 1;
+            if rec.byte != w.byte {
+                return Err(changed());
+            }
             let mut scratch = Problems::default();
-            let row = check_row(&rec, &layout, rec.line, &mut scratch).ok_or_else(changed)?;
+            let row = check_row(rec, &layout, rec.line, &mut scratch).ok_or_else(changed)?;
             normalize_email_into(row.get(Col::Email), &mut email);
             let key_ok = if email.is_empty() {
                 w.key == 0
@@ -900,12 +942,15 @@ pub fn plan_from_reader<R: Read + Seek>(
                     }
                 }
             }
-        }
+            Ok(())
+        });
+        pass2.map_err(|stop| stopped(name, stop))?;
         if next < wanted.len() {
             return Err(changed());
         }
     }
     drop(wanted);
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "pass 2 done");
     // A row's class must not have changed between the passes either.
     for p in &pairs {
         let want = match opts.keep {
