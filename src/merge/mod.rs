@@ -218,9 +218,8 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let mut fatal: Option<AppError> = None;
     let mut merges_sent = 0usize;
     let mut ran: Vec<(String, Option<PairRun>)> = Vec::new();
-    let total = work.len();
     async {
-        for (i, item) in work.iter().enumerate() {
+        for item in &work {
             if stop.requested() {
                 outcome = RunOutcome::Interrupted;
                 break;
@@ -240,7 +239,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
                 .map(|p| p.email.clone())
                 .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
                 .unwrap_or_default();
-            span.pb_set_message(&format!("{}/{} {email}", i + 1, total));
+            span.pb_set_message(&email);
             if sp.get(&item.key).is_none() {
                 let pair = item
                     .pair
