@@ -381,12 +381,12 @@ fn ids(users: &[UserSummary]) -> Vec<String> {
     users.iter().map(|u| u.id.clone()).collect()
 }
 
-/// Where the primary (or, failing that, the secondary) sat in a backed-up list.
+/// Where the primary belongs in a backed-up list: the first place either contact held, which
+/// is where "secondary replaced in place, first occurrence kept" puts it.
 fn position_hint(users: &[UserSummary], primary: &str, secondary: &str) -> Option<usize> {
     users
         .iter()
-        .position(|u| u.id == primary)
-        .or_else(|| users.iter().position(|u| u.id == secondary))
+        .position(|u| u.id == primary || u.id == secondary)
 }
 
 /// Delays of a poll or retry loop: `min`, doubling, capped at 10 s.

@@ -199,6 +199,30 @@ fn a_kill_while_the_merge_is_in_flight_is_finished_even_after_the_pair_leaves_th
         "outcome unknown at the kill"
     );
 
+    // Meanwhile someone takes both contacts off one of the pair's tickets: no listing finds it
+    // any more, yet it is in the backup, so Reconcile fetches it and puts the primary back
+    // where the secondary was.
+    assert!(
+        w.fake
+            .wait_for(|s| s.merges[0].applied, Duration::from_secs(10))
+    );
+    let orphan = w.fake.with_state(|st| {
+        let (id, t) = st
+            .works
+            .iter_mut()
+            .find(|(_, t)| t.reported_by_ids().contains(&secondary))
+            .expect("the secondary reports a ticket");
+        let list: Vec<Value> = t.json["reported_by"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["id"] != secondary.as_str() && u["id"] != primary.as_str())
+            .cloned()
+            .collect();
+        t.json["reported_by"] = Value::Array(list);
+        id.clone()
+    });
+
     // The pair leaves the CSV; its merge was requested, so the journal finishes it anyway.
     let text = std::fs::read_to_string(w.path("contacts.csv")).unwrap();
     let kept: Vec<&str> = text
@@ -220,6 +244,13 @@ fn a_kill_while_the_merge_is_in_flight_is_finished_even_after_the_pair_leaves_th
     assert_eq!(
         merges_handled(&w.fake.requests())[&(primary.clone(), secondary.clone())],
         1
+    );
+    assert!(
+        w.fake
+            .requests()
+            .iter()
+            .any(|r| r.path == "/works.get" && r.body["id"] == orphan.as_str()),
+        "the orphaned ticket was fetched by id"
     );
     let r = w.last_report();
     let e = r["pairs"]
