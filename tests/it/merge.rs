@@ -731,6 +731,16 @@ fn refuses_without_a_terminal_or_yes() {
     );
     let a = w
         .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "0"])
+        .assert();
+    assert_eq!(
+        code(&a),
+        78,
+        "a run that cannot wait for a merge is refused"
+    );
+    assert!(w.fake.requests().is_empty());
+    let a = w
+        .cmd()
         .args(["--csv", "contacts.csv"])
         .write_stdin("yes\n")
         .assert();
