@@ -62,7 +62,9 @@ pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) ->
     // works.list (both contacts) + one timeline-entries.list per ticket + conversations.list
     let backup = pages(tp + ts, page) + timelines + 1;
     let request_merge = 1; // rev-users.merge
-    let await_merge = 1; // rev-users.get of the secondary, at least once
+    // rev-users.get of the secondary until the merge shows: about 2 polls with DevRev's ~2 s
+    // merge delay and the saga's 1 s first backoff (measured on the merge branch).
+    let await_merge = 2;
     // works.list (primary) + conversations.list + rev-users.get (primary's display name)
     let reconcile = pages(tp + ts, page) + 1 + 1;
     let adopt = match keep {
@@ -690,8 +692,8 @@ pub fn print_human<W: Write>(
     )?;
     writeln!(
         w,
-        "  Per pair: 7 + 2 x pages(tickets) + timelines{}{}; ticket counts from TICKET_COUNT{}. \
-         Attachments add 2 calls each (see README, \"Estimating API calls\").",
+        "  Per pair: 8 + 2 x pages(both contacts' tickets) + one timeline per ticket{}{}; ticket counts \
+         from TICKET_COUNT{}. Attachments and conversations add calls (README, \"Estimating API calls\").",
         match est.backup_scope {
             BackupScope::Secondary => " (secondary's tickets)",
             BackupScope::Both => " (both contacts' tickets)",
@@ -816,27 +818,27 @@ mod tests {
             primary: contact("P", "REVU-P", Some(3)),
             secondary: contact("S", "user_s", Some(2)),
         };
-        // 2 validate + (1 list + 2 timelines + 1 conversations) + 1 merge + 1 await
+        // 2 validate + (1 list + 2 timelines + 1 conversations) + 1 merge + 2 polls
         // + (1 list + 1 conversations + 1 get) + 1 adopt
         assert_eq!(
             calls_for_pair(&p, Keep::Revu, BackupScope::Secondary, 100),
-            12
+            13
         );
         assert_eq!(
             calls_for_pair(&p, Keep::User, BackupScope::Secondary, 100),
-            11
+            12
         );
-        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 15);
+        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 16);
         let big = Pair {
             email: "j@x.com".into(),
             primary: contact("P", "REVU-P", Some(150)),
             secondary: contact("S", "user_s", None),
         };
         // 150 tickets: 2 pages per listing; the unknown count is taken as 0.
-        // 7 fixed + 2 pages twice + no timelines (0 tickets) + 1 adopt.
+        // 8 fixed + 2 pages twice + no timelines (0 tickets) + 1 adopt.
         assert_eq!(
             calls_for_pair(&big, Keep::Revu, BackupScope::Secondary, 100),
-            7 + 2 * 2 + 1
+            8 + 2 * 2 + 1
         );
     }
 

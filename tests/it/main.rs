@@ -4,6 +4,7 @@
 mod support;
 
 mod backup;
+mod detect;
 mod fake_selftest;
 mod merge;
 mod merge_crash;
