@@ -36,6 +36,13 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     if let (Some(csv), true) = (&cli.csv, cli.preview) {
         return rt.block_on(crate::preview::run(&cfg, csv, cli.check_live));
     }
+    if let Some(csv) = cli
+        .csv
+        .as_deref()
+        .filter(|_| !cli.preview && !cli.backup_only)
+    {
+        return rt.block_on(crate::merge::run(&cfg, csv));
+    }
     Err(AppError::Usage(
         "this command is not implemented yet".into(),
     ))

@@ -1,3 +1,496 @@
-//! The JSON merge report and the console summary.
-//!
-//! (Skeleton: written under issue 5.)
+//! The JSON merge report (`reports/merge-report-<YYYYMMDD_HHMMSS>.json`, 0600) and the
+//! console summary printed at the end of a run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::cli::{BackupScope, Keep};
+use crate::config::Config;
+use crate::detect::{Pair, Plan};
+use crate::devrev::types::Organization;
+use crate::devrev::{DevRevClient, EndpointStats, RateHeaders};
+use crate::error::AppError;
+use crate::fsutil;
+use crate::merge::saga::{MergedSign, PairError, PairRun, SkipReason, Step, StepRecord};
+use crate::merge::savepoint::{PairRecord, PairStatus};
+
+/// How the run as a whole ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Every pair was tried.
+    Completed,
+    /// `--max-merges` stopped it; the rest runs on the next invocation.
+    MaxMergesReached,
+    /// Ctrl-C; resumable.
+    Interrupted,
+    /// An error that would hit every pair (DevRev unreachable, token refused, disk full).
+    Aborted,
+}
+
+/// A pair's status in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryStatus {
+    Merged,
+    AlreadyMerged,
+    Skipped,
+    Failed,
+    /// Merge accepted, not yet seen applied; the next run keeps watching.
+    Unconfirmed,
+    /// Stopped mid-way by Ctrl-C or a run-wide error; the next run resumes it.
+    Interrupted,
+    /// Not reached in this run (`--max-merges`, Ctrl-C, an earlier fatal error).
+    NotStarted,
+    /// Known only from the savepoint, never merged, and no longer in the CSV: left alone.
+    LeftCsv,
+}
+
+impl EntryStatus {
+    pub fn is_done(self) -> bool {
+        matches!(self, EntryStatus::Merged | EntryStatus::AlreadyMerged)
+    }
+}
+
+/// One pair in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairEntry {
+    pub email: String,
+    pub primary: String,
+    pub secondary: String,
+    pub status: EntryStatus,
+    /// The pair is in this run's CSV (false: known only from the savepoint).
+    pub in_csv: bool,
+    /// Finished in an earlier run; nothing was done to it now.
+    pub finished_earlier: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
+    /// The skip reason in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<PairError>,
+    /// The last step completed (over all runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_step: Option<Step>,
+    /// Steps run in this run, with timings.
+    pub steps: Vec<StepRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_dir: Option<PathBuf>,
+    pub tickets_backed_up: usize,
+    pub conversations_backed_up: usize,
+    pub tickets_repaired: usize,
+    pub conversations_repaired: usize,
+    pub display_name_restored: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_ref_adopted: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_requested_at: Option<DateTime<Utc>>,
+    /// `rev-users.merge` requests sent for this pair (over all runs).
+    pub merge_requests: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merged_sign: Option<MergedSign>,
+}
+
+impl PairEntry {
+    /// From the journal alone (a pair not run now).
+    pub fn from_record(rec: &PairRecord, in_csv: bool) -> Self {
+        let status = match rec.status {
+            PairStatus::Merged => EntryStatus::Merged,
+            PairStatus::AlreadyMerged => EntryStatus::AlreadyMerged,
+            PairStatus::Skipped => EntryStatus::Skipped,
+            PairStatus::Failed => EntryStatus::Failed,
+            PairStatus::Unconfirmed => EntryStatus::Unconfirmed,
+            PairStatus::InProgress => EntryStatus::Interrupted,
+        };
+        PairEntry {
+            email: rec.email.clone(),
+            primary: rec.primary.clone(),
+            secondary: rec.secondary.clone(),
+            status,
+            in_csv,
+            finished_earlier: rec.status.is_final(),
+            skip_message: rec.skip.as_ref().map(ToString::to_string),
+            skip_reason: rec.skip.clone(),
+            error: rec.error.clone(),
+            last_step: rec.last_step,
+            steps: Vec::new(),
+            backup_dir: rec.backup.as_ref().map(|b| b.dir.clone()),
+            tickets_backed_up: rec.backup.as_ref().map_or(0, |b| b.tickets),
+            conversations_backed_up: rec.backup.as_ref().map_or(0, |b| b.conversations),
+            tickets_repaired: rec.repairs.tickets.len(),
+            conversations_repaired: rec.repairs.conversations.len(),
+            display_name_restored: rec.repairs.display_name_restored,
+            external_ref_adopted: rec.external_ref_adopted.clone(),
+            merge_requested_at: rec.merge.as_ref().map(|m| m.requested_at),
+            merge_requests: rec.merge.as_ref().map_or(0, |m| m.attempt),
+            merged_sign: rec.merged.as_ref().map(|m| m.sign.clone()),
+        }
+    }
+
+    /// A pair run now (`run` is `None` when it was cut off by a fatal error or a second
+    /// Ctrl-C).
+    pub fn from_run(rec: &PairRecord, run: Option<&PairRun>, in_csv: bool) -> Self {
+        let mut e = Self::from_record(rec, in_csv);
+        e.finished_earlier = false;
+        match run {
+            Some(run) => {
+                e.steps = run.steps.clone();
+                e.status = match &run.result {
+                    crate::merge::saga::PairResult::Merged => EntryStatus::Merged,
+                    crate::merge::saga::PairResult::AlreadyMerged => EntryStatus::AlreadyMerged,
+                    crate::merge::saga::PairResult::Skipped(_) => EntryStatus::Skipped,
+                    crate::merge::saga::PairResult::Failed(_) => EntryStatus::Failed,
+                    crate::merge::saga::PairResult::Unconfirmed => EntryStatus::Unconfirmed,
+                    crate::merge::saga::PairResult::Interrupted => EntryStatus::Interrupted,
+                };
+            }
+            None => e.status = EntryStatus::Interrupted,
+        }
+        e
+    }
+
+    /// A CSV pair never started.
+    pub fn from_pair(pair: &Pair) -> Self {
+        PairEntry {
+            email: pair.email.clone(),
+            primary: pair.primary.rev_user_id.clone(),
+            secondary: pair.secondary.rev_user_id.clone(),
+            status: EntryStatus::NotStarted,
+            in_csv: true,
+            finished_earlier: false,
+            skip_reason: None,
+            skip_message: None,
+            error: None,
+            last_step: None,
+            steps: Vec::new(),
+            backup_dir: None,
+            tickets_backed_up: 0,
+            conversations_backed_up: 0,
+            tickets_repaired: 0,
+            conversations_repaired: 0,
+            display_name_restored: false,
+            external_ref_adopted: None,
+            merge_requested_at: None,
+            merge_requests: 0,
+            merged_sign: None,
+        }
+    }
+}
+
+/// The run's settings, without the token.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunConfig {
+    pub csv: PathBuf,
+    pub base_url: String,
+    pub keep: Keep,
+    pub backup_scope: BackupScope,
+    pub email_domain: Option<String>,
+    pub backup_dir: PathBuf,
+    pub report_dir: PathBuf,
+    pub log_dir: PathBuf,
+    pub savepoint: PathBuf,
+    pub max_merges: Option<usize>,
+    pub merge_timeout_s: f64,
+    pub rate_limit_calls: u32,
+    pub rate_limit_period_s: f64,
+    pub max_retries: u32,
+    pub yes: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Pairs in the report (the CSV's clean pairs plus pairs known only from the savepoint).
+    pub pairs: usize,
+    /// Merged, in this run or earlier.
+    pub merged: usize,
+    pub merged_this_run: usize,
+    pub already_merged: usize,
+    pub skipped: usize,
+    pub skipped_by_reason: BTreeMap<String, usize>,
+    pub failed: usize,
+    pub unconfirmed: usize,
+    pub interrupted: usize,
+    pub not_started: usize,
+    /// Savepoint records of pairs that left the CSV before their merge (left alone).
+    pub left_csv: usize,
+    /// Groups detection left for a person (never touched).
+    pub needs_review_groups: usize,
+    pub tickets_backed_up: usize,
+    pub tickets_repaired: usize,
+    pub conversations_repaired: usize,
+    pub display_names_restored: usize,
+    pub external_refs_adopted: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiFigures {
+    pub calls: u64,
+    pub retries: u64,
+    pub rate_limited_429: u64,
+    pub errors: u64,
+    pub rate_wait_ms: u64,
+    pub per_endpoint: BTreeMap<String, EndpointStats>,
+    pub elapsed_s: f64,
+    pub achieved_calls_per_minute: f64,
+    pub limit_calls: u32,
+    pub limit_period_s: f64,
+    pub limit_calls_per_minute: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_rate_headers: Option<RateHeaders>,
+    /// Calls divided by the pairs run in this run (0 when none ran).
+    pub calls_per_pair_run: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergeReport {
+    pub report_version: u32,
+    pub run_id: String,
+    pub tool_version: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_s: f64,
+    pub outcome: RunOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub organization: Option<Organization>,
+    pub configuration: RunConfig,
+    pub pairs: Vec<PairEntry>,
+    pub summary: Summary,
+    pub api: ApiFigures,
+    /// Every merged secondary (DON) → its primary (DON), over all runs.
+    pub id_map: BTreeMap<String, String>,
+}
+
+pub struct BuildInput<'a> {
+    pub run_id: &'a str,
+    pub started_at: DateTime<Utc>,
+    pub elapsed: Duration,
+    pub outcome: RunOutcome,
+    pub organization: Option<Organization>,
+    pub cfg: &'a Config,
+    pub csv: &'a Path,
+    pub plan: &'a Plan,
+    pub entries: Vec<PairEntry>,
+    pub client: &'a DevRevClient,
+}
+
+impl MergeReport {
+    pub fn build(input: BuildInput<'_>) -> Self {
+        let BuildInput {
+            run_id,
+            started_at,
+            elapsed,
+            outcome,
+            organization,
+            cfg,
+            csv,
+            plan,
+            mut entries,
+            client,
+        } = input;
+        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+        let mut s = Summary {
+            pairs: entries.len(),
+            needs_review_groups: plan.needs_review.len(),
+            ..Summary::default()
+        };
+        let mut id_map = BTreeMap::new();
+        let mut run_now = 0usize;
+        for e in &entries {
+            match e.status {
+                EntryStatus::Merged => {
+                    s.merged += 1;
+                    if !e.finished_earlier {
+                        s.merged_this_run += 1;
+                    }
+                }
+                EntryStatus::AlreadyMerged => s.already_merged += 1,
+                EntryStatus::Skipped => {
+                    s.skipped += 1;
+                    let code = e.skip_reason.as_ref().map_or("unknown", SkipReason::code);
+                    *s.skipped_by_reason.entry(code.to_string()).or_default() += 1;
+                }
+                EntryStatus::Failed => s.failed += 1,
+                EntryStatus::Unconfirmed => s.unconfirmed += 1,
+                EntryStatus::Interrupted => s.interrupted += 1,
+                EntryStatus::NotStarted => s.not_started += 1,
+                EntryStatus::LeftCsv => s.left_csv += 1,
+            }
+            if e.status.is_done() {
+                id_map.insert(e.secondary.clone(), e.primary.clone());
+            }
+            if !e.steps.is_empty() {
+                run_now += 1;
+            }
+            s.tickets_backed_up += e.tickets_backed_up;
+            s.tickets_repaired += e.tickets_repaired;
+            s.conversations_repaired += e.conversations_repaired;
+            s.display_names_restored += usize::from(e.display_name_restored);
+            s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
+        }
+        let totals = client.totals();
+        let secs = elapsed.as_secs_f64();
+        let period = cfg.rate_limit_period.as_secs_f64();
+        let api = ApiFigures {
+            calls: totals.calls,
+            retries: totals.retries,
+            rate_limited_429: totals.rate_limited,
+            errors: totals.errors,
+            rate_wait_ms: totals.rate_wait_ms,
+            per_endpoint: client.stats(),
+            elapsed_s: round2(secs),
+            achieved_calls_per_minute: if secs > 0.0 {
+                round2(totals.calls as f64 * 60.0 / secs)
+            } else {
+                0.0
+            },
+            limit_calls: cfg.rate_limit_calls,
+            limit_period_s: period,
+            limit_calls_per_minute: if period > 0.0 {
+                round2(f64::from(cfg.rate_limit_calls) * 60.0 / period)
+            } else {
+                0.0
+            },
+            last_rate_headers: client.last_rate_headers(),
+            calls_per_pair_run: if run_now > 0 {
+                round2(totals.calls as f64 / run_now as f64)
+            } else {
+                0.0
+            },
+        };
+        MergeReport {
+            report_version: 1,
+            run_id: run_id.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at,
+            finished_at: Utc::now(),
+            duration_s: round2(secs),
+            outcome,
+            organization,
+            configuration: RunConfig {
+                csv: csv.to_path_buf(),
+                base_url: cfg.base_url.to_string(),
+                keep: cfg.keep,
+                backup_scope: cfg.backup_scope,
+                email_domain: cfg.email_domain.clone(),
+                backup_dir: cfg.backup_dir.clone(),
+                report_dir: cfg.report_dir.clone(),
+                log_dir: cfg.log_dir.clone(),
+                savepoint: cfg.savepoint.clone(),
+                max_merges: cfg.max_merges,
+                merge_timeout_s: cfg.merge_timeout.as_secs_f64(),
+                rate_limit_calls: cfg.rate_limit_calls,
+                rate_limit_period_s: period,
+                max_retries: cfg.max_retries,
+                yes: cfg.yes,
+            },
+            pairs: entries,
+            summary: s,
+            api,
+            id_map,
+        }
+    }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// Writes the report atomically, 0600, under a name that does not exist yet.
+pub fn write(dir: &Path, report: &MergeReport) -> Result<PathBuf, AppError> {
+    fsutil::create_private_dir(dir).map_err(|e| {
+        AppError::CantCreate(format!(
+            "cannot create the report folder {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let path = fsutil::unique_path(dir, "merge-report", "json");
+    fsutil::write_json_atomic(&path, report).map_err(|e| {
+        AppError::CantCreate(format!("cannot write the report {}: {e}", path.display()))
+    })?;
+    Ok(path)
+}
+
+/// The human summary on stderr.
+pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
+    let s = &r.summary;
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\nMerge run {} ({}): {} pair(s)\n",
+        r.run_id,
+        match r.outcome {
+            RunOutcome::Completed => "completed",
+            RunOutcome::MaxMergesReached => "stopped at --max-merges",
+            RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Aborted => "aborted",
+        },
+        s.pairs
+    ));
+    out.push_str(&format!(
+        "  merged:          {} ({} in this run, {} already merged)\n",
+        s.merged + s.already_merged,
+        s.merged_this_run,
+        s.already_merged
+    ));
+    out.push_str(&format!("  skipped:         {}\n", s.skipped));
+    for (reason, n) in &s.skipped_by_reason {
+        out.push_str(&format!("    {reason}: {n}\n"));
+    }
+    out.push_str(&format!("  failed:          {}\n", s.failed));
+    if s.unconfirmed > 0 {
+        out.push_str(&format!(
+            "  unconfirmed:     {} (re-run to keep watching)\n",
+            s.unconfirmed
+        ));
+    }
+    if s.interrupted + s.not_started > 0 {
+        out.push_str(&format!(
+            "  not finished:    {} (re-run the same command to continue)\n",
+            s.interrupted + s.not_started
+        ));
+    }
+    if s.left_csv > 0 {
+        out.push_str(&format!(
+            "  left the CSV:    {} (never merged, left alone)\n",
+            s.left_csv
+        ));
+    }
+    out.push_str(&format!(
+        "  needs review:    {} group(s), untouched\n",
+        s.needs_review_groups
+    ));
+    out.push_str(&format!(
+        "  tickets:         {} backed up, {} repaired; {} conversation(s) repaired\n",
+        s.tickets_backed_up, s.tickets_repaired, s.conversations_repaired
+    ));
+    out.push_str(&format!(
+        "  API:             {} call(s), {} retries, {} x 429, {:.1} calls/min (limit {:.1})\n",
+        r.api.calls,
+        r.api.retries,
+        r.api.rate_limited_429,
+        r.api.achieved_calls_per_minute,
+        r.api.limit_calls_per_minute
+    ));
+    out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
+    out.push_str(&format!("  report:          {}\n", path.display()));
+    out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
+    for e in r.pairs.iter().filter(|e| e.status == EntryStatus::Failed) {
+        if let Some(err) = &e.error {
+            out.push_str(&format!(
+                "  FAILED {}: {}{}\n",
+                e.email,
+                err,
+                err.reference_id
+                    .as_deref()
+                    .map(|r| format!(" (DevRev reference id {r})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    eprint!("{out}");
+}

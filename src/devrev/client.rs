@@ -30,8 +30,9 @@ pub enum CallKind {
     /// Writes that set a state (`reported_by.set`, `external_ref = x`): repeating gives the
     /// same result, so they are retried like reads.
     IdempotentWrite,
-    /// Writes that must not be repeated blindly (`rev-users.merge`). A lost answer becomes
-    /// [`ApiError::OutcomeUnknown`].
+    /// Writes that must not be repeated blindly (`rev-users.merge`). A lost answer, or a
+    /// 500/502/504 that may have followed the work, becomes [`ApiError::OutcomeUnknown`];
+    /// only 429 and 503 (turned away before any work) are retried.
     Write,
 }
 
@@ -299,6 +300,18 @@ impl DevRevClient {
                 } => {
                     if status == 429 {
                         self.bump(endpoint, |s| s.rate_limited += 1);
+                    }
+                    // A 500/502/504 to a non-idempotent write may come after DevRev already
+                    // acted on it (merges are queued asynchronously), so it is not repeated
+                    // here: the caller must look at the state first. 429 and 503 mean the
+                    // request was turned away before any work, so they are retried.
+                    if kind == CallKind::Write && matches!(status, 500 | 502 | 504) {
+                        self.bump(endpoint, |s| s.errors += 1);
+                        let reference = body.reference_id.as_deref().unwrap_or("none");
+                        return Err(ApiError::OutcomeUnknown {
+                            endpoint: endpoint.into(),
+                            reason: format!("HTTP {status} (reference id {reference})"),
+                        });
                     }
                     let retryable = matches!(status, 429 | 500 | 502 | 503 | 504);
                     let wait = if status == 429 {
@@ -628,7 +641,8 @@ impl DevRevClient {
             };
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
-                if matches!(status, 500 | 502 | 503 | 504) {
+                // A 429 on a download is a storage throttle: wait and retry like a 5xx.
+                if matches!(status, 429 | 500 | 502 | 503 | 504) {
                     if let Some(d) = backoff.next() {
                         tokio::time::sleep(d).await;
                         continue;

@@ -1,4 +1,1589 @@
 //! One pair's steps: Validate → Backup → VerifyBackup → RequestMerge → AwaitMerge →
-//! Reconcile → AdoptExternalRef → Done.
+//! Reconcile → AdoptExternalRef → Done, each journaled in the savepoint before the next one
+//! starts, each ending `Completed`, `Skipped { reason }` or `Failed { error }`.
 //!
-//! (Skeleton: written under issue 5.)
+//! # Exactly one merge per pair
+//!
+//! `rev-users.merge` answers `200 {}` at once and applies the merge later; it has no job id
+//! and no idempotency key. So the saga:
+//!
+//! 1. writes the intent (`merge.outcome = None`, with `requested_at`) to the savepoint and
+//!    fsyncs it **before** sending the request;
+//! 2. writes the outcome after the answer: `Accepted`, `Rejected` (4xx: not applied),
+//!    `NotSent` (connection refused: nothing left this machine) or `Unknown` (the answer was
+//!    lost, or a 500/502/504 that may have followed the work);
+//! 3. an intent whose outcome is missing (crash) or `Unknown` is *resolved*, never retried:
+//!    the secondary is polled until it shows as merged, or until `--merge-timeout` has passed
+//!    **since the request** with the secondary still plainly unmerged. Because DevRev applies
+//!    merges after a delay, a single look right after a lost answer proves nothing: a merge
+//!    that was received may simply not be applied yet. Only a full `--merge-timeout` of
+//!    successful observations of an active, un-redirected secondary (no 404, no
+//!    `primary_identity`, no `-drop-` ref) counts as "certainly not merged"; only then is the
+//!    outcome recorded as `NotApplied` and a new request (attempt 2) allowed. A poll that
+//!    fails proves nothing either, so it never leads to a new request.
+//! 4. an `Accepted` merge that DevRev has not applied within `--merge-timeout` leaves the
+//!    pair `Unconfirmed`: the next run polls again and never sends the merge a second time.
+//!
+//! The remaining risk is a lost request that DevRev applies more than `--merge-timeout` after
+//! it was sent; keep `--merge-timeout` well above DevRev's observed delay (about 2 s).
+//!
+//! After the merge, Reconcile and AdoptExternalRef only *set* values (`reported_by.set`,
+//! `members.set`, `external_ref`), computed from the current state each time, so repeating
+//! them after a crash is harmless.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::StopSignal;
+use super::savepoint::{MergeConfirmation, MergeIntent, MergeOutcome, PairStatus, Savepoint};
+use crate::backup::{self, BackupError, BackupInput};
+use crate::cli::{BackupScope, Keep};
+use crate::detect::{Pair, RefClass, classify_ref};
+use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
+use crate::devrev::{ApiError, DevRevClient};
+use crate::error::AppError;
+use crate::validate::{self, LiveCheck, LiveProblem};
+
+/// The steps of one pair, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Validate,
+    Backup,
+    VerifyBackup,
+    RequestMerge,
+    AwaitMerge,
+    Reconcile,
+    AdoptExternalRef,
+    Done,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Validate => "validate",
+            Step::Backup => "backup",
+            Step::VerifyBackup => "verify_backup",
+            Step::RequestMerge => "request_merge",
+            Step::AwaitMerge => "await_merge",
+            Step::Reconcile => "reconcile",
+            Step::AdoptExternalRef => "adopt_external_ref",
+            Step::Done => "done",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which contact of the pair a finding is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Primary,
+    Secondary,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Primary => "primary",
+            Role::Secondary => "secondary",
+        })
+    }
+}
+
+/// Why a pair was left alone. Every reason but `AlreadyMerged` needs a person to look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkipReason {
+    /// DevRev has no such contact any more (404).
+    ContactMissing { role: Role },
+    /// The contact exists but is not active (deactivated, deleted, locked, shadow, ...).
+    NotActive { role: Role, state: String },
+    /// The live email no longer matches the pair's email.
+    EmailChanged { role: Role, email: String },
+    /// The live external_ref differs from the export's (e.g. a `user_` ref that became a
+    /// `-drop-` ref counts as `MergedElsewhere`; any other change lands here).
+    RefChanged {
+        role: Role,
+        csv: String,
+        live: Option<String>,
+    },
+    /// The secondary already points at the primary (`primary_identity`): nothing to do.
+    AlreadyMerged,
+    /// The contact already shows a merge: `primary_identity` pointing elsewhere, or a
+    /// `-drop-` external_ref.
+    MergedElsewhere { role: Role, evidence: String },
+    /// DevRev refuses to merge an unverified contact into a verified one.
+    UnverifiedIntoVerified,
+    /// The pair left the CSV before its merge was requested; the journal alone cannot
+    /// re-validate it.
+    NotInCsv,
+}
+
+impl SkipReason {
+    /// A stable short name for counting ("skipped by reason").
+    pub fn code(&self) -> &'static str {
+        match self {
+            SkipReason::ContactMissing { .. } => "contact_missing",
+            SkipReason::NotActive { .. } => "not_active",
+            SkipReason::EmailChanged { .. } => "email_changed",
+            SkipReason::RefChanged { .. } => "ref_changed",
+            SkipReason::AlreadyMerged => "already_merged",
+            SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
+            SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
+            SkipReason::NotInCsv => "not_in_csv",
+        }
+    }
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::ContactMissing { role } => {
+                write!(f, "the {role} contact no longer exists in DevRev")
+            }
+            SkipReason::NotActive { role, state } => {
+                write!(f, "the {role} contact is {state}, not active")
+            }
+            SkipReason::EmailChanged { role, email } => {
+                write!(
+                    f,
+                    "the {role} contact's email is now {email:?}, not the pair's email"
+                )
+            }
+            SkipReason::RefChanged { role, csv, live } => write!(
+                f,
+                "the {role} contact's external_ref is now {:?}, the export says {csv:?}",
+                live.as_deref().unwrap_or("")
+            ),
+            SkipReason::AlreadyMerged => {
+                f.write_str("the secondary is already merged into the primary")
+            }
+            SkipReason::MergedElsewhere { role, evidence } => {
+                write!(f, "the {role} contact already shows as merged: {evidence}")
+            }
+            SkipReason::UnverifiedIntoVerified => f.write_str(
+                "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
+            ),
+            SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
+        }
+    }
+}
+
+/// A failure of one pair, with what DevRev said about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairError {
+    pub step: Step,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// DevRev's error `type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// DevRev's `reference_id`, for its support.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_id: Option<String>,
+}
+
+impl PairError {
+    pub fn new(step: Step, message: impl Into<String>) -> Self {
+        Self {
+            step,
+            message: message.into(),
+            status: None,
+            kind: None,
+            reference_id: None,
+        }
+    }
+
+    pub fn api(step: Step, e: &ApiError) -> Self {
+        Self {
+            step,
+            message: e.to_string(),
+            status: e.status(),
+            kind: e.kind().map(str::to_string),
+            reference_id: e.reference_id().map(str::to_string),
+        }
+    }
+}
+
+impl fmt::Display for PairError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.step, self.message)
+    }
+}
+
+/// The evidence that DevRev applied a merge (`devrev-api.md` §4.5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MergedSign {
+    /// `rev-users.get(secondary)` answers 404.
+    NotFound,
+    /// It answers 301 (the object moved).
+    Moved,
+    /// Its state is no longer active.
+    NotActive { state: String },
+    /// It carries `primary_identity`.
+    PrimaryIdentity { id: String },
+    /// Its external_ref was rewritten with a `-drop-` suffix.
+    DropRef { external_ref: String },
+}
+
+impl fmt::Display for MergedSign {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MergedSign::NotFound => f.write_str("secondary answers 404"),
+            MergedSign::Moved => f.write_str("secondary answers 301"),
+            MergedSign::NotActive { state } => write!(f, "secondary is {state}"),
+            MergedSign::PrimaryIdentity { id } => write!(f, "secondary's primary_identity is {id}"),
+            MergedSign::DropRef { external_ref } => {
+                write!(f, "secondary's external_ref is {external_ref}")
+            }
+        }
+    }
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum StepOutcome {
+    Completed,
+    Skipped {
+        reason: SkipReason,
+    },
+    Failed {
+        error: PairError,
+    },
+    /// AwaitMerge ran out of `--merge-timeout`.
+    Unconfirmed,
+    /// Ctrl-C arrived during a wait; the step resumes on the next run.
+    Interrupted,
+}
+
+/// One step as it ran, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub step: Step,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    #[serde(flatten)]
+    pub outcome: StepOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How the pair ended in this run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PairResult {
+    Merged,
+    AlreadyMerged,
+    Skipped(SkipReason),
+    Failed(PairError),
+    Unconfirmed,
+    /// Stopped by Ctrl-C between steps or during a wait; resumes on the next run.
+    Interrupted,
+}
+
+/// One pair's run.
+#[derive(Debug, Clone)]
+pub struct PairRun {
+    pub steps: Vec<StepRecord>,
+    pub result: PairResult,
+    /// A `rev-users.merge` request was sent for this pair in this run (counts for
+    /// `--max-merges`).
+    pub merge_sent: bool,
+}
+
+/// What every pair's saga shares.
+pub struct SagaCtx<'a> {
+    pub client: &'a DevRevClient,
+    pub scope: BackupScope,
+    pub backup_root: &'a Path,
+    pub run_id: &'a str,
+    pub merge_timeout: Duration,
+    /// First delay of every poll/backoff loop (`DEVREV_MERGE_MIN_BACKOFF_MS`).
+    pub min_backoff: Duration,
+    pub stop: &'a StopSignal,
+}
+
+/// A step's result as the driver sees it: fatal errors stop the whole run.
+type StepResult = Result<(StepOutcome, Option<String>), AppError>;
+
+/// API failures that will hit every following pair too, so the run stops (and resumes later)
+/// instead of failing pair after pair.
+pub fn is_fatal(e: &ApiError) -> bool {
+    matches!(e, ApiError::Unreachable { .. } | ApiError::Cancelled)
+        || matches!(e.status(), Some(401 | 403 | 429))
+}
+
+/// The secondary as seen after a merge request: which sign (if any) says it was merged.
+pub fn merged_sign(secondary: &RevUser) -> Option<MergedSign> {
+    if let Some(pi) = secondary
+        .primary_identity
+        .as_ref()
+        .filter(|p| !p.id.is_empty())
+    {
+        return Some(MergedSign::PrimaryIdentity { id: pi.id.clone() });
+    }
+    if !secondary.is_active() {
+        return Some(MergedSign::NotActive {
+            state: secondary.state.clone().unwrap_or_default(),
+        });
+    }
+    match secondary.external_ref.as_deref() {
+        Some(r) if r.contains("-drop-") => Some(MergedSign::DropRef {
+            external_ref: r.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// `current` with every merged secondary replaced by its primary (`merged`: secondary →
+/// primary, always including this pair): no duplicates, everyone else kept in their order. If
+/// the primary is then missing it is put back at `hint` (its place in the backup), clamped to
+/// the end.
+///
+/// Other pairs' merged secondaries are mapped too: DevRev refuses (404) a `reported_by.set`
+/// naming a contact a merge deleted, so a ticket shared with a pair whose own repair has not
+/// happened yet (it failed, or the run stopped) is fixed for both in one write.
+pub fn replace_members(
+    current: &[String],
+    merged: &BTreeMap<String, String>,
+    primary: &str,
+    hint: Option<usize>,
+) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(current.len() + 1);
+    for id in current {
+        let id = merged.get(id).map_or(id.as_str(), String::as_str);
+        if !out.iter().any(|o| o == id) {
+            out.push(id.to_string());
+        }
+    }
+    if !out.iter().any(|o| o == primary) {
+        let at = hint.unwrap_or(out.len()).min(out.len());
+        out.insert(at, primary.to_string());
+    }
+    out
+}
+
+fn ids(users: &[UserSummary]) -> Vec<String> {
+    users.iter().map(|u| u.id.clone()).collect()
+}
+
+/// Where the primary belongs in a backed-up list: the first place either contact held, which
+/// is where "secondary replaced in place, first occurrence kept" puts it.
+fn position_hint(users: &[UserSummary], primary: &str, secondary: &str) -> Option<usize> {
+    users
+        .iter()
+        .position(|u| u.id == primary || u.id == secondary)
+}
+
+/// Delays of a poll or retry loop: `min`, doubling, capped at 10 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(min: Duration) -> Self {
+        Self {
+            next: min.max(Duration::from_millis(5)),
+        }
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(10));
+        d
+    }
+}
+
+/// Runs one pair from wherever its savepoint record stands until it is finished, skipped,
+/// failed, unconfirmed or interrupted. The record must already be in the savepoint.
+///
+/// `pair` is the CSV's view of the pair; `None` when the pair left the CSV after its merge
+/// was requested (the journal holds all the post-merge steps need).
+///
+/// `Err` means the whole run must stop (DevRev unreachable, token refused, disk full, the
+/// savepoint cannot be written); the savepoint is consistent at that point.
+pub async fn run_pair(
+    ctx: &SagaCtx<'_>,
+    sp: &mut Savepoint,
+    key: &str,
+    pair: Option<&Pair>,
+) -> Result<PairRun, AppError> {
+    let mut saga = Saga {
+        ctx,
+        sp,
+        key: key.to_string(),
+        pair,
+        steps: Vec::new(),
+        live: None,
+        validated: false,
+        verified: false,
+        merge_sent: false,
+    };
+    let result = saga.drive().await;
+    let Saga {
+        steps, merge_sent, ..
+    } = saga;
+    Ok(PairRun {
+        steps,
+        result: result?,
+        merge_sent,
+    })
+}
+
+struct Saga<'a, 'b> {
+    ctx: &'a SagaCtx<'a>,
+    sp: &'b mut Savepoint,
+    key: String,
+    pair: Option<&'a Pair>,
+    steps: Vec<StepRecord>,
+    /// Both contacts as Validate read them (the backup stores exactly these).
+    live: Option<(RevUser, RevUser)>,
+    /// Validate and VerifyBackup run again in every process before a merge is requested:
+    /// time may have passed since an interrupted run checked them.
+    validated: bool,
+    verified: bool,
+    merge_sent: bool,
+}
+
+impl Saga<'_, '_> {
+    fn rec(&self) -> &super::savepoint::PairRecord {
+        self.sp
+            .get(&self.key)
+            .expect("the run puts the record in the savepoint before the saga")
+    }
+
+    fn primary(&self) -> String {
+        self.rec().primary.clone()
+    }
+
+    fn secondary(&self) -> String {
+        self.rec().secondary.clone()
+    }
+
+    /// Changes the record and writes the savepoint before returning.
+    fn save<R>(
+        &mut self,
+        f: impl FnOnce(&mut super::savepoint::PairRecord) -> R,
+    ) -> Result<R, AppError> {
+        Ok(self.sp.update(&self.key, f)?)
+    }
+
+    /// Records a completed step.
+    fn complete(
+        &mut self,
+        step: Step,
+        f: impl FnOnce(&mut super::savepoint::PairRecord),
+    ) -> Result<(), AppError> {
+        self.save(|r| {
+            f(r);
+            r.last_step = Some(step);
+            if !r.status.is_final() {
+                r.status = PairStatus::InProgress;
+            }
+            r.error = None;
+            r.skip = None;
+        })
+    }
+
+    /// Which step comes next, from the journal (what is certain) and this process's own
+    /// checks (what must be re-checked after a restart).
+    fn next_step(&self) -> Option<Step> {
+        let rec = self.rec();
+        if rec.status.is_final() {
+            return None;
+        }
+        if rec.merged.is_some() {
+            // The record's own `--keep`: a pair in flight is finished the way it was started.
+            return match rec.last_step {
+                Some(Step::Reconcile) if rec.keep == Keep::Revu => Some(Step::AdoptExternalRef),
+                Some(Step::Reconcile | Step::AdoptExternalRef) => Some(Step::Done),
+                _ => Some(Step::Reconcile),
+            };
+        }
+        if let Some(m) = &rec.merge {
+            match &m.outcome {
+                None | Some(MergeOutcome::Unknown { .. }) => return Some(Step::RequestMerge),
+                Some(MergeOutcome::Accepted { .. }) => return Some(Step::AwaitMerge),
+                Some(_) => {} // certainly not applied: back to the pre-merge steps
+            }
+        }
+        if !self.validated {
+            Some(Step::Validate)
+        } else if rec.backup.is_none() {
+            Some(Step::Backup)
+        } else if !self.verified {
+            Some(Step::VerifyBackup)
+        } else {
+            Some(Step::RequestMerge)
+        }
+    }
+
+    async fn drive(&mut self) -> Result<PairResult, AppError> {
+        loop {
+            let Some(step) = self.next_step() else {
+                return Ok(match self.rec().status {
+                    PairStatus::AlreadyMerged => PairResult::AlreadyMerged,
+                    _ => PairResult::Merged,
+                });
+            };
+            // Ctrl-C: finish the step in hand, never start a new one. Checked before every
+            // step, so in particular before a merge request.
+            if self.ctx.stop.requested() {
+                return Ok(PairResult::Interrupted);
+            }
+            let started_at = Utc::now();
+            let t0 = Instant::now();
+            tracing::debug!(pair = %self.rec().email, %step, "step");
+            let (outcome, detail) = match step {
+                Step::Validate => self.validate().await?,
+                Step::Backup => self.backup().await?,
+                Step::VerifyBackup => self.verify_backup()?,
+                Step::RequestMerge => self.request_merge().await?,
+                Step::AwaitMerge => self.await_merge().await?,
+                Step::Reconcile => self.reconcile().await?,
+                Step::AdoptExternalRef => self.adopt_external_ref().await?,
+                Step::Done => self.done()?,
+            };
+            self.steps.push(StepRecord {
+                step,
+                started_at,
+                duration_ms: t0.elapsed().as_millis() as u64,
+                outcome: outcome.clone(),
+                detail,
+            });
+            match outcome {
+                StepOutcome::Completed => {}
+                StepOutcome::Skipped { reason } => {
+                    let status = if reason == SkipReason::AlreadyMerged {
+                        PairStatus::AlreadyMerged
+                    } else {
+                        PairStatus::Skipped
+                    };
+                    self.save(|r| {
+                        r.status = status;
+                        r.skip = Some(reason.clone());
+                        r.error = None;
+                        if status.is_final() {
+                            r.finished_at = Some(Utc::now());
+                        }
+                    })?;
+                    return Ok(if status.is_final() {
+                        PairResult::AlreadyMerged
+                    } else {
+                        PairResult::Skipped(reason)
+                    });
+                }
+                StepOutcome::Failed { error } => {
+                    tracing::warn!(pair = %self.rec().email, %error, "pair failed");
+                    self.save(|r| {
+                        r.status = PairStatus::Failed;
+                        r.error = Some(error.clone());
+                    })?;
+                    return Ok(PairResult::Failed(error));
+                }
+                StepOutcome::Unconfirmed => {
+                    self.save(|r| r.status = PairStatus::Unconfirmed)?;
+                    return Ok(PairResult::Unconfirmed);
+                }
+                StepOutcome::Interrupted => return Ok(PairResult::Interrupted),
+            }
+        }
+    }
+
+    /// A failed API call: fatal for the run, or a failure of this pair.
+    fn api_failure(step: Step, e: &ApiError) -> StepResult {
+        if is_fatal(e) {
+            return Err(AppError::Api(clone_api_error(e)));
+        }
+        Ok((
+            StepOutcome::Failed {
+                error: PairError::api(step, e),
+            },
+            None,
+        ))
+    }
+
+    /// Sleeps `d`, or less if Ctrl-C arrives; true when interrupted.
+    async fn nap(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => false,
+            _ = self.ctx.stop.soft() => true,
+        }
+    }
+
+    // ---- Validate -------------------------------------------------------------------------
+
+    async fn validate(&mut self) -> StepResult {
+        let Some(pair) = self.pair else {
+            return Ok((
+                StepOutcome::Skipped {
+                    reason: SkipReason::NotInCsv,
+                },
+                None,
+            ));
+        };
+        // The same live check as `--preview --check-live`, so both refuse the same pairs.
+        let (primary, secondary) = match validate::validate_pair(self.ctx.client, pair).await {
+            Err(e) => return Self::api_failure(Step::Validate, &e),
+            Ok(LiveCheck::Passed(live)) => {
+                for w in &live.warnings {
+                    tracing::warn!(pair = %pair.email, "{w}");
+                }
+                (live.primary, live.secondary)
+            }
+            Ok(LiveCheck::Refused {
+                problems,
+                secondary,
+                ..
+            }) => {
+                let detail = problems
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let reason = if already_merged_into(secondary.as_ref(), &pair.primary.rev_user_id) {
+                    SkipReason::AlreadyMerged
+                } else {
+                    problems
+                        .first()
+                        .map(skip_reason)
+                        .unwrap_or(SkipReason::NotInCsv)
+                };
+                return Ok((StepOutcome::Skipped { reason }, Some(detail)));
+            }
+        };
+        let (name, sref) = (primary.display_name.clone(), secondary.external_ref.clone());
+        self.complete(Step::Validate, |r| {
+            r.primary_display_name = name;
+            r.secondary_external_ref = sref;
+        })?;
+        self.live = Some((primary, secondary));
+        self.validated = true;
+        Ok((StepOutcome::Completed, None))
+    }
+
+    // ---- Backup ---------------------------------------------------------------------------
+
+    async fn backup(&mut self) -> StepResult {
+        let (Some(pair), Some((primary, secondary))) = (self.pair, self.live.as_ref()) else {
+            // next_step() only reaches Backup after Validate in this process.
+            return Ok((
+                StepOutcome::Failed {
+                    error: PairError::new(Step::Backup, "backup attempted without a validation"),
+                },
+                None,
+            ));
+        };
+        let input = BackupInput {
+            pair,
+            primary,
+            secondary,
+            run_id: self.ctx.run_id,
+            scope: self.ctx.scope,
+            root: self.ctx.backup_root,
+        };
+        match backup::take(self.ctx.client, input).await {
+            Ok(summary) => {
+                let detail = format!(
+                    "{} ticket(s), {} timeline entries, {} attachment(s), {} conversation(s) in {}",
+                    summary.tickets,
+                    summary.timeline_entries,
+                    summary.attachments,
+                    summary.conversations,
+                    summary.dir.display()
+                );
+                self.complete(Step::Backup, |r| r.backup = Some(summary))?;
+                // A backup verified by `take` itself still gets VerifyBackup: re-reading from
+                // disk is the check that counts.
+                self.verified = false;
+                Ok((StepOutcome::Completed, Some(detail)))
+            }
+            Err(BackupError::Api(e)) => Self::api_failure(Step::Backup, &e),
+            Err(e @ (BackupError::NoSpace { .. } | BackupError::Io { .. })) => Err(
+                AppError::CantCreate(format!("backup of {}: {e}", pair.email)),
+            ),
+            Err(e @ BackupError::Verification(_)) => Ok((
+                StepOutcome::Failed {
+                    error: PairError::new(Step::Backup, e.to_string()),
+                },
+                None,
+            )),
+        }
+    }
+
+    // ---- VerifyBackup ---------------------------------------------------------------------
+
+    fn verify_backup(&mut self) -> StepResult {
+        let Some(summary) = self.rec().backup.clone() else {
+            return Ok((
+                StepOutcome::Failed {
+                    error: PairError::new(Step::VerifyBackup, "no backup recorded"),
+                },
+                None,
+            ));
+        };
+        if let Err(msg) = backup::verify::verify_dir(&summary.dir) {
+            // A backup that does not verify is never merged over; the next run takes a new
+            // one.
+            self.save(|r| r.backup = None)?;
+            return Ok((
+                StepOutcome::Failed {
+                    error: PairError::new(
+                        Step::VerifyBackup,
+                        format!("backup {} does not verify: {msg}", summary.dir.display()),
+                    ),
+                },
+                None,
+            ));
+        }
+        self.complete(Step::VerifyBackup, |_| {})?;
+        self.verified = true;
+        Ok((
+            StepOutcome::Completed,
+            Some(summary.dir.display().to_string()),
+        ))
+    }
+
+    // ---- RequestMerge ---------------------------------------------------------------------
+
+    async fn request_merge(&mut self) -> StepResult {
+        // An earlier request whose outcome is unknown: find out, never ask again blindly.
+        if let Some(m) = self.rec().merge.clone() {
+            if !m
+                .outcome
+                .as_ref()
+                .is_some_and(MergeOutcome::certainly_not_applied)
+            {
+                return self.resolve_intent(m).await;
+            }
+        }
+        let (primary, secondary) = (self.primary(), self.secondary());
+        let requested_at = Utc::now();
+        // 1. The intent, on disk before the request leaves.
+        self.save(|r| {
+            let attempt = r.merge.as_ref().map_or(1, |m| m.attempt + 1);
+            if let Some(old) = r.merge.take() {
+                r.earlier_merges.push(old);
+            }
+            r.merge = Some(MergeIntent {
+                attempt,
+                requested_at,
+                outcome: None,
+            });
+        })?;
+        self.merge_sent = true;
+        // 2. The request, exactly once (the client never repeats a `Write` whose answer may
+        //    have followed the work).
+        let res = self.ctx.client.rev_users_merge(&primary, &secondary).await;
+        // 3. The outcome.
+        let outcome = match &res {
+            Ok(()) => MergeOutcome::Accepted { at: Utc::now() },
+            Err(ApiError::OutcomeUnknown { reason, .. }) => MergeOutcome::Unknown {
+                reason: reason.clone(),
+            },
+            Err(e @ ApiError::Unreachable { .. }) => MergeOutcome::NotSent {
+                reason: e.to_string(),
+            },
+            // 429 or 503 after the client's retries: turned away before any work.
+            Err(e) if matches!(e.status(), Some(429 | 503)) => MergeOutcome::NotSent {
+                reason: e.to_string(),
+            },
+            Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                MergeOutcome::Rejected {
+                    error: PairError::api(Step::RequestMerge, e),
+                }
+            }
+            Err(e) => MergeOutcome::Unknown {
+                reason: e.to_string(),
+            },
+        };
+        self.save(|r| {
+            if let Some(m) = r.merge.as_mut() {
+                m.outcome = Some(outcome.clone());
+            }
+            if matches!(outcome, MergeOutcome::Accepted { .. }) {
+                r.last_step = Some(Step::RequestMerge);
+            }
+        })?;
+        match (res, outcome) {
+            (Ok(()), _) => Ok((StepOutcome::Completed, None)),
+            (Err(_), MergeOutcome::Unknown { reason }) => {
+                tracing::warn!(pair = %self.rec().email, %reason, "merge answer lost; watching the secondary to find out whether it was applied");
+                let m = self.rec().merge.clone().expect("intent just written");
+                self.resolve_intent(m).await
+            }
+            (Err(e), _) if is_fatal(&e) => Err(AppError::Api(e)),
+            (Err(e), _) => Ok((
+                StepOutcome::Failed {
+                    error: PairError::api(Step::RequestMerge, &e),
+                },
+                None,
+            )),
+        }
+    }
+
+    /// Settles an intent with no known outcome by watching the secondary (see the module
+    /// docs): merged → continue with Reconcile; unmerged for a full `--merge-timeout` after
+    /// the request → `NotApplied`, and the pre-merge steps run again.
+    async fn resolve_intent(&mut self, m: MergeIntent) -> StepResult {
+        let timeout =
+            chrono::Duration::from_std(self.ctx.merge_timeout).unwrap_or(chrono::TimeDelta::MAX);
+        let deadline = m
+            .requested_at
+            .checked_add_signed(timeout)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut backoff = Backoff::new(self.ctx.min_backoff);
+        loop {
+            match self.observe().await {
+                Ok(Some(sign)) => {
+                    let detail = format!("resolved attempt {}: merged ({sign})", m.attempt);
+                    self.save(|r| {
+                        r.merged = Some(MergeConfirmation {
+                            at: Utc::now(),
+                            sign,
+                        });
+                        r.last_step = Some(Step::AwaitMerge);
+                    })?;
+                    return Ok((StepOutcome::Completed, Some(detail)));
+                }
+                // Only an observation taken after the deadline proves the merge did not happen.
+                Ok(None) if Utc::now() >= deadline => {
+                    let detail = format!(
+                        "resolved attempt {}: not applied {} s after the request; it will be sent again",
+                        m.attempt,
+                        self.ctx.merge_timeout.as_secs_f64()
+                    );
+                    tracing::warn!(pair = %self.rec().email, "{detail}");
+                    self.save(|r| {
+                        if let Some(cur) = r.merge.as_mut() {
+                            cur.outcome = Some(MergeOutcome::NotApplied {
+                                checked_at: Utc::now(),
+                            });
+                        }
+                    })?;
+                    // Re-check the contacts before asking again.
+                    self.validated = false;
+                    return Ok((StepOutcome::Completed, Some(detail)));
+                }
+                Ok(None) => {}
+                Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the secondary; will look again")
+                }
+            }
+            let left = (deadline - Utc::now()).to_std().unwrap_or_default();
+            let d = backoff.next_delay().min(left.max(Duration::from_millis(5)));
+            if self.nap(d).await {
+                return Ok((StepOutcome::Interrupted, None));
+            }
+        }
+    }
+
+    /// Is the secondary merged? `Ok(None)`: plainly not (yet).
+    async fn observe(&self) -> Result<Option<MergedSign>, ApiError> {
+        match self.ctx.client.rev_users_get(&self.secondary()).await {
+            Ok(u) => Ok(merged_sign(&u)),
+            Err(e) if e.is_not_found() => Ok(Some(MergedSign::NotFound)),
+            Err(e) if e.status() == Some(301) => Ok(Some(MergedSign::Moved)),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---- AwaitMerge -----------------------------------------------------------------------
+
+    async fn await_merge(&mut self) -> StepResult {
+        let deadline = Instant::now() + self.ctx.merge_timeout;
+        let mut backoff = Backoff::new(self.ctx.min_backoff);
+        let mut last_error: Option<ApiError>;
+        // DevRev never applies a merge within its own answer, so a look right away would be
+        // a wasted call: wait one backoff first.
+        if self
+            .nap(backoff.next_delay().min(self.ctx.merge_timeout))
+            .await
+        {
+            return Ok((StepOutcome::Interrupted, None));
+        }
+        loop {
+            match self.observe().await {
+                Ok(Some(sign)) => {
+                    let detail = sign.to_string();
+                    self.complete(Step::AwaitMerge, |r| {
+                        r.merged = Some(MergeConfirmation {
+                            at: Utc::now(),
+                            sign,
+                        });
+                    })?;
+                    return Ok((StepOutcome::Completed, Some(detail)));
+                }
+                Ok(None) => last_error = None,
+                Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the secondary; will look again");
+                    last_error = Some(e);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                if let Some(e) = last_error {
+                    return Self::api_failure(Step::AwaitMerge, &e);
+                }
+                let detail = format!(
+                    "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
+                    self.ctx.merge_timeout.as_secs_f64()
+                );
+                tracing::warn!(pair = %self.rec().email, "{detail}");
+                return Ok((StepOutcome::Unconfirmed, Some(detail)));
+            }
+            if self.nap(backoff.next_delay().min(deadline - now)).await {
+                return Ok((StepOutcome::Interrupted, None));
+            }
+        }
+    }
+
+    // ---- Reconcile ------------------------------------------------------------------------
+
+    async fn reconcile(&mut self) -> StepResult {
+        let step = Step::Reconcile;
+        let (primary, secondary) = (self.primary(), self.secondary());
+        let Some(summary) = self.rec().backup.clone() else {
+            return Ok((
+                StepOutcome::Failed {
+                    error: PairError::new(step, "no backup recorded"),
+                },
+                None,
+            ));
+        };
+        let (backed_up, backed_up_convs) = match load_backup(&summary.dir) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok((
+                    StepOutcome::Failed {
+                        error: PairError::new(step, e),
+                    },
+                    None,
+                ));
+            }
+        };
+        let client = self.ctx.client;
+        let mut merged: BTreeMap<String, String> = self
+            .sp
+            .file()
+            .pairs
+            .values()
+            .filter(|r| r.merged.is_some())
+            .map(|r| (r.secondary.clone(), r.primary.clone()))
+            .collect();
+        merged.insert(secondary.clone(), primary.clone());
+
+        // Tickets: one listing finds the primary's tickets and any still naming the secondary.
+        let listed = match tickets_of_both(client, &primary, &secondary).await {
+            Ok(v) => v,
+            Err(e) => return Self::api_failure(step, &e),
+        };
+        let mut listed: BTreeMap<String, Work> =
+            listed.into_iter().map(|w| (w.id.clone(), w)).collect();
+        let mut todo: Vec<(String, Option<usize>)> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for t in &backed_up {
+            if seen.insert(t.id.clone()) {
+                todo.push((
+                    t.id.clone(),
+                    position_hint(&t.reported_by, &primary, &secondary),
+                ));
+            }
+        }
+        // Tickets created after the backup that still name the secondary are repaired too.
+        for (id, w) in &listed {
+            if !seen.contains(id) && w.reported_by.iter().any(|u| u.id == secondary) {
+                seen.insert(id.clone());
+                todo.push((id.clone(), None));
+            }
+        }
+        let mut repaired_now = 0usize;
+        for (id, hint) in todo {
+            let current = match listed.remove(&id) {
+                Some(w) => w,
+                None => match client.works_get(&id).await {
+                    Ok(w) => w,
+                    Err(e) if e.is_not_found() => {
+                        tracing::warn!(ticket = %id, "backed-up ticket no longer exists; it is in the backup");
+                        self.save(|r| {
+                            if !r.repairs.tickets_gone.contains(&id) {
+                                r.repairs.tickets_gone.push(id.clone());
+                            }
+                        })?;
+                        continue;
+                    }
+                    Err(e) => return Self::api_failure(step, &e),
+                },
+            };
+            let now = ids(&current.reported_by);
+            let want = replace_members(&now, &merged, &primary, hint);
+            if want == now {
+                continue;
+            }
+            match client.works_set_reported_by(&id, &want).await {
+                Ok(w) if ids(&w.reported_by) == want => {}
+                Ok(w) => {
+                    return Ok((
+                        StepOutcome::Failed {
+                            error: PairError::new(
+                                step,
+                                format!(
+                                    "ticket {}: reported_by is {:?} after setting {:?}",
+                                    w.label(),
+                                    ids(&w.reported_by),
+                                    want
+                                ),
+                            ),
+                        },
+                        None,
+                    ));
+                }
+                Err(e) => return Self::api_failure(step, &e),
+            }
+            repaired_now += 1;
+            self.save(|r| {
+                if !r.repairs.tickets.contains(&id) {
+                    r.repairs.tickets.push(id.clone());
+                }
+            })?;
+        }
+
+        // Conversations: the same for members. There is no conversations.get, so one that
+        // names neither contact any more is rebuilt from its backed-up member list.
+        let listed = match conversations_of_both(client, &primary, &secondary).await {
+            Ok(v) => v,
+            Err(e) => return Self::api_failure(step, &e),
+        };
+        let mut listed: BTreeMap<String, Conversation> =
+            listed.into_iter().map(|c| (c.id.clone(), c)).collect();
+        let mut todo: Vec<Conversation> = Vec::new();
+        let mut seen = BTreeSet::new();
+        for c in backed_up_convs {
+            if seen.insert(c.id.clone()) {
+                todo.push(c);
+            }
+        }
+        for (id, c) in &listed {
+            if !seen.contains(id) && c.members.iter().any(|u| u.id == secondary) {
+                seen.insert(id.clone());
+                todo.push(c.clone());
+            }
+        }
+        let mut convs_now = 0usize;
+        for c in todo {
+            let hint = position_hint(&c.members, &primary, &secondary);
+            let current = listed.remove(&c.id).unwrap_or(c);
+            let now = ids(&current.members);
+            let want = replace_members(&now, &merged, &primary, hint);
+            if want == now {
+                continue;
+            }
+            match client.conversations_set_members(&current.id, &want).await {
+                Ok(updated) if ids(&updated.members) == want => {}
+                Ok(updated) => {
+                    return Ok((
+                        StepOutcome::Failed {
+                            error: PairError::new(
+                                step,
+                                format!(
+                                    "conversation {}: members are {:?} after setting {:?}",
+                                    updated.label(),
+                                    ids(&updated.members),
+                                    want
+                                ),
+                            ),
+                        },
+                        None,
+                    ));
+                }
+                Err(e) => return Self::api_failure(step, &e),
+            }
+            convs_now += 1;
+            let id = current.id.clone();
+            self.save(|r| {
+                if !r.repairs.conversations.contains(&id) {
+                    r.repairs.conversations.push(id.clone());
+                }
+            })?;
+        }
+
+        // The primary's display name, if the merge changed it.
+        let mut renamed = false;
+        if let Some(original) = self.rec().primary_display_name.clone() {
+            let current = match client.rev_users_get(&primary).await {
+                Ok(u) => u,
+                Err(e) => return Self::api_failure(step, &e),
+            };
+            if current.display_name.as_deref() != Some(original.as_str()) {
+                match client
+                    .rev_users_update(&primary, json!({ "display_name": original }))
+                    .await
+                {
+                    Ok(u) if u.display_name.as_deref() == Some(original.as_str()) => renamed = true,
+                    Ok(u) => {
+                        return Ok((
+                            StepOutcome::Failed {
+                                error: PairError::new(
+                                    step,
+                                    format!(
+                                        "display name is {:?} after restoring {original:?}",
+                                        u.display_name
+                                    ),
+                                ),
+                            },
+                            None,
+                        ));
+                    }
+                    Err(e) => return Self::api_failure(step, &e),
+                }
+            }
+        }
+        self.complete(step, |r| {
+            if renamed {
+                r.repairs.display_name_restored = true;
+            }
+        })?;
+        let detail = format!(
+            "{repaired_now} ticket(s) and {convs_now} conversation(s) repaired{}",
+            if renamed {
+                ", display name restored"
+            } else {
+                ""
+            }
+        );
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    // ---- AdoptExternalRef -----------------------------------------------------------------
+
+    async fn adopt_external_ref(&mut self) -> StepResult {
+        let step = Step::AdoptExternalRef;
+        let primary = self.primary();
+        let target = match self.rec().secondary_external_ref.clone() {
+            Some(r) if classify_ref(&r) == RefClass::User => r,
+            other => {
+                // Validate guarantees a user_ ref under --keep revu; anything else is left
+                // alone rather than guessed at.
+                let detail = format!("nothing to adopt (secondary's ref was {other:?})");
+                self.complete(step, |_| {})?;
+                return Ok((StepOutcome::Completed, Some(detail)));
+            }
+        };
+        // DevRev keeps the merged secondary's ref unique for a while; 409 until it is freed.
+        let deadline = Instant::now() + self.ctx.merge_timeout;
+        let mut backoff = Backoff::new(self.ctx.min_backoff);
+        let mut conflicts = 0u32;
+        loop {
+            match self
+                .ctx
+                .client
+                .rev_users_update(&primary, json!({ "external_ref": target }))
+                .await
+            {
+                Ok(u) if u.external_ref.as_deref() == Some(target.as_str()) => break,
+                Ok(u) => {
+                    return Ok((
+                        StepOutcome::Failed {
+                            error: PairError::new(
+                                step,
+                                format!(
+                                    "external_ref is {:?} after setting {target:?}",
+                                    u.external_ref
+                                ),
+                            ),
+                        },
+                        None,
+                    ));
+                }
+                Err(e) if e.is_conflict() => {
+                    conflicts += 1;
+                    let now = Instant::now();
+                    if now >= deadline {
+                        let mut err = PairError::api(step, &e);
+                        err.message = format!(
+                            "{target} was still taken {} s after the merge ({conflicts} conflict answers); \
+                             re-run to try again: {}",
+                            self.ctx.merge_timeout.as_secs_f64(),
+                            err.message
+                        );
+                        return Ok((StepOutcome::Failed { error: err }, None));
+                    }
+                    tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
+                    if self.nap(backoff.next_delay().min(deadline - now)).await {
+                        return Ok((StepOutcome::Interrupted, None));
+                    }
+                }
+                Err(e) => return Self::api_failure(step, &e),
+            }
+        }
+        let detail = format!("{target} (after {conflicts} conflict answer(s))");
+        self.complete(step, |r| r.external_ref_adopted = Some(target))?;
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    // ---- Done -----------------------------------------------------------------------------
+
+    fn done(&mut self) -> StepResult {
+        self.save(|r| {
+            r.last_step = Some(Step::Done);
+            r.status = PairStatus::Merged;
+            r.error = None;
+            r.finished_at = Some(Utc::now());
+        })?;
+        Ok((StepOutcome::Completed, None))
+    }
+}
+
+/// The secondary already points at this primary: the merge happened (in an earlier run
+/// whose savepoint was lost, or by hand), so there is nothing to do.
+fn already_merged_into(secondary: Option<&RevUser>, primary: &str) -> bool {
+    secondary
+        .and_then(|s| s.primary_identity.as_ref())
+        .is_some_and(|p| p.id == primary)
+}
+
+/// A live-check problem as a savepoint skip reason.
+pub fn skip_reason(p: &LiveProblem) -> SkipReason {
+    let role = |r: &validate::Role| match r {
+        validate::Role::Primary => Role::Primary,
+        validate::Role::Secondary => Role::Secondary,
+    };
+    match p {
+        LiveProblem::NotFound { role: r, .. } => SkipReason::ContactMissing { role: role(r) },
+        LiveProblem::NotActive { role: r, state } => SkipReason::NotActive {
+            role: role(r),
+            state: state.clone(),
+        },
+        LiveProblem::AlreadyMerged { role: r, evidence } => SkipReason::MergedElsewhere {
+            role: role(r),
+            evidence: evidence.clone(),
+        },
+        LiveProblem::EmailChanged { role: r, live, .. } => SkipReason::EmailChanged {
+            role: role(r),
+            email: live.clone().unwrap_or_default(),
+        },
+        LiveProblem::RefChanged { role: r, csv, live } => SkipReason::RefChanged {
+            role: role(r),
+            csv: csv.clone(),
+            live: live.clone(),
+        },
+        LiveProblem::UnverifiedIntoVerified => SkipReason::UnverifiedIntoVerified,
+    }
+}
+
+/// Refused filters: DevRev may reject the id of a merged (deleted) secondary.
+fn filter_refused(e: &ApiError) -> bool {
+    matches!(e.status(), Some(400 | 404))
+}
+
+/// Tickets naming the primary or the secondary; if DevRev refuses the secondary's id (it may
+/// be gone), tickets naming the primary.
+async fn tickets_of_both(
+    client: &DevRevClient,
+    primary: &str,
+    secondary: &str,
+) -> Result<Vec<Work>, ApiError> {
+    match client.tickets_reported_by(&[primary, secondary]).await {
+        Err(e) if filter_refused(&e) => {
+            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
+            client.tickets_reported_by(&[primary]).await
+        }
+        other => other,
+    }
+}
+
+/// Conversations with either contact as a member (same fallback as [`tickets_of_both`]).
+async fn conversations_of_both(
+    client: &DevRevClient,
+    primary: &str,
+    secondary: &str,
+) -> Result<Vec<Conversation>, ApiError> {
+    match client
+        .conversations_with_members(&[primary, secondary])
+        .await
+    {
+        Err(e) if filter_refused(&e) => {
+            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
+            client.conversations_with_members(&[primary]).await
+        }
+        other => other,
+    }
+}
+
+fn load_backup(dir: &Path) -> Result<(Vec<Work>, Vec<Conversation>), String> {
+    let tickets = backup::load_tickets(dir)
+        .map_err(|e| format!("cannot read the backup in {}: {e}", dir.display()))?;
+    let convs = backup::load_conversations(dir)
+        .map_err(|e| format!("cannot read the backup in {}: {e}", dir.display()))?;
+    Ok((tickets, convs))
+}
+
+/// `ApiError` holds a boxed body and a reqwest-free payload, but is not `Clone`; fatal errors
+/// are re-built to leave the step.
+fn clone_api_error(e: &ApiError) -> ApiError {
+    match e {
+        ApiError::Status {
+            endpoint,
+            status,
+            body,
+        } => ApiError::Status {
+            endpoint: endpoint.clone(),
+            status: *status,
+            body: body.clone(),
+        },
+        ApiError::Unreachable {
+            endpoint,
+            attempts,
+            reason,
+        } => ApiError::Unreachable {
+            endpoint: endpoint.clone(),
+            attempts: *attempts,
+            reason: reason.clone(),
+        },
+        ApiError::OutcomeUnknown { endpoint, reason } => ApiError::OutcomeUnknown {
+            endpoint: endpoint.clone(),
+            reason: reason.clone(),
+        },
+        ApiError::Decode { endpoint, reason } => ApiError::Decode {
+            endpoint: endpoint.clone(),
+            reason: reason.clone(),
+        },
+        ApiError::Download { what, reason } => ApiError::Download {
+            what: what.clone(),
+            reason: reason.clone(),
+        },
+        ApiError::Cancelled => ApiError::Cancelled,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Contact;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn replace_member(current: &[String], p: &str, sec: &str, hint: Option<usize>) -> Vec<String> {
+        let map = BTreeMap::from([(sec.to_string(), p.to_string())]);
+        replace_members(current, &map, p, hint)
+    }
+
+    #[test]
+    fn replace_keeps_order_and_others_and_never_duplicates() {
+        assert_eq!(
+            replace_member(&s(&["a", "S", "b"]), "P", "S", None),
+            s(&["a", "P", "b"])
+        );
+        assert_eq!(
+            replace_member(&s(&["P", "a", "S", "b"]), "P", "S", None),
+            s(&["P", "a", "b"])
+        );
+        assert_eq!(
+            replace_member(&s(&["a", "S", "P"]), "P", "S", None),
+            s(&["a", "P"])
+        );
+        assert_eq!(
+            replace_member(&s(&["a", "P"]), "P", "S", None),
+            s(&["a", "P"]),
+            "already right"
+        );
+        assert_eq!(
+            replace_member(&s(&["a", "b"]), "P", "S", Some(1)),
+            s(&["a", "P", "b"]),
+            "put back"
+        );
+        assert_eq!(
+            replace_member(&s(&["a"]), "P", "S", Some(7)),
+            s(&["a", "P"]),
+            "hint clamped"
+        );
+        assert_eq!(replace_member(&[], "P", "S", None), s(&["P"]));
+        assert_eq!(replace_member(&s(&["S", "S"]), "P", "S", None), s(&["P"]));
+        // Another pair's merged secondary is mapped to its primary in the same write.
+        let map = BTreeMap::from([
+            ("S".to_string(), "P".to_string()),
+            ("T".to_string(), "Q".to_string()),
+        ]);
+        assert_eq!(
+            replace_members(&s(&["T", "a", "S", "Q"]), &map, "P", None),
+            s(&["Q", "a", "P"])
+        );
+    }
+
+    fn user(id: &str, email: &str, r: &str) -> RevUser {
+        RevUser {
+            id: id.into(),
+            email: Some(email.into()),
+            external_ref: Some(r.into()),
+            state: Some("active".into()),
+            ..Default::default()
+        }
+    }
+
+    fn contact(id: &str, r: &str) -> Contact {
+        Contact {
+            line: 2,
+            rev_user_id: id.into(),
+            display_name: "x".into(),
+            email: "a@example.com".into(),
+            external_ref: r.into(),
+            full_name: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            ticket_count: None,
+        }
+    }
+
+    fn pair() -> Pair {
+        Pair {
+            email: "a@example.com".into(),
+            primary: contact("P", "REVU-1"),
+            secondary: contact("S", "user_1"),
+        }
+    }
+
+    /// The live check's verdict as the saga files it.
+    fn verdict(p: &RevUser, s: &RevUser) -> Option<SkipReason> {
+        match validate::judge(&pair(), Some(p.clone()), Some(s.clone())) {
+            LiveCheck::Passed(_) => None,
+            LiveCheck::Refused {
+                problems,
+                secondary,
+                ..
+            } => Some(if already_merged_into(secondary.as_ref(), "P") {
+                SkipReason::AlreadyMerged
+            } else {
+                skip_reason(&problems[0])
+            }),
+        }
+    }
+
+    #[test]
+    fn live_checks_catch_drift() {
+        let p = user("P", "A@Example.com ", "REVU-1");
+        let s = user("S", "a@example.com", "user_1");
+        assert_eq!(verdict(&p, &s), None);
+
+        let mut s2 = s.clone();
+        s2.primary_identity = Some(UserSummary {
+            id: "P".into(),
+            ..Default::default()
+        });
+        assert_eq!(verdict(&p, &s2), Some(SkipReason::AlreadyMerged));
+        s2.primary_identity.as_mut().unwrap().id = "Q".into();
+        assert!(matches!(
+            verdict(&p, &s2),
+            Some(SkipReason::MergedElsewhere {
+                role: Role::Secondary,
+                ..
+            })
+        ));
+
+        let mut s3 = s.clone();
+        s3.state = Some("deactivated".into());
+        assert!(matches!(
+            verdict(&p, &s3),
+            Some(SkipReason::NotActive {
+                role: Role::Secondary,
+                ..
+            })
+        ));
+
+        let mut s4 = s.clone();
+        s4.email = Some("other@example.com".into());
+        assert!(matches!(
+            verdict(&p, &s4),
+            Some(SkipReason::EmailChanged {
+                role: Role::Secondary,
+                ..
+            })
+        ));
+
+        let mut s5 = s.clone();
+        s5.external_ref = Some("user_1-drop-don:identity:x:revu/S".into());
+        assert!(matches!(
+            verdict(&p, &s5),
+            Some(SkipReason::MergedElsewhere { .. })
+        ));
+        let mut s6 = s.clone();
+        s6.external_ref = Some("user_2".into());
+        assert!(matches!(
+            verdict(&p, &s6),
+            Some(SkipReason::RefChanged { .. })
+        ));
+
+        let (mut pv, mut su) = (p.clone(), s.clone());
+        pv.is_verified = Some(true);
+        su.is_verified = Some(false);
+        assert_eq!(verdict(&pv, &su), Some(SkipReason::UnverifiedIntoVerified));
+        su.is_verified = Some(true);
+        assert_eq!(verdict(&pv, &su), None);
+
+        // Skip reasons survive the savepoint.
+        let r = SkipReason::RefChanged {
+            role: Role::Primary,
+            csv: "REVU-1".into(),
+            live: None,
+        };
+        let back: SkipReason = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.code(), "ref_changed");
+    }
+
+    #[test]
+    fn merged_signs() {
+        let mut s = user("S", "a@example.com", "user_1");
+        assert_eq!(merged_sign(&s), None);
+        s.external_ref = Some("user_1-drop-don:x".into());
+        assert!(matches!(merged_sign(&s), Some(MergedSign::DropRef { .. })));
+        s.state = Some("deactivated".into());
+        assert!(matches!(
+            merged_sign(&s),
+            Some(MergedSign::NotActive { .. })
+        ));
+        s.primary_identity = Some(UserSummary {
+            id: "P".into(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            merged_sign(&s),
+            Some(MergedSign::PrimaryIdentity { .. })
+        ));
+    }
+
+    #[test]
+    fn fatal_errors_stop_the_run() {
+        let st = |status| ApiError::Status {
+            endpoint: "x".into(),
+            status,
+            body: Box::default(),
+        };
+        assert!(is_fatal(&st(401)));
+        assert!(is_fatal(&st(429)));
+        assert!(!is_fatal(&st(500)));
+        assert!(!is_fatal(&st(404)));
+        assert!(is_fatal(&ApiError::Unreachable {
+            endpoint: "x".into(),
+            attempts: 3,
+            reason: "refused".into()
+        }));
+    }
+}

@@ -6,4 +6,6 @@ mod support;
 mod backup;
 mod detect;
 mod fake_selftest;
+mod merge;
+mod merge_crash;
 mod test_api;
