@@ -29,7 +29,7 @@ cat big.csv > /dev/null
 # Peak RSS: GNU time if present, else Python's getrusage of the child.
 measure() {
   if /usr/bin/time -f '' true 2>/dev/null; then
-    /usr/bin/time -f '%e %M' "$@" > /dev/null 2> time.txt || { cat time.txt; return 1; }
+    /usr/bin/time -f '%e %M %U %S' "$@" > /dev/null 2> time.txt || { cat time.txt; return 1; }
     tail -n1 time.txt
   else
     python3 - "$@" <<'PY'
@@ -39,14 +39,17 @@ rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
 wall = time.monotonic() - t0
 if rc != 0:
     sys.exit(rc)
-print(f"{wall:.2f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}")
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{wall:.2f} {ru.ru_maxrss} {ru.ru_utime:.2f} {ru.ru_stime:.2f}")
 PY
   fi
 }
 
 for i in $(seq 1 "$RUNS"); do
-  read -r secs kb < <(measure "$bin" --csv big.csv --preview --json -q)
-  printf 'run %d: wall %.2f s, peak RSS %.1f MB\n' "$i" "$secs" "$(echo "$kb / 1024" | bc -l)"
+  read -r secs kb user sys < <(measure "$bin" --csv big.csv --preview --json -q)
+  printf 'run %d: wall %.2f s, peak RSS %.1f MB (cpu: user %.2f s, sys %.2f s)\n' \
+    "$i" "$secs" "$(echo "$kb / 1024" | bc -l)" "$user" "$sys"
 done
 plan="$(ls -t reports/plan-*.json | head -n1)"
-echo "plan file: $(du -h "$plan" | cut -f1); $(grep -m1 -o '"rows_read": [0-9]*' "$plan"), $(grep -c '"secondary": {' "$plan") pairs"
+echo "plan file: $(du -h "$plan" | cut -f1), $(grep -m1 -o '"rows_read": [0-9]*' "$plan"), $(grep -c '"secondary":{' "$plan") pairs"
+echo "load average during the runs: $(cut -d' ' -f1-3 /proc/loadavg) (2 cores are shared with other work)"
