@@ -775,14 +775,20 @@ pub fn plan_from_reader<R: Read + Seek + Send>(
     let domain = opts
         .email_domain
         .as_deref()
-        .map(|d| d.trim().trim_start_matches('@').to_lowercase());
+        .map(|d| d.trim().trim_start_matches('@').to_lowercase())
+        .filter(|d| !d.is_empty());
 
     // Real exports run at about 170 bytes per row: sizing the summaries up front saves
     // growing them a dozen times.
+    // The file is read twice, so it must be seekable (a pipe is not).
     let len = src
         .seek(std::io::SeekFrom::End(0))
         .and_then(|n| src.rewind().map(|()| n))
-        .map_err(read_err(name))?;
+        .map_err(|e| {
+            AppError::Data(format!(
+                "{name}: cannot be read twice ({e}); save the export to a file and pass that file"
+            ))
+        })?;
     let expected_rows = usize::try_from(len / 170).unwrap_or(0).min(1 << 26);
 
     // ---- pass 1: validate everything, remember 32 bytes per row ----

@@ -399,6 +399,15 @@ fn malformed_csvs_stop_with_exit_65_and_say_where() {
             "{what}: no plan for a bad file"
         );
     }
+    // A pipe cannot be read twice.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = cmd(tmp.path())
+        .args(["--csv", "/dev/stdin", "--preview"])
+        .write_stdin(format!("{H}{ok}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/stdin: cannot be read twice"));
     // A file that is not there.
     let tmp = tempfile::tempdir().unwrap();
     let out = cmd(tmp.path())
