@@ -12,7 +12,7 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::cli::{BackupScope, Keep};
 use crate::config::Config;
-use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewReason};
+use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewGroup, ReviewReason};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::{AppError, code};
 use crate::fsutil;
@@ -401,15 +401,18 @@ fn tickets(c: &Contact) -> String {
 }
 
 /// A plain left-aligned table; `right` marks right-aligned columns.
-fn table<W: Write>(
+fn table<W: Write, T>(
     w: &mut W,
     head: &[&str],
     right: &[bool],
-    rows: &[Vec<String>],
+    items: &[T],
+    cells: impl Fn(&T) -> Vec<String>,
 ) -> io::Result<()> {
+    // Two passes over the items (widths, then lines) so a table of a hundred thousand pairs
+    // never sits in memory as text.
     let mut width: Vec<usize> = head.iter().map(|h| h.chars().count()).collect();
-    for r in rows {
-        for (i, cell) in r.iter().enumerate() {
+    for item in items {
+        for (i, cell) in cells(item).iter().enumerate() {
             width[i] = width[i].max(cell.chars().count());
         }
     }
@@ -432,8 +435,8 @@ fn table<W: Write>(
         writeln!(w, "{}", s.trim_end())
     };
     line(w, &head.iter().map(|h| h.to_string()).collect::<Vec<_>>())?;
-    for r in rows {
-        line(w, r)?;
+    for item in items {
+        line(w, &cells(item))?;
     }
     Ok(())
 }
@@ -574,20 +577,17 @@ pub fn print_human<W: Write>(
     let take = |total: usize| limit.map_or(total, |l| l.min(total));
     heading(w, "Clean pairs", plan.pairs.len(), limit, plan_path)?;
     if !plan.pairs.is_empty() {
-        let rows: Vec<Vec<String>> = plan.pairs[..take(plan.pairs.len())]
-            .iter()
-            .map(|p| {
-                vec![
-                    cut(&p.email, 40),
-                    p.primary.display_id(),
-                    cut(&p.primary.external_ref, 32),
-                    tickets(&p.primary),
-                    p.secondary.display_id(),
-                    cut(&p.secondary.external_ref, 32),
-                    tickets(&p.secondary),
-                ]
-            })
-            .collect();
+        let pair_cells = |p: &Pair| {
+            vec![
+                cut(&p.email, 40),
+                p.primary.display_id(),
+                cut(&p.primary.external_ref, 32),
+                tickets(&p.primary),
+                p.secondary.display_id(),
+                cut(&p.secondary.external_ref, 32),
+                tickets(&p.secondary),
+            ]
+        };
         table(
             w,
             &[
@@ -600,32 +600,31 @@ pub fn print_human<W: Write>(
                 "TICKETS",
             ],
             &[false, false, false, true, false, false, true],
-            &rows,
+            &plan.pairs[..take(plan.pairs.len())],
+            pair_cells,
         )?;
     }
 
     heading(w, "Needs review", plan.needs_review.len(), limit, plan_path)?;
     if !plan.needs_review.is_empty() {
-        let rows: Vec<Vec<String>> = plan.needs_review[..take(plan.needs_review.len())]
-            .iter()
-            .map(|g| {
-                let mut members: Vec<String> = g.contacts.iter().take(3).map(member).collect();
-                if g.contacts.len() > 3 {
-                    members.push(format!("... {} more", g.contacts.len() - 3));
-                }
-                vec![
-                    cut(&g.email, 40),
-                    g.reason.describe().to_string(),
-                    g.contacts.len().to_string(),
-                    members.join(", "),
-                ]
-            })
-            .collect();
+        let group_cells = |g: &ReviewGroup| {
+            let mut members: Vec<String> = g.contacts.iter().take(3).map(member).collect();
+            if g.contacts.len() > 3 {
+                members.push(format!("... {} more", g.contacts.len() - 3));
+            }
+            vec![
+                cut(&g.email, 40),
+                g.reason.describe().to_string(),
+                g.contacts.len().to_string(),
+                members.join(", "),
+            ]
+        };
         table(
             w,
             &["EMAIL", "REASON", "ROWS", "CONTACTS (display id [ref])"],
             &[false, false, true, false],
-            &rows,
+            &plan.needs_review[..take(plan.needs_review.len())],
+            group_cells,
         )?;
     }
 
@@ -637,15 +636,12 @@ pub fn print_human<W: Write>(
             limit,
             plan_path,
         )?;
-        let rows: Vec<Vec<String>> = plan.no_email[..take(plan.no_email.len())]
-            .iter()
-            .map(|c| vec![c.line.to_string(), member(c), cut(&c.display_name, 40)])
-            .collect();
         table(
             w,
             &["LINE", "CONTACT (display id [ref])", "DISPLAY NAME"],
             &[true, false, false],
-            &rows,
+            &plan.no_email[..take(plan.no_email.len())],
+            |c: &Contact| vec![c.line.to_string(), member(c), cut(&c.display_name, 40)],
         )?;
     }
     writeln!(w, "\nPlan written to {}", plan_path.display())
