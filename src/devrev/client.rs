@@ -558,6 +558,16 @@ impl DevRevClient {
 
     /// Every ticket whose `reported_by` names any of `user_ids`.
     pub async fn tickets_reported_by(&self, user_ids: &[&str]) -> Result<Vec<Work>, ApiError> {
+        self.tickets_reported_by_as(user_ids).await
+    }
+
+    /// [`Self::tickets_reported_by`], decoded as `T`: backups take `serde_json::Value` to
+    /// keep every ticket exactly as DevRev sent it. Filters are OR within a field, so a
+    /// ticket naming several of `user_ids` comes back once.
+    pub async fn tickets_reported_by_as<T: DeserializeOwned>(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<Vec<T>, ApiError> {
         self.list_all(
             "works.list",
             json!({ "type": ["ticket"], "reported_by": user_ids }),
@@ -603,6 +613,14 @@ impl DevRevClient {
 
     /// The whole timeline of an object (ticket or conversation), all pages.
     pub async fn timeline_entries(&self, object: &str) -> Result<Vec<TimelineEntry>, ApiError> {
+        self.timeline_entries_as(object).await
+    }
+
+    /// [`Self::timeline_entries`], decoded as `T` (`Value` for backups).
+    pub async fn timeline_entries_as<T: DeserializeOwned>(
+        &self,
+        object: &str,
+    ) -> Result<Vec<T>, ApiError> {
         self.list_all(
             "timeline-entries.list",
             json!({ "object": object }),
@@ -616,6 +634,14 @@ impl DevRevClient {
         &self,
         user_ids: &[&str],
     ) -> Result<Vec<Conversation>, ApiError> {
+        self.conversations_with_members_as(user_ids).await
+    }
+
+    /// [`Self::conversations_with_members`], decoded as `T` (`Value` for backups).
+    pub async fn conversations_with_members_as<T: DeserializeOwned>(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<Vec<T>, ApiError> {
         self.list_all(
             "conversations.list",
             json!({ "members": user_ids }),
