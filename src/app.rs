@@ -43,7 +43,11 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     {
         return rt.block_on(crate::merge::run(&cfg, csv));
     }
+    // clap's argument group makes one command mandatory, so only a flag combination it
+    // cannot express (e.g. `--backup-only` without `--csv`) gets here.
     Err(AppError::Usage(
-        "this command is not implemented yet".into(),
+        "nothing to do: give one of --csv FILE [--preview | --backup-only], --test-api, \
+         --create-test-sample or --verify-backups DIR (see --help)"
+            .into(),
     ))
 }

@@ -198,6 +198,15 @@ pub fn parse_base_url(raw: &str) -> Result<url::Url, AppError> {
     let mut url = url::Url::parse(raw.trim()).map_err(|e| {
         AppError::Config(format!("DEVREV_BASE_URL {raw:?} is not a valid URL: {e}"))
     })?;
+    // Whatever is in the URL is copied into reports and logs; credentials belong in
+    // DEVREV_API_TOKEN only.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(AppError::Config(
+            "DEVREV_BASE_URL must not contain a user name or password: the API token goes in \
+             DEVREV_API_TOKEN, and the base URL is copied into reports and logs."
+                .into(),
+        ));
+    }
     match url.scheme() {
         "https" => {}
         "http" => {
@@ -243,6 +252,14 @@ mod tests {
         assert!(e.to_string().contains("refusing plain http://"));
         assert_eq!(e.exit_code(), 78);
         assert!(parse_base_url("ftp://x").is_err());
+    }
+
+    #[test]
+    fn credentials_in_the_base_url_are_refused_without_echoing_them() {
+        let e = parse_base_url("https://me:s3cr3t@api.devrev.ai").unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        assert!(!e.to_string().contains("s3cr3t"));
+        assert!(parse_base_url("https://tok@api.devrev.ai").is_err());
     }
 
     #[test]

@@ -43,7 +43,9 @@ pub enum AppError {
     /// An error from the DevRev API; its exit code depends on its kind.
     #[error(transparent)]
     Api(#[from] ApiError),
-    /// An I/O failure reading input.
+    /// An I/O failure that is not about the input's content: starting the runtime, writing
+    /// stdout, listing a folder, reading the terminal. Exit 73 (a CSV that cannot be opened
+    /// is `Data`, 65).
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -8,14 +8,16 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::detect::{Contact, Pair, RefClass, ReviewReason, classify_ref, normalize_email};
 use crate::devrev::types::RevUser;
 use crate::devrev::{ApiError, DevRevClient};
 
-/// Which side of the pair a finding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Which side of the pair a finding is about (also in the saga's skip reasons, which the
+/// savepoint stores: hence `Deserialize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Primary,
@@ -237,6 +239,46 @@ fn check_contact(
             expected: email.to_string(),
             live: live.email.clone(),
         });
+    }
+}
+
+/// Refused filters: DevRev may reject the id of a merged (deleted) secondary.
+fn filter_refused(e: &ApiError) -> bool {
+    matches!(e.status(), Some(400 | 404))
+}
+
+/// Tickets naming the primary or the secondary (after a merge too, which is why it is shared by
+/// the saga and `--verify-backups --against-api`); if DevRev refuses the secondary's id (it may
+/// be gone), tickets naming the primary.
+pub async fn tickets_of_both<T: DeserializeOwned>(
+    client: &DevRevClient,
+    primary: &str,
+    secondary: &str,
+) -> Result<Vec<T>, ApiError> {
+    match client.tickets_reported_by_as(&[primary, secondary]).await {
+        Err(e) if filter_refused(&e) => {
+            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
+            client.tickets_reported_by_as(&[primary]).await
+        }
+        other => other,
+    }
+}
+
+/// Conversations with either contact as a member (same fallback as [`tickets_of_both`]).
+pub async fn conversations_of_both<T: DeserializeOwned>(
+    client: &DevRevClient,
+    primary: &str,
+    secondary: &str,
+) -> Result<Vec<T>, ApiError> {
+    match client
+        .conversations_with_members_as(&[primary, secondary])
+        .await
+    {
+        Err(e) if filter_refused(&e) => {
+            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
+            client.conversations_with_members_as(&[primary]).await
+        }
+        other => other,
     }
 }
 

@@ -159,20 +159,23 @@ async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Res
             return Ok(());
         }
     };
-    let now: Vec<Value> = match client
-        .list_all(
-            "works.list",
-            serde_json::json!({ "type": ["ticket"], "reported_by": [meta.primary_id, meta.secondary_id] }),
-            "works",
-        )
-        .await
+    // After the merge DevRev may refuse the secondary's id as a filter: then the primary's
+    // tickets are the ones to compare with (the same fallback the merge itself uses).
+    let now: Vec<Value> = match crate::validate::tickets_of_both(
+        client,
+        &meta.primary_id,
+        &meta.secondary_id,
+    )
+    .await
     {
         Ok(v) => v,
         // Authorization and reachability end the command; anything else is this backup's.
         Err(e) if matches!(e.status(), Some(401 | 403)) => return Err(AppError::Api(e)),
         Err(e @ crate::devrev::ApiError::Unreachable { .. }) => return Err(AppError::Api(e)),
         Err(e) => {
-            check.problems.push(format!("cannot compare with DevRev: {e}"));
+            check
+                .problems
+                .push(format!("cannot compare with DevRev: {e}"));
             return Ok(());
         }
     };

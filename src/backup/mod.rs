@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::cli::BackupScope;
@@ -225,13 +225,7 @@ async fn plan_object(
     used_dirs: &mut BTreeSet<String>,
 ) -> Result<PlannedObject, ApiError> {
     let label = display_id.clone().unwrap_or_else(|| id.to_string());
-    let entries: Vec<Value> = client
-        .list_all(
-            "timeline-entries.list",
-            json!({ "object": id }),
-            "timeline_entries",
-        )
-        .await?;
+    let entries: Vec<Value> = client.timeline_entries_as(id).await?;
     let entries = dedupe_by_id(entries);
     let dir = format!(
         "{OBJECTS_DIR}/{}",
@@ -287,15 +281,8 @@ async fn list_everything(
 ) -> Result<Listed, ApiError> {
     let primary = input.primary.id.as_str();
     let secondary = input.secondary.id.as_str();
-    // One list for both contacts: filters are OR within a field, and a ticket naming both
-    // comes back once instead of twice.
-    let tickets: Vec<Value> = client
-        .list_all(
-            "works.list",
-            json!({ "type": ["ticket"], "reported_by": [primary, secondary] }),
-            "works",
-        )
-        .await?;
+    // One list for both contacts: a ticket naming both comes back once instead of twice.
+    let tickets: Vec<Value> = client.tickets_reported_by_as(&[primary, secondary]).await?;
     let tickets = dedupe_by_id(tickets);
     let works: Vec<Work> = tickets
         .iter()
@@ -345,13 +332,7 @@ async fn list_everything(
     }
     let tickets_with_timeline = objects.len();
 
-    let conversations: Vec<Value> = client
-        .list_all(
-            "conversations.list",
-            json!({ "members": [secondary] }),
-            "conversations",
-        )
-        .await?;
+    let conversations: Vec<Value> = client.conversations_with_members_as(&[secondary]).await?;
     let conversations = dedupe_by_id(conversations);
     for c in &conversations {
         let conv: Conversation = decode("conversations.list", c)?;
@@ -660,6 +641,7 @@ async fn download_attachment(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn id_tail_takes_the_last_segment() {

@@ -185,15 +185,45 @@ impl DevRevClient {
 
     /// Waits for the local pacer and any server-announced reset. Every HTTP attempt passes
     /// through here, so retries spend the same budget as first tries.
+    ///
+    /// A block can be announced by another caller's answer while this one waits in the
+    /// pacer, so the block is checked again after the pacer and the wait repeats (taking a
+    /// fresh pacer cell) until no block lies ahead. A wasted cell only slows the run; sending
+    /// late on an old cell could bunch requests and break the "N in any window" promise.
     async fn pace(&self, endpoint: &str) {
         let t0 = Instant::now();
-        let until = *self.blocked_until.lock().expect("block lock");
-        if let Some(until) = until {
-            tokio::time::sleep_until(until.into()).await;
+        loop {
+            if let Some(until) = self.blocked_until() {
+                tokio::time::sleep_until(until.into()).await;
+            }
+            self.limiter.until_ready().await;
+            if self.blocked_until().is_none() {
+                break;
+            }
         }
-        self.limiter.until_ready().await;
         let waited = t0.elapsed().as_millis() as u64;
         self.bump(endpoint, |s| s.rate_wait_ms += waited);
+    }
+
+    /// The instant before which no call may go out, if it is still ahead.
+    fn blocked_until(&self) -> Option<Instant> {
+        let until = *self.blocked_until.lock().expect("block lock");
+        until.filter(|u| *u > Instant::now())
+    }
+
+    /// Holds every caller back until `until`. Never shortens a block already announced.
+    fn block_until(&self, until: Instant) {
+        let mut b = self.blocked_until.lock().expect("block lock");
+        if b.is_none_or(|cur| cur < until) {
+            *b = Some(until);
+        }
+    }
+
+    /// The longest wait the server may ask for (a reset or a `Retry-After`) that this client
+    /// honours: one rate window, and at least DevRev's own 5-minute window. A longer ask is
+    /// clock skew or a misconfigured proxy; waiting it out silently could hang a run for hours.
+    fn max_server_wait(&self) -> Duration {
+        self.cfg.rate_limit_period.max(Duration::from_secs(300))
     }
 
     fn note_rate_headers(&self, headers: &HeaderMap) {
@@ -215,13 +245,13 @@ impl DevRevClient {
                     .unwrap_or_default()
                     .as_secs();
                 // Never trust a far-future reset blindly (clock skew): cap at one window.
-                let wait = Duration::from_secs(reset.saturating_sub(now))
-                    .min(self.cfg.rate_limit_period.max(Duration::from_secs(300)));
+                let wait =
+                    Duration::from_secs(reset.saturating_sub(now)).min(self.max_server_wait());
                 tracing::info!(
                     wait_s = wait.as_secs(),
                     "DevRev reports the rate budget spent; waiting for its reset"
                 );
-                *self.blocked_until.lock().expect("block lock") = Some(Instant::now() + wait);
+                self.block_until(Instant::now() + wait);
             }
         }
         if rh.limit.is_some() || rh.remaining.is_some() || rh.reset.is_some() {
@@ -313,11 +343,24 @@ impl DevRevClient {
                             reason: format!("HTTP {status} (reference id {reference})"),
                         });
                     }
-                    let retryable = matches!(status, 429 | 500 | 502 | 503 | 504);
+                    let mut retryable = matches!(status, 429 | 500 | 502 | 503 | 504);
                     let wait = if status == 429 {
-                        Some(Duration::from_secs(
-                            retry_after.or(body.retry_after).unwrap_or(1),
-                        ))
+                        let asked =
+                            Duration::from_secs(retry_after.or(body.retry_after).unwrap_or(1));
+                        if asked > self.max_server_wait() {
+                            // Waiting less than asked would only earn another 429; waiting
+                            // hours unannounced looks like a hang. Stop: the run resumes.
+                            tracing::warn!(
+                                endpoint,
+                                retry_after_s = asked.as_secs(),
+                                "DevRev asks to wait longer than this tool will; giving up"
+                            );
+                            retryable = false;
+                        } else {
+                            // The budget is per token: every caller waits, not just this one.
+                            self.block_until(Instant::now() + asked);
+                        }
+                        Some(asked)
                     } else {
                         None
                     };
@@ -330,6 +373,15 @@ impl DevRevClient {
                             body: Box::new(body),
                         },
                     )
+                }
+                // A 2xx means DevRev took the write; an unreadable answer says nothing about
+                // what it did, so the caller must look before repeating it.
+                Attempt::Decode(reason) if kind == CallKind::Write => {
+                    self.bump(endpoint, |s| s.errors += 1);
+                    return Err(ApiError::OutcomeUnknown {
+                        endpoint: endpoint.into(),
+                        reason: format!("unreadable answer: {reason}"),
+                    });
                 }
                 Attempt::Decode(reason) => (
                     false,
@@ -391,7 +443,7 @@ impl DevRevClient {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
+            .and_then(parse_retry_after);
         let bytes = resp.bytes().await.map_err(Attempt::Transport)?;
         if (200..300).contains(&status) {
             let raw: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
@@ -506,6 +558,16 @@ impl DevRevClient {
 
     /// Every ticket whose `reported_by` names any of `user_ids`.
     pub async fn tickets_reported_by(&self, user_ids: &[&str]) -> Result<Vec<Work>, ApiError> {
+        self.tickets_reported_by_as(user_ids).await
+    }
+
+    /// [`Self::tickets_reported_by`], decoded as `T`: backups take `serde_json::Value` to
+    /// keep every ticket exactly as DevRev sent it. Filters are OR within a field, so a
+    /// ticket naming several of `user_ids` comes back once.
+    pub async fn tickets_reported_by_as<T: DeserializeOwned>(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<Vec<T>, ApiError> {
         self.list_all(
             "works.list",
             json!({ "type": ["ticket"], "reported_by": user_ids }),
@@ -551,6 +613,14 @@ impl DevRevClient {
 
     /// The whole timeline of an object (ticket or conversation), all pages.
     pub async fn timeline_entries(&self, object: &str) -> Result<Vec<TimelineEntry>, ApiError> {
+        self.timeline_entries_as(object).await
+    }
+
+    /// [`Self::timeline_entries`], decoded as `T` (`Value` for backups).
+    pub async fn timeline_entries_as<T: DeserializeOwned>(
+        &self,
+        object: &str,
+    ) -> Result<Vec<T>, ApiError> {
         self.list_all(
             "timeline-entries.list",
             json!({ "object": object }),
@@ -564,6 +634,14 @@ impl DevRevClient {
         &self,
         user_ids: &[&str],
     ) -> Result<Vec<Conversation>, ApiError> {
+        self.conversations_with_members_as(user_ids).await
+    }
+
+    /// [`Self::conversations_with_members`], decoded as `T` (`Value` for backups).
+    pub async fn conversations_with_members_as<T: DeserializeOwned>(
+        &self,
+        user_ids: &[&str],
+    ) -> Result<Vec<T>, ApiError> {
         self.list_all(
             "conversations.list",
             json!({ "members": user_ids }),
@@ -636,7 +714,7 @@ impl DevRevClient {
                         tokio::time::sleep(d).await;
                         continue;
                     }
-                    None => return Err(derr(redact(&e.to_string()))),
+                    None => return Err(derr(e.without_url().to_string())),
                 },
             };
             let status = resp.status().as_u16();
@@ -675,7 +753,7 @@ impl DevRevClient {
                         file.write_all(&c).await.map_err(|e| derr(e.to_string()))?;
                     }
                     Err(e) => {
-                        failed = Some(redact(&e.to_string()));
+                        failed = Some(e.without_url().to_string());
                         break;
                     }
                 }
@@ -704,6 +782,18 @@ enum Attempt {
     },
     Transport(reqwest::Error),
     Decode(String),
+}
+
+/// `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); DevRev sends
+/// seconds, a proxy in front of it may send a date.
+fn parse_retry_after(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(s);
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let left = at.timestamp() - chrono::Utc::now().timestamp();
+    Some(left.max(0) as u64)
 }
 
 /// reqwest errors include the URL; pre-signed download URLs carry credentials in their
@@ -737,6 +827,60 @@ mod tests {
         assert_eq!(
             redact("error sending request for url (http://h/x?sig=abc&t=1)"),
             "error sending request for url (http://h/x?[redacted])"
+        );
+    }
+
+    fn client(calls: u32, period: Duration) -> DevRevClient {
+        DevRevClient::new(ClientConfig {
+            base_url: url::Url::parse("http://127.0.0.1:9/").unwrap(),
+            token: SecretString::from("t"),
+            rate_limit_calls: calls,
+            rate_limit_period: period,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            max_retries: 0,
+            page_size: 1,
+            min_backoff: Duration::from_millis(1),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after(" 30 "), Some(30));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(0));
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120)).to_rfc2822();
+        let s = parse_retry_after(&later).unwrap();
+        assert!((118..=120).contains(&s), "{s}");
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn a_block_is_never_shortened() {
+        let c = client(10, Duration::from_secs(1));
+        let far = Instant::now() + Duration::from_secs(60);
+        c.block_until(far);
+        c.block_until(Instant::now() + Duration::from_secs(1));
+        assert_eq!(c.blocked_until(), Some(far));
+    }
+
+    /// A block announced while a caller already waits in the pacer still holds it back.
+    #[tokio::test]
+    async fn a_block_set_while_waiting_in_the_pacer_is_honoured() {
+        let c = std::sync::Arc::new(client(1, Duration::from_millis(300)));
+        c.pace("x").await; // takes the only cell: the next caller waits ~300 ms
+        let t0 = Instant::now();
+        let waiter = {
+            let c = c.clone();
+            tokio::spawn(async move { c.pace("x").await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.block_until(t0 + Duration::from_millis(700));
+        waiter.await.unwrap();
+        assert!(
+            t0.elapsed() >= Duration::from_millis(700),
+            "went out after {:?}, inside the announced block",
+            t0.elapsed()
         );
     }
 

@@ -152,12 +152,22 @@ pub struct Artifact {
     pub extra: Map<String, Value>,
 }
 
-/// `artifacts.locate`: a short-lived download URL.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// `artifacts.locate`: a short-lived download URL. The URL is a credential (its signature
+/// lets anyone fetch the file), so `Debug` never prints it; nothing should log or store it.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Located {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+}
+
+impl std::fmt::Debug for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Located")
+            .field("url", &"[redacted]")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// `auth-tokens.info`.
@@ -223,6 +233,15 @@ mod tests {
         let user: RevUser = serde_json::from_value(raw.clone()).unwrap();
         assert!(user.is_active());
         assert_eq!(serde_json::to_value(&user).unwrap(), raw);
+    }
+
+    #[test]
+    fn located_debug_hides_the_signed_url() {
+        let l = Located {
+            url: "https://files.example/a?X-Amz-Signature=s3cr3t".into(),
+            expires_at: None,
+        };
+        assert!(!format!("{l:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
+pub use crate::validate::Role;
 use crate::validate::{self, LiveCheck, LiveProblem};
 
 /// The steps of one pair, in order.
@@ -82,23 +83,6 @@ impl Step {
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
-    }
-}
-
-/// Which contact of the pair a finding is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    Primary,
-    Secondary,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Primary => "primary",
-            Role::Secondary => "secondary",
-        })
     }
 }
 
@@ -990,7 +974,7 @@ impl Saga<'_, '_> {
         merged.insert(secondary.clone(), primary.clone());
 
         // Tickets: one listing finds the primary's tickets and any still naming the secondary.
-        let listed = match tickets_of_both(client, &primary, &secondary).await {
+        let listed = match validate::tickets_of_both::<Work>(client, &primary, &secondary).await {
             Ok(v) => v,
             Err(e) => return Self::api_failure(step, &e),
         };
@@ -1066,10 +1050,13 @@ impl Saga<'_, '_> {
 
         // Conversations: the same for members. There is no conversations.get, so one that
         // names neither contact any more is rebuilt from its backed-up member list.
-        let listed = match conversations_of_both(client, &primary, &secondary).await {
-            Ok(v) => v,
-            Err(e) => return Self::api_failure(step, &e),
-        };
+        let listed =
+            match validate::conversations_of_both::<Conversation>(client, &primary, &secondary)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => return Self::api_failure(step, &e),
+            };
         let mut listed: BTreeMap<String, Conversation> =
             listed.into_iter().map(|c| (c.id.clone(), c)).collect();
         let mut todo: Vec<Conversation> = Vec::new();
@@ -1260,69 +1247,26 @@ fn already_merged_into(secondary: Option<&RevUser>, primary: &str) -> bool {
 
 /// A live-check problem as a savepoint skip reason.
 pub fn skip_reason(p: &LiveProblem) -> SkipReason {
-    let role = |r: &validate::Role| match r {
-        validate::Role::Primary => Role::Primary,
-        validate::Role::Secondary => Role::Secondary,
-    };
     match p {
-        LiveProblem::NotFound { role: r, .. } => SkipReason::ContactMissing { role: role(r) },
+        LiveProblem::NotFound { role: r, .. } => SkipReason::ContactMissing { role: *r },
         LiveProblem::NotActive { role: r, state } => SkipReason::NotActive {
-            role: role(r),
+            role: *r,
             state: state.clone(),
         },
         LiveProblem::AlreadyMerged { role: r, evidence } => SkipReason::MergedElsewhere {
-            role: role(r),
+            role: *r,
             evidence: evidence.clone(),
         },
         LiveProblem::EmailChanged { role: r, live, .. } => SkipReason::EmailChanged {
-            role: role(r),
+            role: *r,
             email: live.clone().unwrap_or_default(),
         },
         LiveProblem::RefChanged { role: r, csv, live } => SkipReason::RefChanged {
-            role: role(r),
+            role: *r,
             csv: csv.clone(),
             live: live.clone(),
         },
         LiveProblem::UnverifiedIntoVerified => SkipReason::UnverifiedIntoVerified,
-    }
-}
-
-/// Refused filters: DevRev may reject the id of a merged (deleted) secondary.
-fn filter_refused(e: &ApiError) -> bool {
-    matches!(e.status(), Some(400 | 404))
-}
-
-/// Tickets naming the primary or the secondary; if DevRev refuses the secondary's id (it may
-/// be gone), tickets naming the primary.
-async fn tickets_of_both(
-    client: &DevRevClient,
-    primary: &str,
-    secondary: &str,
-) -> Result<Vec<Work>, ApiError> {
-    match client.tickets_reported_by(&[primary, secondary]).await {
-        Err(e) if filter_refused(&e) => {
-            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
-            client.tickets_reported_by(&[primary]).await
-        }
-        other => other,
-    }
-}
-
-/// Conversations with either contact as a member (same fallback as [`tickets_of_both`]).
-async fn conversations_of_both(
-    client: &DevRevClient,
-    primary: &str,
-    secondary: &str,
-) -> Result<Vec<Conversation>, ApiError> {
-    match client
-        .conversations_with_members(&[primary, secondary])
-        .await
-    {
-        Err(e) if filter_refused(&e) => {
-            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
-            client.conversations_with_members(&[primary]).await
-        }
-        other => other,
     }
 }
 

@@ -208,6 +208,31 @@ fn retry_after_is_honoured_on_429() {
     assert!(gap >= Duration::from_secs(2), "retried after only {gap:?}");
 }
 
+/// A `Retry-After` of a day is not slept through (the run would look hung): the call gives
+/// up at once with exit 69, and the run can be resumed later.
+#[test]
+fn absurd_retry_after_gives_up_instead_of_hanging() {
+    let fake = small_fake(|o| {
+        o.faults = vec![ScriptedFault {
+            path: Some("/auth-tokens.info".into()),
+            nth: 1,
+            fault: Fault::Spurious429 {
+                retry_after_s: 86_400,
+            },
+        }]
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    cmd(&dir, &fake.base_url(), Some(&fake.token()))
+        .arg("--test-api")
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("429"));
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    assert_eq!(fake.count("/auth-tokens.info"), 1);
+}
+
 #[test]
 fn two_503s_then_success() {
     let fake = small_fake(|o| {
