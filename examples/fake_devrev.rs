@@ -122,7 +122,8 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     if let Some(path) = &args.write_seed {
-        if let Err(e) = std::fs::write(path, seed.to_json()) {
+        if let Err(e) = devrev_merge::fsutil::write_private_atomic(path, seed.to_json().as_bytes())
+        {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::from(73);
         }
@@ -176,7 +177,9 @@ fn main() -> ExitCode {
     };
     let (users, tickets) = fake.with_state(|s| (s.rev_users.len(), s.works.len()));
     if let Some(path) = &args.write_csv {
-        if let Err(e) = std::fs::write(path, fake.contacts_csv()) {
+        if let Err(e) =
+            devrev_merge::fsutil::write_private_atomic(path, fake.contacts_csv().as_bytes())
+        {
             eprintln!("error: cannot write {}: {e}", path.display());
             return ExitCode::from(73);
         }

@@ -416,6 +416,27 @@ pub fn write(dir: &Path, report: &MergeReport) -> Result<PathBuf, AppError> {
     Ok(path)
 }
 
+/// The summary's API figures. A rate is only meaningful over at least one rate window: `n`
+/// calls paced one per `period / limit` span `n - 1` intervals, so a 3 s run of 4 calls at
+/// 60/min would read "80 calls/min (limit 60)", which looks like a breach that never happened.
+fn api_line(api: &ApiFigures) -> String {
+    let head = format!(
+        "{} call(s), {} retries, {} x 429",
+        api.calls, api.retries, api.rate_limited_429
+    );
+    if api.elapsed_s >= api.limit_period_s {
+        format!(
+            "{head}, {:.1} calls/min (limit {:.1})",
+            api.achieved_calls_per_minute, api.limit_calls_per_minute
+        )
+    } else {
+        format!(
+            "{head} in {:.1} s (limit {} per {} s)",
+            api.elapsed_s, api.limit_calls, api.limit_period_s
+        )
+    }
+}
+
 /// The human summary on stderr.
 pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
     let s = &r.summary;
@@ -468,14 +489,7 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
         "  tickets:         {} backed up, {} repaired; {} conversation(s) repaired\n",
         s.tickets_backed_up, s.tickets_repaired, s.conversations_repaired
     ));
-    out.push_str(&format!(
-        "  API:             {} call(s), {} retries, {} x 429, {:.1} calls/min (limit {:.1})\n",
-        r.api.calls,
-        r.api.retries,
-        r.api.rate_limited_429,
-        r.api.achieved_calls_per_minute,
-        r.api.limit_calls_per_minute
-    ));
+    out.push_str(&format!("  API:             {}\n", api_line(&r.api)));
     out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
     out.push_str(&format!("  report:          {}\n", path.display()));
     out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
@@ -493,4 +507,46 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
         }
     }
     eprint!("{out}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(calls: u64, elapsed_s: f64) -> ApiFigures {
+        ApiFigures {
+            calls,
+            retries: 0,
+            rate_limited_429: 0,
+            errors: 0,
+            rate_wait_ms: 0,
+            per_endpoint: BTreeMap::new(),
+            elapsed_s,
+            achieved_calls_per_minute: round2(calls as f64 * 60.0 / elapsed_s),
+            limit_calls: 60,
+            limit_period_s: 60.0,
+            limit_calls_per_minute: 60.0,
+            last_rate_headers: None,
+            calls_per_pair_run: 0.0,
+        }
+    }
+
+    #[test]
+    fn a_run_shorter_than_one_window_shows_no_rate_that_looks_like_a_breach() {
+        // 4 paced calls in 3.3 s: 72.7 "calls/min", though never more than 4 in any window.
+        let line = api_line(&figures(4, 3.3));
+        assert_eq!(
+            line,
+            "4 call(s), 0 retries, 0 x 429 in 3.3 s (limit 60 per 60 s)"
+        );
+    }
+
+    #[test]
+    fn a_run_of_at_least_one_window_shows_its_rate_against_the_limit() {
+        let line = api_line(&figures(120, 150.0));
+        assert_eq!(
+            line,
+            "120 call(s), 0 retries, 0 x 429, 48.0 calls/min (limit 60.0)"
+        );
+    }
 }

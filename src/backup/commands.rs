@@ -67,8 +67,13 @@ pub struct VerifyReport {
 /// Checks every backup folder under `root` (or `root` itself when it is one backup).
 pub fn check_root(root: &Path) -> Result<Vec<BackupCheck>, AppError> {
     if !root.is_dir() {
+        let what = if root.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
         return Err(AppError::Usage(format!(
-            "{} is not a folder: give the backups folder (e.g. backups/) to --verify-backups",
+            "{} {what}: give the backups folder (e.g. backups/) to --verify-backups",
             root.display()
         )));
     }

@@ -193,11 +193,10 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let work: Vec<Item> = in_flight.into_iter().chain(fresh).collect();
     if !entries.is_empty() || !work.is_empty() {
         tracing::info!(
-            to_run = work.len(),
-            finished_earlier = entries.iter().filter(|e| e.status.is_done()).count(),
-            "plan: {} clean pair(s), {} to run",
+            "plan: {} clean pair(s), {} to run, {} finished earlier",
             plan.pairs.len(),
-            work.len()
+            work.len(),
+            entries.iter().filter(|e| e.status.is_done()).count()
         );
     }
 

@@ -1089,8 +1089,13 @@ fn verify_backups_of_a_missing_folder_is_a_usage_error() {
     let tmp = tempfile::tempdir().unwrap();
     let out = run(cmd(tmp.path(), None).args(["--verify-backups", "nope"]));
     assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("nope does not exist"), "{}", out.stderr);
+    // A file is not a backups folder either, and says so.
+    std::fs::write(tmp.path().join("contacts.csv"), "x").unwrap();
+    let out = run(cmd(tmp.path(), None).args(["--verify-backups", "contacts.csv"]));
+    assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains("nope is not a folder"),
+        out.stderr.contains("contacts.csv is not a folder"),
         "{}",
         out.stderr
     );
