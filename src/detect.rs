@@ -531,9 +531,7 @@ fn read_header<R: Read>(
     name: &str,
 ) -> Result<(Layout, RawRecord), AppError> {
     let mut header = RawRecord::default();
-    let got = rdr
-        .read(&mut header)
-        .map_err(|e| AppError::io(format!("cannot read {name}"), e))?;
+    let got = rdr.read(&mut header).map_err(read_err(name))?;
     if !got {
         return Err(AppError::Data(format!(
             "{name}: no contacts: the file is empty. Export the contacts with the header \
@@ -585,7 +583,8 @@ fn read_header<R: Read>(
 }
 
 fn read_err(name: &str) -> impl Fn(std::io::Error) -> AppError + '_ {
-    move |e| AppError::io(format!("cannot read {name}"), e)
+    // Reading the input failed: a problem with the input (exit 65), not with output.
+    move |e| AppError::Data(format!("cannot read {name}: {e}"))
 }
 
 fn stopped(name: &str, stop: Stop<AppError>) -> AppError {
@@ -949,7 +948,7 @@ pub fn plan_from_reader<R: Read + Seek + Send>(
     };
     if !wanted.is_empty() {
         src.rewind()
-            .map_err(|e| AppError::io(format!("cannot re-read {name}"), e))?;
+            .map_err(|e| AppError::Data(format!("cannot re-read {name}: {e}")))?;
         let mut rdr = RawReader::new(&mut src);
         let (_, header2) = read_header(&mut rdr, name)?;
         if header2.as_slice() != header.as_slice() {

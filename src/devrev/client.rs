@@ -427,7 +427,12 @@ impl DevRevClient {
                 });
             };
             let delay = server_wait.map_or(delay, |w| w.max(delay.min(w + Duration::from_secs(1))));
-            tracing::warn!(endpoint, attempt = attempts, wait_ms = delay.as_millis() as u64, error = %err, "retrying DevRev call");
+            // Say what went wrong this time, not the final "after N attempts" wording.
+            let cause = match &err {
+                ApiError::Unreachable { reason, .. } => reason.clone(),
+                other => other.to_string(),
+            };
+            tracing::warn!(endpoint, attempt = attempts, wait_ms = delay.as_millis() as u64, error = %cause, "retrying DevRev call");
             tokio::time::sleep(delay).await;
         }
     }
