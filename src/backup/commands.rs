@@ -2,6 +2,7 @@
 //! `--csv FILE --backup-only`.
 
 use std::collections::BTreeSet;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -12,6 +13,7 @@ use crate::config::Config;
 use crate::detect::{DetectOptions, Pair};
 use crate::devrev::DevRevClient;
 use crate::error::AppError;
+use crate::output;
 
 use super::manifest::{Counts, MANIFEST_FILE, PARTIAL_SUFFIX};
 use super::{BackupError, BackupInput, BackupSummary, layout, load_tickets, verify};
@@ -259,12 +261,9 @@ pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Res
         summary,
     };
     if cfg.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        output::json(&report)?;
     } else {
-        print_verify(&report);
+        output::data(|w| print_verify(w, &report))?;
     }
     let s = &report.summary;
     if s.failed + s.leftovers == 0 {
@@ -279,7 +278,7 @@ pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Res
     }
 }
 
-fn print_verify(r: &VerifyReport) {
+fn print_verify(w: &mut impl Write, r: &VerifyReport) -> io::Result<()> {
     for c in &r.backups {
         match c.status {
             VerifyStatus::Ok => {
@@ -293,26 +292,72 @@ fn print_verify(r: &VerifyReport) {
                         )
                     })
                     .unwrap_or_default();
-                println!("OK          {}{detail}", c.name);
+                writeln!(w, "OK          {}{detail}", c.name)
             }
-            VerifyStatus::Failed => println!("FAILED      {}: {}", c.name, c.problems.join("; ")),
-            VerifyStatus::Leftover => println!("LEFTOVER    {}: {}", c.name, c.problems.join("; ")),
+            VerifyStatus::Failed => {
+                writeln!(w, "FAILED      {}: {}", c.name, c.problems.join("; "))
+            }
+            VerifyStatus::Leftover => {
+                writeln!(w, "LEFTOVER    {}: {}", c.name, c.problems.join("; "))
+            }
             VerifyStatus::InProgress => {
-                println!("IN PROGRESS {}: {}", c.name, c.problems.join("; "))
+                writeln!(w, "IN PROGRESS {}: {}", c.name, c.problems.join("; "))
             }
-        }
-        for w in &c.warnings {
-            println!("            warning: {w}");
+        }?;
+        for warning in &c.warnings {
+            writeln!(w, "            warning: {warning}")?;
         }
     }
     let s = &r.summary;
-    println!(
+    writeln!(
+        w,
         "{} backup folder(s): {} OK, {} FAILED, {} leftover, {} in progress",
         s.total, s.ok, s.failed, s.leftovers, s.in_progress
-    );
+    )
 }
 
 // ---- --backup-only ---------------------------------------------------------------------
+
+fn print_backup_only(
+    w: &mut impl Write,
+    report: &BackupOnlyReport,
+    planned: usize,
+) -> io::Result<()> {
+    for p in &report.pairs {
+        match (&p.backup, &p.error) {
+            (Some(b), _) => writeln!(
+                w,
+                "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
+                p.email,
+                b.dir.display(),
+                b.tickets,
+                b.timeline_entries,
+                b.attachments,
+                b.conversations,
+                b.bytes
+            )?,
+            (None, Some(e)) => writeln!(w, "FAILED  {}  {e}", p.email)?,
+            (None, None) => {}
+        }
+        if let Some(b) = &p.backup {
+            for warning in &b.warnings {
+                writeln!(w, "        warning: {warning}")?;
+            }
+        }
+    }
+    let not_reached = planned - report.pairs.len();
+    writeln!(
+        w,
+        "{planned} pair(s): {} backed up and verified, {} failed{}",
+        report.ok,
+        report.failed,
+        if not_reached > 0 {
+            format!(", {not_reached} not reached")
+        } else {
+            String::new()
+        }
+    )
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PairBackup {
@@ -436,44 +481,9 @@ pub async fn backup_only(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         pairs: results,
     };
     if cfg.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        output::json(&report)?;
     } else {
-        for p in &report.pairs {
-            match (&p.backup, &p.error) {
-                (Some(b), _) => println!(
-                    "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
-                    p.email,
-                    b.dir.display(),
-                    b.tickets,
-                    b.timeline_entries,
-                    b.attachments,
-                    b.conversations,
-                    b.bytes
-                ),
-                (None, Some(e)) => println!("FAILED  {}  {e}", p.email),
-                (None, None) => {}
-            }
-            if let Some(b) = &p.backup {
-                for w in &b.warnings {
-                    println!("        warning: {w}");
-                }
-            }
-        }
-        let not_reached = plan.pairs.len() - report.pairs.len();
-        println!(
-            "{} pair(s): {} backed up and verified, {} failed{}",
-            plan.pairs.len(),
-            report.ok,
-            report.failed,
-            if not_reached > 0 {
-                format!(", {not_reached} not reached")
-            } else {
-                String::new()
-            }
-        );
+        output::data(|w| print_backup_only(w, &report, plan.pairs.len()))?;
     }
     if let Some(e) = stopped {
         return Err(to_app_error(e));

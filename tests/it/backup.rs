@@ -17,6 +17,7 @@ use devrev_merge::devrev::{ClientConfig, DevRevClient};
 use devrev_merge::error::AppError;
 use serde_json::{Value, json};
 
+use crate::closed_pipe;
 use crate::support::fake::{ArtifactRec, FakeOptions, FakeServer, Fault, ScriptedFault};
 use crate::support::seed::{self, GenSpec, Seed, summary_ids};
 
@@ -975,6 +976,32 @@ fn assert_failed(out: &Outcome, needle: &str) {
     assert!(line.contains(needle), "wanted {needle:?} in {line:?}");
     assert!(out.stdout.contains("1 FAILED"), "{}", out.stdout);
     assert!(out.stderr.contains("did not verify"), "{}", out.stderr);
+}
+
+#[test]
+fn verify_backups_into_a_closed_pipe_exits_with_its_own_code() {
+    // `--verify-backups backups --json | head -c 10`: the reader is gone before the first
+    // byte; that used to panic (exit 101) instead of reporting how the check went.
+    let (fake, p, s) = world(spec(), |_| {});
+    let (tmp, dir) = one_backup(&fake, &p, &s);
+    for args in [
+        &["--verify-backups", "backups", "--json"][..],
+        &["--verify-backups", "backups"][..],
+    ] {
+        let mut c = std_cmd(tmp.path(), None);
+        c.args(args);
+        let out = closed_pipe::run(c, false);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    // A failed check keeps exit 1 even when stderr is the same dead pipe (`2>&1 | head`).
+    let f = first_attachment(&dir);
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&f, bytes).unwrap();
+    let mut c = std_cmd(tmp.path(), None);
+    c.args(["--verify-backups", "backups"]);
+    assert_eq!(closed_pipe::run(c, true).code, Some(1));
 }
 
 #[test]

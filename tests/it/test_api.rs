@@ -109,6 +109,24 @@ fn test_api_passes_and_reports_org_identity_and_rate_headers() {
 }
 
 #[test]
+fn test_api_into_a_closed_pipe_exits_with_its_own_code() {
+    let fake = small_fake(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--test-api"][..], &["--test-api", "--json"][..]] {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("devrev-merge"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("DEVREV_BASE_URL", fake.base_url())
+            .env("DEVREV_API_TOKEN", fake.token())
+            .current_dir(dir.path())
+            .args(args);
+        let out = crate::closed_pipe::run(c, false);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
 fn test_api_json_is_one_object_on_stdout() {
     let fake = small_fake(|_| {});
     let dir = tempfile::tempdir().unwrap();
