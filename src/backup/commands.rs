@@ -234,6 +234,16 @@ async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Res
 /// `--verify-backups DIR`: one line per backup, a summary, exit 0 only when all pass.
 pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Result<(), AppError> {
     let mut checks = check_root(root)?;
+    if checks.is_empty() {
+        // Fail closed: "0 backup folder(s), all OK" for the wrong folder would read as a pass.
+        return Err(AppError::SomeFailed(format!(
+            "no backup folders found in {}: a backup folder is named <email>_<YYYYMMDD_HHMMSS> \
+             and holds {MANIFEST_FILE} (merge runs and --backup-only write them under \
+             --backup-dir, default backups/). Give that folder, or one backup folder, to \
+             --verify-backups",
+            root.display()
+        )));
+    }
     if against_api {
         let client = DevRevClient::new(cfg.client_config()?)?;
         for c in checks

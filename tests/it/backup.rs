@@ -641,10 +641,14 @@ fn a_persistent_failure_leaves_no_complete_looking_folder() {
     assert!(err.to_string().contains("500"), "{err}");
     assert!(backup_dirs(&root).is_empty(), "{:?}", tree(&root));
 
-    // And `--verify-backups` finds nothing that claims to be a backup.
+    // And `--verify-backups` finds nothing that claims to be a backup, which is not a pass.
     let out = run(cmd(tmp.path(), None).args(["--verify-backups", "backups"]));
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("0 backup folder(s)"), "{}", out.stdout);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("no backup folders found in backups"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -1109,6 +1113,30 @@ fn verify_backups_reports_a_partial_leftover() {
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn verify_backups_of_a_folder_without_backups_fails_closed() {
+    // Pointed at the wrong (empty) folder, the check must not read as "all OK".
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    for json in [false, true] {
+        let mut c = cmd(tmp.path(), None);
+        c.args(["--verify-backups", "empty"]);
+        if json {
+            c.arg("--json");
+        }
+        let out = run(&mut c);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("no backup folders found in empty: a backup folder is named"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("verification.json"), "{}", out.stderr);
+        assert!(!out.stdout.contains("0 backup folder(s)"), "{}", out.stdout);
+    }
 }
 
 #[test]
