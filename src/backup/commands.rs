@@ -10,8 +10,9 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::detect::{DetectOptions, Pair};
+use crate::detect::{Contact, DetectOptions, Pair};
 use crate::devrev::DevRevClient;
+use crate::devrev::types::RevUser;
 use crate::error::AppError;
 use crate::output;
 
@@ -410,14 +411,53 @@ fn to_app_error(e: BackupError) -> AppError {
     AppError::from(e)
 }
 
+/// Why one pair of `--backup-only` has no backup.
+#[derive(Debug, thiserror::Error)]
+enum PairFailure {
+    /// A contact of the CSV is gone from DevRev: usually merged since the export.
+    #[error(
+        "the {role} contact {display_id} ({don}) was not found in DevRev (HTTP 404): it may \
+         already have been merged, or was deleted. Export the contacts again to see the pair \
+         as it is now"
+    )]
+    ContactGone {
+        role: &'static str,
+        display_id: String,
+        don: String,
+    },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+async fn get_contact(
+    client: &DevRevClient,
+    contact: &Contact,
+    role: &'static str,
+) -> Result<RevUser, PairFailure> {
+    client
+        .rev_users_get(&contact.rev_user_id)
+        .await
+        .map_err(|e| {
+            if e.is_not_found() {
+                PairFailure::ContactGone {
+                    role,
+                    display_id: contact.display_id(),
+                    don: contact.rev_user_id.clone(),
+                }
+            } else {
+                PairFailure::Backup(e.into())
+            }
+        })
+}
+
 async fn back_up_pair(
     client: &DevRevClient,
     cfg: &Config,
     pair: &Pair,
     run_id: &str,
-) -> Result<BackupSummary, BackupError> {
-    let primary = client.rev_users_get(&pair.primary.rev_user_id).await?;
-    let secondary = client.rev_users_get(&pair.secondary.rev_user_id).await?;
+) -> Result<BackupSummary, PairFailure> {
+    let primary = get_contact(client, &pair.primary, "primary").await?;
+    let secondary = get_contact(client, &pair.secondary, "secondary").await?;
     super::take(
         client,
         BackupInput {
@@ -430,6 +470,7 @@ async fn back_up_pair(
         },
     )
     .await
+    .map_err(PairFailure::Backup)
 }
 
 /// `--csv FILE --backup-only`: back up and verify every clean pair, merge nothing.
@@ -464,7 +505,12 @@ pub async fn backup_only(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             };
             match res {
                 Ok(summary) => entry.backup = Some(summary),
-                Err(e) => {
+                Err(e @ PairFailure::ContactGone { .. }) => {
+                    let e = e.to_string();
+                    tracing::error!(email = %pair.email, error = %e, "backup failed");
+                    entry.error = Some(e);
+                }
+                Err(PairFailure::Backup(e)) => {
                     tracing::error!(email = %pair.email, error = %e, "backup failed");
                     entry.error = Some(e.to_string());
                     if stops_the_run(&e) {

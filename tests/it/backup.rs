@@ -1353,7 +1353,15 @@ fn backup_only_reports_a_failed_pair_and_backs_up_the_others() {
         .lines()
         .find(|l| l.starts_with("FAILED"))
         .unwrap();
-    assert!(failed.contains("404"), "{failed}");
+    // It names the contact that is gone and the likely reason, not a bare "HTTP 404".
+    let revu = devrev_merge::detect::display_id(&gone);
+    assert!(
+        failed.contains(&format!(
+            "the secondary contact {revu} ({gone}) was not found in DevRev (HTTP 404): it may \
+             already have been merged"
+        )),
+        "{failed}"
+    );
     assert_eq!(backup_dirs(&tmp.path().join("backups")).len(), 2);
 }
 
