@@ -93,22 +93,21 @@ async fn probe(
             },
             None,
         ),
-        Err(e) => {
-            let denied = matches!(e.status(), Some(401 | 403));
-            (
-                Probe {
-                    name: name.into(),
-                    endpoint: endpoint.into(),
-                    ok: false,
-                    latency_ms,
-                    items: None,
-                    error: Some(e.to_string()),
-                    status: e.status(),
-                    missing_permission: denied.then(|| scope_for(endpoint).to_string()),
-                },
-                Some(e),
-            )
-        }
+        Err(e) => (failed_probe(name, endpoint, latency_ms, &e), Some(e)),
+    }
+}
+
+fn failed_probe(name: &str, endpoint: &str, latency_ms: u64, e: &ApiError) -> Probe {
+    let denied = matches!(e.status(), Some(401 | 403));
+    Probe {
+        name: name.into(),
+        endpoint: endpoint.into(),
+        ok: false,
+        latency_ms,
+        items: None,
+        error: Some(e.to_string()),
+        status: e.status(),
+        missing_permission: denied.then(|| scope_for(endpoint).to_string()),
     }
 }
 
@@ -136,13 +135,15 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
 
     let t0 = Instant::now();
     let wait0 = client.totals().rate_wait_ms;
-    match client.auth_tokens_info().await {
+    let info = client.auth_tokens_info().await;
+    let latency_ms = latency_since(&client, t0, wait0);
+    match info {
         Ok(info) => {
             report.probes.push(Probe {
                 name: "token".into(),
                 endpoint: "auth-tokens.info".into(),
                 ok: true,
-                latency_ms: latency_since(&client, t0, wait0),
+                latency_ms,
                 items: None,
                 error: None,
                 status: None,
@@ -166,9 +167,10 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
             }
         }
         Err(e) => {
-            let (p, err) = probe(&client, "token", "auth-tokens.info", "", async { Err(e) }).await;
-            report.probes.push(p);
-            worst = err;
+            report
+                .probes
+                .push(failed_probe("token", "auth-tokens.info", latency_ms, &e));
+            worst = Some(e);
         }
     }
 

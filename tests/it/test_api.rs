@@ -182,6 +182,34 @@ fn probe_latency_leaves_out_the_wait_for_the_local_rate_limit() {
 }
 
 #[test]
+fn a_failed_token_check_reports_its_real_latency() {
+    // auth-tokens.info answers 401 after 300 ms: the probe used to say 0 ms because the
+    // clock started after the call had already failed.
+    let fake = small_fake(|o| {
+        o.faults = vec![ScriptedFault {
+            path: Some("/auth-tokens.info".into()),
+            nth: 1,
+            fault: Fault::Slow(Duration::from_millis(300)),
+        }];
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd(&dir, &fake.base_url(), Some("not-the-token"))
+        .args(["--test-api", "--json"])
+        .assert()
+        .code(77)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("stdout is JSON");
+    let token = &v["probes"][0];
+    assert_eq!(token["endpoint"], "auth-tokens.info");
+    assert_eq!(token["ok"], false);
+    assert_eq!(token["status"], 401);
+    let ms = token["latency_ms"].as_u64().unwrap();
+    assert!((300..10_000).contains(&ms), "latency {ms} ms");
+}
+
+#[test]
 fn wrong_token_exits_77_and_never_prints_the_token() {
     let fake = small_fake(|_| {});
     let dir = tempfile::tempdir().unwrap();
