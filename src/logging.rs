@@ -5,9 +5,13 @@
 //! written through the same layer so they never tear a bar. Bars are hidden when stderr is
 //! not a terminal or with `-q`.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{HumanDuration, ProgressState, ProgressStyle};
 
 use tracing_indicatif::IndicatifLayer;
 use tracing_indicatif::filter::{IndicatifFilter, hide_indicatif_span_fields};
@@ -85,6 +89,29 @@ fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
         .open(path)
 }
 
+/// The look of every progress bar: `merging [=====>    ] 3/20 ETA 1m 40s pair@example.com`.
+pub fn progress_style() -> ProgressStyle {
+    ProgressStyle::with_template("{span_name} [{bar:30}] {pos}/{len} {eta_once_moving}{msg}")
+        .expect("valid template")
+        .progress_chars("=> ")
+        .with_key(
+            "eta_once_moving",
+            |state: &ProgressState, w: &mut dyn fmt::Write| {
+                let _ = w.write_str(&eta_text(state.pos(), state.eta()));
+            },
+        )
+}
+
+/// `ETA …` once a step is done; before that there is no rate to estimate from, and
+/// indicatif's `{eta}` would claim "0s".
+fn eta_text(pos: u64, eta: Duration) -> String {
+    if pos == 0 {
+        String::new()
+    } else {
+        format!("ETA {:#} ", HumanDuration(eta))
+    }
+}
+
 /// A span that shows as a progress bar with `len` steps while entered.
 ///
 /// Use `tracing_indicatif::span_ext::IndicatifSpanExt` on it (`pb_inc`, `pb_set_message`).
@@ -93,14 +120,27 @@ macro_rules! progress_span {
     ($name:expr, $len:expr) => {{
         use tracing_indicatif::span_ext::IndicatifSpanExt as _;
         let span = tracing::info_span!($name, indicatif.pb_show = true);
-        span.pb_set_style(
-            &indicatif::ProgressStyle::with_template(
-                "{span_name} [{bar:30}] {pos}/{len} ETA {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
+        span.pb_set_style(&$crate::logging::progress_style());
         span.pb_set_length($len as u64);
         span
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_eta_before_the_first_step() {
+        // At 0 of N indicatif's estimate is 0 s, which reads as "almost done".
+        assert_eq!(eta_text(0, Duration::ZERO), "");
+        assert_eq!(eta_text(0, Duration::from_secs(90)), "");
+        assert_eq!(eta_text(3, Duration::from_secs(600)), "ETA 10m ");
+    }
+
+    #[test]
+    fn the_style_builds() {
+        // The template is checked at run time; a typo would panic in the first bar.
+        let _ = progress_style();
+    }
 }

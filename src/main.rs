@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use devrev_merge::{app, cli::Cli};
+use devrev_merge::{app, cli::Cli, output};
 
 fn main() -> ExitCode {
     // Before anything reads the environment, and from the current folder only: variables
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     match app::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            output::human(&format!("error: {e}\n"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -1,7 +1,7 @@
 //! `--preview`: the plan on stdout (summary, API-call and time estimate, tables) and in
 //! `reports/plan-<timestamp>.json`; with `--check-live`, every pair re-checked read-only.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewGroup, Revie
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::{AppError, code};
 use crate::fsutil;
+use crate::output;
 use crate::planfile::{self, PlanReport};
 use crate::validate::{self, LiveCheck, LiveProblem, LiveTickets};
 
@@ -324,24 +325,18 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     )?;
 
     tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
-    let out = io::stdout();
-    let result = if cfg.json {
+    if cfg.json {
         // The very bytes of the plan file: what is printed is what was saved.
-        std::fs::File::open(&path).and_then(|mut f| io::copy(&mut f, &mut out.lock()).map(|_| ()))
+        let mut saved = std::fs::File::open(&path).map_err(|e| {
+            AppError::io(format!("cannot read back the plan {}", path.display()), e)
+        })?;
+        output::data(|w| io::copy(&mut saved, w).map(|_| ()))?;
     } else {
-        let limit = out.is_terminal().then_some(TERMINAL_ROWS);
-        let mut w = io::BufWriter::new(out.lock());
-        print_human(&mut w, &plan, &est, live_summary.as_ref(), &path, limit)
-            .and_then(|()| w.flush())
-    };
-    match result {
-        // `| head` closing the pipe early is not a failure of the preview.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
-        Err(e) => return Err(AppError::io("cannot write to stdout", e)),
-        Ok(()) => {}
+        let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
+        output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
     }
     if cfg.json && !cfg.quiet {
-        eprintln!("Plan written to {}", path.display());
+        output::human(&format!("Plan written to {}\n", path.display()));
     }
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(

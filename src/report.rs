@@ -17,6 +17,7 @@ use crate::error::AppError;
 use crate::fsutil;
 use crate::merge::saga::{MergedSign, PairError, PairRun, SkipReason, Step, StepRecord};
 use crate::merge::savepoint::{PairRecord, PairStatus};
+use crate::output;
 
 /// How the run as a whole ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -506,7 +507,7 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
             ));
         }
     }
-    eprint!("{out}");
+    output::human(&out);
 }
 
 #[cfg(test)]

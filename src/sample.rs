@@ -155,8 +155,7 @@ pub fn run(cli: &Cli, cfg: &Config) -> Result<(), AppError> {
         },
     )?;
 
-    let mut out = io::stdout().lock();
-    let printed = if cfg.json {
+    if cfg.json {
         let report = SampleReport {
             input: input.display().to_string(),
             output: output.display().to_string(),
@@ -164,17 +163,9 @@ pub fn run(cli: &Cli, cfg: &Config) -> Result<(), AppError> {
             seed: cli.seed,
             pairs: chosen.clone(),
         };
-        serde_json::to_writer_pretty(&mut out, &report)
-            .map_err(io::Error::other)
-            .and_then(|()| writeln!(out))
+        crate::output::json(&report)
     } else {
-        print_chosen(&mut out, &chosen, output, plan.pairs.len(), cli.seed)
-    };
-    match printed {
-        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => {
-            Err(AppError::io("cannot write to stdout", e))
-        }
-        _ => Ok(()),
+        crate::output::data(|w| print_chosen(w, &chosen, output, plan.pairs.len(), cli.seed))
     }
 }
 

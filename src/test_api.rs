@@ -1,6 +1,7 @@
 //! `--test-api`: is the token good, which org and identity is it, when does it expire, can it
 //! read what a merge run needs, and what rate-limit headers does DevRev send.
 
+use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::devrev::{ApiError, DevRevClient, RateHeaders};
 use crate::error::AppError;
+use crate::output;
 
 /// One read probe's outcome.
 #[derive(Debug, Serialize)]
@@ -91,22 +93,21 @@ async fn probe(
             },
             None,
         ),
-        Err(e) => {
-            let denied = matches!(e.status(), Some(401 | 403));
-            (
-                Probe {
-                    name: name.into(),
-                    endpoint: endpoint.into(),
-                    ok: false,
-                    latency_ms,
-                    items: None,
-                    error: Some(e.to_string()),
-                    status: e.status(),
-                    missing_permission: denied.then(|| scope_for(endpoint).to_string()),
-                },
-                Some(e),
-            )
-        }
+        Err(e) => (failed_probe(name, endpoint, latency_ms, &e), Some(e)),
+    }
+}
+
+fn failed_probe(name: &str, endpoint: &str, latency_ms: u64, e: &ApiError) -> Probe {
+    let denied = matches!(e.status(), Some(401 | 403));
+    Probe {
+        name: name.into(),
+        endpoint: endpoint.into(),
+        ok: false,
+        latency_ms,
+        items: None,
+        error: Some(e.to_string()),
+        status: e.status(),
+        missing_permission: denied.then(|| scope_for(endpoint).to_string()),
     }
 }
 
@@ -134,13 +135,15 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
 
     let t0 = Instant::now();
     let wait0 = client.totals().rate_wait_ms;
-    match client.auth_tokens_info().await {
+    let info = client.auth_tokens_info().await;
+    let latency_ms = latency_since(&client, t0, wait0);
+    match info {
         Ok(info) => {
             report.probes.push(Probe {
                 name: "token".into(),
                 endpoint: "auth-tokens.info".into(),
                 ok: true,
-                latency_ms: latency_since(&client, t0, wait0),
+                latency_ms,
                 items: None,
                 error: None,
                 status: None,
@@ -164,9 +167,10 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
             }
         }
         Err(e) => {
-            let (p, err) = probe(&client, "token", "auth-tokens.info", "", async { Err(e) }).await;
-            report.probes.push(p);
-            worst = err;
+            report
+                .probes
+                .push(failed_probe("token", "auth-tokens.info", latency_ms, &e));
+            worst = Some(e);
         }
     }
 
@@ -209,12 +213,9 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
     report.ok = report.probes.iter().all(|p| p.ok);
 
     if cfg.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        output::json(&report)?;
     } else {
-        print_human(&report);
+        output::data(|w| print_human(w, &report))?;
     }
     match worst {
         None => Ok(()),
@@ -222,32 +223,35 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
     }
 }
 
-fn print_human(r: &TestApiReport) {
-    println!("DevRev API check against {}", r.base_url);
+fn print_human(w: &mut impl Write, r: &TestApiReport) -> io::Result<()> {
+    writeln!(w, "DevRev API check against {}", r.base_url)?;
     if let Some(org) = &r.organization {
-        println!(
+        writeln!(
+            w,
             "  organization: {} ({})",
             org.get("display_id")
                 .and_then(|v| v.as_str())
                 .unwrap_or("?"),
             org.get("id").and_then(|v| v.as_str()).unwrap_or("?")
-        );
+        )?;
     }
     if let Some(id) = &r.identity {
-        println!(
+        writeln!(
+            w,
             "  identity:     {} {} <{}>",
             id.get("display_id").and_then(|v| v.as_str()).unwrap_or("?"),
             id.get("display_name")
                 .and_then(|v| v.as_str())
                 .unwrap_or(""),
             id.get("email").and_then(|v| v.as_str()).unwrap_or("")
-        );
+        )?;
     }
     if let Some(at) = &r.token_expires_at {
-        println!(
+        writeln!(
+            w,
             "  token expiry: {at} ({} days left)",
             r.token_expires_in_days.unwrap_or(0.0)
-        );
+        )?;
     }
     for p in &r.probes {
         let status = if p.ok { "OK  " } else { "FAIL" };
@@ -256,33 +260,37 @@ fn print_human(r: &TestApiReport) {
             (None, Some(n)) => format!("{n} item(s) on the first page"),
             (None, None) => String::new(),
         };
-        println!(
+        writeln!(
+            w,
             "  {status} {:<14} {:<20} {:>5} ms  {detail}",
             p.name, p.endpoint, p.latency_ms
-        );
+        )?;
         if let Some(perm) = &p.missing_permission {
-            println!("       the token lacks permission: {perm}");
+            writeln!(w, "       the token lacks permission: {perm}")?;
         }
     }
     match &r.rate_limit_headers {
-        Some(h) => println!(
+        Some(h) => writeln!(
+            w,
             "  rate-limit headers: limit {} remaining {} reset {}",
             h.limit.map_or("-".into(), |v| v.to_string()),
             h.remaining.map_or("-".into(), |v| v.to_string()),
             h.reset.map_or("-".into(), |v| v.to_string())
         ),
-        None => println!("  rate-limit headers: none seen"),
+        None => writeln!(w, "  rate-limit headers: none seen"),
+    }?;
+    writeln!(w, "  configured pacing: {}", r.configured_rate_limit)?;
+    for warning in &r.warnings {
+        writeln!(w, "  warning: {warning}")?;
     }
-    println!("  configured pacing: {}", r.configured_rate_limit);
-    for w in &r.warnings {
-        println!("  warning: {w}");
-    }
-    println!(
+    writeln!(
+        w,
         "{}",
         if r.ok {
             "All checks passed."
         } else {
             "Some checks failed."
         }
-    );
+    )?;
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! `--csv FILE --backup-only`.
 
 use std::collections::BTreeSet;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,9 +10,11 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::config::Config;
-use crate::detect::{DetectOptions, Pair};
+use crate::detect::{Contact, DetectOptions, Pair};
 use crate::devrev::DevRevClient;
+use crate::devrev::types::RevUser;
 use crate::error::AppError;
+use crate::output;
 
 use super::manifest::{Counts, MANIFEST_FILE, PARTIAL_SUFFIX};
 use super::{BackupError, BackupInput, BackupSummary, layout, load_tickets, verify};
@@ -232,6 +235,16 @@ async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Res
 /// `--verify-backups DIR`: one line per backup, a summary, exit 0 only when all pass.
 pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Result<(), AppError> {
     let mut checks = check_root(root)?;
+    if checks.is_empty() {
+        // Fail closed: "0 backup folder(s), all OK" for the wrong folder would read as a pass.
+        return Err(AppError::SomeFailed(format!(
+            "no backup folders found in {}: a backup folder is named <email>_<YYYYMMDD_HHMMSS> \
+             and holds {MANIFEST_FILE} (merge runs and --backup-only write them under \
+             --backup-dir, default backups/). Give that folder, or one backup folder, to \
+             --verify-backups",
+            root.display()
+        )));
+    }
     if against_api {
         let client = DevRevClient::new(cfg.client_config()?)?;
         for c in checks
@@ -259,12 +272,9 @@ pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Res
         summary,
     };
     if cfg.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        output::json(&report)?;
     } else {
-        print_verify(&report);
+        output::data(|w| print_verify(w, &report))?;
     }
     let s = &report.summary;
     if s.failed + s.leftovers == 0 {
@@ -279,7 +289,7 @@ pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Res
     }
 }
 
-fn print_verify(r: &VerifyReport) {
+fn print_verify(w: &mut impl Write, r: &VerifyReport) -> io::Result<()> {
     for c in &r.backups {
         match c.status {
             VerifyStatus::Ok => {
@@ -293,26 +303,72 @@ fn print_verify(r: &VerifyReport) {
                         )
                     })
                     .unwrap_or_default();
-                println!("OK          {}{detail}", c.name);
+                writeln!(w, "OK          {}{detail}", c.name)
             }
-            VerifyStatus::Failed => println!("FAILED      {}: {}", c.name, c.problems.join("; ")),
-            VerifyStatus::Leftover => println!("LEFTOVER    {}: {}", c.name, c.problems.join("; ")),
+            VerifyStatus::Failed => {
+                writeln!(w, "FAILED      {}: {}", c.name, c.problems.join("; "))
+            }
+            VerifyStatus::Leftover => {
+                writeln!(w, "LEFTOVER    {}: {}", c.name, c.problems.join("; "))
+            }
             VerifyStatus::InProgress => {
-                println!("IN PROGRESS {}: {}", c.name, c.problems.join("; "))
+                writeln!(w, "IN PROGRESS {}: {}", c.name, c.problems.join("; "))
             }
-        }
-        for w in &c.warnings {
-            println!("            warning: {w}");
+        }?;
+        for warning in &c.warnings {
+            writeln!(w, "            warning: {warning}")?;
         }
     }
     let s = &r.summary;
-    println!(
+    writeln!(
+        w,
         "{} backup folder(s): {} OK, {} FAILED, {} leftover, {} in progress",
         s.total, s.ok, s.failed, s.leftovers, s.in_progress
-    );
+    )
 }
 
 // ---- --backup-only ---------------------------------------------------------------------
+
+fn print_backup_only(
+    w: &mut impl Write,
+    report: &BackupOnlyReport,
+    planned: usize,
+) -> io::Result<()> {
+    for p in &report.pairs {
+        match (&p.backup, &p.error) {
+            (Some(b), _) => writeln!(
+                w,
+                "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
+                p.email,
+                b.dir.display(),
+                b.tickets,
+                b.timeline_entries,
+                b.attachments,
+                b.conversations,
+                b.bytes
+            )?,
+            (None, Some(e)) => writeln!(w, "FAILED  {}  {e}", p.email)?,
+            (None, None) => {}
+        }
+        if let Some(b) = &p.backup {
+            for warning in &b.warnings {
+                writeln!(w, "        warning: {warning}")?;
+            }
+        }
+    }
+    let not_reached = planned - report.pairs.len();
+    writeln!(
+        w,
+        "{planned} pair(s): {} backed up and verified, {} failed{}",
+        report.ok,
+        report.failed,
+        if not_reached > 0 {
+            format!(", {not_reached} not reached")
+        } else {
+            String::new()
+        }
+    )
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PairBackup {
@@ -355,14 +411,53 @@ fn to_app_error(e: BackupError) -> AppError {
     AppError::from(e)
 }
 
+/// Why one pair of `--backup-only` has no backup.
+#[derive(Debug, thiserror::Error)]
+enum PairFailure {
+    /// A contact of the CSV is gone from DevRev: usually merged since the export.
+    #[error(
+        "the {role} contact {display_id} ({don}) was not found in DevRev (HTTP 404): it may \
+         already have been merged, or was deleted. Export the contacts again to see the pair \
+         as it is now"
+    )]
+    ContactGone {
+        role: &'static str,
+        display_id: String,
+        don: String,
+    },
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+}
+
+async fn get_contact(
+    client: &DevRevClient,
+    contact: &Contact,
+    role: &'static str,
+) -> Result<RevUser, PairFailure> {
+    client
+        .rev_users_get(&contact.rev_user_id)
+        .await
+        .map_err(|e| {
+            if e.is_not_found() {
+                PairFailure::ContactGone {
+                    role,
+                    display_id: contact.display_id(),
+                    don: contact.rev_user_id.clone(),
+                }
+            } else {
+                PairFailure::Backup(e.into())
+            }
+        })
+}
+
 async fn back_up_pair(
     client: &DevRevClient,
     cfg: &Config,
     pair: &Pair,
     run_id: &str,
-) -> Result<BackupSummary, BackupError> {
-    let primary = client.rev_users_get(&pair.primary.rev_user_id).await?;
-    let secondary = client.rev_users_get(&pair.secondary.rev_user_id).await?;
+) -> Result<BackupSummary, PairFailure> {
+    let primary = get_contact(client, &pair.primary, "primary").await?;
+    let secondary = get_contact(client, &pair.secondary, "secondary").await?;
     super::take(
         client,
         BackupInput {
@@ -375,6 +470,7 @@ async fn back_up_pair(
         },
     )
     .await
+    .map_err(PairFailure::Backup)
 }
 
 /// `--csv FILE --backup-only`: back up and verify every clean pair, merge nothing.
@@ -409,7 +505,12 @@ pub async fn backup_only(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             };
             match res {
                 Ok(summary) => entry.backup = Some(summary),
-                Err(e) => {
+                Err(e @ PairFailure::ContactGone { .. }) => {
+                    let e = e.to_string();
+                    tracing::error!(email = %pair.email, error = %e, "backup failed");
+                    entry.error = Some(e);
+                }
+                Err(PairFailure::Backup(e)) => {
                     tracing::error!(email = %pair.email, error = %e, "backup failed");
                     entry.error = Some(e.to_string());
                     if stops_the_run(&e) {
@@ -436,44 +537,9 @@ pub async fn backup_only(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         pairs: results,
     };
     if cfg.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("serializable")
-        );
+        output::json(&report)?;
     } else {
-        for p in &report.pairs {
-            match (&p.backup, &p.error) {
-                (Some(b), _) => println!(
-                    "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
-                    p.email,
-                    b.dir.display(),
-                    b.tickets,
-                    b.timeline_entries,
-                    b.attachments,
-                    b.conversations,
-                    b.bytes
-                ),
-                (None, Some(e)) => println!("FAILED  {}  {e}", p.email),
-                (None, None) => {}
-            }
-            if let Some(b) = &p.backup {
-                for w in &b.warnings {
-                    println!("        warning: {w}");
-                }
-            }
-        }
-        let not_reached = plan.pairs.len() - report.pairs.len();
-        println!(
-            "{} pair(s): {} backed up and verified, {} failed{}",
-            plan.pairs.len(),
-            report.ok,
-            report.failed,
-            if not_reached > 0 {
-                format!(", {not_reached} not reached")
-            } else {
-                String::new()
-            }
-        );
+        output::data(|w| print_backup_only(w, &report, plan.pairs.len()))?;
     }
     if let Some(e) = stopped {
         return Err(to_app_error(e));

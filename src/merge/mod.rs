@@ -12,7 +12,7 @@ pub mod saga;
 pub mod savepoint;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::time::Instant;
 
@@ -26,6 +26,7 @@ use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
+use crate::output;
 use crate::report::{self, EntryStatus, MergeReport, PairEntry, RunOutcome};
 use saga::{PairResult, PairRun, SagaCtx};
 use savepoint::{PairRecord, Savepoint, pair_key};
@@ -336,11 +337,12 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         client: &client,
     });
     let path = report::write(&cfg.report_dir, &report)?;
-    if cfg.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+    // The run is over and the report is on disk: a failed stdout write must not hide how
+    // the run went, so it is only warned about (a closed pipe is not even that).
+    if cfg.json
+        && let Err(e) = output::json(&report)
+    {
+        tracing::warn!("{e}; the report is in {}", path.display());
     }
     if !cfg.quiet {
         report::print_summary(&report, &path, &cfg.savepoint);
@@ -420,11 +422,11 @@ fn confirm(
     if cfg.yes {
         // -q asks for errors only; with --yes nobody reads the question anyway.
         if !cfg.quiet {
-            eprint!("{text}");
+            output::human(&text);
         }
         return Ok(());
     }
-    eprint!("{text}");
+    output::human(&text);
     if !std::io::stdin().is_terminal() {
         return Err(AppError::Usage(
             "refusing to merge without confirmation: no terminal to ask on. Check the organization \
@@ -432,8 +434,7 @@ fn confirm(
                 .into(),
         ));
     }
-    eprint!("Merges cannot be undone. Type \"yes\" to continue: ");
-    let _ = std::io::stderr().flush();
+    output::human("Merges cannot be undone. Type \"yes\" to continue: ");
     let mut answer = String::new();
     std::io::stdin()
         .lock()

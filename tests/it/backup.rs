@@ -17,6 +17,7 @@ use devrev_merge::devrev::{ClientConfig, DevRevClient};
 use devrev_merge::error::AppError;
 use serde_json::{Value, json};
 
+use crate::closed_pipe;
 use crate::support::fake::{ArtifactRec, FakeOptions, FakeServer, Fault, ScriptedFault};
 use crate::support::seed::{self, GenSpec, Seed, summary_ids};
 
@@ -640,10 +641,14 @@ fn a_persistent_failure_leaves_no_complete_looking_folder() {
     assert!(err.to_string().contains("500"), "{err}");
     assert!(backup_dirs(&root).is_empty(), "{:?}", tree(&root));
 
-    // And `--verify-backups` finds nothing that claims to be a backup.
+    // And `--verify-backups` finds nothing that claims to be a backup, which is not a pass.
     let out = run(cmd(tmp.path(), None).args(["--verify-backups", "backups"]));
-    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("0 backup folder(s)"), "{}", out.stdout);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("no backup folders found in backups"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -978,6 +983,32 @@ fn assert_failed(out: &Outcome, needle: &str) {
 }
 
 #[test]
+fn verify_backups_into_a_closed_pipe_exits_with_its_own_code() {
+    // `--verify-backups backups --json | head -c 10`: the reader is gone before the first
+    // byte; that used to panic (exit 101) instead of reporting how the check went.
+    let (fake, p, s) = world(spec(), |_| {});
+    let (tmp, dir) = one_backup(&fake, &p, &s);
+    for args in [
+        &["--verify-backups", "backups", "--json"][..],
+        &["--verify-backups", "backups"][..],
+    ] {
+        let mut c = std_cmd(tmp.path(), None);
+        c.args(args);
+        let out = closed_pipe::run(c, false);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+    // A failed check keeps exit 1 even when stderr is the same dead pipe (`2>&1 | head`).
+    let f = first_attachment(&dir);
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[0] ^= 0x01;
+    std::fs::write(&f, bytes).unwrap();
+    let mut c = std_cmd(tmp.path(), None);
+    c.args(["--verify-backups", "backups"]);
+    assert_eq!(closed_pipe::run(c, true).code, Some(1));
+}
+
+#[test]
 fn verify_backups_catches_a_flipped_byte() {
     let (fake, p, s) = world(spec(), |_| {});
     let (tmp, dir) = one_backup(&fake, &p, &s);
@@ -1082,6 +1113,30 @@ fn verify_backups_reports_a_partial_leftover() {
         "{}",
         out.stdout
     );
+}
+
+#[test]
+fn verify_backups_of_a_folder_without_backups_fails_closed() {
+    // Pointed at the wrong (empty) folder, the check must not read as "all OK".
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    for json in [false, true] {
+        let mut c = cmd(tmp.path(), None);
+        c.args(["--verify-backups", "empty"]);
+        if json {
+            c.arg("--json");
+        }
+        let out = run(&mut c);
+        assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+        assert!(
+            out.stderr
+                .contains("no backup folders found in empty: a backup folder is named"),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stderr.contains("verification.json"), "{}", out.stderr);
+        assert!(!out.stdout.contains("0 backup folder(s)"), "{}", out.stdout);
+    }
 }
 
 #[test]
@@ -1298,7 +1353,15 @@ fn backup_only_reports_a_failed_pair_and_backs_up_the_others() {
         .lines()
         .find(|l| l.starts_with("FAILED"))
         .unwrap();
-    assert!(failed.contains("404"), "{failed}");
+    // It names the contact that is gone and the likely reason, not a bare "HTTP 404".
+    let revu = devrev_merge::detect::display_id(&gone);
+    assert!(
+        failed.contains(&format!(
+            "the secondary contact {revu} ({gone}) was not found in DevRev (HTTP 404): it may \
+             already have been merged"
+        )),
+        "{failed}"
+    );
     assert_eq!(backup_dirs(&tmp.path().join("backups")).len(), 2);
 }
 

@@ -4,6 +4,7 @@
 mod support;
 
 mod backup;
+mod closed_pipe;
 mod detect;
 mod fake_selftest;
 mod merge;

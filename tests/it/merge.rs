@@ -724,6 +724,25 @@ fn max_merges_is_a_canary() {
 }
 
 #[test]
+fn a_run_whose_stdout_reader_went_away_finishes_and_keeps_its_exit_code() {
+    // `devrev-merge --csv contacts.csv --yes --json 2>&1 | head -c 10`: the run goes on to
+    // the end, writes its report and exits 0, instead of panicking with exit 101.
+    let w = World::new(
+        spec(4, 1, 23),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let mut args = w.run_args();
+    args.push("--json");
+    for stderr_too in [false, true] {
+        let out = crate::closed_pipe::run(w.std_cmd(&args), stderr_too);
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    check_final_state(&w);
+    assert_eq!(w.reports().len(), 2);
+    assert_eq!(w.last_report()["summary"]["merged"], w.mergeable().len());
+}
+
+#[test]
 fn refuses_without_a_terminal_or_yes() {
     let w = World::new(
         spec(3, 1, 18),

@@ -109,6 +109,24 @@ fn test_api_passes_and_reports_org_identity_and_rate_headers() {
 }
 
 #[test]
+fn test_api_into_a_closed_pipe_exits_with_its_own_code() {
+    let fake = small_fake(|_| {});
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&["--test-api"][..], &["--test-api", "--json"][..]] {
+        let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("devrev-merge"));
+        c.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("DEVREV_BASE_URL", fake.base_url())
+            .env("DEVREV_API_TOKEN", fake.token())
+            .current_dir(dir.path())
+            .args(args);
+        let out = crate::closed_pipe::run(c, false);
+        assert_eq!(out.code, Some(0), "{args:?}: {}", out.stderr);
+    }
+}
+
+#[test]
 fn test_api_json_is_one_object_on_stdout() {
     let fake = small_fake(|_| {});
     let dir = tempfile::tempdir().unwrap();
@@ -161,6 +179,34 @@ fn probe_latency_leaves_out_the_wait_for_the_local_rate_limit() {
             p["name"]
         );
     }
+}
+
+#[test]
+fn a_failed_token_check_reports_its_real_latency() {
+    // auth-tokens.info answers 401 after 300 ms: the probe used to say 0 ms because the
+    // clock started after the call had already failed.
+    let fake = small_fake(|o| {
+        o.faults = vec![ScriptedFault {
+            path: Some("/auth-tokens.info".into()),
+            nth: 1,
+            fault: Fault::Slow(Duration::from_millis(300)),
+        }];
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd(&dir, &fake.base_url(), Some("not-the-token"))
+        .args(["--test-api", "--json"])
+        .assert()
+        .code(77)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("stdout is JSON");
+    let token = &v["probes"][0];
+    assert_eq!(token["endpoint"], "auth-tokens.info");
+    assert_eq!(token["ok"], false);
+    assert_eq!(token["status"], 401);
+    let ms = token["latency_ms"].as_u64().unwrap();
+    assert!((300..10_000).contains(&ms), "latency {ms} ms");
 }
 
 #[test]
