@@ -303,7 +303,8 @@ async fn list_everything(
         {
             warnings.push(format!(
                 "the CSV's TICKET_COUNT for the {role} ({}) is {csv}, DevRev lists {listed} tickets \
-                 reported by it (the warehouse also counts owned and created tickets)",
+                 reported by it (the export counts differently and may be older than the \
+                 backup; the backup holds what DevRev listed)",
                 user.display_id.as_deref().unwrap_or(&user.id)
             ));
         }
