@@ -662,12 +662,14 @@ fn check_live_moves_pairs_devrev_would_refuse_to_needs_review() {
     assert_eq!(live["refused"], json!(6));
     assert_eq!(live["errors"], json!(0));
     // Live ticket counts are what DevRev lists now.
-    for r in live["results"]
+    let passed: Vec<&Value> = live["results"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| r["outcome"] == json!("passed"))
-    {
+        .collect();
+    assert_eq!(passed.len(), 2, "{live}");
+    for r in passed {
         let p = r["primary"].as_str().unwrap();
         let sec = r["secondary"].as_str().unwrap();
         let (tp, ts) = fake.with_state(|st| {
