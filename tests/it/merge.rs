@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::common::{mode, scrubbed_cmd};
 use crate::support::fake::{
     FakeOptions, FakeServer, Fault, MergeBehaviour, MoveMode, RandomFaults, RequestRecord,
     SecondaryAfter, State,
 };
 use crate::support::seed::{GenSpec, GroupKind, Seed, summary_ids};
-
-pub const BIN: &str = env!("CARGO_BIN_EXE_devrev-merge");
 
 /// A fake DevRev with a seeded world and a temp working folder holding `contacts.csv`.
 pub struct World {
@@ -83,36 +82,24 @@ impl World {
         self.dir.path().join(rel)
     }
 
-    fn envs(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("PATH", std::env::var("PATH").unwrap_or_default()),
-            ("HOME", self.dir.path().display().to_string()),
-            ("DEVREV_API_TOKEN", self.fake.token()),
-            ("DEVREV_BASE_URL", self.fake.base_url()),
-            ("RATE_LIMIT_CALLS", "100000".into()),
-            ("RATE_LIMIT_PERIOD", "60".into()),
-            ("DEVREV_MERGE_MIN_BACKOFF_MS", "10".into()),
-            ("DEVREV_MAX_RETRIES", "8".into()),
-        ]
+    /// The binary with a scrubbed environment in the world's folder, pointed at its fake.
+    fn base_cmd(&self) -> std::process::Command {
+        let mut c = scrubbed_cmd(self.dir.path());
+        crate::common::with_fake(&mut c, &self.fake)
+            .env("RATE_LIMIT_CALLS", "100000")
+            .env("RATE_LIMIT_PERIOD", "60")
+            .env("DEVREV_MAX_RETRIES", "8");
+        c
     }
 
     /// The binary with a scrubbed environment, in the world's folder.
     pub fn cmd(&self) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::new(BIN);
-        c.env_clear().current_dir(self.dir.path());
-        for (k, v) in self.envs() {
-            c.env(k, v);
-        }
-        c
+        assert_cmd::Command::from_std(self.base_cmd())
     }
 
     /// The same as a plain `std::process::Command` (for tests that signal the child).
     pub fn std_cmd(&self, args: &[&str]) -> std::process::Command {
-        let mut c = std::process::Command::new(BIN);
-        c.env_clear().current_dir(self.dir.path());
-        for (k, v) in self.envs() {
-            c.env(k, v);
-        }
+        let mut c = self.base_cmd();
         c.args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1023,7 +1010,6 @@ fn find<'a>(v: &'a Value, key: &str, want: &str) -> &'a Value {
 
 #[test]
 fn the_report_field_by_field() {
-    use std::os::unix::fs::PermissionsExt;
     let mut sp = spec(4, 2, 23);
     sp.tickets_per_contact = (2, 3);
     let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Gone);
@@ -1037,10 +1023,7 @@ fn the_report_field_by_field() {
         name.len() == "merge-report-YYYYMMDD_HHMMSS.json".len() && name.ends_with(".json"),
         "{name}"
     );
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(mode(&path), 0o600);
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains(&w.fake.token()), "no token in the report");
     let r: Value = serde_json::from_str(&text).unwrap();
