@@ -454,7 +454,9 @@ fn all_moved_secondary_gone_with_renamed_primary_and_unverified_pairs() {
 #[test]
 fn partial_moves_secondary_deactivated_ref_freed_late() {
     let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Deactivated);
-    b.ref_release_delay = Duration::from_millis(120);
+    // Long enough that reconciling (a few local calls) ends before the ref is freed even on a
+    // loaded machine, short enough for the run to wait it out within --merge-timeout 2.
+    b.ref_release_delay = Duration::from_millis(250);
     let w = World::new(spec(20, 4, 12), b);
     let a = w.run(&[]);
     assert_eq!(code(&a), 0, "{}", stderr(&a));
@@ -817,7 +819,10 @@ fn corrupt_savepoint_stops_with_65_and_is_left_alone() {
 #[test]
 fn adopting_the_external_ref_waits_out_409_conflicts() {
     let mut b = behaviour(MoveMode::All, SecondaryAfter::Deactivated);
-    b.ref_release_delay = Duration::from_millis(300);
+    // The first adoption must meet a 409 for every pair: the ref stays taken for 1 s after the
+    // merge applies, far longer than the few local calls of Reconcile even on a loaded
+    // machine, and well within the 2 s the run waits for it (--merge-timeout 2).
+    b.ref_release_delay = Duration::from_millis(1000);
     let w = World::new(spec(2, 0, 21), b);
     let a = w.run(&[]);
     assert_eq!(code(&a), 0, "{}", stderr(&a));
