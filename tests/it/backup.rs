@@ -3,7 +3,6 @@
 //! damaged folders, and the API-call formula checked against the fake's request log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use devrev_merge::error::AppError;
 use serde_json::{Value, json};
 
 use crate::closed_pipe;
+use crate::common::{mode, scrubbed_cmd, with_fake};
 use crate::support::fake::{ArtifactRec, FakeOptions, FakeServer, Fault, ScriptedFault};
 use crate::support::seed::{self, GenSpec, Seed, summary_ids};
 
@@ -202,7 +202,6 @@ fn backup_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 fn assert_private(dir: &Path) {
-    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(dir), 0o700, "{}", dir.display());
     for p in tree(dir) {
         let want = if p.is_dir() { 0o700 } else { 0o600 };
@@ -270,16 +269,10 @@ fn add_comment(fake: &FakeServer, object: &str, artifacts: Vec<Value>) {
 
 /// The binary with a scrubbed environment in `dir`, pointed at the fake.
 fn std_cmd(dir: &Path, fake: Option<&FakeServer>) -> std::process::Command {
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("devrev-merge"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "10")
-        .env("RATE_LIMIT_CALLS", "100000")
-        .current_dir(dir);
+    let mut c = scrubbed_cmd(dir);
+    c.env("RATE_LIMIT_CALLS", "100000");
     if let Some(f) = fake {
-        c.env("DEVREV_BASE_URL", f.base_url())
-            .env("DEVREV_API_TOKEN", f.token());
+        with_fake(&mut c, f);
     }
     c
 }

@@ -2,26 +2,21 @@
 //! `--create-test-sample`, and `--check-live` against the fake DevRev.
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use serde_json::{Value, json};
 
+use crate::common::{mode, scrubbed_cmd};
 use crate::support::fake::{FakeOptions, FakeServer};
 use crate::support::seed::{GenSpec, GroupKind, Seed};
 
 /// The binary with a scrubbed environment in `dir`; no token and no DevRev unless given.
 fn cmd(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("devrev-merge").unwrap();
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", dir)
-        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "10")
-        // Pacing is tested elsewhere; here it would only slow the live checks down.
-        .env("RATE_LIMIT_CALLS", "6000")
-        .current_dir(dir);
-    c
+    let mut c = scrubbed_cmd(dir);
+    // Pacing is tested elsewhere; here it would only slow the live checks down.
+    c.env("RATE_LIMIT_CALLS", "6000");
+    Command::from_std(c)
 }
 
 fn seed(pairs: usize) -> Seed {
@@ -50,10 +45,6 @@ fn only_plan(dir: &Path) -> (PathBuf, Value) {
     assert_eq!(files.len(), 1, "{files:?}");
     let v = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
     (files[0].clone(), v)
-}
-
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 #[test]
@@ -662,12 +653,14 @@ fn check_live_moves_pairs_devrev_would_refuse_to_needs_review() {
     assert_eq!(live["refused"], json!(6));
     assert_eq!(live["errors"], json!(0));
     // Live ticket counts are what DevRev lists now.
-    for r in live["results"]
+    let passed: Vec<&Value> = live["results"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|r| r["outcome"] == json!("passed"))
-    {
+        .collect();
+    assert_eq!(passed.len(), 2, "{live}");
+    for r in passed {
         let p = r["primary"].as_str().unwrap();
         let sec = r["secondary"].as_str().unwrap();
         let (tp, ts) = fake.with_state(|st| {

@@ -5,6 +5,7 @@ mod support;
 
 mod backup;
 mod closed_pipe;
+mod common;
 mod detect;
 mod fake_selftest;
 mod merge;

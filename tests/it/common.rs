@@ -1,0 +1,36 @@
+//! Scaffolding the end-to-end modules share: the built binary with a scrubbed environment in
+//! a temp folder, pointing it at the fake DevRev, and file permission bits.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::support::fake::FakeServer;
+
+/// The binary with an empty environment except `PATH`, `HOME` (= `dir`) and a 10 ms retry
+/// backoff, run in `dir`: nothing from the developer's shell or `~/.env` leaks into a test.
+pub fn scrubbed_cmd(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_devrev-merge"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "10")
+        .current_dir(dir);
+    c
+}
+
+/// [`scrubbed_cmd`] as an `assert_cmd::Command`.
+pub fn scrubbed_assert_cmd(dir: &Path) -> assert_cmd::Command {
+    assert_cmd::Command::from_std(scrubbed_cmd(dir))
+}
+
+/// Points `c` at `fake` with its valid token.
+pub fn with_fake<'c>(c: &'c mut Command, fake: &FakeServer) -> &'c mut Command {
+    c.env("DEVREV_BASE_URL", fake.base_url())
+        .env("DEVREV_API_TOKEN", fake.token())
+}
+
+/// The permission bits of `p` (`0o600`, `0o700`, ...).
+pub fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
