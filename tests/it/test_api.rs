@@ -440,3 +440,38 @@ fn pacing_keeps_every_window_within_the_limit() {
         );
     }
 }
+
+#[test]
+fn a_token_expiring_within_seven_days_is_warned_about() {
+    let fake = small_fake(|o| o.token_expires_in = Duration::from_secs(3 * 86_400));
+    let dir = tempfile::tempdir().unwrap();
+    let out = cmd(&dir, &fake.base_url(), Some(&fake.token()))
+        .args(["--test-api", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let warnings = v["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{v}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .unwrap()
+            .contains("expires in 3.0 days"),
+        "{v}"
+    );
+
+    // A token with 90 days left gets no warning.
+    let fresh = small_fake(|_| {});
+    let out = cmd(&dir, &fresh.base_url(), Some(&fresh.token()))
+        .args(["--test-api", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+}
