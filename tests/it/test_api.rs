@@ -395,20 +395,7 @@ fn pacing_keeps_every_window_within_the_limit() {
     let window = Duration::from_secs(1);
     let fake = small_fake(|o| o.rate_limit = Some(RateLimit { limit, window }));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = std::sync::Arc::new(
-        devrev_merge::devrev::DevRevClient::new(devrev_merge::devrev::ClientConfig {
-            base_url: devrev_merge::config::parse_base_url(&fake.base_url()).unwrap(),
-            token: fake.token().into(),
-            rate_limit_calls: limit,
-            rate_limit_period: window,
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(5),
-            max_retries: 3,
-            page_size: 100,
-            min_backoff: Duration::from_millis(10),
-        })
-        .unwrap(),
-    );
+    let client = std::sync::Arc::new(library_client(&fake, limit, window));
     rt.block_on(async {
         let mut tasks = Vec::new();
         for _ in 0..3 {
@@ -474,4 +461,46 @@ fn a_token_expiring_within_seven_days_is_warned_about() {
         .clone();
     let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+}
+
+/// The crate's client pointed at `fake`, pacing itself to `calls` per `period`.
+fn library_client(
+    fake: &FakeServer,
+    calls: u32,
+    period: Duration,
+) -> devrev_merge::devrev::DevRevClient {
+    devrev_merge::devrev::DevRevClient::new(devrev_merge::devrev::ClientConfig {
+        base_url: devrev_merge::config::parse_base_url(&fake.base_url()).unwrap(),
+        token: fake.token().into(),
+        rate_limit_calls: calls,
+        rate_limit_period: period,
+        connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        max_retries: 3,
+        page_size: 100,
+        min_backoff: Duration::from_millis(10),
+    })
+    .unwrap()
+}
+
+/// When DevRev's budget is smaller than the configured pace, `X-Ratelimit-Remaining: 0`
+/// makes the client wait for `X-Ratelimit-Reset` instead of provoking a 429.
+#[test]
+fn remaining_zero_waits_for_the_reset_instead_of_a_429() {
+    let window = Duration::from_secs(2);
+    let fake = small_fake(|o| o.rate_limit = Some(RateLimit { limit: 4, window }));
+    // The client alone would allow far more than the server does.
+    let client = library_client(&fake, 1000, Duration::from_secs(60));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for _ in 0..6 {
+            client.auth_tokens_info().await.unwrap();
+        }
+    });
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 6, "no request was repeated");
+    assert!(reqs.iter().all(|r| r.status == 200), "a 429 was provoked");
+    // The fifth call waited for the server's window to reset.
+    let gap = reqs[4].at - reqs[0].at;
+    assert!(gap >= window, "the fifth call went out after only {gap:?}");
 }
