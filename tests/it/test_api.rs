@@ -113,14 +113,7 @@ fn test_api_into_a_closed_pipe_exits_with_its_own_code() {
 fn test_api_json_is_one_object_on_stdout() {
     let fake = small_fake(|_| {});
     let dir = tempfile::tempdir().unwrap();
-    let out = cmd(&dir, &fake.base_url(), Some(&fake.token()))
-        .args(["--test-api", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).expect("stdout is JSON");
+    let v = test_api_json(&dir, &fake);
     assert_eq!(v["ok"], true);
     assert_eq!(v["probes"].as_array().unwrap().len(), 4);
     assert!(
@@ -432,14 +425,7 @@ fn pacing_keeps_every_window_within_the_limit() {
 fn a_token_expiring_within_seven_days_is_warned_about() {
     let fake = small_fake(|o| o.token_expires_in = Duration::from_secs(3 * 86_400));
     let dir = tempfile::tempdir().unwrap();
-    let out = cmd(&dir, &fake.base_url(), Some(&fake.token()))
-        .args(["--test-api", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = test_api_json(&dir, &fake);
     let warnings = v["warnings"].as_array().unwrap();
     assert_eq!(warnings.len(), 1, "{v}");
     assert!(
@@ -452,14 +438,7 @@ fn a_token_expiring_within_seven_days_is_warned_about() {
 
     // A token with 90 days left gets no warning.
     let fresh = small_fake(|_| {});
-    let out = cmd(&dir, &fresh.base_url(), Some(&fresh.token()))
-        .args(["--test-api", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = test_api_json(&dir, &fresh);
     assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
 }
 
@@ -503,4 +482,16 @@ fn remaining_zero_waits_for_the_reset_instead_of_a_429() {
     // The fifth call waited for the server's window to reset.
     let gap = reqs[4].at - reqs[0].at;
     assert!(gap >= window, "the fifth call went out after only {gap:?}");
+}
+
+/// Runs `--test-api --json` against `fake`, expects success, and parses stdout as one object.
+fn test_api_json(dir: &tempfile::TempDir, fake: &FakeServer) -> serde_json::Value {
+    let out = cmd(dir, &fake.base_url(), Some(&fake.token()))
+        .args(["--test-api", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).expect("stdout is one JSON object")
 }
