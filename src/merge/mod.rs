@@ -8,6 +8,8 @@
 //! always carried through Reconcile. Pairs that left the CSV before their merge was requested
 //! are left alone and listed in the report.
 
+pub mod journal;
+pub mod report;
 pub mod saga;
 pub mod savepoint;
 
@@ -27,7 +29,7 @@ use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
 use crate::output;
-use crate::report::{self, EntryStatus, MergeReport, PairEntry, RunOutcome};
+use report::{EntryStatus, MergeReport, PairEntry, RunOutcome};
 use saga::{PairResult, PairRun, SagaCtx};
 use savepoint::{PairRecord, Savepoint, pair_key};
 

@@ -32,165 +32,29 @@
 //! them after a crash is harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::StopSignal;
-use super::savepoint::{MergeConfirmation, MergeIntent, MergeOutcome, PairStatus, Savepoint};
+use super::journal::{
+    MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairError, PairRecord, PairStatus,
+    SkipReason, Step,
+};
+use super::savepoint::Savepoint;
 use crate::backup::{self, BackupError, BackupInput};
 use crate::cli::{BackupScope, Keep};
 use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
-pub use crate::validate::Role;
 use crate::validate::{self, LiveCheck, LiveProblem};
 
-/// The steps of one pair, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Validate,
-    Backup,
-    VerifyBackup,
-    RequestMerge,
-    AwaitMerge,
-    Reconcile,
-    AdoptExternalRef,
-    Done,
-}
-
-impl Step {
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Validate => "validate",
-            Step::Backup => "backup",
-            Step::VerifyBackup => "verify_backup",
-            Step::RequestMerge => "request_merge",
-            Step::AwaitMerge => "await_merge",
-            Step::Reconcile => "reconcile",
-            Step::AdoptExternalRef => "adopt_external_ref",
-            Step::Done => "done",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Why a pair was left alone. Every reason but `AlreadyMerged` needs a person to look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SkipReason {
-    /// DevRev has no such contact any more (404).
-    ContactMissing { role: Role },
-    /// The contact exists but is not active (deactivated, deleted, locked, shadow, ...).
-    NotActive { role: Role, state: String },
-    /// The live email no longer matches the pair's email.
-    EmailChanged { role: Role, email: String },
-    /// The live external_ref differs from the export's (e.g. a `user_` ref that became a
-    /// `-drop-` ref counts as `MergedElsewhere`; any other change lands here).
-    RefChanged {
-        role: Role,
-        csv: String,
-        live: Option<String>,
-    },
-    /// The secondary already points at the primary (`primary_identity`): nothing to do.
-    AlreadyMerged,
-    /// The contact already shows a merge: `primary_identity` pointing elsewhere, or a
-    /// `-drop-` external_ref.
-    MergedElsewhere { role: Role, evidence: String },
-    /// DevRev refuses to merge an unverified contact into a verified one.
-    UnverifiedIntoVerified,
-    /// The pair left the CSV before its merge was requested; the journal alone cannot
-    /// re-validate it.
-    NotInCsv,
-}
-
-impl SkipReason {
-    /// A stable short name for counting ("skipped by reason").
-    pub fn code(&self) -> &'static str {
-        match self {
-            SkipReason::ContactMissing { .. } => "contact_missing",
-            SkipReason::NotActive { .. } => "not_active",
-            SkipReason::EmailChanged { .. } => "email_changed",
-            SkipReason::RefChanged { .. } => "ref_changed",
-            SkipReason::AlreadyMerged => "already_merged",
-            SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
-            SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
-            SkipReason::NotInCsv => "not_in_csv",
-        }
-    }
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::ContactMissing { role } => {
-                write!(f, "the {role} contact no longer exists in DevRev")
-            }
-            SkipReason::NotActive { role, state } => {
-                write!(f, "the {role} contact is {state}, not active")
-            }
-            SkipReason::EmailChanged { role, email } => {
-                write!(
-                    f,
-                    "the {role} contact's email is now {email:?}, not the pair's email"
-                )
-            }
-            SkipReason::RefChanged { role, csv, live } => write!(
-                f,
-                "the {role} contact's external_ref is now {:?}, the export says {csv:?}",
-                live.as_deref().unwrap_or("")
-            ),
-            SkipReason::AlreadyMerged => {
-                f.write_str("the secondary is already merged into the primary")
-            }
-            SkipReason::MergedElsewhere { role, evidence } => {
-                write!(f, "the {role} contact already shows as merged: {evidence}")
-            }
-            SkipReason::UnverifiedIntoVerified => f.write_str(
-                "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
-            ),
-            SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
-        }
-    }
-}
-
-/// A failure of one pair, with what DevRev said about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PairError {
-    pub step: Step,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// DevRev's error `type`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// DevRev's `reference_id`, for its support.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_id: Option<String>,
-}
-
 impl PairError {
-    pub fn new(step: Step, message: impl Into<String>) -> Self {
-        Self {
-            step,
-            message: message.into(),
-            status: None,
-            kind: None,
-            reference_id: None,
-        }
-    }
-
+    /// A failure as DevRev described it (status, error type, reference id).
     pub fn api(step: Step, e: &ApiError) -> Self {
         Self {
             step,
@@ -198,42 +62,6 @@ impl PairError {
             status: e.status(),
             kind: e.kind().map(str::to_string),
             reference_id: e.reference_id().map(str::to_string),
-        }
-    }
-}
-
-impl fmt::Display for PairError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.step, self.message)
-    }
-}
-
-/// The evidence that DevRev applied a merge (`devrev-api.md` §4.5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum MergedSign {
-    /// `rev-users.get(secondary)` answers 404.
-    NotFound,
-    /// It answers 301 (the object moved).
-    Moved,
-    /// Its state is no longer active.
-    NotActive { state: String },
-    /// It carries `primary_identity`.
-    PrimaryIdentity { id: String },
-    /// Its external_ref was rewritten with a `-drop-` suffix.
-    DropRef { external_ref: String },
-}
-
-impl fmt::Display for MergedSign {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MergedSign::NotFound => f.write_str("secondary answers 404"),
-            MergedSign::Moved => f.write_str("secondary answers 301"),
-            MergedSign::NotActive { state } => write!(f, "secondary is {state}"),
-            MergedSign::PrimaryIdentity { id } => write!(f, "secondary's primary_identity is {id}"),
-            MergedSign::DropRef { external_ref } => {
-                write!(f, "secondary's external_ref is {external_ref}")
-            }
         }
     }
 }
@@ -444,7 +272,7 @@ struct Saga<'a, 'b> {
 }
 
 impl Saga<'_, '_> {
-    fn rec(&self) -> &super::savepoint::PairRecord {
+    fn rec(&self) -> &PairRecord {
         self.sp
             .get(&self.key)
             .expect("the run puts the record in the savepoint before the saga")
@@ -459,19 +287,12 @@ impl Saga<'_, '_> {
     }
 
     /// Changes the record and writes the savepoint before returning.
-    fn save<R>(
-        &mut self,
-        f: impl FnOnce(&mut super::savepoint::PairRecord) -> R,
-    ) -> Result<R, AppError> {
+    fn save<R>(&mut self, f: impl FnOnce(&mut PairRecord) -> R) -> Result<R, AppError> {
         Ok(self.sp.update(&self.key, f)?)
     }
 
     /// Records a completed step.
-    fn complete(
-        &mut self,
-        step: Step,
-        f: impl FnOnce(&mut super::savepoint::PairRecord),
-    ) -> Result<(), AppError> {
+    fn complete(&mut self, step: Step, f: impl FnOnce(&mut PairRecord)) -> Result<(), AppError> {
         self.save(|r| {
             f(r);
             r.last_step = Some(step);
@@ -1320,6 +1141,7 @@ fn clone_api_error(e: &ApiError) -> ApiError {
 mod tests {
     use super::*;
     use crate::detect::Contact;
+    use crate::validate::Role;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

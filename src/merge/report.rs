@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::journal::{MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
+use super::saga::{PairResult, PairRun, StepRecord};
 use crate::cli::{BackupScope, Keep};
 use crate::config::Config;
 use crate::detect::{Pair, Plan};
@@ -15,8 +17,6 @@ use crate::devrev::types::Organization;
 use crate::devrev::{DevRevClient, EndpointStats, RateHeaders};
 use crate::error::AppError;
 use crate::fsutil;
-use crate::merge::saga::{MergedSign, PairError, PairRun, SkipReason, Step, StepRecord};
-use crate::merge::savepoint::{PairRecord, PairStatus};
 use crate::output;
 
 /// How the run as a whole ended.
@@ -142,12 +142,12 @@ impl PairEntry {
             Some(run) => {
                 e.steps = run.steps.clone();
                 e.status = match &run.result {
-                    crate::merge::saga::PairResult::Merged => EntryStatus::Merged,
-                    crate::merge::saga::PairResult::AlreadyMerged => EntryStatus::AlreadyMerged,
-                    crate::merge::saga::PairResult::Skipped(_) => EntryStatus::Skipped,
-                    crate::merge::saga::PairResult::Failed(_) => EntryStatus::Failed,
-                    crate::merge::saga::PairResult::Unconfirmed => EntryStatus::Unconfirmed,
-                    crate::merge::saga::PairResult::Interrupted => EntryStatus::Interrupted,
+                    PairResult::Merged => EntryStatus::Merged,
+                    PairResult::AlreadyMerged => EntryStatus::AlreadyMerged,
+                    PairResult::Skipped(_) => EntryStatus::Skipped,
+                    PairResult::Failed(_) => EntryStatus::Failed,
+                    PairResult::Unconfirmed => EntryStatus::Unconfirmed,
+                    PairResult::Interrupted => EntryStatus::Interrupted,
                 };
             }
             None => e.status = EntryStatus::Interrupted,
