@@ -7,6 +7,9 @@
 //! [`Savepoint::update`], which modifies the record and writes the whole file (temp file,
 //! fsync, rename) before returning: what is in memory is what is on disk, so a crash or a
 //! second Ctrl-C at any instant leaves a consistent journal.
+//!
+//! What the file holds (its types and format version) is defined in `journal.rs`; this module
+//! only reads, locks and writes it.
 
 use std::fs;
 use std::io::{Read, Seek, Write};
@@ -16,7 +19,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use fs4::fs_std::FileExt;
 
-pub use super::journal::{PairRecord, SavepointFile, VERSION, pair_key};
+use super::journal::{PairRecord, SavepointFile, VERSION, pair_key};
 use crate::error::AppError;
 use crate::fsutil;
 
