@@ -17,7 +17,6 @@ pub mod merge;
 pub mod output;
 pub mod planfile;
 pub mod preview;
-pub mod report;
 pub mod sample;
 pub mod test_api;
 pub mod validate;

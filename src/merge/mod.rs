@@ -1,35 +1,37 @@
 //! Running the plan (`--csv contacts.csv`): every clean pair through its saga, journaled in
 //! the savepoint, with confirmation, a canary limit, Ctrl-C handling, progress and a report.
 //!
-//! Order of a run: read the plan (offline) → lock and read the savepoint → check the token
-//! and show the org (`auth-tokens.info`) → ask for confirmation → pairs one by one → report.
-//! Pairs whose merge is already in flight (requested in an earlier run and not finished) go
-//! first, even if they have since left the CSV: a requested merge cannot be undone, so it is
-//! always carried through Reconcile. Pairs that left the CSV before their merge was requested
-//! are left alone and listed in the report.
+//! Order of a run: read the plan (offline) → lock and read the savepoint → schedule (pure:
+//! `schedule.rs`) → check the token and show the org (`auth-tokens.info`) → ask for
+//! confirmation → execute the pairs one by one (`execute.rs`, each through its saga in
+//! `saga.rs`, journaled in the format of `journal.rs` by `savepoint.rs`) → finish: report and
+//! exit status (`finish.rs`, `report.rs`).
 
+mod execute;
+mod finish;
+pub mod journal;
+pub mod report;
 pub mod saga;
 pub mod savepoint;
+pub mod schedule;
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::watch;
-use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::config::Config;
-use crate::detect::{self, DetectOptions, Pair};
+use crate::detect::{self, DetectOptions};
 use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
 use crate::output;
-use crate::report::{self, EntryStatus, MergeReport, PairEntry, RunOutcome};
-use saga::{PairResult, PairRun, SagaCtx};
-use savepoint::{PairRecord, Savepoint, pair_key};
+use saga::SagaCtx;
+use savepoint::Savepoint;
+use schedule::Item;
 
 /// Ctrl-C as the saga sees it: the first press asks to stop after the current step, the
 /// second to stop at once.
@@ -89,15 +91,6 @@ fn listen_for_ctrl_c(tx: watch::Sender<u8>) {
     });
 }
 
-/// One pair of the run, before it runs.
-struct Item<'p> {
-    key: String,
-    pair: Option<&'p Pair>,
-    /// Resumed with a merge already requested: finished first, never held back by
-    /// `--max-merges`.
-    in_flight: bool,
-}
-
 /// The merge run. `Ok(())` only when every clean pair is merged (or already was).
 pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let started_at = Utc::now();
@@ -128,86 +121,22 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let mut sp = Savepoint::open(&cfg.savepoint)?;
     let client = DevRevClient::new(client_cfg)?;
 
-    // ---- what to run -------------------------------------------------------------------
-    let mut entries: Vec<PairEntry> = Vec::new();
-    let mut in_flight = Vec::new();
-    let mut fresh = Vec::new();
-    let mut plan_keys = BTreeSet::new();
-    for pair in &plan.pairs {
-        let (p, s) = (&pair.primary.rev_user_id, &pair.secondary.rev_user_id);
-        let key = pair_key(p, s);
-        plan_keys.insert(key.clone());
-        let reversed = pair_key(s, p);
-        if let Some(rev) = sp.get(&reversed) {
-            // The same two contacts with primary and secondary swapped (`--keep` changed).
-            // What was started that way is finished that way: going the other way now could
-            // merge them twice.
-            plan_keys.insert(reversed.clone());
-            if rev.status.is_final() {
-                entries.push(PairEntry::from_record(rev, true));
-                continue;
-            }
-            if rev.merge_in_flight() {
-                in_flight.push(Item {
-                    key: reversed,
-                    pair: None,
-                    in_flight: true,
-                });
-                continue;
-            }
-            // Nothing was sent to DevRev under the old roles: run with the new ones.
-        }
-        match sp.get(&key) {
-            Some(rec) if rec.status.is_final() => entries.push(PairEntry::from_record(rec, true)),
-            Some(rec) if rec.merge_in_flight() => in_flight.push(Item {
-                key,
-                pair: Some(pair),
-                in_flight: true,
-            }),
-            _ => fresh.push(Item {
-                key,
-                pair: Some(pair),
-                in_flight: false,
-            }),
-        }
-    }
-    for (key, rec) in &sp.file().pairs {
-        if plan_keys.contains(key) {
-            continue;
-        }
-        if rec.merge_in_flight() && !rec.status.is_final() {
-            in_flight.push(Item {
-                key: key.clone(),
-                pair: None,
-                in_flight: true,
-            });
-        } else {
-            // Finished earlier (reported as such), or never merged and now out of the CSV
-            // (reported as `left_csv`, not counted as a failure).
-            let mut e = PairEntry::from_record(rec, false);
-            if !rec.status.is_final() {
-                e.status = EntryStatus::LeftCsv;
-            }
-            entries.push(e);
-        }
-    }
-    let work: Vec<Item> = in_flight.into_iter().chain(fresh).collect();
-    if !entries.is_empty() || !work.is_empty() {
+    // ---- schedule ---------------------------------------------------------------------------
+    let sched = schedule::schedule(&plan.pairs, sp.file());
+    if !sched.earlier.is_empty() || !sched.work.is_empty() {
         tracing::info!(
             "plan: {} clean pair(s), {} to run, {} finished earlier",
             plan.pairs.len(),
-            work.len(),
-            entries.iter().filter(|e| e.status.is_done()).count()
+            sched.work.len(),
+            sched.earlier.iter().filter(|e| e.finished).count()
         );
     }
-
-    // ---- org and confirmation -----------------------------------------------------------
     let info = client.auth_tokens_info().await?;
-    if !work.is_empty() {
-        confirm(cfg, &info.organization, &work, &sp)?;
+    if !sched.work.is_empty() {
+        confirm(cfg, &info.organization, &sched.work, &sp)?;
     }
 
-    // ---- the pairs ------------------------------------------------------------------------
+    // ---- execute ----------------------------------------------------------------------------
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
     let ctx = SagaCtx {
@@ -219,169 +148,22 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         min_backoff: cfg.min_backoff,
         stop: &stop,
     };
-    // Entered once to show the bar, then updated from outside: log lines written during the
-    // run stay free of the span's name, and the bar is cleared when the span is dropped.
-    let span = crate::progress_span!("merging", work.len());
-    span.in_scope(|| {});
-    let mut outcome = RunOutcome::Completed;
-    let mut fatal: Option<AppError> = None;
-    let mut merges_sent = 0usize;
-    let mut ran: Vec<(String, Option<PairRun>)> = Vec::new();
-    async {
-        for item in &work {
-            if stop.requested() {
-                outcome = RunOutcome::Interrupted;
-                break;
-            }
-            if let Some(max) = cfg
-                .max_merges
-                .filter(|m| merges_sent >= *m && !item.in_flight)
-            {
-                tracing::info!(
-                    "--max-merges {max} reached: stopping; re-run to continue with the rest"
-                );
-                outcome = RunOutcome::MaxMergesReached;
-                break;
-            }
-            let email = item
-                .pair
-                .map(|p| p.email.clone())
-                .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
-                .unwrap_or_default();
-            span.pb_set_message(&email);
-            if sp.get(&item.key).is_none() {
-                let pair = item
-                    .pair
-                    .expect("a pair without a record comes from the CSV");
-                let rec = PairRecord::new(
-                    &pair.email,
-                    &pair.primary.rev_user_id,
-                    &pair.secondary.rev_user_id,
-                    cfg.keep,
-                );
-                if let Err(e) = sp.put(&item.key, rec) {
-                    fatal = Some(e.into());
-                    break;
-                }
-            }
-            let res = tokio::select! {
-                biased;
-                _ = stop.hard() => None,
-                r = saga::run_pair(&ctx, &mut sp, &item.key, item.pair) => Some(r),
-            };
-            match res {
-                None => {
-                    // Dropped mid-step: every savepoint change is written as it is made, so
-                    // the journal is as consistent as after a crash.
-                    ran.push((item.key.clone(), None));
-                    outcome = RunOutcome::Interrupted;
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::error!(pair = %email, error = %e, "stopping the run");
-                    ran.push((item.key.clone(), None));
-                    fatal = Some(e);
-                    break;
-                }
-                Some(Ok(run)) => {
-                    if run.merge_sent {
-                        merges_sent += 1;
-                    }
-                    log_result(&email, &run.result);
-                    let interrupted = run.result == PairResult::Interrupted;
-                    ran.push((item.key.clone(), Some(run)));
-                    span.pb_inc(1);
-                    if interrupted {
-                        outcome = RunOutcome::Interrupted;
-                        break;
-                    }
-                }
-            }
-        }
-    }
-    .await;
-    drop(span);
-    if fatal.is_some() {
-        outcome = RunOutcome::Aborted;
-    }
+    let mut done = execute::execute(&ctx, &mut sp, &sched.work, cfg.max_merges, cfg.keep).await;
 
-    // ---- report -----------------------------------------------------------------------
-    let ran_keys: BTreeSet<&str> = ran.iter().map(|(k, _)| k.as_str()).collect();
-    for (key, run) in &ran {
-        if let Some(rec) = sp.get(key) {
-            let in_csv = plan_keys.contains(key);
-            entries.push(PairEntry::from_run(rec, run.as_ref(), in_csv));
-        }
-    }
-    for item in &work {
-        if !ran_keys.contains(item.key.as_str()) {
-            let mut e = match (sp.get(&item.key), item.pair) {
-                (Some(rec), _) => PairEntry::from_record(rec, item.pair.is_some()),
-                (None, Some(pair)) => PairEntry::from_pair(pair),
-                (None, None) => continue,
-            };
-            e.status = EntryStatus::NotStarted;
-            entries.push(e);
-        }
-    }
-    let report = MergeReport::build(report::BuildInput {
+    // ---- finish -----------------------------------------------------------------------------
+    let entries = finish::entries(&sched, &done, &sp);
+    let f = finish::Finish {
+        cfg,
+        csv,
         run_id: &run_id,
         started_at,
         elapsed: t0.elapsed(),
-        outcome,
-        organization: Some(info.organization.clone()),
-        cfg,
-        csv,
+        organization: info.organization,
         plan: &plan,
-        entries,
         client: &client,
-    });
-    let path = report::write(&cfg.report_dir, &report)?;
-    // The run is over and the report is on disk: a failed stdout write must not hide how
-    // the run went, so it is only warned about (a closed pipe is not even that).
-    if cfg.json
-        && let Err(e) = output::json(&report)
-    {
-        tracing::warn!("{e}; the report is in {}", path.display());
-    }
-    if !cfg.quiet {
-        report::print_summary(&report, &path, &cfg.savepoint);
-    }
-
-    if let Some(e) = fatal {
-        return Err(e);
-    }
-    let s = &report.summary;
-    if outcome == RunOutcome::Interrupted {
-        return Err(AppError::Interrupted(format!(
-            "interrupted. The savepoint {} is consistent: re-run the same command to resume.",
-            cfg.savepoint.display()
-        )));
-    }
-    let bad = s.failed + s.skipped + s.unconfirmed;
-    if bad > 0 {
-        return Err(AppError::SomeFailed(format!(
-            "{} pair(s) failed, {} skipped, {} unconfirmed; see {}",
-            s.failed,
-            s.skipped,
-            s.unconfirmed,
-            path.display()
-        )));
-    }
-    Ok(())
-}
-
-fn log_result(email: &str, r: &PairResult) {
-    match r {
-        PairResult::Merged => tracing::info!(pair = %email, "merged"),
-        PairResult::AlreadyMerged => tracing::info!(pair = %email, "already merged"),
-        PairResult::Skipped(reason) => tracing::warn!(pair = %email, %reason, "skipped"),
-        PairResult::Failed(error) => tracing::warn!(pair = %email, %error, "failed"),
-        PairResult::Unconfirmed => tracing::warn!(pair = %email, "merge not confirmed yet"),
-        PairResult::Interrupted => {
-            tracing::info!(pair = %email, "interrupted; resumes on the next run")
-        }
-    }
+        entries,
+    };
+    finish::finish(f, done.outcome, done.fatal.take())
 }
 
 /// Shows what is about to happen and asks. `--yes` skips the question; without a terminal
@@ -389,7 +171,7 @@ fn log_result(email: &str, r: &PairResult) {
 fn confirm(
     cfg: &Config,
     org: &Organization,
-    work: &[Item],
+    work: &[Item<'_>],
     sp: &Savepoint,
 ) -> Result<(), AppError> {
     let org_name = [org.display_id.as_deref(), org.slug.as_deref()]

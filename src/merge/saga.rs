@@ -32,165 +32,30 @@
 //! them after a crash is harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use super::StopSignal;
-use super::savepoint::{MergeConfirmation, MergeIntent, MergeOutcome, PairStatus, Savepoint};
+use super::journal::{
+    MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairError, PairRecord, PairStatus,
+    SkipReason, Step,
+};
+use super::savepoint::Savepoint;
 use crate::backup::{self, BackupError, BackupInput};
 use crate::cli::{BackupScope, Keep};
 use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
-pub use crate::validate::Role;
 use crate::validate::{self, LiveCheck, LiveProblem};
 
-/// The steps of one pair, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Step {
-    Validate,
-    Backup,
-    VerifyBackup,
-    RequestMerge,
-    AwaitMerge,
-    Reconcile,
-    AdoptExternalRef,
-    Done,
-}
-
-impl Step {
-    pub fn name(self) -> &'static str {
-        match self {
-            Step::Validate => "validate",
-            Step::Backup => "backup",
-            Step::VerifyBackup => "verify_backup",
-            Step::RequestMerge => "request_merge",
-            Step::AwaitMerge => "await_merge",
-            Step::Reconcile => "reconcile",
-            Step::AdoptExternalRef => "adopt_external_ref",
-            Step::Done => "done",
-        }
-    }
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Why a pair was left alone. Every reason but `AlreadyMerged` needs a person to look.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SkipReason {
-    /// DevRev has no such contact any more (404).
-    ContactMissing { role: Role },
-    /// The contact exists but is not active (deactivated, deleted, locked, shadow, ...).
-    NotActive { role: Role, state: String },
-    /// The live email no longer matches the pair's email.
-    EmailChanged { role: Role, email: String },
-    /// The live external_ref differs from the export's (e.g. a `user_` ref that became a
-    /// `-drop-` ref counts as `MergedElsewhere`; any other change lands here).
-    RefChanged {
-        role: Role,
-        csv: String,
-        live: Option<String>,
-    },
-    /// The secondary already points at the primary (`primary_identity`): nothing to do.
-    AlreadyMerged,
-    /// The contact already shows a merge: `primary_identity` pointing elsewhere, or a
-    /// `-drop-` external_ref.
-    MergedElsewhere { role: Role, evidence: String },
-    /// DevRev refuses to merge an unverified contact into a verified one.
-    UnverifiedIntoVerified,
-    /// The pair left the CSV before its merge was requested; the journal alone cannot
-    /// re-validate it.
-    NotInCsv,
-}
-
-impl SkipReason {
-    /// A stable short name for counting ("skipped by reason").
-    pub fn code(&self) -> &'static str {
-        match self {
-            SkipReason::ContactMissing { .. } => "contact_missing",
-            SkipReason::NotActive { .. } => "not_active",
-            SkipReason::EmailChanged { .. } => "email_changed",
-            SkipReason::RefChanged { .. } => "ref_changed",
-            SkipReason::AlreadyMerged => "already_merged",
-            SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
-            SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
-            SkipReason::NotInCsv => "not_in_csv",
-        }
-    }
-}
-
-impl fmt::Display for SkipReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SkipReason::ContactMissing { role } => {
-                write!(f, "the {role} contact no longer exists in DevRev")
-            }
-            SkipReason::NotActive { role, state } => {
-                write!(f, "the {role} contact is {state}, not active")
-            }
-            SkipReason::EmailChanged { role, email } => {
-                write!(
-                    f,
-                    "the {role} contact's email is now {email:?}, not the pair's email"
-                )
-            }
-            SkipReason::RefChanged { role, csv, live } => write!(
-                f,
-                "the {role} contact's external_ref is now {:?}, the export says {csv:?}",
-                live.as_deref().unwrap_or("")
-            ),
-            SkipReason::AlreadyMerged => {
-                f.write_str("the secondary is already merged into the primary")
-            }
-            SkipReason::MergedElsewhere { role, evidence } => {
-                write!(f, "the {role} contact already shows as merged: {evidence}")
-            }
-            SkipReason::UnverifiedIntoVerified => f.write_str(
-                "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
-            ),
-            SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
-        }
-    }
-}
-
-/// A failure of one pair, with what DevRev said about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PairError {
-    pub step: Step,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<u16>,
-    /// DevRev's error `type`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-    /// DevRev's `reference_id`, for its support.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference_id: Option<String>,
-}
-
 impl PairError {
-    pub fn new(step: Step, message: impl Into<String>) -> Self {
-        Self {
-            step,
-            message: message.into(),
-            status: None,
-            kind: None,
-            reference_id: None,
-        }
-    }
-
+    /// A failure as DevRev described it (status, error type, reference id).
     pub fn api(step: Step, e: &ApiError) -> Self {
         Self {
             step,
@@ -198,42 +63,6 @@ impl PairError {
             status: e.status(),
             kind: e.kind().map(str::to_string),
             reference_id: e.reference_id().map(str::to_string),
-        }
-    }
-}
-
-impl fmt::Display for PairError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.step, self.message)
-    }
-}
-
-/// The evidence that DevRev applied a merge (`devrev-api.md` §4.5).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum MergedSign {
-    /// `rev-users.get(secondary)` answers 404.
-    NotFound,
-    /// It answers 301 (the object moved).
-    Moved,
-    /// Its state is no longer active.
-    NotActive { state: String },
-    /// It carries `primary_identity`.
-    PrimaryIdentity { id: String },
-    /// Its external_ref was rewritten with a `-drop-` suffix.
-    DropRef { external_ref: String },
-}
-
-impl fmt::Display for MergedSign {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MergedSign::NotFound => f.write_str("secondary answers 404"),
-            MergedSign::Moved => f.write_str("secondary answers 301"),
-            MergedSign::NotActive { state } => write!(f, "secondary is {state}"),
-            MergedSign::PrimaryIdentity { id } => write!(f, "secondary's primary_identity is {id}"),
-            MergedSign::DropRef { external_ref } => {
-                write!(f, "secondary's external_ref is {external_ref}")
-            }
         }
     }
 }
@@ -304,6 +133,27 @@ pub struct SagaCtx<'a> {
 /// A step's result as the driver sees it: fatal errors stop the whole run.
 type StepResult = Result<(StepOutcome, Option<String>), AppError>;
 
+/// A part of a step: `Ok(Ok(v))` goes on with `v`, `Ok(Err(outcome))` ends the step with that
+/// outcome, `Err` stops the run.
+type Phase<T> = Result<Result<T, StepOutcome>, AppError>;
+
+/// A failed API call inside a part of a step: fatal for the run, or a failure of this pair.
+fn phase_api_failure<T>(step: Step, e: &ApiError) -> Phase<T> {
+    if is_fatal(e) {
+        return Err(AppError::Api(clone_api_error(e)));
+    }
+    Ok(Err(StepOutcome::Failed {
+        error: PairError::api(step, e),
+    }))
+}
+
+/// A part of a step that found the pair in a state it cannot go on from.
+fn phase_failed<T>(step: Step, message: String) -> Phase<T> {
+    Ok(Err(StepOutcome::Failed {
+        error: PairError::new(step, message),
+    }))
+}
+
 /// API failures that will hit every following pair too, so the run stops (and resumes later)
 /// instead of failing pair after pair.
 pub fn is_fatal(e: &ApiError) -> bool {
@@ -373,23 +223,24 @@ fn position_hint(users: &[UserSummary], primary: &str, secondary: &str) -> Optio
         .position(|u| u.id == primary || u.id == secondary)
 }
 
-/// Delays of a poll or retry loop: `min`, doubling, capped at 10 s.
-struct Backoff {
-    next: Duration,
+/// The longest wait between two looks in a poll or retry loop.
+const MAX_POLL_DELAY: Duration = Duration::from_secs(10);
+
+/// Delays of a poll or retry loop (AwaitMerge, resolving a lost merge answer, the 409s of
+/// AdoptExternalRef): `min` (at least 5 ms), doubling, capped at [`MAX_POLL_DELAY`], without
+/// jitter and without end: each loop stops at its own `--merge-timeout` deadline.
+fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(min.max(Duration::from_millis(5)))
+        .with_max_delay(MAX_POLL_DELAY)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
 }
 
-impl Backoff {
-    fn new(min: Duration) -> Self {
-        Self {
-            next: min.max(Duration::from_millis(5)),
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(10));
-        d
-    }
+/// The next delay of an endless [`poll_delays`] sequence.
+fn next_delay(delays: &mut impl Iterator<Item = Duration>) -> Duration {
+    delays.next().unwrap_or(MAX_POLL_DELAY)
 }
 
 /// Runs one pair from wherever its savepoint record stands until it is finished, skipped,
@@ -444,7 +295,7 @@ struct Saga<'a, 'b> {
 }
 
 impl Saga<'_, '_> {
-    fn rec(&self) -> &super::savepoint::PairRecord {
+    fn rec(&self) -> &PairRecord {
         self.sp
             .get(&self.key)
             .expect("the run puts the record in the savepoint before the saga")
@@ -459,19 +310,12 @@ impl Saga<'_, '_> {
     }
 
     /// Changes the record and writes the savepoint before returning.
-    fn save<R>(
-        &mut self,
-        f: impl FnOnce(&mut super::savepoint::PairRecord) -> R,
-    ) -> Result<R, AppError> {
+    fn save<R>(&mut self, f: impl FnOnce(&mut PairRecord) -> R) -> Result<R, AppError> {
         Ok(self.sp.update(&self.key, f)?)
     }
 
     /// Records a completed step.
-    fn complete(
-        &mut self,
-        step: Step,
-        f: impl FnOnce(&mut super::savepoint::PairRecord),
-    ) -> Result<(), AppError> {
+    fn complete(&mut self, step: Step, f: impl FnOnce(&mut PairRecord)) -> Result<(), AppError> {
         self.save(|r| {
             f(r);
             r.last_step = Some(step);
@@ -830,7 +674,7 @@ impl Saga<'_, '_> {
             .requested_at
             .checked_add_signed(timeout)
             .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let mut backoff = Backoff::new(self.ctx.min_backoff);
+        let mut delays = poll_delays(self.ctx.min_backoff);
         loop {
             match self.observe().await {
                 Ok(Some(sign)) => {
@@ -870,7 +714,7 @@ impl Saga<'_, '_> {
                 }
             }
             let left = (deadline - Utc::now()).to_std().unwrap_or_default();
-            let d = backoff.next_delay().min(left.max(Duration::from_millis(5)));
+            let d = next_delay(&mut delays).min(left.max(Duration::from_millis(5)));
             if self.nap(d).await {
                 return Ok((StepOutcome::Interrupted, None));
             }
@@ -891,12 +735,12 @@ impl Saga<'_, '_> {
 
     async fn await_merge(&mut self) -> StepResult {
         let deadline = Instant::now() + self.ctx.merge_timeout;
-        let mut backoff = Backoff::new(self.ctx.min_backoff);
+        let mut delays = poll_delays(self.ctx.min_backoff);
         let mut last_error: Option<ApiError>;
         // DevRev never applies a merge within its own answer, so a look right away would be
         // a wasted call: wait one backoff first.
         if self
-            .nap(backoff.next_delay().min(self.ctx.merge_timeout))
+            .nap(next_delay(&mut delays).min(self.ctx.merge_timeout))
             .await
         {
             return Ok((StepOutcome::Interrupted, None));
@@ -932,7 +776,7 @@ impl Saga<'_, '_> {
                 tracing::warn!(pair = %self.rec().email, "{detail}");
                 return Ok((StepOutcome::Unconfirmed, Some(detail)));
             }
-            if self.nap(backoff.next_delay().min(deadline - now)).await {
+            if self.nap(next_delay(&mut delays).min(deadline - now)).await {
                 return Ok((StepOutcome::Interrupted, None));
             }
         }
@@ -942,7 +786,6 @@ impl Saga<'_, '_> {
 
     async fn reconcile(&mut self) -> StepResult {
         let step = Step::Reconcile;
-        let (primary, secondary) = (self.primary(), self.secondary());
         let Some(summary) = self.rec().backup.clone() else {
             return Ok((
                 StepOutcome::Failed {
@@ -962,7 +805,37 @@ impl Saga<'_, '_> {
                 ));
             }
         };
-        let client = self.ctx.client;
+        let merged = self.merged_map();
+        let repaired_now = match self.repair_tickets(&backed_up, &merged).await? {
+            Ok(n) => n,
+            Err(outcome) => return Ok((outcome, None)),
+        };
+        let convs_now = match self.repair_conversations(backed_up_convs, &merged).await? {
+            Ok(n) => n,
+            Err(outcome) => return Ok((outcome, None)),
+        };
+        let renamed = match self.restore_display_name().await? {
+            Ok(renamed) => renamed,
+            Err(outcome) => return Ok((outcome, None)),
+        };
+        self.complete(step, |r| {
+            if renamed {
+                r.repairs.display_name_restored = true;
+            }
+        })?;
+        let detail = format!(
+            "{repaired_now} ticket(s) and {convs_now} conversation(s) repaired{}",
+            if renamed {
+                ", display name restored"
+            } else {
+                ""
+            }
+        );
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// Every merged secondary → its primary, over all pairs of the journal and this one.
+    fn merged_map(&self) -> BTreeMap<String, String> {
         let mut merged: BTreeMap<String, String> = self
             .sp
             .file()
@@ -971,18 +844,30 @@ impl Saga<'_, '_> {
             .filter(|r| r.merged.is_some())
             .map(|r| (r.secondary.clone(), r.primary.clone()))
             .collect();
-        merged.insert(secondary.clone(), primary.clone());
+        merged.insert(self.secondary(), self.primary());
+        merged
+    }
 
-        // Tickets: one listing finds the primary's tickets and any still naming the secondary.
+    /// Reconcile's tickets: every backed-up ticket, and any listed one still naming the
+    /// secondary, gets `reported_by` with the secondary replaced. One listing finds the
+    /// primary's tickets and any still naming the secondary. Returns how many were written.
+    async fn repair_tickets(
+        &mut self,
+        backed_up: &[Work],
+        merged: &BTreeMap<String, String>,
+    ) -> Phase<usize> {
+        let step = Step::Reconcile;
+        let (primary, secondary) = (self.primary(), self.secondary());
+        let client = self.ctx.client;
         let listed = match validate::tickets_of_both::<Work>(client, &primary, &secondary).await {
             Ok(v) => v,
-            Err(e) => return Self::api_failure(step, &e),
+            Err(e) => return phase_api_failure(step, &e),
         };
         let mut listed: BTreeMap<String, Work> =
             listed.into_iter().map(|w| (w.id.clone(), w)).collect();
         let mut todo: Vec<(String, Option<usize>)> = Vec::new();
         let mut seen = BTreeSet::new();
-        for t in &backed_up {
+        for t in backed_up {
             if seen.insert(t.id.clone()) {
                 todo.push((
                     t.id.clone(),
@@ -1012,33 +897,28 @@ impl Saga<'_, '_> {
                         })?;
                         continue;
                     }
-                    Err(e) => return Self::api_failure(step, &e),
+                    Err(e) => return phase_api_failure(step, &e),
                 },
             };
             let now = ids(&current.reported_by);
-            let want = replace_members(&now, &merged, &primary, hint);
+            let want = replace_members(&now, merged, &primary, hint);
             if want == now {
                 continue;
             }
             match client.works_set_reported_by(&id, &want).await {
                 Ok(w) if ids(&w.reported_by) == want => {}
                 Ok(w) => {
-                    return Ok((
-                        StepOutcome::Failed {
-                            error: PairError::new(
-                                step,
-                                format!(
-                                    "ticket {}: reported_by is {:?} after setting {:?}",
-                                    w.label(),
-                                    ids(&w.reported_by),
-                                    want
-                                ),
-                            ),
-                        },
-                        None,
-                    ));
+                    return phase_failed(
+                        step,
+                        format!(
+                            "ticket {}: reported_by is {:?} after setting {:?}",
+                            w.label(),
+                            ids(&w.reported_by),
+                            want
+                        ),
+                    );
                 }
-                Err(e) => return Self::api_failure(step, &e),
+                Err(e) => return phase_api_failure(step, &e),
             }
             repaired_now += 1;
             self.save(|r| {
@@ -1047,21 +927,32 @@ impl Saga<'_, '_> {
                 }
             })?;
         }
+        Ok(Ok(repaired_now))
+    }
 
-        // Conversations: the same for members. There is no conversations.get, so one that
-        // names neither contact any more is rebuilt from its backed-up member list.
+    /// Reconcile's conversations: the same for members. There is no conversations.get, so
+    /// one that names neither contact any more is rebuilt from its backed-up member list.
+    /// Returns how many were written.
+    async fn repair_conversations(
+        &mut self,
+        backed_up: Vec<Conversation>,
+        merged: &BTreeMap<String, String>,
+    ) -> Phase<usize> {
+        let step = Step::Reconcile;
+        let (primary, secondary) = (self.primary(), self.secondary());
+        let client = self.ctx.client;
         let listed =
             match validate::conversations_of_both::<Conversation>(client, &primary, &secondary)
                 .await
             {
                 Ok(v) => v,
-                Err(e) => return Self::api_failure(step, &e),
+                Err(e) => return phase_api_failure(step, &e),
             };
         let mut listed: BTreeMap<String, Conversation> =
             listed.into_iter().map(|c| (c.id.clone(), c)).collect();
         let mut todo: Vec<Conversation> = Vec::new();
         let mut seen = BTreeSet::new();
-        for c in backed_up_convs {
+        for c in backed_up {
             if seen.insert(c.id.clone()) {
                 todo.push(c);
             }
@@ -1077,29 +968,24 @@ impl Saga<'_, '_> {
             let hint = position_hint(&c.members, &primary, &secondary);
             let current = listed.remove(&c.id).unwrap_or(c);
             let now = ids(&current.members);
-            let want = replace_members(&now, &merged, &primary, hint);
+            let want = replace_members(&now, merged, &primary, hint);
             if want == now {
                 continue;
             }
             match client.conversations_set_members(&current.id, &want).await {
                 Ok(updated) if ids(&updated.members) == want => {}
                 Ok(updated) => {
-                    return Ok((
-                        StepOutcome::Failed {
-                            error: PairError::new(
-                                step,
-                                format!(
-                                    "conversation {}: members are {:?} after setting {:?}",
-                                    updated.label(),
-                                    ids(&updated.members),
-                                    want
-                                ),
-                            ),
-                        },
-                        None,
-                    ));
+                    return phase_failed(
+                        step,
+                        format!(
+                            "conversation {}: members are {:?} after setting {:?}",
+                            updated.label(),
+                            ids(&updated.members),
+                            want
+                        ),
+                    );
                 }
-                Err(e) => return Self::api_failure(step, &e),
+                Err(e) => return phase_api_failure(step, &e),
             }
             convs_now += 1;
             let id = current.id.clone();
@@ -1109,52 +995,39 @@ impl Saga<'_, '_> {
                 }
             })?;
         }
+        Ok(Ok(convs_now))
+    }
 
-        // The primary's display name, if the merge changed it.
-        let mut renamed = false;
-        if let Some(original) = self.rec().primary_display_name.clone() {
-            let current = match client.rev_users_get(&primary).await {
-                Ok(u) => u,
-                Err(e) => return Self::api_failure(step, &e),
-            };
-            if current.display_name.as_deref() != Some(original.as_str()) {
-                match client
-                    .rev_users_update(&primary, json!({ "display_name": original }))
-                    .await
-                {
-                    Ok(u) if u.display_name.as_deref() == Some(original.as_str()) => renamed = true,
-                    Ok(u) => {
-                        return Ok((
-                            StepOutcome::Failed {
-                                error: PairError::new(
-                                    step,
-                                    format!(
-                                        "display name is {:?} after restoring {original:?}",
-                                        u.display_name
-                                    ),
-                                ),
-                            },
-                            None,
-                        ));
-                    }
-                    Err(e) => return Self::api_failure(step, &e),
-                }
-            }
+    /// Reconcile's last part: the primary's display name as it was before the merge, if the
+    /// merge changed it. True when it was written now.
+    async fn restore_display_name(&mut self) -> Phase<bool> {
+        let step = Step::Reconcile;
+        let Some(original) = self.rec().primary_display_name.clone() else {
+            return Ok(Ok(false));
+        };
+        let primary = self.primary();
+        let client = self.ctx.client;
+        let current = match client.rev_users_get(&primary).await {
+            Ok(u) => u,
+            Err(e) => return phase_api_failure(step, &e),
+        };
+        if current.display_name.as_deref() == Some(original.as_str()) {
+            return Ok(Ok(false));
         }
-        self.complete(step, |r| {
-            if renamed {
-                r.repairs.display_name_restored = true;
-            }
-        })?;
-        let detail = format!(
-            "{repaired_now} ticket(s) and {convs_now} conversation(s) repaired{}",
-            if renamed {
-                ", display name restored"
-            } else {
-                ""
-            }
-        );
-        Ok((StepOutcome::Completed, Some(detail)))
+        match client
+            .rev_users_update(&primary, json!({ "display_name": original }))
+            .await
+        {
+            Ok(u) if u.display_name.as_deref() == Some(original.as_str()) => Ok(Ok(true)),
+            Ok(u) => phase_failed(
+                step,
+                format!(
+                    "display name is {:?} after restoring {original:?}",
+                    u.display_name
+                ),
+            ),
+            Err(e) => phase_api_failure(step, &e),
+        }
     }
 
     // ---- AdoptExternalRef -----------------------------------------------------------------
@@ -1174,7 +1047,7 @@ impl Saga<'_, '_> {
         };
         // DevRev keeps the merged secondary's ref unique for a while; 409 until it is freed.
         let deadline = Instant::now() + self.ctx.merge_timeout;
-        let mut backoff = Backoff::new(self.ctx.min_backoff);
+        let mut delays = poll_delays(self.ctx.min_backoff);
         let mut conflicts = 0u32;
         loop {
             match self
@@ -1212,7 +1085,7 @@ impl Saga<'_, '_> {
                         return Ok((StepOutcome::Failed { error: err }, None));
                     }
                     tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
-                    if self.nap(backoff.next_delay().min(deadline - now)).await {
+                    if self.nap(next_delay(&mut delays).min(deadline - now)).await {
                         return Ok((StepOutcome::Interrupted, None));
                     }
                 }
@@ -1320,6 +1193,7 @@ fn clone_api_error(e: &ApiError) -> ApiError {
 mod tests {
     use super::*;
     use crate::detect::Contact;
+    use crate::validate::Role;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
@@ -1511,6 +1385,35 @@ mod tests {
             merged_sign(&s),
             Some(MergedSign::PrimaryIdentity { .. })
         ));
+    }
+
+    #[test]
+    fn poll_delays_start_at_the_minimum_and_double_up_to_10_s() {
+        let secs = |min_ms| {
+            let mut d = poll_delays(Duration::from_millis(min_ms));
+            (0..7)
+                .map(|_| next_delay(&mut d).as_millis())
+                .collect::<Vec<_>>()
+        };
+        // README: "first after 1 s, the client's smallest retry backoff, then doubling up to
+        // 10 s".
+        assert_eq!(secs(1000), [1000, 2000, 4000, 8000, 10_000, 10_000, 10_000]);
+        assert_eq!(
+            secs(3000),
+            [3000, 6000, 10_000, 10_000, 10_000, 10_000, 10_000]
+        );
+        // backon doubles in f32: small delays may come out a fraction of a millisecond short.
+        let tiny = secs(0);
+        for (got, want) in tiny.iter().zip([5, 10, 20, 40, 80, 160, 320]) {
+            assert!(got.abs_diff(want) <= 1, "never a busy loop: {tiny:?}");
+        }
+        // A minimum above the cap is used once, then the cap.
+        assert_eq!(
+            secs(15_000),
+            [15_000, 10_000, 10_000, 10_000, 10_000, 10_000, 10_000]
+        );
+        let mut d = poll_delays(Duration::from_millis(1));
+        assert!((0..10_000).all(|_| d.next().is_some()), "endless");
     }
 
     #[test]

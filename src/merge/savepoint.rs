@@ -7,220 +7,21 @@
 //! [`Savepoint::update`], which modifies the record and writes the whole file (temp file,
 //! fsync, rename) before returning: what is in memory is what is on disk, so a crash or a
 //! second Ctrl-C at any instant leaves a consistent journal.
+//!
+//! What the file holds (its types and format version) is defined in `journal.rs`; this module
+//! only reads, locks and writes it.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use fs4::fs_std::FileExt;
-use serde::{Deserialize, Serialize};
 
-use super::saga::{MergedSign, PairError, SkipReason, Step};
-use crate::backup::BackupSummary;
-use crate::cli::Keep;
+use super::journal::{PairRecord, SavepointFile, VERSION, pair_key};
 use crate::error::AppError;
 use crate::fsutil;
-
-/// The format version this build reads and writes. Bump it (and refuse older or newer files
-/// explicitly) whenever a field changes meaning.
-pub const VERSION: u32 = 1;
-
-/// The savepoint key of a pair: both DONs, primary first.
-pub fn pair_key(primary: &str, secondary: &str) -> String {
-    format!("{primary} <- {secondary}")
-}
-
-/// Where a pair stands overall. `Merged` and `AlreadyMerged` are final; every other status is
-/// picked up again by the next run (skips are re-validated, failures retried from the last
-/// completed step, unconfirmed merges polled again, never re-sent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PairStatus {
-    /// Started, not finished (the run stopped or crashed in the middle).
-    InProgress,
-    Merged,
-    /// The secondary already pointed at the primary when validated; nothing was changed.
-    AlreadyMerged,
-    Skipped,
-    Failed,
-    /// The merge was accepted but DevRev had not applied it within `--merge-timeout`.
-    Unconfirmed,
-}
-
-impl PairStatus {
-    pub fn is_final(self) -> bool {
-        matches!(self, PairStatus::Merged | PairStatus::AlreadyMerged)
-    }
-}
-
-/// One `rev-users.merge` request: the intent is written before the call, the outcome after.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MergeIntent {
-    /// 1 for the first request of this pair; higher only after an earlier one was shown not
-    /// to have been applied.
-    pub attempt: u32,
-    pub requested_at: DateTime<Utc>,
-    /// `None` between the intent and the answer: a crash in that window leaves it `None`.
-    pub outcome: Option<MergeOutcome>,
-}
-
-/// What became of a merge request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum MergeOutcome {
-    /// DevRev answered 200: the merge is queued.
-    Accepted { at: DateTime<Utc> },
-    /// The request never left this machine (connection refused): certainly not applied.
-    NotSent { reason: String },
-    /// DevRev refused it (4xx): not applied.
-    Rejected { error: PairError },
-    /// The answer was lost (dropped connection, timeout, 500/502/504). Resolved by watching
-    /// the secondary, never by asking again.
-    Unknown { reason: String },
-    /// An unknown or missing outcome, resolved: the secondary was still unmerged a full
-    /// `--merge-timeout` after the request, so the request was not applied.
-    NotApplied { checked_at: DateTime<Utc> },
-}
-
-impl MergeOutcome {
-    /// True when the request certainly had no effect, so a new one may be sent.
-    pub fn certainly_not_applied(&self) -> bool {
-        matches!(
-            self,
-            MergeOutcome::NotSent { .. }
-                | MergeOutcome::Rejected { .. }
-                | MergeOutcome::NotApplied { .. }
-        )
-    }
-}
-
-/// How the merge was seen to have happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MergeConfirmation {
-    pub at: DateTime<Utc>,
-    pub sign: MergedSign,
-}
-
-/// Repairs made by Reconcile, kept as ids so a resumed Reconcile never counts one twice.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Repairs {
-    pub tickets: Vec<String>,
-    pub conversations: Vec<String>,
-    pub display_name_restored: bool,
-    /// Backed-up tickets that no longer exist (deleted by someone since the backup).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tickets_gone: Vec<String>,
-}
-
-/// Everything the journal knows about one pair.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PairRecord {
-    pub email: String,
-    /// DON of the contact that survives.
-    pub primary: String,
-    /// DON of the contact merged into it.
-    pub secondary: String,
-    pub keep: Keep,
-    pub status: PairStatus,
-    /// The last step that completed (`None`: nothing completed yet).
-    pub last_step: Option<Step>,
-    pub updated_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub skip: Option<SkipReason>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<PairError>,
-    /// The primary's display name before the merge (restored if the merge changes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub primary_display_name: Option<String>,
-    /// The secondary's external_ref before the merge (adopted by the primary with
-    /// `--keep revu`; after the merge the secondary may be gone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secondary_external_ref: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub backup: Option<BackupSummary>,
-    /// The current merge request (intent + outcome).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merge: Option<MergeIntent>,
-    /// Earlier requests that were shown not to have been applied (audit trail).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub earlier_merges: Vec<MergeIntent>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merged: Option<MergeConfirmation>,
-    #[serde(default)]
-    pub repairs: Repairs,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_ref_adopted: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<DateTime<Utc>>,
-}
-
-impl PairRecord {
-    pub fn new(email: &str, primary: &str, secondary: &str, keep: Keep) -> Self {
-        Self {
-            email: email.to_string(),
-            primary: primary.to_string(),
-            secondary: secondary.to_string(),
-            keep,
-            status: PairStatus::InProgress,
-            last_step: None,
-            updated_at: Utc::now(),
-            skip: None,
-            error: None,
-            primary_display_name: None,
-            secondary_external_ref: None,
-            backup: None,
-            merge: None,
-            earlier_merges: Vec::new(),
-            merged: None,
-            repairs: Repairs::default(),
-            external_ref_adopted: None,
-            finished_at: None,
-        }
-    }
-
-    /// True once a merge may have been sent for this pair and was not shown to be without
-    /// effect: from here on the pair must be finished, never started over.
-    pub fn merge_in_flight(&self) -> bool {
-        self.merged.is_some()
-            || self.merge.as_ref().is_some_and(|m| {
-                !m.outcome
-                    .as_ref()
-                    .is_some_and(MergeOutcome::certainly_not_applied)
-            })
-    }
-}
-
-/// The file's content.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SavepointFile {
-    pub version: u32,
-    pub tool_version: String,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-    pub pairs: BTreeMap<String, PairRecord>,
-}
-
-impl SavepointFile {
-    pub fn new() -> Self {
-        let now = Utc::now();
-        Self {
-            version: VERSION,
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            created_at: now,
-            updated_at: now,
-            pairs: BTreeMap::new(),
-        }
-    }
-}
-
-impl Default for SavepointFile {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SavepointError {
@@ -471,6 +272,8 @@ impl Savepoint {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::Keep;
+    use crate::merge::journal::{MergeIntent, MergeOutcome, Step};
     use std::os::unix::fs::PermissionsExt;
 
     fn rec(n: u32) -> PairRecord {
@@ -586,23 +389,5 @@ mod tests {
         assert_eq!(AppError::from(err).exit_code(), 73);
         drop(first);
         Savepoint::open(&path).expect("free again once the first run ends");
-    }
-
-    #[test]
-    fn in_flight_means_a_merge_may_have_been_sent() {
-        let mut r = rec(1);
-        assert!(!r.merge_in_flight());
-        r.merge = Some(MergeIntent {
-            attempt: 1,
-            requested_at: Utc::now(),
-            outcome: None,
-        });
-        assert!(r.merge_in_flight(), "intent without outcome");
-        r.merge.as_mut().unwrap().outcome = Some(MergeOutcome::NotSent {
-            reason: "refused".into(),
-        });
-        assert!(!r.merge_in_flight());
-        r.merge.as_mut().unwrap().outcome = Some(MergeOutcome::Accepted { at: Utc::now() });
-        assert!(r.merge_in_flight());
     }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::journal::{MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
+use super::saga::{PairResult, PairRun, StepRecord};
 use crate::cli::{BackupScope, Keep};
 use crate::config::Config;
 use crate::detect::{Pair, Plan};
@@ -15,8 +17,6 @@ use crate::devrev::types::Organization;
 use crate::devrev::{DevRevClient, EndpointStats, RateHeaders};
 use crate::error::AppError;
 use crate::fsutil;
-use crate::merge::saga::{MergedSign, PairError, PairRun, SkipReason, Step, StepRecord};
-use crate::merge::savepoint::{PairRecord, PairStatus};
 use crate::output;
 
 /// How the run as a whole ended.
@@ -142,12 +142,12 @@ impl PairEntry {
             Some(run) => {
                 e.steps = run.steps.clone();
                 e.status = match &run.result {
-                    crate::merge::saga::PairResult::Merged => EntryStatus::Merged,
-                    crate::merge::saga::PairResult::AlreadyMerged => EntryStatus::AlreadyMerged,
-                    crate::merge::saga::PairResult::Skipped(_) => EntryStatus::Skipped,
-                    crate::merge::saga::PairResult::Failed(_) => EntryStatus::Failed,
-                    crate::merge::saga::PairResult::Unconfirmed => EntryStatus::Unconfirmed,
-                    crate::merge::saga::PairResult::Interrupted => EntryStatus::Interrupted,
+                    PairResult::Merged => EntryStatus::Merged,
+                    PairResult::AlreadyMerged => EntryStatus::AlreadyMerged,
+                    PairResult::Skipped(_) => EntryStatus::Skipped,
+                    PairResult::Failed(_) => EntryStatus::Failed,
+                    PairResult::Unconfirmed => EntryStatus::Unconfirmed,
+                    PairResult::Interrupted => EntryStatus::Interrupted,
                 };
             }
             None => e.status = EntryStatus::Interrupted,
@@ -295,14 +295,41 @@ impl MergeReport {
             client,
         } = input;
         entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+        let summary = Summary::of(&entries, plan.needs_review.len());
+        let id_map = entries
+            .iter()
+            .filter(|e| e.status.is_done())
+            .map(|e| (e.secondary.clone(), e.primary.clone()))
+            .collect();
+        let run_now = entries.iter().filter(|e| !e.steps.is_empty()).count();
+        let secs = elapsed.as_secs_f64();
+        MergeReport {
+            report_version: 1,
+            run_id: run_id.to_string(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at,
+            finished_at: Utc::now(),
+            duration_s: round2(secs),
+            outcome,
+            organization,
+            configuration: RunConfig::of(cfg, csv),
+            pairs: entries,
+            summary,
+            api: ApiFigures::of(client, cfg, secs, run_now),
+            id_map,
+        }
+    }
+}
+
+impl Summary {
+    /// The counts over the report's entries.
+    fn of(entries: &[PairEntry], needs_review_groups: usize) -> Self {
         let mut s = Summary {
             pairs: entries.len(),
-            needs_review_groups: plan.needs_review.len(),
+            needs_review_groups,
             ..Summary::default()
         };
-        let mut id_map = BTreeMap::new();
-        let mut run_now = 0usize;
-        for e in &entries {
+        for e in entries {
             match e.status {
                 EntryStatus::Merged => {
                     s.merged += 1;
@@ -322,22 +349,22 @@ impl MergeReport {
                 EntryStatus::NotStarted => s.not_started += 1,
                 EntryStatus::LeftCsv => s.left_csv += 1,
             }
-            if e.status.is_done() {
-                id_map.insert(e.secondary.clone(), e.primary.clone());
-            }
-            if !e.steps.is_empty() {
-                run_now += 1;
-            }
             s.tickets_backed_up += e.tickets_backed_up;
             s.tickets_repaired += e.tickets_repaired;
             s.conversations_repaired += e.conversations_repaired;
             s.display_names_restored += usize::from(e.display_name_restored);
             s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
         }
+        s
+    }
+}
+
+impl ApiFigures {
+    /// The client's counters over a run of `secs` seconds in which `run_now` pairs ran.
+    fn of(client: &DevRevClient, cfg: &Config, secs: f64, run_now: usize) -> Self {
         let totals = client.totals();
-        let secs = elapsed.as_secs_f64();
         let period = cfg.rate_limit_period.as_secs_f64();
-        let api = ApiFigures {
+        ApiFigures {
             calls: totals.calls,
             retries: totals.retries,
             rate_limited_429: totals.rate_limited,
@@ -363,37 +390,29 @@ impl MergeReport {
             } else {
                 0.0
             },
-        };
-        MergeReport {
-            report_version: 1,
-            run_id: run_id.to_string(),
-            tool_version: env!("CARGO_PKG_VERSION").to_string(),
-            started_at,
-            finished_at: Utc::now(),
-            duration_s: round2(secs),
-            outcome,
-            organization,
-            configuration: RunConfig {
-                csv: csv.to_path_buf(),
-                base_url: cfg.base_url.to_string(),
-                keep: cfg.keep,
-                backup_scope: cfg.backup_scope,
-                email_domain: cfg.email_domain.clone(),
-                backup_dir: cfg.backup_dir.clone(),
-                report_dir: cfg.report_dir.clone(),
-                log_dir: cfg.log_dir.clone(),
-                savepoint: cfg.savepoint.clone(),
-                max_merges: cfg.max_merges,
-                merge_timeout_s: cfg.merge_timeout.as_secs_f64(),
-                rate_limit_calls: cfg.rate_limit_calls,
-                rate_limit_period_s: period,
-                max_retries: cfg.max_retries,
-                yes: cfg.yes,
-            },
-            pairs: entries,
-            summary: s,
-            api,
-            id_map,
+        }
+    }
+}
+
+impl RunConfig {
+    /// The settings of this run, without the token.
+    fn of(cfg: &Config, csv: &Path) -> Self {
+        RunConfig {
+            csv: csv.to_path_buf(),
+            base_url: cfg.base_url.to_string(),
+            keep: cfg.keep,
+            backup_scope: cfg.backup_scope,
+            email_domain: cfg.email_domain.clone(),
+            backup_dir: cfg.backup_dir.clone(),
+            report_dir: cfg.report_dir.clone(),
+            log_dir: cfg.log_dir.clone(),
+            savepoint: cfg.savepoint.clone(),
+            max_merges: cfg.max_merges,
+            merge_timeout_s: cfg.merge_timeout.as_secs_f64(),
+            rate_limit_calls: cfg.rate_limit_calls,
+            rate_limit_period_s: cfg.rate_limit_period.as_secs_f64(),
+            max_retries: cfg.max_retries,
+            yes: cfg.yes,
         }
     }
 }
@@ -530,6 +549,46 @@ mod tests {
             last_rate_headers: None,
             calls_per_pair_run: 0.0,
         }
+    }
+
+    fn entry(email: &str, status: EntryStatus, finished_earlier: bool) -> PairEntry {
+        let rec = PairRecord::new(email, "don:P", "don:S", Keep::Revu);
+        let mut e = PairEntry::from_record(&rec, true);
+        e.status = status;
+        e.finished_earlier = finished_earlier;
+        e
+    }
+
+    #[test]
+    fn the_summary_counts_every_status_and_skip_reason() {
+        let mut skipped = entry("c", EntryStatus::Skipped, false);
+        skipped.skip_reason = Some(SkipReason::UnverifiedIntoVerified);
+        let mut merged = entry("a", EntryStatus::Merged, false);
+        merged.tickets_repaired = 2;
+        merged.external_ref_adopted = Some("user_1".into());
+        let entries = [
+            merged,
+            entry("b", EntryStatus::Merged, true),
+            skipped,
+            entry("d", EntryStatus::Skipped, false),
+            entry("e", EntryStatus::AlreadyMerged, false),
+            entry("f", EntryStatus::LeftCsv, false),
+            entry("g", EntryStatus::NotStarted, false),
+        ];
+        let s = Summary::of(&entries, 3);
+        assert_eq!(s.pairs, 7);
+        assert_eq!((s.merged, s.merged_this_run, s.already_merged), (2, 1, 1));
+        assert_eq!(s.skipped, 2);
+        assert_eq!(
+            s.skipped_by_reason,
+            BTreeMap::from([
+                ("unknown".to_string(), 1),
+                ("unverified_into_verified".to_string(), 1)
+            ])
+        );
+        assert_eq!((s.left_csv, s.not_started, s.failed), (1, 1, 0));
+        assert_eq!(s.needs_review_groups, 3);
+        assert_eq!((s.tickets_repaired, s.external_refs_adopted), (2, 1));
     }
 
     #[test]

@@ -1,0 +1,151 @@
+//! The scheduled pairs one by one through their sagas, with the `--max-merges` gate, Ctrl-C
+//! and the progress bar. Every savepoint change is written as it is made, so stopping at any
+//! point leaves the journal as consistent as after a crash.
+
+use tracing_indicatif::span_ext::IndicatifSpanExt;
+
+use super::journal::PairRecord;
+use super::report::RunOutcome;
+use super::saga::{self, PairResult, PairRun, SagaCtx};
+use super::savepoint::Savepoint;
+use super::schedule::{self, Item};
+use crate::cli::Keep;
+use crate::error::AppError;
+
+/// How the pairs went.
+pub struct Executed {
+    /// Every pair started in this run, in order; `None` when it was cut off (a run-wide
+    /// error or a second Ctrl-C) before its saga returned.
+    pub ran: Vec<(String, Option<PairRun>)>,
+    pub outcome: RunOutcome,
+    /// The run-wide error that stopped the run, if any.
+    pub fatal: Option<AppError>,
+}
+
+/// Why the loop stopped early.
+enum Stop {
+    Outcome(RunOutcome),
+    Fatal(AppError),
+}
+
+/// Runs `work` in order until it is done, Ctrl-C, `--max-merges` or a run-wide error.
+pub async fn execute(
+    ctx: &SagaCtx<'_>,
+    sp: &mut Savepoint,
+    work: &[Item<'_>],
+    max_merges: Option<usize>,
+    keep: Keep,
+) -> Executed {
+    // Entered once to show the bar, then updated from outside: log lines written during the
+    // run stay free of the span's name, and the bar is cleared when the span is dropped.
+    let span = crate::progress_span!("merging", work.len());
+    span.in_scope(|| {});
+    let mut ran = Vec::new();
+    let mut merges_sent = 0usize;
+    let mut stop = None;
+    for item in work {
+        if ctx.stop.requested() {
+            stop = Some(Stop::Outcome(RunOutcome::Interrupted));
+            break;
+        }
+        if schedule::held_back(item, merges_sent, max_merges) {
+            tracing::info!(
+                "--max-merges {} reached: stopping; re-run to continue with the rest",
+                max_merges.unwrap_or_default()
+            );
+            stop = Some(Stop::Outcome(RunOutcome::MaxMergesReached));
+            break;
+        }
+        let email = item
+            .pair
+            .map(|p| p.email.clone())
+            .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
+            .unwrap_or_default();
+        span.pb_set_message(&email);
+        if let Err(e) = journal_new_pair(sp, item, keep) {
+            stop = Some(Stop::Fatal(e));
+            break;
+        }
+        let (run, stopped) = run_one(ctx, sp, item, &email).await;
+        if let Some(run) = &run {
+            merges_sent += usize::from(run.merge_sent);
+            span.pb_inc(1);
+        }
+        ran.push((item.key.clone(), run));
+        if stopped.is_some() {
+            stop = stopped;
+            break;
+        }
+    }
+    drop(span);
+    let (outcome, fatal) = match stop {
+        None => (RunOutcome::Completed, None),
+        Some(Stop::Outcome(o)) => (o, None),
+        Some(Stop::Fatal(e)) => (RunOutcome::Aborted, Some(e)),
+    };
+    Executed {
+        ran,
+        outcome,
+        fatal,
+    }
+}
+
+/// A pair seen for the first time gets its record before the saga starts.
+fn journal_new_pair(sp: &mut Savepoint, item: &Item<'_>, keep: Keep) -> Result<(), AppError> {
+    if sp.get(&item.key).is_some() {
+        return Ok(());
+    }
+    let pair = item
+        .pair
+        .expect("a pair without a record comes from the CSV");
+    let rec = PairRecord::new(
+        &pair.email,
+        &pair.primary.rev_user_id,
+        &pair.secondary.rev_user_id,
+        keep,
+    );
+    Ok(sp.put(&item.key, rec)?)
+}
+
+/// One pair's saga, dropped at a second Ctrl-C. Returns its run (if it returned) and why
+/// the whole run must stop after it (if it must).
+async fn run_one(
+    ctx: &SagaCtx<'_>,
+    sp: &mut Savepoint,
+    item: &Item<'_>,
+    email: &str,
+) -> (Option<PairRun>, Option<Stop>) {
+    let res = tokio::select! {
+        biased;
+        _ = ctx.stop.hard() => None,
+        r = saga::run_pair(ctx, sp, &item.key, item.pair) => Some(r),
+    };
+    match res {
+        // Dropped mid-step: every savepoint change is written as it is made, so the journal
+        // is as consistent as after a crash.
+        None => (None, Some(Stop::Outcome(RunOutcome::Interrupted))),
+        Some(Err(e)) => {
+            tracing::error!(pair = %email, error = %e, "stopping the run");
+            (None, Some(Stop::Fatal(e)))
+        }
+        Some(Ok(run)) => {
+            log_result(email, &run.result);
+            let stop = (run.result == PairResult::Interrupted)
+                .then_some(Stop::Outcome(RunOutcome::Interrupted));
+            (Some(run), stop)
+        }
+    }
+}
+
+fn log_result(email: &str, r: &PairResult) {
+    match r {
+        PairResult::Merged => tracing::info!(pair = %email, "merged"),
+        PairResult::AlreadyMerged => tracing::info!(pair = %email, "already merged"),
+        PairResult::Skipped(reason) => tracing::warn!(pair = %email, %reason, "skipped"),
+        PairResult::Failed(error) => tracing::warn!(pair = %email, %error, "failed"),
+        PairResult::Unconfirmed => tracing::warn!(pair = %email, "merge not confirmed yet"),
+        PairResult::Interrupted => {
+            tracing::info!(pair = %email, "interrupted; resumes on the next run")
+        }
+    }
+}

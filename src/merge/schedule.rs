@@ -1,0 +1,305 @@
+//! Which pairs a merge run works on, and in which order: a pure function of the plan's clean
+//! pairs and the savepoint's records, plus the `--max-merges` gate the run applies as it goes.
+//!
+//! Pairs whose merge is already in flight (requested in an earlier run and not finished) go
+//! first, even if they have since left the CSV: a requested merge cannot be undone, so it is
+//! always carried through Reconcile. Pairs that left the CSV before their merge was requested
+//! are left alone and listed in the report.
+
+use std::collections::BTreeSet;
+
+use super::journal::{SavepointFile, pair_key};
+use crate::detect::Pair;
+
+/// One pair the run works on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item<'p> {
+    pub key: String,
+    /// The CSV's view of the pair; `None` for an in-flight pair known only from the journal
+    /// (it left the CSV, or `--keep` changed and it is finished the way it was started).
+    pub pair: Option<&'p Pair>,
+    /// Resumed with a merge already requested: finished first, never held back by
+    /// `--max-merges`.
+    pub in_flight: bool,
+}
+
+/// A journaled pair the run leaves alone, reported from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earlier {
+    pub key: String,
+    /// The pair is in this run's CSV (in either role order).
+    pub in_csv: bool,
+    /// Its record is final (merged or already merged).
+    pub finished: bool,
+}
+
+impl Earlier {
+    /// Never merged and no longer in the CSV: left alone, reported as `left_csv` (not a
+    /// failure).
+    pub fn left_csv(&self) -> bool {
+        !self.in_csv && !self.finished
+    }
+}
+
+/// What a run does, decided before its first API call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule<'p> {
+    /// Pairs to run, in order: in-flight merges first, then the CSV's order.
+    pub work: Vec<Item<'p>>,
+    /// Journaled pairs not run now.
+    pub earlier: Vec<Earlier>,
+    /// Every savepoint key the CSV covers (both role orders where the journal has the
+    /// swapped one).
+    pub plan_keys: BTreeSet<String>,
+}
+
+/// Decides the run from the plan's clean pairs (in CSV order) and the journal.
+pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> {
+    let mut earlier = Vec::new();
+    let mut in_flight = Vec::new();
+    let mut fresh = Vec::new();
+    let mut plan_keys = BTreeSet::new();
+    let item = |key: String, pair, in_flight| Item {
+        key,
+        pair,
+        in_flight,
+    };
+    for pair in pairs {
+        let (p, s) = (&pair.primary.rev_user_id, &pair.secondary.rev_user_id);
+        let key = pair_key(p, s);
+        plan_keys.insert(key.clone());
+        let reversed = pair_key(s, p);
+        if let Some(rev) = journal.pairs.get(&reversed) {
+            // The same two contacts with primary and secondary swapped (`--keep` changed).
+            // What was started that way is finished that way: going the other way now could
+            // merge them twice.
+            plan_keys.insert(reversed.clone());
+            if rev.status.is_final() {
+                earlier.push(Earlier {
+                    key: reversed,
+                    in_csv: true,
+                    finished: true,
+                });
+                continue;
+            }
+            if rev.merge_in_flight() {
+                in_flight.push(item(reversed, None, true));
+                continue;
+            }
+            // Nothing was sent to DevRev under the old roles: run with the new ones.
+        }
+        match journal.pairs.get(&key) {
+            Some(rec) if rec.status.is_final() => earlier.push(Earlier {
+                key,
+                in_csv: true,
+                finished: true,
+            }),
+            Some(rec) if rec.merge_in_flight() => in_flight.push(item(key, Some(pair), true)),
+            _ => fresh.push(item(key, Some(pair), false)),
+        }
+    }
+    for (key, rec) in &journal.pairs {
+        if plan_keys.contains(key) {
+            continue;
+        }
+        if rec.merge_in_flight() && !rec.status.is_final() {
+            in_flight.push(item(key.clone(), None, true));
+        } else {
+            // Finished earlier (reported as such), or never merged and now out of the CSV.
+            earlier.push(Earlier {
+                key: key.clone(),
+                in_csv: false,
+                finished: rec.status.is_final(),
+            });
+        }
+    }
+    Schedule {
+        work: in_flight.into_iter().chain(fresh).collect(),
+        earlier,
+        plan_keys,
+    }
+}
+
+/// `--max-merges`: whether `item` must wait for the next run, given the merge requests sent
+/// so far in this one. A pair whose merge is in flight is always finished: stopping it would
+/// leave a requested merge unreconciled.
+pub fn held_back(item: &Item<'_>, merges_sent: usize, max_merges: Option<usize>) -> bool {
+    max_merges.is_some_and(|m| merges_sent >= m && !item.in_flight)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::cli::Keep;
+    use crate::detect::Contact;
+    use crate::merge::journal::{
+        MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairRecord, PairStatus,
+    };
+
+    fn contact(id: &str) -> Contact {
+        Contact {
+            line: 2,
+            rev_user_id: id.into(),
+            display_name: "x".into(),
+            email: format!("{id}@example.com"),
+            external_ref: String::new(),
+            full_name: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            ticket_count: None,
+        }
+    }
+
+    fn pair(p: &str, s: &str) -> Pair {
+        Pair {
+            email: format!("{p}@example.com"),
+            primary: contact(p),
+            secondary: contact(s),
+        }
+    }
+
+    fn rec(p: &str, s: &str, status: PairStatus) -> PairRecord {
+        let mut r = PairRecord::new(&format!("{p}@example.com"), p, s, Keep::Revu);
+        r.status = status;
+        r
+    }
+
+    fn requested(mut r: PairRecord, outcome: Option<MergeOutcome>) -> PairRecord {
+        r.merge = Some(MergeIntent {
+            attempt: 1,
+            requested_at: Utc::now(),
+            outcome,
+        });
+        r
+    }
+
+    fn journal(recs: Vec<PairRecord>) -> SavepointFile {
+        let mut f = SavepointFile::new();
+        for r in recs {
+            f.pairs.insert(pair_key(&r.primary, &r.secondary), r);
+        }
+        f
+    }
+
+    fn keys(s: &Schedule<'_>) -> Vec<(String, bool, bool)> {
+        s.work
+            .iter()
+            .map(|i| (i.key.clone(), i.pair.is_some(), i.in_flight))
+            .collect()
+    }
+
+    fn k(p: &str, s: &str) -> String {
+        pair_key(p, s)
+    }
+
+    #[test]
+    fn a_fresh_journal_runs_the_csv_in_order() {
+        let pairs = vec![pair("P1", "S1"), pair("P2", "S2")];
+        let s = schedule(&pairs, &SavepointFile::new());
+        assert_eq!(
+            keys(&s),
+            vec![(k("P1", "S1"), true, false), (k("P2", "S2"), true, false)]
+        );
+        assert!(s.earlier.is_empty());
+        assert_eq!(s.plan_keys.len(), 2);
+    }
+
+    #[test]
+    fn in_flight_merges_go_first_even_out_of_the_csv_and_finished_pairs_are_not_rerun() {
+        let pairs = vec![pair("P1", "S1"), pair("P2", "S2"), pair("P3", "S3")];
+        let j = journal(vec![
+            // Finished: reported, not run.
+            rec("P1", "S1", PairStatus::Merged),
+            // Accepted merge, unconfirmed: in flight.
+            requested(
+                rec("P3", "S3", PairStatus::Unconfirmed),
+                Some(MergeOutcome::Accepted { at: Utc::now() }),
+            ),
+            // Out of the CSV with a lost answer: still finished, without a CSV pair.
+            requested(rec("P9", "S9", PairStatus::InProgress), None),
+            // Out of the CSV, never requested: left alone.
+            rec("P8", "S8", PairStatus::Failed),
+            // Out of the CSV, rejected (certainly not applied): left alone too.
+            requested(
+                rec("P7", "S7", PairStatus::Failed),
+                Some(MergeOutcome::NotSent { reason: "x".into() }),
+            ),
+        ]);
+        let s = schedule(&pairs, &j);
+        assert_eq!(
+            keys(&s),
+            vec![
+                (k("P3", "S3"), true, true),
+                (k("P9", "S9"), false, true),
+                (k("P2", "S2"), true, false),
+            ]
+        );
+        let earlier: Vec<_> = s
+            .earlier
+            .iter()
+            .map(|e| (e.key.clone(), e.in_csv, e.finished, e.left_csv()))
+            .collect();
+        assert_eq!(
+            earlier,
+            vec![
+                (k("P1", "S1"), true, true, false),
+                (k("P7", "S7"), false, false, true),
+                (k("P8", "S8"), false, false, true),
+            ]
+        );
+    }
+
+    #[test]
+    fn swapped_roles_finish_the_way_they_started() {
+        // `--keep` changed between runs: the CSV now says S <- P.
+        let pairs = vec![pair("S1", "P1"), pair("S2", "P2"), pair("S3", "P3")];
+        let mut merged = rec("P1", "S1", PairStatus::Merged);
+        merged.merged = Some(MergeConfirmation {
+            at: Utc::now(),
+            sign: MergedSign::NotFound,
+        });
+        let j = journal(vec![
+            merged,
+            requested(rec("P2", "S2", PairStatus::InProgress), None),
+            // Validated under the old roles, nothing sent: runs with the new ones.
+            rec("P3", "S3", PairStatus::Skipped),
+        ]);
+        let s = schedule(&pairs, &j);
+        assert_eq!(
+            keys(&s),
+            vec![(k("P2", "S2"), false, true), (k("S3", "P3"), true, false)]
+        );
+        assert_eq!(
+            s.earlier,
+            vec![Earlier {
+                key: k("P1", "S1"),
+                in_csv: true,
+                finished: true,
+            }]
+        );
+        // The old-role record of the re-run pair is covered by the CSV, not "left the CSV".
+        assert!(s.plan_keys.contains(&k("P3", "S3")));
+        assert!(s.plan_keys.contains(&k("S3", "P3")));
+    }
+
+    #[test]
+    fn max_merges_holds_back_fresh_pairs_only() {
+        let p = pair("P", "S");
+        let fresh = Item {
+            key: k("P", "S"),
+            pair: Some(&p),
+            in_flight: false,
+        };
+        let resumed = Item {
+            in_flight: true,
+            ..fresh.clone()
+        };
+        assert!(!held_back(&fresh, 5, None));
+        assert!(!held_back(&fresh, 1, Some(2)));
+        assert!(held_back(&fresh, 2, Some(2)));
+        assert!(held_back(&fresh, 0, Some(0)));
+        assert!(!held_back(&resumed, 2, Some(2)));
+    }
+}
