@@ -68,10 +68,11 @@ fn filters(dir: &Path) -> Vec<(String, String)> {
             (r"reset \d+", "reset [EPOCH]"),
             (r"\(\d+ days left\)", "([N] days left)"),
             (r"\b\d{2}:\d{2}:\d{2}\b", "[TIME]"),
-            // 1.2s, 340ms, 12 ms, 0.5 s, 3m 2s, 1h 02m
+            // 1.2s, 340ms, 12 ms, 0.5 s, 3m 2s, 1h 02m; the spaces before go too, as
+            // right-aligned columns (`{:>5} ms`) pad by the number's width.
             (
-                r"\b\d+(\.\d+)?\s?(ns|µs|us|ms|s|m|h|min|sec|secs|seconds?)\b",
-                "[DURATION]",
+                r" *\b\d+(\.\d+)?\s?(ns|µs|us|ms|s|m|h|min|sec|secs|seconds?)\b",
+                " [DURATION]",
             ),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string())),
