@@ -5,16 +5,13 @@
 //! the client from 4 concurrent tasks and prints achieved rate / allowed rate and the 429 count.
 //! Target: ratio >= 0.97 with zero 429s.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use devrev_fake::fake::{FakeOptions, FakeServer, RateLimit};
+use devrev_fake::seed::{GenSpec, Seed};
 use devrev_merge::devrev::{ClientConfig, DevRevClient};
-use support::fake::{FakeOptions, FakeServer, RateLimit};
-use support::seed::{GenSpec, Seed};
 
 fn main() {
     let args: Vec<f64> = std::env::args()

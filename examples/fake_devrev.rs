@@ -7,9 +7,6 @@
 //! It prints the base URL, the token and the `export` line to paste, writes the contacts CSV,
 //! and serves until Ctrl-C, then prints what it saw.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,11 +15,11 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use support::fake::{
+use devrev_fake::fake::{
     DEFAULT_TOKEN, FakeOptions, FakeServer, Fault, MergeBehaviour, MoveMode, RandomFaults,
     RateLimit, SecondaryAfter,
 };
-use support::seed::{GenSpec, Seed};
+use devrev_fake::seed::{GenSpec, Seed};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Moves {

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use crate::closed_pipe;
 use crate::common::{mode, scrubbed_cmd, with_fake};
-use crate::support::fake::{ArtifactRec, FakeOptions, FakeServer, Fault, ScriptedFault};
-use crate::support::seed::{self, GenSpec, Seed, summary_ids};
+use devrev_fake::fake::{ArtifactRec, FakeOptions, FakeServer, Fault, ScriptedFault};
+use devrev_fake::seed::{self, GenSpec, Seed, summary_ids};
 
 // ---- helpers ---------------------------------------------------------------------------
 
@@ -1160,7 +1160,7 @@ fn verify_backups_against_api_finds_tickets_that_left_both_contacts() {
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
 
     // After the merge the secondary is gone and its tickets name the primary: all still there.
-    let merged = crate::support::probe::Probe::new(&fake).call(
+    let merged = crate::probe::Probe::new(&fake).call(
         "rev-users.merge",
         json!({"primary_user": p, "secondary_user": s}),
     );

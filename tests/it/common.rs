@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use crate::support::fake::FakeServer;
+use devrev_fake::fake::FakeServer;
 
 /// The binary with an empty environment except `PATH`, `HOME` (= `dir`) and a 10 ms retry
 /// backoff, run in `dir`: nothing from the developer's shell or `~/.env` leaks into a test.

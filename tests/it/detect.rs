@@ -8,8 +8,8 @@ use assert_cmd::Command;
 use serde_json::{Value, json};
 
 use crate::common::{mode, scrubbed_cmd};
-use crate::support::fake::{FakeOptions, FakeServer};
-use crate::support::seed::{GenSpec, GroupKind, Seed};
+use devrev_fake::fake::{FakeOptions, FakeServer};
+use devrev_fake::seed::{GenSpec, GroupKind, Seed};
 
 /// The binary with a scrubbed environment in `dir`; no token and no DevRev unless given.
 fn cmd(dir: &Path) -> Command {

@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::fake::{FakeOptions, FakeServer, MergeBehaviour, MoveMode, SecondaryAfter};
-use crate::support::probe::{Probe, send};
-use crate::support::seed::{GenSpec, GroupKind, Seed, summary_ids};
+use crate::probe::{Probe, send};
+use devrev_fake::fake::{FakeOptions, FakeServer, MergeBehaviour, MoveMode, SecondaryAfter};
+use devrev_fake::seed::{GenSpec, GroupKind, Seed, summary_ids};
 
 fn small(pairs: usize) -> Seed {
     Seed::generate(&GenSpec {
@@ -638,7 +638,7 @@ fn error_shapes_match_devrev() {
     let bearer = format!("Bearer {}", probe.token);
     let with_version = |v: &str| {
         let h = [("authorization", bearer.as_str()), ("x-devrev-version", v)];
-        crate::support::probe::send_with(&url, &h, Some(&json!({}))).unwrap()
+        crate::probe::send_with(&url, &h, Some(&json!({}))).unwrap()
     };
     assert_eq!(with_version("2024-01-24").status, 200);
     let r = with_version("1999-01-01");
@@ -694,7 +694,7 @@ fn rate_limit_headers_on_every_answer_and_429_with_retry_after() {
     let seed = small(1);
     let fake = FakeServer::start(FakeOptions {
         seed,
-        rate_limit: Some(crate::support::fake::RateLimit {
+        rate_limit: Some(devrev_fake::fake::RateLimit {
             limit: 3,
             window: Duration::from_millis(1500),
         }),
@@ -973,7 +973,7 @@ fn attachments_locate_download_and_expire() {
     let fake = FakeServer::start(FakeOptions {
         seed,
         url_ttl: Duration::from_millis(800),
-        rate_limit: Some(crate::support::fake::RateLimit {
+        rate_limit: Some(devrev_fake::fake::RateLimit {
             limit: 100,
             window: Duration::from_secs(60),
         }),
@@ -1013,7 +1013,7 @@ fn attachments_locate_download_and_expire() {
         assert_eq!(got.bytes.len() as u64, *size);
         assert_eq!(
             got.bytes,
-            crate::support::seed::artifact_bytes(id, *size as usize)
+            devrev_fake::seed::artifact_bytes(id, *size as usize)
         );
         // A tampered signature is refused.
         let bad = send(&url.replace("sig=", "sig=0"), None, None).unwrap();
@@ -1036,7 +1036,7 @@ fn attachments_locate_download_and_expire() {
 
 #[test]
 fn scripted_status_faults() {
-    use crate::support::fake::{Fault, ScriptedFault};
+    use devrev_fake::fake::{Fault, ScriptedFault};
     let seed = small(1);
     let fake = FakeServer::start(FakeOptions {
         seed,
@@ -1086,7 +1086,7 @@ fn scripted_status_faults() {
 
 #[test]
 fn dropped_connections_and_slow_answers() {
-    use crate::support::fake::Fault;
+    use devrev_fake::fake::Fault;
     let seed = small(2);
     let (p, _) = seed.pairs()[0].clone();
     let (fake, probe) = start(seed);
@@ -1124,7 +1124,7 @@ fn dropped_connections_and_slow_answers() {
 
 #[test]
 fn random_faults_are_seeded() {
-    use crate::support::fake::{Fault, RandomFaults};
+    use devrev_fake::fake::{Fault, RandomFaults};
     let run = |seed: u64| {
         let fake = FakeServer::start(FakeOptions {
             seed: small(1),
@@ -1171,7 +1171,7 @@ fn trip_wire_runs_once_when_the_nth_request_arrives() {
 /// (no `invalid_field`) and decode, and the fake's faults must surface as the client expects.
 #[test]
 fn the_crate_client_speaks_to_the_fake() {
-    use crate::support::fake::Fault;
+    use devrev_fake::fake::Fault;
     use devrev_merge::devrev::{ApiError, ClientConfig, DevRevClient};
 
     let seed = Seed::generate(&GenSpec {
@@ -1282,7 +1282,7 @@ fn the_crate_client_speaks_to_the_fake() {
 /// that check "the merge was sent once, with these ids" must see dropped attempts too.
 #[test]
 fn the_log_records_faulted_requests_as_sent() {
-    use crate::support::fake::Fault;
+    use devrev_fake::fake::Fault;
     let seed = small(2);
     let (p, s) = seed.pairs()[0].clone();
     let (fake, probe) = start(seed);
@@ -1335,7 +1335,7 @@ fn the_log_records_faulted_requests_as_sent() {
 /// completes and the log records the answer the server produced.
 #[test]
 fn a_client_hanging_up_does_not_cancel_a_write() {
-    use crate::support::fake::Fault;
+    use devrev_fake::fake::Fault;
     let seed = small(1);
     let (p, _) = seed.pairs()[0].clone();
     let (fake, probe) = start(seed);

@@ -1,7 +1,5 @@
-//! The one integration-test binary: each module tests one feature against the fake DevRev.
-
-#[path = "../support/mod.rs"]
-mod support;
+//! The one integration-test binary: each module tests one feature against the fake DevRev
+//! (the `devrev-fake` workspace crate, `crates/devrev-fake/`).
 
 mod backup;
 mod closed_pipe;
@@ -10,4 +8,6 @@ mod detect;
 mod fake_selftest;
 mod merge;
 mod merge_crash;
+mod probe;
+mod snapshots;
 mod test_api;

@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::common::{mode, scrubbed_cmd};
-use crate::support::fake::{
+use devrev_fake::fake::{
     FakeOptions, FakeServer, Fault, MergeBehaviour, MoveMode, RandomFaults, RequestRecord,
     SecondaryAfter, State,
 };
-use crate::support::seed::{GenSpec, GroupKind, Seed, summary_ids};
+use devrev_fake::seed::{GenSpec, GroupKind, Seed, summary_ids};
 
 /// A fake DevRev with a seeded world and a temp working folder holding `contacts.csv`.
 pub struct World {
@@ -566,7 +566,7 @@ fn lost_merge_answers_are_resolved_not_repeated() {
                 (2, Fault::Status500),
                 (3, Fault::Drop),
             ] {
-                o.faults.push(crate::support::fake::ScriptedFault {
+                o.faults.push(devrev_fake::fake::ScriptedFault {
                     path: Some("/rev-users.merge".into()),
                     nth,
                     fault,
@@ -638,7 +638,7 @@ fn a_failed_repair_resumes_at_reconcile_without_a_second_merge() {
         |o| {
             // More 500s in a row than the client's 2 retries (set below).
             for nth in 1..=3 {
-                o.faults.push(crate::support::fake::ScriptedFault {
+                o.faults.push(devrev_fake::fake::ScriptedFault {
                     path: Some("/works.update".into()),
                     nth,
                     fault: Fault::Status500,

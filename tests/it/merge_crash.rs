@@ -12,7 +12,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::merge::{World, behaviour, check_final_state, merges_handled, snapshot, spec};
-use crate::support::fake::{Fault, MoveMode, ScriptedFault, SecondaryAfter};
+use devrev_fake::fake::{Fault, MoveMode, ScriptedFault, SecondaryAfter};
 
 /// A trip wire that signals whatever child is running when it fires (never pid 0, which
 /// would signal the test's own process group).

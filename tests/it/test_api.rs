@@ -6,8 +6,8 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 
 use crate::common::{mode, scrubbed_assert_cmd, scrubbed_cmd, with_fake};
-use crate::support::fake::{FakeOptions, FakeServer, Fault, RateLimit, ScriptedFault};
-use crate::support::seed::{GenSpec, Seed};
+use devrev_fake::fake::{FakeOptions, FakeServer, Fault, RateLimit, ScriptedFault};
+use devrev_fake::seed::{GenSpec, Seed};
 
 fn small_fake(opts: impl FnOnce(&mut FakeOptions)) -> FakeServer {
     let mut o = FakeOptions {

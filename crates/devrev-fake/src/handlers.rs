@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::fake::{ArtifactRec, FakeOptions, MergeRecord, MoveMode, SecondaryAfter, State};
-use super::seed::{PARTITION, fmt_ts, summary_ids, user_summary};
+use crate::fake::{ArtifactRec, FakeOptions, MergeRecord, MoveMode, SecondaryAfter, State};
+use crate::seed::{PARTITION, fmt_ts, summary_ids, user_summary};
 
 /// An answer: HTTP status and JSON body.
 #[derive(Debug, Clone, PartialEq)]
@@ -747,31 +747,6 @@ fn matches_any(v: &Value, wanted: &Option<Vec<String>>) -> bool {
     }
 }
 
-/// Validates every id in a list filter (malformed → 400 `invalid_id`) and maps display ids
-/// to DONs.
-fn id_filter(
-    ctx: &Ctx<'_>,
-    body: &Value,
-    path: &[&str],
-    want: Want,
-) -> Result<Option<Vec<String>>, Reply> {
-    let mut v = body;
-    for p in path {
-        match v.get(*p) {
-            Some(x) => v = x,
-            None => return Ok(None),
-        }
-    }
-    let Some(list) = str_list(Some(v)) else {
-        return Ok(None);
-    };
-    let field = path.join(".");
-    list.iter()
-        .map(|id| to_don(ctx.state, &field, id, want))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
-}
-
 /// Ids of any user kind, as DONs (display ids resolved by prefix).
 fn user_id_filter(ctx: &Ctx<'_>, body: &Value, key: &str) -> Result<Option<Vec<String>>, Reply> {
     let Some(list) = str_list(body.get(key)) else {
@@ -1483,7 +1458,7 @@ fn artifacts_locate(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let sig = sign(&token, expires_ms);
     ctx.state.downloads.insert(
         token.clone(),
-        super::fake::DownloadGrant {
+        crate::fake::DownloadGrant {
             artifact: id,
             expires: ctx.now + ttl,
         },

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::handlers;
-use super::seed::{self, GenSpec, Rng, Seed, summary_ids};
+use crate::handlers;
+use crate::seed::{self, GenSpec, Rng, Seed, summary_ids};
 
 /// The token the fake accepts unless told otherwise.
 pub const DEFAULT_TOKEN: &str = "fake-devrev-token";
@@ -451,7 +451,7 @@ impl FakeServer {
                     Ok(rt) => rt,
                     Err(e) => panic!("fake DevRev runtime: {e}"),
                 };
-                rt.block_on(super::http::serve(listener, for_thread, rx));
+                rt.block_on(crate::http::serve(listener, for_thread, rx));
             })?;
         Ok(FakeServer {
             shared,

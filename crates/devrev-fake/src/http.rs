@@ -23,9 +23,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::fake::{Bucket, DEFAULT_RATE_LIMIT, Fault, Inner, Shared, path_matches};
-use super::handlers::{self, Ctx, Download, Reply};
-use super::seed::Rng;
+use crate::fake::{Bucket, DEFAULT_RATE_LIMIT, Fault, Inner, Shared, path_matches};
+use crate::handlers::{self, Ctx, Download, Reply};
+use crate::seed::Rng;
 
 /// Per-connection handle: setting `kill` aborts the connection.
 #[derive(Clone, Debug)]
@@ -320,7 +320,7 @@ async fn process(
                 presented_token(auth.as_deref()).as_deref() == Some(inner.opts.token.as_str());
             (body, authorized)
         };
-        inner.log.push(super::fake::RequestRecord {
+        inner.log.push(crate::fake::RequestRecord {
             seq,
             at: now.duration_since(shared.started),
             method: method.to_string(),

@@ -1,4 +1,4 @@
-//! A tiny blocking HTTP client for tests that talk to the fake directly (reqwest's blocking
+//! A tiny blocking HTTP client for tests that talk to the fake DevRev directly (reqwest's blocking
 //! feature is off, so each call runs on a throwaway current-thread runtime).
 
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
 
-use super::fake::FakeServer;
+use devrev_fake::FakeServer;
 
 /// An answer: status, headers, raw bytes and (when it parses) JSON.
 #[derive(Debug, Clone)]
