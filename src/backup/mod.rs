@@ -380,10 +380,6 @@ impl Drop for PartialGuard {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    base16ct::lower::encode_string(&Sha256::digest(bytes))
-}
-
 fn to_json_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialize");
     bytes.push(b'\n');
@@ -569,7 +565,7 @@ fn write_json_files(
         files.push(FileEntry {
             path: rel.clone(),
             size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
+            sha256: fsutil::sha256_hex(Sha256::new_with_prefix(bytes)),
         });
     }
     Ok(files)

@@ -189,7 +189,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((n, base16ct::lower::encode_string(&hasher.finalize())))
+    Ok((n, crate::fsutil::sha256_hex(hasher)))
 }
 
 enum EntryKind {

@@ -724,7 +724,7 @@ impl DevRevClient {
             }
             file.flush().await.map_err(|e| derr(e.to_string()))?;
             file.sync_all().await.map_err(|e| derr(e.to_string()))?;
-            return Ok((n, base16ct::lower::encode_string(&hasher.finalize())));
+            return Ok((n, crate::fsutil::sha256_hex(hasher)));
         }
     }
 }

@@ -9,4 +9,5 @@ pub mod fake;
 mod handlers;
 mod http;
 pub mod probe;
+mod rng;
 pub mod seed;
