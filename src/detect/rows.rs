@@ -48,6 +48,11 @@ impl Layout {
             _ => format!("column {}", i + 1),
         }
     }
+
+    /// The label of a known column, where the header put it.
+    fn label_of(&self, c: Col) -> String {
+        self.column_label(self.idx[c as usize].unwrap_or(0))
+    }
 }
 
 /// The most problems listed in one error message.
@@ -167,7 +172,7 @@ pub(super) fn check_row<'r>(
             line,
             format!(
                 "{}: empty; every row needs the contact's id",
-                layout.column_label(layout.idx[Col::RevUserId as usize].unwrap_or(0))
+                layout.label_of(Col::RevUserId)
             ),
         );
         ok = false;
@@ -183,7 +188,7 @@ pub(super) fn check_row<'r>(
                     line,
                     format!(
                         "{}: {raw_count:?} is not a whole number (leave it empty when unknown)",
-                        layout.column_label(layout.idx[Col::TicketCount as usize].unwrap_or(0))
+                        layout.label_of(Col::TicketCount)
                     ),
                 );
                 ok = false;

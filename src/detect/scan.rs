@@ -39,26 +39,26 @@ pub(super) fn hash64(s: &str) -> u64 {
 
 /// Hash of a normalized email.
 pub(super) fn email_hash(s: &str) -> u64 {
-    #[cfg(test)]
-    if let Some(m) = super::tests::COLLIDE
-        .with(std::cell::Cell::get)
-        .map(|m| m.0)
-    {
-        // Tests force collisions to prove they never change the plan.
-        return hash64(s) % m;
-    }
-    hash64(s)
+    test_hash(s, |m| m.0)
 }
 
 /// Hash of a REV_USER_ID.
 pub(super) fn id_hash(s: &str) -> u64 {
+    test_hash(s, |m| m.1)
+}
+
+/// [`hash64`], except in tests that force collisions (`modulus` picks the email's or the
+/// id's modulus) to prove they never change the plan.
+#[inline(always)]
+fn test_hash(s: &str, modulus: fn((u64, u64)) -> u64) -> u64 {
     #[cfg(test)]
     if let Some(m) = super::tests::COLLIDE
         .with(std::cell::Cell::get)
-        .map(|m| m.1)
+        .map(modulus)
     {
         return hash64(s) % m;
     }
+    let _ = modulus;
     hash64(s)
 }
 
