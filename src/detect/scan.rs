@@ -37,6 +37,13 @@ pub(super) fn hash64(s: &str) -> u64 {
     h ^ (h >> 33)
 }
 
+#[cfg(test)]
+thread_local! {
+    /// When set, email and id hashes are taken modulo these numbers, so they collide
+    /// (see `hash_collisions_change_nothing`).
+    pub(super) static COLLIDE: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
 /// Hash of a normalized email.
 pub(super) fn email_hash(s: &str) -> u64 {
     test_hash(s, |m| m.0)
@@ -52,10 +59,7 @@ pub(super) fn id_hash(s: &str) -> u64 {
 #[inline(always)]
 fn test_hash(s: &str, modulus: fn((u64, u64)) -> u64) -> u64 {
     #[cfg(test)]
-    if let Some(m) = super::tests::COLLIDE
-        .with(std::cell::Cell::get)
-        .map(modulus)
-    {
+    if let Some(m) = COLLIDE.with(std::cell::Cell::get).map(modulus) {
         return hash64(s) % m;
     }
     let _ = modulus;

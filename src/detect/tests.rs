@@ -1,15 +1,9 @@
 //! Detection's tests: the rules of DESIGN §5 on small files, malformed input, and properties
 //! (shuffling, hash collisions) that must never change the plan.
 
-use super::scan::{hash64, radix_sort, sort_pairs_by_email};
+use super::scan::{COLLIDE, hash64, radix_sort, sort_pairs_by_email};
 use super::*;
 use std::io::Cursor;
-
-thread_local! {
-    /// When set, email and id hashes are taken modulo these numbers, so they collide
-    /// (see `hash_collisions_change_nothing`).
-    pub(super) static COLLIDE: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
-}
 
 const HEADER: &str =
     "REV_USER_ID,DISPLAY_NAME,EMAIL,EXTERNAL_REF,FULL_NAME,CREATED_AT,UPDATED_AT,TICKET_COUNT\n";
