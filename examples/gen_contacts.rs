@@ -13,28 +13,8 @@
 
 use std::io::Write;
 
-/// splitmix64: tiny, fast, and the same output on every platform and Rust version.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// True with probability `p` (0..=1).
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[self.below(xs.len() as u64) as usize]
-    }
-}
+/// The fake's SplitMix64: one seeded generator for every fixture.
+use devrev_fake::rng::Rng;
 
 const ORG: &str = "Xy7pQ2rT";
 const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -300,7 +280,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let mut g = Gen {
-        rng: Rng(seed),
+        rng: Rng::from_state(seed),
         next_id: 0,
         next_email: 0,
     };

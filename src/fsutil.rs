@@ -9,6 +9,8 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 /// Creates `dir` (and parents) with mode 0700. Existing folders keep their mode.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     fs::DirBuilder::new()
@@ -19,23 +21,7 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// Writes `bytes` to `path` atomically with mode 0600.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    create_private_dir(dir)?;
-    // tempfile creates the file 0600 already.
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o600))?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    // Make the rename itself durable.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    write_private_atomic_with(path, true, |w| w.write_all(bytes))
 }
 
 /// Like [`write_private_atomic`], but the content is streamed by `write` into a buffered
@@ -67,6 +53,12 @@ where
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Lower-case hex of a finished sha256: the one form manifests record and verification
+/// compares.
+pub fn sha256_hex(hasher: Sha256) -> String {
+    base16ct::lower::encode_string(&hasher.finalize())
 }
 
 /// Serializes `value` as pretty JSON and writes it with [`write_private_atomic`].

@@ -473,6 +473,17 @@ pub fn print_human<W: Write>(
     plan_path: &Path,
     limit: Option<usize>,
 ) -> io::Result<()> {
+    print_summary(w, plan)?;
+    if let Some(l) = live {
+        print_live(w, l)?;
+    }
+    print_estimate(w, est)?;
+    print_tables(w, plan, plan_path, limit)?;
+    writeln!(w, "\nPlan written to {}", plan_path.display())
+}
+
+/// The counts: one labelled line per bucket of the plan.
+fn print_summary<W: Write>(w: &mut W, plan: &Plan) -> io::Result<()> {
     let keep = match plan.keep {
         Keep::Revu => "the REVU- contact survives (--keep revu)",
         Keep::User => "the user_ contact survives (--keep user)",
@@ -522,22 +533,29 @@ pub fn print_human<W: Write>(
     for (label, value) in &summary {
         writeln!(w, "  {label:<label_w$}  {value}")?;
     }
+    Ok(())
+}
 
-    if let Some(l) = live {
-        writeln!(
-            w,
-            "\nLive check against {}: {} pair(s) checked, {} still hold, {} refused, {} could not be checked \
-             ({} API calls); {} pair(s) with ticket counts that differ from the export (see the plan file).",
-            l.base_url,
-            n(l.checked),
-            n(l.passed),
-            n(l.refused),
-            n(l.errors),
-            n(l.api_calls),
-            n(l.ticket_count_differences)
-        )?;
-    }
+/// What `--live` found.
+fn print_live<W: Write>(w: &mut W, l: &LiveSummary) -> io::Result<()> {
+    let n = |v: u64| thousands(v);
+    writeln!(
+        w,
+        "\nLive check against {}: {} pair(s) checked, {} still hold, {} refused, {} could not be checked \
+         ({} API calls); {} pair(s) with ticket counts that differ from the export (see the plan file).",
+        l.base_url,
+        n(l.checked),
+        n(l.passed),
+        n(l.refused),
+        n(l.errors),
+        n(l.api_calls),
+        n(l.ticket_count_differences)
+    )
+}
 
+/// The merge run's estimated calls and time, and how they are counted.
+fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
+    let n = |v: u64| thousands(v);
     writeln!(
         w,
         "\nEstimated merge run: {} API calls ({:.1} per pair), about {} at {} calls per {} s.",
@@ -567,8 +585,17 @@ pub fn print_human<W: Write>(
         } else {
             String::new()
         }
-    )?;
+    )
+}
 
+/// The clean pairs, the groups that need review and the rows without email, each table cut
+/// to `limit` rows.
+fn print_tables<W: Write>(
+    w: &mut W,
+    plan: &Plan,
+    plan_path: &Path,
+    limit: Option<usize>,
+) -> io::Result<()> {
     let take = |total: usize| limit.map_or(total, |l| l.min(total));
     heading(w, "Clean pairs", plan.pairs.len(), limit, plan_path)?;
     if !plan.pairs.is_empty() {
@@ -639,7 +666,7 @@ pub fn print_human<W: Write>(
             |c: &Contact| vec![c.line.to_string(), member(c), cut(&c.display_name, 40)],
         )?;
     }
-    writeln!(w, "\nPlan written to {}", plan_path.display())
+    Ok(())
 }
 
 #[cfg(test)]

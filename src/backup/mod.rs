@@ -380,10 +380,6 @@ impl Drop for PartialGuard {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    base16ct::lower::encode_string(&Sha256::digest(bytes))
-}
-
 fn to_json_bytes<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("JSON values always serialize");
     bytes.push(b'\n');
@@ -399,62 +395,8 @@ pub async fn take_with(
     let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stamp = fsutil::stamp();
     let listed = list_everything(client, &input).await?;
-
-    // Every JSON file, rendered now so its size is known exactly for the space check.
-    let metadata = Metadata {
-        format: FORMAT_VERSION,
-        tool: env!("CARGO_PKG_NAME").into(),
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        run_id: input.run_id.into(),
-        created_at: created_at.clone(),
-        scope: input.scope,
-        pair: input.pair.clone(),
-        primary_id: input.primary.id.clone(),
-        secondary_id: input.secondary.id.clone(),
-        primary: input.primary.clone(),
-        secondary: input.secondary.clone(),
-    };
-    let mut json_files: Vec<(String, Vec<u8>)> = vec![
-        (METADATA_FILE.into(), to_json_bytes(&metadata)),
-        (TICKETS_FILE.into(), to_json_bytes(&listed.tickets)),
-        (
-            CONVERSATIONS_FILE.into(),
-            to_json_bytes(&listed.conversations),
-        ),
-    ];
-    for o in &listed.objects {
-        let messages = Messages {
-            object: o.id.clone(),
-            object_display_id: o.display_id.clone(),
-            object_kind: o.kind,
-            timeline_entries: o.entries.clone(),
-        };
-        json_files.push((
-            format!("{}/{MESSAGES_FILE}", o.dir),
-            to_json_bytes(&messages),
-        ));
-    }
-
-    // Free space, before anything is written.
-    let all_attachments = || listed.objects.iter().flat_map(|o| o.attachments.iter());
-    let known: u64 = json_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
-        + all_attachments().filter_map(|a| a.size).sum::<u64>();
-    let unknown = all_attachments().filter(|a| a.size.is_none()).count() as u64;
-    let needed = layout::required_space(known, unknown);
-    let available = match opts.free_space_override {
-        Some(v) => v,
-        None => layout::free_space(input.root).map_err(io_err(format!(
-            "cannot tell the free space in {}",
-            input.root.display()
-        )))?,
-    };
-    if available < needed {
-        return Err(BackupError::NoSpace {
-            dir: input.root.to_path_buf(),
-            needed,
-            available,
-        });
-    }
+    let json_files = render_json_files(&input, &listed, &created_at);
+    check_space(&input, opts, &json_files, &listed)?;
 
     let (_lock, removed) = layout::lock_and_clean(input.root).map_err(io_err(format!(
         "cannot prepare the backups folder {}",
@@ -472,56 +414,10 @@ pub async fn take_with(
         path: Some(partial.clone()),
     };
 
-    let mut files = Vec::new();
-    for (rel, bytes) in &json_files {
-        fsutil::write_private_atomic(&partial.join(rel), bytes).map_err(io_err(format!(
-            "cannot write {rel} in {}",
-            partial.display()
-        )))?;
-        files.push(FileEntry {
-            path: rel.clone(),
-            size: bytes.len() as u64,
-            sha256: sha256_hex(bytes),
-        });
-    }
+    let mut files = write_json_files(&partial, &json_files)?;
     drop(json_files);
-
     let mut warnings = listed.warnings.clone();
-    let mut objects = Vec::new();
-    for o in &listed.objects {
-        let label = o.display_id.as_deref().unwrap_or(&o.id);
-        let mut entries = Vec::new();
-        for a in &o.attachments {
-            let (size, sha) = download_attachment(client, &partial, a, label).await?;
-            if a.size.is_none() {
-                warnings.push(format!(
-                    "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
-                    a.id
-                ));
-            }
-            files.push(FileEntry {
-                path: a.path.clone(),
-                size,
-                sha256: sha,
-            });
-            entries.push(AttachmentEntry {
-                artifact_id: a.id.clone(),
-                name: a.name.clone(),
-                mime: a.mime.clone(),
-                path: a.path.clone(),
-                declared_size: a.size,
-            });
-        }
-        objects.push(ObjectEntry {
-            kind: o.kind,
-            id: o.id.clone(),
-            display_id: o.display_id.clone(),
-            dir: o.dir.clone(),
-            timeline_entries: o.entries.len(),
-            attachments: entries,
-        });
-    }
-
+    let objects = download_all(client, &partial, &listed, &mut files, &mut warnings).await?;
     let counts = Counts {
         tickets: listed.tickets.len(),
         tickets_with_timeline: listed.tickets_with_timeline,
@@ -581,6 +477,144 @@ pub async fn take_with(
         bytes,
         warnings,
     })
+}
+
+/// Every JSON file of the backup, rendered up front so its size is known exactly for the
+/// space check.
+fn render_json_files(
+    input: &BackupInput<'_>,
+    listed: &Listed,
+    created_at: &str,
+) -> Vec<(String, Vec<u8>)> {
+    let metadata = Metadata {
+        format: FORMAT_VERSION,
+        tool: env!("CARGO_PKG_NAME").into(),
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        run_id: input.run_id.into(),
+        created_at: created_at.to_string(),
+        scope: input.scope,
+        pair: input.pair.clone(),
+        primary_id: input.primary.id.clone(),
+        secondary_id: input.secondary.id.clone(),
+        primary: input.primary.clone(),
+        secondary: input.secondary.clone(),
+    };
+    let mut json_files: Vec<(String, Vec<u8>)> = vec![
+        (METADATA_FILE.into(), to_json_bytes(&metadata)),
+        (TICKETS_FILE.into(), to_json_bytes(&listed.tickets)),
+        (
+            CONVERSATIONS_FILE.into(),
+            to_json_bytes(&listed.conversations),
+        ),
+    ];
+    for o in &listed.objects {
+        let messages = Messages {
+            object: o.id.clone(),
+            object_display_id: o.display_id.clone(),
+            object_kind: o.kind,
+            timeline_entries: o.entries.clone(),
+        };
+        json_files.push((
+            format!("{}/{MESSAGES_FILE}", o.dir),
+            to_json_bytes(&messages),
+        ));
+    }
+    json_files
+}
+
+/// Free space, before anything is written.
+fn check_space(
+    input: &BackupInput<'_>,
+    opts: &TakeOptions,
+    json_files: &[(String, Vec<u8>)],
+    listed: &Listed,
+) -> Result<(), BackupError> {
+    let all_attachments = || listed.objects.iter().flat_map(|o| o.attachments.iter());
+    let known: u64 = json_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
+        + all_attachments().filter_map(|a| a.size).sum::<u64>();
+    let unknown = all_attachments().filter(|a| a.size.is_none()).count() as u64;
+    let needed = layout::required_space(known, unknown);
+    let available = match opts.free_space_override {
+        Some(v) => v,
+        None => layout::free_space(input.root).map_err(io_err(format!(
+            "cannot tell the free space in {}",
+            input.root.display()
+        )))?,
+    };
+    if available < needed {
+        return Err(BackupError::NoSpace {
+            dir: input.root.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the rendered JSON files into the partial folder; returns their manifest entries.
+fn write_json_files(
+    partial: &Path,
+    json_files: &[(String, Vec<u8>)],
+) -> Result<Vec<FileEntry>, BackupError> {
+    let mut files = Vec::with_capacity(json_files.len());
+    for (rel, bytes) in json_files {
+        fsutil::write_private_atomic(&partial.join(rel), bytes).map_err(io_err(format!(
+            "cannot write {rel} in {}",
+            partial.display()
+        )))?;
+        files.push(FileEntry {
+            path: rel.clone(),
+            size: bytes.len() as u64,
+            sha256: fsutil::sha256_hex(Sha256::new_with_prefix(bytes)),
+        });
+    }
+    Ok(files)
+}
+
+/// Downloads every attachment into the partial folder, adding its file entry (and a warning
+/// where DevRev declared no size); returns the manifest's timeline entries.
+async fn download_all(
+    client: &DevRevClient,
+    partial: &Path,
+    listed: &Listed,
+    files: &mut Vec<FileEntry>,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<ObjectEntry>, BackupError> {
+    let mut objects = Vec::with_capacity(listed.objects.len());
+    for o in &listed.objects {
+        let label = o.display_id.as_deref().unwrap_or(&o.id);
+        let mut entries = Vec::new();
+        for a in &o.attachments {
+            let (size, sha) = download_attachment(client, partial, a, label).await?;
+            if a.size.is_none() {
+                warnings.push(format!(
+                    "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
+                    a.id
+                ));
+            }
+            files.push(FileEntry {
+                path: a.path.clone(),
+                size,
+                sha256: sha,
+            });
+            entries.push(AttachmentEntry {
+                artifact_id: a.id.clone(),
+                name: a.name.clone(),
+                mime: a.mime.clone(),
+                path: a.path.clone(),
+                declared_size: a.size,
+            });
+        }
+        objects.push(ObjectEntry {
+            kind: o.kind,
+            id: o.id.clone(),
+            display_id: o.display_id.clone(),
+            dir: o.dir.clone(),
+            timeline_entries: o.entries.len(),
+            attachments: entries,
+        });
+    }
+    Ok(objects)
 }
 
 /// Locates and downloads one attachment into the partial folder; returns (size, sha256).

@@ -189,7 +189,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(u64, String)> {
         hasher.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((n, base16ct::lower::encode_string(&hasher.finalize())))
+    Ok((n, crate::fsutil::sha256_hex(hasher)))
 }
 
 enum EntryKind {
@@ -252,6 +252,7 @@ fn names(v: &Value, contact: &str) -> bool {
         })
 }
 
+/// Cross-checks the manifest's counts against the files and the files against each other.
 fn check_counts(
     dir: &Path,
     m: &Manifest,
@@ -268,7 +269,6 @@ fn check_counts(
             problems.push(format!("{required} is not listed in {MANIFEST_FILE}"));
         }
     }
-
     if usable(METADATA_FILE) {
         match read_json::<Metadata>(dir, METADATA_FILE) {
             Ok(meta) => {
@@ -281,58 +281,62 @@ fn check_counts(
             Err(e) => problems.push(e),
         }
     }
+    let tickets = usable(TICKETS_FILE)
+        .then(|| read_counted(dir, TICKETS_FILE, "tickets", m.counts.tickets, problems))
+        .flatten();
+    let conversations = usable(CONVERSATIONS_FILE)
+        .then(|| {
+            let n = m.counts.conversations;
+            read_counted(dir, CONVERSATIONS_FILE, "conversations", n, problems)
+        })
+        .flatten();
+    let (ticket_objects, conv_objects) = timelines_by_kind(m, problems);
+    check_completeness(
+        m,
+        tickets.as_deref(),
+        conversations.as_deref(),
+        &ticket_objects,
+        &conv_objects,
+        problems,
+    );
+    check_objects(dir, m, listed, bad, problems);
+}
 
-    let tickets: Option<Vec<Value>> = if usable(TICKETS_FILE) {
-        match read_json::<Vec<Value>>(dir, TICKETS_FILE) {
-            Ok(t) => {
-                if t.len() != m.counts.tickets {
-                    problems.push(format!(
-                        "{TICKETS_FILE} holds {} tickets, {MANIFEST_FILE} counts {}",
-                        t.len(),
-                        m.counts.tickets
-                    ));
-                }
-                Some(t)
+/// Reads a JSON array of `noun` that the manifest says holds `expected` items.
+fn read_counted(
+    dir: &Path,
+    rel: &str,
+    noun: &str,
+    expected: usize,
+    problems: &mut Vec<String>,
+) -> Option<Vec<Value>> {
+    match read_json::<Vec<Value>>(dir, rel) {
+        Ok(items) => {
+            if items.len() != expected {
+                problems.push(format!(
+                    "{rel} holds {} {noun}, {MANIFEST_FILE} counts {expected}",
+                    items.len()
+                ));
             }
-            Err(e) => {
-                problems.push(e);
-                None
-            }
+            Some(items)
         }
-    } else {
-        None
-    };
-    let conversations: Option<Vec<Value>> = if usable(CONVERSATIONS_FILE) {
-        match read_json::<Vec<Value>>(dir, CONVERSATIONS_FILE) {
-            Ok(c) => {
-                if c.len() != m.counts.conversations {
-                    problems.push(format!(
-                        "{CONVERSATIONS_FILE} holds {} conversations, {MANIFEST_FILE} counts {}",
-                        c.len(),
-                        m.counts.conversations
-                    ));
-                }
-                Some(c)
-            }
-            Err(e) => {
-                problems.push(e);
-                None
-            }
+        Err(e) => {
+            problems.push(e);
+            None
         }
-    } else {
-        None
-    };
+    }
+}
 
-    let ticket_objects: Vec<&ObjectEntry> = m
-        .objects
-        .iter()
-        .filter(|o| o.kind == ObjectKind::Ticket)
-        .collect();
-    let conv_objects: Vec<&ObjectEntry> = m
-        .objects
-        .iter()
-        .filter(|o| o.kind == ObjectKind::Conversation)
-        .collect();
+/// The manifest's ticket and conversation timelines, checked against its counts.
+fn timelines_by_kind<'m>(
+    m: &'m Manifest,
+    problems: &mut Vec<String>,
+) -> (Vec<&'m ObjectEntry>, Vec<&'m ObjectEntry>) {
+    let of_kind = |kind: ObjectKind| -> Vec<&ObjectEntry> {
+        m.objects.iter().filter(|o| o.kind == kind).collect()
+    };
+    let ticket_objects = of_kind(ObjectKind::Ticket);
+    let conv_objects = of_kind(ObjectKind::Conversation);
     if ticket_objects.len() != m.counts.tickets_with_timeline {
         problems.push(format!(
             "{MANIFEST_FILE} lists {} ticket timelines but counts {}",
@@ -347,9 +351,19 @@ fn check_counts(
             m.counts.conversations
         ));
     }
+    (ticket_objects, conv_objects)
+}
 
-    // Completeness: every ticket the scope covers, and every conversation, has its timeline.
-    if let Some(tickets) = &tickets {
+/// Completeness: every ticket the scope covers, and every conversation, has its timeline.
+fn check_completeness(
+    m: &Manifest,
+    tickets: Option<&[Value]>,
+    conversations: Option<&[Value]>,
+    ticket_objects: &[&ObjectEntry],
+    conv_objects: &[&ObjectEntry],
+    problems: &mut Vec<String>,
+) {
+    if let Some(tickets) = tickets {
         let saved: BTreeSet<&str> = ticket_objects.iter().map(|o| o.id.as_str()).collect();
         let ids: BTreeSet<String> = ids_of(tickets).into_iter().collect();
         for t in tickets {
@@ -363,7 +377,7 @@ fn check_counts(
                 problems.push(format!("ticket {label} has no saved timeline"));
             }
         }
-        for o in &ticket_objects {
+        for o in ticket_objects {
             if !ids.contains(&o.id) {
                 problems.push(format!(
                     "timeline {} belongs to no ticket in {TICKETS_FILE}",
@@ -372,7 +386,7 @@ fn check_counts(
             }
         }
     }
-    if let Some(convs) = &conversations {
+    if let Some(convs) = conversations {
         let saved: BTreeSet<&str> = conv_objects.iter().map(|o| o.id.as_str()).collect();
         for id in ids_of(convs) {
             if !saved.contains(id.as_str()) {
@@ -380,7 +394,16 @@ fn check_counts(
             }
         }
     }
+}
 
+/// Every timeline folder: safe, listed once, its messages and attachments as counted.
+fn check_objects(
+    dir: &Path,
+    m: &Manifest,
+    listed: &BTreeMap<String, &FileEntry>,
+    bad: &BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
     let mut entries_total = 0usize;
     let mut attachments_total = 0usize;
     let mut dirs = BTreeSet::new();
@@ -397,46 +420,8 @@ fn check_counts(
         if !dirs.insert(o.dir.as_str()) {
             problems.push(format!("{MANIFEST_FILE} lists folder {} twice", o.dir));
         }
-        let messages = format!("{}/{MESSAGES_FILE}", o.dir);
-        if !listed.contains_key(&messages) {
-            problems.push(format!("{messages} is not listed in {MANIFEST_FILE}"));
-        } else if !bad.contains(&messages) {
-            match read_json::<Messages>(dir, &messages) {
-                Ok(msg) => {
-                    if msg.object != o.id {
-                        problems.push(format!(
-                            "{messages} is the timeline of {}, not {}",
-                            msg.object, o.id
-                        ));
-                    }
-                    if msg.timeline_entries.len() != o.timeline_entries {
-                        problems.push(format!(
-                            "{messages} holds {} timeline entries, {MANIFEST_FILE} counts {}",
-                            msg.timeline_entries.len(),
-                            o.timeline_entries
-                        ));
-                    }
-                }
-                Err(e) => problems.push(e),
-            }
-        }
-        let prefix = format!("{}/{ATTACHMENTS_DIR}/", o.dir);
-        let files_here = listed.keys().filter(|p| p.starts_with(&prefix)).count();
-        if files_here != o.attachments.len() {
-            problems.push(format!(
-                "{}: {files_here} attachment files listed, {MANIFEST_FILE} counts {}",
-                o.dir,
-                o.attachments.len()
-            ));
-        }
-        for a in &o.attachments {
-            if !a.path.starts_with(&prefix) || !listed.contains_key(&a.path) {
-                problems.push(format!(
-                    "attachment {} of {} is not a listed file in its folder",
-                    a.artifact_id, o.dir
-                ));
-            }
-        }
+        check_messages(dir, o, listed, bad, problems);
+        check_attachments(o, listed, problems);
     }
     if entries_total != m.counts.timeline_entries {
         problems.push(format!(
@@ -449,6 +434,67 @@ fn check_counts(
             "{MANIFEST_FILE} counts {} attachments but its timelines list {attachments_total}",
             m.counts.attachments
         ));
+    }
+}
+
+/// One timeline's messages file: listed, of this object, with the counted entries.
+fn check_messages(
+    dir: &Path,
+    o: &ObjectEntry,
+    listed: &BTreeMap<String, &FileEntry>,
+    bad: &BTreeSet<String>,
+    problems: &mut Vec<String>,
+) {
+    let messages = format!("{}/{MESSAGES_FILE}", o.dir);
+    if !listed.contains_key(&messages) {
+        problems.push(format!("{messages} is not listed in {MANIFEST_FILE}"));
+        return;
+    }
+    if bad.contains(&messages) {
+        return;
+    }
+    match read_json::<Messages>(dir, &messages) {
+        Ok(msg) => {
+            if msg.object != o.id {
+                problems.push(format!(
+                    "{messages} is the timeline of {}, not {}",
+                    msg.object, o.id
+                ));
+            }
+            if msg.timeline_entries.len() != o.timeline_entries {
+                problems.push(format!(
+                    "{messages} holds {} timeline entries, {MANIFEST_FILE} counts {}",
+                    msg.timeline_entries.len(),
+                    o.timeline_entries
+                ));
+            }
+        }
+        Err(e) => problems.push(e),
+    }
+}
+
+/// One timeline's attachments: as many files in its folder as counted, each one listed.
+fn check_attachments(
+    o: &ObjectEntry,
+    listed: &BTreeMap<String, &FileEntry>,
+    problems: &mut Vec<String>,
+) {
+    let prefix = format!("{}/{ATTACHMENTS_DIR}/", o.dir);
+    let files_here = listed.keys().filter(|p| p.starts_with(&prefix)).count();
+    if files_here != o.attachments.len() {
+        problems.push(format!(
+            "{}: {files_here} attachment files listed, {MANIFEST_FILE} counts {}",
+            o.dir,
+            o.attachments.len()
+        ));
+    }
+    for a in &o.attachments {
+        if !a.path.starts_with(&prefix) || !listed.contains_key(&a.path) {
+            problems.push(format!(
+                "attachment {} of {} is not a listed file in its folder",
+                a.artifact_id, o.dir
+            ));
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::error::{ApiError, ErrorBody};
+use super::retry::{self, Decision, Failure};
 use super::types::*;
 
 /// How a call may be repeated when its answer is lost.
@@ -288,145 +289,36 @@ impl DevRevClient {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            self.pace(endpoint).await;
-            self.bump(endpoint, |s| {
-                s.calls += 1;
-                if attempts > 1 {
-                    s.retries += 1;
-                }
-            });
-            let started = Instant::now();
-            let sent = self
-                .http
-                .post(url.clone())
-                .header(
-                    AUTHORIZATION,
-                    format!("Bearer {}", self.cfg.token.expose_secret()),
-                )
-                .header(CONTENT_TYPE, "application/json")
-                .json(body)
-                .send()
-                .await;
-            let outcome = match sent {
-                Ok(resp) => self.read_response::<T>(endpoint, resp).await,
-                Err(e) => Err(Attempt::Transport(e)),
-            };
-            tracing::debug!(
-                endpoint,
-                attempt = attempts,
-                ms = started.elapsed().as_millis() as u64,
-                ok = outcome.is_ok(),
-                "DevRev call"
-            );
-            let failure = match outcome {
+            let failure = match self.attempt::<T>(endpoint, &url, body, attempts).await {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
-            let (retryable, server_wait, err) = match failure {
-                Attempt::Status {
-                    status,
-                    body,
-                    retry_after,
-                } => {
-                    if status == 429 {
-                        self.bump(endpoint, |s| s.rate_limited += 1);
-                    }
-                    // A 500/502/504 to a non-idempotent write may come after DevRev already
-                    // acted on it (merges are queued asynchronously), so it is not repeated
-                    // here: the caller must look at the state first. 429 and 503 mean the
-                    // request was turned away before any work, so they are retried.
-                    if kind == CallKind::Write && matches!(status, 500 | 502 | 504) {
-                        self.bump(endpoint, |s| s.errors += 1);
-                        let reference = body.reference_id.as_deref().unwrap_or("none");
-                        return Err(ApiError::OutcomeUnknown {
-                            endpoint: endpoint.into(),
-                            reason: format!("HTTP {status} (reference id {reference})"),
-                        });
-                    }
-                    let mut retryable = matches!(status, 429 | 500 | 502 | 503 | 504);
-                    let wait = if status == 429 {
-                        let asked =
-                            Duration::from_secs(retry_after.or(body.retry_after).unwrap_or(1));
-                        if asked > self.max_server_wait() {
-                            // Waiting less than asked would only earn another 429; waiting
-                            // hours unannounced looks like a hang. Stop: the run resumes.
-                            tracing::warn!(
-                                endpoint,
-                                retry_after_s = asked.as_secs(),
-                                "DevRev asks to wait longer than this tool will; giving up"
-                            );
-                            retryable = false;
-                        } else {
-                            // The budget is per token: every caller waits, not just this one.
-                            self.block_until(Instant::now() + asked);
-                        }
-                        Some(asked)
-                    } else {
-                        None
-                    };
-                    (
-                        retryable,
-                        wait,
-                        ApiError::Status {
-                            endpoint: endpoint.into(),
-                            status,
-                            body: Box::new(body),
-                        },
-                    )
-                }
-                // A 2xx means DevRev took the write; an unreadable answer says nothing about
-                // what it did, so the caller must look before repeating it.
-                Attempt::Decode(reason) if kind == CallKind::Write => {
+            let (failure, err) = failure.into_error(endpoint, attempts);
+            let decision = retry::decide(
+                failure,
+                kind,
+                attempts,
+                self.cfg.max_retries,
+                self.max_server_wait(),
+            );
+            self.note_server_wait(endpoint, failure, decision);
+            let delay = match decision {
+                Decision::Retry { server_wait } => backoff
+                    .next()
+                    .map(|d| server_wait.map_or(d, |w| w.max(d.min(w + Duration::from_secs(1))))),
+                Decision::Fail | Decision::WaitTooLong(_) => None,
+                Decision::OutcomeUnknown => {
                     self.bump(endpoint, |s| s.errors += 1);
                     return Err(ApiError::OutcomeUnknown {
                         endpoint: endpoint.into(),
-                        reason: format!("unreadable answer: {reason}"),
+                        reason: outcome_unknown_reason(&err),
                     });
                 }
-                Attempt::Decode(reason) => (
-                    false,
-                    None,
-                    ApiError::Decode {
-                        endpoint: endpoint.into(),
-                        reason,
-                    },
-                ),
-                Attempt::Transport(e) => {
-                    let reason = redact(&e.to_string());
-                    // A connect failure means nothing reached DevRev; anything later may have.
-                    if kind == CallKind::Write && !e.is_connect() {
-                        self.bump(endpoint, |s| s.errors += 1);
-                        return Err(ApiError::OutcomeUnknown {
-                            endpoint: endpoint.into(),
-                            reason,
-                        });
-                    }
-                    (
-                        true,
-                        None,
-                        ApiError::Unreachable {
-                            endpoint: endpoint.into(),
-                            attempts,
-                            reason,
-                        },
-                    )
-                }
             };
-            let next = if retryable { backoff.next() } else { None };
-            let Some(delay) = next else {
+            let Some(delay) = delay else {
                 self.bump(endpoint, |s| s.errors += 1);
-                return Err(match err {
-                    ApiError::Unreachable {
-                        endpoint, reason, ..
-                    } => ApiError::Unreachable {
-                        endpoint,
-                        attempts,
-                        reason,
-                    },
-                    other => other,
-                });
+                return Err(err);
             };
-            let delay = server_wait.map_or(delay, |w| w.max(delay.min(w + Duration::from_secs(1))));
             // Say what went wrong this time, not the final "after N attempts" wording.
             let cause = match &err {
                 ApiError::Unreachable { reason, .. } => reason.clone(),
@@ -434,6 +326,64 @@ impl DevRevClient {
             };
             tracing::warn!(endpoint, attempt = attempts, wait_ms = delay.as_millis() as u64, error = %cause, "retrying DevRev call");
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One paced, counted request and its decoded answer.
+    async fn attempt<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        url: &url::Url,
+        body: &Value,
+        attempts: u32,
+    ) -> Result<T, Attempt> {
+        self.pace(endpoint).await;
+        self.bump(endpoint, |s| {
+            s.calls += 1;
+            if attempts > 1 {
+                s.retries += 1;
+            }
+        });
+        let started = Instant::now();
+        let sent = self
+            .http
+            .post(url.clone())
+            .header(
+                AUTHORIZATION,
+                format!("Bearer {}", self.cfg.token.expose_secret()),
+            )
+            .header(CONTENT_TYPE, "application/json")
+            .json(body)
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(resp) => self.read_response::<T>(endpoint, resp).await,
+            Err(e) => Err(Attempt::Transport(e)),
+        };
+        tracing::debug!(
+            endpoint,
+            attempt = attempts,
+            ms = started.elapsed().as_millis() as u64,
+            ok = outcome.is_ok(),
+            "DevRev call"
+        );
+        outcome
+    }
+
+    /// A 429 counts, and its wait holds back every caller: the budget is per token.
+    fn note_server_wait(&self, endpoint: &str, failure: Failure, decision: Decision) {
+        let Some(asked) = failure.server_wait() else {
+            return;
+        };
+        self.bump(endpoint, |s| s.rate_limited += 1);
+        if let Decision::WaitTooLong(asked) = decision {
+            tracing::warn!(
+                endpoint,
+                retry_after_s = asked.as_secs(),
+                "DevRev asks to wait longer than this tool will; giving up"
+            );
+        } else {
+            self.block_until(Instant::now() + asked);
         }
     }
 
@@ -774,7 +724,7 @@ impl DevRevClient {
             }
             file.flush().await.map_err(|e| derr(e.to_string()))?;
             file.sync_all().await.map_err(|e| derr(e.to_string()))?;
-            return Ok((n, base16ct::lower::encode_string(&hasher.finalize())));
+            return Ok((n, crate::fsutil::sha256_hex(hasher)));
         }
     }
 }
@@ -787,6 +737,54 @@ enum Attempt {
     },
     Transport(reqwest::Error),
     Decode(String),
+}
+
+impl Attempt {
+    /// The failure as the retry decision sees it, and the error to report if it is final.
+    fn into_error(self, endpoint: &str, attempts: u32) -> (Failure, ApiError) {
+        let endpoint = endpoint.to_string();
+        match self {
+            Attempt::Status {
+                status,
+                body,
+                retry_after,
+            } => (
+                Failure::Status {
+                    status,
+                    retry_after: retry_after.or(body.retry_after),
+                },
+                ApiError::Status {
+                    endpoint,
+                    status,
+                    body: Box::new(body),
+                },
+            ),
+            Attempt::Decode(reason) => (Failure::Decode, ApiError::Decode { endpoint, reason }),
+            Attempt::Transport(e) => (
+                Failure::Transport {
+                    connect: e.is_connect(),
+                },
+                ApiError::Unreachable {
+                    endpoint,
+                    attempts,
+                    reason: redact(&e.to_string()),
+                },
+            ),
+        }
+    }
+}
+
+/// Why a write's outcome is unknown, in the words of the failure behind it.
+fn outcome_unknown_reason(err: &ApiError) -> String {
+    match err {
+        ApiError::Status { status, body, .. } => {
+            let reference = body.reference_id.as_deref().unwrap_or("none");
+            format!("HTTP {status} (reference id {reference})")
+        }
+        ApiError::Decode { reason, .. } => format!("unreadable answer: {reason}"),
+        ApiError::Unreachable { reason, .. } => reason.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// `Retry-After` is either delta-seconds or an HTTP date (RFC 9110 §10.2.3); DevRev sends

@@ -47,8 +47,9 @@ impl ErrorBody {
     }
 }
 
-/// Why a call to DevRev failed, after retries where retrying was allowed.
-#[derive(Debug, thiserror::Error)]
+/// Why a call to DevRev failed, after retries where retrying was allowed. `Clone`, so a
+/// fatal error can leave a saga step and still be recorded there.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     /// DevRev answered with an error status.
     #[error("DevRev {endpoint} answered HTTP {status}: {}", body.describe())]

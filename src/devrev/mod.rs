@@ -2,6 +2,7 @@
 
 mod client;
 mod error;
+mod retry;
 pub mod types;
 
 pub use client::{CallKind, ClientConfig, DevRevClient, EndpointStats, RateHeaders, pacer_quota};

@@ -140,7 +140,7 @@ type Phase<T> = Result<Result<T, StepOutcome>, AppError>;
 /// A failed API call inside a part of a step: fatal for the run, or a failure of this pair.
 fn phase_api_failure<T>(step: Step, e: &ApiError) -> Phase<T> {
     if is_fatal(e) {
-        return Err(AppError::Api(clone_api_error(e)));
+        return Err(AppError::Api(e.clone()));
     }
     Ok(Err(StepOutcome::Failed {
         error: PairError::api(step, e),
@@ -435,7 +435,7 @@ impl Saga<'_, '_> {
     /// A failed API call: fatal for the run, or a failure of this pair.
     fn api_failure(step: Step, e: &ApiError) -> StepResult {
         if is_fatal(e) {
-            return Err(AppError::Api(clone_api_error(e)));
+            return Err(AppError::Api(e.clone()));
         }
         Ok((
             StepOutcome::Failed {
@@ -1149,44 +1149,6 @@ fn load_backup(dir: &Path) -> Result<(Vec<Work>, Vec<Conversation>), String> {
     let convs = backup::load_conversations(dir)
         .map_err(|e| format!("cannot read the backup in {}: {e}", dir.display()))?;
     Ok((tickets, convs))
-}
-
-/// `ApiError` holds a boxed body and a reqwest-free payload, but is not `Clone`; fatal errors
-/// are re-built to leave the step.
-fn clone_api_error(e: &ApiError) -> ApiError {
-    match e {
-        ApiError::Status {
-            endpoint,
-            status,
-            body,
-        } => ApiError::Status {
-            endpoint: endpoint.clone(),
-            status: *status,
-            body: body.clone(),
-        },
-        ApiError::Unreachable {
-            endpoint,
-            attempts,
-            reason,
-        } => ApiError::Unreachable {
-            endpoint: endpoint.clone(),
-            attempts: *attempts,
-            reason: reason.clone(),
-        },
-        ApiError::OutcomeUnknown { endpoint, reason } => ApiError::OutcomeUnknown {
-            endpoint: endpoint.clone(),
-            reason: reason.clone(),
-        },
-        ApiError::Decode { endpoint, reason } => ApiError::Decode {
-            endpoint: endpoint.clone(),
-            reason: reason.clone(),
-        },
-        ApiError::Download { what, reason } => ApiError::Download {
-            what: what.clone(),
-            reason: reason.clone(),
-        },
-        ApiError::Cancelled => ApiError::Cancelled,
-    }
 }
 
 #[cfg(test)]

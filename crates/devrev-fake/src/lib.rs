@@ -30,6 +30,7 @@
 pub mod fake;
 mod handlers;
 mod http;
+pub mod rng;
 pub mod seed;
 
 pub use fake::{

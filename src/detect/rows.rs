@@ -1,0 +1,268 @@
+//! Reading the export: the header's column layout, per-row validation, and the problems list
+//! that tells the user everything wrong with the file at once.
+
+use std::io::Read;
+
+use super::{Contact, trim};
+use crate::csvrec::{RawReader, RawRecord, Stop};
+use crate::error::AppError;
+
+/// The columns this tool reads, in the export's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Col {
+    RevUserId = 0,
+    DisplayName,
+    Email,
+    ExternalRef,
+    FullName,
+    CreatedAt,
+    UpdatedAt,
+    TicketCount,
+}
+
+pub(super) const COLUMNS: [(Col, &str, bool); 8] = [
+    (Col::RevUserId, "REV_USER_ID", true),
+    (Col::DisplayName, "DISPLAY_NAME", false),
+    (Col::Email, "EMAIL", true),
+    (Col::ExternalRef, "EXTERNAL_REF", true),
+    (Col::FullName, "FULL_NAME", false),
+    (Col::CreatedAt, "CREATED_AT", false),
+    (Col::UpdatedAt, "UPDATED_AT", false),
+    (Col::TicketCount, "TICKET_COUNT", false),
+];
+
+/// Where each known column sits in the file.
+#[derive(Debug, Clone)]
+pub(super) struct Layout {
+    pub(super) idx: [Option<usize>; 8],
+    /// Number of fields every row must have (the header's).
+    pub(super) width: usize,
+    /// Header names as written, for messages.
+    pub(super) names: Vec<String>,
+}
+
+impl Layout {
+    pub(super) fn column_label(&self, i: usize) -> String {
+        match self.names.get(i) {
+            Some(n) if !n.is_empty() => format!("column {} ({n})", i + 1),
+            _ => format!("column {}", i + 1),
+        }
+    }
+
+    /// The label of a known column, where the header put it.
+    fn label_of(&self, c: Col) -> String {
+        self.column_label(self.idx[c as usize].unwrap_or(0))
+    }
+}
+
+/// The most problems listed in one error message.
+pub const MAX_PROBLEMS: usize = 20;
+
+/// Problems found in the file, collected so the user can fix them all in one go.
+#[derive(Debug, Default)]
+pub(super) struct Problems {
+    pub(super) shown: Vec<String>,
+    pub(super) total: u64,
+}
+
+impl Problems {
+    pub(super) fn push(&mut self, line: u64, what: String) {
+        self.total += 1;
+        if self.shown.len() < MAX_PROBLEMS {
+            self.shown.push(format!("line {line}, {what}"));
+        }
+    }
+
+    pub(super) fn into_error(self, name: &str) -> AppError {
+        let mut msg = format!(
+            "{name}: {} problem{} in the CSV; nothing was done. Fix {} and run again:",
+            self.total,
+            if self.total == 1 { "" } else { "s" },
+            if self.total == 1 { "it" } else { "them" }
+        );
+        for p in &self.shown {
+            msg.push_str("\n  ");
+            msg.push_str(p);
+        }
+        if self.total > self.shown.len() as u64 {
+            msg.push_str(&format!(
+                "\n  ... and {} more (only the first {MAX_PROBLEMS} are listed)",
+                self.total - self.shown.len() as u64
+            ));
+        }
+        AppError::Data(msg)
+    }
+}
+
+/// One row's known fields, borrowed from the record.
+pub(super) struct RowView<'a> {
+    f: [&'a str; 8],
+    ticket_count: Option<u64>,
+}
+
+impl RowView<'_> {
+    pub(super) fn get(&self, c: Col) -> &str {
+        self.f[c as usize]
+    }
+
+    pub(super) fn to_contact(&self, line: u64) -> Contact {
+        Contact {
+            line,
+            rev_user_id: self.get(Col::RevUserId).to_string(),
+            display_name: self.get(Col::DisplayName).to_string(),
+            email: self.get(Col::Email).to_string(),
+            external_ref: self.get(Col::ExternalRef).to_string(),
+            full_name: self.get(Col::FullName).to_string(),
+            created_at: self.get(Col::CreatedAt).to_string(),
+            updated_at: self.get(Col::UpdatedAt).to_string(),
+            ticket_count: self.ticket_count,
+        }
+    }
+}
+
+/// Validates one record; records each problem and returns `None` if there was any.
+pub(super) fn check_row<'r>(
+    rec: &'r RawRecord,
+    layout: &Layout,
+    line: u64,
+    problems: &mut Problems,
+) -> Option<RowView<'r>> {
+    if rec.len() != layout.width {
+        problems.push(
+            line,
+            format!(
+                "{} field{} but the header has {} (a missing or extra comma, or a quote left open?)",
+                rec.len(),
+                if rec.len() == 1 { "" } else { "s" },
+                layout.width
+            ),
+        );
+        return None;
+    }
+    // Every field, extra columns included, must be UTF-8: the sample writes them back.
+    let Some(text) = rec.utf8() else {
+        for (i, field) in rec.iter().enumerate() {
+            if let Err(e) = std::str::from_utf8(field) {
+                problems.push(
+                    line,
+                    format!(
+                        "{}: not valid UTF-8 (byte 0x{:02X} at offset {}); save the export as UTF-8",
+                        layout.column_label(i),
+                        field.get(e.valid_up_to()).copied().unwrap_or(0),
+                        e.valid_up_to()
+                    ),
+                );
+            }
+        }
+        return None;
+    };
+    let mut ok = true;
+    let mut f = [""; 8];
+    for (col, _, _) in COLUMNS {
+        if let Some(i) = layout.idx[col as usize] {
+            // `utf8()` guarantees every field starts and ends on a character boundary.
+            f[col as usize] = text.get(rec.range(i)).unwrap_or("");
+        }
+    }
+    f[Col::RevUserId as usize] = trim(f[Col::RevUserId as usize]);
+    f[Col::Email as usize] = trim(f[Col::Email as usize]);
+    f[Col::ExternalRef as usize] = trim(f[Col::ExternalRef as usize]);
+    if f[Col::RevUserId as usize].is_empty() {
+        problems.push(
+            line,
+            format!(
+                "{}: empty; every row needs the contact's id",
+                layout.label_of(Col::RevUserId)
+            ),
+        );
+        ok = false;
+    }
+    let raw_count = trim(f[Col::TicketCount as usize]);
+    let ticket_count = if raw_count.is_empty() {
+        None
+    } else {
+        match raw_count.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                problems.push(
+                    line,
+                    format!(
+                        "{}: {raw_count:?} is not a whole number (leave it empty when unknown)",
+                        layout.label_of(Col::TicketCount)
+                    ),
+                );
+                ok = false;
+                None
+            }
+        }
+    };
+    ok.then_some(RowView { f, ticket_count })
+}
+
+pub(super) fn read_header<R: Read>(
+    rdr: &mut RawReader<R>,
+    name: &str,
+) -> Result<(Layout, RawRecord), AppError> {
+    let mut header = RawRecord::default();
+    let got = rdr.read(&mut header).map_err(read_err(name))?;
+    if !got {
+        return Err(AppError::Data(format!(
+            "{name}: no contacts: the file is empty. Export the contacts with the header \
+             REV_USER_ID,DISPLAY_NAME,EMAIL,EXTERNAL_REF,FULL_NAME,CREATED_AT,UPDATED_AT,TICKET_COUNT"
+        )));
+    }
+    let line = header.line;
+    let mut names = Vec::with_capacity(header.len());
+    for (i, field) in header.iter().enumerate() {
+        match std::str::from_utf8(field) {
+            Ok(s) => names.push(s.trim().to_string()),
+            Err(_) => {
+                return Err(AppError::Data(format!(
+                    "{name}: line {line}, column {}: the header is not valid UTF-8; save the export as UTF-8",
+                    i + 1
+                )));
+            }
+        }
+    }
+    let mut idx = [None; 8];
+    for (i, n) in names.iter().enumerate() {
+        if let Some((col, canon, _)) = COLUMNS.iter().find(|(_, c, _)| c.eq_ignore_ascii_case(n)) {
+            if let Some(first) = idx[*col as usize] {
+                return Err(AppError::Data(format!(
+                    "{name}: line {line}: column {canon} appears twice (columns {} and {}); keep one",
+                    first + 1,
+                    i + 1
+                )));
+            }
+            idx[*col as usize] = Some(i);
+        }
+    }
+    let missing: Vec<&str> = COLUMNS
+        .iter()
+        .filter(|(col, _, required)| *required && idx[*col as usize].is_none())
+        .map(|(_, n, _)| *n)
+        .collect();
+    if !missing.is_empty() {
+        return Err(AppError::Data(format!(
+            "{name}: line {line}: missing required column{} {} (found: {}). The header needs \
+             REV_USER_ID, EMAIL and EXTERNAL_REF (any case, any order).",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            names.join(", ")
+        )));
+    }
+    let width = header.len();
+    Ok((Layout { idx, width, names }, header))
+}
+
+pub(super) fn read_err(name: &str) -> impl Fn(std::io::Error) -> AppError + '_ {
+    // Reading the input failed: a problem with the input (exit 65), not with output.
+    move |e| AppError::Data(format!("cannot read {name}: {e}"))
+}
+
+pub(super) fn stopped(name: &str, stop: Stop<AppError>) -> AppError {
+    match stop {
+        Stop::Io(e) => read_err(name)(e),
+        Stop::Caller(e) => e,
+    }
+}
