@@ -6,7 +6,11 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Parser, ValueEnum};
+use clap::{ArgGroup, Parser};
+
+// Re-exported for the merge modules that still name them through `cli` (their move belongs
+// to the savepoint/report restructuring); new code imports `crate::options`.
+pub use crate::options::{BackupScope, Keep};
 
 /// Safely merge duplicate DevRev contacts: preview, back up, verify, merge, resume.
 ///
@@ -151,24 +155,6 @@ pub struct Cli {
     /// Only errors on stderr; no progress bars.
     #[arg(short, long)]
     pub quiet: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Keep {
-    /// Keep the REVU- contact; it adopts the user_ external_ref after the merge.
-    Revu,
-    /// Keep the user_ contact.
-    User,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupScope {
-    /// Timelines and attachments of the secondary's tickets.
-    Secondary,
-    /// Timelines and attachments of both contacts' tickets.
-    Both,
 }
 
 #[cfg(test)]

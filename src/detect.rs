@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Keep;
+use crate::options::Keep;
 use crate::csvrec::{RawReader, RawRecord, Stop, read_pipelined};
 use crate::error::AppError;
 

@@ -14,6 +14,7 @@ pub mod error;
 pub mod fsutil;
 pub mod logging;
 pub mod merge;
+pub mod options;
 pub mod output;
 pub mod planfile;
 pub mod preview;

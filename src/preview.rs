@@ -6,11 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Serialize;
 use tracing::Instrument;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use crate::cli::{BackupScope, Keep};
+use crate::options::{BackupScope, Keep};
 use crate::config::Config;
 use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewGroup, ReviewReason};
 use crate::devrev::{ApiError, DevRevClient};
@@ -18,7 +17,8 @@ use crate::error::{AppError, code};
 use crate::fsutil;
 use crate::output;
 use crate::planfile::{self, PlanReport};
-use crate::validate::{self, LiveCheck, LiveProblem, LiveTickets};
+pub use crate::planfile::{Estimate, LiveOutcome, LiveResult, LiveSummary};
+use crate::validate::{self, LiveCheck, LiveProblem};
 
 /// Rows shown per table on a terminal; the plan file always has everything.
 const TERMINAL_ROWS: usize = 20;
@@ -28,22 +28,6 @@ const TERMINAL_ROWS: usize = 20;
 const LIVE_CONCURRENCY: usize = 4;
 
 // ---- the estimate -----------------------------------------------------------------------
-
-/// What the merge run will cost in API calls and time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Estimate {
-    pub pairs: u64,
-    pub api_calls: u64,
-    pub calls_per_pair: f64,
-    /// At the configured pacing: `api_calls × period / calls`.
-    pub seconds: f64,
-    pub rate_limit_calls: u32,
-    pub rate_limit_period_s: f64,
-    pub keep: Keep,
-    pub backup_scope: BackupScope,
-    /// Contacts of pairs whose TICKET_COUNT is empty (counted as 0 tickets).
-    pub unknown_ticket_counts: u64,
-}
 
 /// `ceil(n / page)`, at least one call (an empty list is still one request).
 fn pages(n: u64, page: u64) -> u64 {
@@ -108,54 +92,9 @@ fn seconds_for(calls: u64, cfg: &Config) -> f64 {
 
 // ---- the live check ---------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LiveOutcome {
-    /// The pair still holds.
-    Passed,
-    /// DevRev's state refuses the pair; moved to needs-review.
-    Refused,
-    /// The check could not be made (API error after retries); moved to needs-review.
-    Error,
-}
-
-/// One pair's live check, as written to the plan file.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveResult {
-    pub email: String,
-    pub primary: String,
-    pub secondary: String,
-    pub outcome: LiveOutcome,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<LiveProblem>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Tickets DevRev lists now (only for pairs that passed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live_tickets: Option<LiveTickets>,
-    pub csv_tickets_primary: Option<u64>,
-    pub csv_tickets_secondary: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveSummary {
-    pub base_url: String,
-    pub checked: u64,
-    pub passed: u64,
-    pub refused: u64,
-    pub errors: u64,
-    /// Pairs whose live ticket counts differ from TICKET_COUNT (a warning: the warehouse
-    /// counts owned/created/reported tickets, DevRev lists reported ones).
-    pub ticket_count_differences: u64,
-    pub api_calls: u64,
-    pub results: Vec<LiveResult>,
-}
-
 /// Errors that end the whole check: nothing more can be learned by going on.
 fn is_fatal(e: &ApiError) -> bool {
-    e.exit_code() != code::SOME_FAILED || (e.is_not_found() && e.kind() != Some("not_found"))
+    crate::error::api_exit_code(e) != code::SOME_FAILED || (e.is_not_found() && e.kind() != Some("not_found"))
 }
 
 async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, ApiError> {

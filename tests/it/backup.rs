@@ -9,7 +9,7 @@ use std::time::Duration;
 use assert_cmd::Command;
 use devrev_merge::backup::manifest::Manifest;
 use devrev_merge::backup::{self, BackupError, BackupInput, BackupSummary, TakeOptions};
-use devrev_merge::cli::BackupScope;
+use devrev_merge::options::BackupScope;
 use devrev_merge::detect::{Contact, Pair};
 use devrev_merge::devrev::types::RevUser;
 use devrev_merge::devrev::{ClientConfig, DevRevClient};
