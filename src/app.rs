@@ -1,13 +1,20 @@
-//! Dispatch: from the parsed command line to the command that runs.
+//! Dispatch: from the validated configuration to the one command it names.
 
 use crate::cli::Cli;
-use crate::config::Config;
+use crate::commands;
+use crate::config::{Command, Config};
 use crate::error::AppError;
 
 /// Runs the command the user asked for. `main` maps the error to an exit code.
 pub fn run(cli: Cli) -> Result<(), AppError> {
     let cfg = Config::from_cli(&cli)?;
-    let log_file = crate::logging::init(cli.verbose, cli.quiet, Some(&cfg.log_dir))?;
+    // Generated text goes to stdout alone: no log folder, no runtime.
+    match cfg.command {
+        Command::Completions(shell) => return commands::generate::completions(shell),
+        Command::Man => return commands::generate::man(),
+        _ => {}
+    }
+    let log_file = crate::logging::init(cfg.verbose, cfg.quiet, Some(&cfg.log_dir))?;
     if let Some(p) = &log_file {
         tracing::debug!(log_file = %p.display(), "logging to file");
     }
@@ -17,37 +24,17 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
         .build()
         .map_err(|e| AppError::io("cannot start the async runtime", e))?;
 
-    if cli.test_api {
-        return rt.block_on(crate::test_api::run(&cfg));
+    match &cfg.command {
+        Command::TestApi => rt.block_on(commands::test_api::run(&cfg)),
+        Command::Preview { csv, check_live } => {
+            rt.block_on(commands::preview::run(&cfg, csv, *check_live))
+        }
+        Command::Sample(args) => commands::sample::run(&cfg, args),
+        Command::BackupOnly { csv } => rt.block_on(commands::backup_only::run(&cfg, csv)),
+        Command::VerifyBackups { dir, against_api } => {
+            rt.block_on(commands::verify_backups::run(&cfg, dir, *against_api))
+        }
+        Command::Merge { csv } => rt.block_on(commands::merge::run(&cfg, csv)),
+        Command::Completions(_) | Command::Man => unreachable!("handled before logging starts"),
     }
-    if let Some(dir) = &cli.verify_backups {
-        return rt.block_on(crate::backup::commands::verify_backups(
-            &cfg,
-            dir,
-            cli.against_api,
-        ));
-    }
-    if let (true, Some(csv)) = (cli.backup_only, &cli.csv) {
-        return rt.block_on(crate::backup::commands::backup_only(&cfg, csv));
-    }
-    if cli.create_test_sample {
-        return crate::sample::run(&cli, &cfg);
-    }
-    if let (Some(csv), true) = (&cli.csv, cli.preview) {
-        return rt.block_on(crate::preview::run(&cfg, csv, cli.check_live));
-    }
-    if let Some(csv) = cli
-        .csv
-        .as_deref()
-        .filter(|_| !cli.preview && !cli.backup_only)
-    {
-        return rt.block_on(crate::merge::run(&cfg, csv));
-    }
-    // clap's argument group makes one command mandatory, so only a flag combination it
-    // cannot express (e.g. `--backup-only` without `--csv`) gets here.
-    Err(AppError::Usage(
-        "nothing to do: give one of --csv FILE [--preview | --backup-only], --test-api, \
-         --create-test-sample or --verify-backups DIR (see --help)"
-            .into(),
-    ))
 }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod backup;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod csvrec;
 pub mod detect;
@@ -19,6 +20,4 @@ pub mod output;
 pub mod planfile;
 pub mod preview;
 pub mod report;
-pub mod sample;
-pub mod test_api;
 pub mod validate;

@@ -11,17 +11,14 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use crate::options::{BackupScope, Keep};
 use crate::config::Config;
-use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewGroup, ReviewReason};
+use crate::detect::{Contact, Pair, Plan, ReviewGroup, ReviewReason};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::{AppError, code};
-use crate::fsutil;
-use crate::output;
-use crate::planfile::{self, PlanReport};
 pub use crate::planfile::{Estimate, LiveOutcome, LiveResult, LiveSummary};
 use crate::validate::{self, LiveCheck, LiveProblem};
 
 /// Rows shown per table on a terminal; the plan file always has everything.
-const TERMINAL_ROWS: usize = 20;
+pub const TERMINAL_ROWS: usize = 20;
 
 /// Pairs checked at once by `--check-live` (the client's pacer still bounds the rate; a few in
 /// flight keep the budget busy while one waits for an answer).
@@ -148,7 +145,7 @@ async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, Api
 }
 
 /// Checks every pair of `plan` live and moves the ones that fail to needs-review.
-async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppError> {
+pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppError> {
     let client = DevRevClient::new(cfg.client_config()?)?;
     let n = plan.pairs.len();
     if n > 0 {
@@ -222,74 +219,6 @@ async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppErr
     }
     summary.results = results;
     Ok(summary)
-}
-
-/// Runs `--preview` for `csv`.
-pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
-    // Without a token the live check cannot run: say so before reading a large file.
-    if live {
-        cfg.client_config()?;
-    }
-    let opts = DetectOptions {
-        keep: cfg.keep,
-        email_domain: cfg.email_domain.clone(),
-    };
-    let started = std::time::Instant::now();
-    let mut plan = detect::plan_from_csv(csv, &opts)?;
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        rows = plan.rows_read,
-        "plan built"
-    );
-    let live_summary = if live {
-        Some(check_live(cfg, &mut plan).await?)
-    } else {
-        None
-    };
-    let est = estimate(&plan, cfg);
-
-    let report = PlanReport {
-        kind: "devrev-merge plan",
-        format_version: 1,
-        tool_version: env!("CARGO_PKG_VERSION"),
-        generated_at: chrono::Local::now().to_rfc3339(),
-        plan: &plan,
-        review_counts: plan.review_counts(),
-        estimate: &est,
-        live_check: live_summary.as_ref(),
-    };
-    let path = fsutil::unique_path(&cfg.report_dir, "plan", "json");
-    fsutil::write_private_atomic_with(&path, false, |w| planfile::write(w, &report)).map_err(
-        |e| AppError::CantCreate(format!("cannot write the plan to {}: {e}", path.display())),
-    )?;
-
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
-    if cfg.json {
-        // The very bytes of the plan file: what is printed is what was saved.
-        let mut saved = std::fs::File::open(&path).map_err(|e| {
-            AppError::io(format!("cannot read back the plan {}", path.display()), e)
-        })?;
-        output::data(|w| io::copy(&mut saved, w).map(|_| ()))?;
-    } else {
-        let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
-        output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
-    }
-    if cfg.json && !cfg.quiet {
-        output::human(&format!("Plan written to {}\n", path.display()));
-    }
-    let outcome = match &live_summary {
-        Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(
-            "{} pair(s) could not be checked live (API errors after retries); they are listed \
-             under needs review as live_check_failed in {}. Run the preview again to retry.",
-            s.errors,
-            path.display()
-        ))),
-        _ => Ok(()),
-    };
-    // The process ends right after this: freeing a million-row plan string by string costs
-    // a noticeable fraction of the run and gives nothing back.
-    std::mem::forget(plan);
-    outcome
 }
 
 // ---- human output -------------------------------------------------------------------------
@@ -584,7 +513,7 @@ pub fn print_human<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Contact;
+    use crate::detect::{self, Contact, DetectOptions};
 
     fn contact(id: &str, r: &str, t: Option<u64>) -> Contact {
         Contact {

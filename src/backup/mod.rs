@@ -6,7 +6,6 @@
 //! `conversations/<TKT-n | conversation display id>/messages.json` and `.../attachments/`,
 //! and `verification.json` with the size and sha256 of every file and the counts.
 
-pub mod commands;
 pub mod layout;
 pub mod manifest;
 pub mod verify;
