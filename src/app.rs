@@ -14,7 +14,7 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
         Command::Man => return commands::generate::man(),
         _ => {}
     }
-    let log_file = crate::logging::init(cfg.verbose, cfg.quiet, Some(&cfg.log_dir))?;
+    let log_file = crate::logging::init(cfg.verbose, cfg.printer.is_quiet(), Some(&cfg.log_dir))?;
     if let Some(p) = &log_file {
         tracing::debug!(log_file = %p.display(), "logging to file");
     }

@@ -133,28 +133,53 @@ pub struct Cli {
     pub base_url: String,
 
     /// Most API calls in any window of --rate-limit-period.
-    #[arg(long, value_name = "N", env = "RATE_LIMIT_CALLS", hide_env_values = true,
-          default_value = "45")]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RATE_LIMIT_CALLS",
+        hide_env_values = true,
+        default_value = "45"
+    )]
     pub rate_limit_calls: String,
 
     /// Length of the rate-limit window in seconds.
-    #[arg(long, value_name = "SECS", env = "RATE_LIMIT_PERIOD", hide_env_values = true,
-          default_value = "60")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "RATE_LIMIT_PERIOD",
+        hide_env_values = true,
+        default_value = "60"
+    )]
     pub rate_limit_period: String,
 
     /// Connect timeout in seconds.
-    #[arg(long, value_name = "SECS", env = "DEVREV_CONNECT_TIMEOUT", hide_env_values = true,
-          default_value = "30")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DEVREV_CONNECT_TIMEOUT",
+        hide_env_values = true,
+        default_value = "30"
+    )]
     pub connect_timeout: String,
 
     /// Read timeout in seconds.
-    #[arg(long, value_name = "SECS", env = "DEVREV_READ_TIMEOUT", hide_env_values = true,
-          default_value = "60")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DEVREV_READ_TIMEOUT",
+        hide_env_values = true,
+        default_value = "60"
+    )]
     pub read_timeout: String,
 
     /// Retries for a failed call (429, 5xx, network).
-    #[arg(long, value_name = "N", env = "DEVREV_MAX_RETRIES", hide_env_values = true,
-          default_value = "3")]
+    #[arg(
+        long,
+        value_name = "N",
+        env = "DEVREV_MAX_RETRIES",
+        hide_env_values = true,
+        default_value = "3"
+    )]
     pub max_retries: String,
 
     // ---- output ----
@@ -194,7 +219,9 @@ impl Cli {
         let mut cli = Cli::from_arg_matches(&matches)?;
         cli.from_env = matches
             .ids()
-            .filter(|id| matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::EnvVariable))
+            .filter(|id| {
+                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::EnvVariable)
+            })
             .map(|id| id.as_str().to_string())
             .collect();
         Ok(cli)

@@ -11,10 +11,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::cli::Cli;
-use crate::options::{BackupScope, Keep};
-use crate::output::Printer;
 use crate::devrev::ClientConfig;
 use crate::error::AppError;
+use crate::options::{BackupScope, Keep};
+use crate::output::Printer;
 
 pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
 
@@ -76,6 +76,7 @@ pub struct Config {
     pub max_merges: Option<usize>,
     pub merge_timeout: Duration,
     pub json: bool,
+    /// `-q`, for the merge run's own prints until they go through `printer` too.
     pub quiet: bool,
     pub verbose: u8,
     /// Where human text and data go, and how loud (DESIGN §11).
@@ -137,14 +138,34 @@ impl Config {
         };
         let base_url = parse_base_url(base_raw)?;
 
-        let rate_limit_calls: u32 = Setting::new(cli, &cli.rate_limit_calls, "rate_limit_calls", "RATE_LIMIT_CALLS")
-            .positive(45, "a whole number of calls")?;
-        let period_s: f64 = Setting::new(cli, &cli.rate_limit_period, "rate_limit_period", "RATE_LIMIT_PERIOD")
-            .positive(60.0, "a number of seconds")?;
-        let connect_s: f64 = Setting::new(cli, &cli.connect_timeout, "connect_timeout", "DEVREV_CONNECT_TIMEOUT")
-            .positive(30.0, "a number of seconds")?;
-        let read_s: f64 = Setting::new(cli, &cli.read_timeout, "read_timeout", "DEVREV_READ_TIMEOUT")
-            .positive(60.0, "a number of seconds")?;
+        let rate_limit_calls: u32 = Setting::new(
+            cli,
+            &cli.rate_limit_calls,
+            "rate_limit_calls",
+            "RATE_LIMIT_CALLS",
+        )
+        .positive(45, "a whole number of calls")?;
+        let period_s: f64 = Setting::new(
+            cli,
+            &cli.rate_limit_period,
+            "rate_limit_period",
+            "RATE_LIMIT_PERIOD",
+        )
+        .positive(60.0, "a number of seconds")?;
+        let connect_s: f64 = Setting::new(
+            cli,
+            &cli.connect_timeout,
+            "connect_timeout",
+            "DEVREV_CONNECT_TIMEOUT",
+        )
+        .positive(30.0, "a number of seconds")?;
+        let read_s: f64 = Setting::new(
+            cli,
+            &cli.read_timeout,
+            "read_timeout",
+            "DEVREV_READ_TIMEOUT",
+        )
+        .positive(60.0, "a number of seconds")?;
         let retries = Setting::new(cli, &cli.max_retries, "max_retries", "DEVREV_MAX_RETRIES");
         let max_retries = if retries.raw.trim().is_empty() {
             3
@@ -276,7 +297,7 @@ fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {
         ));
     };
     let size = cli.size;
-    if size == 0 || size % 2 != 0 {
+    if size == 0 || !size.is_multiple_of(2) {
         return Err(AppError::Usage(format!(
             "--size {size}: the sample holds whole pairs (two rows each), so --size must be an \
              even number of at least 2, e.g. --size 4 for two pairs"
@@ -398,7 +419,11 @@ mod tests {
     fn a_malformed_env_file_is_an_error_naming_its_line_not_its_content() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
-        std::fs::write(&path, "# comment\nDEVREV_MERGE_TEST_OK=1\nnot a setting s3cr3t\n").unwrap();
+        std::fs::write(
+            &path,
+            "# comment\nDEVREV_MERGE_TEST_OK=1\nnot a setting s3cr3t\n",
+        )
+        .unwrap();
         let e = load_dotenv(&path).unwrap_err();
         assert_eq!(e.exit_code(), 78);
         let msg = e.to_string();

@@ -24,9 +24,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::options::Keep;
 use crate::csvrec::{RawReader, RawRecord, Stop, read_pipelined};
 use crate::error::AppError;
+use crate::options::Keep;
 
 /// One row of the contacts export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -113,9 +113,15 @@ mod tests {
     #[test]
     fn no_color_set_and_non_empty_turns_colour_off() {
         assert!(color_wanted(true, None));
-        assert!(color_wanted(true, Some(OsStr::new(""))), "empty NO_COLOR is ignored");
+        assert!(
+            color_wanted(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is ignored"
+        );
         assert!(!color_wanted(true, Some(OsStr::new("1"))));
-        assert!(!color_wanted(true, Some(OsStr::new("0"))), "any non-empty value counts");
+        assert!(
+            !color_wanted(true, Some(OsStr::new("0"))),
+            "any non-empty value counts"
+        );
         assert!(!color_wanted(false, None), "never on a pipe or a file");
     }
 }

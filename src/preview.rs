@@ -9,11 +9,11 @@ use futures_util::StreamExt;
 use tracing::Instrument;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use crate::options::{BackupScope, Keep};
 use crate::config::Config;
 use crate::detect::{Contact, Pair, Plan, ReviewGroup, ReviewReason};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::{AppError, code};
+use crate::options::{BackupScope, Keep};
 pub use crate::planfile::{Estimate, LiveOutcome, LiveResult, LiveSummary};
 use crate::validate::{self, LiveCheck, LiveProblem};
 
@@ -91,7 +91,8 @@ fn seconds_for(calls: u64, cfg: &Config) -> f64 {
 
 /// Errors that end the whole check: nothing more can be learned by going on.
 fn is_fatal(e: &ApiError) -> bool {
-    crate::error::api_exit_code(e) != code::SOME_FAILED || (e.is_not_found() && e.kind() != Some("not_found"))
+    crate::error::api_exit_code(e) != code::SOME_FAILED
+        || (e.is_not_found() && e.kind() != Some("not_found"))
 }
 
 async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, ApiError> {
@@ -228,7 +229,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

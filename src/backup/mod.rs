@@ -17,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::options::BackupScope;
 use crate::detect::Pair;
 use crate::devrev::types::{ArtifactSummary, Conversation, RevUser, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::fsutil;
+use crate::options::BackupScope;
 
 pub use layout::FAKE_FREE_BYTES_ENV;
 use manifest::*;

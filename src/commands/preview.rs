@@ -63,7 +63,8 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
     }
     if cfg.json {
-        cfg.printer.note(&format!("Plan written to {}\n", path.display()));
+        cfg.printer
+            .note(&format!("Plan written to {}\n", path.display()));
     }
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(
@@ -79,4 +80,3 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     std::mem::forget(plan);
     outcome
 }
-

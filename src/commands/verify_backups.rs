@@ -320,4 +320,3 @@ fn print_verify(w: &mut impl Write, r: &VerifyReport) -> io::Result<()> {
         s.total, s.ok, s.failed, s.leftovers, s.in_progress
     )
 }
-

@@ -4,6 +4,7 @@
 mod support;
 
 mod backup;
+mod cli;
 mod closed_pipe;
 mod common;
 mod detect;

@@ -648,7 +648,7 @@ impl<'a> Generator<'a> {
         }
         // Real exports have mostly empty full names (DESIGN §9). Decided by the id's hash, not
         // the RNG, so every other generated value stays what it was.
-        if fnv1a(rid.as_bytes()) % 4 != 0 {
+        if !fnv1a(rid.as_bytes()).is_multiple_of(4) {
             if let Some(o) = u.as_object_mut() {
                 o.remove("full_name");
             }
