@@ -12,6 +12,9 @@ use clap::{ArgGroup, Parser};
 // to the savepoint/report restructuring); new code imports `crate::options`.
 pub use crate::options::{BackupScope, Keep};
 
+/// DevRev's public API; `--base-url` (or `DEVREV_BASE_URL`) points elsewhere, e.g. at a fake.
+pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
+
 /// Safely merge duplicate DevRev contacts: preview, back up, verify, merge, resume.
 ///
 /// The API token is read from DEVREV_API_TOKEN (environment or a .env file in the current
@@ -129,7 +132,7 @@ pub struct Cli {
     // prints the same text whatever the environment holds.
     /// DevRev API base URL.
     #[arg(long, value_name = "URL", env = "DEVREV_BASE_URL", hide_env_values = true,
-          default_value = crate::config::DEFAULT_BASE_URL)]
+          default_value = DEFAULT_BASE_URL)]
     pub base_url: String,
 
     /// Most API calls in any window of --rate-limit-period.

@@ -10,13 +10,11 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::cli::Cli;
+use crate::cli::{Cli, DEFAULT_BASE_URL};
 use crate::devrev::ClientConfig;
 use crate::error::AppError;
 use crate::options::{BackupScope, Keep};
 use crate::output::Printer;
-
-pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
 
 /// What the user asked the program to do, with that command's own inputs (ripgrep's mode):
 /// `app` matches on it once, and each arm is one file under `src/commands/`.
