@@ -1,5 +1,7 @@
 //! Dispatch: from the validated configuration to the one command it names.
 
+use std::future::Future;
+
 use crate::cli::Cli;
 use crate::commands;
 use crate::config::{Command, Config};
@@ -8,33 +10,46 @@ use crate::error::AppError;
 /// Runs the command the user asked for. `main` maps the error to an exit code.
 pub fn run(cli: Cli) -> Result<(), AppError> {
     let cfg = Config::from_cli(&cli)?;
-    // Generated text goes to stdout alone: no log folder, no runtime.
-    match cfg.command {
-        Command::Completions(shell) => return commands::generate::completions(shell),
-        Command::Man => return commands::generate::man(),
-        _ => {}
+    match &cfg.command {
+        // Generated text goes to stdout alone: no log folder, no runtime.
+        Command::Completions(shell) => commands::generate::completions(*shell),
+        Command::Man => commands::generate::man(),
+        Command::Sample(args) => {
+            start_logging(&cfg)?;
+            commands::sample::run(&cfg, args)
+        }
+        Command::TestApi => block_on(&cfg, commands::test_api::run(&cfg)),
+        Command::Preview { csv, check_live } => {
+            block_on(&cfg, commands::preview::run(&cfg, csv, *check_live))
+        }
+        Command::BackupOnly { csv } => block_on(&cfg, commands::backup_only::run(&cfg, csv)),
+        Command::VerifyBackups { dir, against_api } => {
+            block_on(&cfg, commands::verify_backups::run(&cfg, dir, *against_api))
+        }
+        Command::Merge { csv } => block_on(&cfg, commands::merge::run(&cfg, csv)),
     }
+}
+
+/// Logs to stderr and to a file under `--log-dir`.
+fn start_logging(cfg: &Config) -> Result<(), AppError> {
     let log_file = crate::logging::init(cfg.verbose, cfg.printer.is_quiet(), Some(&cfg.log_dir))?;
     if let Some(p) = &log_file {
         tracing::debug!(log_file = %p.display(), "logging to file");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Ok(())
+}
+
+/// Starts logging and the runtime, then runs `command` to its end. Futures do nothing until
+/// polled, so the command starts only once logging is up.
+fn block_on(
+    cfg: &Config,
+    command: impl Future<Output = Result<(), AppError>>,
+) -> Result<(), AppError> {
+    start_logging(cfg)?;
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| AppError::io("cannot start the async runtime", e))?;
-
-    match &cfg.command {
-        Command::TestApi => rt.block_on(commands::test_api::run(&cfg)),
-        Command::Preview { csv, check_live } => {
-            rt.block_on(commands::preview::run(&cfg, csv, *check_live))
-        }
-        Command::Sample(args) => commands::sample::run(&cfg, args),
-        Command::BackupOnly { csv } => rt.block_on(commands::backup_only::run(&cfg, csv)),
-        Command::VerifyBackups { dir, against_api } => {
-            rt.block_on(commands::verify_backups::run(&cfg, dir, *against_api))
-        }
-        Command::Merge { csv } => rt.block_on(commands::merge::run(&cfg, csv)),
-        Command::Completions(_) | Command::Man => unreachable!("handled before logging starts"),
-    }
+        .map_err(|e| AppError::io("cannot start the async runtime", e))?
+        .block_on(command)
 }
