@@ -118,12 +118,11 @@ fn main() -> ExitCode {
         eprintln!("error: --faults must be a probability between 0 and 1");
         return ExitCode::from(64);
     }
-    if let Some(path) = &args.write_seed {
-        if let Err(e) = devrev_merge::fsutil::write_private_atomic(path, seed.to_json().as_bytes())
-        {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            return ExitCode::from(73);
-        }
+    if let Some(path) = &args.write_seed
+        && let Err(e) = devrev_merge::fsutil::write_private_atomic(path, seed.to_json().as_bytes())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(73);
     }
     let opts = FakeOptions {
         token: args.token.clone(),

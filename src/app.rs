@@ -1,53 +1,55 @@
-//! Dispatch: from the parsed command line to the command that runs.
+//! Dispatch: from the validated configuration to the one command it names.
+
+use std::future::Future;
 
 use crate::cli::Cli;
-use crate::config::Config;
+use crate::commands;
+use crate::config::{Command, Config};
 use crate::error::AppError;
 
 /// Runs the command the user asked for. `main` maps the error to an exit code.
 pub fn run(cli: Cli) -> Result<(), AppError> {
     let cfg = Config::from_cli(&cli)?;
-    let log_file = crate::logging::init(cli.verbose, cli.quiet, Some(&cfg.log_dir))?;
+    match &cfg.command {
+        // Generated text goes to stdout alone: no log folder, no runtime.
+        Command::Completions(shell) => commands::generate::completions(*shell),
+        Command::Man => commands::generate::man(),
+        Command::Sample(args) => {
+            start_logging(&cfg)?;
+            commands::sample::run(&cfg, args)
+        }
+        Command::TestApi => block_on(&cfg, commands::test_api::run(&cfg)),
+        Command::Preview { csv, check_live } => {
+            block_on(&cfg, commands::preview::run(&cfg, csv, *check_live))
+        }
+        Command::BackupOnly { csv } => block_on(&cfg, commands::backup_only::run(&cfg, csv)),
+        Command::VerifyBackups { dir, against_api } => {
+            block_on(&cfg, commands::verify_backups::run(&cfg, dir, *against_api))
+        }
+        Command::Merge { csv } => block_on(&cfg, commands::merge::run(&cfg, csv)),
+    }
+}
+
+/// Logs to stderr and to a file under `--log-dir`.
+fn start_logging(cfg: &Config) -> Result<(), AppError> {
+    let log_file = crate::logging::init(cfg.verbose, cfg.printer.is_quiet(), Some(&cfg.log_dir))?;
     if let Some(p) = &log_file {
         tracing::debug!(log_file = %p.display(), "logging to file");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    Ok(())
+}
+
+/// Starts logging and the runtime, then runs `command` to its end. Futures do nothing until
+/// polled, so the command starts only once logging is up.
+fn block_on(
+    cfg: &Config,
+    command: impl Future<Output = Result<(), AppError>>,
+) -> Result<(), AppError> {
+    start_logging(cfg)?;
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| AppError::io("cannot start the async runtime", e))?;
-
-    if cli.test_api {
-        return rt.block_on(crate::test_api::run(&cfg));
-    }
-    if let Some(dir) = &cli.verify_backups {
-        return rt.block_on(crate::backup::commands::verify_backups(
-            &cfg,
-            dir,
-            cli.against_api,
-        ));
-    }
-    if let (true, Some(csv)) = (cli.backup_only, &cli.csv) {
-        return rt.block_on(crate::backup::commands::backup_only(&cfg, csv));
-    }
-    if cli.create_test_sample {
-        return crate::sample::run(&cli, &cfg);
-    }
-    if let (Some(csv), true) = (&cli.csv, cli.preview) {
-        return rt.block_on(crate::preview::run(&cfg, csv, cli.check_live));
-    }
-    if let Some(csv) = cli
-        .csv
-        .as_deref()
-        .filter(|_| !cli.preview && !cli.backup_only)
-    {
-        return rt.block_on(crate::merge::run(&cfg, csv));
-    }
-    // clap's argument group makes one command mandatory, so only a flag combination it
-    // cannot express (e.g. `--backup-only` without `--csv`) gets here.
-    Err(AppError::Usage(
-        "nothing to do: give one of --csv FILE [--preview | --backup-only], --test-api, \
-         --create-test-sample or --verify-backups DIR (see --help)"
-            .into(),
-    ))
+        .map_err(|e| AppError::io("cannot start the async runtime", e))?
+        .block_on(command)
 }

@@ -6,7 +6,12 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgGroup, Parser, ValueEnum};
+use clap::{ArgGroup, Parser};
+
+use crate::options::{BackupScope, Keep};
+
+/// DevRev's public API; `--base-url` (or `DEVREV_BASE_URL`) points elsewhere, e.g. at a fake.
+pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
 
 /// Safely merge duplicate DevRev contacts: preview, back up, verify, merge, resume.
 ///
@@ -16,7 +21,8 @@ use clap::{ArgGroup, Parser, ValueEnum};
 #[command(name = "devrev-merge", version, about, long_about = None)]
 #[command(group(
     ArgGroup::new("command")
-        .args(["csv", "test_api", "create_test_sample", "verify_backups"])
+        .args(["csv", "test_api", "create_test_sample", "verify_backups",
+               "generate_completions", "generate_man"])
         .required(true)
         .multiple(false)
 ))]
@@ -119,29 +125,63 @@ pub struct Cli {
     pub savepoint: PathBuf,
 
     // ---- API ----
-    /// DevRev API base URL [env: DEVREV_BASE_URL] [default: https://api.devrev.ai]
-    #[arg(long, value_name = "URL")]
-    pub base_url: Option<String>,
+    // Taken as text and checked in `config.rs` (exit 78 naming the flag or the variable). The
+    // `[env: …] [default: …]` help comes from these attributes; values are hidden so `--help`
+    // prints the same text whatever the environment holds.
+    /// DevRev API base URL.
+    #[arg(long, value_name = "URL", env = "DEVREV_BASE_URL", hide_env_values = true,
+          default_value = DEFAULT_BASE_URL)]
+    pub base_url: String,
 
-    /// Most API calls in any window of --rate-limit-period [env: RATE_LIMIT_CALLS] [default: 45]
-    #[arg(long, value_name = "N")]
-    pub rate_limit_calls: Option<String>,
+    /// Most API calls in any window of --rate-limit-period.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "RATE_LIMIT_CALLS",
+        hide_env_values = true,
+        default_value = "45"
+    )]
+    pub rate_limit_calls: String,
 
-    /// Length of the rate-limit window in seconds [env: RATE_LIMIT_PERIOD] [default: 60]
-    #[arg(long, value_name = "SECS")]
-    pub rate_limit_period: Option<String>,
+    /// Length of the rate-limit window in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "RATE_LIMIT_PERIOD",
+        hide_env_values = true,
+        default_value = "60"
+    )]
+    pub rate_limit_period: String,
 
-    /// Connect timeout in seconds [env: DEVREV_CONNECT_TIMEOUT] [default: 30]
-    #[arg(long, value_name = "SECS")]
-    pub connect_timeout: Option<String>,
+    /// Connect timeout in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DEVREV_CONNECT_TIMEOUT",
+        hide_env_values = true,
+        default_value = "30"
+    )]
+    pub connect_timeout: String,
 
-    /// Read timeout in seconds [env: DEVREV_READ_TIMEOUT] [default: 60]
-    #[arg(long, value_name = "SECS")]
-    pub read_timeout: Option<String>,
+    /// Read timeout in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DEVREV_READ_TIMEOUT",
+        hide_env_values = true,
+        default_value = "60"
+    )]
+    pub read_timeout: String,
 
-    /// Retries for a failed call (429, 5xx, network) [env: DEVREV_MAX_RETRIES] [default: 3]
-    #[arg(long, value_name = "N")]
-    pub max_retries: Option<String>,
+    /// Retries for a failed call (429, 5xx, network).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "DEVREV_MAX_RETRIES",
+        hide_env_values = true,
+        default_value = "3"
+    )]
+    pub max_retries: String,
 
     // ---- output ----
     /// More log detail on stderr (-v, -vv).
@@ -151,24 +191,47 @@ pub struct Cli {
     /// Only errors on stderr; no progress bars.
     #[arg(short, long)]
     pub quiet: bool,
+
+    // ---- packaging ----
+    /// Print a shell completion script on stdout (see the README to install it).
+    #[arg(long, value_name = "SHELL", value_enum, hide = true, exclusive = true)]
+    pub generate_completions: Option<clap_complete::Shell>,
+
+    /// Print the man page (roff) on stdout (see the README to install it).
+    #[arg(long, hide = true, exclusive = true)]
+    pub generate_man: bool,
+
+    /// Where each setting's value came from (filled by [`Cli::parse_args`], not by clap): the
+    /// error for a bad value names what the user typed, the flag or the variable.
+    #[arg(skip)]
+    pub from_env: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Keep {
-    /// Keep the REVU- contact; it adopts the user_ external_ref after the merge.
-    Revu,
-    /// Keep the user_ contact.
-    User,
-}
+impl Cli {
+    /// Parses `args` (the program name first) like `Cli::parse_from`, and records which
+    /// settings clap took from the environment.
+    pub fn parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command().try_get_matches_from(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        cli.from_env = matches
+            .ids()
+            .filter(|id| {
+                matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::EnvVariable)
+            })
+            .map(|id| id.as_str().to_string())
+            .collect();
+        Ok(cli)
+    }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BackupScope {
-    /// Timelines and attachments of the secondary's tickets.
-    Secondary,
-    /// Timelines and attachments of both contacts' tickets.
-    Both,
+    /// Whether the setting `id` (a field name) came from its environment variable.
+    pub fn from_env(&self, id: &str) -> bool {
+        self.from_env.iter().any(|i| i == id)
+    }
 }
 
 #[cfg(test)]

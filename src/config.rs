@@ -5,21 +5,55 @@
 //! variables that are already set, which gives exactly that order.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::cli::{BackupScope, Cli, Keep};
+use crate::cli::{Cli, DEFAULT_BASE_URL};
 use crate::devrev::ClientConfig;
 use crate::error::AppError;
+use crate::options::{BackupScope, Keep};
+use crate::output::Printer;
 
-pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
+/// What the user asked the program to do, with that command's own inputs (ripgrep's mode):
+/// `app` matches on it once, and each arm is one file under `src/commands/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// `--test-api`: check the token, org, identity and rate-limit headers.
+    TestApi,
+    /// `--csv FILE --preview [--check-live]`: the plan, offline unless `check_live`.
+    Preview { csv: PathBuf, check_live: bool },
+    /// `--create-test-sample`: a small CSV of whole clean pairs.
+    Sample(SampleArgs),
+    /// `--csv FILE --backup-only`: back up and verify every clean pair, merge nothing.
+    BackupOnly { csv: PathBuf },
+    /// `--verify-backups DIR [--against-api]`: re-check backup folders.
+    VerifyBackups { dir: PathBuf, against_api: bool },
+    /// `--csv FILE`: the merge run.
+    Merge { csv: PathBuf },
+    /// `--generate-completions SHELL`: a completion script on stdout.
+    Completions(clap_complete::Shell),
+    /// `--generate-man`: the man page on stdout.
+    Man,
+}
+
+/// `--create-test-sample`'s inputs, already checked: `size` is even and at least 2, and
+/// `output` is not the input file (nor an existing file unless `force`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleArgs {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub size: usize,
+    pub seed: u64,
+    pub force: bool,
+}
 
 /// The validated settings of one run. The token is a `SecretString`: its `Debug` prints
 /// `[REDACTED]`, and it is only exposed when building the `Authorization` header.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub command: Command,
     pub token: Option<SecretString>,
     pub base_url: url::Url,
     pub rate_limit_calls: u32,
@@ -40,95 +74,104 @@ pub struct Config {
     pub max_merges: Option<usize>,
     pub merge_timeout: Duration,
     pub json: bool,
-    pub quiet: bool,
+    pub verbose: u8,
+    /// Where human text and data go, and how loud (DESIGN §11).
+    pub printer: Printer,
 }
 
-/// Reads a setting: the flag if given, else the environment variable, else the default.
-fn pick(flag: &Option<String>, env: &str) -> Option<(String, String)> {
-    if let Some(v) = flag {
-        return Some((
-            v.clone(),
-            format!("--{}", env.to_lowercase().replace('_', "-")),
-        ));
+/// One setting as the user gave it: its text and the name to quote when it is wrong (the
+/// flag, or the environment variable clap read it from).
+struct Setting<'a> {
+    raw: &'a str,
+    source: String,
+}
+
+impl<'a> Setting<'a> {
+    /// `raw` from the field `id` of `cli`; `env` is the variable clap reads for it.
+    fn new(cli: &Cli, raw: &'a str, id: &str, env: &str) -> Self {
+        let source = if cli.from_env(id) {
+            env.to_string()
+        } else {
+            format!("--{}", id.replace('_', "-"))
+        };
+        Setting { raw, source }
     }
-    std::env::var(env)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .map(|v| (v, env.to_string()))
-}
 
-fn positive<T: std::str::FromStr + PartialOrd + Default>(
-    flag: &Option<String>,
-    env: &str,
-    flag_name: &str,
-    default: T,
-    what: &str,
-) -> Result<T, AppError> {
-    let Some((raw, _)) = pick(flag, env) else {
-        return Ok(default);
-    };
-    let source = if flag.is_some() {
-        flag_name.to_string()
-    } else {
-        env.to_string()
-    };
-    match raw.trim().parse::<T>() {
-        Ok(v) if v > T::default() => Ok(v),
-        _ => Err(AppError::Config(format!(
-            "{source}={raw:?} is not valid: expected {what} greater than zero. \
-             Fix it in the flag, the environment or .env (see .env.example)."
-        ))),
+    /// A number greater than zero; a blank value (e.g. `RATE_LIMIT_CALLS=` in `.env`) means
+    /// the default.
+    fn positive<T: std::str::FromStr + PartialOrd + Default>(
+        &self,
+        default: T,
+        what: &str,
+    ) -> Result<T, AppError> {
+        if self.raw.trim().is_empty() {
+            return Ok(default);
+        }
+        match self.raw.trim().parse::<T>() {
+            Ok(v) if v > T::default() => Ok(v),
+            _ => Err(AppError::Config(format!(
+                "{}={:?} is not valid: expected {what} greater than zero. \
+                 Fix it in the flag, the environment or .env (see .env.example).",
+                self.source, self.raw
+            ))),
+        }
     }
 }
 
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Self, AppError> {
+        let command = command_from_cli(cli)?;
         let token = std::env::var("DEVREV_API_TOKEN")
             .ok()
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .map(SecretString::from);
 
-        let base_raw = pick(&cli.base_url, "DEVREV_BASE_URL")
-            .map(|(v, _)| v)
-            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string());
-        let base_url = parse_base_url(&base_raw)?;
+        let base_raw = if cli.base_url.trim().is_empty() {
+            DEFAULT_BASE_URL
+        } else {
+            cli.base_url.as_str()
+        };
+        let base_url = parse_base_url(base_raw)?;
 
-        let rate_limit_calls: u32 = positive(
+        let rate_limit_calls: u32 = Setting::new(
+            cli,
             &cli.rate_limit_calls,
+            "rate_limit_calls",
             "RATE_LIMIT_CALLS",
-            "--rate-limit-calls",
-            45,
-            "a whole number of calls",
-        )?;
-        let period_s: f64 = positive(
+        )
+        .positive(45, "a whole number of calls")?;
+        let period_s: f64 = Setting::new(
+            cli,
             &cli.rate_limit_period,
+            "rate_limit_period",
             "RATE_LIMIT_PERIOD",
-            "--rate-limit-period",
-            60.0,
-            "a number of seconds",
-        )?;
-        let connect_s: f64 = positive(
+        )
+        .positive(60.0, "a number of seconds")?;
+        let connect_s: f64 = Setting::new(
+            cli,
             &cli.connect_timeout,
+            "connect_timeout",
             "DEVREV_CONNECT_TIMEOUT",
-            "--connect-timeout",
-            30.0,
-            "a number of seconds",
-        )?;
-        let read_s: f64 = positive(
+        )
+        .positive(30.0, "a number of seconds")?;
+        let read_s: f64 = Setting::new(
+            cli,
             &cli.read_timeout,
+            "read_timeout",
             "DEVREV_READ_TIMEOUT",
-            "--read-timeout",
-            60.0,
-            "a number of seconds",
-        )?;
-        let max_retries = match pick(&cli.max_retries, "DEVREV_MAX_RETRIES") {
-            None => 3,
-            Some((raw, src)) => raw.trim().parse::<u32>().map_err(|_| {
+        )
+        .positive(60.0, "a number of seconds")?;
+        let retries = Setting::new(cli, &cli.max_retries, "max_retries", "DEVREV_MAX_RETRIES");
+        let max_retries = if retries.raw.trim().is_empty() {
+            3
+        } else {
+            retries.raw.trim().parse::<u32>().map_err(|_| {
                 AppError::Config(format!(
-                    "{src}={raw:?} is not valid: expected a whole number of retries (0 or more)."
+                    "{}={:?} is not valid: expected a whole number of retries (0 or more).",
+                    retries.source, retries.raw
                 ))
-            })?,
+            })?
         };
         // Hidden knob for tests: shorter backoff so retry tests finish quickly.
         let min_backoff_ms: u64 = std::env::var("DEVREV_MERGE_MIN_BACKOFF_MS")
@@ -142,6 +185,7 @@ impl Config {
         }
 
         Ok(Config {
+            command,
             token,
             base_url,
             rate_limit_calls,
@@ -165,7 +209,8 @@ impl Config {
             max_merges: cli.max_merges,
             merge_timeout: Duration::from_secs(cli.merge_timeout),
             json: cli.json,
-            quiet: cli.quiet,
+            verbose: cli.verbose,
+            printer: Printer::new(cli.quiet),
         })
     }
 
@@ -190,6 +235,129 @@ impl Config {
             min_backoff: self.min_backoff,
         })
     }
+}
+
+/// Which command the flags name, with its own checks. clap's argument group makes exactly
+/// one command flag mandatory; what it cannot express is checked here, with the same exit
+/// codes the commands used to give.
+fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
+    if let Some(shell) = cli.generate_completions {
+        return Ok(Command::Completions(shell));
+    }
+    if cli.generate_man {
+        return Ok(Command::Man);
+    }
+    if cli.test_api {
+        return Ok(Command::TestApi);
+    }
+    if let Some(dir) = &cli.verify_backups {
+        return Ok(Command::VerifyBackups {
+            dir: dir.clone(),
+            against_api: cli.against_api,
+        });
+    }
+    if cli.create_test_sample {
+        return sample_args(cli).map(Command::Sample);
+    }
+    match &cli.csv {
+        Some(csv) if cli.backup_only => Ok(Command::BackupOnly { csv: csv.clone() }),
+        Some(csv) if cli.preview => Ok(Command::Preview {
+            csv: csv.clone(),
+            check_live: cli.check_live,
+        }),
+        Some(csv) => {
+            // A zero timeout would make "not merged a full --merge-timeout after the request"
+            // true at once, and a lost answer could then lead to a second merge request.
+            if cli.merge_timeout == 0 {
+                return Err(AppError::Config(
+                    "--merge-timeout 0 is not allowed: DevRev applies merges after a delay, so \
+                     the run must be able to wait for one (default 120 s)"
+                        .into(),
+                ));
+            }
+            Ok(Command::Merge { csv: csv.clone() })
+        }
+        None => Err(AppError::Usage(
+            "nothing to do: give one of --csv FILE [--preview | --backup-only], --test-api, \
+             --create-test-sample or --verify-backups DIR (see --help)"
+                .into(),
+        )),
+    }
+}
+
+fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {
+    let (Some(input), Some(output)) = (cli.input.clone(), cli.output.clone()) else {
+        return Err(AppError::Usage(
+            "--create-test-sample needs --input FILE and --output FILE".into(),
+        ));
+    };
+    let size = cli.size;
+    if size == 0 || !size.is_multiple_of(2) {
+        return Err(AppError::Usage(format!(
+            "--size {size}: the sample holds whole pairs (two rows each), so --size must be an \
+             even number of at least 2, e.g. --size 4 for two pairs"
+        )));
+    }
+    if same_file(&input, &output) {
+        return Err(AppError::Usage(format!(
+            "--output {} is the input file itself; choose another name",
+            output.display()
+        )));
+    }
+    if output.exists() && !cli.force {
+        return Err(AppError::CantCreate(format!(
+            "{} already exists; add --force to overwrite it, or choose another --output",
+            output.display()
+        )));
+    }
+    Ok(SampleArgs {
+        input,
+        output,
+        size,
+        seed: cli.seed,
+        force: cli.force,
+    })
+}
+
+/// The same file under two names (a link, `./x` and `x`), by device and inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Loads `path` (`.env` in the current folder) into the environment without overriding
+/// variables already set. A missing file is fine; a malformed one is a configuration error
+/// (exit 78) naming the file and the line, never its content, which may hold the token.
+pub fn load_dotenv(path: &Path) -> Result<(), AppError> {
+    match dotenvy::from_path(path) {
+        Ok(()) => Ok(()),
+        Err(dotenvy::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(dotenvy::Error::LineParse(bad, _)) => {
+            let line = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| line_of(&text, &bad))
+                .map_or_else(String::new, |n| format!(" line {n}"));
+            Err(AppError::Config(format!(
+                "{}{line} cannot be read as NAME=value: fix or remove that line \
+                 (see .env.example; quote values that hold spaces or special characters)",
+                path.display()
+            )))
+        }
+        Err(e) => Err(AppError::Config(format!(
+            "cannot load {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The 1-based number of the line where `fragment` starts in `text`.
+fn line_of(text: &str, fragment: &str) -> Option<usize> {
+    let first = fragment.lines().next().filter(|l| !l.trim().is_empty())?;
+    let at = text.find(first)?;
+    Some(text[..at].matches('\n').count() + 1)
 }
 
 /// Accepts `https://` anywhere and `http://` only for loopback hosts (local fakes); a token
@@ -241,6 +409,23 @@ pub fn parse_base_url(raw: &str) -> Result<url::Url, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_malformed_env_file_is_an_error_naming_its_line_not_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "# comment\nDEVREV_MERGE_TEST_OK=1\nnot a setting s3cr3t\n",
+        )
+        .unwrap();
+        let e = load_dotenv(&path).unwrap_err();
+        assert_eq!(e.exit_code(), 78);
+        let msg = e.to_string();
+        assert!(msg.contains(".env line 3"), "{msg}");
+        assert!(!msg.contains("s3cr3t"), "{msg}");
+        assert!(load_dotenv(&dir.path().join("missing.env")).is_ok());
+    }
 
     #[test]
     fn http_only_for_loopback() {

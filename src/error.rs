@@ -72,21 +72,19 @@ impl AppError {
             AppError::Interrupted(_) => code::INTERRUPTED,
             AppError::SomeFailed(_) => code::SOME_FAILED,
             AppError::Io { .. } => code::CANT_CREATE,
-            AppError::Api(e) => e.exit_code(),
+            AppError::Api(e) => api_exit_code(e),
         }
     }
 }
 
-impl From<crate::backup::BackupError> for AppError {
-    fn from(e: crate::backup::BackupError) -> Self {
-        use crate::backup::BackupError;
-        match e {
-            BackupError::Api(e) => AppError::Api(e),
-            e @ BackupError::NoSpace { .. } => AppError::CantCreate(format!(
-                "{e}. Nothing was written for this pair: free some space or choose another --backup-dir."
-            )),
-            e @ BackupError::Io { .. } => AppError::CantCreate(e.to_string()),
-            e @ BackupError::Verification(_) => AppError::SomeFailed(e.to_string()),
-        }
+/// Exit code when a DevRev error ends the whole command (DESIGN §8). Lives here, not in
+/// `devrev`, so that the client layer never reaches back up into the exit-code table.
+pub fn api_exit_code(e: &ApiError) -> u8 {
+    match e {
+        ApiError::Status { status, .. } if *status == 401 || *status == 403 => code::NO_PERMISSION,
+        ApiError::Unreachable { .. } => code::UNAVAILABLE,
+        ApiError::Status { status, .. } if *status == 429 || *status >= 500 => code::UNAVAILABLE,
+        ApiError::Cancelled => code::INTERRUPTED,
+        _ => code::SOME_FAILED,
     }
 }

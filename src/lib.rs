@@ -6,6 +6,7 @@
 pub mod app;
 pub mod backup;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod csvrec;
 pub mod detect;
@@ -14,9 +15,8 @@ pub mod error;
 pub mod fsutil;
 pub mod logging;
 pub mod merge;
+pub mod options;
 pub mod output;
 pub mod planfile;
 pub mod preview;
-pub mod sample;
-pub mod test_api;
 pub mod validate;

@@ -62,11 +62,11 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
     let indicatif = IndicatifLayer::new()
         .with_span_field_formatter(hide_indicatif_span_fields(DefaultFields::new()));
     // Progress-bar spans carry `indicatif.*` fields; log lines must not print them, and colour
-    // codes only belong on a terminal.
+    // codes only belong on a terminal, and not with NO_COLOR.
     let console = tracing_subscriber::fmt::layer()
         .with_target(false)
         .without_time()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(crate::output::color_on_stderr())
         .fmt_fields(hide_indicatif_span_fields(DefaultFields::new()))
         .with_writer(indicatif.get_stderr_writer())
         .with_filter(console_filter);

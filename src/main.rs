@@ -1,16 +1,19 @@
 //! The `devrev-merge` binary: load `.env`, parse, run, map the error to an exit code.
 
+use std::path::Path;
 use std::process::ExitCode;
 
-use clap::Parser;
-use devrev_merge::{app, cli::Cli, output};
+use devrev_merge::{app, cli::Cli, config, output};
 
 fn main() -> ExitCode {
     // Before anything reads the environment, and from the current folder only: variables
     // already set win over `.env` (flag > environment > .env > default).
-    let _ = dotenvy::from_path(".env");
-    let cli = Cli::parse();
-    match app::run(cli) {
+    let result = config::load_dotenv(Path::new(".env")).and_then(|()| {
+        // clap prints its own usage errors, --help and --version, and exits (2 or 0).
+        let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+        app::run(cli)
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::human(&format!("error: {e}\n"));

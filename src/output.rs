@@ -61,3 +61,67 @@ pub fn human(text: &str) {
     let mut err = io::stderr().lock();
     let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
+
+/// How loud the program is, carried as a value (DESIGN §11): commands print status lines
+/// through [`Printer::note`], which `-q` silences, instead of testing `quiet` themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Printer {
+    quiet: bool,
+}
+
+impl Printer {
+    pub fn new(quiet: bool) -> Self {
+        Printer { quiet }
+    }
+
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
+    }
+
+    /// A status line on stderr ("Plan written to …"); dropped with `-q`.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            human(text);
+        }
+    }
+
+    /// An error or warning on stderr: shown even with `-q`.
+    pub fn error(&self, text: &str) {
+        human(text);
+    }
+}
+
+/// Whether human text on stderr may carry colour codes: only on a terminal, and never when
+/// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+pub fn color_on_stderr() -> bool {
+    color_wanted(
+        io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    )
+}
+
+/// The decision behind [`color_on_stderr`], apart from the process state so it can be tested.
+pub fn color_wanted(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn no_color_set_and_non_empty_turns_colour_off() {
+        assert!(color_wanted(true, None));
+        assert!(
+            color_wanted(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is ignored"
+        );
+        assert!(!color_wanted(true, Some(OsStr::new("1"))));
+        assert!(
+            !color_wanted(true, Some(OsStr::new("0"))),
+            "any non-empty value counts"
+        );
+        assert!(!color_wanted(false, None), "never on a pipe or a file");
+    }
+}

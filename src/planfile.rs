@@ -18,7 +18,69 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::detect::{Plan, ReviewReason};
-use crate::preview::{Estimate, LiveSummary};
+use crate::options::{BackupScope, Keep};
+use crate::validate::{LiveProblem, LiveTickets};
+
+/// What the merge run will cost in API calls and time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Estimate {
+    pub pairs: u64,
+    pub api_calls: u64,
+    pub calls_per_pair: f64,
+    /// At the configured pacing: `api_calls × period / calls`.
+    pub seconds: f64,
+    pub rate_limit_calls: u32,
+    pub rate_limit_period_s: f64,
+    pub keep: Keep,
+    pub backup_scope: BackupScope,
+    /// Contacts of pairs whose TICKET_COUNT is empty (counted as 0 tickets).
+    pub unknown_ticket_counts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LiveOutcome {
+    /// The pair still holds.
+    Passed,
+    /// DevRev's state refuses the pair; moved to needs-review.
+    Refused,
+    /// The check could not be made (API error after retries); moved to needs-review.
+    Error,
+}
+
+/// One pair's live check, as written to the plan file.
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveResult {
+    pub email: String,
+    pub primary: String,
+    pub secondary: String,
+    pub outcome: LiveOutcome,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<LiveProblem>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Tickets DevRev lists now (only for pairs that passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live_tickets: Option<LiveTickets>,
+    pub csv_tickets_primary: Option<u64>,
+    pub csv_tickets_secondary: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LiveSummary {
+    pub base_url: String,
+    pub checked: u64,
+    pub passed: u64,
+    pub refused: u64,
+    pub errors: u64,
+    /// Pairs whose live ticket counts differ from TICKET_COUNT (a warning: the warehouse
+    /// counts owned/created/reported tickets, DevRev lists reported ones).
+    pub ticket_count_differences: u64,
+    pub api_calls: u64,
+    pub results: Vec<LiveResult>,
+}
 
 /// The plan file (`reports/plan-<ts>.json`) and `--json` output.
 #[derive(Debug, Serialize)]
@@ -159,7 +221,6 @@ fn write_array<T: Serialize + Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{BackupScope, Keep};
     use crate::detect::{self, DetectOptions};
 
     #[test]
@@ -179,7 +240,7 @@ mod tests {
             detect::plan_from_reader("c.csv", std::io::Cursor::new(csv.into_bytes()), &opts)
                 .unwrap();
         plan.move_pair_to_review(0, ReviewReason::LiveNotFound, "gone".into());
-        let est = crate::preview::Estimate {
+        let est = Estimate {
             pairs: 1,
             api_calls: 2,
             calls_per_pair: 2.0,
@@ -190,7 +251,7 @@ mod tests {
             backup_scope: BackupScope::Secondary,
             unknown_ticket_counts: 0,
         };
-        let live = crate::preview::LiveSummary {
+        let live = LiveSummary {
             base_url: "http://127.0.0.1:1/".into(),
             checked: 1,
             passed: 0,

@@ -6,44 +6,25 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use serde::Serialize;
 use tracing::Instrument;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use crate::cli::{BackupScope, Keep};
 use crate::config::Config;
-use crate::detect::{self, Contact, DetectOptions, Pair, Plan, ReviewGroup, ReviewReason};
+use crate::detect::{Contact, Pair, Plan, ReviewGroup, ReviewReason};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::{AppError, code};
-use crate::fsutil;
-use crate::output;
-use crate::planfile::{self, PlanReport};
-use crate::validate::{self, LiveCheck, LiveProblem, LiveTickets};
+use crate::options::{BackupScope, Keep};
+pub use crate::planfile::{Estimate, LiveOutcome, LiveResult, LiveSummary};
+use crate::validate::{self, LiveCheck, LiveProblem};
 
 /// Rows shown per table on a terminal; the plan file always has everything.
-const TERMINAL_ROWS: usize = 20;
+pub const TERMINAL_ROWS: usize = 20;
 
 /// Pairs checked at once by `--check-live` (the client's pacer still bounds the rate; a few in
 /// flight keep the budget busy while one waits for an answer).
 const LIVE_CONCURRENCY: usize = 4;
 
 // ---- the estimate -----------------------------------------------------------------------
-
-/// What the merge run will cost in API calls and time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Estimate {
-    pub pairs: u64,
-    pub api_calls: u64,
-    pub calls_per_pair: f64,
-    /// At the configured pacing: `api_calls × period / calls`.
-    pub seconds: f64,
-    pub rate_limit_calls: u32,
-    pub rate_limit_period_s: f64,
-    pub keep: Keep,
-    pub backup_scope: BackupScope,
-    /// Contacts of pairs whose TICKET_COUNT is empty (counted as 0 tickets).
-    pub unknown_ticket_counts: u64,
-}
 
 /// `ceil(n / page)`, at least one call (an empty list is still one request).
 fn pages(n: u64, page: u64) -> u64 {
@@ -108,54 +89,10 @@ fn seconds_for(calls: u64, cfg: &Config) -> f64 {
 
 // ---- the live check ---------------------------------------------------------------------
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LiveOutcome {
-    /// The pair still holds.
-    Passed,
-    /// DevRev's state refuses the pair; moved to needs-review.
-    Refused,
-    /// The check could not be made (API error after retries); moved to needs-review.
-    Error,
-}
-
-/// One pair's live check, as written to the plan file.
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveResult {
-    pub email: String,
-    pub primary: String,
-    pub secondary: String,
-    pub outcome: LiveOutcome,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub problems: Vec<LiveProblem>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// Tickets DevRev lists now (only for pairs that passed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub live_tickets: Option<LiveTickets>,
-    pub csv_tickets_primary: Option<u64>,
-    pub csv_tickets_secondary: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LiveSummary {
-    pub base_url: String,
-    pub checked: u64,
-    pub passed: u64,
-    pub refused: u64,
-    pub errors: u64,
-    /// Pairs whose live ticket counts differ from TICKET_COUNT (a warning: the warehouse
-    /// counts owned/created/reported tickets, DevRev lists reported ones).
-    pub ticket_count_differences: u64,
-    pub api_calls: u64,
-    pub results: Vec<LiveResult>,
-}
-
 /// Errors that end the whole check: nothing more can be learned by going on.
 fn is_fatal(e: &ApiError) -> bool {
-    e.exit_code() != code::SOME_FAILED || (e.is_not_found() && e.kind() != Some("not_found"))
+    crate::error::api_exit_code(e) != code::SOME_FAILED
+        || (e.is_not_found() && e.kind() != Some("not_found"))
 }
 
 async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, ApiError> {
@@ -209,7 +146,7 @@ async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, Api
 }
 
 /// Checks every pair of `plan` live and moves the ones that fail to needs-review.
-async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppError> {
+pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppError> {
     let client = DevRevClient::new(cfg.client_config()?)?;
     let n = plan.pairs.len();
     if n > 0 {
@@ -285,74 +222,6 @@ async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppErr
     Ok(summary)
 }
 
-/// Runs `--preview` for `csv`.
-pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
-    // Without a token the live check cannot run: say so before reading a large file.
-    if live {
-        cfg.client_config()?;
-    }
-    let opts = DetectOptions {
-        keep: cfg.keep,
-        email_domain: cfg.email_domain.clone(),
-    };
-    let started = std::time::Instant::now();
-    let mut plan = detect::plan_from_csv(csv, &opts)?;
-    tracing::debug!(
-        ms = started.elapsed().as_millis() as u64,
-        rows = plan.rows_read,
-        "plan built"
-    );
-    let live_summary = if live {
-        Some(check_live(cfg, &mut plan).await?)
-    } else {
-        None
-    };
-    let est = estimate(&plan, cfg);
-
-    let report = PlanReport {
-        kind: "devrev-merge plan",
-        format_version: 1,
-        tool_version: env!("CARGO_PKG_VERSION"),
-        generated_at: chrono::Local::now().to_rfc3339(),
-        plan: &plan,
-        review_counts: plan.review_counts(),
-        estimate: &est,
-        live_check: live_summary.as_ref(),
-    };
-    let path = fsutil::unique_path(&cfg.report_dir, "plan", "json");
-    fsutil::write_private_atomic_with(&path, false, |w| planfile::write(w, &report)).map_err(
-        |e| AppError::CantCreate(format!("cannot write the plan to {}: {e}", path.display())),
-    )?;
-
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
-    if cfg.json {
-        // The very bytes of the plan file: what is printed is what was saved.
-        let mut saved = std::fs::File::open(&path).map_err(|e| {
-            AppError::io(format!("cannot read back the plan {}", path.display()), e)
-        })?;
-        output::data(|w| io::copy(&mut saved, w).map(|_| ()))?;
-    } else {
-        let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
-        output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
-    }
-    if cfg.json && !cfg.quiet {
-        output::human(&format!("Plan written to {}\n", path.display()));
-    }
-    let outcome = match &live_summary {
-        Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(
-            "{} pair(s) could not be checked live (API errors after retries); they are listed \
-             under needs review as live_check_failed in {}. Run the preview again to retry.",
-            s.errors,
-            path.display()
-        ))),
-        _ => Ok(()),
-    };
-    // The process ends right after this: freeing a million-row plan string by string costs
-    // a noticeable fraction of the run and gives nothing back.
-    std::mem::forget(plan);
-    outcome
-}
-
 // ---- human output -------------------------------------------------------------------------
 
 /// `1234567` → `1,234,567`.
@@ -360,7 +229,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -672,7 +541,7 @@ fn print_tables<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::Contact;
+    use crate::detect::{self, Contact, DetectOptions};
 
     fn contact(id: &str, r: &str, t: Option<u64>) -> Contact {
         Contact {

@@ -206,13 +206,13 @@ fn check_contact(
     problems: &mut Vec<LiveProblem>,
 ) {
     let live_ref = live.external_ref.as_deref().map(str::trim);
-    if let Some(pi) = &live.primary_identity {
-        if pi.id != live.id {
-            problems.push(LiveProblem::AlreadyMerged {
-                role,
-                evidence: format!("primary_identity is {}", pi.id),
-            });
-        }
+    if let Some(pi) = &live.primary_identity
+        && pi.id != live.id
+    {
+        problems.push(LiveProblem::AlreadyMerged {
+            role,
+            evidence: format!("primary_identity is {}", pi.id),
+        });
     }
     if let Some(r) = live_ref.filter(|r| classify_ref(r) == RefClass::Drop) {
         problems.push(LiveProblem::AlreadyMerged {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::BackupScope;
+use crate::options::BackupScope;
 
 /// The manifest: sizes, checksums and counts of everything in the folder.
 pub const MANIFEST_FILE: &str = "verification.json";

@@ -6,7 +6,6 @@
 //! `conversations/<TKT-n | conversation display id>/messages.json` and `.../attachments/`,
 //! and `verification.json` with the size and sha256 of every file and the counts.
 
-pub mod commands;
 pub mod layout;
 pub mod manifest;
 pub mod verify;
@@ -18,11 +17,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cli::BackupScope;
 use crate::detect::Pair;
 use crate::devrev::types::{ArtifactSummary, Conversation, RevUser, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::fsutil;
+use crate::options::BackupScope;
 
 pub use layout::FAKE_FREE_BYTES_ENV;
 use manifest::*;
@@ -71,6 +70,21 @@ pub enum BackupError {
     /// The backup was written but does not verify; the pair must not be merged.
     #[error("backup verification failed: {0}")]
     Verification(String),
+}
+
+/// How a backup failure ends a command: the feature maps its own error into the top-level one.
+impl From<BackupError> for crate::error::AppError {
+    fn from(e: BackupError) -> Self {
+        use crate::error::AppError;
+        match e {
+            BackupError::Api(e) => AppError::Api(e),
+            e @ BackupError::NoSpace { .. } => AppError::CantCreate(format!(
+                "{e}. Nothing was written for this pair: free some space or choose another --backup-dir."
+            )),
+            e @ BackupError::Io { .. } => AppError::CantCreate(e.to_string()),
+            e @ BackupError::Verification(_) => AppError::SomeFailed(e.to_string()),
+        }
+    }
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> BackupError {

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::cli::BackupScope;
+use crate::options::BackupScope;
 
 use super::manifest::*;
 

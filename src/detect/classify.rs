@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::scan::{HashSet64, Pass2, Tally, id_hash, sort_pairs_by_email};
 use super::{Contact, Pair, RefClass, ReviewGroup, ReviewReason, Singles, normalize_email_into};
-use crate::cli::Keep;
+use crate::options::Keep;
 
 /// The plan's buckets once every group is classified, sorted so the plan does not depend on
 /// the order of the rows.

@@ -32,9 +32,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::Keep;
 use crate::csvrec::{RawReader, RawRecord};
 use crate::error::AppError;
+use crate::options::Keep;
 
 pub use rows::MAX_PROBLEMS;
 use rows::{Col, read_err, read_header};

@@ -8,9 +8,9 @@ use std::io::{Read, Seek};
 
 use super::rows::{Col, Layout, Problems, check_row, read_header, stopped};
 use super::{Contact, Pair, RefClass, Singles, classify_ref, in_domain, normalize_email_into};
-use crate::cli::Keep;
 use crate::csvrec::{RawReader, RawRecord, read_pipelined};
 use crate::error::AppError;
+use crate::options::Keep;
 
 /// A fast 64-bit hash (8 bytes per step, MurmurHash3's finalizer). It only decides what to
 /// re-read: a collision, even a crafted one, costs a re-read and never changes the plan.
@@ -222,11 +222,11 @@ pub(super) fn pass1<R: Read + Send>(
                 return Ok(());
             }
             normalize_email_into(row.get(Col::Email), &mut email);
-            if let Some(d) = domain {
-                if !in_domain(&email, d) {
-                    outside_domain += 1;
-                    return Ok(());
-                }
+            if let Some(d) = domain
+                && !in_domain(&email, d)
+            {
+                outside_domain += 1;
+                return Ok(());
             }
             let id = id_hash(row.get(Col::RevUserId));
             if email.is_empty() {

@@ -239,21 +239,20 @@ impl DevRevClient {
             remaining: num("x-ratelimit-remaining"),
             reset: num("x-ratelimit-reset"),
         };
-        if rh.remaining == Some(0) {
-            if let Some(reset) = rh.reset {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs();
-                // Never trust a far-future reset blindly (clock skew): cap at one window.
-                let wait =
-                    Duration::from_secs(reset.saturating_sub(now)).min(self.max_server_wait());
-                tracing::info!(
-                    wait_s = wait.as_secs(),
-                    "DevRev reports the rate budget spent; waiting for its reset"
-                );
-                self.block_until(Instant::now() + wait);
-            }
+        if rh.remaining == Some(0)
+            && let Some(reset) = rh.reset
+        {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            // Never trust a far-future reset blindly (clock skew): cap at one window.
+            let wait = Duration::from_secs(reset.saturating_sub(now)).min(self.max_server_wait());
+            tracing::info!(
+                wait_s = wait.as_secs(),
+                "DevRev reports the rate budget spent; waiting for its reset"
+            );
+            self.block_until(Instant::now() + wait);
         }
         if rh.limit.is_some() || rh.remaining.is_some() || rh.reset.is_some() {
             *self.last_rate.lock().expect("rate lock") = Some(rh);
@@ -675,11 +674,11 @@ impl DevRevClient {
             let status = resp.status().as_u16();
             if !(200..300).contains(&status) {
                 // A 429 on a download is a storage throttle: wait and retry like a 5xx.
-                if matches!(status, 429 | 500 | 502 | 503 | 504) {
-                    if let Some(d) = backoff.next() {
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
+                if matches!(status, 429 | 500 | 502 | 503 | 504)
+                    && let Some(d) = backoff.next()
+                {
+                    tokio::time::sleep(d).await;
+                    continue;
                 }
                 return Err(ApiError::Status {
                     endpoint: "artifact download".into(),

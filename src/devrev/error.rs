@@ -113,20 +113,4 @@ impl ApiError {
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
-
-    /// Exit code when this error ends the whole command (DESIGN §8).
-    pub fn exit_code(&self) -> u8 {
-        use crate::error::code;
-        match self {
-            ApiError::Status { status, .. } if *status == 401 || *status == 403 => {
-                code::NO_PERMISSION
-            }
-            ApiError::Unreachable { .. } => code::UNAVAILABLE,
-            ApiError::Status { status, .. } if *status == 429 || *status >= 500 => {
-                code::UNAVAILABLE
-            }
-            ApiError::Cancelled => code::INTERRUPTED,
-            _ => code::SOME_FAILED,
-        }
-    }
 }

@@ -9,8 +9,8 @@ use super::report::RunOutcome;
 use super::saga::{self, PairResult, PairRun, SagaCtx};
 use super::savepoint::Savepoint;
 use super::schedule::{self, Item};
-use crate::cli::Keep;
 use crate::error::AppError;
+use crate::options::Keep;
 
 /// How the pairs went.
 pub struct Executed {

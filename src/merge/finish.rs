@@ -89,7 +89,7 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
     {
         tracing::warn!("{e}; the report is in {}", path.display());
     }
-    if !cfg.quiet {
+    if !cfg.printer.is_quiet() {
         report::print_summary(&report, &path, &cfg.savepoint);
     }
 

@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupSummary;
-use crate::cli::Keep;
+use crate::options::Keep;
 use crate::validate::Role;
 
 /// The format version this build reads and writes. Bump it (and refuse older or newer files

@@ -101,15 +101,6 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         rand::random::<u32>() & 0xff_ffff
     );
 
-    // A zero timeout would make "not merged a full --merge-timeout after the request" true
-    // at once, and a lost answer could then lead to a second merge request.
-    if cfg.merge_timeout.is_zero() {
-        return Err(AppError::Config(
-            "--merge-timeout 0 is not allowed: DevRev applies merges after a delay, so the run \
-             must be able to wait for one (default 120 s)"
-                .into(),
-        ));
-    }
     let plan = detect::plan_from_csv(
         csv,
         &DetectOptions {
@@ -203,9 +194,7 @@ fn confirm(
     ));
     if cfg.yes {
         // -q asks for errors only; with --yes nobody reads the question anyway.
-        if !cfg.quiet {
-            output::human(&text);
-        }
+        cfg.printer.note(&text);
         return Ok(());
     }
     output::human(&text);

@@ -10,13 +10,13 @@ use serde::Serialize;
 
 use super::journal::{MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
 use super::saga::{PairResult, PairRun, StepRecord};
-use crate::cli::{BackupScope, Keep};
 use crate::config::Config;
 use crate::detect::{Pair, Plan};
 use crate::devrev::types::Organization;
 use crate::devrev::{DevRevClient, EndpointStats, RateHeaders};
 use crate::error::AppError;
 use crate::fsutil;
+use crate::options::{BackupScope, Keep};
 use crate::output;
 
 /// How the run as a whole ended.

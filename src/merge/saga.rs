@@ -47,11 +47,11 @@ use super::journal::{
 };
 use super::savepoint::Savepoint;
 use crate::backup::{self, BackupError, BackupInput};
-use crate::cli::{BackupScope, Keep};
 use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
+use crate::options::{BackupScope, Keep};
 use crate::validate::{self, LiveCheck, LiveProblem};
 
 impl PairError {
@@ -590,14 +590,13 @@ impl Saga<'_, '_> {
 
     async fn request_merge(&mut self) -> StepResult {
         // An earlier request whose outcome is unknown: find out, never ask again blindly.
-        if let Some(m) = self.rec().merge.clone() {
-            if !m
+        if let Some(m) = self.rec().merge.clone()
+            && !m
                 .outcome
                 .as_ref()
                 .is_some_and(MergeOutcome::certainly_not_applied)
-            {
-                return self.resolve_intent(m).await;
-            }
+        {
+            return self.resolve_intent(m).await;
         }
         let (primary, secondary) = (self.primary(), self.secondary());
         let requested_at = Utc::now();

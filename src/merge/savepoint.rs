@@ -272,8 +272,8 @@ impl Savepoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Keep;
     use crate::merge::journal::{MergeIntent, MergeOutcome, Step};
+    use crate::options::Keep;
     use std::os::unix::fs::PermissionsExt;
 
     fn rec(n: u32) -> PairRecord {

@@ -132,11 +132,11 @@ mod tests {
     use chrono::Utc;
 
     use super::*;
-    use crate::cli::Keep;
     use crate::detect::Contact;
     use crate::merge::journal::{
         MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairRecord, PairStatus,
     };
+    use crate::options::Keep;
 
     fn contact(id: &str) -> Contact {
         Contact {

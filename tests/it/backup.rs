@@ -9,11 +9,11 @@ use std::time::Duration;
 use assert_cmd::Command;
 use devrev_merge::backup::manifest::Manifest;
 use devrev_merge::backup::{self, BackupError, BackupInput, BackupSummary, TakeOptions};
-use devrev_merge::cli::BackupScope;
 use devrev_merge::detect::{Contact, Pair};
 use devrev_merge::devrev::types::RevUser;
 use devrev_merge::devrev::{ClientConfig, DevRevClient};
 use devrev_merge::error::AppError;
+use devrev_merge::options::BackupScope;
 use serde_json::{Value, json};
 
 use crate::closed_pipe;

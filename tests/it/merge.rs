@@ -1241,3 +1241,27 @@ fn api_calls_per_pair_match_the_formula() {
     );
     assert_eq!(calls, want, "the formula in the README");
 }
+
+#[test]
+fn json_prints_the_report_and_nothing_else_on_stdout() {
+    let w = World::new(
+        spec(3, 1, 31),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let mut args = w.run_args();
+    args.push("--json");
+    let a = w.cmd().args(&args).assert();
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let stdout = String::from_utf8(a.get_output().stdout.clone()).unwrap();
+    // `from_str` fails on anything after the one JSON value, so stdout is the report alone.
+    let printed: Value = serde_json::from_str(&stdout).expect("stdout is one JSON document");
+    assert_eq!(
+        printed,
+        w.last_report(),
+        "stdout is the report that was saved"
+    );
+    assert!(
+        stderr(&a).contains("merged"),
+        "the human summary stays on stderr"
+    );
+}

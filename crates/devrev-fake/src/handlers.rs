@@ -346,15 +346,16 @@ pub(crate) fn validate(ep: &Endpoint, body: &Value) -> Result<(), Reply> {
             return Err(missing(r));
         }
     }
-    if let Some(mode) = map.get("mode").and_then(Value::as_str) {
-        if mode != "after" && mode != "before" {
-            return Err(error(
-                400,
-                "invalid_enum_value",
-                "Invalid value for mode",
-                json!({"field_name": "mode", "value": mode, "allowed_values": ["after", "before"]}),
-            ));
-        }
+    if let Some(mode) = map.get("mode").and_then(Value::as_str)
+        && mode != "after"
+        && mode != "before"
+    {
+        return Err(error(
+            400,
+            "invalid_enum_value",
+            "Invalid value for mode",
+            json!({"field_name": "mode", "value": mode, "allowed_values": ["after", "before"]}),
+        ));
     }
     Ok(())
 }
@@ -1176,20 +1177,18 @@ fn works_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         .unwrap_or("ticket")
         .to_string();
     let req_type = s(body, "type");
-    if let Some(t) = req_type {
-        if t != kind {
-            return Err(bad_request(&format!("work {id} is a {kind}, not a {t}")));
-        }
+    if let Some(t) = req_type
+        && t != kind
+    {
+        return Err(bad_request(&format!("work {id} is a {kind}, not a {t}")));
     }
-    if let Some(map) = body.as_object() {
-        if let Some(f) = map
+    if let Some(map) = body.as_object()
+        && let Some(f) = map
             .keys()
             .find(|k| TICKET_UPDATE_FIELDS.contains(&k.as_str()))
-        {
-            if req_type != Some("ticket") {
-                return Err(invalid_field(f));
-            }
-        }
+        && req_type != Some("ticket")
+    {
+        return Err(invalid_field(f));
     }
     let reported = match str_list(body.get("reported_by").and_then(|r| r.get("set"))) {
         Some(ids) => Some(user_summaries(ctx.state, "reported_by.set", &ids)?),

@@ -578,13 +578,12 @@ fn api(
     if let Some(v) = headers
         .get("x-devrev-version")
         .and_then(|v| v.to_str().ok())
+        && !KNOWN_VERSIONS.contains(&v)
     {
-        if !KNOWN_VERSIONS.contains(&v) {
-            return with_rate(Answer::json(
-                400,
-                &json!({"type": "invalid_api_version", "message": "Invalid API version", "value": v}),
-            ));
-        }
+        return with_rate(Answer::json(
+            400,
+            &json!({"type": "invalid_api_version", "message": "Invalid API version", "value": v}),
+        ));
     }
     if inner.opts.forbidden {
         return with_rate(Answer::json(

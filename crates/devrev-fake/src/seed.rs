@@ -600,10 +600,10 @@ impl<'a> Generator<'a> {
         }
         // Real exports have mostly empty full names (DESIGN §9). Decided by the id's hash, not
         // the RNG, so every other generated value stays what it was.
-        if fnv1a(rid.as_bytes()) % 4 != 0 {
-            if let Some(o) = u.as_object_mut() {
-                o.remove("full_name");
-            }
+        if !fnv1a(rid.as_bytes()).is_multiple_of(4)
+            && let Some(o) = u.as_object_mut()
+        {
+            o.remove("full_name");
         }
         if self.rng.pct(30) {
             let n = self.rng.range(100_000_000, 999_999_999);
@@ -773,10 +773,10 @@ impl<'a> Generator<'a> {
             );
             for _ in 0..n {
                 let mut ids = vec![who.clone()];
-                if self.rng.pct(self.spec.shared_ticket_pct) {
-                    if let Some(ps) = self.partners.get(&who) {
-                        ids.extend(ps.iter().cloned());
-                    }
+                if self.rng.pct(self.spec.shared_ticket_pct)
+                    && let Some(ps) = self.partners.get(&who)
+                {
+                    ids.extend(ps.iter().cloned());
                 }
                 let extra = self
                     .rng
@@ -918,10 +918,10 @@ impl<'a> Generator<'a> {
                 self.next_conversation += 1;
                 let id = self.don("core", &format!("conversation/{n}"));
                 let mut members = vec![self.rev_summary(&s)];
-                if self.rng.pct(30) {
-                    if let Some(p) = self.partners.get(&s).and_then(|p| p.first()).cloned() {
-                        members.push(self.rev_summary(&p));
-                    }
+                if self.rng.pct(30)
+                    && let Some(p) = self.partners.get(&s).and_then(|p| p.first()).cloned()
+                {
+                    members.push(self.rev_summary(&p));
                 }
                 if self.rng.pct(50) {
                     let i = self.rng.range(0, 2);
@@ -1068,10 +1068,10 @@ pub fn user_summary(u: &Value) -> Value {
         "external_ref",
         "rev_org",
     ] {
-        if let Some(v) = u.get(k) {
-            if !v.is_null() {
-                s.insert(k.into(), v.clone());
-            }
+        if let Some(v) = u.get(k)
+            && !v.is_null()
+        {
+            s.insert(k.into(), v.clone());
         }
     }
     Value::Object(s)

@@ -1,5 +1,5 @@
-//! The two backup commands: `--verify-backups DIR [--against-api]` and
-//! `--csv FILE --backup-only`.
+//! `--verify-backups DIR [--against-api]`: re-check every backup folder (checksums, sizes,
+//! counts) and, on request, compare each one's ticket ids with DevRev (read-only).
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -7,19 +7,13 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use serde_json::Value;
-use tracing::Instrument;
 
+use crate::backup::manifest::{Counts, MANIFEST_FILE, PARTIAL_SUFFIX};
+use crate::backup::{layout, load_tickets, verify};
 use crate::config::Config;
-use crate::detect::{Contact, DetectOptions, Pair};
 use crate::devrev::DevRevClient;
-use crate::devrev::types::RevUser;
 use crate::error::AppError;
 use crate::output;
-
-use super::manifest::{Counts, MANIFEST_FILE, PARTIAL_SUFFIX};
-use super::{BackupError, BackupInput, BackupSummary, layout, load_tickets, verify};
-
-// ---- --verify-backups ------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,7 +143,7 @@ pub fn check_root(root: &Path) -> Result<Vec<BackupCheck>, AppError> {
 
 /// Compares one backup's ticket ids with what DevRev lists now for the same two contacts.
 async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Result<(), AppError> {
-    let meta = match super::load_metadata(&check.dir) {
+    let meta = match crate::backup::load_metadata(&check.dir) {
         Ok(m) => m,
         Err(e) => {
             check
@@ -233,7 +227,7 @@ async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Res
 }
 
 /// `--verify-backups DIR`: one line per backup, a summary, exit 0 only when all pass.
-pub async fn verify_backups(cfg: &Config, root: &Path, against_api: bool) -> Result<(), AppError> {
+pub async fn run(cfg: &Config, root: &Path, against_api: bool) -> Result<(), AppError> {
     let mut checks = check_root(root)?;
     if checks.is_empty() {
         // Fail closed: "0 backup folder(s), all OK" for the wrong folder would read as a pass.
@@ -325,231 +319,4 @@ fn print_verify(w: &mut impl Write, r: &VerifyReport) -> io::Result<()> {
         "{} backup folder(s): {} OK, {} FAILED, {} leftover, {} in progress",
         s.total, s.ok, s.failed, s.leftovers, s.in_progress
     )
-}
-
-// ---- --backup-only ---------------------------------------------------------------------
-
-fn print_backup_only(
-    w: &mut impl Write,
-    report: &BackupOnlyReport,
-    planned: usize,
-) -> io::Result<()> {
-    for p in &report.pairs {
-        match (&p.backup, &p.error) {
-            (Some(b), _) => writeln!(
-                w,
-                "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
-                p.email,
-                b.dir.display(),
-                b.tickets,
-                b.timeline_entries,
-                b.attachments,
-                b.conversations,
-                b.bytes
-            )?,
-            (None, Some(e)) => writeln!(w, "FAILED  {}  {e}", p.email)?,
-            (None, None) => {}
-        }
-        if let Some(b) = &p.backup {
-            for warning in &b.warnings {
-                writeln!(w, "        warning: {warning}")?;
-            }
-        }
-    }
-    let not_reached = planned - report.pairs.len();
-    writeln!(
-        w,
-        "{planned} pair(s): {} backed up and verified, {} failed{}",
-        report.ok,
-        report.failed,
-        if not_reached > 0 {
-            format!(", {not_reached} not reached")
-        } else {
-            String::new()
-        }
-    )
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PairBackup {
-    pub email: String,
-    pub primary: String,
-    pub secondary: String,
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub backup: Option<BackupSummary>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BackupOnlyReport {
-    pub run_id: String,
-    pub backup_dir: PathBuf,
-    pub pairs: Vec<PairBackup>,
-    pub ok: usize,
-    pub failed: usize,
-    /// Set when the run stopped before the last pair (no space, no permission, no DevRev).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stopped: Option<String>,
-}
-
-/// An error that will hit every following pair too, so the run stops.
-fn stops_the_run(e: &BackupError) -> bool {
-    match e {
-        BackupError::NoSpace { .. } => true,
-        BackupError::Io { .. } => true,
-        BackupError::Api(a) => {
-            matches!(a.status(), Some(401 | 403))
-                || matches!(a, crate::devrev::ApiError::Unreachable { .. })
-        }
-        BackupError::Verification(_) => false,
-    }
-}
-
-fn to_app_error(e: BackupError) -> AppError {
-    AppError::from(e)
-}
-
-/// Why one pair of `--backup-only` has no backup.
-#[derive(Debug, thiserror::Error)]
-enum PairFailure {
-    /// A contact of the CSV is gone from DevRev: usually merged since the export.
-    #[error(
-        "the {role} contact {display_id} ({don}) was not found in DevRev (HTTP 404): it may \
-         already have been merged, or was deleted. Export the contacts again to see the pair \
-         as it is now"
-    )]
-    ContactGone {
-        role: &'static str,
-        display_id: String,
-        don: String,
-    },
-    #[error(transparent)]
-    Backup(#[from] BackupError),
-}
-
-async fn get_contact(
-    client: &DevRevClient,
-    contact: &Contact,
-    role: &'static str,
-) -> Result<RevUser, PairFailure> {
-    client
-        .rev_users_get(&contact.rev_user_id)
-        .await
-        .map_err(|e| {
-            if e.is_not_found() {
-                PairFailure::ContactGone {
-                    role,
-                    display_id: contact.display_id(),
-                    don: contact.rev_user_id.clone(),
-                }
-            } else {
-                PairFailure::Backup(e.into())
-            }
-        })
-}
-
-async fn back_up_pair(
-    client: &DevRevClient,
-    cfg: &Config,
-    pair: &Pair,
-    run_id: &str,
-) -> Result<BackupSummary, PairFailure> {
-    let primary = get_contact(client, &pair.primary, "primary").await?;
-    let secondary = get_contact(client, &pair.secondary, "secondary").await?;
-    super::take(
-        client,
-        BackupInput {
-            pair,
-            primary: &primary,
-            secondary: &secondary,
-            run_id,
-            scope: cfg.backup_scope,
-            root: &cfg.backup_dir,
-        },
-    )
-    .await
-    .map_err(PairFailure::Backup)
-}
-
-/// `--csv FILE --backup-only`: back up and verify every clean pair, merge nothing.
-pub async fn backup_only(cfg: &Config, csv: &Path) -> Result<(), AppError> {
-    let plan = crate::detect::plan_from_csv(
-        csv,
-        &DetectOptions {
-            keep: cfg.keep,
-            email_domain: cfg.email_domain.clone(),
-        },
-    )?;
-    let client = DevRevClient::new(cfg.client_config()?)?;
-    let run_id = format!("backup-{}-{}", crate::fsutil::stamp(), std::process::id());
-    tracing::info!(pairs = plan.pairs.len(), dir = %cfg.backup_dir.display(), "backing up every clean pair (no merge)");
-
-    let span = crate::progress_span!("backup", plan.pairs.len());
-    let mut results = Vec::new();
-    let mut stopped: Option<BackupError> = None;
-    async {
-        use tracing_indicatif::span_ext::IndicatifSpanExt as _;
-        for pair in &plan.pairs {
-            tracing::Span::current().pb_set_message(&pair.email);
-            let res = back_up_pair(&client, cfg, pair, &run_id).await;
-            tracing::Span::current().pb_inc(1);
-            let mut entry = PairBackup {
-                email: pair.email.clone(),
-                primary: pair.primary.rev_user_id.clone(),
-                secondary: pair.secondary.rev_user_id.clone(),
-                ok: res.is_ok(),
-                backup: None,
-                error: None,
-            };
-            match res {
-                Ok(summary) => entry.backup = Some(summary),
-                Err(e @ PairFailure::ContactGone { .. }) => {
-                    let e = e.to_string();
-                    tracing::error!(email = %pair.email, error = %e, "backup failed");
-                    entry.error = Some(e);
-                }
-                Err(PairFailure::Backup(e)) => {
-                    tracing::error!(email = %pair.email, error = %e, "backup failed");
-                    entry.error = Some(e.to_string());
-                    if stops_the_run(&e) {
-                        results.push(entry);
-                        stopped = Some(e);
-                        break;
-                    }
-                }
-            }
-            results.push(entry);
-        }
-    }
-    .instrument(span)
-    .await;
-
-    let ok = results.iter().filter(|p| p.ok).count();
-    let failed = results.len() - ok;
-    let report = BackupOnlyReport {
-        run_id,
-        backup_dir: cfg.backup_dir.clone(),
-        ok,
-        failed,
-        stopped: stopped.as_ref().map(|e| e.to_string()),
-        pairs: results,
-    };
-    if cfg.json {
-        output::json(&report)?;
-    } else {
-        output::data(|w| print_backup_only(w, &report, plan.pairs.len()))?;
-    }
-    if let Some(e) = stopped {
-        return Err(to_app_error(e));
-    }
-    if report.failed > 0 {
-        return Err(AppError::SomeFailed(format!(
-            "{} of {} pair backup(s) failed; nothing was merged",
-            report.failed,
-            plan.pairs.len()
-        )));
-    }
-    Ok(())
 }

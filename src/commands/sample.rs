@@ -7,14 +7,12 @@
 
 use std::collections::HashSet;
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::cli::Cli;
-use crate::config::Config;
+use crate::config::{Config, SampleArgs};
 use crate::detect::{self, DetectOptions, Pair};
 use crate::error::AppError;
 use crate::fsutil;
@@ -44,13 +42,6 @@ pub fn choose(pairs: &[Pair], n: usize, seed: u64) -> Vec<&Pair> {
     v.into_iter().take(n).map(|(_, p)| p).collect()
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
-}
-
 #[derive(Serialize)]
 struct SampleReport<'a> {
     input: String,
@@ -60,33 +51,10 @@ struct SampleReport<'a> {
     pairs: Vec<&'a Pair>,
 }
 
-/// Runs `--create-test-sample`.
-pub fn run(cli: &Cli, cfg: &Config) -> Result<(), AppError> {
-    let (Some(input), Some(output)) = (cli.input.as_deref(), cli.output.as_deref()) else {
-        return Err(AppError::Usage(
-            "--create-test-sample needs --input FILE and --output FILE".into(),
-        ));
-    };
-    let size = cli.size;
-    if size == 0 || size % 2 != 0 {
-        return Err(AppError::Usage(format!(
-            "--size {size}: the sample holds whole pairs (two rows each), so --size must be an \
-             even number of at least 2, e.g. --size 4 for two pairs"
-        )));
-    }
-    if same_file(input, output) {
-        return Err(AppError::Usage(format!(
-            "--output {} is the input file itself; choose another name",
-            output.display()
-        )));
-    }
-    if output.exists() && !cli.force {
-        return Err(AppError::CantCreate(format!(
-            "{} already exists; add --force to overwrite it, or choose another --output",
-            output.display()
-        )));
-    }
-
+/// Runs `--create-test-sample`; `args` were checked by `config.rs` (even size, output not the
+/// input, no overwrite without `--force`).
+pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
+    let (input, output, size) = (args.input.as_path(), args.output.as_path(), args.size);
     let opts = DetectOptions {
         keep: cfg.keep,
         email_domain: cfg.email_domain.clone(),
@@ -102,7 +70,7 @@ pub fn run(cli: &Cli, cfg: &Config) -> Result<(), AppError> {
             plan.pairs.len() * 2
         )));
     }
-    let chosen = choose(&plan.pairs, want, cli.seed);
+    let chosen = choose(&plan.pairs, want, args.seed);
 
     let lines: HashSet<u64> = chosen
         .iter()
@@ -142,7 +110,7 @@ pub fn run(cli: &Cli, cfg: &Config) -> Result<(), AppError> {
     let bytes = w
         .into_inner()
         .map_err(|e| AppError::CantCreate(format!("cannot build the sample: {e}")))?;
-    fsutil::write_private_atomic_with(output, cli.force, |out| out.write_all(&bytes)).map_err(
+    fsutil::write_private_atomic_with(output, args.force, |out| out.write_all(&bytes)).map_err(
         |e| {
             if e.kind() == io::ErrorKind::AlreadyExists {
                 AppError::CantCreate(format!(
@@ -160,12 +128,12 @@ pub fn run(cli: &Cli, cfg: &Config) -> Result<(), AppError> {
             input: input.display().to_string(),
             output: output.display().to_string(),
             rows: original.rows.len(),
-            seed: cli.seed,
+            seed: args.seed,
             pairs: chosen.clone(),
         };
         crate::output::json(&report)
     } else {
-        crate::output::data(|w| print_chosen(w, &chosen, output, plan.pairs.len(), cli.seed))
+        crate::output::data(|w| print_chosen(w, &chosen, output, plan.pairs.len(), args.seed))
     }
 }
 

@@ -1,0 +1,26 @@
+//! The user's choices that shape a plan and a run: which contact survives, what to back up.
+//!
+//! Domain types, not command-line ones: detection, backups, the savepoint and the reports
+//! store them. They derive clap's `ValueEnum` only so the flags can name them directly.
+
+use clap::ValueEnum;
+
+/// Which contact of a pair survives the merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// Keep the REVU- contact; it adopts the user_ external_ref after the merge.
+    Revu,
+    /// Keep the user_ contact.
+    User,
+}
+
+/// Which tickets' timelines and attachments a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupScope {
+    /// Timelines and attachments of the secondary's tickets.
+    Secondary,
+    /// Timelines and attachments of both contacts' tickets.
+    Both,
+}

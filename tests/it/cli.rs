@@ -1,0 +1,126 @@
+//! The command line itself: generated completions and man page, `.env` errors, setting
+//! errors that name what the user typed, and the help text clap writes from its attributes.
+
+use crate::common::scrubbed_assert_cmd;
+
+fn output_of(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut c = scrubbed_assert_cmd(dir);
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn completions_are_generated_for_bash_zsh_and_fish_with_the_real_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = output_of(dir.path(), &["--generate-completions", shell], &[]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(out.contains("devrev-merge"), "{shell}: {out}");
+        for flag in ["csv", "backup-only", "verify-backups", "max-retries"] {
+            assert!(out.contains(flag), "{shell} completion lacks --{flag}");
+        }
+        assert!(err.is_empty(), "{shell}: {err}");
+    }
+    // Nothing but the script: no log folder, no report folder.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn the_man_page_is_generated_from_the_clap_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output_of(dir.path(), &["--generate-man"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".TH devrev-merge 1"), "{out}");
+    for flag in [
+        r"\-\-csv",
+        r"\-\-backup\-only",
+        r"\-\-test\-api",
+        r"\-\-max\-retries",
+    ] {
+        assert!(out.contains(flag), "man page lacks {flag}");
+    }
+}
+
+#[test]
+fn generators_are_not_combined_with_a_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = output_of(dir.path(), &["--generate-man", "--test-api"], &[]);
+    assert_eq!(code, 2);
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_malformed_env_file_is_exit_78_naming_the_file_and_line_not_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "RATE_LIMIT_CALLS=45\nDEVREV_API_TOKEN s3cr3t-tok\n",
+    )
+    .unwrap();
+    let (code, out, err) = output_of(dir.path(), &["--test-api"], &[]);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains(".env line 2"), "{err}");
+    assert!(!err.contains("s3cr3t"), "{err}");
+    assert!(!err.contains("no DevRev API token"), "{err}");
+    assert!(out.is_empty());
+}
+
+#[test]
+fn a_bad_max_retries_names_the_flag_or_the_variable_that_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = output_of(
+        dir.path(),
+        &["--test-api"],
+        &[("DEVREV_MAX_RETRIES", "lots"), ("DEVREV_API_TOKEN", "t")],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("DEVREV_MAX_RETRIES=\"lots\""), "{err}");
+    assert!(!err.contains("--devrev-max-retries"), "{err}");
+
+    let (code, _, err) = output_of(
+        dir.path(),
+        &["--test-api", "--max-retries", "lots"],
+        &[("DEVREV_API_TOKEN", "t")],
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("--max-retries=\"lots\""), "{err}");
+
+    // Every setting names its own real flag.
+    for flag in [
+        "--rate-limit-calls",
+        "--rate-limit-period",
+        "--connect-timeout",
+        "--read-timeout",
+    ] {
+        let (code, _, err) = output_of(dir.path(), &["--test-api", flag, "0"], &[]);
+        assert_eq!(code, 78, "{flag}: {err}");
+        assert!(err.contains(&format!("{flag}=\"0\"")), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn help_shows_env_and_default_from_clap_without_values_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = output_of(
+        dir.path(),
+        &["--help"],
+        &[
+            ("DEVREV_MAX_RETRIES", "7"),
+            ("DEVREV_BASE_URL", "https://env-value.example"),
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("[env: DEVREV_MAX_RETRIES]"), "{out}");
+    assert!(out.contains("[default: 3]"), "{out}");
+    assert!(out.contains("[env: DEVREV_BASE_URL]"), "{out}");
+    assert!(out.contains("[default: https://api.devrev.ai]"), "{out}");
+    assert!(!out.contains("env-value.example"), "{out}");
+}
