@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::backup::{self, manifest::Metadata, verify};
@@ -19,6 +20,8 @@ pub struct Item {
     pub meta: Metadata,
     pub tickets: Vec<Work>,
     pub conversations: Vec<Conversation>,
+    /// When the merge was requested (from a merge report), else when the backup was taken.
+    pub merged_at: DateTime<Utc>,
     /// Comments in the saved timelines written by the secondary (their authorship moved to
     /// the primary with the merge and cannot be given back through the API).
     pub secondary_comments: usize,
@@ -75,6 +78,8 @@ struct ReportPair {
     status: String,
     #[serde(default)]
     backup_dir: Option<PathBuf>,
+    #[serde(default)]
+    merge_requested_at: Option<DateTime<Utc>>,
 }
 
 /// Reads and verifies every input. Duplicates (a folder also named by a report) count once.
@@ -85,16 +90,26 @@ pub fn resolve(paths: &[PathBuf]) -> Result<Inputs, AppError> {
         if p.is_file() {
             read_report(p, &mut out, &mut seen)?;
         } else {
-            push_folder(p, &mut out, &mut seen)?;
+            push_folder(p, None, &mut out, &mut seen)?;
         }
     }
+    // Newest merge first: undoing in the reverse order of the merges means each pair meets
+    // the state its own merge left (later merges on shared tickets are already undone).
     out.items
-        .sort_by(|a, b| a.email().cmp(b.email()).then(a.key().cmp(&b.key())));
+        .sort_by(|a, b| b.merged_at.cmp(&a.merged_at).then(a.key().cmp(&b.key())));
     Ok(out)
 }
 
-fn push_folder(dir: &Path, out: &mut Inputs, seen: &mut BTreeSet<String>) -> Result<(), AppError> {
-    let item = load_folder(dir)?;
+fn push_folder(
+    dir: &Path,
+    merged_at: Option<DateTime<Utc>>,
+    out: &mut Inputs,
+    seen: &mut BTreeSet<String>,
+) -> Result<(), AppError> {
+    let mut item = load_folder(dir)?;
+    if let Some(t) = merged_at {
+        item.merged_at = t;
+    }
     if let Some(org) = org_of(&item.meta.primary_id) {
         out.orgs.insert(org);
     }
@@ -130,7 +145,7 @@ fn read_report(path: &Path, out: &mut Inputs, seen: &mut BTreeSet<String>) -> Re
                         p.email
                     )));
                 }
-                push_folder(dir, out, seen)?;
+                push_folder(dir, p.merge_requested_at, out, seen)?;
             }
             (None, true) => out.not_merged.push(NotMerged {
                 why: "merged, but the report names no backup folder for it".into(),
@@ -177,7 +192,11 @@ pub fn load_folder(dir: &Path) -> Result<Item, AppError> {
     let tickets = backup::load_tickets(dir).map_err(bad)?;
     let conversations = backup::load_conversations(dir).map_err(bad)?;
     let secondary_comments = count_comments_by(dir, &meta.secondary_id);
+    let merged_at = DateTime::parse_from_rfc3339(&meta.created_at)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default();
     Ok(Item {
+        merged_at,
         dir: dir.to_path_buf(),
         meta,
         tickets,

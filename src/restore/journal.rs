@@ -252,6 +252,15 @@ impl Journal {
         &self.path
     }
 
+    /// Old secondary → new contact, for every pair whose contact is recreated.
+    pub fn renamed(&self) -> BTreeMap<String, String> {
+        self.file
+            .pairs
+            .values()
+            .filter_map(|r| Some((r.secondary.clone(), r.new_id.clone()?)))
+            .collect()
+    }
+
     pub fn get(&self, key: &str) -> Option<&RestoreRecord> {
         self.file.pairs.get(key)
     }

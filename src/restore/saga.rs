@@ -69,6 +69,17 @@ fn ids(list: &[UserSummary]) -> Vec<String> {
     list.iter().map(|u| u.id.clone()).collect()
 }
 
+/// The backup's list with the secondaries of other pairs already restored replaced by their
+/// new contacts (the backup was taken before those merges were undone).
+fn as_restored(list: &[UserSummary], renamed: &BTreeMap<String, String>, own: &str) -> Vec<String> {
+    list.iter()
+        .map(|u| match renamed.get(&u.id) {
+            Some(new) if u.id != own => new.clone(),
+            _ => u.id.clone(),
+        })
+        .collect()
+}
+
 /// The list an object should have after the restore: the backup's order with the old
 /// secondary replaced by the new contact, the primary only where it stood before the merge
 /// (and is still), and everyone added since the merge kept at the end. Anyone removed since
@@ -513,6 +524,7 @@ async fn tickets(
     let rec = record(j, key);
     let (p, old) = (&item.meta.primary_id, &item.meta.secondary_id);
     let new = rec.new_id.clone().expect("created before this step");
+    let renamed = j.renamed();
     let todo: Vec<_> = item
         .tickets
         .iter()
@@ -540,7 +552,8 @@ async fn tickets(
                     Err(e) => return Err(api("reading a ticket")(e)),
                 },
             };
-            let want = desired(&ids(&t.reported_by), &cur, p, old, &new);
+            let backup = as_restored(&t.reported_by, &renamed, old);
+            let want = desired(&backup, &cur, p, old, &new);
             let target = Target {
                 kind: ObjectKind::Ticket,
                 id: &t.id,
@@ -563,6 +576,7 @@ async fn conversations(
     let rec = record(j, key);
     let (p, old) = (&item.meta.primary_id, &item.meta.secondary_id);
     let new = rec.new_id.clone().expect("created before this step");
+    let renamed = j.renamed();
     let todo: Vec<_> = item
         .conversations
         .iter()
@@ -586,7 +600,8 @@ async fn conversations(
                 done_object(j, key, ObjectKind::Conversation, &c.id, Some(note), false)?;
                 continue;
             };
-            let want = desired(&ids(&c.members), &cur, p, old, &new);
+            let backup = as_restored(&c.members, &renamed, old);
+            let want = desired(&backup, &cur, p, old, &new);
             let target = Target {
                 kind: ObjectKind::Conversation,
                 id: &c.id,

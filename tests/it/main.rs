@@ -10,5 +10,6 @@ mod fake_selftest;
 mod merge;
 mod merge_crash;
 mod probe;
+mod restore;
 mod snapshots;
 mod test_api;
