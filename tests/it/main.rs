@@ -11,5 +11,6 @@ mod merge;
 mod merge_crash;
 mod probe;
 mod restore;
+mod restore_crash;
 mod snapshots;
 mod test_api;
