@@ -121,32 +121,80 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
     }
 }
 
-/// One saga per pair, with a progress bar; stops at the first run-wide error.
+/// One saga per pair, with a progress bar; stops at the first run-wide error. Ctrl-C once
+/// stops after the pair in hand, twice stops at once: every write is journaled, so dropping
+/// a saga mid-way is as safe as a crash, and the next run resumes it.
 async fn execute(
     client: &DevRevClient,
     j: &mut Journal,
     items: &[Item],
 ) -> (Vec<PairEnd>, Option<AppError>) {
+    let (tx, presses) = tokio::sync::watch::channel(0u8);
+    // Registered here, before the first pair, so no Ctrl-C meets the default handler.
+    let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let listener = tokio::spawn(async move {
+        let Ok(mut sigint) = sigint else { return };
+        while sigint.recv().await.is_some() {
+            let n = tx.borrow().saturating_add(1);
+            if n == 1 {
+                tracing::warn!(
+                    "Ctrl-C: finishing the current pair, then stopping. Press Ctrl-C again to stop at once."
+                );
+            }
+            let _ = tx.send(n);
+        }
+    });
     let span = crate::progress_span!("restoring", items.len());
     let _entered = span.enter();
     let mut ends = Vec::new();
+    let mut stop = None;
     for item in items {
+        if *presses.borrow() >= 1 {
+            stop = Some(interrupted());
+            break;
+        }
         span.pb_set_message(item.email());
-        match saga::restore_pair(client, j, item).await {
-            Ok(end) => {
-                match &end {
-                    PairEnd::Restored => tracing::info!(email = item.email(), "restored"),
-                    PairEnd::Earlier => tracing::info!(email = item.email(), "restored earlier"),
-                    PairEnd::Skipped(w) => tracing::warn!(email = item.email(), "skipped: {w}"),
-                    PairEnd::Failed(w) => tracing::error!(email = item.email(), "failed: {w}"),
+        let mut second = presses.clone();
+        let end = tokio::select! {
+            r = saga::restore_pair(client, j, item) => r,
+            () = async {
+                // No listener any more means no second press can come.
+                if second.wait_for(|n| *n >= 2).await.is_err() {
+                    std::future::pending::<()>().await;
                 }
+            } => Err(interrupted()),
+        };
+        match end {
+            Ok(end) => {
+                log_end(item, &end);
                 ends.push(end);
             }
-            Err(e) => return (ends, Some(e)),
+            Err(e) => {
+                stop = Some(e);
+                break;
+            }
         }
         span.pb_inc(1);
     }
-    (ends, None)
+    listener.abort();
+    (ends, stop)
+}
+
+fn interrupted() -> AppError {
+    AppError::Interrupted(
+        "restore interrupted (Ctrl-C); the restore savepoint is consistent: re-run the same \
+         command to resume"
+            .into(),
+    )
+}
+
+fn log_end(item: &Item, end: &PairEnd) {
+    match end {
+        PairEnd::Restored => tracing::info!(email = item.email(), "restored"),
+        PairEnd::Earlier => tracing::info!(email = item.email(), "restored earlier"),
+        PairEnd::Skipped(w) => tracing::warn!(email = item.email(), "skipped: {w}"),
+        PairEnd::Failed(w) => tracing::error!(email = item.email(), "failed: {w}"),
+    }
 }
 
 fn entry(j: &Journal, item: &Item, end: Option<&PairEnd>) -> Entry {

@@ -253,3 +253,58 @@ fn a_kill_during_the_create_and_a_lost_create_answer_never_create_twice() {
         .count();
     assert_eq!(found, 2, "both lost answers were resolved by a lookup");
 }
+
+#[test]
+fn ctrl_c_finishes_the_pair_in_hand_then_exits_75_and_the_rerun_completes() {
+    let w = World::new(
+        spec(4, 0, 62),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let before = w.fake.with_state(|s| view(s));
+    let out = w.std_cmd(&w.run_args()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.fake.apply_pending_merges();
+    let args = restore_args(&w);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let pid = Arc::new(AtomicI32::new(0));
+    let p = Arc::clone(&pid);
+    // A few requests into the first pair (after auth-tokens.info and its first reads).
+    w.fake.on_request(
+        w.fake.requests().len() + 4,
+        Box::new(move || {
+            let id = p.load(Ordering::SeqCst);
+            if id > 0 {
+                let _ = kill(Pid::from_raw(id), Signal::SIGINT);
+            }
+        }),
+    );
+    let child = w.std_cmd(&a).spawn().unwrap();
+    pid.store(child.id() as i32, Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    pid.store(0, Ordering::SeqCst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("re-run the same command to resume"), "{err}");
+    let sp: Value =
+        serde_json::from_slice(&std::fs::read(w.path("restore-savepoint.json")).unwrap()).unwrap();
+    let done = sp["pairs"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|p| p["status"] == "restored")
+        .count();
+    assert_eq!(done, 1, "the pair in hand was finished, no other started");
+    let out = w.std_cmd(&a).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(w.fake.with_state(|s| view(s)), before);
+}
