@@ -303,6 +303,13 @@ impl Journal {
     }
 }
 
+/// Reads the journal without locking it (the preview, which writes nothing). `None` when there
+/// is none or it cannot be read; a real run reports that properly.
+pub fn peek(path: &Path) -> Option<RestoreFile> {
+    let bytes = fs::read(path).ok()?;
+    parse(path, &bytes).ok()
+}
+
 fn parse(path: &Path, bytes: &[u8]) -> Result<RestoreFile, AppError> {
     let corrupt = |why: String| {
         AppError::Data(format!(

@@ -290,7 +290,16 @@ async fn show_preview(cfg: &Config, inp: &Inputs) -> Result<(), AppError> {
             info.organization.display_id.as_deref().unwrap_or("?"),
             info.organization.id
         );
+        let earlier = journal::peek(&journal_path(cfg)).unwrap_or_default();
         for (v, item) in verdicts.iter_mut().zip(&inp.items) {
+            let rec = earlier.pairs.get(&item.key());
+            if let Some(r) = rec.filter(|r| r.wrote_anything()) {
+                *v = Some(match r.status {
+                    RestoreStatus::Restored => "restored earlier (restore savepoint)".into(),
+                    _ => "started earlier: a real run resumes it (restore savepoint)".into(),
+                });
+                continue;
+            }
             *v = Some(match saga::check_live(&client, item).await {
                 Ok(_) => "ready".to_string(),
                 Err(StopReason::Refused(w)) => format!("refused: {w}"),

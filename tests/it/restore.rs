@@ -246,6 +246,19 @@ fn restoring_a_whole_run_from_its_report_gives_back_the_state_before_the_merge()
         last_restore_report(&w)["summary"]["restored_earlier"],
         w.pairs().len()
     );
+    // The preview knows too, from the journal, and sends no write.
+    let out = w
+        .cmd()
+        .args(["--restore", &report_arg(&w), "--preview"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("restored earlier").count(),
+        w.pairs().len(),
+        "{text}"
+    );
+    assert!(writes(&w.fake.requests()[n1..]).is_empty());
 }
 
 #[test]
