@@ -179,10 +179,10 @@ async fn steps(client: &DevRevClient, j: &mut Journal, item: &Item, key: &str) -
         create(client, j, item, key).await?;
     }
     if !record(j, key).has(RestoreStep::Tickets) {
-        tickets(client, j, item, key).await?;
+        put_back_all(client, j, item, key, ObjectKind::Ticket).await?;
     }
     if !record(j, key).has(RestoreStep::Conversations) {
-        conversations(client, j, item, key).await?;
+        put_back_all(client, j, item, key, ObjectKind::Conversation).await?;
     }
     if !record(j, key).has(RestoreStep::Verify) {
         verify(client, j, item, key).await?;
@@ -514,103 +514,131 @@ async fn lookup_created(client: &DevRevClient, item: &Item) -> Result<Option<Rev
     Ok(holders(client, item).await?.into_iter().find(ours))
 }
 
-/// Puts the new contact back on every backed-up ticket that named the secondary.
-async fn tickets(
+/// One backed-up ticket or conversation: its id, name and list as the backup has it.
+struct Saved<'a> {
+    id: &'a str,
+    label: &'a str,
+    list: &'a [UserSummary],
+}
+
+fn saved(item: &Item, kind: ObjectKind) -> Vec<Saved<'_>> {
+    match kind {
+        ObjectKind::Ticket => item
+            .tickets
+            .iter()
+            .map(|t| Saved {
+                id: &t.id,
+                label: t.label(),
+                list: &t.reported_by,
+            })
+            .collect(),
+        ObjectKind::Conversation => item
+            .conversations
+            .iter()
+            .map(|c| Saved {
+                id: &c.id,
+                label: c.label(),
+                list: &c.members,
+            })
+            .collect(),
+    }
+}
+
+/// The live lists of every ticket (or conversation) naming the primary or the new contact.
+async fn live_lists(
     client: &DevRevClient,
-    j: &mut Journal,
-    item: &Item,
-    key: &str,
-) -> Result<(), Stop> {
-    let rec = record(j, key);
-    let (p, old) = (&item.meta.primary_id, &item.meta.secondary_id);
-    let new = rec.new_id.clone().expect("created before this step");
-    let renamed = j.renamed();
-    let todo: Vec<_> = item
-        .tickets
-        .iter()
-        .filter(|t| ids(&t.reported_by).contains(old) && !rec.tickets.contains(&t.id))
-        .collect();
-    if !todo.is_empty() {
-        let live: BTreeMap<String, Vec<String>> = client
-            .tickets_reported_by(&[p.as_str(), new.as_str()])
+    kind: ObjectKind,
+    users: &[&str],
+) -> Result<BTreeMap<String, Vec<String>>, Stop> {
+    Ok(match kind {
+        ObjectKind::Ticket => client
+            .tickets_reported_by(users)
             .await
             .map_err(api("listing the primary's tickets"))?
             .into_iter()
             .map(|w| (w.id.clone(), ids(&w.reported_by)))
-            .collect();
-        for t in todo {
-            let cur = match live.get(&t.id) {
-                Some(c) => c.clone(),
-                // Not listed: maybe still naming the old secondary only (or gone).
-                None => match client.works_get(&t.id).await {
-                    Ok(w) => ids(&w.reported_by),
-                    Err(e) if e.is_not_found() => {
-                        let note = format!("ticket {}: it no longer exists", t.label());
-                        done_object(j, key, ObjectKind::Ticket, &t.id, Some(note), false)?;
-                        continue;
-                    }
-                    Err(e) => return Err(api("reading a ticket")(e)),
-                },
-            };
-            let backup = as_restored(&t.reported_by, &renamed, old);
-            let want = desired(&backup, &cur, p, old, &new);
-            let target = Target {
-                kind: ObjectKind::Ticket,
-                id: &t.id,
-                label: t.label(),
-            };
-            put_back(client, j, key, target, &cur, want).await?;
-        }
-    }
-    j.update(key, |r| r.complete(RestoreStep::Tickets))?;
-    Ok(())
+            .collect(),
+        ObjectKind::Conversation => client
+            .conversations_with_members(users)
+            .await
+            .map_err(api("listing the primary's conversations"))?
+            .into_iter()
+            .map(|c| (c.id.clone(), ids(&c.members)))
+            .collect(),
+    })
 }
 
-/// Puts the new contact back in every backed-up conversation of the secondary.
-async fn conversations(
+/// The live list of an object no listing found: a ticket is fetched by id (it may still name
+/// only the old secondary); `Err(note)` when there is nothing to put back.
+async fn unlisted(
+    client: &DevRevClient,
+    kind: ObjectKind,
+    o: &Saved<'_>,
+) -> Result<Result<Vec<String>, String>, Stop> {
+    match kind {
+        ObjectKind::Ticket => match client.works_get(o.id).await {
+            Ok(w) => Ok(Ok(ids(&w.reported_by))),
+            Err(e) if e.is_not_found() => {
+                Ok(Err(format!("ticket {}: it no longer exists", o.label)))
+            }
+            Err(e) => Err(api("reading a ticket")(e)),
+        },
+        ObjectKind::Conversation => Ok(Err(format!(
+            "conversation {}: it no longer lists the primary or the restored contact; left alone",
+            o.label
+        ))),
+    }
+}
+
+/// Puts the new contact back on every backed-up ticket (`reported_by`) or conversation
+/// (`members`) that named the secondary.
+async fn put_back_all(
     client: &DevRevClient,
     j: &mut Journal,
     item: &Item,
     key: &str,
+    kind: ObjectKind,
 ) -> Result<(), Stop> {
     let rec = record(j, key);
     let (p, old) = (&item.meta.primary_id, &item.meta.secondary_id);
     let new = rec.new_id.clone().expect("created before this step");
     let renamed = j.renamed();
-    let todo: Vec<_> = item
-        .conversations
-        .iter()
-        .filter(|c| ids(&c.members).contains(old) && !rec.conversations.contains(&c.id))
+    let finished = match kind {
+        ObjectKind::Ticket => &rec.tickets,
+        ObjectKind::Conversation => &rec.conversations,
+    };
+    let todo: Vec<Saved<'_>> = saved(item, kind)
+        .into_iter()
+        .filter(|o| o.list.iter().any(|u| u.id == *old) && !finished.iter().any(|f| f == o.id))
         .collect();
     if !todo.is_empty() {
-        let live: BTreeMap<String, Vec<String>> = client
-            .conversations_with_members(&[p.as_str(), new.as_str()])
-            .await
-            .map_err(api("listing the primary's conversations"))?
-            .into_iter()
-            .map(|c| (c.id.clone(), ids(&c.members)))
-            .collect();
-        for c in todo {
-            let Some(cur) = live.get(&c.id).cloned() else {
-                let note = format!(
-                    "conversation {}: it no longer lists the primary or the restored contact; \
-                     left alone",
-                    c.label()
-                );
-                done_object(j, key, ObjectKind::Conversation, &c.id, Some(note), false)?;
-                continue;
+        let live = live_lists(client, kind, &[p.as_str(), new.as_str()]).await?;
+        for o in todo {
+            let cur = match live.get(o.id) {
+                Some(c) => c.clone(),
+                None => match unlisted(client, kind, &o).await? {
+                    Ok(c) => c,
+                    Err(note) => {
+                        done_object(j, key, kind, o.id, Some(note), false)?;
+                        continue;
+                    }
+                },
             };
-            let backup = as_restored(&c.members, &renamed, old);
+            let backup = as_restored(o.list, &renamed, old);
             let want = desired(&backup, &cur, p, old, &new);
             let target = Target {
-                kind: ObjectKind::Conversation,
-                id: &c.id,
-                label: c.label(),
+                kind,
+                id: o.id,
+                label: o.label,
             };
             put_back(client, j, key, target, &cur, want).await?;
         }
     }
-    j.update(key, |r| r.complete(RestoreStep::Conversations))?;
+    let step = match kind {
+        ObjectKind::Ticket => RestoreStep::Tickets,
+        ObjectKind::Conversation => RestoreStep::Conversations,
+    };
+    j.update(key, |r| r.complete(step))?;
     Ok(())
 }
 
