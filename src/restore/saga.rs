@@ -317,7 +317,13 @@ async fn primary_ref(
             .map_err(api("reading the primary"))?,
     };
     if live.external_ref.as_deref() == Some(want.as_str()) {
-        j.update(key, |r| r.complete(RestoreStep::PrimaryRef))?;
+        // Already right; with an intent on record, the write before a crash did it.
+        j.update(key, |r| {
+            if let Some(c) = r.primary_ref.as_mut() {
+                c.done = true;
+            }
+            r.complete(RestoreStep::PrimaryRef);
+        })?;
         return Ok(());
     }
     let change = RefChange {

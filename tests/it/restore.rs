@@ -365,6 +365,35 @@ fn one_folder_with_a_deactivated_secondary_and_a_preview_first() {
 }
 
 #[test]
+fn keep_user_with_a_secondary_that_stays_as_primary_identity() {
+    let mut w = World::new(
+        spec(3, 0, 55),
+        behaviour(MoveMode::All, SecondaryAfter::PrimaryIdentity),
+    );
+    w.keep_user = true;
+    let before = w.fake.with_state(|s| view(s));
+    merge(&w);
+    let out = run(&w, &restore_args(&w));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let after = w.fake.with_state(|s| view(s));
+    // The merged-away contacts are still there (merged into their primaries); every ticket
+    // and conversation names the restored ones exactly where the old ones stood.
+    assert_eq!(after["tickets"], before["tickets"], "{err}");
+    assert_eq!(after["conversations"], before["conversations"], "{err}");
+    let r = last_restore_report(&w);
+    assert_eq!(r["summary"]["restored"], w.pairs().len());
+    // --keep user: the primary kept its own ref, so nothing to give back.
+    assert!(
+        r["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["primary_external_ref_restored"].is_null())
+    );
+}
+
+#[test]
 fn bad_inputs_are_refused_with_clear_errors_and_nothing_changed() {
     let w = World::new(
         spec(2, 0, 53),
