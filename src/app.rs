@@ -27,6 +27,9 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             block_on(&cfg, commands::verify_backups::run(&cfg, dir, *against_api))
         }
         Command::Merge { csv } => block_on(&cfg, commands::merge::run(&cfg, csv)),
+        Command::Restore { inputs, preview } => {
+            block_on(&cfg, commands::restore::run(&cfg, inputs, *preview))
+        }
     }
 }
 

@@ -22,10 +22,11 @@ pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
 #[command(group(
     ArgGroup::new("command")
         .args(["csv", "test_api", "create_test_sample", "verify_backups",
-               "generate_completions", "generate_man"])
+               "generate_completions", "generate_man", "restore"])
         .required(true)
         .multiple(false)
 ))]
+#[command(group(ArgGroup::new("previewable").args(["csv", "restore"]).multiple(false)))]
 pub struct Cli {
     // ---- commands ----
     /// The contacts CSV export: preview (--preview), back up (--backup-only) or merge its pairs.
@@ -34,7 +35,7 @@ pub struct Cli {
 
     /// Show the plan (pairs, needs-review groups, API-call and time estimate). Offline and
     /// read-only; writes reports/plan-<timestamp>.json.
-    #[arg(long, requires = "csv")]
+    #[arg(long, requires = "previewable")]
     pub preview: bool,
 
     /// With --preview: validate every pair read-only against DevRev (needs a token).
@@ -80,6 +81,12 @@ pub struct Cli {
     /// With --verify-backups: also compare each backup's ticket ids with DevRev (read-only).
     #[arg(long, requires = "verify_backups")]
     pub against_api: bool,
+
+    /// Undo merges from their backups: backup folders, or a merge report
+    /// (reports/merge-report-<timestamp>.json) to undo every pair it merged. With --preview:
+    /// the plan only, read-only. See "Undo a merge" in the README.
+    #[arg(long, value_name = "FOLDER|REPORT", num_args = 1..)]
+    pub restore: Vec<PathBuf>,
 
     // ---- plan options ----
     /// Which contact of a pair survives.

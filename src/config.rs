@@ -32,6 +32,8 @@ pub enum Command {
     VerifyBackups { dir: PathBuf, against_api: bool },
     /// `--csv FILE`: the merge run.
     Merge { csv: PathBuf },
+    /// `--restore FOLDER|REPORT... [--preview]`: undo merges from their backups.
+    Restore { inputs: Vec<PathBuf>, preview: bool },
     /// `--generate-completions SHELL`: a completion script on stdout.
     Completions(clap_complete::Shell),
     /// `--generate-man`: the man page on stdout.
@@ -258,6 +260,12 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
     }
     if cli.create_test_sample {
         return sample_args(cli).map(Command::Sample);
+    }
+    if !cli.restore.is_empty() {
+        return Ok(Command::Restore {
+            inputs: cli.restore.clone(),
+            preview: cli.preview,
+        });
     }
     match &cli.csv {
         Some(csv) if cli.backup_only => Ok(Command::BackupOnly { csv: csv.clone() }),

@@ -19,4 +19,5 @@ pub mod options;
 pub mod output;
 pub mod planfile;
 pub mod preview;
+pub mod restore;
 pub mod validate;

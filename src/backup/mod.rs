@@ -406,7 +406,8 @@ pub async fn take_with(
     input: BackupInput<'_>,
     opts: &TakeOptions,
 ) -> Result<BackupSummary, BackupError> {
-    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    // Milliseconds: a restore undoes pairs newest first, and many backups share a second.
+    let created_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let stamp = fsutil::stamp();
     let listed = list_everything(client, &input).await?;
     let json_files = render_json_files(&input, &listed, &created_at);

@@ -5,6 +5,7 @@ pub mod backup_only;
 pub mod generate;
 pub mod merge;
 pub mod preview;
+pub mod restore;
 pub mod sample;
 pub mod test_api;
 pub mod verify_backups;

@@ -497,6 +497,20 @@ impl DevRevClient {
         Ok(r.rev_user)
     }
 
+    /// Creates a contact (restores). Never repeated blindly: a second create with the same
+    /// `external_ref` would be refused, and one without it would make a duplicate, so a lost
+    /// answer is `OutcomeUnknown` and the caller looks the contact up before trying again.
+    pub async fn rev_users_create(&self, fields: &Value) -> Result<RevUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            rev_user: RevUser,
+        }
+        let r: R = self
+            .call("rev-users.create", fields, CallKind::Write)
+            .await?;
+        Ok(r.rev_user)
+    }
+
     /// Asks DevRev to merge `secondary` into `primary`. Fire-and-forget on DevRev's side,
     /// never repeated blindly here: a lost answer is `OutcomeUnknown`.
     pub async fn rev_users_merge(&self, primary: &str, secondary: &str) -> Result<(), ApiError> {

@@ -1502,3 +1502,71 @@ fn an_internal_failure_is_a_500_with_reference_id() {
     assert!(r.json["reference_id"].is_string(), "{}", r.json);
     assert_eq!(probe.call("dev-users.self", json!({})).status, 200);
 }
+
+#[test]
+fn rev_users_create_follows_the_spec() {
+    let (fake, probe) = start(small(2));
+    let (p, org) = fake.with_state(|st| {
+        let u = st.rev_users.values().next().unwrap();
+        (
+            u.id(),
+            u.json["rev_org"]["id"].as_str().unwrap().to_string(),
+        )
+    });
+    let taken = fake.with_state(|st| st.rev_users[&p].external_ref().unwrap());
+    let r = probe.call(
+        "rev-users.create",
+        json!({"display_name": "Ana", "email": "ana@x.com", "external_ref": "user_new1",
+               "phone_numbers": ["+14155550100"], "rev_org": org,
+               "custom_fields": {"tnt__plan": "pro"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.json);
+    let u = &r.json["rev_user"];
+    let id = u["id"].as_str().unwrap();
+    assert!(id.contains(":revu/C"), "{id}");
+    assert_eq!(
+        u["display_id"],
+        format!("REVU-{}", id.rsplit('/').next().unwrap())
+    );
+    assert_eq!(
+        (u["external_ref"].clone(), u["email"].clone()),
+        (json!("user_new1"), json!("ana@x.com"))
+    );
+    assert_eq!(u["rev_org"]["id"], org.as_str());
+    assert_eq!(u["state"], "active");
+    assert_eq!(probe.call("rev-users.get", json!({"id": id})).status, 200);
+    // Without a ref: DevRev's default, the display id. Emails are not unique.
+    let r = probe.call("rev-users.create", json!({"email": "ana@x.com"}));
+    assert_eq!(r.status, 201);
+    assert_eq!(
+        r.json["rev_user"]["external_ref"],
+        r.json["rev_user"]["display_id"]
+    );
+    let cases = [
+        (json!({"external_ref": taken}), 409, "conflict"),
+        (json!({"external_ref": "user_new1"}), 409, "conflict"),
+        (json!({"external_ref": ""}), 400, "value_not_permitted"),
+        (json!({"full_name": "Ana"}), 400, "invalid_field"),
+        (json!({"email": 5}), 400, "unexpected_json_type"),
+        (json!({"rev_org": "not an id"}), 400, "invalid_id"),
+        (
+            json!({"rev_org": "don:identity:dvrv-us-1:devo/x:revo/none"}),
+            404,
+            "not_found",
+        ),
+    ];
+    for (body, status, kind) in cases {
+        let r = probe.call("rev-users.create", body.clone());
+        assert_eq!(
+            (r.status, r.json["type"].clone()),
+            (status, json!(kind)),
+            "{body}: {}",
+            r.json
+        );
+    }
+    // Refused requests created nothing.
+    assert_eq!(
+        fake.with_state(|st| st.rev_users.len()),
+        small(2).rev_users.len() + 2
+    );
+}

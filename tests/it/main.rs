@@ -10,5 +10,7 @@ mod fake_selftest;
 mod merge;
 mod merge_crash;
 mod probe;
+mod restore;
+mod restore_crash;
 mod snapshots;
 mod test_api;

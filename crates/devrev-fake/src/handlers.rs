@@ -168,6 +168,18 @@ pub(crate) static ENDPOINTS: &[Endpoint] = &[
         required: &["id"],
     },
     Endpoint {
+        name: "rev-users.create",
+        get: false,
+        fields: fields!(
+            "account": K::Str, "artifacts": K::StrList, "custom_fields": K::Any,
+            "custom_schema_fragments": K::StrList, "custom_schema_spec": K::Any,
+            "description": K::Str, "display_name": K::Str, "display_picture": K::Str,
+            "email": K::Str, "external_ref": K::Str, "external_refs": K::Any,
+            "phone_numbers": K::StrList, "rev_org": K::Str, "tags": K::Any,
+        ),
+        required: &[],
+    },
+    Endpoint {
         name: "rev-users.merge",
         get: false,
         fields: fields!("primary_user": K::Str, "secondary_user": K::Str),
@@ -590,6 +602,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, ep: &Endpoint, body: &Value) -> Reply 
         "rev-users.get" => rev_users_get(ctx, body),
         "rev-users.list" => rev_users_list(ctx, body),
         "rev-users.update" => rev_users_update(ctx, body),
+        "rev-users.create" => rev_users_create(ctx, body),
         "rev-users.merge" => rev_users_merge(ctx, body),
         "works.list" => works_list(ctx, body),
         "works.get" => works_get(ctx, body),
@@ -910,6 +923,105 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     u["modified_date"] = json!(stamp);
     u["modified_by"] = modified_by;
     Ok(Reply::ok(json!({"rev_user": u})))
+}
+
+/// `rev-users.create` (public spec: 201 with `{rev_user}`; 409 when the `external_ref` is taken).
+/// Without an `external_ref` the contact gets DevRev's default, its own `REVU-` display id.
+fn rev_users_create(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
+    let new_ref = s(body, "external_ref");
+    if new_ref == Some("") {
+        return Err(error(
+            400,
+            "value_not_permitted",
+            "external_ref must not be empty",
+            json!({"field_name": "external_ref"}),
+        ));
+    }
+    if let Some(r) = new_ref
+        && ctx
+            .state
+            .ref_taken(r, "", ctx.now, ctx.opts.merge.ref_release_delay)
+    {
+        return Err(error(
+            409,
+            "conflict",
+            "external_ref is already in use by another user",
+            json!({}),
+        ));
+    }
+    let rev_org = match s(body, "rev_org") {
+        None => None,
+        Some(id) => Some(find_rev_org(ctx.state, id)?),
+    };
+    if let Some(pic) = s(body, "display_picture") {
+        let don = to_don(ctx.state, "display_picture", pic, Want::Artifact)?;
+        if !ctx.state.artifacts.contains_key(&don) {
+            return Err(not_found("artifact"));
+        }
+    }
+    // Ids never repeat: the request's sequence number is unique over the server's life.
+    let rid = format!("C{:06}", ctx.seq);
+    let id = format!("don:identity:{PARTITION}:devo/{}:revu/{rid}", ctx.state.org);
+    let display_id = format!("REVU-{rid}");
+    let stamp = ctx.stamp();
+    let by = dev_summary(ctx.state);
+    let mut u = json!({
+        "id": id,
+        "display_id": display_id,
+        "external_ref": new_ref.unwrap_or(&display_id),
+        "state": "active",
+        "is_verified": false,
+        "created_by": by,
+        "created_date": stamp,
+        "modified_by": by,
+        "modified_date": stamp,
+        "tags": [],
+    });
+    for k in [
+        "display_name",
+        "description",
+        "email",
+        "phone_numbers",
+        "custom_fields",
+        "external_refs",
+        "tags",
+    ] {
+        if let Some(v) = body.get(k) {
+            u[k] = v.clone();
+        }
+    }
+    if let Some(o) = rev_org {
+        u["rev_org"] = o;
+    }
+    if let Some(f) = body.get("custom_schema_fragments") {
+        u["custom_schema_fragments"] = f.clone();
+    }
+    if let Some(pic) = body.get("display_picture") {
+        u["display_picture"] = json!({"id": pic});
+    }
+    ctx.state
+        .rev_users
+        .insert(id.clone(), crate::fake::RevUserRec { json: u.clone() });
+    Ok(Reply {
+        status: 201,
+        body: json!({"rev_user": u}),
+    })
+}
+
+/// A Rev organization by DON or `REV-` display id, as some contact (live or merged away)
+/// carries it; the fake keeps no separate list of orgs.
+fn find_rev_org(state: &State, id: &str) -> Result<Value, Reply> {
+    if parse_id(id).is_none() {
+        return Err(invalid_id("rev_org"));
+    }
+    state
+        .rev_users
+        .values()
+        .chain(state.deleted_rev_users.values())
+        .map(|u| &u.json["rev_org"])
+        .find(|o| o["id"] == id || o["display_id"] == id)
+        .cloned()
+        .ok_or_else(|| not_found("rev org"))
 }
 
 fn dev_summary(state: &State) -> Value {

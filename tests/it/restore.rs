@@ -1,0 +1,497 @@
+//! Undoing merges end to end: merge a world with the built binary, restore it from the merge
+//! report or from backup folders, and compare the fake's state with the state before the
+//! merge; plus the inputs a restore must refuse without changing anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use crate::common::mode;
+use crate::merge::{World, behaviour, spec};
+use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter, State};
+
+/// DevRev as a restore must leave it, with contacts named by their external_ref (a restored
+/// contact has a new id but the old ref): contacts' identity fields, every ticket's
+/// reporters and every conversation's members, in order.
+pub fn view(s: &State) -> Value {
+    let mut refs: BTreeMap<String, String> = BTreeMap::new();
+    for u in s.deleted_rev_users.values().chain(s.rev_users.values()) {
+        refs.insert(u.id(), u.external_ref().unwrap_or_default());
+    }
+    let name = |id: &String| refs.get(id).cloned().unwrap_or_else(|| id.clone());
+    let contacts: BTreeSet<String> = s
+        .rev_users
+        .values()
+        .filter(|u| u.state() == "active")
+        .map(|u| {
+            let j = &u.json;
+            json!([
+                u.external_ref(),
+                j["email"],
+                j["display_name"],
+                j["phone_numbers"],
+                j["custom_fields"],
+                j["rev_org"]["id"]
+            ])
+            .to_string()
+        })
+        .collect();
+    let tickets: BTreeMap<&String, Vec<String>> = s
+        .works
+        .iter()
+        .map(|(k, t)| (k, t.reported_by_ids().iter().map(name).collect()))
+        .collect();
+    let convs: BTreeMap<&String, Vec<String>> = s
+        .conversations
+        .iter()
+        .map(|(k, c)| (k, c.member_ids().iter().map(name).collect()))
+        .collect();
+    json!({"contacts": contacts, "tickets": tickets, "conversations": convs})
+}
+
+/// No ticket or conversation names a contact that is gone or inactive.
+fn only_live_contacts_named(s: &State) {
+    // Dev users (agents) are members too; only contacts can be merged or restored.
+    let live = |id: &String| {
+        !id.contains(":revu/") || s.rev_users.get(id).is_some_and(|u| u.state() == "active")
+    };
+    for t in s.works.values() {
+        for id in t.reported_by_ids() {
+            assert!(live(&id), "{} names {id}", t.display_id());
+        }
+    }
+    for c in s.conversations.values() {
+        for id in c.member_ids() {
+            assert!(live(&id), "{} names {id}", c.json["id"]);
+        }
+    }
+}
+
+/// `assert_eq!` of two [`view`]s that names only what differs.
+fn assert_same_view(got: &Value, want: &Value, context: &str) {
+    for part in ["contacts", "tickets", "conversations"] {
+        if got[part] == want[part] {
+            continue;
+        }
+        let diff: Vec<String> = match (got[part].as_object(), want[part].as_object()) {
+            (Some(g), Some(w)) => w
+                .iter()
+                .filter(|(k, v)| g.get(*k) != Some(*v))
+                .map(|(k, v)| format!("{k}: got {:?}, want {v}", g.get(k)))
+                .collect(),
+            _ => vec![format!("got {}, want {}", got[part], want[part])],
+        };
+        panic!("{part} differ: {diff:#?}\n{context}");
+    }
+}
+
+fn merge(w: &World) {
+    let out = w.std_cmd(&w.run_args()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.fake.apply_pending_merges();
+}
+
+fn report_arg(w: &World) -> String {
+    let p = w.reports().pop().expect("a merge report");
+    p.strip_prefix(w.dir.path()).unwrap().display().to_string()
+}
+
+fn restore_args(w: &World) -> Vec<String> {
+    vec!["--restore".into(), report_arg(w), "--yes".into()]
+}
+
+fn run(w: &World, args: &[String]) -> std::process::Output {
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    w.std_cmd(&a).output().unwrap()
+}
+
+fn writes(log: &[RequestRecord]) -> Vec<&RequestRecord> {
+    log.iter()
+        .filter(|r| {
+            r.path.ends_with(".update") || r.path.ends_with(".create") || r.path.ends_with(".merge")
+        })
+        .collect()
+}
+
+fn restore_reports(w: &World) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(w.path("reports"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("restore-report-")
+        })
+        .collect();
+    v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    v
+}
+
+fn last_restore_report(w: &World) -> Value {
+    let p = restore_reports(w).pop().expect("a restore report");
+    assert_eq!(mode(&p), 0o600);
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}
+
+/// Every file under `dir` with its bytes and mode, to prove a folder was not modified.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p.clone());
+                out.insert(p.clone(), (Vec::new(), mode(&p)));
+            } else {
+                out.insert(p.clone(), (std::fs::read(&p).unwrap(), mode(&p)));
+            }
+        }
+    }
+    out
+}
+
+fn backup_folders(w: &World) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(w.path("backups"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn restoring_a_whole_run_from_its_report_gives_back_the_state_before_the_merge() {
+    let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Gone);
+    b.renames_primary = true;
+    let w = World::new(spec(6, 1, 51), b);
+    let before = w.fake.with_state(|s| view(s));
+    merge(&w);
+    assert_ne!(
+        w.fake.with_state(|s| view(s)),
+        before,
+        "the merge changed things"
+    );
+    let backups_before = tree(&w.path("backups"));
+    let n0 = w.fake.requests().len();
+
+    let out = run(&w, &restore_args(&w));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_same_view(&w.fake.with_state(|s| view(s)), &before, &err);
+    w.fake.with_state(|s| only_live_contacts_named(s));
+    assert_eq!(
+        tree(&w.path("backups")),
+        backups_before,
+        "backups never modified"
+    );
+
+    // One create per pair, each with the secondary's ref; the primary has its own ref back.
+    let log = w.fake.requests();
+    let creates: Vec<_> = log[n0..]
+        .iter()
+        .filter(|r| r.path == "/rev-users.create")
+        .collect();
+    assert_eq!(creates.len(), w.pairs().len());
+    assert!(creates.iter().all(|r| r.status == 201));
+    let r = last_restore_report(&w);
+    assert_eq!(r["summary"]["restored"], w.pairs().len());
+    assert_eq!(r["id_map"].as_object().unwrap().len(), w.pairs().len());
+    for (p, s) in w.pairs() {
+        let e = r["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["old_secondary"] == s.as_str())
+            .unwrap();
+        assert_eq!(e["status"], "restored");
+        assert_eq!(e["primary"], p.as_str());
+        let new = e["new_secondary"].as_str().unwrap();
+        assert_ne!(new, s);
+        assert!(
+            e["not_restored"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|n| n.as_str().unwrap().starts_with("id:"))
+        );
+    }
+    let calls = log.len() - n0;
+    eprintln!(
+        "restore figures: {} pairs, {calls} API calls, {:.1} per pair (report: {})",
+        w.pairs().len(),
+        calls as f64 / w.pairs().len() as f64,
+        r["api_calls_per_restored_pair"]
+    );
+
+    // Re-running a finished restore does nothing.
+    let n1 = w.fake.requests().len();
+    let out = run(&w, &restore_args(&w));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(writes(&w.fake.requests()[n1..]).is_empty());
+    assert_eq!(
+        last_restore_report(&w)["summary"]["restored_earlier"],
+        w.pairs().len()
+    );
+    // The preview knows too, from the journal, and sends no write.
+    let out = w
+        .cmd()
+        .args(["--restore", &report_arg(&w), "--preview"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("restored earlier").count(),
+        w.pairs().len(),
+        "{text}"
+    );
+    assert!(writes(&w.fake.requests()[n1..]).is_empty());
+}
+
+#[test]
+fn one_folder_with_a_deactivated_secondary_and_a_preview_first() {
+    let w = World::new(
+        spec(2, 0, 52),
+        behaviour(MoveMode::All, SecondaryAfter::Deactivated),
+    );
+    let before = w.fake.with_state(|s| view(s));
+    merge(&w);
+    let folder = backup_folders(&w)[0].clone();
+    let rel = folder
+        .strip_prefix(w.dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+
+    // Offline preview: the plan from the backup alone, nothing sent.
+    let n0 = w.fake.requests().len();
+    let out = w
+        .cmd()
+        .env_remove("DEVREV_API_TOKEN")
+        .args(["--restore", &rel, "--preview"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("recreate:") && text.contains("offline"),
+        "{text}"
+    );
+    assert_eq!(w.fake.requests().len(), n0);
+    // With the token: checked read-only.
+    let out = w
+        .cmd()
+        .args(["--restore", &rel, "--preview"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("live check:   ready"), "{text}");
+    assert!(writes(&w.fake.requests()[n0..]).is_empty());
+
+    let out = w.cmd().args(["--restore", &rel, "--yes"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let restored = last_restore_report(&w);
+    assert_eq!(restored["summary"]["restored"], 1);
+    let p = restored["pairs"][0]["primary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let s = restored["pairs"][0]["old_secondary"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other_refs: Vec<String> = w
+        .pairs()
+        .iter()
+        .filter(|(pp, _)| *pp != p)
+        .flat_map(|(a, b)| [a, b])
+        .map(|id| {
+            w.seed.rev_user(id).unwrap()["external_ref"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let after = w.fake.with_state(|s| view(s));
+    // The restored pair looks as before; the other (not restored) still merged.
+    let (bt, at) = (&before["tickets"], &after["tickets"]);
+    let sec_ref = w.seed.rev_user(&s).unwrap()["external_ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p_ref = w.seed.rev_user(&p).unwrap()["external_ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (id, list) in bt.as_object().unwrap() {
+        let l: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        // Tickets of the other pair (still merged) are left as they are.
+        if l.contains(&sec_ref.as_str()) && !other_refs.iter().any(|r| l.contains(&r.as_str())) {
+            assert_eq!(&at[id], list, "ticket {id}");
+        }
+    }
+    assert_eq!(
+        w.fake.with_state(|st| st.rev_users[&p].external_ref()),
+        Some(p_ref)
+    );
+}
+
+#[test]
+fn keep_user_with_a_secondary_that_stays_as_primary_identity() {
+    let mut w = World::new(
+        spec(3, 0, 55),
+        behaviour(MoveMode::All, SecondaryAfter::PrimaryIdentity),
+    );
+    w.keep_user = true;
+    let before = w.fake.with_state(|s| view(s));
+    merge(&w);
+    let out = run(&w, &restore_args(&w));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let after = w.fake.with_state(|s| view(s));
+    // The merged-away contacts are still there (merged into their primaries); every ticket
+    // and conversation names the restored ones exactly where the old ones stood.
+    assert_eq!(after["tickets"], before["tickets"], "{err}");
+    assert_eq!(after["conversations"], before["conversations"], "{err}");
+    let r = last_restore_report(&w);
+    assert_eq!(r["summary"]["restored"], w.pairs().len());
+    // --keep user: the primary kept its own ref, so nothing to give back.
+    assert!(
+        r["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["primary_external_ref_restored"].is_null())
+    );
+}
+
+#[test]
+fn bad_inputs_are_refused_with_clear_errors_and_nothing_changed() {
+    let w = World::new(
+        spec(2, 0, 53),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    merge(&w);
+    let n0 = w.fake.requests().len();
+    let check = |args: &[&str], code: i32, says: &str| {
+        let out = w.cmd().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    // Not a backup folder, and not a report.
+    std::fs::create_dir(w.path("empty")).unwrap();
+    check(
+        &["--restore", "empty", "--yes"],
+        65,
+        "not a devrev-merge backup folder",
+    );
+    std::fs::write(w.path("notes.json"), b"{\"hello\": 1}").unwrap();
+    check(
+        &["--restore", "notes.json", "--yes"],
+        65,
+        "not a devrev-merge merge report",
+    );
+    // A copy of a backup that fails verification (the original is never touched).
+    let good = backup_folders(&w)[0].clone();
+    let bad = w.path("tampered");
+    copy_dir(&good, &bad);
+    let t = bad.join("tickets.json");
+    let mut bytes = std::fs::read(&t).unwrap();
+    bytes.push(b' ');
+    std::fs::write(&t, bytes).unwrap();
+    check(&["--restore", "tampered", "--yes"], 65, "does not verify");
+    // A report of another organization.
+    let report = w.reports().pop().unwrap();
+    let mut r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    r["organization"]["id"] = json!("don:identity:dvrv-us-1:devo/someone-else");
+    std::fs::write(w.path("other-org.json"), serde_json::to_vec(&r).unwrap()).unwrap();
+    check(
+        &["--restore", "other-org.json", "--yes"],
+        65,
+        "another DevRev organization",
+    );
+    assert!(
+        writes(&w.fake.requests()[n0..]).is_empty(),
+        "nothing sent to DevRev"
+    );
+    assert!(
+        w.fake.requests()[n0..]
+            .iter()
+            .all(|r| r.path == "/auth-tokens.info")
+    );
+}
+
+#[test]
+fn a_pair_never_merged_is_skipped_and_nothing_changes() {
+    let w = World::new(
+        spec(1, 0, 54),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let out = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--backup-only"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let folder = backup_folders(&w)[0].clone();
+    let before = w.fake.with_state(|s| view(s));
+    let n0 = w.fake.requests().len();
+    let out = w
+        .cmd()
+        .args(["--restore", folder.to_str().unwrap(), "--yes"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("never merged"), "{err}");
+    assert!(writes(&w.fake.requests()[n0..]).is_empty());
+    assert_eq!(w.fake.with_state(|s| view(s)), before);
+    assert_eq!(last_restore_report(&w)["pairs"][0]["status"], "skipped");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
