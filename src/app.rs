@@ -27,6 +27,12 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
             block_on(&cfg, commands::verify_backups::run(&cfg, dir, *against_api))
         }
         Command::Merge { csv } => block_on(&cfg, commands::merge::run(&cfg, csv)),
+        Command::ExportContacts { output, force } => {
+            block_on(&cfg, commands::export::run(&cfg, output, *force))
+        }
+        // The demo writes nothing in the current folder (no log folder here): each step is
+        // a child process logging inside the demo's own folder.
+        Command::Demo { dir } => commands::demo::run(&cfg, dir.as_deref()),
     }
 }
 

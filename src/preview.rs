@@ -98,11 +98,7 @@ fn is_fatal(e: &ApiError) -> bool {
         || (e.is_not_found() && e.kind() != Some("not_found"))
 }
 
-async fn check_one(
-    client: &DevRevClient,
-    pair: &Pair,
-    keep: Keep,
-) -> Result<LiveResult, ApiError> {
+async fn check_one(client: &DevRevClient, pair: &Pair, keep: Keep) -> Result<LiveResult, ApiError> {
     let mut r = LiveResult {
         email: pair.email.clone(),
         primary: pair.primary.rev_user_id.clone(),
@@ -460,7 +456,11 @@ fn print_live<W: Write>(w: &mut W, l: &LiveSummary) -> io::Result<()> {
                 .map_or(validate::TURNED_BECAUSE, |(why, _)| why)
         )?;
         for r in l.results.iter().filter(|r| r.turned.is_some()) {
-            writeln!(w, "    {}  keep {}, merge {} into it", r.email, r.primary, r.secondary)?;
+            writeln!(
+                w,
+                "    {}  keep {}, merge {} into it",
+                r.email, r.primary, r.secondary
+            )?;
         }
     }
     Ok(())

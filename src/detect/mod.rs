@@ -353,7 +353,7 @@ fn trim(s: &str) -> &str {
 }
 
 /// Whether `email` (normalized) belongs to `domain` (lower-case, no `@`).
-fn in_domain(email: &str, domain: &str) -> bool {
+pub fn in_domain(email: &str, domain: &str) -> bool {
     email.rsplit_once('@').is_some_and(|(_, d)| d == domain)
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod closed_pipe;
 mod common;
 mod detect;
+mod export;
 mod fake_selftest;
 mod keep_auto;
 mod merge;
