@@ -5,6 +5,7 @@ mod backup;
 mod cli;
 mod closed_pipe;
 mod common;
+mod demo;
 mod detect;
 mod export;
 mod fake_selftest;
