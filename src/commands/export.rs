@@ -358,3 +358,46 @@ fn write_csv(
     })
     .map_err(|e| AppError::CantCreate(format!("cannot write {}: {e}", output.display())))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str, email: Option<&str>, created: &str) -> RevUser {
+        let mut u = RevUser {
+            id: id.into(),
+            email: email.map(str::to_string),
+            ..RevUser::default()
+        };
+        u.extra
+            .insert("created_date".into(), serde_json::json!(created));
+        u
+    }
+
+    #[test]
+    fn only_contacts_sharing_a_normalized_email_are_counted() {
+        let users = [
+            user("a", Some("X@example.com "), "2024-01-01T00:00:00Z"),
+            user("b", Some("x@example.com"), "2024-01-01T00:00:00Z"),
+            user("c", Some("y@example.com"), "2024-01-01T00:00:00Z"),
+            user("d", None, "2024-01-01T00:00:00Z"),
+            user("e", Some(""), "2024-01-01T00:00:00Z"),
+            user("f", Some(" "), "2024-01-01T00:00:00Z"),
+        ];
+        assert_eq!(sharing_an_email(&users), ["a", "b"]);
+    }
+
+    #[test]
+    fn rows_look_like_the_warehouse_export() {
+        let u = user("don:x", Some("a@b.c"), "2024-12-03T15:16:07.1234567Z");
+        let r = row(&u, None);
+        assert_eq!(r[5], "2024-12-03 15:16:07.123");
+        assert_eq!(r[6], "", "no modified_date: empty");
+        assert_eq!(r[7], "", "not counted: empty, never 0");
+        assert_eq!(row(&u, Some(0))[7], "0");
+        assert_eq!(
+            progress_path(Path::new("out/contacts.csv")),
+            Path::new("out/contacts.csv.export-progress.json")
+        );
+    }
+}

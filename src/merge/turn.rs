@@ -3,8 +3,9 @@
 //! saga merges the verified REVU- contact into the user_ one instead of skipping the pair.
 //!
 //! A pair the journal already knows is finished the way it was started: turned if its record
-//! has the turned roles, as planned otherwise. Only new pairs are looked up (two
-//! `rev-users.get` each, read-only; the saga's Validate checks them again before any write).
+//! has the turned roles, as planned once a merge was requested. Only the others are looked up
+//! (two `rev-users.get` each, read-only; the saga's Validate checks them again before any
+//! write), so pairs an earlier `--keep revu` run skipped are turned too.
 
 use futures_util::StreamExt;
 
@@ -31,8 +32,16 @@ pub async fn turn_pairs(
         if journal.pairs.contains_key(&pair_key(s, p)) {
             *pair = pair.swapped();
             turned += 1;
-        } else if !journal.pairs.contains_key(&pair_key(p, s)) {
-            fresh.push(i);
+        } else {
+            // New, or journaled as planned but never sent to DevRev (e.g. skipped by an
+            // earlier `--keep revu` run): free to turn.
+            let untouched = journal
+                .pairs
+                .get(&pair_key(p, s))
+                .is_none_or(|r| r.merge.is_none() && r.merged.is_none() && !r.status.is_final());
+            if untouched {
+                fresh.push(i);
+            }
         }
     }
     if fresh.is_empty() {

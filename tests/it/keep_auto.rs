@@ -144,3 +144,38 @@ fn every_pair_is_merged_none_refused() {
         .success();
     assert_eq!(w.fake.count("/rev-users.merge"), before);
 }
+
+#[test]
+fn pairs_a_keep_revu_run_skipped_are_turned_by_keep_auto() {
+    let (w, refused) = world();
+    let out = w.cmd().args(w.run_args()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "--keep revu skips the refused pairs"
+    );
+    assert_eq!(w.last_report()["summary"]["skipped"], refused.len());
+    let out = w
+        .cmd()
+        .args(w.run_args())
+        .args(["--keep", "auto"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged: BTreeSet<(String, String)> = w.fake.with_state(|s| {
+        s.merges
+            .iter()
+            .filter(|m| m.applied)
+            .map(|m| (m.secondary.clone(), m.primary.clone()))
+            .collect()
+    });
+    for pair in &refused {
+        assert!(merged.contains(pair), "{pair:?} turned and merged");
+    }
+    assert_eq!(merged.len(), w.pairs().len());
+}
