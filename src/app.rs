@@ -30,6 +30,12 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
         Command::Restore { inputs, preview } => {
             block_on(&cfg, commands::restore::run(&cfg, inputs, *preview))
         }
+        Command::ExportContacts { output, force } => {
+            block_on(&cfg, commands::export::run(&cfg, output, *force))
+        }
+        // The demo writes nothing in the current folder (no log folder here): each step is
+        // a child process logging inside the demo's own folder.
+        Command::Demo { dir } => commands::demo::run(&cfg, dir.as_deref()),
     }
 }
 

@@ -22,7 +22,7 @@ pub const DEFAULT_BASE_URL: &str = "https://api.devrev.ai";
 #[command(group(
     ArgGroup::new("command")
         .args(["csv", "test_api", "create_test_sample", "verify_backups",
-               "generate_completions", "generate_man", "restore"])
+               "generate_completions", "generate_man", "restore", "demo", "export_contacts"])
         .required(true)
         .multiple(false)
 ))]
@@ -70,9 +70,23 @@ pub struct Cli {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
 
-    /// With --create-test-sample: overwrite an existing output file.
+    /// With --create-test-sample or --export-contacts: overwrite an existing output file.
     #[arg(long)]
     pub force: bool,
+
+    /// Try the whole flow on a built-in fake DevRev (no token, nothing sent anywhere): every
+    /// step prints the command to type against a real org, then its output.
+    #[arg(long)]
+    pub demo: bool,
+
+    /// With --demo: the folder to run it in (empty or new; default: a fresh temporary folder).
+    #[arg(long, value_name = "DIR", requires = "demo")]
+    pub demo_dir: Option<PathBuf>,
+
+    /// Build the contacts CSV from the DevRev API (every rev user; ticket counts for contacts
+    /// that share an email), for those without a warehouse export. Honours --email-domain.
+    #[arg(long, value_name = "FILE")]
+    pub export_contacts: Option<PathBuf>,
 
     /// Re-check every backup folder under DIR (checksums, sizes, counts).
     #[arg(long, value_name = "DIR")]

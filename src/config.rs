@@ -38,6 +38,11 @@ pub enum Command {
     Completions(clap_complete::Shell),
     /// `--generate-man`: the man page on stdout.
     Man,
+    /// `--demo [--demo-dir DIR]`: the whole flow against the built-in fake DevRev.
+    Demo { dir: Option<PathBuf> },
+    /// `--export-contacts FILE [--force]`: the contacts CSV from the API. An existing `output`
+    /// was already refused unless `force`.
+    ExportContacts { output: PathBuf, force: bool },
 }
 
 /// `--create-test-sample`'s inputs, already checked: `size` is even and at least 2, and
@@ -252,6 +257,23 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
     if cli.test_api {
         return Ok(Command::TestApi);
     }
+    if cli.demo {
+        return Ok(Command::Demo {
+            dir: cli.demo_dir.clone(),
+        });
+    }
+    if let Some(output) = &cli.export_contacts {
+        if output.exists() && !cli.force {
+            return Err(AppError::CantCreate(format!(
+                "{} already exists; add --force to overwrite it, or choose another file name",
+                output.display()
+            )));
+        }
+        return Ok(Command::ExportContacts {
+            output: output.clone(),
+            force: cli.force,
+        });
+    }
     if let Some(dir) = &cli.verify_backups {
         return Ok(Command::VerifyBackups {
             dir: dir.clone(),
@@ -287,7 +309,8 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
         }
         None => Err(AppError::Usage(
             "nothing to do: give one of --csv FILE [--preview | --backup-only], --test-api, \
-             --create-test-sample or --verify-backups DIR (see --help)"
+             --create-test-sample, --verify-backups DIR, --export-contacts FILE or --demo \
+             (see --help)"
                 .into(),
         )),
     }

@@ -13,6 +13,21 @@ pub enum Keep {
     Revu,
     /// Keep the user_ contact.
     User,
+    /// Keep the REVU- contact, except where DevRev would refuse that direction (a verified
+    /// REVU- and an unverified user_ contact): there the user_ contact is kept. Which pairs
+    /// turn is only known live, so `--check-live` and the merge run decide it.
+    Auto,
+}
+
+impl Keep {
+    /// The direction the offline plan is built in: `auto` plans as `revu` and turns pairs
+    /// only once DevRev has said which ones it would refuse.
+    pub fn planned(self) -> Keep {
+        match self {
+            Keep::Auto => Keep::Revu,
+            k => k,
+        }
+    }
 }
 
 /// Which tickets' timelines and attachments a backup holds.

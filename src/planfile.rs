@@ -66,6 +66,10 @@ pub struct LiveResult {
     pub csv_tickets_secondary: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `--keep auto` turned the pair round (the user_ contact kept): why. `primary` and
+    /// `secondary` above are then the turned roles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turned: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +83,14 @@ pub struct LiveSummary {
     /// counts owned/created/reported tickets, DevRev lists reported ones).
     pub ticket_count_differences: u64,
     pub api_calls: u64,
+    /// Pairs `--keep auto` turned round (counted in `passed` too).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub turned: u64,
     pub results: Vec<LiveResult>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The plan file (`reports/plan-<ts>.json`) and `--json` output.
@@ -259,6 +270,7 @@ mod tests {
             errors: 0,
             ticket_count_differences: 0,
             api_calls: 2,
+            turned: 0,
             results: vec![],
         };
         for live in [None, Some(&live)] {

@@ -52,6 +52,9 @@ pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) ->
     let adopt = match keep {
         Keep::Revu => 1, // rev-users.update external_ref
         Keep::User => 0,
+        // rev-users.get × 2 deciding the direction before the saga, and (for most pairs) the
+        // adopt of a kept REVU- contact.
+        Keep::Auto => 2 + 1,
     };
     validate + backup + request_merge + await_merge + reconcile + adopt
 }
@@ -95,7 +98,7 @@ fn is_fatal(e: &ApiError) -> bool {
         || (e.is_not_found() && e.kind() != Some("not_found"))
 }
 
-async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, ApiError> {
+async fn check_one(client: &DevRevClient, pair: &Pair, keep: Keep) -> Result<LiveResult, ApiError> {
     let mut r = LiveResult {
         email: pair.email.clone(),
         primary: pair.primary.rev_user_id.clone(),
@@ -107,6 +110,7 @@ async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, Api
         csv_tickets_primary: pair.primary.ticket_count,
         csv_tickets_secondary: pair.secondary.ticket_count,
         warnings: vec![],
+        turned: None,
     };
     let fail = |mut r: LiveResult, e: ApiError| {
         if is_fatal(&e) {
@@ -116,7 +120,20 @@ async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, Api
         r.error = Some(e.to_string());
         Ok(r)
     };
-    let live = match validate::validate_pair(client, pair).await {
+    let checked = validate::validate_pair(client, pair).await;
+    let turned = match (&checked, keep) {
+        (Ok(c), Keep::Auto) => validate::turned(pair, c),
+        _ => None,
+    };
+    let live = match checked {
+        _ if turned.is_some() => {
+            let (swapped, live) = turned.expect("checked above");
+            r.primary = swapped.primary.rev_user_id;
+            r.secondary = swapped.secondary.rev_user_id;
+            std::mem::swap(&mut r.csv_tickets_primary, &mut r.csv_tickets_secondary);
+            r.turned = Some(validate::TURNED_BECAUSE.to_string());
+            live
+        }
         Ok(LiveCheck::Passed(live)) => live,
         Ok(LiveCheck::Refused { problems, .. }) => {
             r.outcome = LiveOutcome::Refused;
@@ -129,8 +146,8 @@ async fn check_one(client: &DevRevClient, pair: &Pair) -> Result<LiveResult, Api
     match validate::live_ticket_counts(client, &live.primary.id, &live.secondary.id).await {
         Ok(t) => {
             for (role, csv, now) in [
-                ("primary", pair.primary.ticket_count, t.primary),
-                ("secondary", pair.secondary.ticket_count, t.secondary),
+                ("primary", r.csv_tickets_primary, t.primary),
+                ("secondary", r.csv_tickets_secondary, t.secondary),
             ] {
                 if let Some(csv) = csv.filter(|c| *c != now) {
                     r.warnings.push(format!(
@@ -165,7 +182,7 @@ pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, Ap
     let results = async move {
         let mut out = Vec::with_capacity(n);
         let mut stream = futures_util::stream::iter(pairs.iter())
-            .map(|p| check_one(client_ref, p))
+            .map(|p| check_one(client_ref, p, cfg.keep))
             .buffered(LIVE_CONCURRENCY);
         while let Some(r) = stream.next().await {
             bar.pb_inc(1);
@@ -189,9 +206,14 @@ pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, Ap
         errors: 0,
         ticket_count_differences: 0,
         api_calls: client.totals().calls,
+        turned: 0,
         results: vec![],
     };
     for (i, r) in results.iter().enumerate().rev() {
+        if r.turned.is_some() {
+            summary.turned += 1;
+            plan.pairs[i] = plan.pairs[i].swapped();
+        }
         match r.outcome {
             LiveOutcome::Passed => summary.passed += 1,
             LiveOutcome::Refused => {
@@ -356,6 +378,10 @@ fn print_summary<W: Write>(w: &mut W, plan: &Plan) -> io::Result<()> {
     let keep = match plan.keep {
         Keep::Revu => "the REVU- contact survives (--keep revu)",
         Keep::User => "the user_ contact survives (--keep user)",
+        Keep::Auto => {
+            "the REVU- contact survives, or the user_ one where DevRev refuses that direction \
+             (--keep auto: decided live, by --check-live and by the merge run)"
+        }
     };
     writeln!(w, "Plan for {}: {keep}", plan.source)?;
     let n = |v: u64| thousands(v);
@@ -419,7 +445,25 @@ fn print_live<W: Write>(w: &mut W, l: &LiveSummary) -> io::Result<()> {
         n(l.errors),
         n(l.api_calls),
         n(l.ticket_count_differences)
-    )
+    )?;
+    if l.turned > 0 {
+        writeln!(
+            w,
+            "  Turned by --keep auto: {} pair(s) keep the user_ contact, because {}:",
+            n(l.turned),
+            validate::TURNED_BECAUSE
+                .split_once(':')
+                .map_or(validate::TURNED_BECAUSE, |(why, _)| why)
+        )?;
+        for r in l.results.iter().filter(|r| r.turned.is_some()) {
+            writeln!(
+                w,
+                "    {}  keep {}, merge {} into it",
+                r.email, r.primary, r.secondary
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The merge run's estimated calls and time, and how they are counted.
@@ -445,6 +489,7 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
         match est.keep {
             Keep::Revu => " + 1 (adopt the user_ ref)",
             Keep::User => "",
+            Keep::Auto => " + 1 (adopt the user_ ref) + 2 (the live turn check)",
         },
         if est.unknown_ticket_counts > 0 {
             format!(

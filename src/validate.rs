@@ -198,6 +198,32 @@ pub fn judge(pair: &Pair, primary: Option<RevUser>, secondary: Option<RevUser>) 
     }
 }
 
+/// `--keep auto`: the pair turned round (the user_ contact kept) with its live check, when
+/// DevRev refuses it as planned only because a verified primary would take an unverified
+/// secondary, and accepts it the other way. `None` when turning would not help.
+pub fn turned(pair: &Pair, check: &LiveCheck) -> Option<(Pair, LivePair)> {
+    let LiveCheck::Refused {
+        problems,
+        primary,
+        secondary,
+    } = check
+    else {
+        return None;
+    };
+    if problems.as_slice() != [LiveProblem::UnverifiedIntoVerified] {
+        return None;
+    }
+    let swapped = pair.swapped();
+    match judge(&swapped, secondary.clone(), primary.clone()) {
+        LiveCheck::Passed(live) => Some((swapped, live)),
+        LiveCheck::Refused { .. } => None,
+    }
+}
+
+/// Why a pair was turned, in the words the plan and the report use.
+pub const TURNED_BECAUSE: &str = "the REVU- contact is verified and the user_ contact is not: \
+     DevRev refuses that merge, so the user_ contact is kept (--keep auto)";
+
 fn check_contact(
     role: Role,
     csv: &Contact,

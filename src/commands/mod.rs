@@ -2,6 +2,8 @@
 //! from `config::Command`), parses nothing and prints through `output`.
 
 pub mod backup_only;
+pub mod demo;
+pub mod export;
 pub mod generate;
 pub mod merge;
 pub mod preview;

@@ -189,9 +189,9 @@ fn classify_group(
         let (Some(revu_c), Some(user_c)) = (it.next(), it.next()) else {
             unreachable!("a group of two rows has two rows")
         };
-        let (primary, secondary) = match keep {
-            Keep::Revu => (revu_c, user_c),
+        let (primary, secondary) = match keep.planned() {
             Keep::User => (user_c, revu_c),
+            Keep::Revu | Keep::Auto => (revu_c, user_c),
         };
         return Outcome::Pair(Pair {
             email,

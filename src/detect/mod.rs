@@ -127,6 +127,15 @@ pub struct Pair {
 }
 
 impl Pair {
+    /// The same two contacts with the other one kept (`--keep auto` turning a pair).
+    pub fn swapped(&self) -> Pair {
+        Pair {
+            email: self.email.clone(),
+            primary: self.secondary.clone(),
+            secondary: self.primary.clone(),
+        }
+    }
+
     /// Both contacts' CSV ticket counts added up; `None` if either is unknown.
     pub fn csv_tickets(&self) -> Option<u64> {
         Some(self.primary.ticket_count? + self.secondary.ticket_count?)
@@ -344,7 +353,7 @@ fn trim(s: &str) -> &str {
 }
 
 /// Whether `email` (normalized) belongs to `domain` (lower-case, no `@`).
-fn in_domain(email: &str, domain: &str) -> bool {
+pub fn in_domain(email: &str, domain: &str) -> bool {
     email.rsplit_once('@').is_some_and(|(_, d)| d == domain)
 }
 

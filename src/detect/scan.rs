@@ -331,7 +331,7 @@ pub(super) fn assign_slots(
         );
         if clean && !suspicious {
             for r in members {
-                let primary = (r.class == RefClass::Revu) == (keep == Keep::Revu);
+                let primary = (r.class == RefClass::Revu) == (keep.planned() == Keep::Revu);
                 wanted.push(Wanted {
                     byte: r.byte,
                     key,
@@ -461,9 +461,9 @@ pub(super) fn pass2<R: Read + Seek + Send>(
         }
     }
     // A row's class must not have changed between the passes either.
-    let want = match keep {
-        Keep::Revu => (RefClass::Revu, RefClass::User),
+    let want = match keep.planned() {
         Keep::User => (RefClass::User, RefClass::Revu),
+        Keep::Revu | Keep::Auto => (RefClass::Revu, RefClass::User),
     };
     if out
         .pairs

@@ -508,7 +508,7 @@ mod props {
             let p = run(&rows, keep, None);
             for pair in &p.pairs {
                 let (want_p, want_s) = match keep {
-                    Keep::Revu => (RefClass::Revu, RefClass::User),
+                    Keep::Revu | Keep::Auto => (RefClass::Revu, RefClass::User),
                     Keep::User => (RefClass::User, RefClass::Revu),
                 };
                 prop_assert_eq!(pair.primary.ref_class(), want_p);

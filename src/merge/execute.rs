@@ -9,6 +9,7 @@ use super::report::RunOutcome;
 use super::saga::{self, PairResult, PairRun, SagaCtx};
 use super::savepoint::Savepoint;
 use super::schedule::{self, Item};
+use crate::detect::RefClass;
 use crate::error::AppError;
 use crate::options::Keep;
 
@@ -98,6 +99,13 @@ fn journal_new_pair(sp: &mut Savepoint, item: &Item<'_>, keep: Keep) -> Result<(
     let pair = item
         .pair
         .expect("a pair without a record comes from the CSV");
+    // Each record holds the direction it is merged in: `--keep auto` resolves per pair (a
+    // turned pair keeps its user_ contact and adopts no ref).
+    let keep = match keep {
+        Keep::Auto if pair.primary.ref_class() == RefClass::User => Keep::User,
+        Keep::Auto => Keep::Revu,
+        k => k,
+    };
     let rec = PairRecord::new(
         &pair.email,
         &pair.primary.rev_user_id,

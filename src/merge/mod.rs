@@ -14,6 +14,7 @@ pub mod report;
 pub mod saga;
 pub mod savepoint;
 pub mod schedule;
+mod turn;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -28,6 +29,7 @@ use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
+use crate::options::Keep;
 use crate::output;
 use saga::SagaCtx;
 use savepoint::Savepoint;
@@ -101,7 +103,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         rand::random::<u32>() & 0xff_ffff
     );
 
-    let plan = detect::plan_from_csv(
+    let mut plan = detect::plan_from_csv(
         csv,
         &DetectOptions {
             keep: cfg.keep,
@@ -111,6 +113,9 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let client_cfg = cfg.client_config()?;
     let mut sp = Savepoint::open(&cfg.savepoint)?;
     let client = DevRevClient::new(client_cfg)?;
+    if cfg.keep == Keep::Auto {
+        turn::turn_pairs(&client, &mut plan.pairs, sp.file()).await?;
+    }
 
     // ---- schedule ---------------------------------------------------------------------------
     let sched = schedule::schedule(&plan.pairs, sp.file());
