@@ -98,8 +98,10 @@ fn main() {
         for i in 0..steps {
             let key = &keys[(i + 1) % keys.len()];
             let t = Instant::now();
-            sp.update(key, |r| r.repairs.display_name_restored = !r.repairs.display_name_restored)
-                .expect("step");
+            sp.update(key, |r| {
+                r.repairs.display_name_restored = !r.repairs.display_name_restored
+            })
+            .expect("step");
             times.push(t.elapsed());
         }
         times.sort();
