@@ -9,6 +9,7 @@ use super::report::RunOutcome;
 use super::saga::{self, PairResult, PairRun, SagaCtx};
 use super::savepoint::Savepoint;
 use super::schedule::{self, Item};
+use crate::devrev::DevRevClient;
 use crate::error::AppError;
 use crate::options::Keep;
 
@@ -43,7 +44,9 @@ pub async fn execute(
     let mut ran = Vec::new();
     let mut merges_sent = 0usize;
     let mut stop = None;
-    for item in work {
+    let mut meter = CallMeter::new(ctx.client);
+    let mut eta = String::new();
+    for (i, item) in work.iter().enumerate() {
         if ctx.stop.requested() {
             stop = Some(Stop::Outcome(RunOutcome::Interrupted));
             break;
@@ -61,7 +64,7 @@ pub async fn execute(
             .map(|p| p.email.clone())
             .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
             .unwrap_or_default();
-        span.pb_set_message(&email);
+        span.pb_set_message(&format!("{email}{eta}"));
         if let Err(e) = journal_new_pair(sp, item, keep) {
             stop = Some(Stop::Fatal(e));
             break;
@@ -70,6 +73,7 @@ pub async fn execute(
         if let Some(run) = &run {
             merges_sent += usize::from(run.merge_sent);
             span.pb_inc(1);
+            eta = meter.pair_done(ctx.client, work.len() - i - 1);
         }
         ran.push((item.key.clone(), run));
         if stopped.is_some() {
@@ -87,6 +91,48 @@ pub async fn execute(
         ran,
         outcome,
         fatal,
+    }
+}
+
+/// The run's ETA from what it measures: the API calls per pair so far times the pairs left, at
+/// the client's pacing. A run is bound by its rate limit, so its calls are its length; the
+/// preview's estimate only guesses attachments and conversations, the run counts them.
+struct CallMeter {
+    calls_at_start: u64,
+    pairs: u64,
+    /// Seconds one call takes at the configured pacing.
+    per_call_s: f64,
+}
+
+impl CallMeter {
+    fn new(client: &DevRevClient) -> Self {
+        let cfg = client.config();
+        Self {
+            calls_at_start: client.totals().calls,
+            pairs: 0,
+            per_call_s: cfg.rate_limit_period.as_secs_f64()
+                / f64::from(cfg.rate_limit_calls.max(1)),
+        }
+    }
+
+    /// Counts a finished pair; returns the text shown after the next pair's email.
+    fn pair_done(&mut self, client: &DevRevClient, left: usize) -> String {
+        self.pairs += 1;
+        let calls = client.totals().calls.saturating_sub(self.calls_at_start);
+        let per_pair = calls as f64 / self.pairs as f64;
+        let secs = per_pair * left as f64 * self.per_call_s;
+        tracing::debug!(
+            pairs = self.pairs,
+            calls,
+            per_pair,
+            left,
+            secs,
+            "measured calls per pair"
+        );
+        format!(
+            " ({per_pair:.1} calls/pair, ~{} left at the rate limit)",
+            crate::preview::human_duration(secs)
+        )
     }
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod closed_pipe;
 mod common;
 mod detect;
+mod estimate;
 mod fake_selftest;
 mod merge;
 mod merge_crash;
