@@ -240,7 +240,7 @@ pub struct JournalHeader {
 pub enum JournalLine {
     /// The whole record of a pair after the change (never a partial one, so any single line is
     /// enough to know where the pair stands).
-    Pair(PairRecord),
+    Pair(Box<PairRecord>),
     /// The pair's record was dropped.
     Removed(String),
 }
@@ -592,7 +592,7 @@ mod tests {
             json!({"version": 2, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
         );
         let owned: JournalLine = serde_json::from_value(line).unwrap();
-        assert_eq!(owned, JournalLine::Pair(full_record()));
+        assert_eq!(owned, JournalLine::Pair(Box::new(full_record())));
         file.version = LEGACY_VERSION;
         let back: SavepointFile = serde_json::from_value(expected).unwrap();
         assert_eq!(back, file);

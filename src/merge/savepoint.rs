@@ -188,7 +188,7 @@ fn read_lines(
             Ok(JournalLine::Pair(rec)) => {
                 file.updated_at = file.updated_at.max(rec.updated_at);
                 file.pairs
-                    .insert(pair_key(&rec.primary, &rec.secondary), rec);
+                    .insert(pair_key(&rec.primary, &rec.secondary), *rec);
             }
             Ok(JournalLine::Removed(key)) => {
                 file.pairs.remove(&key);
