@@ -119,8 +119,7 @@ impl CallMeter {
     fn pair_done(&mut self, client: &DevRevClient, left: usize) -> String {
         self.pairs += 1;
         let calls = client.totals().calls.saturating_sub(self.calls_at_start);
-        let per_pair = calls as f64 / self.pairs as f64;
-        let secs = per_pair * left as f64 * self.per_call_s;
+        let (per_pair, secs) = time_left(calls, self.pairs, left, self.per_call_s);
         tracing::debug!(
             pairs = self.pairs,
             calls,
@@ -134,6 +133,13 @@ impl CallMeter {
             crate::preview::human_duration(secs)
         )
     }
+}
+
+/// Calls per pair measured over `pairs` finished pairs, and the seconds the `left` ones take at
+/// that rate with one call every `per_call_s`.
+fn time_left(calls: u64, pairs: u64, left: usize, per_call_s: f64) -> (f64, f64) {
+    let per_pair = calls as f64 / pairs.max(1) as f64;
+    (per_pair, per_pair * left as f64 * per_call_s)
 }
 
 /// A pair seen for the first time gets its record before the saga starts.
@@ -193,5 +199,25 @@ fn log_result(email: &str, r: &PairResult) {
         PairResult::Interrupted => {
             tracing::info!(pair = %email, "interrupted; resumes on the next run")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left;
+
+    #[test]
+    fn the_eta_follows_the_measured_calls_per_pair() {
+        // 3 pairs took 52 calls: 17.3 a pair; 17 pairs left at 45 calls a minute.
+        let (per_pair, secs) = time_left(52, 3, 17, 60.0 / 45.0);
+        assert!((per_pair - 17.333).abs() < 0.01, "{per_pair}");
+        assert!(
+            (secs - 52.0 / 3.0 * 17.0 * 60.0 / 45.0).abs() < 1e-6,
+            "{secs}"
+        );
+        // A pair that cost more (attachments) raises the estimate for the rest.
+        let (_, later) = time_left(52 + 40, 4, 16, 60.0 / 45.0);
+        assert!(later / 16.0 > secs / 17.0);
+        assert_eq!(time_left(0, 0, 5, 1.0), (0.0, 0.0));
     }
 }
