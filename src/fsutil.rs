@@ -61,7 +61,7 @@ pub fn sha256_hex(hasher: Sha256) -> String {
     base16ct::lower::encode_string(&hasher.finalize())
 }
 
-/// Serializes `value` as pretty JSON and writes it with [`write_private_atomic`].
+/// Serializes `value` as pretty JSON and writes it atomically like [`write_private_atomic`].
 pub fn write_json_atomic<T: serde::Serialize + ?Sized>(
     path: &Path,
     value: &T,

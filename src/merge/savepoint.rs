@@ -57,7 +57,7 @@ pub enum SavepointError {
     Corrupt { path: PathBuf, reason: String },
     #[error(
         "the savepoint {path} has format version {found}, but this devrev-merge reads version \
-         {VERSION}. Use the devrev-merge version that wrote it to finish that run. It was left unchanged."
+         {VERSION} (and converts version {LEGACY_VERSION}). Use the devrev-merge version that wrote it to finish that run. It was left unchanged."
     )]
     Version { path: PathBuf, found: String },
     #[error("cannot {what} {path}: {source}")]
