@@ -136,7 +136,13 @@ fn read(path: &Path) -> Result<Option<Loaded>, SavepointError> {
         Some(Some((Some(v), _))) if v == u64::from(VERSION) => {
             let header: JournalHeader = serde_json::from_slice(&first)
                 .map_err(|e| corrupt(format!("the header line: {e}")))?;
-            return read_lines(path, header, r).map(Some);
+            let whole_header = first.ends_with(b"\n");
+            let mut loaded = read_lines(path, header, r)?;
+            if !whole_header {
+                // Nothing may be appended to a line without its end: rewrite first.
+                loaded.lines = None;
+            }
+            return Ok(Some(loaded));
         }
         Some(Some((n, v))) if n != Some(u64::from(LEGACY_VERSION)) => {
             return Err(SavepointError::Version {
@@ -621,6 +627,28 @@ mod tests {
         assert_eq!(
             load(&path).unwrap().unwrap().pairs[&k].last_step,
             Some(Step::RequestMerge)
+        );
+    }
+
+    #[test]
+    fn a_header_without_its_line_end_is_rewritten_before_anything_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        drop(journal_with(&path, 0, 1));
+        let mut sp = Savepoint::open(&path).unwrap();
+        let r = rec(1);
+        sp.put(&key(&r), r.clone()).unwrap();
+        drop(sp);
+        let text = fs::read_to_string(&path).unwrap();
+        let header = text.lines().next().unwrap();
+        fs::write(&path, header).unwrap();
+        let mut sp = Savepoint::open(&path).unwrap();
+        assert!(sp.file().pairs.is_empty());
+        sp.put(&key(&r), r.clone()).unwrap();
+        assert_eq!(
+            lines(&path).len(),
+            2,
+            "header and the record, each on its line"
         );
     }
 
