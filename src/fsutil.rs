@@ -61,14 +61,16 @@ pub fn sha256_hex(hasher: Sha256) -> String {
     base16ct::lower::encode_string(&hasher.finalize())
 }
 
-/// Serializes `value` as pretty JSON and writes it with [`write_private_atomic`].
+/// Serializes `value` as pretty JSON and writes it atomically like [`write_private_atomic`].
 pub fn write_json_atomic<T: serde::Serialize + ?Sized>(
     path: &Path,
     value: &T,
 ) -> std::io::Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    bytes.push(b'\n');
-    write_private_atomic(path, &bytes)
+    // Streamed: a report of 100,000 pairs never sits in memory as text.
+    write_private_atomic_with(path, true, |w| {
+        serde_json::to_writer_pretty(&mut *w, value)?;
+        w.write_all(b"\n")
+    })
 }
 
 /// Turns data (an email, an attachment name) into one safe path component: no separators,

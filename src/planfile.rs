@@ -25,10 +25,19 @@ use crate::validate::{LiveProblem, LiveTickets};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
     pub pairs: u64,
+    /// The typical count: the README's per-pair formula over the ticket counts.
     pub api_calls: u64,
     pub calls_per_pair: f64,
     /// At the configured pacing: `api_calls × period / calls`.
     pub seconds: f64,
+    /// The honest range around `api_calls`: the saga's floor (no attachment, no conversation,
+    /// one look after the merge) up to the README's priors for what the CSV does not say.
+    pub api_calls_low: u64,
+    pub api_calls_high: u64,
+    pub seconds_low: f64,
+    pub seconds_high: f64,
+    /// Pairs whose ticket counts were read live (`--check-live`) instead of taken from the CSV.
+    pub live_ticket_counts: u64,
     pub rate_limit_calls: u32,
     pub rate_limit_period_s: f64,
     pub keep: Keep,
@@ -256,6 +265,11 @@ mod tests {
             api_calls: 2,
             calls_per_pair: 2.0,
             seconds: 3.0,
+            api_calls_low: 1,
+            api_calls_high: 4,
+            seconds_low: 1.5,
+            seconds_high: 6.0,
+            live_ticket_counts: 0,
             rate_limit_calls: 45,
             rate_limit_period_s: 60.0,
             keep: Keep::Revu,

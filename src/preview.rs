@@ -59,13 +59,109 @@ pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) ->
     validate + backup + request_merge + await_merge + reconcile + adopt
 }
 
-pub fn estimate(plan: &Plan, cfg: &Config) -> Estimate {
+/// Attachments per backed-up ticket or conversation, at most: each costs one
+/// `artifacts.locate`, plus one `artifacts.get` when DevRev's summary omits the size. A prior
+/// (README, "Estimating API calls"): the CSV does not say, and reading every timeline to count
+/// them would cost what it estimates.
+pub const PRIOR_ATTACHMENTS_PER_OBJECT: u64 = 2;
+/// Conversations a secondary is a member of, at most: each is backed up with one
+/// `timeline-entries.list`.
+pub const PRIOR_CONVERSATIONS_PER_CONTACT: u64 = 2;
+/// Looks at the secondary until the merge shows (`rev-users.get`): one when the first comes
+/// after DevRev applied it, up to four when DevRev is slow.
+const POLLS: (u64, u64) = (1, 4);
+
+/// What is known of one pair's tickets: the CSV's counts (`shared` unknown, so the distinct
+/// tickets lie between the larger count and the sum), or the live counts of `--check-live`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownTickets {
+    pub primary: u64,
+    pub secondary: u64,
+    /// Tickets naming both; `None` when not read (from the CSV).
+    pub shared: Option<u64>,
+}
+
+impl KnownTickets {
+    fn from_csv(pair: &Pair) -> Self {
+        Self {
+            primary: pair.primary.ticket_count.unwrap_or(0),
+            secondary: pair.secondary.ticket_count.unwrap_or(0),
+            shared: None,
+        }
+    }
+
+    /// Distinct tickets of the pair: (fewest, most).
+    fn distinct(self) -> (u64, u64) {
+        let sum = self.primary + self.secondary;
+        match self.shared {
+            Some(s) => (sum - s.min(sum), sum - s.min(sum)),
+            None => (self.primary.max(self.secondary), sum),
+        }
+    }
+}
+
+/// One pair's API calls, lowest and highest (see [`PRIOR_ATTACHMENTS_PER_OBJECT`]).
+pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) -> (u64, u64) {
+    let (d_lo, d_hi) = t.distinct();
+    let (list_lo, list_hi) = (pages(d_lo, page), pages(d_hi, page));
+    let (backed_lo, backed_hi) = match scope {
+        BackupScope::Secondary => (t.secondary, t.secondary),
+        BackupScope::Both => (d_lo, d_hi),
+    };
+    let adopt = u64::from(keep == Keep::Revu);
+    // validate 2 + tickets list + timelines + conversations list + merge + polls
+    // + reconcile's tickets and conversations lists + adopt
+    let low = 2 + list_lo + backed_lo + 1 + 1 + POLLS.0 + list_lo + 1 + adopt;
+    let convs = PRIOR_CONVERSATIONS_PER_CONTACT;
+    let attachments = PRIOR_ATTACHMENTS_PER_OBJECT * (backed_hi + convs);
+    // + a conversation timeline each, two calls per attachment, and the primary's re-read.
+    let high = 2
+        + list_hi
+        + backed_hi
+        + 1
+        + convs
+        + 2 * attachments
+        + 1
+        + POLLS.1
+        + list_hi
+        + 1
+        + 1
+        + adopt;
+    (low, high)
+}
+
+/// The merge run's estimate. `live` (from `--check-live`) replaces the CSV's ticket counts of
+/// the pairs it read.
+pub fn estimate(plan: &Plan, cfg: &Config, live: Option<&LiveSummary>) -> Estimate {
     let page = u64::from(cfg.page_size);
-    let calls: u64 = plan
-        .pairs
-        .iter()
-        .map(|p| calls_for_pair(p, cfg.keep, cfg.backup_scope, page))
-        .sum();
+    let live_counts: std::collections::HashMap<(&str, &str), KnownTickets> = live
+        .into_iter()
+        .flat_map(|l| &l.results)
+        .filter_map(|r| {
+            let t = r.live_tickets?;
+            let known = KnownTickets {
+                primary: t.primary,
+                secondary: t.secondary,
+                shared: Some(t.shared),
+            };
+            Some(((r.primary.as_str(), r.secondary.as_str()), known))
+        })
+        .collect();
+    let (mut calls, mut low, mut high, mut refined) = (0, 0, 0, 0);
+    for p in &plan.pairs {
+        calls += calls_for_pair(p, cfg.keep, cfg.backup_scope, page);
+        let known = live_counts
+            .get(&(
+                p.primary.rev_user_id.as_str(),
+                p.secondary.rev_user_id.as_str(),
+            ))
+            .copied();
+        refined += u64::from(known.is_some());
+        let t = known.unwrap_or_else(|| KnownTickets::from_csv(p));
+        let (lo, hi) = call_range(t, cfg.keep, cfg.backup_scope, page);
+        low += lo;
+        high += hi;
+    }
     let unknown = plan
         .pairs
         .iter()
@@ -78,6 +174,11 @@ pub fn estimate(plan: &Plan, cfg: &Config) -> Estimate {
         api_calls: calls,
         calls_per_pair: if n == 0 { 0.0 } else { calls as f64 / n as f64 },
         seconds: seconds_for(calls, cfg),
+        api_calls_low: low,
+        api_calls_high: high,
+        seconds_low: seconds_for(low, cfg),
+        seconds_high: seconds_for(high, cfg),
+        live_ticket_counts: refined,
         rate_limit_calls: cfg.rate_limit_calls,
         rate_limit_period_s: cfg.rate_limit_period.as_secs_f64(),
         keep: cfg.keep,
@@ -480,8 +581,26 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
     )?;
     writeln!(
         w,
+        "  Range: {} to {} API calls, {} to {}{}.",
+        n(est.api_calls_low),
+        n(est.api_calls_high),
+        human_duration(est.seconds_low),
+        human_duration(est.seconds_high),
+        if est.live_ticket_counts > 0 {
+            format!(
+                "; ticket counts of {} pair(s) read live",
+                n(est.live_ticket_counts)
+            )
+        } else {
+            String::new()
+        }
+    )?;
+    writeln!(
+        w,
         "  Per pair: 8 + 2 x pages(both contacts' tickets) + one timeline per ticket{}{}; ticket counts \
-         from TICKET_COUNT{}. Attachments and conversations add calls (README, \"Estimating API calls\").",
+         from TICKET_COUNT{}. The range allows up to {PRIOR_CONVERSATIONS_PER_CONTACT} conversations \
+         per secondary and {PRIOR_ATTACHMENTS_PER_OBJECT} attachments per ticket or conversation \
+         (README, \"Estimating API calls\").",
         match est.backup_scope {
             BackupScope::Secondary => " (secondary's tickets)",
             BackupScope::Both => " (both contacts' tickets)",
@@ -634,6 +753,45 @@ mod tests {
     }
 
     #[test]
+    fn the_range_brackets_the_typical_count_and_narrows_with_live_counts() {
+        let p = Pair {
+            email: "j@x.com".into(),
+            primary: contact("P", "REVU-P", Some(3)),
+            secondary: contact("S", "user_s", Some(2)),
+        };
+        for (keep, scope) in [
+            (Keep::Revu, BackupScope::Secondary),
+            (Keep::User, BackupScope::Both),
+        ] {
+            let (lo, hi) = call_range(KnownTickets::from_csv(&p), keep, scope, 100);
+            let typical = calls_for_pair(&p, keep, scope, 100);
+            assert!(lo < typical && typical < hi, "{lo} {typical} {hi}");
+        }
+        // Secondary scope, keep revu: 2 + 1 + 2 + 1 + 1 + 1 poll + 1 + 1 + 1 adopt = 11 at
+        // least; at most 2 conversations and 2 attachments per ticket or conversation
+        // (2 x 2 x 4 = 16 calls), 4 polls and the primary's re-read.
+        let csv = call_range(
+            KnownTickets::from_csv(&p),
+            Keep::Revu,
+            BackupScope::Secondary,
+            100,
+        );
+        assert_eq!(csv, (11, 11 + 2 + 16 + 3 + 1));
+        // Both scope: the CSV cannot tell shared tickets, the live check can.
+        let (lo, hi) = call_range(KnownTickets::from_csv(&p), Keep::Revu, BackupScope::Both, 2);
+        let live = KnownTickets {
+            primary: 3,
+            secondary: 2,
+            shared: Some(1),
+        };
+        let (llo, lhi) = call_range(live, Keep::Revu, BackupScope::Both, 2);
+        assert!(
+            lo <= llo && lhi <= hi && lhi - llo < hi - lo,
+            "{lo}..{hi} vs {llo}..{lhi}"
+        );
+    }
+
+    #[test]
     fn numbers_and_durations_read_well() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");
@@ -667,6 +825,11 @@ mod tests {
             api_calls: 330,
             calls_per_pair: 11.0,
             seconds: 440.0,
+            api_calls_low: 300,
+            api_calls_high: 900,
+            seconds_low: 400.0,
+            seconds_high: 1200.0,
+            live_ticket_counts: 0,
             rate_limit_calls: 45,
             rate_limit_period_s: 60.0,
             keep: Keep::Revu,

@@ -34,7 +34,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         None
     };
-    let est = estimate(&plan, cfg);
+    let est = estimate(&plan, cfg, live_summary.as_ref());
 
     let report = PlanReport {
         kind: "devrev-merge plan",

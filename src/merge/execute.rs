@@ -10,6 +10,7 @@ use super::saga::{self, PairResult, PairRun, SagaCtx};
 use super::savepoint::Savepoint;
 use super::schedule::{self, Item};
 use crate::detect::RefClass;
+use crate::devrev::DevRevClient;
 use crate::error::AppError;
 use crate::options::Keep;
 
@@ -44,7 +45,9 @@ pub async fn execute(
     let mut ran = Vec::new();
     let mut merges_sent = 0usize;
     let mut stop = None;
-    for item in work {
+    let mut meter = CallMeter::new(ctx.client);
+    let mut eta = String::new();
+    for (i, item) in work.iter().enumerate() {
         if ctx.stop.requested() {
             stop = Some(Stop::Outcome(RunOutcome::Interrupted));
             break;
@@ -62,7 +65,7 @@ pub async fn execute(
             .map(|p| p.email.clone())
             .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
             .unwrap_or_default();
-        span.pb_set_message(&email);
+        span.pb_set_message(&format!("{email}{eta}"));
         if let Err(e) = journal_new_pair(sp, item, keep) {
             stop = Some(Stop::Fatal(e));
             break;
@@ -71,6 +74,7 @@ pub async fn execute(
         if let Some(run) = &run {
             merges_sent += usize::from(run.merge_sent);
             span.pb_inc(1);
+            eta = meter.pair_done(ctx.client, work.len() - i - 1);
         }
         ran.push((item.key.clone(), run));
         if stopped.is_some() {
@@ -89,6 +93,54 @@ pub async fn execute(
         outcome,
         fatal,
     }
+}
+
+/// The run's ETA from what it measures: the API calls per pair so far times the pairs left, at
+/// the client's pacing. A run is bound by its rate limit, so its calls are its length; the
+/// preview's estimate only guesses attachments and conversations, the run counts them.
+struct CallMeter {
+    calls_at_start: u64,
+    pairs: u64,
+    /// Seconds one call takes at the configured pacing.
+    per_call_s: f64,
+}
+
+impl CallMeter {
+    fn new(client: &DevRevClient) -> Self {
+        let cfg = client.config();
+        Self {
+            calls_at_start: client.totals().calls,
+            pairs: 0,
+            per_call_s: cfg.rate_limit_period.as_secs_f64()
+                / f64::from(cfg.rate_limit_calls.max(1)),
+        }
+    }
+
+    /// Counts a finished pair; returns the text shown after the next pair's email.
+    fn pair_done(&mut self, client: &DevRevClient, left: usize) -> String {
+        self.pairs += 1;
+        let calls = client.totals().calls.saturating_sub(self.calls_at_start);
+        let (per_pair, secs) = time_left(calls, self.pairs, left, self.per_call_s);
+        tracing::debug!(
+            pairs = self.pairs,
+            calls,
+            per_pair,
+            left,
+            secs,
+            "measured calls per pair"
+        );
+        format!(
+            " ({per_pair:.1} calls/pair, ~{} left at the rate limit)",
+            crate::preview::human_duration(secs)
+        )
+    }
+}
+
+/// Calls per pair measured over `pairs` finished pairs, and the seconds the `left` ones take at
+/// that rate with one call every `per_call_s`.
+fn time_left(calls: u64, pairs: u64, left: usize, per_call_s: f64) -> (f64, f64) {
+    let per_pair = calls as f64 / pairs.max(1) as f64;
+    (per_pair, per_pair * left as f64 * per_call_s)
 }
 
 /// A pair seen for the first time gets its record before the saga starts.
@@ -155,5 +207,25 @@ fn log_result(email: &str, r: &PairResult) {
         PairResult::Interrupted => {
             tracing::info!(pair = %email, "interrupted; resumes on the next run")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::time_left;
+
+    #[test]
+    fn the_eta_follows_the_measured_calls_per_pair() {
+        // 3 pairs took 52 calls: 17.3 a pair; 17 pairs left at 45 calls a minute.
+        let (per_pair, secs) = time_left(52, 3, 17, 60.0 / 45.0);
+        assert!((per_pair - 17.333).abs() < 0.01, "{per_pair}");
+        assert!(
+            (secs - 52.0 / 3.0 * 17.0 * 60.0 / 45.0).abs() < 1e-6,
+            "{secs}"
+        );
+        // A pair that cost more (attachments) raises the estimate for the rest.
+        let (_, later) = time_left(52 + 40, 4, 16, 60.0 / 45.0);
+        assert!(later / 16.0 > secs / 17.0);
+        assert_eq!(time_left(0, 0, 5, 1.0), (0.0, 0.0));
     }
 }

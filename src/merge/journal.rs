@@ -4,8 +4,14 @@
 //! These types are the file format, not the saga's working state: a change here changes what
 //! older and newer builds can read, so it needs a [`VERSION`] bump (and the format test below
 //! fails until the literal it pins is updated on purpose). The saga and the savepoint machinery
-//! (`savepoint.rs`: lock, load, atomic write) both build on this module; neither defines a
-//! serialized type of its own.
+//! (`savepoint.rs`: lock, load, append, compaction) both build on this module; neither defines
+//! a serialized type of its own.
+//!
+//! Since version 2 the file is a journal of JSON lines, so that one step costs one appended
+//! line whatever the size of the plan: a [`JournalHeader`] line, then one [`JournalLine`] per
+//! change (the whole record of the pair that changed). The last line of a pair wins. Version 1
+//! was one JSON document ([`SavepointFile`]) rewritten whole at every step; it is still read,
+//! and rewritten as version 2 at the first change.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,7 +25,10 @@ use crate::validate::Role;
 
 /// The format version this build reads and writes. Bump it (and refuse older or newer files
 /// explicitly) whenever a field changes meaning.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
+
+/// The single-document format of the first builds: still read, never written.
+pub const LEGACY_VERSION: u32 = 1;
 
 /// The savepoint key of a pair: both DONs, primary first.
 pub fn pair_key(primary: &str, secondary: &str) -> String {
@@ -186,7 +195,8 @@ impl PairRecord {
     }
 }
 
-/// The file's content.
+/// Everything the journal holds, as a run sees it in memory; also the whole-document file
+/// format of version 1 ([`LEGACY_VERSION`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SavepointFile {
     pub version: u32,
@@ -213,6 +223,34 @@ impl Default for SavepointFile {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The first line of a version-2 journal. It is written only when the whole file is (re)written
+/// atomically, so it is never torn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JournalHeader {
+    pub version: u32,
+    pub tool_version: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every line after the header: one change, read back in order (the last line of a pair wins).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalLine {
+    /// The whole record of a pair after the change (never a partial one, so any single line is
+    /// enough to know where the pair stands).
+    Pair(Box<PairRecord>),
+    /// The pair's record was dropped.
+    Removed(String),
+}
+
+/// [`JournalLine`] by reference, for writing without copying records (same serialized form).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalLineRef<'a> {
+    Pair(&'a PairRecord),
+    Removed(&'a str),
 }
 
 /// The steps of one pair, in order.
@@ -529,8 +567,33 @@ mod tests {
                 }
             }
         });
-        assert_eq!(VERSION, 1, "a new version needs a new literal below");
-        assert_eq!(serde_json::to_value(&file).unwrap(), expected);
+        assert_eq!(VERSION, 2, "a new version needs a new literal below");
+        let mut got = serde_json::to_value(&file).unwrap();
+        assert_eq!(
+            got["version"], VERSION,
+            "a new file carries this build's version"
+        );
+        got["version"] = json!(LEGACY_VERSION);
+        assert_eq!(got, expected, "the legacy whole-document layout");
+        // Version 2 stores the same record, one per line.
+        let line = serde_json::to_value(JournalLineRef::Pair(&full_record())).unwrap();
+        assert_eq!(line, json!({"pair": expected["pairs"]["don:P <- don:S"]}));
+        assert_eq!(
+            serde_json::to_value(JournalLineRef::Removed("don:P <- don:S")).unwrap(),
+            json!({"removed": "don:P <- don:S"})
+        );
+        let header = JournalHeader {
+            version: VERSION,
+            tool_version: "0.0.0".into(),
+            created_at: at("2026-01-02T03:00:00Z"),
+        };
+        assert_eq!(
+            serde_json::to_value(&header).unwrap(),
+            json!({"version": 2, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
+        );
+        let owned: JournalLine = serde_json::from_value(line).unwrap();
+        assert_eq!(owned, JournalLine::Pair(Box::new(full_record())));
+        file.version = LEGACY_VERSION;
         let back: SavepointFile = serde_json::from_value(expected).unwrap();
         assert_eq!(back, file);
     }
@@ -558,7 +621,7 @@ mod tests {
             }
         }"#;
         let f: SavepointFile = serde_json::from_str(old).unwrap();
-        assert_eq!(f.version, VERSION);
+        assert_eq!(f.version, LEGACY_VERSION);
         let r = &f.pairs["don:P <- don:S"];
         assert_eq!(r.keep, Keep::User);
         assert_eq!(r.status, PairStatus::InProgress);

@@ -145,6 +145,11 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         stop: &stop,
     };
     let mut done = execute::execute(&ctx, &mut sp, &sched.work, cfg.max_merges, cfg.keep).await;
+    // Superseded lines are dropped so the next run loads only live records. Not fatal: the
+    // journal as it stands is complete.
+    if let Err(e) = sp.compact_if_superseded() {
+        tracing::warn!("the savepoint was not compacted: {e}");
+    }
 
     // ---- finish -----------------------------------------------------------------------------
     let entries = finish::entries(&sched, &done, &sp);

@@ -1,27 +1,42 @@
-//! The savepoint: a versioned JSON journal of every pair's progress, written atomically after
+//! The savepoint: a versioned journal of every pair's progress, appended and fsynced after
 //! every step, plus the lock file that keeps two runs off the same journal.
 //!
 //! The file is the single source of truth for resuming. It is keyed by the pair's two DONs
 //! (`"<primary DON> <- <secondary DON>"`), never by CSV line or email, so editing the CSV
 //! between runs cannot attach an old record to a different pair. Every change goes through
-//! [`Savepoint::update`], which modifies the record and writes the whole file (temp file,
-//! fsync, rename) before returning: what is in memory is what is on disk, so a crash or a
-//! second Ctrl-C at any instant leaves a consistent journal.
+//! [`Savepoint::update`] (or `put`), which changes the record in memory and appends the whole
+//! record as one JSON line, fsynced, before returning: what is in memory is what is on disk.
+//! One step therefore costs one line, the same at 10 pairs as at 100,000.
+//!
+//! Crash safety: a crash mid-append can only leave a torn *last* line. Loading ignores it (the
+//! step it recorded had not returned, so nothing that depended on it was sent), and the next
+//! write drops it by rewriting the file. Any other unreadable line is corruption. The file is
+//! compacted (rewritten atomically: temp file, fsync, rename, one line per live record) when
+//! it has grown to twice the live records, at the end of a run, and at the first write after
+//! loading a version-1 savepoint (the migration) or a torn tail.
 //!
 //! What the file holds (its types and format version) is defined in `journal.rs`; this module
-//! only reads, locks and writes it.
+//! only reads, locks, appends and compacts it.
 
 use std::fs;
-use std::io::{Read, Seek, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
 use fs4::fs_std::FileExt;
 
-use super::journal::{PairRecord, SavepointFile, VERSION, pair_key};
+use super::journal::{
+    JournalHeader, JournalLine, JournalLineRef, LEGACY_VERSION, PairRecord, SavepointFile, VERSION,
+    pair_key,
+};
 use crate::error::AppError;
 use crate::fsutil;
+
+/// A journal is compacted once it holds this many times more lines than live records...
+const COMPACT_FACTOR: u64 = 2;
+/// ...and at least this many lines, so a small plan is not rewritten every few steps.
+const COMPACT_MIN_LINES: u64 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SavepointError {
@@ -42,7 +57,7 @@ pub enum SavepointError {
     Corrupt { path: PathBuf, reason: String },
     #[error(
         "the savepoint {path} has format version {found}, but this devrev-merge reads version \
-         {VERSION}. Use the devrev-merge version that wrote it to finish that run. It was left unchanged."
+         {VERSION} (and converts version {LEGACY_VERSION}). Use the devrev-merge version that wrote it to finish that run. It was left unchanged."
     )]
     Version { path: PathBuf, found: String },
     #[error("cannot {what} {path}: {source}")]
@@ -67,25 +82,147 @@ impl From<SavepointError> for AppError {
     }
 }
 
+/// Opens the savepoint file for reading or for appending. Kept as the one place that opens it,
+/// so how it is opened (mode, symlinks) is decided once.
+fn open_file(path: &Path, append: bool) -> std::io::Result<fs::File> {
+    let mut o = fs::OpenOptions::new();
+    if append {
+        o.append(true).mode(0o600);
+    } else {
+        o.read(true);
+    }
+    o.open(path)
+}
+
+/// A savepoint as read from disk, with what the next write needs to know about the file.
+#[derive(Debug)]
+struct Loaded {
+    file: SavepointFile,
+    /// Entry lines after the header (live or superseded); `None` when the file is not an
+    /// appendable version-2 journal (a version-1 file, or a torn last line to drop).
+    lines: Option<u64>,
+}
+
 /// Reads a savepoint file. `Ok(None)` when there is none yet.
 pub fn load(path: &Path) -> Result<Option<SavepointFile>, SavepointError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
+    Ok(read(path)?.map(|l| l.file))
+}
+
+fn read(path: &Path) -> Result<Option<Loaded>, SavepointError> {
+    let io = |source| SavepointError::Io {
+        what: "read the savepoint",
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match open_file(path, false) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(SavepointError::Io {
-                what: "read the savepoint",
+        Err(e) => return Err(io(e)),
+    };
+    let mut r = BufReader::with_capacity(1 << 16, file);
+    let mut first = Vec::new();
+    r.read_until(b'\n', &mut first).map_err(io)?;
+    let corrupt = |reason: String| SavepointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    // A version-2 journal starts with a one-line header; a version-1 file is one JSON document
+    // (pretty-printed, so its first line alone is not JSON).
+    let head: Option<serde_json::Value> = serde_json::from_slice(&first).ok();
+    match head
+        .as_ref()
+        .map(|h| h.get("version").map(|v| (v.as_u64(), v)))
+    {
+        Some(Some((Some(v), _))) if v == u64::from(VERSION) => {
+            let header: JournalHeader = serde_json::from_slice(&first)
+                .map_err(|e| corrupt(format!("the header line: {e}")))?;
+            let whole_header = first.ends_with(b"\n");
+            let mut loaded = read_lines(path, header, r)?;
+            if !whole_header {
+                // Nothing may be appended to a line without its end: rewrite first.
+                loaded.lines = None;
+            }
+            return Ok(Some(loaded));
+        }
+        Some(Some((n, v))) if n != Some(u64::from(LEGACY_VERSION)) => {
+            return Err(SavepointError::Version {
                 path: path.to_path_buf(),
-                source,
+                found: v.to_string(),
             });
         }
+        _ => {}
+    }
+    let mut bytes = first;
+    r.read_to_end(&mut bytes).map_err(io)?;
+    load_legacy(path, &bytes).map(|file| Some(Loaded { file, lines: None }))
+}
+
+/// The entry lines of a version-2 journal, applied in order.
+fn read_lines(
+    path: &Path,
+    header: JournalHeader,
+    mut r: impl BufRead,
+) -> Result<Loaded, SavepointError> {
+    let io = |source| SavepointError::Io {
+        what: "read the savepoint",
+        path: path.to_path_buf(),
+        source,
     };
+    let mut file = SavepointFile {
+        version: header.version,
+        tool_version: header.tool_version,
+        created_at: header.created_at,
+        updated_at: header.created_at,
+        pairs: Default::default(),
+    };
+    let mut lines = 0u64;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            return Ok(Loaded {
+                file,
+                lines: Some(lines),
+            });
+        }
+        let parsed = if line.ends_with(b"\n") {
+            serde_json::from_slice::<JournalLine>(&line).map_err(|e| e.to_string())
+        } else {
+            Err("no line end".to_string())
+        };
+        match parsed {
+            Ok(JournalLine::Pair(rec)) => {
+                file.updated_at = file.updated_at.max(rec.updated_at);
+                file.pairs
+                    .insert(pair_key(&rec.primary, &rec.secondary), *rec);
+            }
+            Ok(JournalLine::Removed(key)) => {
+                file.pairs.remove(&key);
+            }
+            // A crash mid-append: the last line is torn. Its step never returned, so it is
+            // dropped (at the next write, which rewrites the file).
+            Err(_) if r.fill_buf().map_err(io)?.is_empty() => {
+                return Ok(Loaded { file, lines: None });
+            }
+            Err(e) => {
+                return Err(SavepointError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: format!("journal line {} is unreadable: {e}", lines + 2),
+                });
+            }
+        }
+        lines += 1;
+    }
+}
+
+/// A version-1 savepoint: one JSON document.
+fn load_legacy(path: &Path, bytes: &[u8]) -> Result<SavepointFile, SavepointError> {
     let corrupt = |reason: String| SavepointError::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
     let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not valid JSON: {e}")))?;
     // The version is checked before the shape, so a newer format gets the right message
     // instead of a confusing field error.
     match value.get("version") {
@@ -94,7 +231,7 @@ pub fn load(path: &Path) -> Result<Option<SavepointFile>, SavepointError> {
                 "no \"version\" field: not a devrev-merge savepoint".into(),
             ));
         }
-        Some(v) if v.as_u64() == Some(u64::from(VERSION)) => {}
+        Some(v) if v.as_u64() == Some(u64::from(LEGACY_VERSION)) => {}
         Some(v) => {
             return Err(SavepointError::Version {
                 path: path.to_path_buf(),
@@ -111,7 +248,7 @@ pub fn load(path: &Path) -> Result<Option<SavepointFile>, SavepointError> {
             )));
         }
     }
-    Ok(Some(file))
+    Ok(file)
 }
 
 /// An exclusive lock on `<savepoint>.lock`, held for the whole run and released when dropped
@@ -187,6 +324,11 @@ impl SavepointLock {
 pub struct Savepoint {
     path: PathBuf,
     file: SavepointFile,
+    /// The journal opened for appending; `None` until the file on disk is an appendable
+    /// version-2 journal (then the next write compacts instead of appending).
+    log: Option<fs::File>,
+    /// Entry lines in the file after its header, live or superseded.
+    lines: u64,
     /// Whether the file exists on disk (a new journal is only written at the first change).
     on_disk: bool,
     _lock: SavepointLock,
@@ -196,11 +338,26 @@ impl Savepoint {
     /// Locks and loads the savepoint (or starts an empty one; nothing is written yet).
     pub fn open(path: &Path) -> Result<Self, SavepointError> {
         let lock = SavepointLock::acquire(path)?;
-        let existing = load(path)?;
+        let existing = read(path)?;
+        let on_disk = existing.is_some();
+        let (file, lines) = match existing {
+            Some(l) => (l.file, l.lines),
+            None => (SavepointFile::new(), None),
+        };
+        let log = match lines {
+            Some(_) => Some(open_file(path, true).map_err(|source| SavepointError::Io {
+                what: "open the savepoint",
+                path: path.to_path_buf(),
+                source,
+            })?),
+            None => None,
+        };
         Ok(Self {
             path: path.to_path_buf(),
-            on_disk: existing.is_some(),
-            file: existing.unwrap_or_default(),
+            file,
+            log,
+            lines: lines.unwrap_or(0),
+            on_disk,
             _lock: lock,
         })
     }
@@ -221,22 +378,22 @@ impl Savepoint {
         self.file.pairs.get(key)
     }
 
-    /// Adds a record (or replaces one) and writes the file.
+    /// Adds a record (or replaces one) and writes it.
     pub fn put(&mut self, key: &str, rec: PairRecord) -> Result<(), SavepointError> {
         self.file.pairs.insert(key.to_string(), rec);
-        self.save()
+        self.write(key)
     }
 
-    /// Removes a record and writes the file.
+    /// Removes a record and writes the removal.
     pub fn remove(&mut self, key: &str) -> Result<Option<PairRecord>, SavepointError> {
         let old = self.file.pairs.remove(key);
         if old.is_some() {
-            self.save()?;
+            self.write(key)?;
         }
         Ok(old)
     }
 
-    /// Changes one record and writes the file before returning. There is no way to change a
+    /// Changes one record and writes it before returning. There is no way to change a
     /// record without writing it, which is what keeps memory and disk the same.
     pub fn update<R>(
         &mut self,
@@ -253,18 +410,84 @@ impl Savepoint {
             })?;
         let r = f(rec);
         rec.updated_at = Utc::now();
-        self.save()?;
+        self.write(key)?;
         Ok(r)
     }
 
-    fn save(&mut self) -> Result<(), SavepointError> {
-        self.file.updated_at = Utc::now();
-        fsutil::write_json_atomic(&self.path, &self.file).map_err(|source| SavepointError::Io {
+    /// Rewrites the journal with one line per live record if earlier lines were superseded
+    /// (the end of a run: the next run loads less).
+    pub fn compact_if_superseded(&mut self) -> Result<(), SavepointError> {
+        if self.on_disk && self.lines > self.file.pairs.len() as u64 {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Records the current state of `key` (its record, or its removal): one appended line,
+    /// or a compaction when the file must or should be rewritten.
+    fn write(&mut self, key: &str) -> Result<(), SavepointError> {
+        // The file's time is its newest record's, which is also what loading derives.
+        if let Some(rec) = self.file.pairs.get(key) {
+            self.file.updated_at = self.file.updated_at.max(rec.updated_at);
+        }
+        let live = self.file.pairs.len() as u64;
+        let grown = self.lines >= COMPACT_FACTOR * live.max(COMPACT_MIN_LINES / COMPACT_FACTOR);
+        let Some(log) = self.log.as_mut().filter(|_| !grown) else {
+            return self.compact();
+        };
+        let entry = match self.file.pairs.get(key) {
+            Some(rec) => JournalLineRef::Pair(rec),
+            None => JournalLineRef::Removed(key),
+        };
+        let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other);
+        if let Ok(l) = &mut line {
+            l.push(b'\n');
+        }
+        let written = line
+            .and_then(|l| log.write_all(&l))
+            .and_then(|()| log.sync_data());
+        if let Err(source) = written {
+            // A partial line may be on disk: the next write rewrites the whole file instead.
+            self.log = None;
+            return Err(SavepointError::Io {
+                what: "write the savepoint",
+                path: self.path.clone(),
+                source,
+            });
+        }
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Rewrites the whole journal atomically in the current format, one line per live record,
+    /// and reopens it for appending (the old handle points at the replaced file).
+    fn compact(&mut self) -> Result<(), SavepointError> {
+        self.log = None;
+        let header = JournalHeader {
+            version: VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            created_at: self.file.created_at,
+        };
+        let pairs = &self.file.pairs;
+        let io = |source| SavepointError::Io {
             what: "write the savepoint",
             path: self.path.clone(),
             source,
-        })?;
+        };
+        fsutil::write_private_atomic_with(&self.path, true, |w| {
+            serde_json::to_writer(&mut *w, &header)?;
+            w.write_all(b"\n")?;
+            for rec in pairs.values() {
+                serde_json::to_writer(&mut *w, &JournalLineRef::Pair(rec))?;
+                w.write_all(b"\n")?;
+            }
+            Ok(())
+        })
+        .map_err(io)?;
+        self.file.version = VERSION;
+        self.lines = pairs.len() as u64;
         self.on_disk = true;
+        self.log = Some(open_file(&self.path, true).map_err(io)?);
         Ok(())
     }
 }
@@ -319,9 +542,192 @@ mod tests {
         let got = &loaded.pairs[&key(&r)];
         assert_eq!(got.last_step, Some(Step::Backup));
         assert!(got.merge_in_flight());
-        let raw: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        assert_eq!(raw["version"], 1);
-        assert_eq!(raw["pairs"][key(&r)]["last_step"], "backup");
+        let raw = lines(&path);
+        assert_eq!(raw[0]["version"], 2);
+        assert_eq!(raw.last().unwrap()["pair"]["last_step"], "backup");
+    }
+
+    /// The file's lines as JSON values (header first).
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// A version-2 journal with `n` pairs, each written `steps` times.
+    fn journal_with(path: &Path, n: u32, steps: u32) -> Savepoint {
+        let mut sp = Savepoint::open(path).unwrap();
+        for i in 0..n {
+            let r = rec(i);
+            sp.put(&key(&r), r.clone()).unwrap();
+            for _ in 1..steps {
+                sp.update(&key(&r), |p| p.last_step = Some(Step::Backup))
+                    .unwrap();
+            }
+        }
+        sp
+    }
+
+    #[test]
+    fn each_step_appends_one_line_and_the_last_line_of_a_pair_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        let mut sp = journal_with(&path, 3, 1);
+        assert_eq!(lines(&path).len(), 1 + 3, "header + one line per put");
+        let k = key(&rec(1));
+        sp.update(&k, |p| p.last_step = Some(Step::Backup)).unwrap();
+        sp.update(&k, |p| p.last_step = Some(Step::VerifyBackup))
+            .unwrap();
+        assert_eq!(lines(&path).len(), 1 + 5, "one appended line per step");
+        sp.remove(&key(&rec(2))).unwrap();
+        assert_eq!(lines(&path).len(), 1 + 6);
+        let expected = sp.file().clone();
+        drop(sp);
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded.pairs, expected.pairs);
+        assert_eq!(loaded.pairs[&k].last_step, Some(Step::VerifyBackup));
+        assert!(
+            !loaded.pairs.contains_key(&key(&rec(2))),
+            "removal read back"
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_dropped_at_the_next_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        let mut sp = journal_with(&path, 2, 1);
+        let k = key(&rec(0));
+        sp.update(&k, |p| p.last_step = Some(Step::Backup)).unwrap();
+        let before_step = sp.file().clone();
+        sp.update(&k, |p| p.last_step = Some(Step::VerifyBackup))
+            .unwrap();
+        drop(sp);
+        // A crash in the middle of appending the last step: only part of its line is there.
+        let full = fs::read(&path).unwrap();
+        let last_start = full[..full.len() - 1]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .unwrap()
+            + 1;
+        for cut in [last_start + 1, last_start + 40, full.len() - 1] {
+            fs::write(&path, &full[..cut]).unwrap();
+            let loaded = load(&path).unwrap().unwrap();
+            assert_eq!(loaded.pairs, before_step.pairs, "cut at {cut}");
+        }
+        let mut sp = Savepoint::open(&path).unwrap();
+        assert_eq!(sp.get(&k).unwrap().last_step, Some(Step::Backup));
+        sp.update(&k, |p| p.last_step = Some(Step::RequestMerge))
+            .unwrap();
+        let after = lines(&path);
+        assert_eq!(after.len(), 1 + 2, "rewritten without the torn line");
+        drop(sp);
+        assert_eq!(
+            load(&path).unwrap().unwrap().pairs[&k].last_step,
+            Some(Step::RequestMerge)
+        );
+    }
+
+    #[test]
+    fn a_header_without_its_line_end_is_rewritten_before_anything_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        drop(journal_with(&path, 0, 1));
+        let mut sp = Savepoint::open(&path).unwrap();
+        let r = rec(1);
+        sp.put(&key(&r), r.clone()).unwrap();
+        drop(sp);
+        let text = fs::read_to_string(&path).unwrap();
+        let header = text.lines().next().unwrap();
+        fs::write(&path, header).unwrap();
+        let mut sp = Savepoint::open(&path).unwrap();
+        assert!(sp.file().pairs.is_empty());
+        sp.put(&key(&r), r.clone()).unwrap();
+        assert_eq!(
+            lines(&path).len(),
+            2,
+            "header and the record, each on its line"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_line_before_the_last_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        drop(journal_with(&path, 3, 1));
+        let text = fs::read_to_string(&path).unwrap();
+        let mut ls: Vec<&str> = text.lines().collect();
+        ls[2] = "{\"pair\": {\"email\"";
+        let bad = ls.join("\n") + "\n";
+        fs::write(&path, &bad).unwrap();
+        let err = Savepoint::open(&path).unwrap_err();
+        assert!(matches!(err, SavepointError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), bad, "left unchanged");
+    }
+
+    #[test]
+    fn the_journal_is_compacted_when_it_doubles_and_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        let mut sp = journal_with(&path, 600, 1);
+        assert_eq!(lines(&path).len(), 1 + 600);
+        let k = key(&rec(7));
+        // 2 x 600 lines is the threshold: the step that finds it reached rewrites the file.
+        for _ in 0..600 {
+            sp.update(&k, |p| p.last_step = Some(Step::Backup)).unwrap();
+        }
+        assert_eq!(lines(&path).len(), 1 + 1200);
+        sp.update(&k, |p| p.last_step = Some(Step::Reconcile))
+            .unwrap();
+        assert_eq!(lines(&path).len(), 1 + 600, "compacted: one line per pair");
+        sp.update(&k, |p| p.last_step = Some(Step::Done)).unwrap();
+        assert_eq!(lines(&path).len(), 1 + 601, "appending again after");
+        sp.compact_if_superseded().unwrap();
+        assert_eq!(lines(&path).len(), 1 + 600, "end-of-run compaction");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let expected = sp.file().clone();
+        drop(sp);
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded.pairs, expected.pairs);
+        assert_eq!(loaded.pairs[&k].last_step, Some(Step::Done));
+        // No temp files left behind (the lock file stays).
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn a_version_1_savepoint_is_read_and_migrated_at_the_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        let mut f = SavepointFile::new();
+        f.version = 1;
+        for i in 0..3 {
+            let r = rec(i);
+            f.pairs.insert(key(&r), r);
+        }
+        fsutil::write_json_atomic(&path, &f).unwrap();
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded, f);
+        let mut sp = Savepoint::open(&path).unwrap();
+        assert_eq!(sp.file().pairs, f.pairs);
+        let k = key(&rec(1));
+        sp.update(&k, |p| p.last_step = Some(Step::Validate))
+            .unwrap();
+        let raw = lines(&path);
+        assert_eq!(raw[0]["version"], 2, "rewritten in the current format");
+        assert_eq!(
+            raw[0]["created_at"],
+            serde_json::to_value(f.created_at).unwrap()
+        );
+        assert_eq!(raw.len(), 1 + 3);
+        drop(sp);
+        let again = load(&path).unwrap().unwrap();
+        assert_eq!(again.version, VERSION);
+        assert_eq!(again.pairs[&k].last_step, Some(Step::Validate));
+        assert_eq!(again.pairs.len(), 3);
     }
 
     #[test]
@@ -355,6 +761,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("savepoint.json");
         let mut f = SavepointFile::new();
+        f.version = 1;
         f.pairs.insert("someone else".into(), rec(1));
         fs::write(&path, serde_json::to_vec(&f).unwrap()).unwrap();
         assert!(matches!(load(&path), Err(SavepointError::Corrupt { .. })));
@@ -365,12 +772,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("savepoint.json");
         let mut v = serde_json::to_value(SavepointFile::new()).unwrap();
-        v["version"] = serde_json::json!(2);
-        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
-        let err = load(&path).unwrap_err();
-        assert!(matches!(err, SavepointError::Version { .. }));
-        assert!(err.to_string().contains("version 2"), "{err}");
-        assert_eq!(AppError::from(err).exit_code(), 65);
+        v["version"] = serde_json::json!(3);
+        // As one document, and as a journal header line followed by entries.
+        let header = serde_json::json!({"version": 3, "tool_version": "9", "created_at": "2030-01-01T00:00:00Z"});
+        for text in [
+            serde_json::to_string_pretty(&v).unwrap(),
+            serde_json::to_string(&v).unwrap(),
+            format!("{header}\n{{\"future\": 1}}\n"),
+        ] {
+            fs::write(&path, &text).unwrap();
+            let err = load(&path).unwrap_err();
+            assert!(matches!(err, SavepointError::Version { .. }), "{err}");
+            assert!(err.to_string().contains("version 3"), "{err}");
+            assert_eq!(AppError::from(err).exit_code(), 65);
+        }
     }
 
     #[test]

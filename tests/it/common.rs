@@ -34,3 +34,34 @@ pub fn with_fake<'c>(c: &'c mut Command, fake: &FakeServer) -> &'c mut Command {
 pub fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// A savepoint journal (version 2: a header line, then one JSON line per change, the last
+/// line of a pair winning) read back as `{"version": .., "pairs": {key: record}}`, the shape
+/// the tests check. Every line must be JSON except a torn last one (no line end: a kill in
+/// the middle of an append), which is skipped exactly as the binary skips it.
+pub fn read_savepoint(path: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let whole = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    let mut lines = whole.lines();
+    let header: serde_json::Value =
+        serde_json::from_str(lines.next()?).expect("the savepoint header is JSON");
+    let mut pairs = serde_json::Map::new();
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).expect("every whole savepoint line is JSON");
+        if let Some(rec) = v.get("pair") {
+            let key = format!(
+                "{} <- {}",
+                rec["primary"].as_str().unwrap(),
+                rec["secondary"].as_str().unwrap()
+            );
+            pairs.insert(key, rec.clone());
+        } else {
+            pairs.remove(v["removed"].as_str().expect("a pair or a removal"));
+        }
+    }
+    Some(serde_json::json!({"version": header["version"], "pairs": pairs}))
+}

@@ -7,6 +7,7 @@ mod closed_pipe;
 mod common;
 mod demo;
 mod detect;
+mod estimate;
 mod export;
 mod fake_selftest;
 mod keep_auto;

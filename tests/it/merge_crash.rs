@@ -11,6 +11,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
 
+use crate::common::read_savepoint;
 use crate::merge::{World, behaviour, check_final_state, merges_handled, snapshot, spec};
 use devrev_fake::fake::{Fault, MoveMode, ScriptedFault, SecondaryAfter};
 
@@ -31,11 +32,10 @@ fn signal_at(w: &World, n: usize, pid: &Arc<AtomicI32>, sig: Signal) {
 
 /// Real progress recorded in the savepoint (re-validation after a restart does not count).
 fn progress(w: &World) -> usize {
-    let Ok(bytes) = std::fs::read(w.path("savepoint.json")) else {
+    let Some(sp) = read_savepoint(&w.path("savepoint.json")) else {
         return 0;
     };
-    let sp: Value = serde_json::from_slice(&bytes).expect("the savepoint is always valid JSON");
-    assert_eq!(sp["version"], 1);
+    assert_eq!(sp["version"], 2);
     sp["pairs"]
         .as_object()
         .unwrap()
@@ -188,8 +188,7 @@ fn a_kill_while_the_merge_is_in_flight_is_finished_even_after_the_pair_leaves_th
     let (primary, secondary) = w
         .fake
         .with_state(|s| (s.merges[0].primary.clone(), s.merges[0].secondary.clone()));
-    let sp: Value =
-        serde_json::from_slice(&std::fs::read(w.path("savepoint.json")).unwrap()).unwrap();
+    let sp: Value = read_savepoint(&w.path("savepoint.json")).unwrap();
     let rec = &sp["pairs"][format!("{primary} <- {secondary}")];
     assert!(
         rec["merge"]["requested_at"].is_string(),
@@ -351,8 +350,7 @@ fn ctrl_c_once_finishes_the_step_twice_stops_at_once_and_both_resume_cleanly() {
         stopped_after < Duration::from_secs(5),
         "the second Ctrl-C stops at once, not after the slow request: {stopped_after:?}"
     );
-    let _: Value =
-        serde_json::from_slice(&std::fs::read(w.path("savepoint.json")).unwrap()).unwrap();
+    let _: Value = read_savepoint(&w.path("savepoint.json")).unwrap();
 
     let out = w.std_cmd(&args).output().unwrap();
     assert_eq!(
