@@ -656,8 +656,15 @@ async fn download_attachment(
     let mut relocated = false;
     let (size, sha) = loop {
         let located = client.artifacts_locate(&a.id).await?;
-        match client.download_to(&located.url, tmp.path()).await {
+        match client.download_to(&located.url, tmp.path(), a.size).await {
             Ok(done) => break done,
+            // The disk, not DevRev: stops the run (exit 73); the temp file goes with `tmp`.
+            Err(ApiError::LocalWrite { what, reason }) => {
+                return Err(BackupError::Io {
+                    context: format!("cannot write {what}"),
+                    source: std::io::Error::other(reason),
+                });
+            }
             Err(e) if e.status() == Some(403) && !relocated => {
                 tracing::debug!(artifact = %a.id, "download URL expired; locating it again");
                 relocated = true;
