@@ -13,7 +13,6 @@
 
 use std::fs;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -146,14 +145,8 @@ impl SavepointLock {
             path: path.clone(),
             source,
         };
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io("open the lock file", e))?;
+        let mut file =
+            fsutil::open_private(&path, false).map_err(|e| io("open the lock file", e))?;
         if !file.try_lock_exclusive().map_err(|e| io("lock", e))? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
@@ -195,6 +188,12 @@ pub struct Savepoint {
 impl Savepoint {
     /// Locks and loads the savepoint (or starts an empty one; nothing is written yet).
     pub fn open(path: &Path) -> Result<Self, SavepointError> {
+        // A link would make the journal of this run someone else's file.
+        fsutil::refuse_symlink(path).map_err(|source| SavepointError::Io {
+            what: "open",
+            path: path.to_path_buf(),
+            source,
+        })?;
         let lock = SavepointLock::acquire(path)?;
         let existing = load(path)?;
         Ok(Self {
