@@ -1004,6 +1004,24 @@ mod tests {
     }
 
     #[test]
+    fn the_authorization_header_is_sensitive_and_loopback_skips_proxies() {
+        let c = client(1, Duration::from_secs(1));
+        let Ok(h) = c.auth_header() else {
+            panic!("a plain token makes a header")
+        };
+        assert!(h.is_sensitive());
+        assert_eq!(format!("{h:?}"), "Sensitive");
+        for (u, local) in [
+            ("http://127.0.0.1:9/", true),
+            ("http://[::1]:9/", true),
+            ("http://LOCALHOST:9/", true),
+            ("https://api.devrev.ai/", false),
+        ] {
+            assert_eq!(is_loopback(&url::Url::parse(u).unwrap()), local, "{u}");
+        }
+    }
+
+    #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
         assert_eq!(parse_retry_after(" 30 "), Some(30));
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), Some(0));

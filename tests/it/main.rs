@@ -7,6 +7,7 @@ mod closed_pipe;
 mod common;
 mod detect;
 mod fake_selftest;
+mod fuzz;
 mod limits;
 mod merge;
 mod merge_crash;
