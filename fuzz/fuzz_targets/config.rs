@@ -14,9 +14,9 @@ fuzz_target!(|data: &[u8]| {
     let args = ["devrev-merge", "--csv", "c.csv"]
         .into_iter()
         .chain(text.split('\n'));
-    if let Ok(cli) = Cli::parse_args(args) {
-        if let Err(e) = Config::from_cli(&cli) {
-            assert!([2, 73, 78].contains(&e.exit_code()), "{e}");
-        }
+    if let Ok(cli) = Cli::parse_args(args)
+        && let Err(e) = Config::from_cli(&cli)
+    {
+        assert!([2, 73, 78].contains(&e.exit_code()), "{e}");
     }
 });

@@ -383,7 +383,14 @@ impl DevRevClient {
             let sent = self
                 .http
                 .post(url.clone())
-                .header(AUTHORIZATION, self.auth_header()?)
+                .header(
+                    AUTHORIZATION,
+                    self.auth_header().map_err(|_| {
+                        Attempt::Decode(
+                            "the API token holds characters not allowed in a header".into(),
+                        )
+                    })?,
+                )
                 .header(CONTENT_TYPE, "application/json")
                 .json(body)
                 .send()
@@ -413,11 +420,8 @@ impl DevRevClient {
 
     /// `Bearer <token>`, marked sensitive so no debug output or proxy log of reqwest and
     /// hyper ever prints it.
-    fn auth_header(&self) -> Result<HeaderValue, Attempt> {
-        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.cfg.token.expose_secret()))
-            .map_err(|_| {
-                Attempt::Decode("the API token holds characters not allowed in a header".into())
-            })?;
+    fn auth_header(&self) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.cfg.token.expose_secret()))?;
         v.set_sensitive(true);
         Ok(v)
     }

@@ -69,10 +69,10 @@ proptest! {
         ],
     ) {
         let args = ["devrev-merge", "--csv", "c.csv", flag, value.as_str()];
-        if let Ok(cli) = Cli::parse_args(args) {
-            if let Err(e) = Config::from_cli(&cli) {
-                prop_assert!([2, 73, 78].contains(&e.exit_code()), "{}: {}", e.exit_code(), e);
-            }
+        if let Ok(cli) = Cli::parse_args(args)
+            && let Err(e) = Config::from_cli(&cli)
+        {
+            prop_assert!([2, 73, 78].contains(&e.exit_code()), "{}: {}", e.exit_code(), e);
         }
     }
 }

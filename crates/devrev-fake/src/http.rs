@@ -196,7 +196,7 @@ enum Shape {
 }
 
 /// Filler sent after or instead of a body: 64 KiB of spaces, valid inside a JSON value.
-const FILLER: [u8; 64 << 10] = [b' '; 64 << 10];
+static FILLER: [u8; 64 << 10] = [b' '; 64 << 10];
 
 /// The body as a stream shaped by `shape`. Endless and extra bytes come from one shared
 /// chunk, so the fake itself stays small however much it sends.
