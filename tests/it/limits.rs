@@ -185,6 +185,60 @@ fn an_endless_answer_hits_the_size_cap() {
     );
 }
 
+/// Peak memory of `--backup-only` against an endless answer with the default 64 MiB cap:
+/// bounded by the cap, not by how long the server keeps sending. Measured with
+/// `/usr/bin/time -v` where it exists, else with the children's `getrusage` peak (an upper
+/// bound: it covers every child this test process has run).
+#[test]
+fn an_endless_answer_is_read_in_bounded_memory() {
+    let (fake, tmp) = world(
+        1,
+        hostile(Hostile {
+            body: Some(("/works.list".into(), BodyQuirk::Endless)),
+            ..Hostile::default()
+        }),
+    );
+    let timer = Path::new("/usr/bin/time");
+    let mut c = backup_only(&fake, tmp.path());
+    c.env("DEVREV_MAX_RETRIES", "0");
+    let mut c = if timer.exists() {
+        let mut t = std::process::Command::new(timer);
+        t.arg("-v").arg(c.get_program()).args(c.get_args());
+        t.env_clear().current_dir(tmp.path());
+        for (k, v) in c.get_envs() {
+            if let Some(v) = v {
+                t.env(k, v);
+            }
+        }
+        t
+    } else {
+        c
+    };
+    let out = run(&mut c);
+    assert_eq!(out.code, 69, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("larger than 67108864 bytes"),
+        "{}",
+        out.stderr
+    );
+    let peak_kib: u64 = match out.stderr.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("Maximum resident set size (kbytes): ")
+    }) {
+        Some(n) => n.trim().parse().unwrap(),
+        None => {
+            let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+            assert_eq!(
+                unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) },
+                0
+            );
+            ru.ru_maxrss as u64
+        }
+    };
+    eprintln!("peak RSS of --backup-only against an endless body: {peak_kib} KiB");
+    assert!(peak_kib < 300 * 1024, "{peak_kib} KiB");
+}
+
 // ---- 3. downloads and a full disk ------------------------------------------------------
 
 #[test]
