@@ -780,7 +780,20 @@ impl DevRevClient {
                 .open(dest)
                 .await
                 .map_err(werr)?;
-            match stream_capped(resp, file, declared.map(|d| d.saturating_add(1))).await {
+            // A trickling server must not hold a download forever either: the request
+            // deadline, plus one second per MiB declared (a floor of 1 MiB/s for big files).
+            let deadline =
+                self.cfg.limits.request_deadline + Duration::from_secs(declared.unwrap_or(0) >> 20);
+            let cap = declared.map(|d| d.saturating_add(1));
+            let streamed = tokio::time::timeout(deadline, stream_capped(resp, file, cap))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StreamErr::Net(format!(
+                        "no complete download within {} s",
+                        deadline.as_secs_f64()
+                    )))
+                });
+            match streamed {
                 Ok(Streamed::Done(n, sha)) => return Ok((n, sha)),
                 Ok(Streamed::Over(n)) => {
                     return Err(derr(format!(

@@ -239,6 +239,34 @@ fn an_endless_answer_is_read_in_bounded_memory() {
     assert!(peak_kib < 300 * 1024, "{peak_kib} KiB");
 }
 
+#[test]
+fn a_trickling_download_hits_the_deadline_and_leaves_nothing() {
+    let (fake, tmp) = world(
+        1,
+        hostile(Hostile {
+            body: Some((
+                "/download/".into(),
+                BodyQuirk::Trickle(Duration::from_millis(20)),
+            )),
+            ..Hostile::default()
+        }),
+    );
+    let out = run(backup_only(&fake, tmp.path())
+        .env("DEVREV_REQUEST_DEADLINE", "0.3")
+        .env("DEVREV_MAX_RETRIES", "1"));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("no complete download within"),
+        "{}",
+        out.stdout
+    );
+    let left = files(&tmp.path().join("backups"));
+    assert!(
+        left.iter().all(|p| p.to_string_lossy().ends_with(".lock")),
+        "{left:?}"
+    );
+}
+
 // ---- 3. downloads and a full disk ------------------------------------------------------
 
 #[test]
@@ -293,6 +321,31 @@ fn a_write_failing_mid_download_stops_the_run_with_73_and_leaves_no_partial_file
     assert!(
         left.iter().all(|p| p.to_string_lossy().ends_with(".lock")),
         "nothing half-written may stay: {left:?}"
+    );
+    // The same disk under a merge run: it stops with 73 and nothing is merged.
+    let mut c = scrubbed_cmd(tmp.path());
+    with_fake(&mut c, &fake);
+    c.env("RATE_LIMIT_CALLS", "100000")
+        .args(["--csv", "contacts.csv", "--yes"]);
+    unsafe {
+        c.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 64 << 10,
+                rlim_max: 64 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = run(&mut c);
+    assert_eq!(out.code, 73, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("cannot write"), "{}", out.stderr);
+    assert!(
+        fake.with_state(|s| s.merges.is_empty()),
+        "merged without a backup"
     );
 }
 
