@@ -201,27 +201,7 @@ impl Config {
             "DEVREV_READ_TIMEOUT",
         )
         .seconds(60.0, MAX_SECONDS)?;
-        let limits = Limits {
-            request_deadline: setting(
-                cli,
-                &cli.request_deadline,
-                "request_deadline",
-                "DEVREV_REQUEST_DEADLINE",
-            )
-            .seconds(300.0, MAX_SECONDS)?,
-            max_pages: setting(cli, &cli.max_pages, "max_pages", "DEVREV_MAX_PAGES").count(
-                10_000,
-                u64::from(u32::MAX),
-                "a whole number of pages",
-            )? as u32,
-            max_answer_bytes: setting(
-                cli,
-                &cli.max_answer_bytes,
-                "max_answer_bytes",
-                "DEVREV_MAX_ANSWER_BYTES",
-            )
-            .count(64 << 20, 1 << 40, "a whole number of bytes")?,
-        };
+        let limits = limits(cli)?;
         let merge_timeout = merge_timeout(cli)?;
         let retries = Setting::new(cli, &cli.max_retries, "max_retries", "DEVREV_MAX_RETRIES");
         let max_retries = if retries.raw.trim().is_empty() {
@@ -333,6 +313,32 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
                 .into(),
         )),
     }
+}
+
+/// The client's bounds on listings, requests and answers (README, "Limits").
+fn limits(cli: &Cli) -> Result<Limits, AppError> {
+    let d = Limits::default();
+    Ok(Limits {
+        request_deadline: setting(
+            cli,
+            &cli.request_deadline,
+            "request_deadline",
+            "DEVREV_REQUEST_DEADLINE",
+        )
+        .seconds(d.request_deadline.as_secs_f64(), MAX_SECONDS)?,
+        max_pages: setting(cli, &cli.max_pages, "max_pages", "DEVREV_MAX_PAGES").count(
+            u64::from(d.max_pages),
+            u64::from(u32::MAX),
+            "a whole number of pages",
+        )? as u32,
+        max_answer_bytes: setting(
+            cli,
+            &cli.max_answer_bytes,
+            "max_answer_bytes",
+            "DEVREV_MAX_ANSWER_BYTES",
+        )
+        .count(d.max_answer_bytes, 1 << 40, "a whole number of bytes")?,
+    })
 }
 
 /// `--merge-timeout` in whole seconds, 1 to a week.

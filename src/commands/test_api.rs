@@ -154,7 +154,6 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
             if let Some(exp) = info.token.expiry {
                 let at = chrono::DateTime::from_timestamp(exp, 0);
                 report.token_expires_at = at.map(|t| t.to_rfc3339());
-                // A hostile `expiry` (i64::MIN) must not overflow the subtraction.
                 let left = exp.saturating_sub(chrono::Utc::now().timestamp());
                 report.token_expires_in_days = Some((left as f64 / 86400.0 * 10.0).round() / 10.0);
                 if left <= 0 {
