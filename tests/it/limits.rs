@@ -296,11 +296,9 @@ fn a_download_longer_than_declared_is_cut_and_fails_the_pair() {
 /// (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored so the write fails with `EFBIG` the way a full
 /// disk fails it with `ENOSPC`). Manifests and the savepoint stay under that; attachments up
 /// to 200 KiB do not.
-#[test]
-fn a_write_failing_mid_download_stops_the_run_with_73_and_leaves_no_partial_file() {
+fn small_disk(c: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
-    let (fake, tmp) = world(2, |_| {});
-    let mut c = backup_only(&fake, tmp.path());
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
     unsafe {
         c.pre_exec(|| {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
@@ -314,6 +312,13 @@ fn a_write_failing_mid_download_stops_the_run_with_73_and_leaves_no_partial_file
             Ok(())
         });
     }
+}
+
+#[test]
+fn a_write_failing_mid_download_stops_the_run_with_73_and_leaves_no_partial_file() {
+    let (fake, tmp) = world(2, |_| {});
+    let mut c = backup_only(&fake, tmp.path());
+    small_disk(&mut c);
     let out = run(&mut c);
     assert_eq!(out.code, 73, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("cannot write"), "{}", out.stderr);
@@ -327,19 +332,7 @@ fn a_write_failing_mid_download_stops_the_run_with_73_and_leaves_no_partial_file
     with_fake(&mut c, &fake);
     c.env("RATE_LIMIT_CALLS", "100000")
         .args(["--csv", "contacts.csv", "--yes"]);
-    unsafe {
-        c.pre_exec(|| {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let lim = libc::rlimit {
-                rlim_cur: 64 << 10,
-                rlim_max: 64 << 10,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    small_disk(&mut c);
     let out = run(&mut c);
     assert_eq!(out.code, 73, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("cannot write"), "{}", out.stderr);
