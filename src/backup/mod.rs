@@ -544,8 +544,12 @@ fn check_space(
     listed: &Listed,
 ) -> Result<(), BackupError> {
     let all_attachments = || listed.objects.iter().flat_map(|o| o.attachments.iter());
-    let known: u64 = json_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
-        + all_attachments().filter_map(|a| a.size).sum::<u64>();
+    // Saturating: a hostile `file.size` near u64::MAX must read as "too big", never wrap.
+    let known: u64 = json_files
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .chain(all_attachments().filter_map(|a| a.size))
+        .fold(0, u64::saturating_add);
     let unknown = all_attachments().filter(|a| a.size.is_none()).count() as u64;
     let needed = layout::required_space(known, unknown);
     let available = match opts.free_space_override {

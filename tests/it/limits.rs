@@ -296,6 +296,31 @@ fn a_download_longer_than_declared_is_cut_and_fails_the_pair() {
 /// (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored so the write fails with `EFBIG` the way a full
 /// disk fails it with `ENOSPC`). Manifests and the savepoint stay under that; attachments up
 /// to 200 KiB do not.
+#[test]
+fn a_declared_size_near_u64_max_is_no_space_not_a_wrap() {
+    let (fake, tmp) = world(1, |_| {});
+    fake.with_state(|s| {
+        let huge = serde_json::json!(u64::MAX);
+        for a in s.artifacts.values_mut() {
+            a.json["file"]["size"] = huge.clone();
+        }
+        for entry in s.timelines.values_mut().flatten() {
+            if let Some(arts) = entry.get_mut("artifacts").and_then(|v| v.as_array_mut()) {
+                for a in arts.iter_mut().filter(|a| a.get("file").is_some()) {
+                    a["file"]["size"] = huge.clone();
+                }
+            }
+        }
+    });
+    let out = run(&mut backup_only(&fake, tmp.path()));
+    assert_eq!(out.code, 73, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains("not enough free space"),
+        "{}",
+        out.stderr
+    );
+}
+
 fn small_disk(c: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
