@@ -45,6 +45,7 @@ fn main() {
             max_retries: 3,
             page_size: 100,
             min_backoff: Duration::from_millis(100),
+            limits: Default::default(),
         })
         .expect("client"),
     );

@@ -121,8 +121,9 @@ pub struct Cli {
     pub max_merges: Option<usize>,
 
     /// How long to wait for DevRev to apply one merge, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 120)]
-    pub merge_timeout: u64,
+    // Text, checked in `config.rs`: an out-of-range number is exit 78 naming it, not clap's 2.
+    #[arg(long, value_name = "SECS", default_value = "120")]
+    pub merge_timeout: String,
 
     /// Which tickets' timelines and attachments to back up.
     #[arg(long, value_enum, default_value_t = BackupScope::Secondary)]
@@ -203,6 +204,36 @@ pub struct Cli {
         default_value = "3"
     )]
     pub max_retries: String,
+
+    /// Whole-request deadline in seconds: sending, waiting and reading the full answer.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "DEVREV_REQUEST_DEADLINE",
+        hide_env_values = true,
+        default_value = "300"
+    )]
+    pub request_deadline: String,
+
+    /// Most pages one listing may take before it counts as a server bug.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "DEVREV_MAX_PAGES",
+        hide_env_values = true,
+        default_value = "10000"
+    )]
+    pub max_pages: String,
+
+    /// Largest API answer accepted, in bytes.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "DEVREV_MAX_ANSWER_BYTES",
+        hide_env_values = true,
+        default_value = "67108864"
+    )]
+    pub max_answer_bytes: String,
 
     // ---- output ----
     /// More log detail on stderr (-v, -vv).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 use crate::cli::{Cli, DEFAULT_BASE_URL};
-use crate::devrev::ClientConfig;
+use crate::devrev::{ClientConfig, Limits};
 use crate::error::AppError;
 use crate::options::{BackupScope, Keep};
 use crate::output::Printer;
@@ -70,6 +70,7 @@ pub struct Config {
     pub max_retries: u32,
     pub page_size: u32,
     pub min_backoff: Duration,
+    pub limits: Limits,
     pub keep: Keep,
     pub email_domain: Option<String>,
     pub backup_scope: BackupScope,
@@ -119,10 +120,48 @@ impl<'a> Setting<'a> {
             _ => Err(AppError::Config(format!(
                 "{}={:?} is not valid: expected {what} greater than zero. \
                  Fix it in the flag, the environment or .env (see .env.example).",
-                self.source, self.raw
+                self.source,
+                crate::output::clip(self.raw, 40)
             ))),
         }
     }
+
+    /// A whole number from 1 to `max`; anything larger is an error naming the value, never
+    /// a wrap or a panic further on.
+    fn count(&self, default: u64, max: u64, what: &str) -> Result<u64, AppError> {
+        let v: u64 = self.positive(default, what)?;
+        self.at_most(v as f64, max as f64, what)?;
+        Ok(v)
+    }
+
+    /// A number of seconds above zero and at most `max_s`: a `Duration` built from it, and
+    /// deadlines added to `Instant::now()`, can then never overflow.
+    fn seconds(&self, default: f64, max_s: u64) -> Result<Duration, AppError> {
+        let v: f64 = self.positive(default, "a number of seconds")?;
+        self.at_most(v, max_s as f64, "a number of seconds")?;
+        Ok(Duration::from_secs_f64(v))
+    }
+
+    fn at_most(&self, v: f64, max: f64, what: &str) -> Result<(), AppError> {
+        if v.is_finite() && v <= max {
+            return Ok(());
+        }
+        Err(AppError::Config(format!(
+            "{}={:?} is not valid: expected {what} of at most {max}. \
+             Fix it in the flag, the environment or .env (see .env.example).",
+            self.source,
+            crate::output::clip(self.raw, 40)
+        )))
+    }
+}
+
+/// The longest any configured wait may be: a week. Longer is a typo, and an `Instant` plus a
+/// near-`u64::MAX` duration panics.
+const MAX_SECONDS: u64 = 7 * 86_400;
+
+/// [`Setting::new`] as a plain function, so a long list of settings reads as one call each.
+fn setting<'a>(cli: &'a Cli, raw: &'a str, id: &str, env: &str) -> Setting<'a> {
+    Setting::new(cli, raw, id, env)
 }
 
 impl Config {
@@ -148,27 +187,29 @@ impl Config {
             "RATE_LIMIT_CALLS",
         )
         .positive(45, "a whole number of calls")?;
-        let period_s: f64 = Setting::new(
+        let rate_limit_period = setting(
             cli,
             &cli.rate_limit_period,
             "rate_limit_period",
             "RATE_LIMIT_PERIOD",
         )
-        .positive(60.0, "a number of seconds")?;
-        let connect_s: f64 = Setting::new(
+        .seconds(60.0, MAX_SECONDS)?;
+        let connect_timeout = setting(
             cli,
             &cli.connect_timeout,
             "connect_timeout",
             "DEVREV_CONNECT_TIMEOUT",
         )
-        .positive(30.0, "a number of seconds")?;
-        let read_s: f64 = Setting::new(
+        .seconds(30.0, MAX_SECONDS)?;
+        let read_timeout = setting(
             cli,
             &cli.read_timeout,
             "read_timeout",
             "DEVREV_READ_TIMEOUT",
         )
-        .positive(60.0, "a number of seconds")?;
+        .seconds(60.0, MAX_SECONDS)?;
+        let limits = limits(cli)?;
+        let merge_timeout = merge_timeout(cli)?;
         let retries = Setting::new(cli, &cli.max_retries, "max_retries", "DEVREV_MAX_RETRIES");
         let max_retries = if retries.raw.trim().is_empty() {
             3
@@ -185,20 +226,16 @@ impl Config {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1000);
-        if !period_s.is_finite() || !connect_s.is_finite() || !read_s.is_finite() {
-            return Err(AppError::Config(
-                "timeouts and periods must be finite numbers".into(),
-            ));
-        }
 
         Ok(Config {
             command,
             token,
             base_url,
             rate_limit_calls,
-            rate_limit_period: Duration::from_secs_f64(period_s),
-            connect_timeout: Duration::from_secs_f64(connect_s),
-            read_timeout: Duration::from_secs_f64(read_s),
+            rate_limit_period,
+            connect_timeout,
+            read_timeout,
+            limits,
             max_retries,
             page_size: 100,
             min_backoff: Duration::from_millis(min_backoff_ms),
@@ -214,7 +251,7 @@ impl Config {
             savepoint: cli.savepoint.clone(),
             yes: cli.yes,
             max_merges: cli.max_merges,
-            merge_timeout: Duration::from_secs(cli.merge_timeout),
+            merge_timeout,
             json: cli.json,
             verbose: cli.verbose,
             printer: Printer::new(cli.quiet),
@@ -240,6 +277,7 @@ impl Config {
             max_retries: self.max_retries,
             page_size: self.page_size,
             min_backoff: self.min_backoff,
+            limits: self.limits,
         })
     }
 }
@@ -296,15 +334,7 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
             check_live: cli.check_live,
         }),
         Some(csv) => {
-            // A zero timeout would make "not merged a full --merge-timeout after the request"
-            // true at once, and a lost answer could then lead to a second merge request.
-            if cli.merge_timeout == 0 {
-                return Err(AppError::Config(
-                    "--merge-timeout 0 is not allowed: DevRev applies merges after a delay, so \
-                     the run must be able to wait for one (default 120 s)"
-                        .into(),
-                ));
-            }
+            merge_timeout(cli)?;
             Ok(Command::Merge { csv: csv.clone() })
         }
         None => Err(AppError::Usage(
@@ -314,6 +344,52 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
                 .into(),
         )),
     }
+}
+
+/// The client's bounds on listings, requests and answers (README, "Limits").
+fn limits(cli: &Cli) -> Result<Limits, AppError> {
+    let d = Limits::default();
+    Ok(Limits {
+        request_deadline: setting(
+            cli,
+            &cli.request_deadline,
+            "request_deadline",
+            "DEVREV_REQUEST_DEADLINE",
+        )
+        .seconds(d.request_deadline.as_secs_f64(), MAX_SECONDS)?,
+        max_pages: setting(cli, &cli.max_pages, "max_pages", "DEVREV_MAX_PAGES").count(
+            u64::from(d.max_pages),
+            u64::from(u32::MAX),
+            "a whole number of pages",
+        )? as u32,
+        max_answer_bytes: setting(
+            cli,
+            &cli.max_answer_bytes,
+            "max_answer_bytes",
+            "DEVREV_MAX_ANSWER_BYTES",
+        )
+        .count(d.max_answer_bytes, 1 << 40, "a whole number of bytes")?,
+    })
+}
+
+/// `--merge-timeout` in whole seconds, 1 to a week.
+fn merge_timeout(cli: &Cli) -> Result<Duration, AppError> {
+    let raw = cli.merge_timeout.trim();
+    // A zero timeout would make "not merged a full --merge-timeout after the request"
+    // true at once, and a lost answer could then lead to a second merge request.
+    if raw == "0" {
+        return Err(AppError::Config(
+            "--merge-timeout 0 is not allowed: DevRev applies merges after a delay, so \
+             the run must be able to wait for one (default 120 s)"
+                .into(),
+        ));
+    }
+    let setting = Setting {
+        raw,
+        source: "--merge-timeout".into(),
+    };
+    let secs = setting.count(120, MAX_SECONDS, "a whole number of seconds")?;
+    Ok(Duration::from_secs(secs))
 }
 
 fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {
@@ -499,6 +575,7 @@ mod tests {
             max_retries: 0,
             page_size: 1,
             min_backoff: Duration::from_millis(1),
+            limits: Limits::default(),
         };
         assert!(!format!("{cfg:?}").contains("s3cr3t"));
     }

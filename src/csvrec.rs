@@ -9,6 +9,13 @@ use std::io::{self, Read};
 
 use csv_core::ReadRecordResult;
 
+/// Largest record (all its fields together), in bytes. A contacts export has rows of a few
+/// hundred bytes; a record this long is an unterminated quote swallowing the rest of the
+/// file, and reading on would hold the whole file in memory.
+pub const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Most fields in one record (the export has 8 columns; a few extra are kept).
+pub const MAX_FIELDS: usize = 4096;
+
 /// One record: its fields, where it starts, and on which line.
 #[derive(Debug, Clone)]
 pub struct RawRecord {
@@ -184,11 +191,17 @@ impl<R: Read> RawReader<R> {
             match res {
                 ReadRecordResult::InputEmpty => continue,
                 ReadRecordResult::OutputFull => {
-                    let n = rec.data.len() * 2;
+                    if rec.data.len() >= MAX_RECORD_BYTES {
+                        return Err(too_long(rec.line, "bytes", MAX_RECORD_BYTES));
+                    }
+                    let n = (rec.data.len() * 2).min(MAX_RECORD_BYTES);
                     rec.data.resize(n, 0);
                 }
                 ReadRecordResult::OutputEndsFull => {
-                    let n = rec.ends.len() * 2;
+                    if rec.ends.len() >= MAX_FIELDS {
+                        return Err(too_long(rec.line, "fields", MAX_FIELDS));
+                    }
+                    let n = (rec.ends.len() * 2).min(MAX_FIELDS);
                     rec.ends.resize(n, 0);
                 }
                 ReadRecordResult::Record => {
@@ -204,6 +217,18 @@ impl<R: Read> RawReader<R> {
     }
 }
 
+/// The error for a record over a limit: it names the line the record starts on, and never
+/// quotes the record itself.
+fn too_long(line: u64, what: &str, max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "line {line}: the record starting here has more than {max} {what} (the limit; a \
+             quote left open swallows the rest of the file). Close the quote or split the value."
+        ),
+    )
+}
+
 /// Why [`read_pipelined`] stopped early.
 #[derive(Debug)]
 pub enum Stop<E> {
@@ -217,6 +242,11 @@ pub enum Stop<E> {
 const BATCH: usize = 512;
 /// Batches in flight: enough to keep both threads busy, few enough to stay small.
 const IN_FLIGHT: usize = 4;
+/// A batch is handed over early once its records hold this many bytes, and a recycled record
+/// that grew past [`KEEP_RECORD_BYTES`] starts small again: with records up to
+/// [`MAX_RECORD_BYTES`], memory stays at a few dozen MiB whatever the file holds.
+const BATCH_BYTES: usize = 4 << 20;
+const KEEP_RECORD_BYTES: usize = 64 << 10;
 
 /// Reads records on a helper thread and gives them to `f` on this one, so parsing and the
 /// caller's work use two cores. `next` reads the next record the caller wants into the record
@@ -246,13 +276,19 @@ where
             // Stops when the input ends, on an error, or when the consumer hangs up.
             while let Ok(mut batch) = free_rx.recv() {
                 let mut n = 0;
+                let mut bytes = 0;
                 let mut done = false;
-                while n < BATCH {
+                while n < BATCH && bytes < BATCH_BYTES {
                     if batch.len() == n {
                         batch.push(RawRecord::default());
+                    } else if batch[n].data.len() > KEEP_RECORD_BYTES {
+                        batch[n] = RawRecord::default();
                     }
                     match next(rdr, &mut batch[n]) {
-                        Ok(true) => n += 1,
+                        Ok(true) => {
+                            bytes += batch[n].as_slice().len();
+                            n += 1;
+                        }
                         Ok(false) => {
                             done = true;
                             break;
@@ -396,6 +432,28 @@ mod tests {
         let mut r = RawReader::new(Broken);
         let stop = read_pipelined(&mut r, |r, rec| r.read(rec), |_| Ok::<(), ()>(()));
         assert!(matches!(stop, Err(Stop::Io(e)) if e.to_string() == "disk on fire"));
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_an_error_naming_its_line_in_bounded_memory() {
+        // An unterminated quote on line 3 of a "file" far larger than the limit: the reader
+        // stops at the limit instead of holding the rest.
+        let head = b"h\na,b\n\"open,".to_vec();
+        let endless = std::io::Read::chain(&head[..], std::io::repeat(b'x').take(64 << 20));
+        let mut r = RawReader::new(endless);
+        let mut rec = RawRecord::default();
+        assert!(r.read(&mut rec).unwrap());
+        assert!(r.read(&mut rec).unwrap());
+        let e = r.read(&mut rec).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().starts_with("line 3: "), "{e}");
+        assert!(e.to_string().len() < 300, "{e}");
+        assert!(rec.data.len() <= MAX_RECORD_BYTES);
+        let commas = format!("h\n{}\n", ",".repeat(MAX_FIELDS + 1));
+        let mut r = RawReader::new(commas.as_bytes());
+        assert!(r.read(&mut rec).unwrap());
+        let e = r.read(&mut rec).unwrap_err().to_string();
+        assert!(e.starts_with("line 2: ") && e.contains("fields"), "{e}");
     }
 
     #[test]

@@ -11,12 +11,71 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Creates `dir` (and parents) with mode 0700. Existing folders keep their mode.
+/// Creates `dir` (and parents) with mode 0700. Existing folders keep their mode (see
+/// [`tighten_private_dir`]). A symbolic link at `dir` is refused: customer data would land
+/// wherever the link points, a place someone else may have chosen.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    refuse_symlink(dir)?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
+        .create(dir)?;
+    // A link created between the check and the creation is caught here.
+    refuse_symlink(dir)
+}
+
+/// Creates `dir` like [`create_private_dir`] and, if it already existed with access for group
+/// or others, takes that access away. Returns the old mode when it changed, for a warning.
+/// For the folders this tool owns (backups, reports, logs), not for the savepoint's folder,
+/// which is often the user's working folder.
+pub fn tighten_private_dir(dir: &Path) -> std::io::Result<Option<u32>> {
+    create_private_dir(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(None);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    Ok(Some(mode))
+}
+
+/// An error if `path` is a symbolic link (a missing path is fine).
+pub fn refuse_symlink(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(symlink_error(path)),
+        _ => Ok(()),
+    }
+}
+
+fn symlink_error(path: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "{} is a symbolic link; refusing to write customer data through it \
+             (remove the link or choose another path)",
+            path.display()
+        ),
+    )
+}
+
+/// Opens (creating if needed, mode 0600) a file this tool owns, such as a lock or a log,
+/// without following a symbolic link at its name: a link there is an error saying so.
+pub fn open_private(path: &Path, append: bool) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = fs::OpenOptions::new();
+    opts.read(!append)
+        .write(true)
+        .append(append)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW);
+    opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            symlink_error(path)
+        } else {
+            e
+        }
+    })
 }
 
 /// Writes `bytes` to `path` atomically with mode 0600.
@@ -172,6 +231,42 @@ mod tests {
         );
         assert!(!q.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn symlinks_are_refused_and_loose_folders_tightened() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("elsewhere");
+        fs::create_dir(&target).unwrap();
+        let link = dir.path().join("backups");
+        symlink(&target, &link).unwrap();
+        let e = create_private_dir(&link).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        // A link at a file name: refused, and the target is not created or touched.
+        let file_link = dir.path().join("x.lock");
+        symlink(target.join("victim"), &file_link).unwrap();
+        let e = open_private(&file_link, false).unwrap_err();
+        assert!(e.to_string().contains("is a symbolic link"), "{e}");
+        assert!(!target.join("victim").exists());
+        // An atomic write over a link replaces the link itself, never writes its target.
+        write_private_atomic(&file_link, b"data").unwrap();
+        assert!(
+            !fs::symlink_metadata(&file_link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(!target.join("victim").exists());
+        let loose = dir.path().join("reports");
+        fs::create_dir(&loose).unwrap();
+        fs::set_permissions(&loose, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(tighten_private_dir(&loose).unwrap(), Some(0o755));
+        assert_eq!(
+            fs::metadata(&loose).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(tighten_private_dir(&loose).unwrap(), None);
     }
 
     #[test]

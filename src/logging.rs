@@ -39,9 +39,16 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
     let mut file_path = None;
     let file_layer = match log_dir {
         Some(dir) => {
-            fsutil::create_private_dir(dir).map_err(|e| {
+            let loosened = fsutil::tighten_private_dir(dir).map_err(|e| {
                 AppError::CantCreate(format!("cannot create log folder {}: {e}", dir.display()))
             })?;
+            // Logging is not running yet: say it directly.
+            if let Some(mode) = loosened {
+                crate::output::human(&format!(
+                    "warning: log folder {} was open to others (mode {mode:o}); set to 0700\n",
+                    dir.display()
+                ));
+            }
             let path = fsutil::unique_path(dir, "devrev-merge", "log");
             let file = open_private_append(&path).map_err(|e| {
                 AppError::CantCreate(format!("cannot create log file {}: {e}", path.display()))
@@ -81,12 +88,7 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
 }
 
 fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
+    fsutil::open_private(path, true)
 }
 
 /// The look of every progress bar: `merging [=====>    ] 3/20 ETA 1m 40s pair@example.com`.

@@ -22,12 +22,15 @@ static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 /// (exit 73), because the user asked for data they did not get.
 pub fn data<F>(print: F) -> Result<(), AppError>
 where
-    F: FnOnce(&mut BufWriter<StdoutLock<'static>>) -> io::Result<()>,
+    F: FnOnce(&mut BufWriter<SafeWriter<StdoutLock<'static>>>) -> io::Result<()>,
 {
     if STDOUT_GONE.load(Ordering::Relaxed) {
         return Ok(());
     }
-    let mut w = BufWriter::new(io::stdout().lock());
+    let mut w = BufWriter::new(SafeWriter {
+        inner: io::stdout().lock(),
+        pending_c2: false,
+    });
     let written = print(&mut w).and_then(|()| w.flush());
     match written {
         Ok(()) => Ok(()),
@@ -39,6 +42,80 @@ where
             Ok(())
         }
         Err(e) => Err(AppError::io("cannot write to stdout", e)),
+    }
+}
+
+/// `s` with every control character (C0, DEL, C1: ESC, CSI, newlines, ...) shown as an escape
+/// (`\u{1b}`), so a display name, email or ref from the data cannot move the cursor, rewrite
+/// the screen or forge a line. Use it on every value that came from the CSV or from DevRev
+/// before it goes into a table, a summary or an error.
+pub fn safe(s: &str) -> std::borrow::Cow<'_, str> {
+    escape_controls(s, false)
+}
+
+/// `s` cut to at most `max` characters (with `…`) and made [`safe`]: for messages that
+/// quote a bad value, which may be megabytes long.
+pub fn clip(s: &str, max: usize) -> String {
+    let mut out: String = s.chars().take(max).collect();
+    if s.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    safe(&out).into_owned()
+}
+
+/// Escapes control characters; `keep_layout` leaves `\n` and `\t` alone (whole messages).
+fn escape_controls(s: &str, keep_layout: bool) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| c.is_control() && !(keep_layout && matches!(c, '\n' | '\t'));
+    if !s.chars().any(bad) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A writer that escapes control bytes (except `\n`, `\t`) on their way to the terminal: the
+/// last line of defence for tables on stdout, whatever a formatter forgot.
+pub struct SafeWriter<W: Write> {
+    inner: W,
+    /// A `0xC2` lead byte seen at the end of the previous write: the next byte decides
+    /// whether it starts a C1 control (U+0080..U+009F).
+    pending_c2: bool,
+}
+
+impl<W: Write> Write for SafeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut out = Vec::with_capacity(buf.len());
+        for &b in buf {
+            if std::mem::take(&mut self.pending_c2) {
+                if (0x80..=0x9f).contains(&b) {
+                    out.extend_from_slice(format!("\\u{{{b:x}}}").as_bytes());
+                    continue;
+                }
+                out.push(0xc2);
+            }
+            match b {
+                0xc2 => self.pending_c2 = true,
+                b'\n' | b'\t' => out.push(b),
+                0..=0x1f | 0x7f => out.extend_from_slice(format!("\\u{{{b:x}}}").as_bytes()),
+                _ => out.push(b),
+            }
+        }
+        self.inner.write_all(&out)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.pending_c2) {
+            self.inner.write_all(&[0xc2])?;
+        }
+        self.inner.flush()
     }
 }
 
@@ -57,7 +134,11 @@ pub fn stdout_is_terminal() -> bool {
 
 /// Human text on stderr, written as is (include the newline). Write failures are ignored:
 /// there is nowhere left to report them, and they must not change the exit code.
+///
+/// Control characters other than newlines and tabs are escaped here, whatever the caller
+/// passed: an error quoting a display name must not carry its escape sequences to the screen.
 pub fn human(text: &str) {
+    let text = escape_controls(text, true);
     let mut err = io::stderr().lock();
     let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
 }
@@ -123,5 +204,26 @@ mod tests {
             "any non-empty value counts"
         );
         assert!(!color_wanted(false, None), "never on a pipe or a file");
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(safe("Jane Doe"), "Jane Doe");
+        assert_eq!(safe("\u{1b}[2J\u{1b}[HX"), "\\u{1b}[2J\\u{1b}[HX");
+        assert_eq!(safe("a\nb\u{9b}c\u{7f}"), "a\\u{a}b\\u{9b}c\\u{7f}");
+        assert_eq!(escape_controls("a\nb\tc\u{7}", true), "a\nb\tc\\u{7}");
+        assert_eq!(clip(&"x".repeat(1000), 5), "xxxxx…");
+        let mut w = SafeWriter {
+            inner: Vec::new(),
+            pending_c2: false,
+        };
+        // A C1 CSI split across two writes, an ESC, and a harmless é (0xC3 0xA9) and ¢ (C2 A2).
+        w.write_all(b"a\xc2").unwrap();
+        w.write_all(b"\x9b2J\x1b[0m\xc3\xa9\xc2\xa2\n").unwrap();
+        w.flush().unwrap();
+        assert_eq!(
+            String::from_utf8(w.inner).unwrap(),
+            "a\\u{9b}2J\\u{1b}[0mé¢\n"
+        );
     }
 }

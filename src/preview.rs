@@ -372,7 +372,9 @@ pub fn human_duration(secs: f64) -> String {
 }
 
 /// Shortens `s` to `max` characters with a trailing `…`.
+/// `s` made terminal-safe ([`crate::output::safe`]) and cut to `max` characters.
 fn cut(s: &str, max: usize) -> String {
+    let s = crate::output::safe(s);
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -450,9 +452,13 @@ fn heading<W: Write>(
 fn member(c: &Contact) -> String {
     let id = c.display_id();
     if c.external_ref == id {
-        id
+        crate::output::safe(&id).into_owned()
     } else {
-        format!("{id} [{}]", cut(&c.external_ref, 40))
+        format!(
+            "{} [{}]",
+            crate::output::safe(&id),
+            cut(&c.external_ref, 40)
+        )
     }
 }
 

@@ -22,21 +22,24 @@ pub struct RootLock {
 }
 
 fn open_lock(root: &Path, create: bool) -> io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(false)
-        .mode(0o600)
-        .open(root.join(LOCK_FILE))
+    let path = root.join(LOCK_FILE);
+    if create {
+        return fsutil::open_private(&path, false);
+    }
+    fsutil::refuse_symlink(&path)?;
+    fs::OpenOptions::new().read(true).write(true).open(path)
 }
 
 /// Locks `root` for writing (creating it 0700) and, when no other writer holds it, removes
 /// `*.partial` leftovers of crashed runs. Returns the lock and the folders removed.
 pub fn lock_and_clean(root: &Path) -> io::Result<(RootLock, Vec<PathBuf>)> {
     use fs4::fs_std::FileExt;
-    fsutil::create_private_dir(root)?;
+    if let Some(mode) = fsutil::tighten_private_dir(root)? {
+        tracing::warn!(
+            folder = %root.display(),
+            "the backups folder was open to others (mode {mode:o}); set to 0700"
+        );
+    }
     let file = open_lock(root, true)?;
     let mut removed = Vec::new();
     if FileExt::try_lock_exclusive(&file)? {

@@ -545,8 +545,12 @@ fn check_space(
     listed: &Listed,
 ) -> Result<(), BackupError> {
     let all_attachments = || listed.objects.iter().flat_map(|o| o.attachments.iter());
-    let known: u64 = json_files.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
-        + all_attachments().filter_map(|a| a.size).sum::<u64>();
+    // Saturating: a hostile `file.size` near u64::MAX must read as "too big", never wrap.
+    let known: u64 = json_files
+        .iter()
+        .map(|(_, b)| b.len() as u64)
+        .chain(all_attachments().filter_map(|a| a.size))
+        .fold(0, u64::saturating_add);
     let unknown = all_attachments().filter(|a| a.size.is_none()).count() as u64;
     let needed = layout::required_space(known, unknown);
     let available = match opts.free_space_override {
@@ -657,8 +661,15 @@ async fn download_attachment(
     let mut relocated = false;
     let (size, sha) = loop {
         let located = client.artifacts_locate(&a.id).await?;
-        match client.download_to(&located.url, tmp.path()).await {
+        match client.download_to(&located.url, tmp.path(), a.size).await {
             Ok(done) => break done,
+            // The disk, not DevRev: stops the run (exit 73); the temp file goes with `tmp`.
+            Err(ApiError::LocalWrite { what, reason }) => {
+                return Err(BackupError::Io {
+                    context: format!("cannot write {what}"),
+                    source: std::io::Error::other(reason),
+                });
+            }
             Err(e) if e.status() == Some(403) && !relocated => {
                 tracing::debug!(artifact = %a.id, "download URL expired; locating it again");
                 relocated = true;

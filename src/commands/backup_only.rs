@@ -24,7 +24,7 @@ fn print_backup_only(
             (Some(b), _) => writeln!(
                 w,
                 "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
-                p.email,
+                output::safe(&p.email),
                 b.dir.display(),
                 b.tickets,
                 b.timeline_entries,
@@ -32,12 +32,17 @@ fn print_backup_only(
                 b.conversations,
                 b.bytes
             )?,
-            (None, Some(e)) => writeln!(w, "FAILED  {}  {e}", p.email)?,
+            (None, Some(e)) => writeln!(
+                w,
+                "FAILED  {}  {}",
+                output::safe(&p.email),
+                output::safe(&e.to_string())
+            )?,
             (None, None) => {}
         }
         if let Some(b) = &p.backup {
             for warning in &b.warnings {
-                writeln!(w, "        warning: {warning}")?;
+                writeln!(w, "        warning: {}", output::safe(warning))?;
             }
         }
     }

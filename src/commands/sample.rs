@@ -16,6 +16,7 @@ use crate::config::{Config, SampleArgs};
 use crate::detect::{self, DetectOptions, Pair};
 use crate::error::AppError;
 use crate::fsutil;
+use crate::output::safe;
 use crate::preview::thousands;
 
 /// The order in which pairs are picked: known ticket counts first, fewest tickets first,
@@ -157,12 +158,12 @@ fn print_chosen<W: Write>(
         writeln!(
             w,
             "  {}  primary {} ({}, {} tickets)  secondary {} ({}, {} tickets)",
-            p.email,
-            p.primary.display_id(),
-            p.primary.external_ref,
+            safe(&p.email),
+            safe(&p.primary.display_id()),
+            safe(&p.primary.external_ref),
             t(&p.primary),
-            p.secondary.display_id(),
-            p.secondary.external_ref,
+            safe(&p.secondary.display_id()),
+            safe(&p.secondary.external_ref),
             t(&p.secondary)
         )?;
     }

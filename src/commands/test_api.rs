@@ -154,7 +154,7 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
             if let Some(exp) = info.token.expiry {
                 let at = chrono::DateTime::from_timestamp(exp, 0);
                 report.token_expires_at = at.map(|t| t.to_rfc3339());
-                let left = exp - chrono::Utc::now().timestamp();
+                let left = exp.saturating_sub(chrono::Utc::now().timestamp());
                 report.token_expires_in_days = Some((left as f64 / 86400.0 * 10.0).round() / 10.0);
                 if left <= 0 {
                     report.warnings.push("the token has expired".into());

@@ -136,9 +136,14 @@ impl Pair {
         }
     }
 
-    /// Both contacts' CSV ticket counts added up; `None` if either is unknown.
+    /// Both contacts' CSV ticket counts added up; `None` if either is unknown. Saturates:
+    /// two counts near `u64::MAX` must not wrap into a small number.
     pub fn csv_tickets(&self) -> Option<u64> {
-        Some(self.primary.ticket_count? + self.secondary.ticket_count?)
+        Some(
+            self.primary
+                .ticket_count?
+                .saturating_add(self.secondary.ticket_count?),
+        )
     }
 }
 

@@ -44,7 +44,9 @@ pub(super) struct Layout {
 impl Layout {
     pub(super) fn column_label(&self, i: usize) -> String {
         match self.names.get(i) {
-            Some(n) if !n.is_empty() => format!("column {} ({n})", i + 1),
+            Some(n) if !n.is_empty() => {
+                format!("column {} ({})", i + 1, crate::output::clip(n, 40))
+            }
             _ => format!("column {}", i + 1),
         }
     }
@@ -120,6 +122,10 @@ impl RowView<'_> {
     }
 }
 
+/// The largest TICKET_COUNT accepted. Far above any real contact, and small enough that every
+/// sum and estimate built from ticket counts stays exact in a `u64`.
+pub(super) const MAX_TICKET_COUNT: u64 = 1_000_000_000;
+
 /// Validates one record; records each problem and returns `None` if there was any.
 pub(super) fn check_row<'r>(
     rec: &'r RawRecord,
@@ -156,6 +162,17 @@ pub(super) fn check_row<'r>(
         }
         return None;
     };
+    // A NUL is never part of a name, email or ref; it is a binary file or a broken export.
+    if let Some(i) = (0..rec.len()).find(|&i| text[rec.range(i)].contains('\0')) {
+        problems.push(
+            line,
+            format!(
+                "{}: contains a NUL byte; is this really a CSV text export?",
+                layout.column_label(i)
+            ),
+        );
+        return None;
+    }
     let mut ok = true;
     let mut f = [""; 8];
     for (col, _, _) in COLUMNS {
@@ -181,14 +198,25 @@ pub(super) fn check_row<'r>(
     let ticket_count = if raw_count.is_empty() {
         None
     } else {
-        match raw_count.parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) => {
+        let parsed = raw_count
+            .parse::<u64>()
+            .map_err(|e| *e.kind() == std::num::IntErrorKind::PosOverflow);
+        match parsed {
+            Ok(n) if n <= MAX_TICKET_COUNT => Some(n),
+            bad => {
+                let why = if bad.is_ok() || bad == Err(true) {
+                    format!(
+                        "is larger than {MAX_TICKET_COUNT}, the most tickets one contact can have here"
+                    )
+                } else {
+                    "is not a whole number (leave it empty when unknown)".to_string()
+                };
                 problems.push(
                     line,
                     format!(
-                        "{}: {raw_count:?} is not a whole number (leave it empty when unknown)",
-                        layout.label_of(Col::TicketCount)
+                        "{}: \"{}\" {why}",
+                        layout.label_of(Col::TicketCount),
+                        crate::output::clip(raw_count, 40)
                     ),
                 );
                 ok = false;

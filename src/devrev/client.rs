@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +50,33 @@ pub struct ClientConfig {
     pub page_size: u32,
     /// Smallest backoff delay; tests shorten it.
     pub min_backoff: Duration,
+    /// Bounds on every listing and answer, so a buggy or hostile server cannot hold a run.
+    pub limits: Limits,
+}
+
+/// How far the client follows a server before calling it broken. Generous on purpose: each
+/// default is far beyond anything a healthy DevRev answer needs, and each can be raised
+/// (README "Limits").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Pages one listing may take (`--max-pages`, `DEVREV_MAX_PAGES`).
+    pub max_pages: u32,
+    /// The whole of one request, from sending to the last byte of the answer
+    /// (`--request-deadline`, `DEVREV_REQUEST_DEADLINE`). The read timeout alone never fires
+    /// on a server that sends one byte every few seconds.
+    pub request_deadline: Duration,
+    /// Largest API answer read into memory (`DEVREV_MAX_ANSWER_BYTES`).
+    pub max_answer_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pages: 10_000,
+            request_deadline: Duration::from_secs(300),
+            max_answer_bytes: 64 << 20,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -63,6 +90,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("read_timeout", &self.read_timeout)
             .field("max_retries", &self.max_retries)
             .field("page_size", &self.page_size)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -125,7 +153,13 @@ pub fn pacer_quota(calls: u32, period: Duration) -> Quota {
 
 impl DevRevClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        // A proxy taken from HTTP(S)_PROXY/ALL_PROXY would see the token of a local fake (plain
+        // http): loopback never goes through a proxy.
+        if is_loopback(&cfg.base_url) {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.read_timeout)
             .redirect(reqwest::redirect::Policy::none())
@@ -344,20 +378,35 @@ impl DevRevClient {
             }
         });
         let started = Instant::now();
-        let sent = self
-            .http
-            .post(url.clone())
-            .header(
-                AUTHORIZATION,
-                format!("Bearer {}", self.cfg.token.expose_secret()),
-            )
-            .header(CONTENT_TYPE, "application/json")
-            .json(body)
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(resp) => self.read_response::<T>(endpoint, resp).await,
-            Err(e) => Err(Attempt::Transport(e)),
+        let deadline = self.cfg.limits.request_deadline;
+        let exchange = async {
+            let sent = self
+                .http
+                .post(url.clone())
+                .header(
+                    AUTHORIZATION,
+                    self.auth_header().map_err(|_| {
+                        Attempt::Decode(
+                            "the API token holds characters not allowed in a header".into(),
+                        )
+                    })?,
+                )
+                .header(CONTENT_TYPE, "application/json")
+                .json(body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => self.read_response::<T>(endpoint, resp).await,
+                Err(e) => Err(Attempt::Transport(e)),
+            }
+        };
+        let outcome = match tokio::time::timeout(deadline, exchange).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(Attempt::Cut(format!(
+                "no complete answer within the {} s request deadline (raise --request-deadline \
+                 if DevRev is this slow)",
+                deadline.as_secs_f64()
+            ))),
         };
         tracing::debug!(
             endpoint,
@@ -367,6 +416,14 @@ impl DevRevClient {
             "DevRev call"
         );
         outcome
+    }
+
+    /// `Bearer <token>`, marked sensitive so no debug output or proxy log of reqwest and
+    /// hyper ever prints it.
+    fn auth_header(&self) -> Result<HeaderValue, reqwest::header::InvalidHeaderValue> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.cfg.token.expose_secret()))?;
+        v.set_sensitive(true);
+        Ok(v)
     }
 
     /// A 429 counts, and its wait holds back every caller: the budget is per token.
@@ -398,7 +455,7 @@ impl DevRevClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = resp.bytes().await.map_err(Attempt::Transport)?;
+        let bytes = read_capped(resp, self.cfg.limits.max_answer_bytes, endpoint).await?;
         if (200..300).contains(&status) {
             let raw: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
             serde_json::from_slice(raw).map_err(|e| {
@@ -418,6 +475,10 @@ impl DevRevClient {
     }
 
     /// Follows `next_cursor` to the end and returns every item under `key`.
+    ///
+    /// A listing must end: a cursor seen before in this listing (a server that hands out the
+    /// same cursor forever) or more than `limits.max_pages` pages is an error naming the
+    /// endpoint. So is an answer without `key`: an empty backup must never look complete.
     pub async fn list_all<T: DeserializeOwned>(
         &self,
         endpoint: &str,
@@ -425,23 +486,38 @@ impl DevRevClient {
         key: &str,
     ) -> Result<Vec<T>, ApiError> {
         let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         body["limit"] = json!(self.cfg.page_size);
-        loop {
+        let broken = |reason: String| ApiError::Decode {
+            endpoint: endpoint.into(),
+            reason,
+        };
+        for page_no in 1..=self.cfg.limits.max_pages {
             let mut page: Value = self.call(endpoint, &body, CallKind::Read).await?;
-            let items = page
-                .get_mut(key)
-                .map(Value::take)
-                .unwrap_or(Value::Array(vec![]));
-            let items: Vec<T> = serde_json::from_value(items).map_err(|e| ApiError::Decode {
-                endpoint: endpoint.into(),
-                reason: format!("`{key}`: {e}"),
+            let items = page.get_mut(key).map(Value::take).ok_or_else(|| {
+                broken(format!(
+                    "page {page_no} has no `{key}` list; refusing to treat it as empty"
+                ))
             })?;
+            let items: Vec<T> =
+                serde_json::from_value(items).map_err(|e| broken(format!("`{key}`: {e}")))?;
             out.extend(items);
-            match page.get("next_cursor").and_then(Value::as_str) {
-                Some(c) if !c.is_empty() => body["cursor"] = json!(c),
+            let cursor = match page.get("next_cursor").and_then(Value::as_str) {
+                Some(c) if !c.is_empty() => c.to_string(),
                 _ => return Ok(out),
+            };
+            if !seen.insert(cursor.clone()) {
+                return Err(broken(format!(
+                    "page {page_no} repeats a cursor handed out before; the listing would \
+                     never end (a server bug)"
+                )));
             }
+            body["cursor"] = json!(cursor);
         }
+        Err(broken(format!(
+            "more than {} pages; stopped (raise --max-pages if this listing is really that long)",
+            self.cfg.limits.max_pages
+        )))
     }
 
     // ---- typed calls -------------------------------------------------------------------
@@ -661,17 +737,26 @@ impl DevRevClient {
     /// Streams a located URL to `dest`, hashing as it goes. Sends **no** DevRev token: the
     /// URL is pre-signed and may live on another host. Returns (bytes, sha256 hex).
     ///
+    /// With a `declared` size, at most `declared + 1` bytes are written: one byte more proves
+    /// the server sends more than DevRev said, and nothing past it can fill the disk.
+    ///
     /// Downloads are not DevRev API calls, so they do not spend the API rate budget. A 403
-    /// (expired URL) comes back as `ApiError::Status` so the caller can locate again.
+    /// (expired URL) comes back as `ApiError::Status` so the caller can locate again; a failed
+    /// local write as `ApiError::LocalWrite`, which no retry can fix.
     pub async fn download_to(
         &self,
         url: &str,
         dest: &std::path::Path,
+        declared: Option<u64>,
     ) -> Result<(u64, String), ApiError> {
         let what = dest.display().to_string();
         let derr = |reason: String| ApiError::Download {
             what: what.clone(),
             reason,
+        };
+        let werr = |e: std::io::Error| ApiError::LocalWrite {
+            what: what.clone(),
+            reason: e.to_string(),
         };
         let mut backoff = self.backoff();
         loop {
@@ -701,45 +786,83 @@ impl DevRevClient {
                 });
             }
             // Attachments are customer data: owner-only, whatever the umask.
-            let mut file = tokio::fs::OpenOptions::new()
+            let file = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
                 .mode(0o600)
                 .open(dest)
                 .await
-                .map_err(|e| derr(e.to_string()))?;
-            let mut hasher = Sha256::new();
-            let mut n = 0u64;
-            let mut stream = resp.bytes_stream();
-            let mut failed = None;
-            while let Some(chunk) = stream.next().await {
-                match chunk {
-                    Ok(c) => {
-                        hasher.update(&c);
-                        n += c.len() as u64;
-                        file.write_all(&c).await.map_err(|e| derr(e.to_string()))?;
-                    }
-                    Err(e) => {
-                        failed = Some(e.without_url().to_string());
-                        break;
-                    }
+                .map_err(werr)?;
+            // A trickling server must not hold a download forever either: the request
+            // deadline, plus one second per MiB declared (a floor of 1 MiB/s for big files).
+            let deadline =
+                self.cfg.limits.request_deadline + Duration::from_secs(declared.unwrap_or(0) >> 20);
+            let cap = declared.map(|d| d.saturating_add(1));
+            let streamed = tokio::time::timeout(deadline, stream_capped(resp, file, cap))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(StreamErr::Net(format!(
+                        "no complete download within {} s",
+                        deadline.as_secs_f64()
+                    )))
+                });
+            match streamed {
+                Ok(Streamed::Done(n, sha)) => return Ok((n, sha)),
+                Ok(Streamed::Over(n)) => {
+                    return Err(derr(format!(
+                        "the server sent more than the declared {} bytes; stopped at {n}",
+                        declared.unwrap_or_default()
+                    )));
                 }
-            }
-            if let Some(reason) = failed {
-                match backoff.next() {
-                    Some(d) => {
-                        tokio::time::sleep(d).await;
-                        continue;
-                    }
+                Err(StreamErr::Write(e)) => return Err(werr(e)),
+                Err(StreamErr::Net(reason)) => match backoff.next() {
+                    Some(d) => tokio::time::sleep(d).await,
                     None => return Err(derr(reason)),
-                }
+                },
             }
-            file.flush().await.map_err(|e| derr(e.to_string()))?;
-            file.sync_all().await.map_err(|e| derr(e.to_string()))?;
-            return Ok((n, crate::fsutil::sha256_hex(hasher)));
         }
     }
+}
+
+/// How a capped download ended.
+enum Streamed {
+    /// Complete: bytes and sha256 hex.
+    Done(u64, String),
+    /// The cap was reached: this many bytes were written, and the server had more.
+    Over(u64),
+}
+
+enum StreamErr {
+    /// The connection failed mid-body (worth another try).
+    Net(String),
+    /// Writing the local file failed (a full disk: no retry helps).
+    Write(std::io::Error),
+}
+
+/// Copies `resp`'s body into `file`, hashing it, writing at most `cap` bytes.
+async fn stream_capped(
+    resp: reqwest::Response,
+    mut file: tokio::fs::File,
+    cap: Option<u64>,
+) -> Result<Streamed, StreamErr> {
+    let mut hasher = Sha256::new();
+    let mut n = 0u64;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let c = chunk.map_err(|e| StreamErr::Net(e.without_url().to_string()))?;
+        let room = cap.map_or(u64::MAX, |cap| cap - n);
+        let take = usize::try_from(room).unwrap_or(usize::MAX).min(c.len());
+        hasher.update(&c[..take]);
+        file.write_all(&c[..take]).await.map_err(StreamErr::Write)?;
+        n += take as u64;
+        if cap == Some(n) {
+            return Ok(Streamed::Over(n));
+        }
+    }
+    file.flush().await.map_err(StreamErr::Write)?;
+    file.sync_all().await.map_err(StreamErr::Write)?;
+    Ok(Streamed::Done(n, crate::fsutil::sha256_hex(hasher)))
 }
 
 enum Attempt {
@@ -750,6 +873,9 @@ enum Attempt {
     },
     Transport(reqwest::Error),
     Decode(String),
+    /// The answer was cut off by this client: over the request deadline or the size cap.
+    /// Retried like a lost answer (reads again, writes become an unknown outcome).
+    Cut(String),
 }
 
 impl Attempt {
@@ -773,6 +899,14 @@ impl Attempt {
                 },
             ),
             Attempt::Decode(reason) => (Failure::Decode, ApiError::Decode { endpoint, reason }),
+            Attempt::Cut(reason) => (
+                Failure::Transport { connect: false },
+                ApiError::Unreachable {
+                    endpoint,
+                    attempts,
+                    reason,
+                },
+            ),
             Attempt::Transport(e) => (
                 Failure::Transport {
                     connect: e.is_connect(),
@@ -784,6 +918,44 @@ impl Attempt {
                 },
             ),
         }
+    }
+}
+
+/// The answer's body, refused as soon as it is known to exceed `cap` bytes (by its declared
+/// length, or while streaming), so a server cannot make the client hold more than `cap`.
+async fn read_capped(
+    resp: reqwest::Response,
+    cap: u64,
+    endpoint: &str,
+) -> Result<Vec<u8>, Attempt> {
+    let too_big = || {
+        Attempt::Cut(format!(
+            "the answer of {endpoint} is larger than {cap} bytes; stopped reading \
+             (DEVREV_MAX_ANSWER_BYTES raises the cap)"
+        ))
+    };
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(too_big());
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(Attempt::Transport)?;
+        if (out.len() + chunk.len()) as u64 > cap {
+            return Err(too_big());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Whether `url` names this machine: such a server is reached directly, never via a proxy.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }
 
@@ -857,8 +1029,27 @@ mod tests {
             max_retries: 0,
             page_size: 1,
             min_backoff: Duration::from_millis(1),
+            limits: Limits::default(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn the_authorization_header_is_sensitive_and_loopback_skips_proxies() {
+        let c = client(1, Duration::from_secs(1));
+        let Ok(h) = c.auth_header() else {
+            panic!("a plain token makes a header")
+        };
+        assert!(h.is_sensitive());
+        assert_eq!(format!("{h:?}"), "Sensitive");
+        for (u, local) in [
+            ("http://127.0.0.1:9/", true),
+            ("http://[::1]:9/", true),
+            ("http://LOCALHOST:9/", true),
+            ("https://api.devrev.ai/", false),
+        ] {
+            assert_eq!(is_loopback(&url::Url::parse(u).unwrap()), local, "{u}");
+        }
     }
 
     #[test]

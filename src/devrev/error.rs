@@ -77,6 +77,10 @@ pub enum ApiError {
     /// Downloading an attachment from a pre-signed URL failed.
     #[error("download of {what} failed: {reason}")]
     Download { what: String, reason: String },
+    /// Writing a downloaded attachment to the local disk failed (a full disk, a lost
+    /// permission): retrying the download cannot help, and the next pair would fail the same.
+    #[error("cannot write {what}: {reason}")]
+    LocalWrite { what: String, reason: String },
     /// The run was asked to stop (Ctrl-C) while waiting.
     #[error("cancelled")]
     Cancelled,

@@ -5,5 +5,8 @@ mod error;
 mod retry;
 pub mod types;
 
-pub use client::{CallKind, ClientConfig, DevRevClient, EndpointStats, RateHeaders, pacer_quota};
+pub use client::{
+    CallKind, ClientConfig, DevRevClient, EndpointStats, Limits, RateHeaders, is_loopback,
+    pacer_quota,
+};
 pub use error::{ApiError, ErrorBody};

@@ -423,12 +423,18 @@ fn round2(x: f64) -> f64 {
 
 /// Writes the report atomically, 0600, under a name that does not exist yet.
 pub fn write(dir: &Path, report: &MergeReport) -> Result<PathBuf, AppError> {
-    fsutil::create_private_dir(dir).map_err(|e| {
+    let loosened = fsutil::tighten_private_dir(dir).map_err(|e| {
         AppError::CantCreate(format!(
             "cannot create the report folder {}: {e}",
             dir.display()
         ))
     })?;
+    if let Some(mode) = loosened {
+        tracing::warn!(
+            folder = %dir.display(),
+            "the report folder was open to others (mode {mode:o}); set to 0700"
+        );
+    }
     let path = fsutil::unique_path(dir, "merge-report", "json");
     fsutil::write_json_atomic(&path, report).map_err(|e| {
         AppError::CantCreate(format!("cannot write the report {}: {e}", path.display()))

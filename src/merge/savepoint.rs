@@ -86,6 +86,8 @@ impl From<SavepointError> for AppError {
 /// so how it is opened (mode, symlinks) is decided once.
 fn open_file(path: &Path, append: bool) -> std::io::Result<fs::File> {
     let mut o = fs::OpenOptions::new();
+    // Never through a link: the journal must be this file, not one it points at.
+    o.custom_flags(libc::O_NOFOLLOW);
     if append {
         o.append(true).mode(0o600);
     } else {
@@ -283,14 +285,8 @@ impl SavepointLock {
             path: path.clone(),
             source,
         };
-        let mut file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| io("open the lock file", e))?;
+        let mut file =
+            fsutil::open_private(&path, false).map_err(|e| io("open the lock file", e))?;
         if !file.try_lock_exclusive().map_err(|e| io("lock", e))? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
@@ -337,6 +333,12 @@ pub struct Savepoint {
 impl Savepoint {
     /// Locks and loads the savepoint (or starts an empty one; nothing is written yet).
     pub fn open(path: &Path) -> Result<Self, SavepointError> {
+        // A link would make the journal of this run someone else's file.
+        fsutil::refuse_symlink(path).map_err(|source| SavepointError::Io {
+            what: "open",
+            path: path.to_path_buf(),
+            source,
+        })?;
         let lock = SavepointLock::acquire(path)?;
         let existing = read(path)?;
         let on_disk = existing.is_some();

@@ -61,6 +61,7 @@ fn client(fake: &FakeServer, page_size: u32) -> DevRevClient {
         max_retries: 3,
         page_size,
         min_backoff: Duration::from_millis(10),
+        limits: Default::default(),
     })
     .unwrap()
 }

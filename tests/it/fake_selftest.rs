@@ -1201,6 +1201,7 @@ fn the_crate_client_speaks_to_the_fake() {
         max_retries: 2,
         page_size: 7,
         min_backoff: Duration::from_millis(10),
+        limits: Default::default(),
     })
     .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1228,7 +1229,7 @@ fn the_crate_client_speaks_to_the_fake() {
                 let meta = client.artifacts_get(&a.id).await.unwrap();
                 let loc = client.artifacts_locate(&a.id).await.unwrap();
                 let (n, _sha) = client
-                    .download_to(&loc.url, &tmp.path().join("f"))
+                    .download_to(&loc.url, &tmp.path().join("f"), None)
                     .await
                     .unwrap();
                 assert_eq!(Some(n), meta.file.and_then(|f| f.size));

@@ -458,6 +458,7 @@ fn library_client(
         max_retries: 3,
         page_size: 100,
         min_backoff: Duration::from_millis(10),
+        limits: Default::default(),
     })
     .unwrap()
 }

@@ -136,6 +136,32 @@ pub struct FakeOptions {
     pub max_page: usize,
     /// `auth-tokens.info` reports the token expiring this far in the future.
     pub token_expires_in: Duration,
+    /// Transport-level misbehaviour a hostile or buggy server shows (off by default).
+    pub hostile: Hostile,
+}
+
+/// How an answer's body is sent when [`Hostile::body`] names its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyQuirk {
+    /// `200`, then JSON-looking bytes that never end.
+    Endless,
+    /// The normal answer, one byte every this long (a per-read timeout never fires).
+    Trickle(Duration),
+}
+
+/// Server bugs and hostile answers the client must survive without looping, hanging or filling
+/// the disk. Each is off by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hostile {
+    /// Every list answer carries the same `next_cursor`, whatever cursor was sent (a
+    /// validating mock of DevRev's spec does this).
+    pub repeat_cursor: bool,
+    /// List answers leave out their list key (`works`, `rev_users`, ...).
+    pub omit_list_key: bool,
+    /// Answers to this path (pattern as in [`ScriptedFault`]) are sent with this quirk.
+    pub body: Option<(String, BodyQuirk)>,
+    /// Downloads stream this many bytes more than the artifact's declared `file.size`.
+    pub download_extra_bytes: u64,
 }
 
 impl Default for FakeOptions {
@@ -151,6 +177,7 @@ impl Default for FakeOptions {
             forbidden: false,
             max_page: 100,
             token_expires_in: Duration::from_secs(90 * 86_400),
+            hostile: Hostile::default(),
         }
     }
 }

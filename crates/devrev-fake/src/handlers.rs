@@ -705,6 +705,9 @@ fn decode_cursor(c: &str) -> Option<usize> {
     text.strip_prefix("fake-cursor:")?.parse().ok()
 }
 
+/// The one cursor a `Hostile::repeat_cursor` fake hands out, forever.
+const REPEATED_CURSOR: &str = "fake-cursor-repeats";
+
 /// One page of `items` as `{key: [...], next_cursor?, prev_cursor?}`.
 fn paginate(ctx: &Ctx<'_>, body: &Value, key: &str, items: Vec<Value>) -> Result<Reply, Reply> {
     let limit = match body.get("limit").and_then(Value::as_i64) {
@@ -721,6 +724,7 @@ fn paginate(ctx: &Ctx<'_>, body: &Value, key: &str, items: Vec<Value>) -> Result
     };
     let start = match s(body, "cursor").filter(|c| !c.is_empty()) {
         None => 0,
+        Some(REPEATED_CURSOR) if ctx.opts.hostile.repeat_cursor => 0,
         Some(c) => decode_cursor(c)
             .ok_or_else(|| error(400, "bad_request", "invalid cursor", json!({})))?,
     };
@@ -733,8 +737,12 @@ fn paginate(ctx: &Ctx<'_>, body: &Value, key: &str, items: Vec<Value>) -> Result
     };
     let page: Vec<Value> = items[lo..hi].to_vec();
     let mut out = Map::new();
-    out.insert(key.into(), Value::Array(page));
-    if hi < n {
+    if !ctx.opts.hostile.omit_list_key {
+        out.insert(key.into(), Value::Array(page));
+    }
+    if ctx.opts.hostile.repeat_cursor {
+        out.insert("next_cursor".into(), json!(REPEATED_CURSOR));
+    } else if hi < n {
         out.insert("next_cursor".into(), json!(encode_cursor(hi)));
     }
     if lo > 0 {

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::fake::{Bucket, DEFAULT_RATE_LIMIT, Fault, Inner, Shared, path_matches};
+use crate::fake::{BodyQuirk, Bucket, DEFAULT_RATE_LIMIT, Fault, Inner, Shared, path_matches};
 use crate::handlers::{self, Ctx, Download, Reply};
 use crate::seed::Rng;
 
@@ -178,6 +178,59 @@ struct Answer {
     body: Vec<u8>,
     /// Close the connection instead of answering (after the work is done).
     drop_conn: bool,
+    /// How the body goes on the wire (all at once unless a `Hostile` switch says otherwise).
+    shape: Shape,
+}
+
+/// How an answer's body is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Shape {
+    #[default]
+    Whole,
+    /// The body, then this many filler bytes more (an oversized download).
+    Extra(u64),
+    /// `{"works":[` and filler, forever.
+    Endless,
+    /// One byte of the body every this long.
+    Trickle(Duration),
+}
+
+/// Filler sent after or instead of a body: 64 KiB of spaces, valid inside a JSON value.
+static FILLER: [u8; 64 << 10] = [b' '; 64 << 10];
+
+/// The body as a stream shaped by `shape`. Endless and extra bytes come from one shared
+/// chunk, so the fake itself stays small however much it sends.
+fn shaped_body(body: Vec<u8>, shape: Shape) -> Body {
+    use futures_util::stream;
+    type Chunk = Result<Bytes, std::io::Error>;
+    match shape {
+        Shape::Whole => Body::from(body),
+        Shape::Extra(extra) => {
+            let head = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(body)) });
+            let tail = stream::unfold(extra, |left| async move {
+                (left > 0).then(|| {
+                    let n = left.min(FILLER.len() as u64) as usize;
+                    (Ok(Bytes::from_static(&FILLER[..n])), left - n as u64)
+                })
+            });
+            Body::from_stream(futures_util::StreamExt::chain(head, tail))
+        }
+        Shape::Endless => {
+            let head = stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"works\":["))
+            });
+            let tail = stream::repeat_with(|| -> Chunk { Ok(Bytes::from_static(&FILLER)) });
+            Body::from_stream(futures_util::StreamExt::chain(head, tail))
+        }
+        Shape::Trickle(every) => Body::from_stream(stream::unfold(0usize, move |i| {
+            let byte = body.get(i).copied();
+            async move {
+                let b = byte?;
+                tokio::time::sleep(every).await;
+                Some((Ok::<_, std::io::Error>(Bytes::from(vec![b])), i + 1))
+            }
+        })),
+    }
 }
 
 impl Answer {
@@ -188,6 +241,7 @@ impl Answer {
             content_type: "application/json",
             body: serde_json::to_vec(body).unwrap_or_default(),
             drop_conn: false,
+            shape: Shape::Whole,
         }
     }
     fn dropped() -> Answer {
@@ -221,7 +275,7 @@ async fn entry(
     if answer.drop_conn {
         conn.kill();
     }
-    let mut resp = Response::new(Body::from(answer.body));
+    let mut resp = Response::new(shaped_body(answer.body, answer.shape));
     *resp.status_mut() = StatusCode::from_u16(answer.status.max(100)).unwrap_or(StatusCode::OK);
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(answer.content_type) {
@@ -374,6 +428,17 @@ async fn process(
     if fault == Some(Fault::ApplyThenDrop) {
         answer.drop_conn = true;
     }
+    if answer.status == 200 {
+        let inner = shared.lock();
+        if let Some((pattern, quirk)) = &inner.opts.hostile.body
+            && path_matches(pattern, &path)
+        {
+            answer.shape = match quirk {
+                BodyQuirk::Endless => Shape::Endless,
+                BodyQuirk::Trickle(every) => Shape::Trickle(*every),
+            };
+        }
+    }
     finish(
         &shared,
         seq,
@@ -424,6 +489,10 @@ fn download(
             content_type: mime_static(&mime),
             body: bytes,
             drop_conn: false,
+            shape: match inner.opts.hostile.download_extra_bytes {
+                0 => Shape::Whole,
+                n => Shape::Extra(n),
+            },
         },
         Download::Denied(msg) => Answer {
             status: 403,
@@ -434,6 +503,7 @@ fn download(
             )
             .into_bytes(),
             drop_conn: false,
+            shape: Shape::Whole,
         },
     }
 }

@@ -34,8 +34,8 @@ pub mod rng;
 pub mod seed;
 
 pub use fake::{
-    DEFAULT_TOKEN, FakeOptions, FakeServer, Fault, MergeBehaviour, MoveMode, RandomFaults,
-    RateLimit, ScriptedFault, SecondaryAfter,
+    BodyQuirk, DEFAULT_TOKEN, FakeOptions, FakeServer, Fault, Hostile, MergeBehaviour, MoveMode,
+    RandomFaults, RateLimit, ScriptedFault, SecondaryAfter,
 };
 pub use seed::{GenSpec, GroupKind, Seed};
 
