@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -230,6 +229,8 @@ pub struct Journal {
 impl Journal {
     /// Locks `<path>.lock` (an `flock`: a crash releases it) and loads `path` if it exists.
     pub fn open(path: &Path) -> Result<Self, AppError> {
+        // A link would make this run's journal someone else's file.
+        fsutil::refuse_symlink(path).map_err(|e| AppError::CantCreate(e.to_string()))?;
         let lock = lock(path)?;
         let file = match fs::read(path) {
             Ok(bytes) => parse(path, &bytes)?,
@@ -344,14 +345,7 @@ fn lock(path: &Path) -> Result<fs::File, AppError> {
     let cant = |e: std::io::Error| {
         AppError::CantCreate(format!("cannot lock {}: {e}", lock_path.display()))
     };
-    let mut file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&lock_path)
-        .map_err(cant)?;
+    let mut file = fsutil::open_private(&lock_path, false).map_err(cant)?;
     if !file.try_lock_exclusive().map_err(cant)? {
         return Err(AppError::CantCreate(format!(
             "another devrev-merge restore is using {} (its lock {} is held). Wait for it to \
@@ -368,6 +362,22 @@ fn lock(path: &Path) -> Result<fs::File, AppError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlink_at_the_journal_or_its_lock_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("elsewhere.json");
+        let path = tmp.path().join("restore-savepoint.json");
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        let e = Journal::open(&path).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+
+        let path = tmp.path().join("other.json");
+        std::os::unix::fs::symlink(&target, tmp.path().join("other.json.lock")).unwrap();
+        let e = Journal::open(&path).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(!target.exists(), "nothing was written through a link");
+    }
 
     #[test]
     fn round_trip_lock_and_refusals() {
