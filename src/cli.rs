@@ -103,6 +103,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 120)]
     pub merge_timeout: u64,
 
+    /// How long a secondary must be seen plainly unmerged after a merge request whose answer
+    /// was lost before the merge may be sent again, in seconds (at least 300).
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub merge_watch: u64,
+
     /// Which tickets' timelines and attachments to back up.
     #[arg(long, value_enum, default_value_t = BackupScope::Secondary)]
     pub backup_scope: BackupScope,

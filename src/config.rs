@@ -73,6 +73,8 @@ pub struct Config {
     pub yes: bool,
     pub max_merges: Option<usize>,
     pub merge_timeout: Duration,
+    /// The "was it applied?" window after a lost merge answer (`--merge-watch`).
+    pub merge_watch: Duration,
     pub json: bool,
     pub verbose: u8,
     /// Where human text and data go, and how loud (DESIGN §11).
@@ -208,6 +210,7 @@ impl Config {
             yes: cli.yes,
             max_merges: cli.max_merges,
             merge_timeout: Duration::from_secs(cli.merge_timeout),
+            merge_watch: merge_watch(cli.merge_watch),
             json: cli.json,
             verbose: cli.verbose,
             printer: Printer::new(cli.quiet),
@@ -268,6 +271,14 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
         Some(csv) => {
             // A zero timeout would make "not merged a full --merge-timeout after the request"
             // true at once, and a lost answer could then lead to a second merge request.
+            if cli.merge_watch < MERGE_WATCH_FLOOR_S {
+                return Err(AppError::Config(format!(
+                    "--merge-watch {} is below its floor of {MERGE_WATCH_FLOOR_S} s: DevRev is \
+                     slowest exactly when merge answers get lost, and a shorter window could \
+                     send a second merge for a pair whose first one is still being applied",
+                    cli.merge_watch
+                )));
+            }
             if cli.merge_timeout == 0 {
                 return Err(AppError::Config(
                     "--merge-timeout 0 is not allowed: DevRev applies merges after a delay, so \
@@ -283,6 +294,23 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
                 .into(),
         )),
     }
+}
+
+/// The lowest `--merge-watch` a user may set, in seconds.
+pub const MERGE_WATCH_FLOOR_S: u64 = 300;
+
+/// `--merge-watch`, which only debug builds let the end-to-end tests shorten (they cannot wait
+/// minutes): `DEVREV_MERGE_TEST_WATCH_MS` does not exist in release builds, so the floor
+/// holds for every user.
+fn merge_watch(secs: u64) -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("DEVREV_MERGE_TEST_WATCH_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    Duration::from_secs(secs)
 }
 
 fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {

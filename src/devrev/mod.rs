@@ -6,4 +6,4 @@ mod retry;
 pub mod types;
 
 pub use client::{CallKind, ClientConfig, DevRevClient, EndpointStats, RateHeaders, pacer_quota};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, Scope};

@@ -43,6 +43,7 @@ pub async fn execute(
     let mut ran = Vec::new();
     let mut merges_sent = 0usize;
     let mut stop = None;
+    let mut parked: Vec<(&Item<'_>, String)> = Vec::new();
     for item in work {
         if ctx.stop.requested() {
             stop = Some(Stop::Outcome(RunOutcome::Interrupted));
@@ -69,13 +70,20 @@ pub async fn execute(
         let (run, stopped) = run_one(ctx, sp, item, &email).await;
         if let Some(run) = &run {
             merges_sent += usize::from(run.merge_sent);
-            span.pb_inc(1);
+            if run.result == PairResult::Parked {
+                parked.push((item, email.clone()));
+            } else {
+                span.pb_inc(1);
+            }
         }
         ran.push((item.key.clone(), run));
         if stopped.is_some() {
             stop = stopped;
             break;
         }
+    }
+    if stop.is_none() && !parked.is_empty() {
+        stop = revisit(ctx, sp, parked, &mut ran, &span).await;
     }
     drop(span);
     let (outcome, fatal) = match stop {
@@ -88,6 +96,58 @@ pub async fn execute(
         outcome,
         fatal,
     }
+}
+
+/// Comes back to the parked pairs, one look each per round, until each is settled or its
+/// `--merge-timeout` in this run is over (the saga then leaves it unconfirmed, or with its
+/// outcome unknown and when to re-run). Rounds are spaced like any poll loop.
+async fn revisit(
+    ctx: &SagaCtx<'_>,
+    sp: &mut Savepoint,
+    mut parked: Vec<(&Item<'_>, String)>,
+    ran: &mut [(String, Option<PairRun>)],
+    span: &tracing::Span,
+) -> Option<Stop> {
+    ctx.watch.start_revisiting();
+    tracing::info!(
+        "{} pair(s) parked: watching them until they settle",
+        parked.len()
+    );
+    let mut delays = saga::poll_delays(ctx.min_backoff);
+    while !parked.is_empty() {
+        let nap = saga::next_delay(&mut delays);
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = ctx.stop.soft() => return Some(Stop::Outcome(RunOutcome::Interrupted)),
+        }
+        let mut still = Vec::new();
+        for (item, email) in parked {
+            let (run, stopped) = run_one(ctx, sp, item, &email).await;
+            let slot = ran.iter_mut().find(|(k, _)| *k == item.key);
+            let again = run.as_ref().is_some_and(|r| r.result == PairResult::Parked);
+            if let Some((_, entry)) = slot {
+                *entry = match (entry.take(), run) {
+                    (Some(mut before), Some(now)) => {
+                        before.steps.extend(now.steps);
+                        before.result = now.result;
+                        before.merge_sent |= now.merge_sent;
+                        Some(before)
+                    }
+                    (_, now) => now,
+                };
+            }
+            if stopped.is_some() {
+                return stopped;
+            }
+            if again {
+                still.push((item, email));
+            } else {
+                span.pb_inc(1);
+            }
+        }
+        parked = still;
+    }
+    None
 }
 
 /// A pair seen for the first time gets its record before the saga starts.
@@ -144,6 +204,9 @@ fn log_result(email: &str, r: &PairResult) {
         PairResult::Skipped(reason) => tracing::warn!(pair = %email, %reason, "skipped"),
         PairResult::Failed(error) => tracing::warn!(pair = %email, %error, "failed"),
         PairResult::Unconfirmed => tracing::warn!(pair = %email, "merge not confirmed yet"),
+        PairResult::Parked => {
+            tracing::info!(pair = %email, "merge not seen applied yet; coming back to it")
+        }
         PairResult::Interrupted => {
             tracing::info!(pair = %email, "interrupted; resumes on the next run")
         }

@@ -58,6 +58,15 @@ pub struct MergeIntent {
     pub requested_at: DateTime<Utc>,
     /// `None` between the intent and the answer: a crash in that window leaves it `None`.
     pub outcome: Option<MergeOutcome>,
+    /// While the outcome is unknown: when the secondary was first seen plainly unmerged
+    /// (after the request, with no unclear look since). The watch spans runs: only a
+    /// secondary seen plainly unmerged from here for a whole `--merge-watch` window lets the
+    /// request count as not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmerged_since: Option<DateTime<Utc>>,
+    /// `unmerged_since` + the window: the earliest time a re-run can settle the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_until: Option<DateTime<Utc>>,
 }
 
 /// What became of a merge request.
@@ -73,8 +82,8 @@ pub enum MergeOutcome {
     /// The answer was lost (dropped connection, timeout, 500/502/504). Resolved by watching
     /// the secondary, never by asking again.
     Unknown { reason: String },
-    /// An unknown or missing outcome, resolved: the secondary was still unmerged a full
-    /// `--merge-timeout` after the request, so the request was not applied.
+    /// An unknown or missing outcome, resolved: the secondary was seen plainly unmerged for
+    /// a whole `--merge-watch` window after the request, so the request was not applied.
     NotApplied { checked_at: DateTime<Utc> },
 }
 
@@ -439,6 +448,8 @@ mod tests {
             outcome: Some(MergeOutcome::NotApplied {
                 checked_at: at("2026-01-02T03:02:00Z"),
             }),
+            unmerged_since: None,
+            watch_until: None,
         }];
         r.merge = Some(MergeIntent {
             attempt: 2,
@@ -446,6 +457,8 @@ mod tests {
             outcome: Some(MergeOutcome::Accepted {
                 at: at("2026-01-02T03:03:01Z"),
             }),
+            unmerged_since: None,
+            watch_until: None,
         });
         r.merged = Some(MergeConfirmation {
             at: at("2026-01-02T03:03:03Z"),
@@ -579,6 +592,8 @@ mod tests {
             attempt: 1,
             requested_at: Utc::now(),
             outcome: None,
+            unmerged_since: None,
+            watch_until: None,
         });
         assert!(r.merge_in_flight(), "intent without outcome");
         r.merge.as_mut().unwrap().outcome = Some(MergeOutcome::NotSent {

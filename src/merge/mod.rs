@@ -7,6 +7,7 @@
 //! `saga.rs`, journaled in the format of `journal.rs` by `savepoint.rs`) → finish: report and
 //! exit status (`finish.rs`, `report.rs`).
 
+pub mod evidence;
 mod execute;
 mod finish;
 pub mod journal;
@@ -14,6 +15,7 @@ pub mod report;
 pub mod saga;
 pub mod savepoint;
 pub mod schedule;
+pub mod watching;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -130,12 +132,15 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     // ---- execute ----------------------------------------------------------------------------
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
+    let watch = watching::WatchState::default();
     let ctx = SagaCtx {
         client: &client,
         scope: cfg.backup_scope,
         backup_root: &cfg.backup_dir,
         run_id: &run_id,
         merge_timeout: cfg.merge_timeout,
+        merge_watch: cfg.merge_watch,
+        watch: &watch,
         min_backoff: cfg.min_backoff,
         stop: &stop,
     };

@@ -41,11 +41,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::StopSignal;
+use super::evidence::{self, Evidence};
 use super::journal::{
     MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairError, PairRecord, PairStatus,
     SkipReason, Step,
 };
 use super::savepoint::Savepoint;
+use super::watching::WatchState;
 use crate::backup::{self, BackupError, BackupInput};
 use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
@@ -80,6 +82,8 @@ pub enum StepOutcome {
     },
     /// AwaitMerge ran out of `--merge-timeout`.
     Unconfirmed,
+    /// Not applied yet after this visit's looks: the run comes back to the pair later.
+    Parked,
     /// Ctrl-C arrived during a wait; the step resumes on the next run.
     Interrupted,
 }
@@ -104,6 +108,8 @@ pub enum PairResult {
     Skipped(SkipReason),
     Failed(PairError),
     Unconfirmed,
+    /// Waiting for a merge to show; the run revisits it after the other pairs.
+    Parked,
     /// Stopped by Ctrl-C between steps or during a wait; resumes on the next run.
     Interrupted,
 }
@@ -125,6 +131,11 @@ pub struct SagaCtx<'a> {
     pub backup_root: &'a Path,
     pub run_id: &'a str,
     pub merge_timeout: Duration,
+    /// `--merge-watch`: how long a secondary must be seen plainly unmerged after a lost merge
+    /// answer before the merge may be sent again.
+    pub merge_watch: Duration,
+    /// What the run has learned about apply delays, and which pairs it is watching.
+    pub watch: &'a WatchState,
     /// First delay of every poll/backoff loop (`DEVREV_MERGE_MIN_BACKOFF_MS`).
     pub min_backoff: Duration,
     pub stop: &'a StopSignal,
@@ -157,30 +168,7 @@ fn phase_failed<T>(step: Step, message: String) -> Phase<T> {
 /// API failures that will hit every following pair too, so the run stops (and resumes later)
 /// instead of failing pair after pair.
 pub fn is_fatal(e: &ApiError) -> bool {
-    matches!(e, ApiError::Unreachable { .. } | ApiError::Cancelled)
-        || matches!(e.status(), Some(401 | 403 | 429))
-}
-
-/// The secondary as seen after a merge request: which sign (if any) says it was merged.
-pub fn merged_sign(secondary: &RevUser) -> Option<MergedSign> {
-    if let Some(pi) = secondary
-        .primary_identity
-        .as_ref()
-        .filter(|p| !p.id.is_empty())
-    {
-        return Some(MergedSign::PrimaryIdentity { id: pi.id.clone() });
-    }
-    if !secondary.is_active() {
-        return Some(MergedSign::NotActive {
-            state: secondary.state.clone().unwrap_or_default(),
-        });
-    }
-    match secondary.external_ref.as_deref() {
-        Some(r) if r.contains("-drop-") => Some(MergedSign::DropRef {
-            external_ref: r.to_string(),
-        }),
-        _ => None,
-    }
+    e.scope() == crate::devrev::Scope::Run
 }
 
 /// `current` with every merged secondary replaced by its primary (`merged`: secondary →
@@ -229,7 +217,7 @@ const MAX_POLL_DELAY: Duration = Duration::from_secs(10);
 /// Delays of a poll or retry loop (AwaitMerge, resolving a lost merge answer, the 409s of
 /// AdoptExternalRef): `min` (at least 5 ms), doubling, capped at [`MAX_POLL_DELAY`], without
 /// jitter and without end: each loop stops at its own `--merge-timeout` deadline.
-fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
+pub(super) fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(min.max(Duration::from_millis(5)))
         .with_max_delay(MAX_POLL_DELAY)
@@ -239,7 +227,7 @@ fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
 }
 
 /// The next delay of an endless [`poll_delays`] sequence.
-fn next_delay(delays: &mut impl Iterator<Item = Duration>) -> Duration {
+pub(super) fn next_delay(delays: &mut impl Iterator<Item = Duration>) -> Duration {
     delays.next().unwrap_or(MAX_POLL_DELAY)
 }
 
@@ -427,6 +415,7 @@ impl Saga<'_, '_> {
                     self.save(|r| r.status = PairStatus::Unconfirmed)?;
                     return Ok(PairResult::Unconfirmed);
                 }
+                StepOutcome::Parked => return Ok(PairResult::Parked),
                 StepOutcome::Interrupted => return Ok(PairResult::Interrupted),
             }
         }
@@ -610,6 +599,8 @@ impl Saga<'_, '_> {
                 attempt,
                 requested_at,
                 outcome: None,
+                unmerged_since: None,
+                watch_until: None,
             });
         })?;
         self.merge_sent = true;
@@ -664,99 +655,62 @@ impl Saga<'_, '_> {
     }
 
     /// Settles an intent with no known outcome by watching the secondary (see the module
-    /// docs): merged → continue with Reconcile; unmerged for a full `--merge-timeout` after
-    /// the request → `NotApplied`, and the pre-merge steps run again.
-    async fn resolve_intent(&mut self, m: MergeIntent) -> StepResult {
-        let timeout =
-            chrono::Duration::from_std(self.ctx.merge_timeout).unwrap_or(chrono::TimeDelta::MAX);
-        let deadline = m
-            .requested_at
-            .checked_add_signed(timeout)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let mut delays = poll_delays(self.ctx.min_backoff);
-        loop {
-            match self.observe().await {
-                Ok(Some(sign)) => {
-                    let detail = format!("resolved attempt {}: merged ({sign})", m.attempt);
-                    self.save(|r| {
-                        r.merged = Some(MergeConfirmation {
-                            at: Utc::now(),
-                            sign,
-                        });
-                        r.last_step = Some(Step::AwaitMerge);
-                    })?;
-                    return Ok((StepOutcome::Completed, Some(detail)));
-                }
-                // Only an observation taken after the deadline proves the merge did not happen.
-                Ok(None) if Utc::now() >= deadline => {
-                    let detail = format!(
-                        "resolved attempt {}: not applied {} s after the request; it will be sent again",
-                        m.attempt,
-                        self.ctx.merge_timeout.as_secs_f64()
-                    );
-                    tracing::warn!(pair = %self.rec().email, "{detail}");
-                    self.save(|r| {
-                        if let Some(cur) = r.merge.as_mut() {
-                            cur.outcome = Some(MergeOutcome::NotApplied {
-                                checked_at: Utc::now(),
-                            });
-                        }
-                    })?;
-                    // Re-check the contacts before asking again.
-                    self.validated = false;
-                    return Ok((StepOutcome::Completed, Some(detail)));
-                }
-                Ok(None) => {}
-                Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the secondary; will look again")
-                }
-            }
-            let left = (deadline - Utc::now()).to_std().unwrap_or_default();
-            let d = next_delay(&mut delays).min(left.max(Duration::from_millis(5)));
-            if self.nap(d).await {
-                return Ok((StepOutcome::Interrupted, None));
-            }
-        }
-    }
-
-    /// Is the secondary merged? `Ok(None)`: plainly not (yet).
-    async fn observe(&self) -> Result<Option<MergedSign>, ApiError> {
-        match self.ctx.client.rev_users_get(&self.secondary()).await {
-            Ok(u) => Ok(merged_sign(&u)),
-            Err(e) if e.is_not_found() => Ok(Some(MergedSign::NotFound)),
-            Err(e) if e.status() == Some(301) => Ok(Some(MergedSign::Moved)),
-            Err(e) => Err(e),
-        }
+    /// docs): merged → continue with Reconcile; plainly unmerged for a whole `--merge-watch`
+    /// window → `NotApplied`, and the pre-merge steps run again; otherwise parked (or, once
+    /// the run's wait is over, left with its outcome unknown until a later run).
+    async fn resolve_intent(&mut self, _m: MergeIntent) -> StepResult {
+        self.watch(true).await
     }
 
     // ---- AwaitMerge -----------------------------------------------------------------------
 
     async fn await_merge(&mut self) -> StepResult {
-        let deadline = Instant::now() + self.ctx.merge_timeout;
+        self.watch(false).await
+    }
+
+    /// Looks at the secondary after this tool requested its merge until it shows merged
+    /// (exact evidence only), this visit's look budget is spent (parked: the run comes back
+    /// to it), or this run's `--merge-timeout` for the pair is over. `lost`: the request's
+    /// answer was lost, so plainly-unmerged looks are counted towards `--merge-watch`.
+    async fn watch(&mut self, lost: bool) -> StepResult {
+        let w = self.ctx.watch;
+        let deadline = w.started(&self.key) + self.ctx.merge_timeout;
+        let initial = self.ctx.min_backoff * 2;
+        let budget = if w.revisiting() {
+            Duration::ZERO
+        } else {
+            w.pass_budget(initial, self.ctx.merge_timeout)
+        };
+        let budget_end = (Instant::now() + budget).min(deadline);
         let mut delays = poll_delays(self.ctx.min_backoff);
-        let mut last_error: Option<ApiError>;
-        // DevRev never applies a merge within its own answer, so a look right away would be
-        // a wasted call: wait one backoff first.
-        if self
-            .nap(next_delay(&mut delays).min(self.ctx.merge_timeout))
-            .await
-        {
-            return Ok((StepOutcome::Interrupted, None));
+        let mut last_error: Option<ApiError> = None;
+        // DevRev never applies a merge within its own answer: a look right after the request
+        // would be a wasted call. Wait until it usually has applied one in this run.
+        if self.merge_sent && !w.revisiting() {
+            let first = w.first_look(initial, self.ctx.merge_timeout);
+            if self.nap(first).await {
+                return Ok((StepOutcome::Interrupted, None));
+            }
         }
         loop {
             match self.observe().await {
-                Ok(Some(sign)) => {
-                    let detail = sign.to_string();
-                    self.complete(Step::AwaitMerge, |r| {
-                        r.merged = Some(MergeConfirmation {
-                            at: Utc::now(),
-                            sign,
-                        });
-                    })?;
-                    return Ok((StepOutcome::Completed, Some(detail)));
+                Ok(Evidence::Merged(sign)) => return self.seen_merged(sign),
+                Ok(Evidence::Unmerged) => {
+                    last_error = None;
+                    if lost && let Some(done) = self.unmerged_look()? {
+                        return Ok(done);
+                    }
                 }
-                Ok(None) => last_error = None,
+                Ok(Evidence::Unclear(why)) => {
+                    tracing::warn!(pair = %self.rec().email, "{why}; looking again");
+                    if lost {
+                        self.save(|r| {
+                            if let Some(m) = r.merge.as_mut() {
+                                m.unmerged_since = None;
+                            }
+                        })?;
+                    }
+                }
                 Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the secondary; will look again");
@@ -765,20 +719,110 @@ impl Saga<'_, '_> {
             }
             let now = Instant::now();
             if now >= deadline {
-                if let Some(e) = last_error {
-                    return Self::api_failure(Step::AwaitMerge, &e);
-                }
-                let detail = format!(
-                    "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
-                    self.ctx.merge_timeout.as_secs_f64()
-                );
-                tracing::warn!(pair = %self.rec().email, "{detail}");
-                return Ok((StepOutcome::Unconfirmed, Some(detail)));
+                return self.watch_over(lost, last_error);
             }
-            if self.nap(next_delay(&mut delays).min(deadline - now)).await {
+            if now >= budget_end {
+                return Ok((
+                    StepOutcome::Parked,
+                    Some("not applied yet; parked, the run comes back to it".into()),
+                ));
+            }
+            if self
+                .nap(next_delay(&mut delays).min(budget_end - now))
+                .await
+            {
                 return Ok((StepOutcome::Interrupted, None));
             }
         }
+    }
+
+    /// The merge shows: journal it and go on with Reconcile.
+    fn seen_merged(&mut self, sign: MergedSign) -> StepResult {
+        let detail = sign.to_string();
+        if self.merge_sent
+            && let Some(m) = &self.rec().merge
+            && let Ok(d) = (Utc::now() - m.requested_at).to_std()
+        {
+            self.ctx.watch.note_applied(d);
+        }
+        self.complete(Step::AwaitMerge, |r| {
+            r.merged = Some(MergeConfirmation {
+                at: Utc::now(),
+                sign,
+            });
+        })?;
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// A plainly unmerged look at a pair whose merge answer was lost: starts or continues its
+    /// `--merge-watch` window (journaled, so it spans runs); once the window is whole the
+    /// request counts as not applied and the pre-merge steps run again.
+    fn unmerged_look(&mut self) -> Result<Option<(StepOutcome, Option<String>)>, AppError> {
+        let now = Utc::now();
+        let window =
+            chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or(chrono::TimeDelta::MAX);
+        let since = self.save(|r| {
+            let m = r.merge.as_mut()?;
+            let since = *m.unmerged_since.get_or_insert(now);
+            m.watch_until = since.checked_add_signed(window);
+            Some(since)
+        })?;
+        let Some(since) = since else { return Ok(None) };
+        if now - since < window {
+            return Ok(None);
+        }
+        let attempt = self.rec().merge.as_ref().map_or(1, |m| m.attempt);
+        let detail = format!(
+            "resolved attempt {attempt}: seen plainly unmerged for the whole {} s watch window; it will be sent again",
+            self.ctx.merge_watch.as_secs_f64()
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        self.save(|r| {
+            if let Some(cur) = r.merge.as_mut() {
+                cur.outcome = Some(MergeOutcome::NotApplied { checked_at: now });
+            }
+        })?;
+        // Re-check the contacts (and the backup's freshness) before asking again.
+        self.validated = false;
+        self.verified = false;
+        Ok(Some((StepOutcome::Completed, Some(detail))))
+    }
+
+    /// This run's wait for the pair is over without an answer either way.
+    fn watch_over(&mut self, lost: bool, last_error: Option<ApiError>) -> StepResult {
+        if lost {
+            let after = self
+                .rec()
+                .merge
+                .as_ref()
+                .and_then(|m| m.watch_until)
+                .map_or_else(
+                    || "its watch window is complete".to_string(),
+                    |t| t.to_rfc3339(),
+                );
+            let detail = format!(
+                "outcome unknown: the merge answer was lost and DevRev has not shown it applied; it is never sent again before the secondary was seen unmerged for {} s. Re-run after {after}",
+                self.ctx.merge_watch.as_secs()
+            );
+            tracing::warn!(pair = %self.rec().email, "{detail}");
+            return Ok((StepOutcome::Unconfirmed, Some(detail)));
+        }
+        if let Some(e) = last_error {
+            return Self::api_failure(Step::AwaitMerge, &e);
+        }
+        let detail = format!(
+            "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
+            self.ctx.merge_timeout.as_secs_f64()
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        Ok((StepOutcome::Unconfirmed, Some(detail)))
+    }
+
+    /// One look at the secondary after this tool requested its merge, judged by the one
+    /// rule of [`evidence`].
+    async fn observe(&self) -> Result<Evidence, ApiError> {
+        let answer = self.ctx.client.rev_users_get(&self.secondary()).await;
+        evidence::of_answer(answer, &self.primary(), true)
     }
 
     // ---- Reconcile ------------------------------------------------------------------------
@@ -1327,6 +1371,14 @@ mod tests {
         assert_eq!(back.code(), "ref_changed");
     }
 
+    /// The sign the one evidence rule reads from a secondary after this tool's request.
+    fn merged_sign(s: &RevUser) -> Option<MergedSign> {
+        match evidence::of_user(s, "P", true) {
+            Evidence::Merged(m) => Some(m),
+            _ => None,
+        }
+    }
+
     #[test]
     fn merged_signs() {
         let mut s = user("S", "a@example.com", "user_1");
@@ -1387,7 +1439,17 @@ mod tests {
         assert!(is_fatal(&st(401)));
         assert!(is_fatal(&st(429)));
         assert!(!is_fatal(&st(500)));
-        assert!(!is_fatal(&st(404)));
+        let not_found = ApiError::Status {
+            endpoint: "x".into(),
+            status: 404,
+            body: Box::new(crate::devrev::ErrorBody {
+                kind: Some("not_found".into()),
+                ..Default::default()
+            }),
+        };
+        assert!(!is_fatal(&not_found));
+        // A 404 without DevRev's type is an unknown route: every call would fail alike.
+        assert!(is_fatal(&st(404)));
         assert!(is_fatal(&ApiError::Unreachable {
             endpoint: "x".into(),
             attempts: 3,

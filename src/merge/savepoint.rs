@@ -305,6 +305,8 @@ mod tests {
                 outcome: Some(MergeOutcome::Unknown {
                     reason: "dropped".into(),
                 }),
+                unmerged_since: None,
+                watch_until: None,
             });
             p.repairs
                 .tickets
