@@ -204,6 +204,7 @@ fn log_result(email: &str, r: &PairResult) {
         PairResult::Skipped(reason) => tracing::warn!(pair = %email, %reason, "skipped"),
         PairResult::Failed(error) => tracing::warn!(pair = %email, %error, "failed"),
         PairResult::Unconfirmed => tracing::warn!(pair = %email, "merge not confirmed yet"),
+        PairResult::RefPending => tracing::warn!(pair = %email, "merged; ref adoption pending"),
         PairResult::Parked => {
             tracing::info!(pair = %email, "merge not seen applied yet; coming back to it")
         }

@@ -41,6 +41,9 @@ pub enum PairStatus {
     Failed,
     /// The merge was accepted but DevRev had not applied it within `--merge-timeout`.
     Unconfirmed,
+    /// Merged and reconciled, but the secondary's `user_` ref could not be moved to the
+    /// primary (DevRev refused to release it): the next run retries only that adoption.
+    RefAdoptionPending,
 }
 
 impl PairStatus {
@@ -155,8 +158,26 @@ pub struct PairRecord {
     pub repairs: Repairs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref_adopted: Option<String>,
+    /// Releasing the `user_` ref from the merged-away secondary that kept it (intent before
+    /// the write, outcome after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_release: Option<RefRelease>,
+    /// Why the ref is not adopted yet (with status `RefAdoptionPending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_adoption_pending: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One write that moves the `user_` ref off a merged-away secondary that kept it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefRelease {
+    pub requested_at: DateTime<Utc>,
+    /// The value the secondary's ref is set to (`<ref>-drop-<secondary DON>`, DevRev's own
+    /// form for a merged-away ref).
+    pub new_ref: String,
+    /// `None` between the intent and the answer; `Some(Ok)`/`Some(Err(reason))` after it.
+    pub outcome: Option<Result<(), String>>,
 }
 
 impl PairRecord {
@@ -179,6 +200,8 @@ impl PairRecord {
             merged: None,
             repairs: Repairs::default(),
             external_ref_adopted: None,
+            ref_release: None,
+            ref_adoption_pending: None,
             finished_at: None,
         }
     }
@@ -203,6 +226,19 @@ pub struct SavepointFile {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub pairs: BTreeMap<String, PairRecord>,
+    /// The org and base URL the journal's merges were made in, set by the first merge run
+    /// (absent in files written before it was recorded). A run with a token of another org,
+    /// or against another base URL, stops before any change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// Which DevRev a savepoint belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The org's id (DON) as `auth-tokens.info` names it.
+    pub org: String,
+    pub base_url: String,
 }
 
 impl SavepointFile {
@@ -214,6 +250,7 @@ impl SavepointFile {
             created_at: now,
             updated_at: now,
             pairs: BTreeMap::new(),
+            owner: None,
         }
     }
 }

@@ -99,6 +99,9 @@ pub struct PairEntry {
     /// It is never sent again before the secondary was seen unmerged for `--merge-watch`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub outcome_unknown: bool,
+    /// Merged, but the secondary's `user_` ref is not on the primary yet (why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_adoption_pending: Option<String>,
     /// When a re-run can settle an unknown outcome (`None`: as soon as it looks again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_after: Option<DateTime<Utc>>,
@@ -113,6 +116,7 @@ impl PairEntry {
             PairStatus::Skipped => EntryStatus::Skipped,
             PairStatus::Failed => EntryStatus::Failed,
             PairStatus::Unconfirmed => EntryStatus::Unconfirmed,
+            PairStatus::RefAdoptionPending => EntryStatus::Merged,
             PairStatus::InProgress => EntryStatus::Interrupted,
         };
         PairEntry {
@@ -138,6 +142,7 @@ impl PairEntry {
             merge_requests: rec.merge.as_ref().map_or(0, |m| m.attempt),
             merged_sign: rec.merged.as_ref().map(|m| m.sign.clone()),
             outcome_unknown: outcome_unknown(rec),
+            ref_adoption_pending: rec.ref_adoption_pending.clone(),
             rerun_after: rec
                 .merge
                 .as_ref()
@@ -160,6 +165,7 @@ impl PairEntry {
                     PairResult::Skipped(_) => EntryStatus::Skipped,
                     PairResult::Failed(_) => EntryStatus::Failed,
                     PairResult::Unconfirmed | PairResult::Parked => EntryStatus::Unconfirmed,
+                    PairResult::RefPending => EntryStatus::Merged,
                     PairResult::Interrupted => EntryStatus::Interrupted,
                 };
             }
@@ -193,6 +199,7 @@ impl PairEntry {
             merge_requests: 0,
             merged_sign: None,
             outcome_unknown: false,
+            ref_adoption_pending: None,
             rerun_after: None,
         }
     }
@@ -246,6 +253,8 @@ pub struct Summary {
     /// The latest `rerun_after` of those: a re-run after it settles every one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_after: Option<DateTime<Utc>>,
+    /// Of `merged`: pairs whose `user_` ref adoption is pending (re-run to retry it).
+    pub ref_adoptions_pending: usize,
     pub interrupted: usize,
     pub not_started: usize,
     /// Savepoint records of pairs that left the CSV before their merge (left alone).
@@ -391,6 +400,7 @@ impl Summary {
             s.conversations_repaired += e.conversations_repaired;
             s.display_names_restored += usize::from(e.display_name_restored);
             s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
+            s.ref_adoptions_pending += usize::from(e.ref_adoption_pending.is_some());
         }
         s
     }
@@ -524,6 +534,12 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
         out.push_str(&format!(
             "  unconfirmed:     {} (re-run to keep watching)\n",
             s.unconfirmed - s.outcome_unknown
+        ));
+    }
+    if s.ref_adoptions_pending > 0 {
+        out.push_str(&format!(
+            "  ref adoption pending: {} (merged, but DevRev would not free the user_ ref; a login with it may create the duplicate again: re-run to retry, or move the ref by hand)\n",
+            s.ref_adoptions_pending
         ));
     }
     if s.outcome_unknown > 0 {

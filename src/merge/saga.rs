@@ -44,7 +44,7 @@ use super::StopSignal;
 use super::evidence::{self, Evidence};
 use super::journal::{
     MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairError, PairRecord, PairStatus,
-    SkipReason, Step,
+    RefRelease, SkipReason, Step,
 };
 use super::savepoint::Savepoint;
 use super::watching::WatchState;
@@ -84,6 +84,8 @@ pub enum StepOutcome {
     Unconfirmed,
     /// Not applied yet after this visit's looks: the run comes back to the pair later.
     Parked,
+    /// Merged and reconciled, but the `user_` ref could not be adopted yet.
+    RefPending,
     /// Ctrl-C arrived during a wait; the step resumes on the next run.
     Interrupted,
 }
@@ -110,6 +112,8 @@ pub enum PairResult {
     Unconfirmed,
     /// Waiting for a merge to show; the run revisits it after the other pairs.
     Parked,
+    /// Merged; the ref adoption is pending (retried by the next run).
+    RefPending,
     /// Stopped by Ctrl-C between steps or during a wait; resumes on the next run.
     Interrupted,
 }
@@ -197,6 +201,16 @@ pub fn replace_members(
         out.insert(at, primary.to_string());
     }
     out
+}
+
+/// A write of `reported_by` / `members` succeeded: both are sets, so DevRev may answer the
+/// ids in another order, and may add members of its own. Every id written must be there, and
+/// none of those the write removed (`before` minus `want`: the merged secondaries) may be.
+fn same_set(answer: &[String], want: &[String], before: &[String]) -> bool {
+    want.iter().all(|w| answer.contains(w))
+        && !before
+            .iter()
+            .any(|b| !want.contains(b) && answer.contains(b))
 }
 
 fn ids(users: &[UserSummary]) -> Vec<String> {
@@ -416,6 +430,10 @@ impl Saga<'_, '_> {
                     return Ok(PairResult::Unconfirmed);
                 }
                 StepOutcome::Parked => return Ok(PairResult::Parked),
+                StepOutcome::RefPending => {
+                    self.save(|r| r.status = PairStatus::RefAdoptionPending)?;
+                    return Ok(PairResult::RefPending);
+                }
                 StepOutcome::Interrupted => return Ok(PairResult::Interrupted),
             }
         }
@@ -467,6 +485,21 @@ impl Saga<'_, '_> {
                 secondary,
                 ..
             }) => {
+                // A merge this tool requested earlier that DevRev applied late: it still
+                // needs its follow-up steps (Reconcile, AdoptExternalRef).
+                if let Some(sign) = self.merged_late(secondary.as_ref()) {
+                    let detail = format!(
+                        "an earlier merge request was applied late ({sign}); resuming at Reconcile"
+                    );
+                    tracing::info!(pair = %pair.email, "{detail}");
+                    self.complete(Step::AwaitMerge, |r| {
+                        r.merged = Some(MergeConfirmation {
+                            at: Utc::now(),
+                            sign,
+                        });
+                    })?;
+                    return Ok((StepOutcome::Completed, Some(detail)));
+                }
                 let detail = problems
                     .iter()
                     .map(ToString::to_string)
@@ -491,6 +524,23 @@ impl Saga<'_, '_> {
         self.live = Some((primary, secondary));
         self.validated = true;
         Ok((StepOutcome::Completed, None))
+    }
+
+    /// Validate's look at the secondary, by the one evidence rule, when the journal shows a
+    /// merge request of this tool for the pair: `None` when it does not show that merge.
+    /// `secondary` is `None` when DevRev answered 404 `not_found` for it.
+    fn merged_late(&self, secondary: Option<&RevUser>) -> Option<MergedSign> {
+        let rec = self.rec();
+        if rec.merge.is_none() && rec.earlier_merges.is_empty() {
+            return None;
+        }
+        match secondary {
+            None => Some(MergedSign::NotFound),
+            Some(s) => match evidence::of_user(s, &rec.primary, true) {
+                Evidence::Merged(sign) => Some(sign),
+                _ => None,
+            },
+        }
     }
 
     // ---- Backup ---------------------------------------------------------------------------
@@ -949,7 +999,7 @@ impl Saga<'_, '_> {
                 continue;
             }
             match client.works_set_reported_by(&id, &want).await {
-                Ok(w) if ids(&w.reported_by) == want => {}
+                Ok(w) if same_set(&ids(&w.reported_by), &want, &now) => {}
                 Ok(w) => {
                     return phase_failed(
                         step,
@@ -1016,7 +1066,7 @@ impl Saga<'_, '_> {
                 continue;
             }
             match client.conversations_set_members(&current.id, &want).await {
-                Ok(updated) if ids(&updated.members) == want => {}
+                Ok(updated) if same_set(&ids(&updated.members), &want, &now) => {}
                 Ok(updated) => {
                     return phase_failed(
                         step,
@@ -1088,10 +1138,16 @@ impl Saga<'_, '_> {
                 return Ok((StepOutcome::Completed, Some(detail)));
             }
         };
-        // DevRev keeps the merged secondary's ref unique for a while; 409 until it is freed.
-        let deadline = Instant::now() + self.ctx.merge_timeout;
+        // DevRev keeps the merged secondary's ref unique for a while (409 until it frees it).
+        // Wait a few seconds for that; a secondary that keeps it is then released by hand.
+        let wait = self
+            .ctx
+            .watch
+            .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout);
+        let mut deadline = Instant::now() + wait;
         let mut delays = poll_delays(self.ctx.min_backoff);
         let mut conflicts = 0u32;
+        let mut released = false;
         loop {
             match self
                 .ctx
@@ -1101,31 +1157,33 @@ impl Saga<'_, '_> {
             {
                 Ok(u) if u.external_ref.as_deref() == Some(target.as_str()) => break,
                 Ok(u) => {
-                    return Ok((
-                        StepOutcome::Failed {
-                            error: PairError::new(
-                                step,
-                                format!(
-                                    "external_ref is {:?} after setting {target:?}",
-                                    u.external_ref
-                                ),
-                            ),
-                        },
-                        None,
-                    ));
+                    let error = PairError::new(
+                        step,
+                        format!(
+                            "external_ref is {:?} after setting {target:?}",
+                            u.external_ref
+                        ),
+                    );
+                    return Ok((StepOutcome::Failed { error }, None));
                 }
                 Err(e) if e.is_conflict() => {
                     conflicts += 1;
                     let now = Instant::now();
+                    if now >= deadline && !released {
+                        match self.release_ref(&target).await? {
+                            Ok(()) => {
+                                released = true;
+                                deadline = Instant::now() + wait;
+                                continue;
+                            }
+                            Err(why) => return self.adoption_pending(&target, why),
+                        }
+                    }
                     if now >= deadline {
-                        let mut err = PairError::api(step, &e);
-                        err.message = format!(
-                            "{target} was still taken {} s after the merge ({conflicts} conflict answers); \
-                             re-run to try again: {}",
-                            self.ctx.merge_timeout.as_secs_f64(),
-                            err.message
+                        let why = format!(
+                            "{target} is still taken after it was released from the secondary ({conflicts} conflict answers)"
                         );
-                        return Ok((StepOutcome::Failed { error: err }, None));
+                        return self.adoption_pending(&target, why);
                     }
                     tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
                     if self.nap(next_delay(&mut delays).min(deadline - now)).await {
@@ -1136,8 +1194,74 @@ impl Saga<'_, '_> {
             }
         }
         let detail = format!("{target} (after {conflicts} conflict answer(s))");
-        self.complete(step, |r| r.external_ref_adopted = Some(target))?;
+        self.complete(step, |r| {
+            r.external_ref_adopted = Some(target);
+            r.ref_adoption_pending = None;
+        })?;
         Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// Moves the ref off the merged-away secondary when it still holds it (journaled intent
+    /// and outcome, like every write). `Ok(Err(why))`: it cannot be released now.
+    async fn release_ref(&mut self, target: &str) -> Result<Result<(), String>, AppError> {
+        let secondary = self.secondary();
+        let client = self.ctx.client;
+        let holder = match client.rev_users_get(&secondary).await {
+            Ok(u) => u,
+            Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(AppError::Api(e)),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot read the secondary to release {target}: {e}"
+                )));
+            }
+        };
+        if holder.external_ref.as_deref().map(str::trim) != Some(target) {
+            return Ok(Err(format!(
+                "{target} is taken, but not by the merged-away secondary (its ref is {:?})",
+                holder.external_ref
+            )));
+        }
+        let new_ref = format!("{target}-drop-{secondary}");
+        let release = RefRelease {
+            requested_at: Utc::now(),
+            new_ref: new_ref.clone(),
+            outcome: None,
+        };
+        self.save(|r| r.ref_release = Some(release))?;
+        let res = client
+            .rev_users_update(&secondary, json!({ "external_ref": new_ref }))
+            .await;
+        let outcome = match &res {
+            Ok(u) if u.external_ref.as_deref() == Some(new_ref.as_str()) => Ok(()),
+            Ok(u) => Err(format!(
+                "the secondary's ref is {:?} after the release",
+                u.external_ref
+            )),
+            Err(e) if e.scope() == crate::devrev::Scope::Run => {
+                return Err(AppError::Api(e.clone()));
+            }
+            Err(e) => Err(format!(
+                "DevRev refused to release {target} from the secondary: {e}"
+            )),
+        };
+        self.save(|r| {
+            if let Some(rel) = r.ref_release.as_mut() {
+                rel.outcome = Some(outcome.clone());
+            }
+        })?;
+        tracing::info!(pair = %self.rec().email, %target, ?outcome, "released the ref from the merged-away secondary");
+        Ok(outcome)
+    }
+
+    /// The pair is merged and reconciled but its ref is not adopted: recorded, reported with
+    /// what to do, and retried alone by the next run.
+    fn adoption_pending(&mut self, target: &str, why: String) -> StepResult {
+        let detail = format!(
+            "ref adoption pending: {why}. Until {target} is on the primary, a login with it may create the duplicate again; re-run to retry only this step, or move the ref by hand"
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        self.save(|r| r.ref_adoption_pending = Some(why))?;
+        Ok((StepOutcome::RefPending, Some(detail)))
     }
 
     // ---- Done -----------------------------------------------------------------------------
@@ -1156,9 +1280,12 @@ impl Saga<'_, '_> {
 /// The secondary already points at this primary: the merge happened (in an earlier run
 /// whose savepoint was lost, or by hand), so there is nothing to do.
 fn already_merged_into(secondary: Option<&RevUser>, primary: &str) -> bool {
-    secondary
-        .and_then(|s| s.primary_identity.as_ref())
-        .is_some_and(|p| p.id == primary)
+    secondary.is_some_and(|s| {
+        matches!(
+            evidence::of_user(s, primary, false),
+            Evidence::Merged(MergedSign::PrimaryIdentity { .. })
+        )
+    })
 }
 
 /// A live-check problem as a savepoint skip reason.
@@ -1377,6 +1504,18 @@ mod tests {
             Evidence::Merged(m) => Some(m),
             _ => None,
         }
+    }
+
+    #[test]
+    fn set_writes_compare_as_sets() {
+        let (want, before) = (s(&["a", "P", "b"]), s(&["a", "S", "b"]));
+        assert!(same_set(&s(&["b", "a", "P"]), &want, &before), "order");
+        assert!(
+            same_set(&s(&["a", "P", "b", "owner"]), &want, &before),
+            "added"
+        );
+        assert!(!same_set(&s(&["a", "b"]), &want, &before), "missing");
+        assert!(!same_set(&s(&["a", "P", "b", "S"]), &want, &before), "kept");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use chrono::Utc;
 use fs4::fs_std::FileExt;
 
-use super::journal::{PairRecord, SavepointFile, VERSION, pair_key};
+use super::journal::{Owner, PairRecord, SavepointFile, VERSION, pair_key};
 use crate::error::AppError;
 use crate::fsutil;
 
@@ -27,7 +27,7 @@ use crate::fsutil;
 pub enum SavepointError {
     #[error(
         "another devrev-merge run is using the savepoint {savepoint} (its lock {lock} is held{holder}). \
-         Wait for that run to finish, or use a different --savepoint for an unrelated run."
+         Wait for that run to finish: one journal belongs to one run at a time."
     )]
     Locked {
         savepoint: PathBuf,
@@ -224,6 +224,13 @@ impl Savepoint {
     /// Adds a record (or replaces one) and writes the file.
     pub fn put(&mut self, key: &str, rec: PairRecord) -> Result<(), SavepointError> {
         self.file.pairs.insert(key.to_string(), rec);
+        self.save()
+    }
+
+    /// Records which org and base URL the journal belongs to (file-level fields) and writes
+    /// the file.
+    pub fn set_owner(&mut self, owner: Owner) -> Result<(), SavepointError> {
+        self.file.owner = Some(owner);
         self.save()
     }
 

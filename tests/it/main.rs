@@ -9,6 +9,7 @@ mod detect;
 mod fake_selftest;
 mod merge;
 mod merge_crash;
+mod merge_safety;
 mod probe;
 mod snapshots;
 mod test_api;
