@@ -269,6 +269,7 @@ pub async fn run_pair(
         validated: false,
         verified: false,
         merge_sent: false,
+        backup_taken_here: false,
     };
     let result = saga.drive().await;
     let Saga {
@@ -294,6 +295,9 @@ struct Saga<'a, 'b> {
     validated: bool,
     verified: bool,
     merge_sent: bool,
+    /// The recorded backup was taken by this process (else VerifyBackup checks it is still
+    /// current before a merge is sent over it).
+    backup_taken_here: bool,
 }
 
 impl Saga<'_, '_> {
@@ -381,7 +385,7 @@ impl Saga<'_, '_> {
             let (outcome, detail) = match step {
                 Step::Validate => self.validate().await?,
                 Step::Backup => self.backup().await?,
-                Step::VerifyBackup => self.verify_backup()?,
+                Step::VerifyBackup => self.verify_backup().await?,
                 Step::RequestMerge => self.request_merge().await?,
                 Step::AwaitMerge => self.await_merge().await?,
                 Step::Reconcile => self.reconcile().await?,
@@ -574,6 +578,7 @@ impl Saga<'_, '_> {
                     summary.dir.display()
                 );
                 self.complete(Step::Backup, |r| r.backup = Some(summary))?;
+                self.backup_taken_here = true;
                 // A backup verified by `take` itself still gets VerifyBackup: re-reading from
                 // disk is the check that counts.
                 self.verified = false;
@@ -594,7 +599,7 @@ impl Saga<'_, '_> {
 
     // ---- VerifyBackup ---------------------------------------------------------------------
 
-    fn verify_backup(&mut self) -> StepResult {
+    async fn verify_backup(&mut self) -> StepResult {
         let Some(summary) = self.rec().backup.clone() else {
             return Ok((
                 StepOutcome::Failed {
@@ -617,12 +622,82 @@ impl Saga<'_, '_> {
                 None,
             ));
         }
+        // A backup taken by an earlier process may be stale by now: what it would restore
+        // must still be what DevRev holds when the merge is sent.
+        if !self.backup_taken_here {
+            match self.backup_is_current(&summary.dir).await? {
+                Err(outcome) => return Ok((outcome, None)),
+                Ok(None) => {}
+                Ok(Some(change)) => {
+                    tracing::info!(pair = %self.rec().email, %change, "backup is stale; taking a new one");
+                    self.save(|r| r.backup = None)?;
+                    return Ok((
+                        StepOutcome::Completed,
+                        Some(format!(
+                            "backup from an earlier run is stale ({change}); taking a new one"
+                        )),
+                    ));
+                }
+            }
+        }
         self.complete(Step::VerifyBackup, |_| {})?;
         self.verified = true;
         Ok((
             StepOutcome::Completed,
             Some(summary.dir.display().to_string()),
         ))
+    }
+
+    /// Compares the backup's tickets and conversations naming the secondary (and who they
+    /// name) with DevRev's current lists. `Some(what)`: something changed.
+    async fn backup_is_current(&self, dir: &Path) -> Phase<Option<String>> {
+        let step = Step::VerifyBackup;
+        let (tickets, convs) = match load_backup(dir) {
+            Ok(v) => v,
+            Err(e) => return phase_failed(step, e),
+        };
+        let (primary, secondary) = (self.primary(), self.secondary());
+        let client = self.ctx.client;
+        let live_t = match validate::tickets_of_both::<Work>(client, &primary, &secondary).await {
+            Ok(v) => v,
+            Err(e) => return phase_api_failure(step, &e),
+        };
+        let live_c =
+            match validate::conversations_of_both::<Conversation>(client, &primary, &secondary)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => return phase_api_failure(step, &e),
+            };
+        let naming = |users: &[UserSummary]| users.iter().any(|u| u.id == secondary);
+        let sets = |it: Vec<(String, Vec<String>)>| -> BTreeMap<String, BTreeSet<String>> {
+            it.into_iter()
+                .map(|(id, v)| (id, v.into_iter().collect()))
+                .collect()
+        };
+        let t_of = |v: &[Work]| {
+            sets(
+                v.iter()
+                    .filter(|w| naming(&w.reported_by))
+                    .map(|w| (w.id.clone(), ids(&w.reported_by)))
+                    .collect(),
+            )
+        };
+        let c_of = |v: &[Conversation]| {
+            sets(
+                v.iter()
+                    .filter(|c| naming(&c.members))
+                    .map(|c| (c.id.clone(), ids(&c.members)))
+                    .collect(),
+            )
+        };
+        if t_of(&tickets) != t_of(&live_t) {
+            return Ok(Ok(Some("the secondary's tickets changed".into())));
+        }
+        if c_of(&convs) != c_of(&live_c) {
+            return Ok(Ok(Some("the secondary's conversations changed".into())));
+        }
+        Ok(Ok(None))
     }
 
     // ---- RequestMerge ---------------------------------------------------------------------
@@ -724,12 +799,13 @@ impl Saga<'_, '_> {
     /// answer was lost, so plainly-unmerged looks are counted towards `--merge-watch`.
     async fn watch(&mut self, lost: bool) -> StepResult {
         let w = self.ctx.watch;
-        let deadline = w.started(&self.key) + self.ctx.merge_timeout;
+        let mut deadline = w.started(&self.key) + self.ctx.merge_timeout;
         let initial = self.ctx.min_backoff * 2;
+        let cap = self.ctx.merge_timeout / 2;
         let budget = if w.revisiting() {
             Duration::ZERO
         } else {
-            w.pass_budget(initial, self.ctx.merge_timeout)
+            w.pass_budget(initial, cap)
         };
         let budget_end = (Instant::now() + budget).min(deadline);
         let mut delays = poll_delays(self.ctx.min_backoff);
@@ -737,14 +813,14 @@ impl Saga<'_, '_> {
         // DevRev never applies a merge within its own answer: a look right after the request
         // would be a wasted call. Wait until it usually has applied one in this run.
         if self.merge_sent && !w.revisiting() {
-            let first = w.first_look(initial, self.ctx.merge_timeout);
+            let first = w.first_look(initial, cap);
             if self.nap(first).await {
                 return Ok((StepOutcome::Interrupted, None));
             }
         }
         loop {
             match self.observe().await {
-                Ok(Evidence::Merged(sign)) => return self.seen_merged(sign),
+                Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
                 Ok(Evidence::Unmerged) => {
                     last_error = None;
                     if lost && let Some(done) = self.unmerged_look()? {
@@ -768,6 +844,9 @@ impl Saga<'_, '_> {
                 }
             }
             let now = Instant::now();
+            if lost {
+                deadline = deadline.max(self.window_end(now));
+            }
             if now >= deadline {
                 return self.watch_over(lost, last_error);
             }
@@ -786,9 +865,27 @@ impl Saga<'_, '_> {
         }
     }
 
+    /// When a `--merge-watch` window shorter than `--merge-timeout` (a setting, or tests)
+    /// that has started will be complete: the run waits for it rather than leave the
+    /// outcome unknown. `now` when there is no such window.
+    fn window_end(&self, now: Instant) -> Instant {
+        let since = self.rec().merge.as_ref().and_then(|m| m.unmerged_since);
+        match since {
+            Some(since) if self.ctx.merge_watch <= self.ctx.merge_timeout => {
+                let end =
+                    since + chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or_default();
+                now + (end - Utc::now()).to_std().unwrap_or_default()
+            }
+            _ => now,
+        }
+    }
+
     /// The merge shows: journal it and go on with Reconcile.
-    fn seen_merged(&mut self, sign: MergedSign) -> StepResult {
-        let detail = sign.to_string();
+    fn seen_merged(&mut self, sign: MergedSign, lost: bool) -> StepResult {
+        let detail = match self.rec().merge.as_ref() {
+            Some(m) if lost => format!("resolved attempt {}: merged ({sign})", m.attempt),
+            _ => sign.to_string(),
+        };
         if self.merge_sent
             && let Some(m) = &self.rec().merge
             && let Ok(d) = (Utc::now() - m.requested_at).to_std()
@@ -1144,7 +1241,8 @@ impl Saga<'_, '_> {
             .ctx
             .watch
             .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout);
-        let mut deadline = Instant::now() + wait;
+        let t0 = Instant::now();
+        let mut deadline = t0 + wait;
         let mut delays = poll_delays(self.ctx.min_backoff);
         let mut conflicts = 0u32;
         let mut released = false;
@@ -1172,8 +1270,10 @@ impl Saga<'_, '_> {
                     if now >= deadline && !released {
                         match self.release_ref(&target).await? {
                             Ok(()) => {
+                                // DevRev may take a moment to free a released ref: wait for
+                                // it up to --merge-timeout.
                                 released = true;
-                                deadline = Instant::now() + wait;
+                                deadline = (t0 + self.ctx.merge_timeout).max(Instant::now() + wait);
                                 continue;
                             }
                             Err(why) => return self.adoption_pending(&target, why),

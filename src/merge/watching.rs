@@ -39,12 +39,16 @@ impl WatchState {
         self.lock().apply_delays.push(d);
     }
 
-    /// How long after a request the first look should come: the longest apply delay seen so
-    /// far in this run plus a quarter (most merges are then applied at the first look), or
-    /// `initial` before any was seen; never more than `cap`.
+    /// How long after a request the first look should come: the median apply delay seen so
+    /// far in this run plus a quarter (each is an upper bound already: the look that saw the
+    /// merge came after it was applied), or `initial` before any was seen; never more than
+    /// `cap`. The median, so one merge seen late (its look delayed by retries) does not slow
+    /// every later pair.
     pub fn first_look(&self, initial: Duration, cap: Duration) -> Duration {
-        let seen = self.lock().apply_delays.iter().max().copied();
-        seen.map_or(initial, |d| d + d / 4).min(cap)
+        let mut seen = self.lock().apply_delays.clone();
+        seen.sort();
+        let median = seen.get(seen.len() / 2).copied();
+        median.map_or(initial, |d| d + d / 4).min(cap)
     }
 
     /// How long a first pass keeps looking before it parks the pair.
@@ -82,7 +86,12 @@ mod tests {
         assert_eq!(w.first_look(init, cap), init);
         w.note_applied(Duration::from_millis(800));
         w.note_applied(Duration::from_millis(1600));
-        assert_eq!(w.first_look(init, cap), Duration::from_millis(2000));
+        w.note_applied(Duration::from_millis(30_000));
+        assert_eq!(
+            w.first_look(init, cap),
+            Duration::from_millis(2000),
+            "median"
+        );
         assert_eq!(w.pass_budget(init, cap), Duration::from_millis(6000));
         assert_eq!(
             w.first_look(init, Duration::from_secs(1)),

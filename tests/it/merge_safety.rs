@@ -306,8 +306,8 @@ fn merge_watch_below_its_floor_is_refused() {
 }
 
 /// Point 9: one rule decides what stops a command and what fails one pair, whatever the
-/// command. Table: fault on every `works.list` × command; "stops" means the command made the
-/// one failing call and went no further, "per pair" that it tried every pair.
+/// command. Table: fault on every `works.list` × command; "stops" means the command went no
+/// further than the pairs in hand, "per pair" that it tried every pair.
 #[test]
 fn one_rule_decides_what_stops_the_run_status_by_command() {
     let cases: [(&str, Fault, bool); 3] = [
@@ -333,13 +333,15 @@ fn one_rule_decides_what_stops_the_run_status_by_command() {
             &["--csv", "contacts.csv", "--yes", "--merge-timeout", "2"],
         ),
     ];
+    // Enough pairs that a command working a few pairs at once still shows whether it
+    // stopped or went on.
+    let n = 10;
     let mut table = Vec::new();
     for (name, fault, stops) in &cases {
         for (cmd, args) in &commands {
-            let w = World::new(
-                spec(3, 0, 39),
-                behaviour(MoveMode::All, SecondaryAfter::Gone),
-            );
+            let mut sp = spec(n, 0, 39);
+            sp.tickets_per_contact = (1, 2);
+            let w = World::new(sp, behaviour(MoveMode::All, SecondaryAfter::Gone));
             if cmd.starts_with("verify") {
                 let a = w
                     .cmd()
@@ -357,7 +359,8 @@ fn one_rule_decides_what_stops_the_run_status_by_command() {
             let before = w.fake.count("/works.list");
             let a = w.cmd().env("DEVREV_MAX_RETRIES", "0").args(*args).assert();
             let calls = w.fake.count("/works.list") - before;
-            let stopped = calls == 1;
+            // Every pair lists its tickets once (no retries): fewer calls than pairs = stopped.
+            let stopped = calls < n;
             table.push(format!(
                 "{name:>12} x {cmd:<30} -> {calls} works.list call(s), exit {}",
                 code(&a)
@@ -373,4 +376,51 @@ fn one_rule_decides_what_stops_the_run_status_by_command() {
         }
     }
     eprintln!("{}", table.join("\n"));
+}
+
+/// Point 6: a backup taken by an earlier run is checked against DevRev's current lists
+/// before the merge; when the secondary's tickets changed, a new one is taken first.
+#[test]
+fn a_stale_backup_from_an_earlier_run_is_taken_again() {
+    let w = World::with(
+        spec(1, 0, 40),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+        |o| o.faults.push(on_merge(1, Fault::Status503)),
+    );
+    let a = w
+        .cmd()
+        .env("DEVREV_MAX_RETRIES", "0")
+        .args(w.run_args())
+        .assert();
+    assert_eq!(code(&a), 1, "{}", stderr(&a));
+    assert_eq!(w.fake.count("/rev-users.merge"), 1);
+    let first = pairs_of(&w.last_report())[0]["backup_dir"].clone();
+    assert!(first.is_string(), "a backup was taken");
+    // Someone files a ticket naming the secondary between the runs.
+    let (_, s) = w.pairs()[0].clone();
+    w.fake.with_state(|st| {
+        let u = st.rev_users[&s].json.clone();
+        let t = st
+            .works
+            .values_mut()
+            .find(|t| !devrev_fake::seed::summary_ids(&t.json["reported_by"]).contains(&s))
+            .expect("a ticket not naming the secondary");
+        t.json["reported_by"]
+            .as_array_mut()
+            .unwrap()
+            .push(devrev_fake::seed::user_summary(&u));
+    });
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let r = w.last_report();
+    let p = &pairs_of(&r)[0];
+    assert_ne!(p["backup_dir"], first, "a new backup: {p}");
+    let steps: Vec<&str> = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"backup"), "{steps:?}");
+    assert_eq!(w.fake.count("/rev-users.merge"), 2);
 }
