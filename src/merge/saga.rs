@@ -269,7 +269,6 @@ pub async fn run_pair(
         validated: false,
         verified: false,
         merge_sent: false,
-        backup_taken_here: false,
     };
     let result = saga.drive().await;
     let Saga {
@@ -295,9 +294,6 @@ struct Saga<'a, 'b> {
     validated: bool,
     verified: bool,
     merge_sent: bool,
-    /// The recorded backup was taken by this process (else VerifyBackup checks it is still
-    /// current before a merge is sent over it).
-    backup_taken_here: bool,
 }
 
 impl Saga<'_, '_> {
@@ -578,7 +574,7 @@ impl Saga<'_, '_> {
                     summary.dir.display()
                 );
                 self.complete(Step::Backup, |r| r.backup = Some(summary))?;
-                self.backup_taken_here = true;
+                self.ctx.watch.note_backup(&self.key);
                 // A backup verified by `take` itself still gets VerifyBackup: re-reading from
                 // disk is the check that counts.
                 self.verified = false;
@@ -624,7 +620,7 @@ impl Saga<'_, '_> {
         }
         // A backup taken by an earlier process may be stale by now: what it would restore
         // must still be what DevRev holds when the merge is sent.
-        if !self.backup_taken_here {
+        if !self.ctx.watch.backed_up_in_run(&self.key) {
             match self.backup_is_current(&summary.dir).await? {
                 Err(outcome) => return Ok((outcome, None)),
                 Ok(None) => {}
@@ -648,8 +644,8 @@ impl Saga<'_, '_> {
         ))
     }
 
-    /// Compares the backup's tickets and conversations naming the secondary (and who they
-    /// name) with DevRev's current lists. `Some(what)`: something changed.
+    /// Compares which tickets and conversations name the secondary in the backup with
+    /// DevRev's current lists. `Some(what)`: something changed.
     async fn backup_is_current(&self, dir: &Path) -> Phase<Option<String>> {
         let step = Step::VerifyBackup;
         let (tickets, convs) = match load_backup(dir) {
@@ -669,27 +665,21 @@ impl Saga<'_, '_> {
                 Ok(v) => v,
                 Err(e) => return phase_api_failure(step, &e),
             };
+        // Which tickets and conversations name the secondary: what the merge moves and
+        // Reconcile repairs. (Other reporters may change as other pairs merge; that does
+        // not make this pair's backup stale.)
         let naming = |users: &[UserSummary]| users.iter().any(|u| u.id == secondary);
-        let sets = |it: Vec<(String, Vec<String>)>| -> BTreeMap<String, BTreeSet<String>> {
-            it.into_iter()
-                .map(|(id, v)| (id, v.into_iter().collect()))
+        let t_of = |v: &[Work]| -> BTreeSet<String> {
+            v.iter()
+                .filter(|w| naming(&w.reported_by))
+                .map(|w| w.id.clone())
                 .collect()
         };
-        let t_of = |v: &[Work]| {
-            sets(
-                v.iter()
-                    .filter(|w| naming(&w.reported_by))
-                    .map(|w| (w.id.clone(), ids(&w.reported_by)))
-                    .collect(),
-            )
-        };
-        let c_of = |v: &[Conversation]| {
-            sets(
-                v.iter()
-                    .filter(|c| naming(&c.members))
-                    .map(|c| (c.id.clone(), ids(&c.members)))
-                    .collect(),
-            )
+        let c_of = |v: &[Conversation]| -> BTreeSet<String> {
+            v.iter()
+                .filter(|c| naming(&c.members))
+                .map(|c| c.id.clone())
+                .collect()
         };
         if t_of(&tickets) != t_of(&live_t) {
             return Ok(Ok(Some("the secondary's tickets changed".into())));
@@ -729,6 +719,7 @@ impl Saga<'_, '_> {
             });
         })?;
         self.merge_sent = true;
+        self.ctx.watch.restart(&self.key);
         // 2. The request, exactly once (the client never repeats a `Write` whose answer may
         //    have followed the work).
         let res = self.ctx.client.rev_users_merge(&primary, &secondary).await;

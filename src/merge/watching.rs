@@ -7,7 +7,7 @@
 //! the other pairs and comes back to it at the end (see `execute.rs`), so one slow or
 //! uncertain merge costs the run seconds, not `--merge-timeout`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,11 @@ pub struct WatchState {
 struct Inner {
     /// Request → first look that saw the merge applied, for merges sent in this run.
     apply_delays: Vec<Duration>,
-    /// When each pair's watch started in this run (never reset: it bounds the run's wait).
+    /// When the watch of each pair's current merge request started in this run (it bounds
+    /// the run's wait for that request).
     started: HashMap<String, Instant>,
+    /// Pairs whose recorded backup was taken in this run.
+    backed_up: HashSet<String>,
     revisiting: bool,
 }
 
@@ -63,6 +66,22 @@ impl WatchState {
             .started
             .entry(key.to_string())
             .or_insert_with(Instant::now)
+    }
+
+    /// A new merge request for the pair: its watch starts afresh.
+    pub fn restart(&self, key: &str) {
+        self.lock().started.remove(key);
+    }
+
+    /// The pair's backup was taken in this run.
+    pub fn note_backup(&self, key: &str) {
+        self.lock().backed_up.insert(key.to_string());
+    }
+
+    /// Was the pair's recorded backup taken in this run? (Else it is checked against DevRev's
+    /// current lists before a merge is sent over it.)
+    pub fn backed_up_in_run(&self, key: &str) -> bool {
+        self.lock().backed_up.contains(key)
     }
 
     /// From now on sagas take one look per visit: the run is revisiting parked pairs.

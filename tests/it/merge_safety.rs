@@ -424,3 +424,60 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
     assert!(steps.contains(&"backup"), "{steps:?}");
     assert_eq!(w.fake.count("/rev-users.merge"), 2);
 }
+
+/// The soak figure (not run in CI: `cargo test --test it soak -- --ignored --nocapture`): one
+/// world of 36 pairs at an unlimited rate with DevRev's ~2 s apply delay, once clean and once
+/// with faults (5 % 500s, 2 % 503s, 3 % 429s, 2 % dropped connections, 1 % requests applied
+/// then dropped; partial merges). Every pair must end right both times, with one merge
+/// request reaching DevRev per pair; pairs still unknown are re-run until done.
+#[test]
+#[ignore = "soak: about two minutes; run by hand for the figures"]
+fn soak_36_pairs_clean_vs_faults() {
+    let run_world = |faults: bool| {
+        let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Deactivated);
+        b.delay = Duration::from_secs(2);
+        let w = World::with(spec(36, 0, 41), b, |o| {
+            if faults {
+                let mut kinds = Vec::new();
+                kinds.extend(std::iter::repeat_n(Fault::Status500, 5));
+                kinds.extend(std::iter::repeat_n(Fault::Status503, 2));
+                kinds.extend(std::iter::repeat_n(
+                    Fault::Spurious429 { retry_after_s: 1 },
+                    3,
+                ));
+                kinds.extend(std::iter::repeat_n(Fault::Drop, 2));
+                kinds.push(Fault::ApplyThenDrop);
+                o.random_faults = Some(devrev_fake::fake::RandomFaults {
+                    seed: 7,
+                    probability: 0.13,
+                    kinds,
+                });
+            }
+        });
+        let t0 = Instant::now();
+        let mut reruns = 0;
+        loop {
+            let a = w
+                .cmd()
+                .env("DEVREV_MERGE_MIN_BACKOFF_MS", "1000")
+                .env("DEVREV_MERGE_TEST_WATCH_MS", "30000")
+                .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "120"])
+                .assert();
+            if code(&a) == 0 {
+                break;
+            }
+            reruns += 1;
+            assert!(reruns <= 5, "{}", stderr(&a));
+        }
+        let took = t0.elapsed();
+        check_final_state(&w);
+        let calls = w.fake.requests().len();
+        (took, reruns, calls)
+    };
+    let (clean, clean_reruns, clean_calls) = run_world(false);
+    let (faulty, reruns, calls) = run_world(true);
+    eprintln!(
+        "soak, 36 pairs: clean {clean:?} ({clean_reruns} re-runs, {clean_calls} calls); \
+         faults {faulty:?} ({reruns} re-runs, {calls} calls)"
+    );
+}
