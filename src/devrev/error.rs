@@ -150,7 +150,10 @@ impl ApiError {
     pub fn scope(&self) -> Scope {
         match self {
             ApiError::Unreachable { .. } | ApiError::Cancelled => Scope::Run,
-            ApiError::Status { status, .. } if matches!(status, 401 | 403 | 429) => Scope::Run,
+            ApiError::Status {
+                status: 401 | 403 | 429,
+                ..
+            } => Scope::Run,
             e if e.is_typeless_404() => Scope::Run,
             _ => Scope::Pair,
         }
