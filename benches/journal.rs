@@ -48,6 +48,8 @@ fn record(n: usize) -> PairRecord {
         attempt: 1,
         requested_at: now,
         outcome: Some(MergeOutcome::Accepted { at: now }),
+        unmerged_since: None,
+        watch_until: None,
     });
     r.merged = Some(MergeConfirmation {
         at: now,

@@ -125,6 +125,11 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value = "120")]
     pub merge_timeout: String,
 
+    /// How long a secondary must be seen plainly unmerged after a merge request whose answer
+    /// was lost before the merge may be sent again, in seconds (at least 300).
+    #[arg(long, value_name = "SECS", default_value = "600")]
+    pub merge_watch: String,
+
     /// Which tickets' timelines and attachments to back up.
     #[arg(long, value_enum, default_value_t = BackupScope::Secondary)]
     pub backup_scope: BackupScope,

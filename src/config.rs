@@ -81,6 +81,8 @@ pub struct Config {
     pub yes: bool,
     pub max_merges: Option<usize>,
     pub merge_timeout: Duration,
+    /// The "was it applied?" window after a lost merge answer (`--merge-watch`).
+    pub merge_watch: Duration,
     pub json: bool,
     pub verbose: u8,
     /// Where human text and data go, and how loud (DESIGN §11).
@@ -210,6 +212,7 @@ impl Config {
         .seconds(60.0, MAX_SECONDS)?;
         let limits = limits(cli)?;
         let merge_timeout = merge_timeout(cli)?;
+        let merge_watch = merge_watch(cli)?;
         let retries = Setting::new(cli, &cli.max_retries, "max_retries", "DEVREV_MAX_RETRIES");
         let max_retries = if retries.raw.trim().is_empty() {
             3
@@ -252,6 +255,7 @@ impl Config {
             yes: cli.yes,
             max_merges: cli.max_merges,
             merge_timeout,
+            merge_watch,
             json: cli.json,
             verbose: cli.verbose,
             printer: Printer::new(cli.quiet),
@@ -339,7 +343,8 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
         }
         None => Err(AppError::Usage(
             "nothing to do: give one of --csv FILE [--preview | --backup-only], --test-api, \
-             --create-test-sample, --verify-backups DIR, --export-contacts FILE or --demo \
+             --create-test-sample, --verify-backups DIR, --restore PATH, --export-contacts FILE \
+             or --demo \
              (see --help)"
                 .into(),
         )),
@@ -389,6 +394,35 @@ fn merge_timeout(cli: &Cli) -> Result<Duration, AppError> {
         source: "--merge-timeout".into(),
     };
     let secs = setting.count(120, MAX_SECONDS, "a whole number of seconds")?;
+    Ok(Duration::from_secs(secs))
+}
+
+/// The lowest `--merge-watch` a user may set, in seconds.
+pub const MERGE_WATCH_FLOOR_S: u64 = 300;
+
+/// `--merge-watch`, which only debug builds let the end-to-end tests shorten (they cannot wait
+/// minutes): `DEVREV_MERGE_TEST_WATCH_MS` does not exist in release builds, so the floor
+/// holds for every user.
+fn merge_watch(cli: &Cli) -> Result<Duration, AppError> {
+    let setting = Setting {
+        raw: cli.merge_watch.trim(),
+        source: "--merge-watch".into(),
+    };
+    let secs = setting.count(600, MAX_SECONDS, "a whole number of seconds")?;
+    if secs < MERGE_WATCH_FLOOR_S {
+        return Err(AppError::Config(format!(
+            "--merge-watch {secs} is below its floor of {MERGE_WATCH_FLOOR_S} s: DevRev is \
+             slowest exactly when merge answers get lost, and a shorter window could send a \
+             second merge for a pair whose first one is still being applied"
+        )));
+    }
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("DEVREV_MERGE_TEST_WATCH_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Ok(Duration::from_millis(ms));
+    }
     Ok(Duration::from_secs(secs))
 }
 

@@ -12,7 +12,7 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 use crate::config::Config;
 use crate::detect::{Contact, Pair, Plan, ReviewGroup, ReviewReason};
 use crate::devrev::{ApiError, DevRevClient};
-use crate::error::{AppError, code};
+use crate::error::AppError;
 use crate::options::{BackupScope, Keep};
 pub use crate::planfile::{Estimate, LiveOutcome, LiveResult, LiveSummary};
 use crate::validate::{self, LiveCheck, LiveProblem};
@@ -195,8 +195,7 @@ fn seconds_for(calls: u64, cfg: &Config) -> f64 {
 
 /// Errors that end the whole check: nothing more can be learned by going on.
 fn is_fatal(e: &ApiError) -> bool {
-    crate::error::api_exit_code(e) != code::SOME_FAILED
-        || (e.is_not_found() && e.kind() != Some("not_found"))
+    e.scope() == crate::devrev::Scope::Run
 }
 
 async fn check_one(client: &DevRevClient, pair: &Pair, keep: Keep) -> Result<LiveResult, ApiError> {

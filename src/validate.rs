@@ -153,7 +153,7 @@ async fn fetch(client: &DevRevClient, id: &str) -> Result<Option<RevUser>, ApiEr
         Ok(u) => Ok(Some(u)),
         // Only DevRev's own `not_found` means the contact is gone: a 404 without a type is an
         // unknown route (a wrong base URL), which must not read as "every contact deleted".
-        Err(e) if e.is_not_found() && e.kind() == Some("not_found") => Ok(None),
+        Err(e) if e.is_devrev_not_found() => Ok(None),
         Err(e) => Err(e),
     }
 }

@@ -89,10 +89,7 @@ fn stops_the_run(e: &BackupError) -> bool {
     match e {
         BackupError::NoSpace { .. } => true,
         BackupError::Io { .. } => true,
-        BackupError::Api(a) => {
-            matches!(a.status(), Some(401 | 403))
-                || matches!(a, crate::devrev::ApiError::Unreachable { .. })
-        }
+        BackupError::Api(a) => a.scope() == crate::devrev::Scope::Run,
         BackupError::Verification(_) => false,
     }
 }
@@ -128,7 +125,7 @@ async fn get_contact(
         .rev_users_get(&contact.rev_user_id)
         .await
         .map_err(|e| {
-            if e.is_not_found() {
+            if e.is_devrev_not_found() {
                 PairFailure::ContactGone {
                     role,
                     display_id: contact.display_id(),

@@ -172,8 +172,7 @@ async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Res
     {
         Ok(v) => v,
         // Authorization and reachability end the command; anything else is this backup's.
-        Err(e) if matches!(e.status(), Some(401 | 403)) => return Err(AppError::Api(e)),
-        Err(e @ crate::devrev::ApiError::Unreachable { .. }) => return Err(AppError::Api(e)),
+        Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(AppError::Api(e)),
         Err(e) => {
             check
                 .problems

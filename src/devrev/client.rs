@@ -455,6 +455,12 @@ impl DevRevClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
+        // A 301's `Location` names where the object went (a merged contact's primary).
+        let location = resp
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect::<String>());
         let bytes = read_capped(resp, self.cfg.limits.max_answer_bytes, endpoint).await?;
         if (200..300).contains(&status) {
             let raw: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
@@ -462,10 +468,12 @@ impl DevRevClient {
                 Attempt::Decode(format!("{e} (endpoint {endpoint}, {} bytes)", bytes.len()))
             })
         } else {
-            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                message: Some(String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-                ..Default::default()
-            });
+            let mut body: ErrorBody =
+                serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                    message: Some(String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                    ..Default::default()
+                });
+            body.location = location;
             Err(Attempt::Status {
                 status,
                 body,

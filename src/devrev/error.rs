@@ -19,6 +19,10 @@ pub struct ErrorBody {
     pub field_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The answer's `Location` header (a 301 names the object's new id there). Not part of
+    /// DevRev's body, so never read from it.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl ErrorBody {
@@ -103,6 +107,14 @@ impl ApiError {
         }
     }
 
+    /// The `Location` header of an error answer (301).
+    pub fn location(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { body, .. } => body.location.as_deref(),
+            _ => None,
+        }
+    }
+
     pub fn reference_id(&self) -> Option<&str> {
         match self {
             ApiError::Status { body, .. } => body.reference_id.as_deref(),
@@ -117,4 +129,46 @@ impl ApiError {
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
+
+    /// DevRev's own "this object does not exist": a 404 with type `not_found`. A 404 without
+    /// a type is an unknown route (a wrong base URL, a misrouting proxy) and says nothing
+    /// about the object.
+    pub fn is_devrev_not_found(&self) -> bool {
+        self.is_not_found() && self.kind() == Some("not_found")
+    }
+
+    /// A 404 without DevRev's error type: an unknown route, never evidence about an object.
+    pub fn is_typeless_404(&self) -> bool {
+        self.is_not_found() && self.kind().is_none()
+    }
+
+    /// The one rule every command uses to decide whether a failed call (after the client's
+    /// retries) stops the whole command or only fails the pair or backup in hand.
+    ///
+    /// `Run`: the next call would fail the same way whatever it is about, so going on would
+    /// only fail pair after pair (and spend the rate budget): DevRev unreachable, the token
+    /// refused (401/403), the rate limit still answering 429 after the retries (the budget is
+    /// per token), an unknown route (typeless 404: wrong base URL or a misrouting proxy), or
+    /// the user asked to stop. Everything else, including a 5xx that outlived the retries, is
+    /// about this object.
+    pub fn scope(&self) -> Scope {
+        match self {
+            ApiError::Unreachable { .. } | ApiError::Cancelled => Scope::Run,
+            ApiError::Status {
+                status: 401 | 403 | 429,
+                ..
+            } => Scope::Run,
+            e if e.is_typeless_404() => Scope::Run,
+            _ => Scope::Pair,
+        }
+    }
+}
+
+/// What a failed call stops: see [`ApiError::scope`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// The whole command stops (and resumes on the next run).
+    Run,
+    /// Only this pair (or backup) fails; the command goes on with the next.
+    Pair,
 }

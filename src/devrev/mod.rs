@@ -9,4 +9,4 @@ pub use client::{
     CallKind, ClientConfig, DevRevClient, EndpointStats, Limits, RateHeaders, is_loopback,
     pacer_quota,
 };
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, Scope};

@@ -47,6 +47,7 @@ pub async fn execute(
     let mut stop = None;
     let mut meter = CallMeter::new(ctx.client);
     let mut eta = String::new();
+    let mut parked: Vec<(&Item<'_>, String)> = Vec::new();
     for (i, item) in work.iter().enumerate() {
         if ctx.stop.requested() {
             stop = Some(Stop::Outcome(RunOutcome::Interrupted));
@@ -73,7 +74,11 @@ pub async fn execute(
         let (run, stopped) = run_one(ctx, sp, item, &email).await;
         if let Some(run) = &run {
             merges_sent += usize::from(run.merge_sent);
-            span.pb_inc(1);
+            if run.result == PairResult::Parked {
+                parked.push((item, email.clone()));
+            } else {
+                span.pb_inc(1);
+            }
             eta = meter.pair_done(ctx.client, work.len() - i - 1);
         }
         ran.push((item.key.clone(), run));
@@ -81,6 +86,9 @@ pub async fn execute(
             stop = stopped;
             break;
         }
+    }
+    if stop.is_none() && !parked.is_empty() {
+        stop = revisit(ctx, sp, parked, &mut ran, &span).await;
     }
     drop(span);
     let (outcome, fatal) = match stop {
@@ -141,6 +149,58 @@ impl CallMeter {
 fn time_left(calls: u64, pairs: u64, left: usize, per_call_s: f64) -> (f64, f64) {
     let per_pair = calls as f64 / pairs.max(1) as f64;
     (per_pair, per_pair * left as f64 * per_call_s)
+}
+
+/// Comes back to the parked pairs, one look each per round, until each is settled or its
+/// `--merge-timeout` in this run is over (the saga then leaves it unconfirmed, or with its
+/// outcome unknown and when to re-run). Rounds are spaced like any poll loop.
+async fn revisit(
+    ctx: &SagaCtx<'_>,
+    sp: &mut Savepoint,
+    mut parked: Vec<(&Item<'_>, String)>,
+    ran: &mut [(String, Option<PairRun>)],
+    span: &tracing::Span,
+) -> Option<Stop> {
+    ctx.watch.start_revisiting();
+    tracing::info!(
+        "{} pair(s) parked: watching them until they settle",
+        parked.len()
+    );
+    let mut delays = saga::poll_delays(ctx.min_backoff);
+    while !parked.is_empty() {
+        let nap = saga::next_delay(&mut delays);
+        tokio::select! {
+            _ = tokio::time::sleep(nap) => {}
+            _ = ctx.stop.soft() => return Some(Stop::Outcome(RunOutcome::Interrupted)),
+        }
+        let mut still = Vec::new();
+        for (item, email) in parked {
+            let (run, stopped) = run_one(ctx, sp, item, &email).await;
+            let slot = ran.iter_mut().find(|(k, _)| *k == item.key);
+            let again = run.as_ref().is_some_and(|r| r.result == PairResult::Parked);
+            if let Some((_, entry)) = slot {
+                *entry = match (entry.take(), run) {
+                    (Some(mut before), Some(now)) => {
+                        before.steps.extend(now.steps);
+                        before.result = now.result;
+                        before.merge_sent |= now.merge_sent;
+                        Some(before)
+                    }
+                    (_, now) => now,
+                };
+            }
+            if stopped.is_some() {
+                return stopped;
+            }
+            if again {
+                still.push((item, email));
+            } else {
+                span.pb_inc(1);
+            }
+        }
+        parked = still;
+    }
+    None
 }
 
 /// A pair seen for the first time gets its record before the saga starts.
@@ -204,6 +264,10 @@ fn log_result(email: &str, r: &PairResult) {
         PairResult::Skipped(reason) => tracing::warn!(pair = %email, %reason, "skipped"),
         PairResult::Failed(error) => tracing::warn!(pair = %email, %error, "failed"),
         PairResult::Unconfirmed => tracing::warn!(pair = %email, "merge not confirmed yet"),
+        PairResult::RefPending => tracing::warn!(pair = %email, "merged; ref adoption pending"),
+        PairResult::Parked => {
+            tracing::info!(pair = %email, "merge not seen applied yet; coming back to it")
+        }
         PairResult::Interrupted => {
             tracing::info!(pair = %email, "interrupted; resumes on the next run")
         }

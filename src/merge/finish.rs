@@ -103,13 +103,21 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         )));
     }
     let s = &report.summary;
-    let bad = s.failed + s.skipped + s.unconfirmed;
+    let bad = s.failed + s.skipped + s.unconfirmed + s.ref_adoptions_pending;
     if bad > 0 {
         return Err(AppError::SomeFailed(format!(
-            "{} pair(s) failed, {} skipped, {} unconfirmed; see {}",
+            "{} pair(s) failed, {} skipped, {} unconfirmed{}; see {}",
             s.failed,
             s.skipped,
             s.unconfirmed,
+            if s.ref_adoptions_pending > 0 {
+                format!(
+                    ", {} with the ref adoption pending",
+                    s.ref_adoptions_pending
+                )
+            } else {
+                String::new()
+            },
             path.display()
         )));
     }

@@ -50,6 +50,9 @@ pub enum PairStatus {
     Failed,
     /// The merge was accepted but DevRev had not applied it within `--merge-timeout`.
     Unconfirmed,
+    /// Merged and reconciled, but the secondary's `user_` ref could not be moved to the
+    /// primary (DevRev refused to release it): the next run retries only that adoption.
+    RefAdoptionPending,
 }
 
 impl PairStatus {
@@ -67,6 +70,15 @@ pub struct MergeIntent {
     pub requested_at: DateTime<Utc>,
     /// `None` between the intent and the answer: a crash in that window leaves it `None`.
     pub outcome: Option<MergeOutcome>,
+    /// While the outcome is unknown: when the secondary was first seen plainly unmerged
+    /// (after the request, with no unclear look since). The watch spans runs: only a
+    /// secondary seen plainly unmerged from here for a whole `--merge-watch` window lets the
+    /// request count as not applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unmerged_since: Option<DateTime<Utc>>,
+    /// `unmerged_since` + the window: the earliest time a re-run can settle the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_until: Option<DateTime<Utc>>,
 }
 
 /// What became of a merge request.
@@ -82,8 +94,8 @@ pub enum MergeOutcome {
     /// The answer was lost (dropped connection, timeout, 500/502/504). Resolved by watching
     /// the secondary, never by asking again.
     Unknown { reason: String },
-    /// An unknown or missing outcome, resolved: the secondary was still unmerged a full
-    /// `--merge-timeout` after the request, so the request was not applied.
+    /// An unknown or missing outcome, resolved: the secondary was seen plainly unmerged for
+    /// a whole `--merge-watch` window after the request, so the request was not applied.
     NotApplied { checked_at: DateTime<Utc> },
 }
 
@@ -155,8 +167,26 @@ pub struct PairRecord {
     pub repairs: Repairs,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_ref_adopted: Option<String>,
+    /// Releasing the `user_` ref from the merged-away secondary that kept it (intent before
+    /// the write, outcome after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_release: Option<RefRelease>,
+    /// Why the ref is not adopted yet (with status `RefAdoptionPending`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ref_adoption_pending: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// One write that moves the `user_` ref off a merged-away secondary that kept it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefRelease {
+    pub requested_at: DateTime<Utc>,
+    /// The value the secondary's ref is set to (`<ref>-drop-<secondary DON>`, DevRev's own
+    /// form for a merged-away ref).
+    pub new_ref: String,
+    /// `None` between the intent and the answer; `Some(Ok)`/`Some(Err(reason))` after it.
+    pub outcome: Option<Result<(), String>>,
 }
 
 impl PairRecord {
@@ -179,6 +209,8 @@ impl PairRecord {
             merged: None,
             repairs: Repairs::default(),
             external_ref_adopted: None,
+            ref_release: None,
+            ref_adoption_pending: None,
             finished_at: None,
         }
     }
@@ -204,6 +236,19 @@ pub struct SavepointFile {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub pairs: BTreeMap<String, PairRecord>,
+    /// The org and base URL the journal's merges were made in, set by the first merge run
+    /// (absent in files written before it was recorded). A run with a token of another org,
+    /// or against another base URL, stops before any change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// Which DevRev a savepoint belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The org's id (DON) as `auth-tokens.info` names it.
+    pub org: String,
+    pub base_url: String,
 }
 
 impl SavepointFile {
@@ -215,6 +260,7 @@ impl SavepointFile {
             created_at: now,
             updated_at: now,
             pairs: BTreeMap::new(),
+            owner: None,
         }
     }
 }
@@ -232,6 +278,9 @@ pub struct JournalHeader {
     pub version: u32,
     pub tool_version: String,
     pub created_at: DateTime<Utc>,
+    /// Which DevRev the journal belongs to ([`SavepointFile::owner`]); set once, by a rewrite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// Every line after the header: one change, read back in order (the last line of a pair wins).
@@ -477,6 +526,8 @@ mod tests {
             outcome: Some(MergeOutcome::NotApplied {
                 checked_at: at("2026-01-02T03:02:00Z"),
             }),
+            unmerged_since: None,
+            watch_until: None,
         }];
         r.merge = Some(MergeIntent {
             attempt: 2,
@@ -484,6 +535,8 @@ mod tests {
             outcome: Some(MergeOutcome::Accepted {
                 at: at("2026-01-02T03:03:01Z"),
             }),
+            unmerged_since: None,
+            watch_until: None,
         });
         r.merged = Some(MergeConfirmation {
             at: at("2026-01-02T03:03:03Z"),
@@ -586,10 +639,23 @@ mod tests {
             version: VERSION,
             tool_version: "0.0.0".into(),
             created_at: at("2026-01-02T03:00:00Z"),
+            owner: None,
         };
         assert_eq!(
             serde_json::to_value(&header).unwrap(),
             json!({"version": 2, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
+        );
+        let owned = JournalHeader {
+            owner: Some(Owner {
+                org: "don:identity:dvrv-us-1:devo/1".into(),
+                base_url: "https://api.devrev.ai".into(),
+            }),
+            ..header
+        };
+        assert_eq!(
+            serde_json::to_value(&owned).unwrap(),
+            json!({"version": 2, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
+                   "owner": {"org": "don:identity:dvrv-us-1:devo/1", "base_url": "https://api.devrev.ai"}})
         );
         let owned: JournalLine = serde_json::from_value(line).unwrap();
         assert_eq!(owned, JournalLine::Pair(Box::new(full_record())));
@@ -642,6 +708,8 @@ mod tests {
             attempt: 1,
             requested_at: Utc::now(),
             outcome: None,
+            unmerged_since: None,
+            watch_until: None,
         });
         assert!(r.merge_in_flight(), "intent without outcome");
         r.merge.as_mut().unwrap().outcome = Some(MergeOutcome::NotSent {

@@ -7,6 +7,7 @@
 //! `saga.rs`, journaled in the format of `journal.rs` by `savepoint.rs`) → finish: report and
 //! exit status (`finish.rs`, `report.rs`).
 
+pub mod evidence;
 mod execute;
 mod finish;
 pub mod journal;
@@ -15,6 +16,7 @@ pub mod saga;
 pub mod savepoint;
 pub mod schedule;
 mod turn;
+pub mod watching;
 
 use std::io::{BufRead, IsTerminal};
 use std::path::Path;
@@ -128,19 +130,26 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         );
     }
     let info = client.auth_tokens_info().await?;
+    let owner = check_owner(&sp, &info.organization.id, cfg.base_url.as_str())?;
     if !sched.work.is_empty() {
         confirm(cfg, &info.organization, &sched.work, &sp)?;
+        if let Some(owner) = owner {
+            sp.set_owner(owner)?;
+        }
     }
 
     // ---- execute ----------------------------------------------------------------------------
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
+    let watch = watching::WatchState::default();
     let ctx = SagaCtx {
         client: &client,
         scope: cfg.backup_scope,
         backup_root: &cfg.backup_dir,
         run_id: &run_id,
         merge_timeout: cfg.merge_timeout,
+        merge_watch: cfg.merge_watch,
+        watch: &watch,
         min_backoff: cfg.min_backoff,
         stop: &stop,
     };
@@ -165,6 +174,35 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         entries,
     };
     finish::finish(f, done.outcome, done.fatal.take())
+}
+
+/// A savepoint belongs to one org at one base URL: resuming it elsewhere would match its
+/// records against contacts that are not the ones it journaled. Checked before any call
+/// that changes anything. `Some`: the journal has no owner yet (new, or from an older build)
+/// and gets this one once the run is confirmed.
+fn check_owner(
+    sp: &Savepoint,
+    org: &str,
+    base_url: &str,
+) -> Result<Option<journal::Owner>, AppError> {
+    let here = journal::Owner {
+        org: org.to_string(),
+        base_url: base_url.trim_end_matches('/').to_string(),
+    };
+    match &sp.file().owner {
+        Some(o) if *o == here => Ok(None),
+        Some(o) => Err(AppError::Config(format!(
+            "the savepoint {} belongs to org {} at {}, but this run's token is for org {} at {}. \
+             Use the token and --base-url (DEVREV_BASE_URL) of that org to resume it, or another \
+             --savepoint for this org. Nothing was changed.",
+            sp.path().display(),
+            o.org,
+            o.base_url,
+            here.org,
+            here.base_url
+        ))),
+        None => Ok(Some(here)),
+    }
 }
 
 /// Shows what is about to happen and asks. `--yes` skips the question; without a terminal

@@ -95,6 +95,16 @@ pub struct PairEntry {
     pub merge_requests: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub merged_sign: Option<MergedSign>,
+    /// The merge answer was lost and the merge has not shown yet: its outcome is unknown.
+    /// It is never sent again before the secondary was seen unmerged for `--merge-watch`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_unknown: bool,
+    /// Merged, but the secondary's `user_` ref is not on the primary yet (why).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_adoption_pending: Option<String>,
+    /// When a re-run can settle an unknown outcome (`None`: as soon as it looks again).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerun_after: Option<DateTime<Utc>>,
 }
 
 impl PairEntry {
@@ -106,6 +116,7 @@ impl PairEntry {
             PairStatus::Skipped => EntryStatus::Skipped,
             PairStatus::Failed => EntryStatus::Failed,
             PairStatus::Unconfirmed => EntryStatus::Unconfirmed,
+            PairStatus::RefAdoptionPending => EntryStatus::Merged,
             PairStatus::InProgress => EntryStatus::Interrupted,
         };
         PairEntry {
@@ -130,6 +141,13 @@ impl PairEntry {
             merge_requested_at: rec.merge.as_ref().map(|m| m.requested_at),
             merge_requests: rec.merge.as_ref().map_or(0, |m| m.attempt),
             merged_sign: rec.merged.as_ref().map(|m| m.sign.clone()),
+            outcome_unknown: outcome_unknown(rec),
+            ref_adoption_pending: rec.ref_adoption_pending.clone(),
+            rerun_after: rec
+                .merge
+                .as_ref()
+                .filter(|_| outcome_unknown(rec))
+                .and_then(|m| m.watch_until),
         }
     }
 
@@ -146,7 +164,8 @@ impl PairEntry {
                     PairResult::AlreadyMerged => EntryStatus::AlreadyMerged,
                     PairResult::Skipped(_) => EntryStatus::Skipped,
                     PairResult::Failed(_) => EntryStatus::Failed,
-                    PairResult::Unconfirmed => EntryStatus::Unconfirmed,
+                    PairResult::Unconfirmed | PairResult::Parked => EntryStatus::Unconfirmed,
+                    PairResult::RefPending => EntryStatus::Merged,
                     PairResult::Interrupted => EntryStatus::Interrupted,
                 };
             }
@@ -179,8 +198,22 @@ impl PairEntry {
             merge_requested_at: None,
             merge_requests: 0,
             merged_sign: None,
+            outcome_unknown: false,
+            ref_adoption_pending: None,
+            rerun_after: None,
         }
     }
+}
+
+/// A merge was requested, its answer lost (or never recorded), and it has not shown yet.
+fn outcome_unknown(rec: &PairRecord) -> bool {
+    rec.merged.is_none()
+        && rec.merge.as_ref().is_some_and(|m| {
+            matches!(
+                m.outcome,
+                None | Some(super::journal::MergeOutcome::Unknown { .. })
+            )
+        })
 }
 
 /// The run's settings, without the token.
@@ -215,6 +248,13 @@ pub struct Summary {
     pub skipped_by_reason: BTreeMap<String, usize>,
     pub failed: usize,
     pub unconfirmed: usize,
+    /// Of `unconfirmed`: merges whose answer was lost and whose outcome is still unknown.
+    pub outcome_unknown: usize,
+    /// The latest `rerun_after` of those: a re-run after it settles every one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerun_after: Option<DateTime<Utc>>,
+    /// Of `merged`: pairs whose `user_` ref adoption is pending (re-run to retry it).
+    pub ref_adoptions_pending: usize,
     pub interrupted: usize,
     pub not_started: usize,
     /// Savepoint records of pairs that left the CSV before their merge (left alone).
@@ -344,7 +384,13 @@ impl Summary {
                     *s.skipped_by_reason.entry(code.to_string()).or_default() += 1;
                 }
                 EntryStatus::Failed => s.failed += 1,
-                EntryStatus::Unconfirmed => s.unconfirmed += 1,
+                EntryStatus::Unconfirmed => {
+                    s.unconfirmed += 1;
+                    if e.outcome_unknown {
+                        s.outcome_unknown += 1;
+                        s.rerun_after = s.rerun_after.max(e.rerun_after);
+                    }
+                }
                 EntryStatus::Interrupted => s.interrupted += 1,
                 EntryStatus::NotStarted => s.not_started += 1,
                 EntryStatus::LeftCsv => s.left_csv += 1,
@@ -354,6 +400,7 @@ impl Summary {
             s.conversations_repaired += e.conversations_repaired;
             s.display_names_restored += usize::from(e.display_name_restored);
             s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
+            s.ref_adoptions_pending += usize::from(e.ref_adoption_pending.is_some());
         }
         s
     }
@@ -489,10 +536,24 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
         out.push_str(&format!("    {reason}: {n}\n"));
     }
     out.push_str(&format!("  failed:          {}\n", s.failed));
-    if s.unconfirmed > 0 {
+    if s.unconfirmed > s.outcome_unknown {
         out.push_str(&format!(
             "  unconfirmed:     {} (re-run to keep watching)\n",
-            s.unconfirmed
+            s.unconfirmed - s.outcome_unknown
+        ));
+    }
+    if s.ref_adoptions_pending > 0 {
+        out.push_str(&format!(
+            "  ref adoption pending: {} (merged, but DevRev would not free the user_ ref; a login with it may create the duplicate again: re-run to retry, or move the ref by hand)\n",
+            s.ref_adoptions_pending
+        ));
+    }
+    if s.outcome_unknown > 0 {
+        out.push_str(&format!(
+            "  outcome unknown: {} (merge answer lost; watched, never sent again; re-run after {})\n",
+            s.outcome_unknown,
+            s.rerun_after
+                .map_or_else(|| "a while".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
         ));
     }
     if s.interrupted + s.not_started > 0 {

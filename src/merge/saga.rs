@@ -41,11 +41,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::StopSignal;
+use super::evidence::{self, Evidence};
 use super::journal::{
     MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairError, PairRecord, PairStatus,
-    SkipReason, Step,
+    RefRelease, SkipReason, Step,
 };
 use super::savepoint::Savepoint;
+use super::watching::WatchState;
 use crate::backup::{self, BackupError, BackupInput};
 use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
@@ -80,6 +82,10 @@ pub enum StepOutcome {
     },
     /// AwaitMerge ran out of `--merge-timeout`.
     Unconfirmed,
+    /// Not applied yet after this visit's looks: the run comes back to the pair later.
+    Parked,
+    /// Merged and reconciled, but the `user_` ref could not be adopted yet.
+    RefPending,
     /// Ctrl-C arrived during a wait; the step resumes on the next run.
     Interrupted,
 }
@@ -104,6 +110,10 @@ pub enum PairResult {
     Skipped(SkipReason),
     Failed(PairError),
     Unconfirmed,
+    /// Waiting for a merge to show; the run revisits it after the other pairs.
+    Parked,
+    /// Merged; the ref adoption is pending (retried by the next run).
+    RefPending,
     /// Stopped by Ctrl-C between steps or during a wait; resumes on the next run.
     Interrupted,
 }
@@ -125,6 +135,11 @@ pub struct SagaCtx<'a> {
     pub backup_root: &'a Path,
     pub run_id: &'a str,
     pub merge_timeout: Duration,
+    /// `--merge-watch`: how long a secondary must be seen plainly unmerged after a lost merge
+    /// answer before the merge may be sent again.
+    pub merge_watch: Duration,
+    /// What the run has learned about apply delays, and which pairs it is watching.
+    pub watch: &'a WatchState,
     /// First delay of every poll/backoff loop (`DEVREV_MERGE_MIN_BACKOFF_MS`).
     pub min_backoff: Duration,
     pub stop: &'a StopSignal,
@@ -157,30 +172,7 @@ fn phase_failed<T>(step: Step, message: String) -> Phase<T> {
 /// API failures that will hit every following pair too, so the run stops (and resumes later)
 /// instead of failing pair after pair.
 pub fn is_fatal(e: &ApiError) -> bool {
-    matches!(e, ApiError::Unreachable { .. } | ApiError::Cancelled)
-        || matches!(e.status(), Some(401 | 403 | 429))
-}
-
-/// The secondary as seen after a merge request: which sign (if any) says it was merged.
-pub fn merged_sign(secondary: &RevUser) -> Option<MergedSign> {
-    if let Some(pi) = secondary
-        .primary_identity
-        .as_ref()
-        .filter(|p| !p.id.is_empty())
-    {
-        return Some(MergedSign::PrimaryIdentity { id: pi.id.clone() });
-    }
-    if !secondary.is_active() {
-        return Some(MergedSign::NotActive {
-            state: secondary.state.clone().unwrap_or_default(),
-        });
-    }
-    match secondary.external_ref.as_deref() {
-        Some(r) if r.contains("-drop-") => Some(MergedSign::DropRef {
-            external_ref: r.to_string(),
-        }),
-        _ => None,
-    }
+    e.scope() == crate::devrev::Scope::Run
 }
 
 /// `current` with every merged secondary replaced by its primary (`merged`: secondary →
@@ -211,6 +203,16 @@ pub fn replace_members(
     out
 }
 
+/// A write of `reported_by` / `members` succeeded: both are sets, so DevRev may answer the
+/// ids in another order, and may add members of its own. Every id written must be there, and
+/// none of those the write removed (`before` minus `want`: the merged secondaries) may be.
+fn same_set(answer: &[String], want: &[String], before: &[String]) -> bool {
+    want.iter().all(|w| answer.contains(w))
+        && !before
+            .iter()
+            .any(|b| !want.contains(b) && answer.contains(b))
+}
+
 fn ids(users: &[UserSummary]) -> Vec<String> {
     users.iter().map(|u| u.id.clone()).collect()
 }
@@ -229,7 +231,7 @@ const MAX_POLL_DELAY: Duration = Duration::from_secs(10);
 /// Delays of a poll or retry loop (AwaitMerge, resolving a lost merge answer, the 409s of
 /// AdoptExternalRef): `min` (at least 5 ms), doubling, capped at [`MAX_POLL_DELAY`], without
 /// jitter and without end: each loop stops at its own `--merge-timeout` deadline.
-fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
+pub(super) fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(min.max(Duration::from_millis(5)))
         .with_max_delay(MAX_POLL_DELAY)
@@ -239,7 +241,7 @@ fn poll_delays(min: Duration) -> impl Iterator<Item = Duration> {
 }
 
 /// The next delay of an endless [`poll_delays`] sequence.
-fn next_delay(delays: &mut impl Iterator<Item = Duration>) -> Duration {
+pub(super) fn next_delay(delays: &mut impl Iterator<Item = Duration>) -> Duration {
     delays.next().unwrap_or(MAX_POLL_DELAY)
 }
 
@@ -379,7 +381,7 @@ impl Saga<'_, '_> {
             let (outcome, detail) = match step {
                 Step::Validate => self.validate().await?,
                 Step::Backup => self.backup().await?,
-                Step::VerifyBackup => self.verify_backup()?,
+                Step::VerifyBackup => self.verify_backup().await?,
                 Step::RequestMerge => self.request_merge().await?,
                 Step::AwaitMerge => self.await_merge().await?,
                 Step::Reconcile => self.reconcile().await?,
@@ -426,6 +428,11 @@ impl Saga<'_, '_> {
                 StepOutcome::Unconfirmed => {
                     self.save(|r| r.status = PairStatus::Unconfirmed)?;
                     return Ok(PairResult::Unconfirmed);
+                }
+                StepOutcome::Parked => return Ok(PairResult::Parked),
+                StepOutcome::RefPending => {
+                    self.save(|r| r.status = PairStatus::RefAdoptionPending)?;
+                    return Ok(PairResult::RefPending);
                 }
                 StepOutcome::Interrupted => return Ok(PairResult::Interrupted),
             }
@@ -478,6 +485,21 @@ impl Saga<'_, '_> {
                 secondary,
                 ..
             }) => {
+                // A merge this tool requested earlier that DevRev applied late: it still
+                // needs its follow-up steps (Reconcile, AdoptExternalRef).
+                if let Some(sign) = self.merged_late(secondary.as_ref()) {
+                    let detail = format!(
+                        "an earlier merge request was applied late ({sign}); resuming at Reconcile"
+                    );
+                    tracing::info!(pair = %pair.email, "{detail}");
+                    self.complete(Step::AwaitMerge, |r| {
+                        r.merged = Some(MergeConfirmation {
+                            at: Utc::now(),
+                            sign,
+                        });
+                    })?;
+                    return Ok((StepOutcome::Completed, Some(detail)));
+                }
                 let detail = problems
                     .iter()
                     .map(ToString::to_string)
@@ -502,6 +524,23 @@ impl Saga<'_, '_> {
         self.live = Some((primary, secondary));
         self.validated = true;
         Ok((StepOutcome::Completed, None))
+    }
+
+    /// Validate's look at the secondary, by the one evidence rule, when the journal shows a
+    /// merge request of this tool for the pair: `None` when it does not show that merge.
+    /// `secondary` is `None` when DevRev answered 404 `not_found` for it.
+    fn merged_late(&self, secondary: Option<&RevUser>) -> Option<MergedSign> {
+        let rec = self.rec();
+        if rec.merge.is_none() && rec.earlier_merges.is_empty() {
+            return None;
+        }
+        match secondary {
+            None => Some(MergedSign::NotFound),
+            Some(s) => match evidence::of_user(s, &rec.primary, true) {
+                Evidence::Merged(sign) => Some(sign),
+                _ => None,
+            },
+        }
     }
 
     // ---- Backup ---------------------------------------------------------------------------
@@ -535,6 +574,7 @@ impl Saga<'_, '_> {
                     summary.dir.display()
                 );
                 self.complete(Step::Backup, |r| r.backup = Some(summary))?;
+                self.ctx.watch.note_backup(&self.key);
                 // A backup verified by `take` itself still gets VerifyBackup: re-reading from
                 // disk is the check that counts.
                 self.verified = false;
@@ -555,7 +595,7 @@ impl Saga<'_, '_> {
 
     // ---- VerifyBackup ---------------------------------------------------------------------
 
-    fn verify_backup(&mut self) -> StepResult {
+    async fn verify_backup(&mut self) -> StepResult {
         let Some(summary) = self.rec().backup.clone() else {
             return Ok((
                 StepOutcome::Failed {
@@ -578,12 +618,76 @@ impl Saga<'_, '_> {
                 None,
             ));
         }
+        // A backup taken by an earlier process may be stale by now: what it would restore
+        // must still be what DevRev holds when the merge is sent.
+        if !self.ctx.watch.backed_up_in_run(&self.key) {
+            match self.backup_is_current(&summary.dir).await? {
+                Err(outcome) => return Ok((outcome, None)),
+                Ok(None) => {}
+                Ok(Some(change)) => {
+                    tracing::info!(pair = %self.rec().email, %change, "backup is stale; taking a new one");
+                    self.save(|r| r.backup = None)?;
+                    return Ok((
+                        StepOutcome::Completed,
+                        Some(format!(
+                            "backup from an earlier run is stale ({change}); taking a new one"
+                        )),
+                    ));
+                }
+            }
+        }
         self.complete(Step::VerifyBackup, |_| {})?;
         self.verified = true;
         Ok((
             StepOutcome::Completed,
             Some(summary.dir.display().to_string()),
         ))
+    }
+
+    /// Compares which tickets and conversations name the secondary in the backup with
+    /// DevRev's current lists. `Some(what)`: something changed.
+    async fn backup_is_current(&self, dir: &Path) -> Phase<Option<String>> {
+        let step = Step::VerifyBackup;
+        let (tickets, convs) = match load_backup(dir) {
+            Ok(v) => v,
+            Err(e) => return phase_failed(step, e),
+        };
+        let (primary, secondary) = (self.primary(), self.secondary());
+        let client = self.ctx.client;
+        let live_t = match validate::tickets_of_both::<Work>(client, &primary, &secondary).await {
+            Ok(v) => v,
+            Err(e) => return phase_api_failure(step, &e),
+        };
+        let live_c =
+            match validate::conversations_of_both::<Conversation>(client, &primary, &secondary)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => return phase_api_failure(step, &e),
+            };
+        // Which tickets and conversations name the secondary: what the merge moves and
+        // Reconcile repairs. (Other reporters may change as other pairs merge; that does
+        // not make this pair's backup stale.)
+        let naming = |users: &[UserSummary]| users.iter().any(|u| u.id == secondary);
+        let t_of = |v: &[Work]| -> BTreeSet<String> {
+            v.iter()
+                .filter(|w| naming(&w.reported_by))
+                .map(|w| w.id.clone())
+                .collect()
+        };
+        let c_of = |v: &[Conversation]| -> BTreeSet<String> {
+            v.iter()
+                .filter(|c| naming(&c.members))
+                .map(|c| c.id.clone())
+                .collect()
+        };
+        if t_of(&tickets) != t_of(&live_t) {
+            return Ok(Ok(Some("the secondary's tickets changed".into())));
+        }
+        if c_of(&convs) != c_of(&live_c) {
+            return Ok(Ok(Some("the secondary's conversations changed".into())));
+        }
+        Ok(Ok(None))
     }
 
     // ---- RequestMerge ---------------------------------------------------------------------
@@ -610,9 +714,12 @@ impl Saga<'_, '_> {
                 attempt,
                 requested_at,
                 outcome: None,
+                unmerged_since: None,
+                watch_until: None,
             });
         })?;
         self.merge_sent = true;
+        self.ctx.watch.restart(&self.key);
         // 2. The request, exactly once (the client never repeats a `Write` whose answer may
         //    have followed the work).
         let res = self.ctx.client.rev_users_merge(&primary, &secondary).await;
@@ -664,99 +771,63 @@ impl Saga<'_, '_> {
     }
 
     /// Settles an intent with no known outcome by watching the secondary (see the module
-    /// docs): merged → continue with Reconcile; unmerged for a full `--merge-timeout` after
-    /// the request → `NotApplied`, and the pre-merge steps run again.
-    async fn resolve_intent(&mut self, m: MergeIntent) -> StepResult {
-        let timeout =
-            chrono::Duration::from_std(self.ctx.merge_timeout).unwrap_or(chrono::TimeDelta::MAX);
-        let deadline = m
-            .requested_at
-            .checked_add_signed(timeout)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let mut delays = poll_delays(self.ctx.min_backoff);
-        loop {
-            match self.observe().await {
-                Ok(Some(sign)) => {
-                    let detail = format!("resolved attempt {}: merged ({sign})", m.attempt);
-                    self.save(|r| {
-                        r.merged = Some(MergeConfirmation {
-                            at: Utc::now(),
-                            sign,
-                        });
-                        r.last_step = Some(Step::AwaitMerge);
-                    })?;
-                    return Ok((StepOutcome::Completed, Some(detail)));
-                }
-                // Only an observation taken after the deadline proves the merge did not happen.
-                Ok(None) if Utc::now() >= deadline => {
-                    let detail = format!(
-                        "resolved attempt {}: not applied {} s after the request; it will be sent again",
-                        m.attempt,
-                        self.ctx.merge_timeout.as_secs_f64()
-                    );
-                    tracing::warn!(pair = %self.rec().email, "{detail}");
-                    self.save(|r| {
-                        if let Some(cur) = r.merge.as_mut() {
-                            cur.outcome = Some(MergeOutcome::NotApplied {
-                                checked_at: Utc::now(),
-                            });
-                        }
-                    })?;
-                    // Re-check the contacts before asking again.
-                    self.validated = false;
-                    return Ok((StepOutcome::Completed, Some(detail)));
-                }
-                Ok(None) => {}
-                Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the secondary; will look again")
-                }
-            }
-            let left = (deadline - Utc::now()).to_std().unwrap_or_default();
-            let d = next_delay(&mut delays).min(left.max(Duration::from_millis(5)));
-            if self.nap(d).await {
-                return Ok((StepOutcome::Interrupted, None));
-            }
-        }
-    }
-
-    /// Is the secondary merged? `Ok(None)`: plainly not (yet).
-    async fn observe(&self) -> Result<Option<MergedSign>, ApiError> {
-        match self.ctx.client.rev_users_get(&self.secondary()).await {
-            Ok(u) => Ok(merged_sign(&u)),
-            Err(e) if e.is_not_found() => Ok(Some(MergedSign::NotFound)),
-            Err(e) if e.status() == Some(301) => Ok(Some(MergedSign::Moved)),
-            Err(e) => Err(e),
-        }
+    /// docs): merged → continue with Reconcile; plainly unmerged for a whole `--merge-watch`
+    /// window → `NotApplied`, and the pre-merge steps run again; otherwise parked (or, once
+    /// the run's wait is over, left with its outcome unknown until a later run).
+    async fn resolve_intent(&mut self, _m: MergeIntent) -> StepResult {
+        self.watch(true).await
     }
 
     // ---- AwaitMerge -----------------------------------------------------------------------
 
     async fn await_merge(&mut self) -> StepResult {
-        let deadline = Instant::now() + self.ctx.merge_timeout;
+        self.watch(false).await
+    }
+
+    /// Looks at the secondary after this tool requested its merge until it shows merged
+    /// (exact evidence only), this visit's look budget is spent (parked: the run comes back
+    /// to it), or this run's `--merge-timeout` for the pair is over. `lost`: the request's
+    /// answer was lost, so plainly-unmerged looks are counted towards `--merge-watch`.
+    async fn watch(&mut self, lost: bool) -> StepResult {
+        let w = self.ctx.watch;
+        let mut deadline = w.started(&self.key) + self.ctx.merge_timeout;
+        let initial = self.ctx.min_backoff * 2;
+        let cap = self.ctx.merge_timeout / 2;
+        let budget = if w.revisiting() {
+            Duration::ZERO
+        } else {
+            w.pass_budget(initial, cap)
+        };
+        let budget_end = (Instant::now() + budget).min(deadline);
         let mut delays = poll_delays(self.ctx.min_backoff);
-        let mut last_error: Option<ApiError>;
-        // DevRev never applies a merge within its own answer, so a look right away would be
-        // a wasted call: wait one backoff first.
-        if self
-            .nap(next_delay(&mut delays).min(self.ctx.merge_timeout))
-            .await
-        {
-            return Ok((StepOutcome::Interrupted, None));
+        let mut last_error: Option<ApiError> = None;
+        // DevRev never applies a merge within its own answer: a look right after the request
+        // would be a wasted call. Wait until it usually has applied one in this run.
+        if self.merge_sent && !w.revisiting() {
+            let first = w.first_look(initial, cap);
+            if self.nap(first).await {
+                return Ok((StepOutcome::Interrupted, None));
+            }
         }
         loop {
             match self.observe().await {
-                Ok(Some(sign)) => {
-                    let detail = sign.to_string();
-                    self.complete(Step::AwaitMerge, |r| {
-                        r.merged = Some(MergeConfirmation {
-                            at: Utc::now(),
-                            sign,
-                        });
-                    })?;
-                    return Ok((StepOutcome::Completed, Some(detail)));
+                Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
+                Ok(Evidence::Unmerged) => {
+                    last_error = None;
+                    if lost && let Some(done) = self.unmerged_look()? {
+                        return Ok(done);
+                    }
                 }
-                Ok(None) => last_error = None,
+                Ok(Evidence::Unclear(why)) => {
+                    tracing::warn!(pair = %self.rec().email, "{why}; looking again");
+                    if lost {
+                        self.save(|r| {
+                            if let Some(m) = r.merge.as_mut() {
+                                m.unmerged_since = None;
+                            }
+                        })?;
+                    }
+                }
                 Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the secondary; will look again");
@@ -764,21 +835,132 @@ impl Saga<'_, '_> {
                 }
             }
             let now = Instant::now();
-            if now >= deadline {
-                if let Some(e) = last_error {
-                    return Self::api_failure(Step::AwaitMerge, &e);
-                }
-                let detail = format!(
-                    "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
-                    self.ctx.merge_timeout.as_secs_f64()
-                );
-                tracing::warn!(pair = %self.rec().email, "{detail}");
-                return Ok((StepOutcome::Unconfirmed, Some(detail)));
+            if lost {
+                deadline = deadline.max(self.window_end(now));
             }
-            if self.nap(next_delay(&mut delays).min(deadline - now)).await {
+            if now >= deadline {
+                return self.watch_over(lost, last_error);
+            }
+            if now >= budget_end {
+                return Ok((
+                    StepOutcome::Parked,
+                    Some("not applied yet; parked, the run comes back to it".into()),
+                ));
+            }
+            if self
+                .nap(next_delay(&mut delays).min(budget_end - now))
+                .await
+            {
                 return Ok((StepOutcome::Interrupted, None));
             }
         }
+    }
+
+    /// When a `--merge-watch` window shorter than `--merge-timeout` (a setting, or tests)
+    /// that has started will be complete: the run waits for it rather than leave the
+    /// outcome unknown. `now` when there is no such window.
+    fn window_end(&self, now: Instant) -> Instant {
+        let since = self.rec().merge.as_ref().and_then(|m| m.unmerged_since);
+        match since {
+            Some(since) if self.ctx.merge_watch <= self.ctx.merge_timeout => {
+                let end =
+                    since + chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or_default();
+                now + (end - Utc::now()).to_std().unwrap_or_default()
+            }
+            _ => now,
+        }
+    }
+
+    /// The merge shows: journal it and go on with Reconcile.
+    fn seen_merged(&mut self, sign: MergedSign, lost: bool) -> StepResult {
+        let detail = match self.rec().merge.as_ref() {
+            Some(m) if lost => format!("resolved attempt {}: merged ({sign})", m.attempt),
+            _ => sign.to_string(),
+        };
+        if self.merge_sent
+            && let Some(m) = &self.rec().merge
+            && let Ok(d) = (Utc::now() - m.requested_at).to_std()
+        {
+            self.ctx.watch.note_applied(d);
+        }
+        self.complete(Step::AwaitMerge, |r| {
+            r.merged = Some(MergeConfirmation {
+                at: Utc::now(),
+                sign,
+            });
+        })?;
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// A plainly unmerged look at a pair whose merge answer was lost: starts or continues its
+    /// `--merge-watch` window (journaled, so it spans runs); once the window is whole the
+    /// request counts as not applied and the pre-merge steps run again.
+    fn unmerged_look(&mut self) -> Result<Option<(StepOutcome, Option<String>)>, AppError> {
+        let now = Utc::now();
+        let window =
+            chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or(chrono::TimeDelta::MAX);
+        let since = self.save(|r| {
+            let m = r.merge.as_mut()?;
+            let since = *m.unmerged_since.get_or_insert(now);
+            m.watch_until = since.checked_add_signed(window);
+            Some(since)
+        })?;
+        let Some(since) = since else { return Ok(None) };
+        if now - since < window {
+            return Ok(None);
+        }
+        let attempt = self.rec().merge.as_ref().map_or(1, |m| m.attempt);
+        let detail = format!(
+            "resolved attempt {attempt}: seen plainly unmerged for the whole {} s watch window; it will be sent again",
+            self.ctx.merge_watch.as_secs_f64()
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        self.save(|r| {
+            if let Some(cur) = r.merge.as_mut() {
+                cur.outcome = Some(MergeOutcome::NotApplied { checked_at: now });
+            }
+        })?;
+        // Re-check the contacts (and the backup's freshness) before asking again.
+        self.validated = false;
+        self.verified = false;
+        Ok(Some((StepOutcome::Completed, Some(detail))))
+    }
+
+    /// This run's wait for the pair is over without an answer either way.
+    fn watch_over(&mut self, lost: bool, last_error: Option<ApiError>) -> StepResult {
+        if lost {
+            let after = self
+                .rec()
+                .merge
+                .as_ref()
+                .and_then(|m| m.watch_until)
+                .map_or_else(
+                    || "its watch window is complete".to_string(),
+                    |t| t.to_rfc3339(),
+                );
+            let detail = format!(
+                "outcome unknown: the merge answer was lost and DevRev has not shown it applied; it is never sent again before the secondary was seen unmerged for {} s. Re-run after {after}",
+                self.ctx.merge_watch.as_secs()
+            );
+            tracing::warn!(pair = %self.rec().email, "{detail}");
+            return Ok((StepOutcome::Unconfirmed, Some(detail)));
+        }
+        if let Some(e) = last_error {
+            return Self::api_failure(Step::AwaitMerge, &e);
+        }
+        let detail = format!(
+            "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
+            self.ctx.merge_timeout.as_secs_f64()
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        Ok((StepOutcome::Unconfirmed, Some(detail)))
+    }
+
+    /// One look at the secondary after this tool requested its merge, judged by the one
+    /// rule of [`evidence`].
+    async fn observe(&self) -> Result<Evidence, ApiError> {
+        let answer = self.ctx.client.rev_users_get(&self.secondary()).await;
+        evidence::of_answer(answer, &self.primary(), true)
     }
 
     // ---- Reconcile ------------------------------------------------------------------------
@@ -905,7 +1087,7 @@ impl Saga<'_, '_> {
                 continue;
             }
             match client.works_set_reported_by(&id, &want).await {
-                Ok(w) if ids(&w.reported_by) == want => {}
+                Ok(w) if same_set(&ids(&w.reported_by), &want, &now) => {}
                 Ok(w) => {
                     return phase_failed(
                         step,
@@ -972,7 +1154,7 @@ impl Saga<'_, '_> {
                 continue;
             }
             match client.conversations_set_members(&current.id, &want).await {
-                Ok(updated) if ids(&updated.members) == want => {}
+                Ok(updated) if same_set(&ids(&updated.members), &want, &now) => {}
                 Ok(updated) => {
                     return phase_failed(
                         step,
@@ -1044,10 +1226,17 @@ impl Saga<'_, '_> {
                 return Ok((StepOutcome::Completed, Some(detail)));
             }
         };
-        // DevRev keeps the merged secondary's ref unique for a while; 409 until it is freed.
-        let deadline = Instant::now() + self.ctx.merge_timeout;
+        // DevRev keeps the merged secondary's ref unique for a while (409 until it frees it).
+        // Wait a few seconds for that; a secondary that keeps it is then released by hand.
+        let wait = self
+            .ctx
+            .watch
+            .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout);
+        let t0 = Instant::now();
+        let mut deadline = t0 + wait;
         let mut delays = poll_delays(self.ctx.min_backoff);
         let mut conflicts = 0u32;
+        let mut released = false;
         loop {
             match self
                 .ctx
@@ -1057,31 +1246,35 @@ impl Saga<'_, '_> {
             {
                 Ok(u) if u.external_ref.as_deref() == Some(target.as_str()) => break,
                 Ok(u) => {
-                    return Ok((
-                        StepOutcome::Failed {
-                            error: PairError::new(
-                                step,
-                                format!(
-                                    "external_ref is {:?} after setting {target:?}",
-                                    u.external_ref
-                                ),
-                            ),
-                        },
-                        None,
-                    ));
+                    let error = PairError::new(
+                        step,
+                        format!(
+                            "external_ref is {:?} after setting {target:?}",
+                            u.external_ref
+                        ),
+                    );
+                    return Ok((StepOutcome::Failed { error }, None));
                 }
                 Err(e) if e.is_conflict() => {
                     conflicts += 1;
                     let now = Instant::now();
+                    if now >= deadline && !released {
+                        match self.release_ref(&target).await? {
+                            Ok(()) => {
+                                // DevRev may take a moment to free a released ref: wait for
+                                // it up to --merge-timeout.
+                                released = true;
+                                deadline = (t0 + self.ctx.merge_timeout).max(Instant::now() + wait);
+                                continue;
+                            }
+                            Err(why) => return self.adoption_pending(&target, why),
+                        }
+                    }
                     if now >= deadline {
-                        let mut err = PairError::api(step, &e);
-                        err.message = format!(
-                            "{target} was still taken {} s after the merge ({conflicts} conflict answers); \
-                             re-run to try again: {}",
-                            self.ctx.merge_timeout.as_secs_f64(),
-                            err.message
+                        let why = format!(
+                            "{target} is still taken after it was released from the secondary ({conflicts} conflict answers)"
                         );
-                        return Ok((StepOutcome::Failed { error: err }, None));
+                        return self.adoption_pending(&target, why);
                     }
                     tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
                     if self.nap(next_delay(&mut delays).min(deadline - now)).await {
@@ -1092,8 +1285,74 @@ impl Saga<'_, '_> {
             }
         }
         let detail = format!("{target} (after {conflicts} conflict answer(s))");
-        self.complete(step, |r| r.external_ref_adopted = Some(target))?;
+        self.complete(step, |r| {
+            r.external_ref_adopted = Some(target);
+            r.ref_adoption_pending = None;
+        })?;
         Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// Moves the ref off the merged-away secondary when it still holds it (journaled intent
+    /// and outcome, like every write). `Ok(Err(why))`: it cannot be released now.
+    async fn release_ref(&mut self, target: &str) -> Result<Result<(), String>, AppError> {
+        let secondary = self.secondary();
+        let client = self.ctx.client;
+        let holder = match client.rev_users_get(&secondary).await {
+            Ok(u) => u,
+            Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(AppError::Api(e)),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot read the secondary to release {target}: {e}"
+                )));
+            }
+        };
+        if holder.external_ref.as_deref().map(str::trim) != Some(target) {
+            return Ok(Err(format!(
+                "{target} is taken, but not by the merged-away secondary (its ref is {:?})",
+                holder.external_ref
+            )));
+        }
+        let new_ref = format!("{target}-drop-{secondary}");
+        let release = RefRelease {
+            requested_at: Utc::now(),
+            new_ref: new_ref.clone(),
+            outcome: None,
+        };
+        self.save(|r| r.ref_release = Some(release))?;
+        let res = client
+            .rev_users_update(&secondary, json!({ "external_ref": new_ref }))
+            .await;
+        let outcome = match &res {
+            Ok(u) if u.external_ref.as_deref() == Some(new_ref.as_str()) => Ok(()),
+            Ok(u) => Err(format!(
+                "the secondary's ref is {:?} after the release",
+                u.external_ref
+            )),
+            Err(e) if e.scope() == crate::devrev::Scope::Run => {
+                return Err(AppError::Api(e.clone()));
+            }
+            Err(e) => Err(format!(
+                "DevRev refused to release {target} from the secondary: {e}"
+            )),
+        };
+        self.save(|r| {
+            if let Some(rel) = r.ref_release.as_mut() {
+                rel.outcome = Some(outcome.clone());
+            }
+        })?;
+        tracing::info!(pair = %self.rec().email, %target, ?outcome, "released the ref from the merged-away secondary");
+        Ok(outcome)
+    }
+
+    /// The pair is merged and reconciled but its ref is not adopted: recorded, reported with
+    /// what to do, and retried alone by the next run.
+    fn adoption_pending(&mut self, target: &str, why: String) -> StepResult {
+        let detail = format!(
+            "ref adoption pending: {why}. Until {target} is on the primary, a login with it may create the duplicate again; re-run to retry only this step, or move the ref by hand"
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        self.save(|r| r.ref_adoption_pending = Some(why))?;
+        Ok((StepOutcome::RefPending, Some(detail)))
     }
 
     // ---- Done -----------------------------------------------------------------------------
@@ -1112,9 +1371,12 @@ impl Saga<'_, '_> {
 /// The secondary already points at this primary: the merge happened (in an earlier run
 /// whose savepoint was lost, or by hand), so there is nothing to do.
 fn already_merged_into(secondary: Option<&RevUser>, primary: &str) -> bool {
-    secondary
-        .and_then(|s| s.primary_identity.as_ref())
-        .is_some_and(|p| p.id == primary)
+    secondary.is_some_and(|s| {
+        matches!(
+            evidence::of_user(s, primary, false),
+            Evidence::Merged(MergedSign::PrimaryIdentity { .. })
+        )
+    })
 }
 
 /// A live-check problem as a savepoint skip reason.
@@ -1327,6 +1589,26 @@ mod tests {
         assert_eq!(back.code(), "ref_changed");
     }
 
+    /// The sign the one evidence rule reads from a secondary after this tool's request.
+    fn merged_sign(s: &RevUser) -> Option<MergedSign> {
+        match evidence::of_user(s, "P", true) {
+            Evidence::Merged(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn set_writes_compare_as_sets() {
+        let (want, before) = (s(&["a", "P", "b"]), s(&["a", "S", "b"]));
+        assert!(same_set(&s(&["b", "a", "P"]), &want, &before), "order");
+        assert!(
+            same_set(&s(&["a", "P", "b", "owner"]), &want, &before),
+            "added"
+        );
+        assert!(!same_set(&s(&["a", "b"]), &want, &before), "missing");
+        assert!(!same_set(&s(&["a", "P", "b", "S"]), &want, &before), "kept");
+    }
+
     #[test]
     fn merged_signs() {
         let mut s = user("S", "a@example.com", "user_1");
@@ -1387,7 +1669,17 @@ mod tests {
         assert!(is_fatal(&st(401)));
         assert!(is_fatal(&st(429)));
         assert!(!is_fatal(&st(500)));
-        assert!(!is_fatal(&st(404)));
+        let not_found = ApiError::Status {
+            endpoint: "x".into(),
+            status: 404,
+            body: Box::new(crate::devrev::ErrorBody {
+                kind: Some("not_found".into()),
+                ..Default::default()
+            }),
+        };
+        assert!(!is_fatal(&not_found));
+        // A 404 without DevRev's type is an unknown route: every call would fail alike.
+        assert!(is_fatal(&st(404)));
         assert!(is_fatal(&ApiError::Unreachable {
             endpoint: "x".into(),
             attempts: 3,

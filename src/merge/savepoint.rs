@@ -27,8 +27,8 @@ use chrono::Utc;
 use fs4::fs_std::FileExt;
 
 use super::journal::{
-    JournalHeader, JournalLine, JournalLineRef, LEGACY_VERSION, PairRecord, SavepointFile, VERSION,
-    pair_key,
+    JournalHeader, JournalLine, JournalLineRef, LEGACY_VERSION, Owner, PairRecord, SavepointFile,
+    VERSION, pair_key,
 };
 use crate::error::AppError;
 use crate::fsutil;
@@ -42,7 +42,7 @@ const COMPACT_MIN_LINES: u64 = 1024;
 pub enum SavepointError {
     #[error(
         "another devrev-merge run is using the savepoint {savepoint} (its lock {lock} is held{holder}). \
-         Wait for that run to finish, or use a different --savepoint for an unrelated run."
+         Wait for that run to finish: one journal belongs to one run at a time."
     )]
     Locked {
         savepoint: PathBuf,
@@ -176,6 +176,7 @@ fn read_lines(
         created_at: header.created_at,
         updated_at: header.created_at,
         pairs: Default::default(),
+        owner: header.owner,
     };
     let mut lines = 0u64;
     let mut line = Vec::new();
@@ -386,6 +387,17 @@ impl Savepoint {
         self.write(key)
     }
 
+    /// Records which org and base URL the journal belongs to. A file-level field lives in the
+    /// header, so it is written by rewriting the journal (once: an unchanged owner writes
+    /// nothing).
+    pub fn set_owner(&mut self, owner: Owner) -> Result<(), SavepointError> {
+        if self.file.owner.as_ref() == Some(&owner) && self.on_disk {
+            return Ok(());
+        }
+        self.file.owner = Some(owner);
+        self.compact()
+    }
+
     /// Removes a record and writes the removal.
     pub fn remove(&mut self, key: &str) -> Result<Option<PairRecord>, SavepointError> {
         let old = self.file.pairs.remove(key);
@@ -469,6 +481,7 @@ impl Savepoint {
             version: VERSION,
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             created_at: self.file.created_at,
+            owner: self.file.owner.clone(),
         };
         let pairs = &self.file.pairs;
         let io = |source| SavepointError::Io {
@@ -530,6 +543,8 @@ mod tests {
                 outcome: Some(MergeOutcome::Unknown {
                     reason: "dropped".into(),
                 }),
+                unmerged_since: None,
+                watch_until: None,
             });
             p.repairs
                 .tickets

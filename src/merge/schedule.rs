@@ -171,6 +171,8 @@ mod tests {
             attempt: 1,
             requested_at: Utc::now(),
             outcome,
+            unmerged_since: None,
+            watch_until: None,
         });
         r
     }

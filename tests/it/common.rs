@@ -15,6 +15,8 @@ pub fn scrubbed_cmd(dir: &Path) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
         .env("DEVREV_MERGE_MIN_BACKOFF_MS", "10")
+        // The `--merge-watch` window, shortened for tests (honoured by debug builds only).
+        .env("DEVREV_MERGE_TEST_WATCH_MS", "500")
         .current_dir(dir);
     c
 }
@@ -63,5 +65,7 @@ pub fn read_savepoint(path: &Path) -> Option<serde_json::Value> {
             pairs.remove(v["removed"].as_str().expect("a pair or a removal"));
         }
     }
-    Some(serde_json::json!({"version": header["version"], "pairs": pairs}))
+    let mut doc = header;
+    doc["pairs"] = serde_json::Value::Object(pairs);
+    Some(doc)
 }

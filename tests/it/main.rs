@@ -15,6 +15,7 @@ mod keep_auto;
 mod limits;
 mod merge;
 mod merge_crash;
+mod merge_safety;
 mod probe;
 mod restore;
 mod restore_crash;

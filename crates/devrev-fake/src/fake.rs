@@ -33,10 +33,15 @@ pub enum Fault {
     Slow(Duration),
     /// Apply the request (a write takes effect), then close the connection without answering.
     ApplyThenDrop,
+    /// `404 {"message":"route not found"}` without a `type`, as a misrouting proxy answers;
+    /// nothing applied.
+    TypelessNotFound,
+    /// `301` with this `Location` header and an empty body; nothing applied.
+    Moved { location: String },
 }
 
 /// Inject `fault` on the `nth` (1-based) request whose path matches `path` (`None` = any
-/// request). Paths look like `/rev-users.merge` (the leading `/` is optional); a path ending in
+/// request); `nth == 0` injects it on every matching request. Paths look like `/rev-users.merge` (the leading `/` is optional); a path ending in
 /// `/` matches by prefix (`/download/`). Counting starts when the server starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScriptedFault {
@@ -138,6 +143,8 @@ pub struct FakeOptions {
     pub token_expires_in: Duration,
     /// Transport-level misbehaviour a hostile or buggy server shows (off by default).
     pub hostile: Hostile,
+    /// Behaviours no public source rules out (devrev-api.md §7), each off by default.
+    pub quirks: Quirks,
 }
 
 /// How an answer's body is sent when [`Hostile::body`] names its path.
@@ -164,6 +171,24 @@ pub struct Hostile {
     pub download_extra_bytes: u64,
 }
 
+/// Behaviours of DevRev that no public source rules out, each a switch (off by default), so
+/// the client is proven safe under them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Quirks {
+    /// `rev-users.get` of an unmerged contact carries `primary_identity` naming itself.
+    pub self_identity: bool,
+    /// `reported_by` / `members` are stored and answered in another order than set (they are
+    /// sets), with `extra_member` added when set.
+    pub reorder_sets: bool,
+    /// A user DevRev adds to every `reported_by` / `members` it stores (with `reorder_sets`).
+    pub extra_member: Option<String>,
+    /// A merged-away secondary keeps its `external_ref` (409 for anyone else) until its own
+    /// ref is changed.
+    pub merged_keeps_ref: bool,
+    /// `rev-users.update` of a merged-away secondary answers `400 bad_request`.
+    pub refuse_merged_update: bool,
+}
+
 impl Default for FakeOptions {
     fn default() -> Self {
         FakeOptions {
@@ -178,6 +203,7 @@ impl Default for FakeOptions {
             max_page: 100,
             token_expires_in: Duration::from_secs(90 * 86_400),
             hostile: Hostile::default(),
+            quirks: Quirks::default(),
         }
     }
 }
@@ -380,20 +406,29 @@ impl State {
 
     /// Whether `value` is taken as an `external_ref` by someone other than `target`: held by a
     /// live contact, or by a merged secondary whose ref is not released yet.
-    pub fn ref_taken(&self, value: &str, target: &str, now: Instant, release: Duration) -> bool {
+    pub fn ref_taken(
+        &self,
+        value: &str,
+        target: &str,
+        now: Instant,
+        release: Duration,
+        kept: bool,
+    ) -> bool {
         let released = |id: &str| {
-            self.merges
-                .iter()
-                .any(|m| m.secondary == id && m.applied_at.is_some_and(|at| at + release <= now))
+            !kept
+                && self.merges.iter().any(|m| {
+                    m.secondary == id && m.applied_at.is_some_and(|at| at + release <= now)
+                })
         };
         let live = self.rev_users.values().any(|u| {
             u.external_ref().as_deref() == Some(value) && u.id() != target && !released(&u.id())
         });
-        let pending_release = self.merges.iter().any(|m| {
-            m.secondary != target
-                && m.secondary_ref.as_deref() == Some(value)
-                && m.applied_at.is_some_and(|at| at + release > now)
-        });
+        let pending_release = !kept
+            && self.merges.iter().any(|m| {
+                m.secondary != target
+                    && m.secondary_ref.as_deref() == Some(value)
+                    && m.applied_at.is_some_and(|at| at + release > now)
+            });
         live || pending_release
     }
 }

@@ -811,9 +811,26 @@ fn find_rev_user(ctx: &Ctx<'_>, field: &str, id: &str) -> Result<String, Reply> 
 
 fn rev_users_get(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let id = find_rev_user(ctx, "id", s(body, "id").unwrap_or(""))?;
-    Ok(Reply::ok(
-        json!({"rev_user": ctx.state.rev_users[&id].json}),
-    ))
+    let mut u = ctx.state.rev_users[&id].json.clone();
+    if ctx.opts.quirks.self_identity && u.get("primary_identity").is_none_or(Value::is_null) {
+        u["primary_identity"] = user_summary(&u);
+    }
+    Ok(Reply::ok(json!({"rev_user": u})))
+}
+
+/// A stored `reported_by` / `members` list as a DevRev that treats them as sets might keep
+/// it (`Quirks::reorder_sets`): reversed, with `Quirks::extra_member` added.
+fn as_set(opts: &FakeOptions, state: &State, mut list: Vec<Value>) -> Vec<Value> {
+    if opts.quirks.reorder_sets {
+        list.reverse();
+        if let Some(extra) = &opts.quirks.extra_member
+            && let Some(u) = state.rev_users.get(extra)
+            && !list.iter().any(|m| m["id"] == extra.as_str())
+        {
+            list.push(user_summary(&u.json));
+        }
+    }
+    list
 }
 
 fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
@@ -859,6 +876,15 @@ fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
 
 fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let id = find_rev_user(ctx, "id", s(body, "id").unwrap_or(""))?;
+    if ctx.opts.quirks.refuse_merged_update
+        && ctx
+            .state
+            .merges
+            .iter()
+            .any(|m| m.secondary == id && m.applied)
+    {
+        return Err(bad_request("a merged user cannot be updated"));
+    }
     if let Some(new_ref) = s(body, "external_ref") {
         if new_ref.is_empty() {
             return Err(error(
@@ -870,9 +896,13 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         }
         let own = ctx.state.rev_users[&id].external_ref();
         if own.as_deref() != Some(new_ref)
-            && ctx
-                .state
-                .ref_taken(new_ref, &id, ctx.now, ctx.opts.merge.ref_release_delay)
+            && ctx.state.ref_taken(
+                new_ref,
+                &id,
+                ctx.now,
+                ctx.opts.merge.ref_release_delay,
+                ctx.opts.quirks.merged_keeps_ref,
+            )
         {
             return Err(error(
                 409,
@@ -946,9 +976,13 @@ fn rev_users_create(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         ));
     }
     if let Some(r) = new_ref
-        && ctx
-            .state
-            .ref_taken(r, "", ctx.now, ctx.opts.merge.ref_release_delay)
+        && ctx.state.ref_taken(
+            r,
+            "",
+            ctx.now,
+            ctx.opts.merge.ref_release_delay,
+            ctx.opts.quirks.merged_keeps_ref,
+        )
     {
         return Err(error(
             409,
@@ -1332,6 +1366,7 @@ fn works_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     };
     let stamp = ctx.stamp();
     let by = dev_summary(ctx.state);
+    let reported = reported.map(|r| as_set(ctx.opts, ctx.state, r));
     let Some(rec) = ctx.state.works.get_mut(&id) else {
         return Err(not_found("work"));
     };
@@ -1510,6 +1545,7 @@ fn conversations_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply>
         None => None,
     };
     let stamp = ctx.stamp();
+    let members = members.map(|m| as_set(ctx.opts, ctx.state, m));
     let Some(rec) = ctx.state.conversations.get_mut(&id) else {
         return Err(not_found("conversation"));
     };

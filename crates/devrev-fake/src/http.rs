@@ -305,7 +305,7 @@ fn pick_fault(inner: &mut Inner, path: &str) -> Option<Fault> {
         let hit = |p: &str| f.path.as_deref().is_none_or(|pat| path_matches(pat, p));
         if hit(path) {
             let n = inner.log.iter().filter(|r| hit(&r.path)).count();
-            if n == f.nth {
+            if n == f.nth || f.nth == 0 {
                 return Some(f.fault.clone());
             }
         }
@@ -454,6 +454,12 @@ fn fault_answer(fault: &Option<Fault>, seq: usize) -> Option<Answer> {
             &json!({"type": "internal_error", "message": "Internal server error",
                     "reference_id": format!("fake-ref-{seq:06}")}),
         )),
+        Some(Fault::TypelessNotFound) => Some(route_not_found()),
+        Some(Fault::Moved { location }) => {
+            let mut a = Answer::json(301, &json!({}));
+            a.headers.push(("location", location.clone()));
+            Some(a)
+        }
         Some(Fault::Status503) => Some(Answer::json(
             503,
             &json!({"type": "service_unavailable", "message": "Service unavailable"}),

@@ -1,0 +1,204 @@
+//! The one rule that decides, from a look at the secondary, whether it was merged into the
+//! primary. Validate and the watch after a merge request (AwaitMerge, resolving a lost
+//! answer) both use it, so no step can call a pair "merged" on weaker evidence than another.
+//!
+//! Exact evidence only (README "Exactly one merge per pair"):
+//! - `primary_identity` counts only when it names the primary: some orgs fill it on every
+//!   contact with the contact itself;
+//! - a 404 counts only with DevRev's error type `not_found`: a typeless 404 is an unknown
+//!   route (a misrouting proxy) and says nothing about the contact;
+//! - a 301 counts only when its `Location` names the primary;
+//! - a `-drop-` ref or a non-active state counts only after this tool requested the merge
+//!   (otherwise it may be someone else's merge, or a deactivation by hand).
+
+use super::journal::MergedSign;
+use crate::devrev::ApiError;
+use crate::devrev::types::RevUser;
+
+/// What one look at the secondary says about a merge into the primary.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Evidence {
+    /// The look shows exactly this merge.
+    Merged(MergedSign),
+    /// Plainly not merged (yet): active, no `-drop-` ref, no redirect, `primary_identity`
+    /// absent or naming the contact itself. Only such looks count towards "not applied".
+    Unmerged,
+    /// Neither: it proves nothing either way (why, for the log).
+    Unclear(String),
+}
+
+/// Judges a contact DevRev returned. `requested`: this tool sent a merge for the pair.
+pub fn of_user(secondary: &RevUser, primary: &str, requested: bool) -> Evidence {
+    if let Some(pi) = secondary
+        .primary_identity
+        .as_ref()
+        .filter(|p| !p.id.is_empty() && p.id != secondary.id)
+    {
+        return if pi.id == primary {
+            Evidence::Merged(MergedSign::PrimaryIdentity { id: pi.id.clone() })
+        } else {
+            Evidence::Unclear(format!(
+                "primary_identity names another contact ({})",
+                pi.id
+            ))
+        };
+    }
+    let drop_ref = secondary
+        .external_ref
+        .as_deref()
+        .filter(|r| r.contains("-drop-"));
+    let weak = if !secondary.is_active() {
+        Some(MergedSign::NotActive {
+            state: secondary.state.clone().unwrap_or_default(),
+        })
+    } else {
+        drop_ref.map(|r| MergedSign::DropRef {
+            external_ref: r.to_string(),
+        })
+    };
+    match weak {
+        Some(sign) if requested => Evidence::Merged(sign),
+        Some(sign) => Evidence::Unclear(format!("{sign}, but no merge was requested by this tool")),
+        None => Evidence::Unmerged,
+    }
+}
+
+/// Judges the answer to `rev-users.get(secondary)`. `Err` for failures that are no answer
+/// about the contact at all (5xx, 429, unreachable, ...): the caller decides by their scope.
+pub fn of_answer(
+    answer: Result<RevUser, ApiError>,
+    primary: &str,
+    requested: bool,
+) -> Result<Evidence, ApiError> {
+    match answer {
+        Ok(u) => Ok(of_user(&u, primary, requested)),
+        Err(e) if e.is_devrev_not_found() => Ok(Evidence::Merged(MergedSign::NotFound)),
+        Err(e) if e.is_not_found() => Ok(Evidence::Unclear(format!(
+            "a 404 without DevRev's error type (an unknown route, not evidence): {e}"
+        ))),
+        Err(e) if e.status() == Some(301) => Ok(match e.location() {
+            Some(loc) if names(loc, primary) => Evidence::Merged(MergedSign::Moved),
+            loc => Evidence::Unclear(format!(
+                "a 301 whose Location ({}) does not name the primary",
+                loc.unwrap_or("none")
+            )),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Does a `Location` name this contact? By its full DON, or by the DON's last segment (the
+/// id part), as a whole path or query component: never a mere prefix of a longer id.
+fn names(location: &str, primary: &str) -> bool {
+    let short = primary.rsplit('/').next().unwrap_or(primary);
+    let decoded = location
+        .replace("%3A", ":")
+        .replace("%3a", ":")
+        .replace("%2F", "/")
+        .replace("%2f", "/");
+    decoded
+        .split(['?', '&', '=', '#'])
+        .any(|part| part == primary || part.ends_with(&format!("/{short}")) || part == short)
+        || decoded.ends_with(primary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devrev::ErrorBody;
+    use crate::devrev::types::UserSummary;
+
+    const P: &str = "don:identity:dvrv-us-1:devo/1:revu/P1";
+    const S: &str = "don:identity:dvrv-us-1:devo/1:revu/S1";
+
+    fn sec() -> RevUser {
+        RevUser {
+            id: S.into(),
+            email: Some("a@example.com".into()),
+            external_ref: Some("user_1".into()),
+            state: Some("active".into()),
+            ..Default::default()
+        }
+    }
+
+    fn status(status: u16, kind: Option<&str>, location: Option<&str>) -> ApiError {
+        ApiError::Status {
+            endpoint: "rev-users.get".into(),
+            status,
+            body: Box::new(ErrorBody {
+                kind: kind.map(str::to_string),
+                location: location.map(str::to_string),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pi(id: &str) -> Option<UserSummary> {
+        Some(UserSummary {
+            id: id.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn primary_identity_counts_only_when_it_names_the_primary() {
+        let mut s = sec();
+        assert_eq!(of_user(&s, P, true), Evidence::Unmerged);
+        s.primary_identity = pi(S);
+        assert_eq!(
+            of_user(&s, P, true),
+            Evidence::Unmerged,
+            "itself: not merged"
+        );
+        s.primary_identity = pi("don:identity:dvrv-us-1:devo/1:revu/OTHER");
+        assert!(matches!(of_user(&s, P, true), Evidence::Unclear(_)));
+        s.primary_identity = pi(P);
+        assert!(matches!(
+            of_user(&s, P, false),
+            Evidence::Merged(MergedSign::PrimaryIdentity { .. })
+        ));
+    }
+
+    #[test]
+    fn drop_ref_and_state_count_only_after_our_request() {
+        let mut s = sec();
+        s.external_ref = Some("user_1-drop-don:x".into());
+        assert!(matches!(of_user(&s, P, false), Evidence::Unclear(_)));
+        assert!(matches!(
+            of_user(&s, P, true),
+            Evidence::Merged(MergedSign::DropRef { .. })
+        ));
+        let mut s = sec();
+        s.state = Some("deactivated".into());
+        assert!(matches!(of_user(&s, P, false), Evidence::Unclear(_)));
+        assert!(matches!(
+            of_user(&s, P, true),
+            Evidence::Merged(MergedSign::NotActive { .. })
+        ));
+    }
+
+    #[test]
+    fn errors_count_only_when_exact() {
+        let e = |st, k, l| of_answer(Err(status(st, k, l)), P, true);
+        assert_eq!(
+            e(404, Some("not_found"), None).unwrap(),
+            Evidence::Merged(MergedSign::NotFound)
+        );
+        assert!(matches!(e(404, None, None).unwrap(), Evidence::Unclear(_)));
+        let moved = format!("https://api.devrev.ai/rev-users.get?id={P}");
+        assert_eq!(
+            e(301, None, Some(&moved)).unwrap(),
+            Evidence::Merged(MergedSign::Moved)
+        );
+        assert_eq!(
+            e(301, None, Some("/rev-users/P1")).unwrap(),
+            Evidence::Merged(MergedSign::Moved)
+        );
+        assert!(matches!(
+            e(301, None, Some("/rev-users/P10")).unwrap(),
+            Evidence::Unclear(_)
+        ));
+        assert!(matches!(e(301, None, None).unwrap(), Evidence::Unclear(_)));
+        assert!(e(500, Some("internal_error"), None).is_err());
+    }
+}
