@@ -31,9 +31,10 @@ pub enum CallKind {
     /// Writes that set a state (`reported_by.set`, `external_ref = x`): repeating gives the
     /// same result, so they are retried like reads.
     IdempotentWrite,
-    /// Writes that must not be repeated blindly (`rev-users.merge`). A lost answer, or a
-    /// 500/502/504 that may have followed the work, becomes [`ApiError::OutcomeUnknown`];
-    /// only 429 and 503 (turned away before any work) are retried.
+    /// Writes that must not be repeated blindly (`rev-users.merge`, `rev-users.create`). A lost
+    /// answer, or any 5xx (it may have followed the work, or come from a proxy in front of
+    /// it), becomes [`ApiError::OutcomeUnknown`]; only 429 (turned away before any work) is
+    /// retried.
     Write,
 }
 

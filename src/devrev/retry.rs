@@ -59,12 +59,12 @@ pub(crate) fn decide(
 ) -> Decision {
     let write = kind == CallKind::Write;
     let retryable = match failure {
-        // A 500/502/504 to a non-idempotent write may come after DevRev already acted on it
-        // (merges are queued asynchronously). 429 and 503 mean the request was turned away
-        // before any work, so they are retried.
+        // Any 5xx to a non-idempotent write may come after DevRev (or a proxy in front of
+        // it) already passed it on: merges are queued asynchronously, and a 503 from a load
+        // balancer says nothing about the backend. Only watching the state can tell, so it is
+        // never repeated blindly. A 429 is DevRev's own refusal before any work: retried.
         Failure::Status {
-            status: 500 | 502 | 504,
-            ..
+            status: 500..=599, ..
         } if write => return Decision::OutcomeUnknown,
         Failure::Status { status: 429, .. } => {
             let asked = failure.server_wait().unwrap_or_default();
@@ -121,8 +121,10 @@ mod tests {
             (st(500, None), Write, 1, 5, Unknown),
             (st(502, None), Write, 1, 5, Unknown),
             (st(504, None), Write, 6, 5, Unknown),
-            (st(503, None), Write, 1, 5, retry),
-            (st(503, None), Write, 6, 5, Fail),
+            (st(503, None), Write, 1, 5, Unknown),
+            (st(501, None), Write, 1, 5, Unknown),
+            (st(503, None), Read, 1, 5, retry),
+            (st(503, None), Idem, 6, 5, Fail),
             // 429: turned away before any work; wait what DevRev asks, within reason.
             (
                 st(429, None),

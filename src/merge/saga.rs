@@ -732,8 +732,9 @@ impl Saga<'_, '_> {
             Err(e @ ApiError::Unreachable { .. }) => MergeOutcome::NotSent {
                 reason: e.to_string(),
             },
-            // 429 or 503 after the client's retries: turned away before any work.
-            Err(e) if matches!(e.status(), Some(429 | 503)) => MergeOutcome::NotSent {
+            // 429 after the client's retries: DevRev's own refusal before any work. (Every
+            // 5xx comes back from the client as an unknown outcome: it may follow the work.)
+            Err(e) if e.status() == Some(429) => MergeOutcome::NotSent {
                 reason: e.to_string(),
             },
             Err(e) if e.status().is_some_and(|s| (400..500).contains(&s)) => {

@@ -388,14 +388,21 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
     let w = World::with(
         spec(1, 0, 40),
         behaviour(MoveMode::All, SecondaryAfter::Gone),
-        |o| o.faults.push(on_merge(1, Fault::Status503)),
+        // A 429 (not retried here) turns the merge away before any work, so the first run
+        // ends with the backup taken and the merge certainly not applied. (A 5xx would be an
+        // unknown outcome, watched and settled within the run.)
+        |o| {
+            o.faults
+                .push(on_merge(1, Fault::Spurious429 { retry_after_s: 1 }))
+        },
     );
     let a = w
         .cmd()
         .env("DEVREV_MAX_RETRIES", "0")
         .args(w.run_args())
         .assert();
-    assert_eq!(code(&a), 1, "{}", stderr(&a));
+    // A 429 that outlives the retries stops the run (one rule: it would refuse every pair).
+    assert_eq!(code(&a), 69, "{}", stderr(&a));
     assert_eq!(w.fake.count("/rev-users.merge"), 1);
     let first = pairs_of(&w.last_report())[0]["backup_dir"].clone();
     assert!(first.is_string(), "a backup was taken");
