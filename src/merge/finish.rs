@@ -1,14 +1,14 @@
 //! The end of a merge run: every pair's report entry, the report on disk, the summary, and
 //! the run's verdict as an exit status.
 
-use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::execute::Executed;
-use super::report::{self, EntryStatus, MergeReport, PairEntry, RunOutcome};
+use super::report::{self, EntryStatus, MergeReport, PairEntry, ReportPairs, RunOutcome};
 use super::savepoint::Savepoint;
 use super::schedule::Schedule;
 use crate::config::Config;
@@ -18,9 +18,12 @@ use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::output;
 
-/// One report entry per pair the run knows of: left alone, run now, or not reached.
-pub fn entries(sched: &Schedule<'_>, ran: &Executed, sp: &Savepoint) -> Vec<PairEntry> {
+/// The report's pairs: every pair the run knows of, left alone, run now, or not reached.
+/// CSV pairs not reached and never journaled stay references into the plan
+/// (see [`ReportPairs`]).
+pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> ReportPairs<'p> {
     let mut entries = Vec::new();
+    let mut not_started = Vec::new();
     for e in &sched.earlier {
         if let Some(rec) = sp.get(&e.key) {
             let mut entry = PairEntry::from_record(rec, e.in_csv);
@@ -30,26 +33,40 @@ pub fn entries(sched: &Schedule<'_>, ran: &Executed, sp: &Savepoint) -> Vec<Pair
             entries.push(entry);
         }
     }
+    // Only the pairs run now are looked up by key: on a large plan they are few, and a set
+    // of every scheduled key would cost as much as the keys themselves.
+    let ran_keys: HashSet<&str> = ran.ran.iter().map(|(k, _)| k.as_str()).collect();
+    let in_csv: HashMap<&str, bool> = sched
+        .work
+        .iter()
+        .filter(|i| ran_keys.contains(i.key.as_str()))
+        .map(|i| (i.key.as_str(), i.in_csv))
+        .collect();
     for (key, run) in &ran.ran {
         if let Some(rec) = sp.get(key) {
-            let in_csv = sched.plan_keys.contains(key);
+            let in_csv = in_csv.get(key.as_str()).copied().unwrap_or(false);
             entries.push(PairEntry::from_run(rec, run.as_ref(), in_csv));
         }
     }
-    let ran_keys: BTreeSet<&str> = ran.ran.iter().map(|(k, _)| k.as_str()).collect();
     for item in &sched.work {
         if ran_keys.contains(item.key.as_str()) {
             continue;
         }
         let mut e = match (sp.get(&item.key), item.pair) {
             (Some(rec), _) => PairEntry::from_record(rec, item.pair.is_some()),
-            (None, Some(pair)) => PairEntry::from_pair(pair),
+            (None, Some(pair)) => {
+                not_started.push(pair);
+                continue;
+            }
             (None, None) => continue,
         };
         e.status = EntryStatus::NotStarted;
         entries.push(e);
     }
-    entries
+    ReportPairs {
+        entries,
+        not_started,
+    }
 }
 
 /// What the end of the run needs.
@@ -62,7 +79,7 @@ pub struct Finish<'a> {
     pub organization: Organization,
     pub plan: &'a Plan,
     pub client: &'a DevRevClient,
-    pub entries: Vec<PairEntry>,
+    pub pairs: ReportPairs<'a>,
 }
 
 /// Writes the report, prints the summary and turns the run's outcome into its result:
@@ -78,7 +95,8 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         cfg,
         csv: f.csv,
         plan: f.plan,
-        entries: f.entries,
+        entries: f.pairs.entries,
+        not_started: f.pairs.not_started,
         client: f.client,
     });
     let path = report::write(&cfg.report_dir, &report)?;

@@ -152,7 +152,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     }
 
     // ---- finish -----------------------------------------------------------------------------
-    let entries = finish::entries(&sched, &done, &sp);
+    let pairs = finish::entries(&sched, &done, &sp);
     let f = finish::Finish {
         cfg,
         csv,
@@ -162,7 +162,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         organization: info.organization,
         plan: &plan,
         client: &client,
-        entries,
+        pairs,
     };
     finish::finish(f, done.outcome, done.fatal.take())
 }
