@@ -12,7 +12,6 @@ use super::report::{self, EntryStatus, MergeReport, PairEntry, ReportPairs, RunO
 use super::savepoint::Savepoint;
 use super::schedule::Schedule;
 use crate::config::Config;
-use crate::detect::Plan;
 use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
 use crate::error::AppError;
@@ -77,7 +76,8 @@ pub struct Finish<'a> {
     pub started_at: DateTime<Utc>,
     pub elapsed: Duration,
     pub organization: Organization,
-    pub plan: &'a Plan,
+    /// Groups detection left for a person.
+    pub needs_review_groups: usize,
     pub client: &'a DevRevClient,
     pub pairs: ReportPairs<'a>,
 }
@@ -94,7 +94,7 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         organization: Some(f.organization),
         cfg,
         csv: f.csv,
-        plan: f.plan,
+        needs_review_groups: f.needs_review_groups,
         entries: f.pairs.entries,
         not_started: f.pairs.not_started,
         client: f.client,
@@ -132,4 +132,85 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Contact, Pair};
+    use crate::merge::journal::{PairRecord, PairStatus};
+    use crate::options::Keep;
+
+    fn contact(id: &str) -> Contact {
+        Contact {
+            line: 2,
+            rev_user_id: id.into(),
+            display_name: "x".into(),
+            email: "x@example.com".into(),
+            external_ref: String::new(),
+            full_name: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            ticket_count: None,
+        }
+    }
+
+    fn pair(email: &str, p: &str) -> Pair {
+        Pair {
+            email: email.into(),
+            primary: contact(p),
+            secondary: contact(&format!("{p}-s")),
+        }
+    }
+
+    fn record(email: &str, p: &str, status: PairStatus) -> PairEntry {
+        let mut rec = PairRecord::new(email, p, &format!("{p}-old"), Keep::Revu);
+        rec.status = status;
+        PairEntry::from_record(&rec, true)
+    }
+
+    #[test]
+    fn never_started_pairs_serialize_as_the_full_entries_they_stand_for() {
+        let pairs = [
+            pair("d@x.com", "P4"),
+            pair("a@x.com", "P1"),
+            pair("c@x.com", "P3"),
+            // Ties with a built entry on (email, primary): the built one comes first.
+            pair("b@x.com", "P2"),
+            pair("e@x.com", "P5"),
+        ];
+        let built = vec![
+            record("e@x.com", "P0", PairStatus::Failed),
+            record("b@x.com", "P2", PairStatus::Merged),
+            record("c@x.com", "P9", PairStatus::Skipped),
+            record("0@x.com", "P0", PairStatus::InProgress),
+        ];
+        // What the report held before: every entry built, all sorted together (stable).
+        let mut all: Vec<PairEntry> = built.clone();
+        all.extend(pairs.iter().map(PairEntry::from_pair));
+        all.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+
+        let mut entries = built;
+        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+        let mut not_started: Vec<&Pair> = pairs.iter().collect();
+        not_started.sort_by(|a, b| {
+            (a.email.as_str(), a.primary.rev_user_id.as_str())
+                .cmp(&(b.email.as_str(), b.primary.rev_user_id.as_str()))
+        });
+        let streamed = ReportPairs {
+            entries,
+            not_started,
+        };
+        assert_eq!(streamed.len(), 9);
+        assert_eq!(
+            serde_json::to_string_pretty(&streamed).unwrap(),
+            serde_json::to_string_pretty(&all).unwrap()
+        );
+        let order: Vec<(&str, &str)> = all
+            .iter()
+            .map(|e| (e.email.as_str(), e.primary.as_str()))
+            .collect();
+        assert_eq!(order[2..4], [("b@x.com", "P2"), ("b@x.com", "P2")]);
+        assert_eq!(all[2].status, EntryStatus::Merged);
+    }
 }

@@ -12,7 +12,7 @@ use serde::{Serialize, Serializer};
 use super::journal::{MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
 use super::saga::{PairResult, PairRun, StepRecord};
 use crate::config::Config;
-use crate::detect::{Pair, Plan};
+use crate::detect::Pair;
 use crate::devrev::types::Organization;
 use crate::devrev::{DevRevClient, EndpointStats, RateHeaders};
 use crate::error::AppError;
@@ -325,7 +325,8 @@ pub struct BuildInput<'a> {
     pub organization: Option<Organization>,
     pub cfg: &'a Config,
     pub csv: &'a Path,
-    pub plan: &'a Plan,
+    /// Groups detection left for a person.
+    pub needs_review_groups: usize,
     pub entries: Vec<PairEntry>,
     /// CSV pairs never started and without a record (see [`ReportPairs`]).
     pub not_started: Vec<&'a Pair>,
@@ -342,7 +343,7 @@ impl<'a> MergeReport<'a> {
             organization,
             cfg,
             csv,
-            plan,
+            needs_review_groups,
             mut entries,
             mut not_started,
             client,
@@ -353,7 +354,7 @@ impl<'a> MergeReport<'a> {
                 .cmp(&b.email)
                 .then(a.primary.rev_user_id.cmp(&b.primary.rev_user_id))
         });
-        let mut summary = Summary::of(&entries, plan.needs_review.len());
+        let mut summary = Summary::of(&entries, needs_review_groups);
         // What `Summary::of` would count for each `PairEntry::from_pair`.
         summary.pairs += not_started.len();
         summary.not_started += not_started.len();
@@ -583,7 +584,12 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
     out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
     out.push_str(&format!("  report:          {}\n", path.display()));
     out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
-    for e in r.pairs.entries.iter().filter(|e| e.status == EntryStatus::Failed) {
+    for e in r
+        .pairs
+        .entries
+        .iter()
+        .filter(|e| e.status == EntryStatus::Failed)
+    {
         if let Some(err) = &e.error {
             out.push_str(&format!(
                 "  FAILED {}: {}{}\n",
