@@ -190,17 +190,7 @@ mod tests {
         all.extend(pairs.iter().map(PairEntry::from_pair));
         all.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
 
-        let mut entries = built;
-        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
-        let mut not_started: Vec<&Pair> = pairs.iter().collect();
-        not_started.sort_by(|a, b| {
-            (a.email.as_str(), a.primary.rev_user_id.as_str())
-                .cmp(&(b.email.as_str(), b.primary.rev_user_id.as_str()))
-        });
-        let streamed = ReportPairs {
-            entries,
-            not_started,
-        };
+        let streamed = ReportPairs::sorted(built, pairs.iter().collect());
         assert_eq!(streamed.len(), 9);
         assert_eq!(
             serde_json::to_string_pretty(&streamed).unwrap(),

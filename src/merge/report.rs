@@ -196,7 +196,21 @@ pub struct ReportPairs<'p> {
     pub not_started: Vec<&'p Pair>,
 }
 
-impl ReportPairs<'_> {
+impl<'p> ReportPairs<'p> {
+    /// Both lists sorted by (email, primary), stably.
+    pub fn sorted(mut entries: Vec<PairEntry>, mut not_started: Vec<&'p Pair>) -> Self {
+        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+        not_started.sort_by(|a, b| {
+            a.email
+                .cmp(&b.email)
+                .then(a.primary.rev_user_id.cmp(&b.primary.rev_user_id))
+        });
+        ReportPairs {
+            entries,
+            not_started,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len() + self.not_started.len()
     }
@@ -344,26 +358,22 @@ impl<'a> MergeReport<'a> {
             cfg,
             csv,
             needs_review_groups,
-            mut entries,
-            mut not_started,
+            entries,
+            not_started,
             client,
         } = input;
-        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
-        not_started.sort_by(|a, b| {
-            a.email
-                .cmp(&b.email)
-                .then(a.primary.rev_user_id.cmp(&b.primary.rev_user_id))
-        });
-        let mut summary = Summary::of(&entries, needs_review_groups);
+        let pairs = ReportPairs::sorted(entries, not_started);
+        let mut summary = Summary::of(&pairs.entries, needs_review_groups);
         // What `Summary::of` would count for each `PairEntry::from_pair`.
-        summary.pairs += not_started.len();
-        summary.not_started += not_started.len();
-        let id_map = entries
+        summary.pairs += pairs.not_started.len();
+        summary.not_started += pairs.not_started.len();
+        let id_map = pairs
+            .entries
             .iter()
             .filter(|e| e.status.is_done())
             .map(|e| (e.secondary.clone(), e.primary.clone()))
             .collect();
-        let run_now = entries.iter().filter(|e| !e.steps.is_empty()).count();
+        let run_now = pairs.entries.iter().filter(|e| !e.steps.is_empty()).count();
         let secs = elapsed.as_secs_f64();
         MergeReport {
             report_version: 1,
@@ -375,10 +385,7 @@ impl<'a> MergeReport<'a> {
             outcome,
             organization,
             configuration: RunConfig::of(cfg, csv),
-            pairs: ReportPairs {
-                entries,
-                not_started,
-            },
+            pairs,
             summary,
             api: ApiFigures::of(client, cfg, secs, run_now),
             id_map,
