@@ -1,26 +1,28 @@
 //! The end of a merge run: every pair's report entry, the report on disk, the summary, and
 //! the run's verdict as an exit status.
 
-use std::collections::BTreeSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use super::execute::Executed;
-use super::report::{self, EntryStatus, MergeReport, PairEntry, RunOutcome};
+use super::report::{self, EntryStatus, MergeReport, PairEntry, ReportPairs, RunOutcome};
 use super::savepoint::Savepoint;
 use super::schedule::Schedule;
 use crate::config::Config;
-use crate::detect::Plan;
 use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::output;
 
-/// One report entry per pair the run knows of: left alone, run now, or not reached.
-pub fn entries(sched: &Schedule<'_>, ran: &Executed, sp: &Savepoint) -> Vec<PairEntry> {
+/// The report's pairs: every pair the run knows of, left alone, run now, or not reached.
+/// CSV pairs not reached and never journaled stay references into the plan
+/// (see [`ReportPairs`]).
+pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> ReportPairs<'p> {
     let mut entries = Vec::new();
+    let mut not_started = Vec::new();
     for e in &sched.earlier {
         if let Some(rec) = sp.get(&e.key) {
             let mut entry = PairEntry::from_record(rec, e.in_csv);
@@ -30,26 +32,40 @@ pub fn entries(sched: &Schedule<'_>, ran: &Executed, sp: &Savepoint) -> Vec<Pair
             entries.push(entry);
         }
     }
+    // Only the pairs run now are looked up by key: on a large plan they are few, and a set
+    // of every scheduled key would cost as much as the keys themselves.
+    let ran_keys: HashSet<&str> = ran.ran.iter().map(|(k, _)| k.as_str()).collect();
+    let in_csv: HashMap<&str, bool> = sched
+        .work
+        .iter()
+        .filter(|i| ran_keys.contains(i.key.as_str()))
+        .map(|i| (i.key.as_str(), i.in_csv))
+        .collect();
     for (key, run) in &ran.ran {
         if let Some(rec) = sp.get(key) {
-            let in_csv = sched.plan_keys.contains(key);
+            let in_csv = in_csv.get(key.as_str()).copied().unwrap_or(false);
             entries.push(PairEntry::from_run(rec, run.as_ref(), in_csv));
         }
     }
-    let ran_keys: BTreeSet<&str> = ran.ran.iter().map(|(k, _)| k.as_str()).collect();
     for item in &sched.work {
         if ran_keys.contains(item.key.as_str()) {
             continue;
         }
         let mut e = match (sp.get(&item.key), item.pair) {
             (Some(rec), _) => PairEntry::from_record(rec, item.pair.is_some()),
-            (None, Some(pair)) => PairEntry::from_pair(pair),
+            (None, Some(pair)) => {
+                not_started.push(pair);
+                continue;
+            }
             (None, None) => continue,
         };
         e.status = EntryStatus::NotStarted;
         entries.push(e);
     }
-    entries
+    ReportPairs {
+        entries,
+        not_started,
+    }
 }
 
 /// What the end of the run needs.
@@ -60,9 +76,10 @@ pub struct Finish<'a> {
     pub started_at: DateTime<Utc>,
     pub elapsed: Duration,
     pub organization: Organization,
-    pub plan: &'a Plan,
+    /// Groups detection left for a person.
+    pub needs_review_groups: usize,
     pub client: &'a DevRevClient,
-    pub entries: Vec<PairEntry>,
+    pub pairs: ReportPairs<'a>,
 }
 
 /// Writes the report, prints the summary and turns the run's outcome into its result:
@@ -77,8 +94,9 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         organization: Some(f.organization),
         cfg,
         csv: f.csv,
-        plan: f.plan,
-        entries: f.entries,
+        needs_review_groups: f.needs_review_groups,
+        entries: f.pairs.entries,
+        not_started: f.pairs.not_started,
         client: f.client,
     });
     let path = report::write(&cfg.report_dir, &report)?;
@@ -122,4 +140,75 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Contact, Pair};
+    use crate::merge::journal::{PairRecord, PairStatus};
+    use crate::options::Keep;
+
+    fn contact(id: &str) -> Contact {
+        Contact {
+            line: 2,
+            rev_user_id: id.into(),
+            display_name: "x".into(),
+            email: "x@example.com".into(),
+            external_ref: String::new(),
+            full_name: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            ticket_count: None,
+        }
+    }
+
+    fn pair(email: &str, p: &str) -> Pair {
+        Pair {
+            email: email.into(),
+            primary: contact(p),
+            secondary: contact(&format!("{p}-s")),
+        }
+    }
+
+    fn record(email: &str, p: &str, status: PairStatus) -> PairEntry {
+        let mut rec = PairRecord::new(email, p, &format!("{p}-old"), Keep::Revu);
+        rec.status = status;
+        PairEntry::from_record(&rec, true)
+    }
+
+    #[test]
+    fn never_started_pairs_serialize_as_the_full_entries_they_stand_for() {
+        let pairs = [
+            pair("d@x.com", "P4"),
+            pair("a@x.com", "P1"),
+            pair("c@x.com", "P3"),
+            // Ties with a built entry on (email, primary): the built one comes first.
+            pair("b@x.com", "P2"),
+            pair("e@x.com", "P5"),
+        ];
+        let built = vec![
+            record("e@x.com", "P0", PairStatus::Failed),
+            record("b@x.com", "P2", PairStatus::Merged),
+            record("c@x.com", "P9", PairStatus::Skipped),
+            record("0@x.com", "P0", PairStatus::InProgress),
+        ];
+        // What the report held before: every entry built, all sorted together (stable).
+        let mut all: Vec<PairEntry> = built.clone();
+        all.extend(pairs.iter().map(PairEntry::from_pair));
+        all.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+
+        let streamed = ReportPairs::sorted(built, pairs.iter().collect());
+        assert_eq!(streamed.len(), 9);
+        assert_eq!(
+            serde_json::to_string_pretty(&streamed).unwrap(),
+            serde_json::to_string_pretty(&all).unwrap()
+        );
+        let order: Vec<(&str, &str)> = all
+            .iter()
+            .map(|e| (e.email.as_str(), e.primary.as_str()))
+            .collect();
+        assert_eq!(order[2..4], [("b@x.com", "P2"), ("b@x.com", "P2")]);
+        assert_eq!(all[2].status, EntryStatus::Merged);
+    }
 }

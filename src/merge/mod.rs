@@ -105,26 +105,34 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         rand::random::<u32>() & 0xff_ffff
     );
 
-    let mut plan = detect::plan_from_csv(
+    // The run reads only the clean pairs and the number of groups left for a person: the
+    // groups' rows and the rows without an email are let go at once, not held for the run.
+    let detect::Plan {
+        pairs: mut plan_pairs,
+        needs_review,
+        ..
+    } = detect::plan_from_csv(
         csv,
         &DetectOptions {
             keep: cfg.keep,
             email_domain: cfg.email_domain.clone(),
         },
     )?;
+    let needs_review_groups = needs_review.len();
+    drop(needs_review);
     let client_cfg = cfg.client_config()?;
     let mut sp = Savepoint::open(&cfg.savepoint)?;
     let client = DevRevClient::new(client_cfg)?;
     if cfg.keep == Keep::Auto {
-        turn::turn_pairs(&client, &mut plan.pairs, sp.file()).await?;
+        turn::turn_pairs(&client, &mut plan_pairs, sp.file()).await?;
     }
 
     // ---- schedule ---------------------------------------------------------------------------
-    let sched = schedule::schedule(&plan.pairs, sp.file());
+    let sched = schedule::schedule(&plan_pairs, sp.file());
     if !sched.earlier.is_empty() || !sched.work.is_empty() {
         tracing::info!(
             "plan: {} clean pair(s), {} to run, {} finished earlier",
-            plan.pairs.len(),
+            plan_pairs.len(),
             sched.work.len(),
             sched.earlier.iter().filter(|e| e.finished).count()
         );
@@ -161,7 +169,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     }
 
     // ---- finish -----------------------------------------------------------------------------
-    let entries = finish::entries(&sched, &done, &sp);
+    let pairs = finish::entries(&sched, &done, &sp);
     let f = finish::Finish {
         cfg,
         csv,
@@ -169,9 +177,9 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         started_at,
         elapsed: t0.elapsed(),
         organization: info.organization,
-        plan: &plan,
+        needs_review_groups,
         client: &client,
-        entries,
+        pairs,
     };
     finish::finish(f, done.outcome, done.fatal.take())
 }

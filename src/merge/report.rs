@@ -6,12 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::ser::SerializeSeq;
+use serde::{Serialize, Serializer};
 
 use super::journal::{MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
 use super::saga::{PairResult, PairRun, StepRecord};
 use crate::config::Config;
-use crate::detect::{Pair, Plan};
+use crate::detect::Pair;
 use crate::devrev::types::Organization;
 use crate::devrev::{DevRevClient, EndpointStats, RateHeaders};
 use crate::error::AppError;
@@ -216,6 +217,69 @@ fn outcome_unknown(rec: &PairRecord) -> bool {
         })
 }
 
+/// The report's pairs, in (email, primary) order. The CSV pairs a run never reached and knows
+/// no record of (on a 100,000-pair plan, nearly all of them before a full run) are kept as
+/// references into the plan and written out as the report is serialized, as the very
+/// [`PairEntry::from_pair`] they stand for: one entry at a time instead of 100,000 held at once.
+#[derive(Debug, Clone)]
+pub struct ReportPairs<'p> {
+    /// Entries built in full (sorted).
+    pub entries: Vec<PairEntry>,
+    /// CSV pairs never started, without a savepoint record (sorted the same way).
+    pub not_started: Vec<&'p Pair>,
+}
+
+impl<'p> ReportPairs<'p> {
+    /// Both lists sorted by (email, primary), stably.
+    pub fn sorted(mut entries: Vec<PairEntry>, mut not_started: Vec<&'p Pair>) -> Self {
+        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
+        not_started.sort_by(|a, b| {
+            a.email
+                .cmp(&b.email)
+                .then(a.primary.rev_user_id.cmp(&b.primary.rev_user_id))
+        });
+        ReportPairs {
+            entries,
+            not_started,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.not_started.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Serialize for ReportPairs<'_> {
+    /// Both sorted lists merged; on a tie the built entry first, as the stable sort of all
+    /// entries together (the built ones pushed first) would have it.
+    fn serialize<S: Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let mut seq = ser.serialize_seq(Some(self.len()))?;
+        let mut built = self.entries.iter().peekable();
+        let mut fresh = self.not_started.iter().peekable();
+        loop {
+            let take_built = match (built.peek(), fresh.peek()) {
+                (Some(e), Some(p)) => {
+                    (e.email.as_str(), e.primary.as_str())
+                        <= (p.email.as_str(), p.primary.rev_user_id.as_str())
+                }
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if take_built {
+                seq.serialize_element(built.next().expect("peeked"))?;
+            } else {
+                seq.serialize_element(&PairEntry::from_pair(fresh.next().expect("peeked")))?;
+            }
+        }
+        seq.end()
+    }
+}
+
 /// The run's settings, without the token.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunConfig {
@@ -289,7 +353,7 @@ pub struct ApiFigures {
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
-pub struct MergeReport {
+pub struct MergeReport<'p> {
     pub report_version: u32,
     pub run_id: String,
     pub tool_version: String,
@@ -300,7 +364,7 @@ pub struct MergeReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub organization: Option<Organization>,
     pub configuration: RunConfig,
-    pub pairs: Vec<PairEntry>,
+    pub pairs: ReportPairs<'p>,
     pub summary: Summary,
     pub api: ApiFigures,
     /// Every merged secondary (DON) → its primary (DON), over all runs.
@@ -315,13 +379,16 @@ pub struct BuildInput<'a> {
     pub organization: Option<Organization>,
     pub cfg: &'a Config,
     pub csv: &'a Path,
-    pub plan: &'a Plan,
+    /// Groups detection left for a person.
+    pub needs_review_groups: usize,
     pub entries: Vec<PairEntry>,
+    /// CSV pairs never started and without a record (see [`ReportPairs`]).
+    pub not_started: Vec<&'a Pair>,
     pub client: &'a DevRevClient,
 }
 
-impl MergeReport {
-    pub fn build(input: BuildInput<'_>) -> Self {
+impl<'a> MergeReport<'a> {
+    pub fn build(input: BuildInput<'a>) -> Self {
         let BuildInput {
             run_id,
             started_at,
@@ -330,18 +397,23 @@ impl MergeReport {
             organization,
             cfg,
             csv,
-            plan,
-            mut entries,
+            needs_review_groups,
+            entries,
+            not_started,
             client,
         } = input;
-        entries.sort_by(|a, b| a.email.cmp(&b.email).then(a.primary.cmp(&b.primary)));
-        let summary = Summary::of(&entries, plan.needs_review.len());
-        let id_map = entries
+        let pairs = ReportPairs::sorted(entries, not_started);
+        let mut summary = Summary::of(&pairs.entries, needs_review_groups);
+        // What `Summary::of` would count for each `PairEntry::from_pair`.
+        summary.pairs += pairs.not_started.len();
+        summary.not_started += pairs.not_started.len();
+        let id_map = pairs
+            .entries
             .iter()
             .filter(|e| e.status.is_done())
             .map(|e| (e.secondary.clone(), e.primary.clone()))
             .collect();
-        let run_now = entries.iter().filter(|e| !e.steps.is_empty()).count();
+        let run_now = pairs.entries.iter().filter(|e| !e.steps.is_empty()).count();
         let secs = elapsed.as_secs_f64();
         MergeReport {
             report_version: 1,
@@ -353,7 +425,7 @@ impl MergeReport {
             outcome,
             organization,
             configuration: RunConfig::of(cfg, csv),
-            pairs: entries,
+            pairs,
             summary,
             api: ApiFigures::of(client, cfg, secs, run_now),
             id_map,
@@ -469,7 +541,7 @@ fn round2(x: f64) -> f64 {
 }
 
 /// Writes the report atomically, 0600, under a name that does not exist yet.
-pub fn write(dir: &Path, report: &MergeReport) -> Result<PathBuf, AppError> {
+pub fn write(dir: &Path, report: &MergeReport<'_>) -> Result<PathBuf, AppError> {
     let loosened = fsutil::tighten_private_dir(dir).map_err(|e| {
         AppError::CantCreate(format!(
             "cannot create the report folder {}: {e}",
@@ -511,7 +583,7 @@ fn api_line(api: &ApiFigures) -> String {
 }
 
 /// The human summary on stderr.
-pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
+pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
     let s = &r.summary;
     let mut out = String::new();
     out.push_str(&format!(
@@ -580,7 +652,12 @@ pub fn print_summary(r: &MergeReport, path: &Path, savepoint: &Path) {
     out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
     out.push_str(&format!("  report:          {}\n", path.display()));
     out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
-    for e in r.pairs.iter().filter(|e| e.status == EntryStatus::Failed) {
+    for e in r
+        .pairs
+        .entries
+        .iter()
+        .filter(|e| e.status == EntryStatus::Failed)
+    {
         if let Some(err) = &e.error {
             out.push_str(&format!(
                 "  FAILED {}: {}{}\n",

@@ -6,7 +6,7 @@
 //! always carried through Reconcile. Pairs that left the CSV before their merge was requested
 //! are left alone and listed in the report.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
 use super::journal::{SavepointFile, pair_key};
 use crate::detect::Pair;
@@ -21,6 +21,8 @@ pub struct Item<'p> {
     /// Resumed with a merge already requested: finished first, never held back by
     /// `--max-merges`.
     pub in_flight: bool,
+    /// The pair is in this run's CSV (in either role order).
+    pub in_csv: bool,
 }
 
 /// A journaled pair the run leaves alone, reported from its record.
@@ -48,32 +50,35 @@ pub struct Schedule<'p> {
     pub work: Vec<Item<'p>>,
     /// Journaled pairs not run now.
     pub earlier: Vec<Earlier>,
-    /// Every savepoint key the CSV covers (both role orders where the journal has the
-    /// swapped one).
-    pub plan_keys: BTreeSet<String>,
 }
 
 /// Decides the run from the plan's clean pairs (in CSV order) and the journal.
 pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> {
     let mut earlier = Vec::new();
     let mut in_flight = Vec::new();
-    let mut fresh = Vec::new();
-    let mut plan_keys = BTreeSet::new();
-    let item = |key: String, pair, in_flight| Item {
+    let mut fresh = Vec::with_capacity(pairs.len());
+    // The journal's keys the CSV covers (both role orders where the journal has the swapped
+    // one). Only journaled keys: a set of every CSV key would cost as much as the keys
+    // themselves on a large plan, and only the journal's are looked up.
+    let mut covered: HashSet<&str> = HashSet::new();
+    let item = |key: String, pair: Option<&'p Pair>, in_flight, in_csv| Item {
         key,
         pair,
         in_flight,
+        in_csv,
     };
     for pair in pairs {
         let (p, s) = (&pair.primary.rev_user_id, &pair.secondary.rev_user_id);
         let key = pair_key(p, s);
-        plan_keys.insert(key.clone());
+        if let Some((k, _)) = journal.pairs.get_key_value(&key) {
+            covered.insert(k);
+        }
         let reversed = pair_key(s, p);
-        if let Some(rev) = journal.pairs.get(&reversed) {
+        if let Some((rev_key, rev)) = journal.pairs.get_key_value(&reversed) {
             // The same two contacts with primary and secondary swapped (`--keep` changed).
             // What was started that way is finished that way: going the other way now could
             // merge them twice.
-            plan_keys.insert(reversed.clone());
+            covered.insert(rev_key);
             if rev.status.is_final() {
                 earlier.push(Earlier {
                     key: reversed,
@@ -83,7 +88,7 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
                 continue;
             }
             if rev.merge_in_flight() {
-                in_flight.push(item(reversed, None, true));
+                in_flight.push(item(reversed, None, true, true));
                 continue;
             }
             // Nothing was sent to DevRev under the old roles: run with the new ones.
@@ -94,16 +99,18 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
                 in_csv: true,
                 finished: true,
             }),
-            Some(rec) if rec.merge_in_flight() => in_flight.push(item(key, Some(pair), true)),
-            _ => fresh.push(item(key, Some(pair), false)),
+            Some(rec) if rec.merge_in_flight() => {
+                in_flight.push(item(key, Some(pair), true, true));
+            }
+            _ => fresh.push(item(key, Some(pair), false, true)),
         }
     }
     for (key, rec) in &journal.pairs {
-        if plan_keys.contains(key) {
+        if covered.contains(key.as_str()) {
             continue;
         }
         if rec.merge_in_flight() && !rec.status.is_final() {
-            in_flight.push(item(key.clone(), None, true));
+            in_flight.push(item(key.clone(), None, true, false));
         } else {
             // Finished earlier (reported as such), or never merged and now out of the CSV.
             earlier.push(Earlier {
@@ -113,10 +120,11 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
             });
         }
     }
+    // In-flight merges are few: they go in front of the fresh pairs without a second list.
+    fresh.splice(0..0, in_flight);
     Schedule {
-        work: in_flight.into_iter().chain(fresh).collect(),
+        work: fresh,
         earlier,
-        plan_keys,
     }
 }
 
@@ -205,7 +213,7 @@ mod tests {
             vec![(k("P1", "S1"), true, false), (k("P2", "S2"), true, false)]
         );
         assert!(s.earlier.is_empty());
-        assert_eq!(s.plan_keys.len(), 2);
+        assert!(s.work.iter().all(|i| i.in_csv));
     }
 
     #[test]
@@ -238,6 +246,8 @@ mod tests {
                 (k("P2", "S2"), true, false),
             ]
         );
+        let in_csv: Vec<_> = s.work.iter().map(|i| i.in_csv).collect();
+        assert_eq!(in_csv, vec![true, false, true]);
         let earlier: Vec<_> = s
             .earlier
             .iter()
@@ -281,9 +291,9 @@ mod tests {
                 finished: true,
             }]
         );
-        // The old-role record of the re-run pair is covered by the CSV, not "left the CSV".
-        assert!(s.plan_keys.contains(&k("P3", "S3")));
-        assert!(s.plan_keys.contains(&k("S3", "P3")));
+        // The old-role record of the re-run pair is covered by the CSV, not "left the CSV"
+        // (it is not in `earlier`, above), and both pairs run are in the CSV.
+        assert!(s.work.iter().all(|i| i.in_csv));
     }
 
     #[test]
@@ -293,6 +303,7 @@ mod tests {
             key: k("P", "S"),
             pair: Some(&p),
             in_flight: false,
+            in_csv: true,
         };
         let resumed = Item {
             in_flight: true,
