@@ -28,7 +28,8 @@
 //! it was sent; keep `--merge-timeout` well above DevRev's observed delay (about 2 s).
 //!
 //! After the merge, Reconcile and AdoptExternalRef only *set* values (`reported_by.set`,
-//! `members.set`, `external_ref`), computed from the current state each time, so repeating
+//! `members.set`, `external_ref`, `display_name`), computed from the current state each time
+//! (the primary's name from the adoption's answer under `--keep revu`), so repeating
 //! them after a crash is harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -1244,7 +1245,7 @@ impl Saga<'_, '_> {
             Err(other) => {
                 // The ref stays pending or failed (the next run retries this step), but the
                 // name Reconcile left to this step is put back now all the same.
-                self.restore_name_anyway(None).await?;
+                self.restore_name_anyway().await?;
                 return Ok(other);
             }
         };
@@ -1272,11 +1273,12 @@ impl Saga<'_, '_> {
         Ok((StepOutcome::Completed, Some(detail)))
     }
 
-    /// The display-name check of an adoption that did not complete: best effort (a failure
-    /// here leaves the step's own outcome in place; the next run checks again).
-    async fn restore_name_anyway(&mut self, seen: Option<RevUser>) -> Result<(), AppError> {
+    /// The display-name check of an adoption that did not complete (one `rev-users.get`):
+    /// best effort, a failure here leaves the step's own outcome in place and the next run
+    /// checks again.
+    async fn restore_name_anyway(&mut self) -> Result<(), AppError> {
         match self
-            .restore_display_name(Step::AdoptExternalRef, seen)
+            .restore_display_name(Step::AdoptExternalRef, None)
             .await?
         {
             Ok(true) => self.save(|r| r.repairs.display_name_restored = true)?,

@@ -243,3 +243,40 @@ fn a_renamed_primary_costs_one_update_more() {
     check_world(false, true);
     check_world(true, true);
 }
+
+/// Safety of the spared read: when the adoption cannot complete (DevRev keeps the ref on the
+/// merged-away secondary and refuses its release), there is no answer carrying the primary,
+/// so its name is read and put back anyway; the pair's adoption stays pending.
+#[test]
+fn a_pending_adoption_still_puts_the_primary_name_back() {
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Deactivated);
+    b.renames_primary = true;
+    let w = World::with(spec(3, 0, 35), b, |o| {
+        o.quirks.merged_keeps_ref = true;
+        o.quirks.refuse_merged_update = true;
+    });
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "10"])
+        .assert();
+    let out = a.get_output();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = w.last_report();
+    assert_eq!(r["summary"]["ref_adoptions_pending"], 3, "{}", r["summary"]);
+    assert_eq!(
+        r["summary"]["display_names_restored"], 3,
+        "{}",
+        r["summary"]
+    );
+    for (p, _) in w.pairs() {
+        let now = w
+            .fake
+            .with_state(|st| st.rev_user(&p).unwrap().json["display_name"].clone());
+        assert_eq!(now, w.seed.rev_user(&p).unwrap()["display_name"]);
+    }
+}
