@@ -47,16 +47,14 @@ pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) ->
     // rev-users.get of the secondary until the merge shows: about 2 polls with DevRev's ~2 s
     // merge delay and the saga's 1 s first backoff (measured on the merge branch).
     let await_merge = 2;
-    // works.list (primary) + conversations.list + rev-users.get (primary's display name)
-    let reconcile = pages(tp + ts, page) + 1 + 1;
-    let adopt = match keep {
-        Keep::Revu => 1, // rev-users.update external_ref
-        Keep::User => 0,
-        // rev-users.get × 2 deciding the direction before the saga, and (for most pairs) the
-        // adopt of a kept REVU- contact.
-        Keep::Auto => 2 + 1,
-    };
-    validate + backup + request_merge + await_merge + reconcile + adopt
+    // works.list (primary) + conversations.list
+    let reconcile = pages(tp + ts, page) + 1;
+    // The primary's display name is checked once: in the answer of the adoption's
+    // rev-users.update under --keep revu, by a rev-users.get under --keep user.
+    let last = 1;
+    // --keep auto: rev-users.get × 2 deciding the direction before the saga.
+    let turn = if keep == Keep::Auto { 2 } else { 0 };
+    validate + backup + request_merge + await_merge + reconcile + last + turn
 }
 
 /// Attachments per backed-up ticket or conversation, at most: each costs one
@@ -108,14 +106,19 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
         BackupScope::Secondary => (t.secondary, t.secondary),
         BackupScope::Both => (d_lo, d_hi),
     };
-    let adopt = u64::from(keep == Keep::Revu);
+    // The adoption's rev-users.update (--keep revu) or the primary's re-read (--keep user):
+    // one or the other (README, "API calls per pair").
+    let last = 1;
     // validate 2 + tickets list + timelines + conversations list + merge + polls
-    // + reconcile's tickets and conversations lists + adopt
-    let low = 2 + list_lo + backed_lo + 1 + 1 + POLLS.0 + list_lo + 1 + adopt;
+    // + reconcile's tickets and conversations lists + adopt or re-read
+    let low = 2 + list_lo + backed_lo + 1 + 1 + POLLS.0 + list_lo + 1 + last;
     let convs = PRIOR_CONVERSATIONS_PER_CONTACT;
     let attachments = PRIOR_ATTACHMENTS_PER_OBJECT * (backed_hi + convs);
-    // + a conversation timeline each, two calls per attachment, and the primary's re-read.
-    let high = 2
+    // --keep auto may read both contacts once more to decide the direction.
+    let turn = if keep == Keep::Auto { 2 } else { 0 };
+    // + a conversation timeline each, two calls per attachment.
+    let high = turn
+        + 2
         + list_hi
         + backed_hi
         + 1
@@ -125,8 +128,7 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
         + POLLS.1
         + list_hi
         + 1
-        + 1
-        + adopt;
+        + last;
     (low, high)
 }
 
@@ -611,9 +613,8 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
             BackupScope::Both => " (both contacts' tickets)",
         },
         match est.keep {
-            Keep::Revu => " + 1 (adopt the user_ ref)",
-            Keep::User => "",
-            Keep::Auto => " + 1 (adopt the user_ ref) + 2 (the live turn check)",
+            Keep::Revu | Keep::User => "",
+            Keep::Auto => " + 2 (the live turn check)",
         },
         if est.unknown_ticket_counts > 0 {
             format!(
@@ -734,26 +735,30 @@ mod tests {
             secondary: contact("S", "user_s", Some(2)),
         };
         // 2 validate + (1 list + 2 timelines + 1 conversations) + 1 merge + 2 polls
-        // + (1 list + 1 conversations + 1 get) + 1 adopt
+        // + (1 list + 1 conversations) + 1 adopt (whose answer carries the primary's name)
         assert_eq!(
             calls_for_pair(&p, Keep::Revu, BackupScope::Secondary, 100),
-            13
+            12
         );
         assert_eq!(
             calls_for_pair(&p, Keep::User, BackupScope::Secondary, 100),
             12
         );
-        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 16);
+        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 15);
+        assert_eq!(
+            calls_for_pair(&p, Keep::Auto, BackupScope::Secondary, 100),
+            14
+        );
         let big = Pair {
             email: "j@x.com".into(),
             primary: contact("P", "REVU-P", Some(150)),
             secondary: contact("S", "user_s", None),
         };
         // 150 tickets: 2 pages per listing; the unknown count is taken as 0.
-        // 8 fixed + 2 pages twice + no timelines (0 tickets) + 1 adopt.
+        // 8 fixed (adopt included) + 2 pages twice + no timelines (0 tickets).
         assert_eq!(
             calls_for_pair(&big, Keep::Revu, BackupScope::Secondary, 100),
-            8 + 2 * 2 + 1
+            8 + 2 * 2
         );
     }
 
@@ -774,14 +779,23 @@ mod tests {
         }
         // Secondary scope, keep revu: 2 + 1 + 2 + 1 + 1 + 1 poll + 1 + 1 + 1 adopt = 11 at
         // least; at most 2 conversations and 2 attachments per ticket or conversation
-        // (2 x 2 x 4 = 16 calls), 4 polls and the primary's re-read.
+        // (2 x 2 x 4 = 16 calls) and 4 polls; no re-read of the primary (the adoption's
+        // answer carries it).
         let csv = call_range(
             KnownTickets::from_csv(&p),
             Keep::Revu,
             BackupScope::Secondary,
             100,
         );
-        assert_eq!(csv, (11, 11 + 2 + 16 + 3 + 1));
+        assert_eq!(csv, (11, 11 + 2 + 16 + 3));
+        // --keep user: the re-read instead of the adoption, the same count.
+        let user = call_range(
+            KnownTickets::from_csv(&p),
+            Keep::User,
+            BackupScope::Secondary,
+            100,
+        );
+        assert_eq!(user, csv);
         // Both scope: the CSV cannot tell shared tickets, the live check can.
         let (lo, hi) = call_range(KnownTickets::from_csv(&p), Keep::Revu, BackupScope::Both, 2);
         let live = KnownTickets {

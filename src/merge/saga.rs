@@ -28,7 +28,8 @@
 //! it was sent; keep `--merge-timeout` well above DevRev's observed delay (about 2 s).
 //!
 //! After the merge, Reconcile and AdoptExternalRef only *set* values (`reported_by.set`,
-//! `members.set`, `external_ref`), computed from the current state each time, so repeating
+//! `members.set`, `external_ref`, `display_name`), computed from the current state each time
+//! (the primary's name from the adoption's answer under `--keep revu`), so repeating
 //! them after a crash is harmless.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -996,9 +997,15 @@ impl Saga<'_, '_> {
             Ok(n) => n,
             Err(outcome) => return Ok((outcome, None)),
         };
-        let renamed = match self.restore_display_name().await? {
-            Ok(renamed) => renamed,
-            Err(outcome) => return Ok((outcome, None)),
+        // Under `--keep revu` the ref adoption's answer is the whole primary: the name is
+        // checked there, which spares a `rev-users.get` per pair.
+        let renamed = if adoption_reads_primary(self.rec()) {
+            false
+        } else {
+            match self.restore_display_name(step, None).await? {
+                Ok(renamed) => renamed,
+                Err(outcome) => return Ok((outcome, None)),
+            }
         };
         self.complete(step, |r| {
             if renamed {
@@ -1180,18 +1187,22 @@ impl Saga<'_, '_> {
         Ok(Ok(convs_now))
     }
 
-    /// Reconcile's last part: the primary's display name as it was before the merge, if the
-    /// merge changed it. True when it was written now.
-    async fn restore_display_name(&mut self) -> Phase<bool> {
-        let step = Step::Reconcile;
+    /// The primary's display name as it was before the merge, if the merge changed it (the
+    /// last part of Reconcile, or of AdoptExternalRef when that runs). `seen`: the primary as
+    /// an answer after the merge showed it (a `rev-users.update` answer is the whole user);
+    /// without one it is read. True when the name was written now.
+    async fn restore_display_name(&mut self, step: Step, seen: Option<RevUser>) -> Phase<bool> {
         let Some(original) = self.rec().primary_display_name.clone() else {
             return Ok(Ok(false));
         };
         let primary = self.primary();
         let client = self.ctx.client;
-        let current = match client.rev_users_get(&primary).await {
-            Ok(u) => u,
-            Err(e) => return phase_api_failure(step, &e),
+        let current = match seen {
+            Some(u) if u.id == primary => u,
+            _ => match client.rev_users_get(&primary).await {
+                Ok(u) => u,
+                Err(e) => return phase_api_failure(step, &e),
+            },
         };
         if current.display_name.as_deref() == Some(original.as_str()) {
             return Ok(Ok(false));
@@ -1216,17 +1227,79 @@ impl Saga<'_, '_> {
 
     async fn adopt_external_ref(&mut self) -> StepResult {
         let step = Step::AdoptExternalRef;
-        let primary = self.primary();
         let target = match self.rec().secondary_external_ref.clone() {
             Some(r) if classify_ref(&r) == RefClass::User => r,
             other => {
                 // Validate guarantees a user_ ref under --keep revu; anything else is left
-                // alone rather than guessed at.
+                // alone rather than guessed at. (Reconcile checked the name: see
+                // `adoption_reads_primary`.)
                 let detail = format!("nothing to adopt (secondary's ref was {other:?})");
                 self.complete(step, |_| {})?;
                 return Ok((StepOutcome::Completed, Some(detail)));
             }
         };
+        let (answer, conflicts) = match self.move_ref(&target).await? {
+            Ok(adopted) => adopted,
+            Err((StepOutcome::Interrupted, detail)) => {
+                return Ok((StepOutcome::Interrupted, detail));
+            }
+            Err(other) => {
+                // The ref stays pending or failed (the next run retries this step), but the
+                // name Reconcile left to this step is put back now all the same.
+                self.restore_name_anyway().await?;
+                return Ok(other);
+            }
+        };
+        self.save(|r| {
+            r.external_ref_adopted = Some(target.clone());
+            r.ref_adoption_pending = None;
+        })?;
+        let renamed = match self.restore_display_name(step, Some(answer)).await? {
+            Ok(renamed) => renamed,
+            Err(outcome) => return Ok((outcome, None)),
+        };
+        let detail = format!(
+            "{target} (after {conflicts} conflict answer(s)){}",
+            if renamed {
+                ", display name restored"
+            } else {
+                ""
+            }
+        );
+        self.complete(step, |r| {
+            if renamed {
+                r.repairs.display_name_restored = true;
+            }
+        })?;
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// The display-name check of an adoption that did not complete (one `rev-users.get`):
+    /// best effort, a failure here leaves the step's own outcome in place and the next run
+    /// checks again.
+    async fn restore_name_anyway(&mut self) -> Result<(), AppError> {
+        match self
+            .restore_display_name(Step::AdoptExternalRef, None)
+            .await?
+        {
+            Ok(true) => self.save(|r| r.repairs.display_name_restored = true)?,
+            Ok(false) => {}
+            Err(outcome) => {
+                tracing::warn!(pair = %self.rec().email, ?outcome, "cannot check the primary's display name now; the next run checks it again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the secondary's ref on the primary, waiting out (and if need be releasing) the
+    /// merged-away secondary's hold on it. `Ok(Ok((answer, conflicts)))`: adopted, with the
+    /// primary as the answer showed it; `Ok(Err(..))`: how the step ends instead.
+    async fn move_ref(
+        &mut self,
+        target: &str,
+    ) -> Result<Result<(RevUser, u32), (StepOutcome, Option<String>)>, AppError> {
+        let step = Step::AdoptExternalRef;
+        let primary = self.primary();
         // DevRev keeps the merged secondary's ref unique for a while (409 until it frees it).
         // Wait a few seconds for that; a secondary that keeps it is then released by hand.
         let wait = self
@@ -1245,7 +1318,9 @@ impl Saga<'_, '_> {
                 .rev_users_update(&primary, json!({ "external_ref": target }))
                 .await
             {
-                Ok(u) if u.external_ref.as_deref() == Some(target.as_str()) => break,
+                Ok(u) if u.external_ref.as_deref() == Some(target) => {
+                    return Ok(Ok((u, conflicts)));
+                }
                 Ok(u) => {
                     let error = PairError::new(
                         step,
@@ -1254,13 +1329,13 @@ impl Saga<'_, '_> {
                             u.external_ref
                         ),
                     );
-                    return Ok((StepOutcome::Failed { error }, None));
+                    return Ok(Err((StepOutcome::Failed { error }, None)));
                 }
                 Err(e) if e.is_conflict() => {
                     conflicts += 1;
                     let now = Instant::now();
                     if now >= deadline && !released {
-                        match self.release_ref(&target).await? {
+                        match self.release_ref(target).await? {
                             Ok(()) => {
                                 // DevRev may take a moment to free a released ref: wait for
                                 // it up to --merge-timeout.
@@ -1268,29 +1343,23 @@ impl Saga<'_, '_> {
                                 deadline = (t0 + self.ctx.merge_timeout).max(Instant::now() + wait);
                                 continue;
                             }
-                            Err(why) => return self.adoption_pending(&target, why),
+                            Err(why) => return self.adoption_pending(target, why).map(Err),
                         }
                     }
                     if now >= deadline {
                         let why = format!(
                             "{target} is still taken after it was released from the secondary ({conflicts} conflict answers)"
                         );
-                        return self.adoption_pending(&target, why);
+                        return self.adoption_pending(target, why).map(Err);
                     }
                     tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
                     if self.nap(next_delay(&mut delays).min(deadline - now)).await {
-                        return Ok((StepOutcome::Interrupted, None));
+                        return Ok(Err((StepOutcome::Interrupted, None)));
                     }
                 }
-                Err(e) => return Self::api_failure(step, &e),
+                Err(e) => return Self::api_failure(step, &e).map(Err),
             }
         }
-        let detail = format!("{target} (after {conflicts} conflict answer(s))");
-        self.complete(step, |r| {
-            r.external_ref_adopted = Some(target);
-            r.ref_adoption_pending = None;
-        })?;
-        Ok((StepOutcome::Completed, Some(detail)))
     }
 
     /// Moves the ref off the merged-away secondary when it still holds it (journaled intent
@@ -1367,6 +1436,17 @@ impl Saga<'_, '_> {
         })?;
         Ok((StepOutcome::Completed, None))
     }
+}
+
+/// Under `--keep revu` with a `user_` ref to adopt, AdoptExternalRef's `rev-users.update`
+/// answers with the whole primary after the merge, so the display-name check (whether the
+/// merge renamed the primary) reads that answer instead of a `rev-users.get` in Reconcile.
+fn adoption_reads_primary(rec: &PairRecord) -> bool {
+    rec.keep == Keep::Revu
+        && rec
+            .secondary_external_ref
+            .as_deref()
+            .is_some_and(|r| classify_ref(r) == RefClass::User)
 }
 
 /// The secondary already points at this primary: the merge happened (in an earlier run

@@ -170,7 +170,7 @@ fn preview_summarizes_lists_and_saves_the_plan_offline() {
         .map(|p| {
             let t = |c: &Value| c["ticket_count"].as_u64().unwrap_or(0);
             let (tp, ts) = (t(&p["primary"]), t(&p["secondary"]));
-            9 + 2 * (tp + ts).div_ceil(100).max(1) + ts
+            8 + 2 * (tp + ts).div_ceil(100).max(1) + ts
         })
         .sum();
     assert_eq!(plan["estimate"]["api_calls"], json!(expected));

@@ -2,6 +2,7 @@
 //! (the `devrev-fake` workspace crate, `crates/devrev-fake/`).
 
 mod backup;
+mod calls;
 mod cli;
 mod closed_pipe;
 mod common;

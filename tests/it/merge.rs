@@ -1229,9 +1229,10 @@ fn api_calls_per_pair_match_the_formula() {
             .count();
         assert!(polls >= 1);
         // validate 2 | backup: tickets 1 + one timeline per secondary ticket + conversations 1
-        // + one timeline per conversation | merge 1 | polls | reconcile: 2 lists + 1 get |
-        // adopt 1 (nothing to repair: the merge moved everything, no rename, no 409).
-        want += 2 + (1 + t_s + 1 + c_s) + 1 + polls + 3 + 1;
+        // + one timeline per conversation | merge 1 | polls | reconcile: 2 lists |
+        // adopt 1, whose answer carries the primary's display name (nothing to repair: the
+        // merge moved everything, no rename, no 409).
+        want += 2 + (1 + t_s + 1 + c_s) + 1 + polls + 2 + 1;
         let _ = p;
     }
     let pairs = w.pairs().len();

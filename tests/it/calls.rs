@@ -1,0 +1,282 @@
+//! Every call counts: the merge run's API calls, endpoint by endpoint and pair by pair,
+//! against the README's per-pair minimum ("API calls per pair"):
+//!
+//! ```text
+//! rev-users.get 3 (+1 with --keep user) · works.list 2 · conversations.list 2 ·
+//! timeline-entries.list T + C · artifacts.locate A · artifacts.get A₀ · rev-users.merge 1 ·
+//! rev-users.update 1 (--keep revu; 0 with --keep user)       = 9 + T + C + A + A₀
+//! ```
+//!
+//! with `T` tickets and `C` conversations backed up (one timeline page each) and `A`
+//! attachments (`A₀` of them without a size in their summary), taken from the fake's world,
+//! never from what the binary wrote. The merges are applied before the first look, so every
+//! count is exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::merge::{World, behaviour, spec};
+use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
+use devrev_fake::seed::summary_ids;
+
+/// What the fake's world says one pair's backup holds.
+#[derive(Debug, Default)]
+struct Terms {
+    tickets: usize,
+    conversations: usize,
+    attachments: usize,
+    sizeless: usize,
+}
+
+fn terms(w: &World, secondary: &str) -> Terms {
+    let names = |v: &Value, field: &str| summary_ids(&v[field]).contains(&secondary.to_string());
+    let tickets: BTreeSet<&str> = w
+        .seed
+        .tickets
+        .iter()
+        .filter(|t| names(t, "reported_by"))
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    let convs: BTreeSet<&str> = w
+        .seed
+        .conversations
+        .iter()
+        .filter(|c| names(c, "members"))
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    let objects: BTreeSet<&str> = tickets.union(&convs).copied().collect();
+    let attachments = w
+        .seed
+        .artifacts
+        .iter()
+        .filter(|a| objects.contains(a["parent"].as_str().unwrap_or_default()))
+        .count();
+    // Summaries in timeline entries may omit the size: those cost one artifacts.get.
+    let sizeless = objects
+        .iter()
+        .flat_map(|o| w.seed.timelines.get(*o).into_iter().flatten())
+        .flat_map(|e| e["artifacts"].as_array().into_iter().flatten())
+        .filter(|a| a["file"]["size"].is_null())
+        .count();
+    for o in &objects {
+        let entries = w.seed.timelines.get(*o).map_or(0, Vec::len);
+        assert!(entries < 100, "one timeline page per object");
+    }
+    Terms {
+        tickets: tickets.len(),
+        conversations: convs.len(),
+        attachments,
+        sizeless,
+    }
+}
+
+/// The README's minimum for one pair, endpoint by endpoint; `renamed`: the merge renamed the
+/// primary (`N` = 1: one more `rev-users.update` sets the name back).
+fn minimum(t: &Terms, keep_user: bool, renamed: bool) -> BTreeMap<String, usize> {
+    let k = usize::from(keep_user);
+    let n = usize::from(renamed);
+    [
+        ("/rev-users.get", 3 + k),
+        ("/works.list", 2),
+        ("/conversations.list", 2),
+        ("/timeline-entries.list", t.tickets + t.conversations),
+        ("/artifacts.locate", t.attachments),
+        ("/artifacts.get", t.sizeless),
+        ("/rev-users.merge", 1),
+        ("/rev-users.update", 1 - k + n),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(p, n)| (p.to_string(), n))
+    .collect()
+}
+
+/// The log cut into one slice per pair (the run handles one pair at a time): each starts at
+/// the pair's first `rev-users.get` (Validate). Returns the slices in the order of `pairs`
+/// and what came before the first.
+fn per_pair<'a>(
+    log: &'a [RequestRecord],
+    pairs: &[(String, String)],
+) -> (Vec<&'a [RequestRecord]>, &'a [RequestRecord]) {
+    let mut starts: Vec<(usize, usize)> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, (p, s))| {
+            let at = log
+                .iter()
+                .position(|r| {
+                    r.path == "/rev-users.get"
+                        && (r.body["id"] == p.as_str() || r.body["id"] == s.as_str())
+                })
+                .expect("every pair is validated");
+            (at, i)
+        })
+        .collect();
+    starts.sort();
+    let mut slices = vec![&log[..0]; pairs.len()];
+    for (k, &(at, i)) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).map_or(log.len(), |n| n.0);
+        slices[i] = &log[at..end];
+    }
+    (slices, &log[..starts[0].0])
+}
+
+fn counts(reqs: &[RequestRecord]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for r in reqs.iter().filter(|r| !r.path.starts_with("/download/")) {
+        *out.entry(r.path.clone()).or_default() += 1;
+    }
+    out
+}
+
+fn check_world(keep_user: bool, renames: bool) {
+    let mut sp = spec(10, 0, 13);
+    sp.attachments_pct = 50;
+    sp.timeline_entries = (1, 3);
+    // Applied at once: the first look (after the run's first-look delay) always sees it.
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Gone);
+    b.delay = Duration::ZERO;
+    b.renames_primary = renames;
+    let mut w = World::new(sp, b);
+    w.keep_user = keep_user;
+    let a = w.run(&[]);
+    let out = a.get_output();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = w.fake.requests();
+    let pairs = w.pairs();
+    let (slices, before) = per_pair(&log, &pairs);
+    assert_eq!(
+        counts(before),
+        BTreeMap::from([("/auth-tokens.info".to_string(), 1)]),
+        "one call per run before the first pair"
+    );
+    let (mut sum_t, mut sum_c, mut sum_a, mut sum_a0, mut total) = (0, 0, 0, 0, 0);
+    for ((p, s), reqs) in pairs.iter().zip(&slices) {
+        let t = terms(&w, s);
+        let got = counts(reqs);
+        assert_eq!(
+            got,
+            minimum(&t, keep_user, renames),
+            "pair {p} ← {s}: {t:?}"
+        );
+        // The same as one sum: the README's `9 + T + C + A + A₀ (+ N)`.
+        let calls: usize = got.values().sum();
+        assert_eq!(
+            calls,
+            9 + t.tickets + t.conversations + t.attachments + t.sizeless + usize::from(renames)
+        );
+        let downloads = reqs
+            .iter()
+            .filter(|r| r.path.starts_with("/download/"))
+            .count();
+        assert_eq!(downloads, t.attachments, "one download per attachment");
+        // Whose contacts were read: Validate reads both, the one look reads the secondary,
+        // and only --keep user reads the primary again (for its display name).
+        let gets = |id: &str| {
+            reqs.iter()
+                .filter(|r| r.path == "/rev-users.get" && r.body["id"] == id)
+                .count()
+        };
+        assert_eq!(gets(p), 1 + usize::from(keep_user), "primary reads");
+        assert_eq!(gets(s), 2, "secondary reads");
+        sum_t += t.tickets;
+        sum_c += t.conversations;
+        sum_a += t.attachments;
+        sum_a0 += t.sizeless;
+        total += calls;
+    }
+    let n = pairs.len();
+    let report = w.last_report();
+    for e in report["pairs"].as_array().unwrap() {
+        assert_eq!(e["display_name_restored"], renames, "{e}");
+    }
+    for (p, _) in &pairs {
+        let now = w
+            .fake
+            .with_state(|st| st.rev_user(p).unwrap().json["display_name"].clone());
+        assert_eq!(
+            now,
+            w.seed.rev_user(p).unwrap()["display_name"],
+            "the primary keeps its name"
+        );
+    }
+    assert!(
+        sum_t > 0 && sum_c > 0 && sum_a > 0 && sum_a0 > 0,
+        "the world exercises every term"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|r| !r.path.starts_with("/download/"))
+            .count(),
+        total + 1
+    );
+    eprintln!(
+        "calls per pair (--keep {}, renames {renames}): {n} pairs, T = {sum_t}, C = {sum_c}, A = {sum_a} (A₀ = {sum_a0}): \
+         {total} calls = 9·{n} + T + C + A + A₀{}, {:.1} per pair, plus 1 auth-tokens.info",
+        if keep_user { "user" } else { "revu" },
+        if renames { " + N (1 per pair)" } else { "" },
+        total as f64 / n as f64
+    );
+}
+
+#[test]
+fn each_endpoint_is_called_the_minimum_per_pair_keep_revu() {
+    check_world(false, false);
+}
+
+#[test]
+fn each_endpoint_is_called_the_minimum_per_pair_keep_user() {
+    check_world(true, false);
+}
+
+/// A merge that renames the primary costs exactly one more call: the name is read from the
+/// adoption's answer (--keep revu) or the one re-read (--keep user), and set back once.
+#[test]
+fn a_renamed_primary_costs_one_update_more() {
+    check_world(false, true);
+    check_world(true, true);
+}
+
+/// Safety of the spared read: when the adoption cannot complete (DevRev keeps the ref on the
+/// merged-away secondary and refuses its release), there is no answer carrying the primary,
+/// so its name is read and put back anyway; the pair's adoption stays pending.
+#[test]
+fn a_pending_adoption_still_puts_the_primary_name_back() {
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Deactivated);
+    b.renames_primary = true;
+    let w = World::with(spec(3, 0, 35), b, |o| {
+        o.quirks.merged_keeps_ref = true;
+        o.quirks.refuse_merged_update = true;
+    });
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "10"])
+        .assert();
+    let out = a.get_output();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = w.last_report();
+    assert_eq!(r["summary"]["ref_adoptions_pending"], 3, "{}", r["summary"]);
+    assert_eq!(
+        r["summary"]["display_names_restored"], 3,
+        "{}",
+        r["summary"]
+    );
+    for (p, _) in w.pairs() {
+        let now = w
+            .fake
+            .with_state(|st| st.rev_user(&p).unwrap().json["display_name"].clone());
+        assert_eq!(now, w.seed.rev_user(&p).unwrap()["display_name"]);
+    }
+}
