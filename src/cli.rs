@@ -98,7 +98,7 @@ pub struct Cli {
 
     /// Undo merges from their backups: backup folders, or a merge report
     /// (reports/merge-report-<timestamp>.json) to undo every pair it merged. With --preview:
-    /// the plan only, read-only. See "Undo a merge" in the README.
+    /// the plan only, read-only. See "Undo a merge" in docs/commands.md.
     #[arg(long, value_name = "FOLDER|REPORT", num_args = 1..)]
     pub restore: Vec<PathBuf>,
 

@@ -351,7 +351,7 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
     }
 }
 
-/// The client's bounds on listings, requests and answers (README, "Limits").
+/// The client's bounds on listings, requests and answers (docs/limits.md).
 fn limits(cli: &Cli) -> Result<Limits, AppError> {
     let d = Limits::default();
     Ok(Limits {

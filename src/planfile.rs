@@ -25,13 +25,13 @@ use crate::validate::{LiveProblem, LiveTickets};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
     pub pairs: u64,
-    /// The typical count: the README's per-pair formula over the ticket counts.
+    /// The typical count: the per-pair formula of docs/api.md over the ticket counts.
     pub api_calls: u64,
     pub calls_per_pair: f64,
     /// At the configured pacing: `api_calls × period / calls`.
     pub seconds: f64,
     /// The honest range around `api_calls`: the saga's floor (no attachment, no conversation,
-    /// one look after the merge) up to the README's priors for what the CSV does not say.
+    /// one look after the merge) up to the priors of docs/api.md for what the CSV does not say.
     pub api_calls_low: u64,
     pub api_calls_high: u64,
     pub seconds_low: f64,

@@ -32,7 +32,7 @@ fn pages(n: u64, page: u64) -> u64 {
 }
 
 /// API calls one pair's saga makes (DESIGN §6), from the CSV's ticket counts. The formula is
-/// documented in the README ("Estimating API calls"); keep the two in step.
+/// documented in docs/api.md ("Estimating a run from the CSV"); keep the two in step.
 pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) -> u64 {
     let tp = pair.primary.ticket_count.unwrap_or(0);
     let ts = pair.secondary.ticket_count.unwrap_or(0);
@@ -59,7 +59,7 @@ pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) ->
 
 /// Attachments per backed-up ticket or conversation, at most: each costs one
 /// `artifacts.locate`, plus one `artifacts.get` when DevRev's summary omits the size. A prior
-/// (README, "Estimating API calls"): the CSV does not say, and reading every timeline to count
+/// (docs/api.md, "Estimating a run from the CSV"): the CSV does not say, and reading every timeline to count
 /// them would cost what it estimates.
 pub const PRIOR_ATTACHMENTS_PER_OBJECT: u64 = 2;
 /// Conversations a secondary is a member of, at most: each is backed up with one
@@ -107,7 +107,7 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
         BackupScope::Both => (d_lo, d_hi),
     };
     // The adoption's rev-users.update (--keep revu) or the primary's re-read (--keep user):
-    // one or the other (README, "API calls per pair").
+    // one or the other (docs/api.md, "API calls per pair").
     let last = 1;
     // validate 2 + tickets list + timelines + conversations list + merge + polls
     // + reconcile's tickets and conversations lists + adopt or re-read
@@ -607,7 +607,7 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
         "  Per pair: 8 + 2 x pages(both contacts' tickets) + one timeline per ticket{}{}; ticket counts \
          from TICKET_COUNT{}. The range allows up to {PRIOR_CONVERSATIONS_PER_CONTACT} conversations \
          per secondary and {PRIOR_ATTACHMENTS_PER_OBJECT} attachments per ticket or conversation \
-         (README, \"Estimating API calls\").",
+         (docs/api.md, \"Estimating a run from the CSV\").",
         match est.backup_scope {
             BackupScope::Secondary => " (secondary's tickets)",
             BackupScope::Both => " (both contacts' tickets)",

@@ -1,7 +1,7 @@
 //! Taking one pair's backup (DESIGN §6, §7): list everything DevRev holds about the pair,
 //! check free space, write it into a `.partial` folder, verify it, rename it into place.
 //!
-//! Layout (`backups/<safe email>_<YYYYMMDD_HHMMSS>/`, see `manifest.rs` and the README):
+//! Layout (`backups/<safe email>_<YYYYMMDD_HHMMSS>/`, see `manifest.rs` and docs/files.md):
 //! `metadata.json`, `tickets.json`, `conversations.json`,
 //! `conversations/<TKT-n | conversation display id>/messages.json` and `.../attachments/`,
 //! and `verification.json` with the size and sha256 of every file and the counts.

@@ -57,7 +57,7 @@ pub struct ClientConfig {
 
 /// How far the client follows a server before calling it broken. Generous on purpose: each
 /// default is far beyond anything a healthy DevRev answer needs, and each can be raised
-/// (README "Limits").
+/// (docs/limits.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Pages one listing may take (`--max-pages`, `DEVREV_MAX_PAGES`).

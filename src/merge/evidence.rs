@@ -2,7 +2,7 @@
 //! primary. Validate and the watch after a merge request (AwaitMerge, resolving a lost
 //! answer) both use it, so no step can call a pair "merged" on weaker evidence than another.
 //!
-//! Exact evidence only (README "Exactly one merge per pair"):
+//! Exact evidence only (docs/commands.md, "Exactly one merge per pair"):
 //! - `primary_identity` counts only when it names the primary: some orgs fill it on every
 //!   contact with the contact itself;
 //! - a 404 counts only with DevRev's error type `not_found`: a typeless 404 is an unknown

@@ -1,4 +1,4 @@
-//! One pair's restore, step by step (README "Undo a merge"):
+//! One pair's restore, step by step (docs/commands.md, "Undo a merge"):
 //! Check (read-only) → PrimaryRef → Create → Tickets → Conversations → Verify → Done.
 //!
 //! Every write is journaled before it is sent and its outcome after (`journal.rs`), so a

@@ -3,7 +3,7 @@
 //! panic; every refusal is the documented exit code with a message of bounded size.
 //!
 //! The suite runs proptest's default 256 cases per property. A long run:
-//! `PROPTEST_CASES=100000 cargo test --release --test it fuzz::` (see README, "Limits").
+//! `PROPTEST_CASES=100000 cargo test --release --test it fuzz::` (see docs/limits.md).
 //! The `fuzz/` folder holds the same two targets for cargo-fuzz (nightly).
 
 use std::io::Cursor;
