@@ -131,12 +131,33 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
             cfg.rate_limit_period.as_secs_f64()
         ),
     };
-    let mut worst: Option<ApiError> = None;
+    // Reads only make sense once the token itself works.
+    let worst = match check_token(&client, &mut report).await {
+        Some(e) => Some(e),
+        None => read_probes(&client, &mut report).await,
+    };
+    report.rate_limit_headers = client.last_rate_headers();
+    report.ok = report.probes.iter().all(|p| p.ok);
 
+    if cfg.json {
+        output::json(&report)?;
+    } else {
+        output::data(|w| print_human(w, &report))?;
+    }
+    match worst {
+        None => Ok(()),
+        Some(e) => Err(AppError::Api(e)),
+    }
+}
+
+/// `auth-tokens.info`: the org, the identity and the token's expiry (with a warning when it is
+/// near). Returns the error when the token itself does not work.
+async fn check_token(client: &DevRevClient, report: &mut TestApiReport) -> Option<ApiError> {
+    let mut worst = None;
     let t0 = Instant::now();
     let wait0 = client.totals().rate_wait_ms;
     let info = client.auth_tokens_info().await;
-    let latency_ms = latency_since(&client, t0, wait0);
+    let latency_ms = latency_since(client, t0, wait0);
     match info {
         Ok(info) => {
             report.probes.push(Probe {
@@ -174,53 +195,45 @@ pub async fn run(cfg: &Config) -> Result<(), AppError> {
         }
     }
 
-    // Reads only make sense once the token itself works.
-    if worst.is_none() {
-        let probes = [
-            (
-                "contacts",
-                "rev-users.list",
-                "rev_users",
-                json!({"limit": 1}),
-            ),
-            (
-                "tickets",
-                "works.list",
-                "works",
-                json!({"limit": 1, "type": ["ticket"]}),
-            ),
-            (
-                "conversations",
-                "conversations.list",
-                "conversations",
-                json!({"limit": 1}),
-            ),
-        ];
-        for (name, endpoint, key, body) in probes {
-            let (p, err) = probe(&client, name, endpoint, key, async {
-                client
-                    .call::<serde_json::Value>(endpoint, &body, crate::devrev::CallKind::Read)
-                    .await
-            })
-            .await;
-            report.probes.push(p);
-            if let Some(e) = err {
-                worst.get_or_insert(e);
-            }
+    worst
+}
+
+/// One `limit: 1` read per kind of object the merge run lists; returns the first error.
+async fn read_probes(client: &DevRevClient, report: &mut TestApiReport) -> Option<ApiError> {
+    let mut worst = None;
+    let probes = [
+        (
+            "contacts",
+            "rev-users.list",
+            "rev_users",
+            json!({"limit": 1}),
+        ),
+        (
+            "tickets",
+            "works.list",
+            "works",
+            json!({"limit": 1, "type": ["ticket"]}),
+        ),
+        (
+            "conversations",
+            "conversations.list",
+            "conversations",
+            json!({"limit": 1}),
+        ),
+    ];
+    for (name, endpoint, key, body) in probes {
+        let (p, err) = probe(client, name, endpoint, key, async {
+            client
+                .call::<serde_json::Value>(endpoint, &body, crate::devrev::CallKind::Read)
+                .await
+        })
+        .await;
+        report.probes.push(p);
+        if let Some(e) = err {
+            worst.get_or_insert(e);
         }
     }
-    report.rate_limit_headers = client.last_rate_headers();
-    report.ok = report.probes.iter().all(|p| p.ok);
-
-    if cfg.json {
-        output::json(&report)?;
-    } else {
-        output::data(|w| print_human(w, &report))?;
-    }
-    match worst {
-        None => Ok(()),
-        Some(e) => Err(AppError::Api(e)),
-    }
+    worst
 }
 
 fn print_human(w: &mut impl Write, r: &TestApiReport) -> io::Result<()> {
