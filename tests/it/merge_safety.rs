@@ -313,7 +313,9 @@ fn merge_watch_below_its_floor_is_refused() {
 /// further than the pairs in hand, "per pair" that it tried every pair.
 #[test]
 fn one_rule_decides_what_stops_the_run_status_by_command() {
-    let cases: [(&str, Fault, bool); 3] = [
+    let cases: [(&str, Fault, bool); 5] = [
+        ("401", Fault::Unauthenticated, true),
+        ("403", Fault::Forbidden, true),
         ("429", Fault::Spurious429 { retry_after_s: 0 }, true),
         ("typeless 404", Fault::TypelessNotFound, true),
         ("500", Fault::Status500, false),

@@ -38,6 +38,10 @@ pub enum Fault {
     TypelessNotFound,
     /// `301` with this `Location` header and an empty body; nothing applied.
     Moved { location: String },
+    /// `401 {"type":"unauthenticated"}` for this request only (a token revoked mid-run).
+    Unauthenticated,
+    /// `403 {"type":"forbidden"}` for this request only (a permission missing for one call).
+    Forbidden,
 }
 
 /// Inject `fault` on the `nth` (1-based) request whose path matches `path` (`None` = any

@@ -455,6 +455,14 @@ fn fault_answer(fault: &Option<Fault>, seq: usize) -> Option<Answer> {
                     "reference_id": format!("fake-ref-{seq:06}")}),
         )),
         Some(Fault::TypelessNotFound) => Some(route_not_found()),
+        Some(Fault::Unauthenticated) => Some(Answer::json(
+            401,
+            &json!({"type": "unauthenticated", "message": "Token is invalid or expired"}),
+        )),
+        Some(Fault::Forbidden) => Some(Answer::json(
+            403,
+            &json!({"type": "forbidden", "message": "Forbidden: the token lacks a permission"}),
+        )),
         Some(Fault::Moved { location }) => {
             let mut a = Answer::json(301, &json!({}));
             a.headers.push(("location", location.clone()));
