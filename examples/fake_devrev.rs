@@ -34,6 +34,8 @@ enum After {
     Deactivated,
     PrimaryIdentity,
     DropRef,
+    /// One of the four per secondary, by a hash of its id.
+    Mixed,
 }
 
 /// A stateful fake DevRev API on 127.0.0.1 for trying devrev-merge without a real org.
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
                 After::Deactivated => SecondaryAfter::Deactivated,
                 After::PrimaryIdentity => SecondaryAfter::PrimaryIdentity,
                 After::DropRef => SecondaryAfter::DropRef,
+                After::Mixed => SecondaryAfter::Mixed,
             },
             ref_release_delay: Duration::from_millis(args.ref_release_ms),
             renames_primary: false,

@@ -852,6 +852,27 @@ fn merge_move_modes() {
 }
 
 #[test]
+fn mixed_secondary_outcomes_cover_all_four_and_are_stable() {
+    let kinds: std::collections::BTreeSet<String> = (0..64)
+        .map(|i| {
+            format!(
+                "{:?}",
+                SecondaryAfter::Mixed.for_secondary(&format!("don:revu/{i}"))
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert_eq!(
+        SecondaryAfter::Mixed.for_secondary("don:revu/7"),
+        SecondaryAfter::Mixed.for_secondary("don:revu/7")
+    );
+    assert_eq!(
+        SecondaryAfter::Gone.for_secondary("don:revu/7"),
+        SecondaryAfter::Gone
+    );
+}
+
+#[test]
 fn secondary_after_merge_variants() {
     for after in [
         SecondaryAfter::Gone,
@@ -878,7 +899,7 @@ fn secondary_after_merge_variants() {
         let r = probe.call("rev-users.get", json!({"id": s}));
         let u = &r.json["rev_user"];
         match after {
-            SecondaryAfter::Gone => assert_eq!(r.status, 404),
+            SecondaryAfter::Gone | SecondaryAfter::Mixed => assert_eq!(r.status, 404),
             SecondaryAfter::Deactivated => assert_eq!(u["state"], "deactivated"),
             SecondaryAfter::PrimaryIdentity => {
                 assert_eq!(u["state"], "active");

@@ -446,7 +446,7 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
 #[ignore = "soak: about two minutes; run by hand for the figures"]
 fn soak_36_pairs_clean_vs_faults() {
     let run_world = |faults: bool| {
-        let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Deactivated);
+        let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Mixed);
         b.delay = Duration::from_secs(2);
         let w = World::with(spec(36, 0, 41), b, |o| {
             if faults {

@@ -99,6 +99,24 @@ pub enum SecondaryAfter {
     PrimaryIdentity,
     /// Still there; `external_ref` rewritten to `<old>-drop-<secondary DON>`.
     DropRef,
+    /// One of the four above per secondary, picked by a hash of its id (so the same world
+    /// always ends the same way): a random mix of what becomes of merged-away contacts.
+    Mixed,
+}
+
+impl SecondaryAfter {
+    /// What becomes of this secondary: [`SecondaryAfter::Mixed`] resolved by its id.
+    pub fn for_secondary(&self, id: &str) -> SecondaryAfter {
+        match self {
+            SecondaryAfter::Mixed => match crate::seed::fnv1a(id.as_bytes()) % 4 {
+                0 => SecondaryAfter::Gone,
+                1 => SecondaryAfter::Deactivated,
+                2 => SecondaryAfter::PrimaryIdentity,
+                _ => SecondaryAfter::DropRef,
+            },
+            other => *other,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1179,8 +1179,8 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
         }
         pr.json["modified_date"] = json!(stamp);
     }
-    match b.secondary_after {
-        SecondaryAfter::Gone => {
+    match b.secondary_after.for_secondary(&secondary) {
+        SecondaryAfter::Gone | SecondaryAfter::Mixed => {
             if let Some(rec) = state.rev_users.remove(&secondary) {
                 state.deleted_rev_users.insert(secondary.clone(), rec);
             }
