@@ -87,8 +87,18 @@ pub async fn execute(
             break;
         }
     }
-    if stop.is_none() && !parked.is_empty() {
-        stop = revisit(ctx, sp, parked, &mut ran, &span).await;
+    // Pairs whose merge was sent are finished also when --max-merges stopped the run: "pairs
+    // already in flight are still finished" (a canary must not end with its last merge
+    // unconfirmed and unrepaired).
+    let finish_parked = matches!(
+        stop,
+        None | Some(Stop::Outcome(RunOutcome::MaxMergesReached))
+    );
+    if finish_parked
+        && !parked.is_empty()
+        && let Some(s) = revisit(ctx, sp, parked, &mut ran, &span).await
+    {
+        stop = Some(s);
     }
     drop(span);
     let (outcome, fatal) = match stop {

@@ -106,6 +106,16 @@ pub enum MergeOutcome {
 }
 
 impl MergeOutcome {
+    /// True when DevRev certainly never took the request in (refused it, or it never
+    /// reached DevRev). A request watched into `NotApplied` may still land late, so it does
+    /// not count here.
+    pub fn never_reached_devrev(&self) -> bool {
+        matches!(
+            self,
+            MergeOutcome::NotSent { .. } | MergeOutcome::Rejected { .. }
+        )
+    }
+
     /// True when the request certainly had no effect, so a new one may be sent.
     pub fn certainly_not_applied(&self) -> bool {
         matches!(

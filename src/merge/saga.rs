@@ -474,6 +474,8 @@ impl Saga<'_, '_> {
         };
         // The same live check as `--preview --check-live`, so both refuse the same pairs.
         let (primary, secondary) = match validate::validate_pair(self.ctx.client, pair).await {
+            // A redirect is an answer about the secondary, judged by the one evidence rule.
+            Err(e) if e.status() == Some(301) => return self.validate_moved(&e),
             Err(e) => return Self::api_failure(Step::Validate, &e),
             Ok(LiveCheck::Passed(live)) => {
                 for w in &live.warnings {
@@ -527,14 +529,59 @@ impl Saga<'_, '_> {
         Ok((StepOutcome::Completed, None))
     }
 
+    /// Validate got a 301 for the secondary: merged into the primary when its `Location`
+    /// names the primary (resumed at Reconcile if this tool's request may have done it,
+    /// otherwise already merged, nothing to do); any other redirect fails the pair.
+    fn validate_moved(&mut self, e: &ApiError) -> StepResult {
+        let primary = self.primary();
+        let Ok(Evidence::Merged(sign)) = evidence::of_answer(Err(e.clone()), &primary, false)
+        else {
+            return Self::api_failure(Step::Validate, e);
+        };
+        if self.requested_may_have_landed() {
+            let detail = format!(
+                "an earlier merge request was applied late ({sign}); resuming at Reconcile"
+            );
+            tracing::info!(pair = %self.rec().email, "{detail}");
+            self.complete(Step::AwaitMerge, |r| {
+                r.merged = Some(MergeConfirmation {
+                    at: Utc::now(),
+                    sign,
+                });
+            })?;
+            return Ok((StepOutcome::Completed, Some(detail)));
+        }
+        Ok((
+            StepOutcome::Skipped {
+                reason: SkipReason::AlreadyMerged,
+            },
+            Some(format!(
+                "the secondary is already merged into the primary ({sign})"
+            )),
+        ))
+    }
+
+    /// Whether the journal shows a merge request of this tool that DevRev may have taken in.
+    /// One it refused (4xx) or that never reached it is no merge of this tool's, and a
+    /// deactivation by hand must not read as one. An intent without an outcome (a crash
+    /// mid-request) may have been applied.
+    fn requested_may_have_landed(&self) -> bool {
+        let rec = self.rec();
+        rec.merge.iter().chain(&rec.earlier_merges).any(|m| {
+            !m.outcome
+                .as_ref()
+                .is_some_and(MergeOutcome::never_reached_devrev)
+        })
+    }
+
     /// Validate's look at the secondary, by the one evidence rule, when the journal shows a
     /// merge request of this tool for the pair: `None` when it does not show that merge.
     /// `secondary` is `None` when DevRev answered 404 `not_found` for it.
     fn merged_late(&self, secondary: Option<&RevUser>) -> Option<MergedSign> {
-        let rec = self.rec();
-        if rec.merge.is_none() && rec.earlier_merges.is_empty() {
+        if !self.requested_may_have_landed() {
             return None;
         }
+        let rec = self.rec();
         match secondary {
             None => Some(MergedSign::NotFound),
             Some(s) => match evidence::of_user(s, &rec.primary, true) {
@@ -825,7 +872,10 @@ impl Saga<'_, '_> {
                     if lost {
                         self.save(|r| {
                             if let Some(m) = r.merge.as_mut() {
+                                // The window starts again at the next plain look, and so
+                                // does the time the report gives for a re-run.
                                 m.unmerged_since = None;
+                                m.watch_until = None;
                             }
                         })?;
                     }
@@ -1077,7 +1127,7 @@ impl Saga<'_, '_> {
                 Some(w) => w,
                 None => match client.works_get(&id).await {
                     Ok(w) => w,
-                    Err(e) if e.is_not_found() => {
+                    Err(e) if e.is_devrev_not_found() => {
                         tracing::warn!(ticket = %id, "backed-up ticket no longer exists; it is in the backup");
                         self.save(|r| {
                             if !r.repairs.tickets_gone.contains(&id) {
@@ -1302,10 +1352,13 @@ impl Saga<'_, '_> {
         let primary = self.primary();
         // DevRev keeps the merged secondary's ref unique for a while (409 until it frees it).
         // Wait a few seconds for that; a secondary that keeps it is then released by hand.
+        // Seconds, not minutes, whatever the merges' apply delay: a ref that is not freed by
+        // then is released, and one DevRev will not free is left pending (never a stall).
         let wait = self
             .ctx
             .watch
-            .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout);
+            .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout)
+            .min(self.ctx.min_backoff * 10);
         let t0 = Instant::now();
         let mut deadline = t0 + wait;
         let mut delays = poll_delays(self.ctx.min_backoff);
@@ -1337,10 +1390,11 @@ impl Saga<'_, '_> {
                     if now >= deadline && !released {
                         match self.release_ref(target).await? {
                             Ok(()) => {
-                                // DevRev may take a moment to free a released ref: wait for
-                                // it up to --merge-timeout.
+                                // DevRev may take a moment to free a released ref: seconds
+                                // (at most --merge-timeout), then the adoption is pending.
                                 released = true;
-                                deadline = (t0 + self.ctx.merge_timeout).max(Instant::now() + wait);
+                                deadline = Instant::now()
+                                    + (wait + Duration::from_secs(10)).min(self.ctx.merge_timeout);
                                 continue;
                             }
                             Err(why) => return self.adoption_pending(target, why).map(Err),

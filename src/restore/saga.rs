@@ -241,7 +241,7 @@ async fn check(client: &DevRevClient, item: &Item) -> Result<RevUser, Stop> {
                 m.primary_id
             )));
         }
-        Err(e) if e.is_not_found() => {
+        Err(e) if e.is_devrev_not_found() => {
             return Err(Stop::Skip(format!(
                 "the primary {} no longer exists; nothing was changed",
                 m.primary_id
@@ -250,7 +250,7 @@ async fn check(client: &DevRevClient, item: &Item) -> Result<RevUser, Stop> {
         Err(e) => return Err(api("reading the primary")(e)),
     };
     match client.rev_users_get(&m.secondary_id).await {
-        Err(e) if e.is_not_found() => {}
+        Err(e) if e.is_devrev_not_found() => {}
         Ok(s) if merged_sign(&s, &m.primary_id) => {}
         Ok(_) => {
             return Err(Stop::Skip(format!(
@@ -584,7 +584,7 @@ async fn unlisted(
     match kind {
         ObjectKind::Ticket => match client.works_get(o.id).await {
             Ok(w) => Ok(Ok(ids(&w.reported_by))),
-            Err(e) if e.is_not_found() => {
+            Err(e) if e.is_devrev_not_found() => {
                 Ok(Err(format!("ticket {}: it no longer exists", o.label)))
             }
             Err(e) => Err(api("reading a ticket")(e)),

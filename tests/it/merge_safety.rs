@@ -437,6 +437,41 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
     assert_eq!(w.fake.count("/rev-users.merge"), 2);
 }
 
+/// Point 2: a merge DevRev turned away (here a 429 that outlived the retries) is no merge of
+/// this tool's. When the operator then deactivates the duplicate by hand, the re-run must not
+/// read the inactive state as "our merge landed late": the pair is skipped, nothing is moved,
+/// and no second merge is sent.
+#[test]
+fn a_turned_away_merge_never_counts_as_applied() {
+    let mut sp = spec(1, 0, 42);
+    sp.tickets_per_contact = (1, 2);
+    let w = World::with(sp, behaviour(MoveMode::All, SecondaryAfter::Gone), |o| {
+        o.faults
+            .push(on_merge(1, Fault::Spurious429 { retry_after_s: 1 }))
+    });
+    let a = w
+        .cmd()
+        .env("DEVREV_MAX_RETRIES", "0")
+        .args(w.run_args())
+        .assert();
+    assert_eq!(code(&a), 69, "{}", stderr(&a));
+    let (_, s) = w.pairs()[0].clone();
+    let before = w.fake.with_state(|st| st.tickets_reported_by(&s).len());
+    assert!(before > 0, "the secondary has tickets to (not) move");
+    w.fake.with_state(|st| {
+        st.rev_users.get_mut(&s).unwrap().json["state"] = serde_json::json!("deactivated");
+    });
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 1, "{}", stderr(&a));
+    let r = w.last_report();
+    let p = &pairs_of(&r)[0];
+    assert_eq!(p["status"], "skipped", "{p}");
+    assert_eq!(w.fake.count("/rev-users.merge"), 1, "never sent again");
+    let after = w.fake.with_state(|st| st.tickets_reported_by(&s).len());
+    assert_eq!(after, before, "nothing was moved off the secondary");
+    assert_eq!(w.fake.count("/works.update"), 0);
+}
+
 /// The soak figure (not run in CI: `cargo test --test it soak -- --ignored --nocapture`): one
 /// world of 36 pairs at an unlimited rate with DevRev's ~2 s apply delay, once clean and once
 /// with faults (5 % 500s, 2 % 503s, 3 % 429s, 2 % dropped connections, 1 % requests applied
