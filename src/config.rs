@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::cli::{Cli, DEFAULT_BASE_URL};
 use crate::devrev::{ClientConfig, Limits};
@@ -174,6 +174,18 @@ impl Config {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
             .map(SecretString::from);
+        // A token that cannot be an HTTP header would fail every call as an "unexpected
+        // answer"; say so once, here, without echoing it.
+        if let Some(t) = &token
+            && reqwest::header::HeaderValue::from_str(t.expose_secret()).is_err()
+        {
+            return Err(AppError::Config(
+                "DEVREV_API_TOKEN holds characters a token cannot have (a line break, a \
+                 control character or non-ASCII text?); copy it again into the environment \
+                 or .env"
+                    .into(),
+            ));
+        }
 
         let base_raw = if cli.base_url.trim().is_empty() {
             DEFAULT_BASE_URL
@@ -305,9 +317,10 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
         });
     }
     if let Some(output) = &cli.export_contacts {
-        if output.exists() && !cli.force {
+        if output.symlink_metadata().is_ok() && !cli.force {
             return Err(AppError::CantCreate(format!(
-                "{} already exists; add --force to overwrite it, or choose another file name",
+                "{} already exists (or is a symbolic link); add --force to overwrite it, or \
+                 choose another file name",
                 output.display()
             )));
         }
@@ -445,9 +458,10 @@ fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {
             output.display()
         )));
     }
-    if output.exists() && !cli.force {
+    if output.symlink_metadata().is_ok() && !cli.force {
         return Err(AppError::CantCreate(format!(
-            "{} already exists; add --force to overwrite it, or choose another --output",
+            "{} already exists (or is a symbolic link); add --force to overwrite it, or \
+             choose another --output",
             output.display()
         )));
     }

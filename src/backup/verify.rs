@@ -45,10 +45,32 @@ pub fn verify_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
+/// The largest `verification.json` read: about 2 KB per file listed, so 64 MiB is tens of
+/// thousands of files, far past any real pair.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
+
 /// Checks one backup folder and says everything that is wrong with it.
 pub fn check_dir(dir: &Path) -> DirReport {
     let mut r = DirReport::default();
     let manifest_path = dir.join(MANIFEST_FILE);
+    // The manifest is this tool's own small file: a link (to /dev/zero, say) or a huge file
+    // is a tampered backup, not something to read into memory.
+    match fs::symlink_metadata(&manifest_path) {
+        Ok(m) if !m.file_type().is_file() => {
+            r.problems.push(format!(
+                "{MANIFEST_FILE} is not a regular file (a symbolic link?)"
+            ));
+            return r;
+        }
+        Ok(m) if m.len() > MAX_MANIFEST_BYTES => {
+            r.problems.push(format!(
+                "{MANIFEST_FILE} is {} bytes, more than a manifest can be ({MAX_MANIFEST_BYTES})",
+                m.len()
+            ));
+            return r;
+        }
+        _ => {}
+    }
     let raw = match fs::read(&manifest_path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -501,6 +523,18 @@ fn check_attachments(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manifest_that_is_a_link_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join(MANIFEST_FILE)).unwrap();
+        let r = check_dir(dir.path());
+        assert!(
+            r.problems.iter().any(|p| p.contains("not a regular file")),
+            "{:?}",
+            r.problems
+        );
+    }
 
     #[test]
     fn unsafe_manifest_paths_are_refused() {

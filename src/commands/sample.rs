@@ -62,6 +62,13 @@ pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
     };
     let plan = detect::plan_from_csv(input, &opts)?;
     let want = size / 2;
+    if plan.pairs.is_empty() {
+        return Err(AppError::Data(format!(
+            "{} has no clean pair, so no test sample can be made (needs-review groups are \
+             never put in a sample; see --preview)",
+            input.display()
+        )));
+    }
     if plan.pairs.len() < want {
         return Err(AppError::Data(format!(
             "{} has only {} clean pair(s), but --size {size} needs {want}; use --size {} or less \

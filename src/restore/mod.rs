@@ -111,12 +111,17 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
     if r.summary.all_done() {
         Ok(())
     } else {
+        let unfinished = r.summary.failed + r.summary.not_started;
         Err(AppError::SomeFailed(format!(
-            "{} pair(s) skipped and {} failed (see {}); nothing is lost: re-run the same \
-             command to resume failed pairs",
+            "{} pair(s) skipped and {unfinished} failed (see {}){}",
             r.summary.skipped,
-            r.summary.failed + r.summary.not_started,
-            path.display()
+            path.display(),
+            if unfinished > 0 {
+                "; nothing is lost: re-run the same command to resume failed pairs"
+            } else {
+                "; a skipped pair was refused by the live check (its reason is in the report): \
+                 re-running does not change that"
+            }
         )))
     }
 }

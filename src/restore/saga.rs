@@ -607,7 +607,13 @@ async fn put_back_all(
 ) -> Result<(), Stop> {
     let rec = record(j, key);
     let (p, old) = (&item.meta.primary_id, &item.meta.secondary_id);
-    let new = rec.new_id.clone().expect("created before this step");
+    let Some(new) = rec.new_id.clone() else {
+        return Err(Stop::Fail(
+            "the restore savepoint says the contact was created but holds no id for it (was \
+             it edited?); check the contact in DevRev, then move restore-savepoint.json away"
+                .into(),
+        ));
+    };
     let renamed = j.renamed();
     let finished = match kind {
         ObjectKind::Ticket => &rec.tickets,
@@ -734,7 +740,13 @@ async fn verify(
     key: &str,
 ) -> Result<(), Stop> {
     let rec = record(j, key);
-    let new = rec.new_id.clone().expect("created before this step");
+    let Some(new) = rec.new_id.clone() else {
+        return Err(Stop::Fail(
+            "the restore savepoint says the contact was created but holds no id for it (was \
+             it edited?); check the contact in DevRev, then move restore-savepoint.json away"
+                .into(),
+        ));
+    };
     let u = client
         .rev_users_get(&new)
         .await

@@ -124,3 +124,38 @@ fn help_shows_env_and_default_from_clap_without_values_from_the_environment() {
     assert!(out.contains("[default: https://api.devrev.ai]"), "{out}");
     assert!(!out.contains("env-value.example"), "{out}");
 }
+
+#[test]
+fn a_token_that_cannot_be_a_header_is_exit_78_without_echoing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output_of(
+        dir.path(),
+        &["--test-api"],
+        &[("DEVREV_API_TOKEN", "secret-part\nsecond-line")],
+    );
+    assert_eq!(code, 78, "{out}{err}");
+    assert!(err.contains("DEVREV_API_TOKEN"), "{err}");
+    assert!(
+        !err.contains("secret-part"),
+        "the token is never echoed: {err}"
+    );
+}
+
+#[test]
+fn export_refuses_a_dangling_symlink_before_any_call() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.csv"), dir.path().join("out.csv"))
+        .unwrap();
+    // No server at this address: a refusal before any call is the only way to exit 73 here.
+    let (code, out, err) = output_of(
+        dir.path(),
+        &["--export-contacts", "out.csv"],
+        &[
+            ("DEVREV_API_TOKEN", "t"),
+            ("DEVREV_BASE_URL", "http://127.0.0.1:9"),
+        ],
+    );
+    assert_eq!(code, 73, "{out}{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!dir.path().join("elsewhere.csv").exists());
+}
