@@ -319,9 +319,9 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
     if let Some(output) = &cli.export_contacts {
         if output.symlink_metadata().is_ok() && !cli.force {
             return Err(AppError::CantCreate(format!(
-                "{} already exists (or is a symbolic link); add --force to overwrite it, or \
-                 choose another file name",
-                output.display()
+                "{} already exists{}; add --force to overwrite it, or choose another file name",
+                output.display(),
+                link_note(output)
             )));
         }
         return Ok(Command::ExportContacts {
@@ -460,9 +460,9 @@ fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {
     }
     if output.symlink_metadata().is_ok() && !cli.force {
         return Err(AppError::CantCreate(format!(
-            "{} already exists (or is a symbolic link); add --force to overwrite it, or \
-             choose another --output",
-            output.display()
+            "{} already exists{}; add --force to overwrite it, or choose another --output",
+            output.display(),
+            link_note(&output)
         )));
     }
     Ok(SampleArgs {
@@ -559,6 +559,19 @@ pub fn parse_base_url(raw: &str) -> Result<url::Url, AppError> {
         url.set_path(&p);
     }
     Ok(url)
+}
+
+/// " (as a symbolic link)" when `path` is one: a dangling link "exists" too, and the error
+/// should say why a file the user cannot see is in the way.
+fn link_note(path: &std::path::Path) -> &'static str {
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        " (as a symbolic link)"
+    } else {
+        ""
+    }
 }
 
 #[cfg(test)]

@@ -156,6 +156,6 @@ fn export_refuses_a_dangling_symlink_before_any_call() {
         ],
     );
     assert_eq!(code, 73, "{out}{err}");
-    assert!(err.contains("symbolic link"), "{err}");
+    assert!(err.contains("as a symbolic link"), "{err}");
     assert!(!dir.path().join("elsewhere.csv").exists());
 }
