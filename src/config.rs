@@ -169,23 +169,7 @@ fn setting<'a>(cli: &'a Cli, raw: &'a str, id: &str, env: &str) -> Setting<'a> {
 impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Self, AppError> {
         let command = command_from_cli(cli)?;
-        let token = std::env::var("DEVREV_API_TOKEN")
-            .ok()
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .map(SecretString::from);
-        // A token that cannot be an HTTP header would fail every call as an "unexpected
-        // answer"; say so once, here, without echoing it.
-        if let Some(t) = &token
-            && reqwest::header::HeaderValue::from_str(t.expose_secret()).is_err()
-        {
-            return Err(AppError::Config(
-                "DEVREV_API_TOKEN holds characters a token cannot have (a line break, a \
-                 control character or non-ASCII text?); copy it again into the environment \
-                 or .env"
-                    .into(),
-            ));
-        }
+        let token = token_from_env()?;
 
         let base_raw = if cli.base_url.trim().is_empty() {
             DEFAULT_BASE_URL
@@ -559,6 +543,28 @@ pub fn parse_base_url(raw: &str) -> Result<url::Url, AppError> {
         url.set_path(&p);
     }
     Ok(url)
+}
+
+/// `DEVREV_API_TOKEN` (environment or `.env`), trimmed; empty counts as unset.
+fn token_from_env() -> Result<Option<SecretString>, AppError> {
+    let token = std::env::var("DEVREV_API_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .map(SecretString::from);
+    // A token that cannot be an HTTP header would fail every call as an "unexpected
+    // answer"; say so once, here, without echoing it.
+    if let Some(t) = &token
+        && reqwest::header::HeaderValue::from_str(t.expose_secret()).is_err()
+    {
+        return Err(AppError::Config(
+            "DEVREV_API_TOKEN holds characters a token cannot have (a line break, a \
+             control character or non-ASCII text?); copy it again into the environment \
+             or .env"
+                .into(),
+        ));
+    }
+    Ok(token)
 }
 
 /// " (as a symbolic link)" when `path` is one: a dangling link "exists" too, and the error

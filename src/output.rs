@@ -166,6 +166,41 @@ impl Printer {
         }
     }
 
+    /// Shows `summary`, then asks for a typed "yes" before a run that changes DevRev.
+    /// `--yes` (`yes`) skips the question, and `-q` then the summary too. Without a terminal
+    /// to ask on the run is refused (exit 2) with `no_terminal`; any other answer is exit 2,
+    /// "nothing was changed".
+    pub fn confirm(
+        &self,
+        yes: bool,
+        summary: &str,
+        no_terminal: &str,
+        question: &str,
+    ) -> Result<(), AppError> {
+        use std::io::BufRead;
+        if yes {
+            self.note(summary);
+            return Ok(());
+        }
+        human(summary);
+        if !std::io::stdin().is_terminal() {
+            return Err(AppError::Usage(no_terminal.into()));
+        }
+        human(question);
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| AppError::io("cannot read the confirmation", e))?;
+        if answer.trim().eq_ignore_ascii_case("yes") {
+            Ok(())
+        } else {
+            Err(AppError::Usage(
+                "not confirmed; nothing was changed.".into(),
+            ))
+        }
+    }
+
     /// An error or warning on stderr: shown even with `-q`.
     pub fn error(&self, text: &str) {
         human(text);

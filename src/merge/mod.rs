@@ -18,7 +18,6 @@ pub mod schedule;
 mod turn;
 pub mod watching;
 
-use std::io::{BufRead, IsTerminal};
 use std::path::Path;
 use std::time::Instant;
 
@@ -32,7 +31,6 @@ use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
 use crate::options::Keep;
-use crate::output;
 use saga::SagaCtx;
 use savepoint::Savepoint;
 use schedule::Item;
@@ -248,30 +246,12 @@ fn confirm(
         "Backups go to:       {}\n",
         cfg.backup_dir.display()
     ));
-    if cfg.yes {
-        // -q asks for errors only; with --yes nobody reads the question anyway.
-        cfg.printer.note(&text);
-        return Ok(());
-    }
-    output::human(&text);
-    if !std::io::stdin().is_terminal() {
-        return Err(AppError::Usage(
-            "refusing to merge without confirmation: no terminal to ask on. Check the organization \
-             and counts above, then re-run with --yes."
-                .into(),
-        ));
-    }
-    output::human("Merges cannot be undone. Type \"yes\" to continue: ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| AppError::io("cannot read the confirmation", e))?;
-    if answer.trim().eq_ignore_ascii_case("yes") {
-        Ok(())
-    } else {
-        Err(AppError::Usage(
-            "not confirmed; nothing was changed.".into(),
-        ))
-    }
+    // -q asks for errors only; with --yes nobody reads the question anyway.
+    cfg.printer.confirm(
+        cfg.yes,
+        &text,
+        "refusing to merge without confirmation: no terminal to ask on. Check the organization \
+         and counts above, then re-run with --yes.",
+        "Merges cannot be undone. Type \"yes\" to continue: ",
+    )
 }

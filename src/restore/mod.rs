@@ -14,7 +14,7 @@ pub mod journal;
 pub mod report;
 pub mod saga;
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -254,31 +254,13 @@ fn confirm(
         inp.items.len(),
         j.path().display()
     );
-    if cfg.yes {
-        cfg.printer.note(&text);
-        return Ok(());
-    }
-    output::human(&text);
-    if !std::io::stdin().is_terminal() {
-        return Err(AppError::Usage(
-            "refusing to restore without confirmation: no terminal to ask on. Check the \
-             organization and counts above (try --preview), then re-run with --yes."
-                .into(),
-        ));
-    }
-    output::human("This recreates contacts and changes tickets. Type \"yes\" to continue: ");
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| AppError::io("cannot read the confirmation", e))?;
-    if answer.trim().eq_ignore_ascii_case("yes") {
-        Ok(())
-    } else {
-        Err(AppError::Usage(
-            "not confirmed; nothing was changed.".into(),
-        ))
-    }
+    cfg.printer.confirm(
+        cfg.yes,
+        &text,
+        "refusing to restore without confirmation: no terminal to ask on. Check the \
+         organization and counts above (try --preview), then re-run with --yes.",
+        "This recreates contacts and changes tickets. Type \"yes\" to continue: ",
+    )
 }
 
 /// `--restore ... --preview`: the plan from the backups alone, then (with a token) each pair

@@ -17,7 +17,7 @@ use devrev_fake::fake::{Fault, MoveMode, ScriptedFault, SecondaryAfter};
 
 /// A trip wire that signals whatever child is running when it fires (never pid 0, which
 /// would signal the test's own process group).
-fn signal_at(w: &World, n: usize, pid: &Arc<AtomicI32>, sig: Signal) {
+pub(crate) fn signal_at(w: &World, n: usize, pid: &Arc<AtomicI32>, sig: Signal) {
     let pid = Arc::clone(pid);
     w.fake.on_request(
         n,

@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use crate::merge::{World, behaviour, spec};
+use crate::merge_crash::signal_at;
 use crate::restore::view;
 use devrev_fake::fake::{Fault, MoveMode, SecondaryAfter};
 
@@ -100,16 +101,7 @@ fn sigkill_at_many_points_resumes_to_the_uninterrupted_restore() {
             "the restore never finished under repeated kills"
         );
         let k = w.fake.requests().len() + gap;
-        let p = Arc::clone(&pid);
-        w.fake.on_request(
-            k,
-            Box::new(move || {
-                let id = p.load(Ordering::SeqCst);
-                if id > 0 {
-                    let _ = kill(Pid::from_raw(id), Signal::SIGKILL);
-                }
-            }),
-        );
+        signal_at(&w, k, &pid, Signal::SIGKILL);
         let child = w.std_cmd(&a).spawn().unwrap();
         pid.store(child.id() as i32, Ordering::SeqCst);
         let out = child.wait_with_output().unwrap();
@@ -272,17 +264,8 @@ fn ctrl_c_finishes_the_pair_in_hand_then_exits_75_and_the_rerun_completes() {
     let args = restore_args(&w);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let pid = Arc::new(AtomicI32::new(0));
-    let p = Arc::clone(&pid);
     // A few requests into the first pair (after auth-tokens.info and its first reads).
-    w.fake.on_request(
-        w.fake.requests().len() + 4,
-        Box::new(move || {
-            let id = p.load(Ordering::SeqCst);
-            if id > 0 {
-                let _ = kill(Pid::from_raw(id), Signal::SIGINT);
-            }
-        }),
-    );
+    signal_at(&w, w.fake.requests().len() + 4, &pid, Signal::SIGINT);
     let child = w.std_cmd(&a).spawn().unwrap();
     pid.store(child.id() as i32, Ordering::SeqCst);
     let out = child.wait_with_output().unwrap();
