@@ -327,7 +327,8 @@ impl DevRevClient {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
-            let (failure, err) = failure.into_error(endpoint, attempts);
+            let (failure, err) =
+                failure.into_error(endpoint, attempts, self.cfg.token.expose_secret());
             let decision = retry::decide(
                 failure,
                 kind,
@@ -469,9 +470,17 @@ impl DevRevClient {
                 Attempt::Decode(format!("{e} (endpoint {endpoint}, {} bytes)", bytes.len()))
             })
         } else {
+            // A body that is not JSON is kept as its first 200 characters, scrubbed first:
+            // a cut could otherwise leave a prefix of an echoed token behind.
+            let token = self.cfg.token.expose_secret();
             let mut body: ErrorBody =
                 serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                    message: Some(String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                    message: Some(
+                        super::error::scrub(&String::from_utf8_lossy(&bytes), token)
+                            .chars()
+                            .take(200)
+                            .collect(),
+                    ),
                     ..Default::default()
                 });
             body.location = location;
@@ -889,8 +898,14 @@ enum Attempt {
 
 impl Attempt {
     /// The failure as the retry decision sees it, and the error to report if it is final.
-    fn into_error(self, endpoint: &str, attempts: u32) -> (Failure, ApiError) {
+    ///
+    /// The one place server text becomes an [`ApiError`], so the token (`secret`) is scrubbed
+    /// here from all of it: the error body's fields, decode reasons (serde quotes the value it
+    /// choked on) and transport messages. Every consumer (logs, console, savepoint, reports,
+    /// the restore journal) then only ever sees scrubbed text.
+    fn into_error(self, endpoint: &str, attempts: u32, secret: &str) -> (Failure, ApiError) {
         let endpoint = endpoint.to_string();
+        let clean = |s: String| super::error::scrub(&s, secret);
         match self {
             Attempt::Status {
                 status,
@@ -904,16 +919,22 @@ impl Attempt {
                 ApiError::Status {
                     endpoint,
                     status,
-                    body: Box::new(body),
+                    body: Box::new(body.scrubbed(secret)),
                 },
             ),
-            Attempt::Decode(reason) => (Failure::Decode, ApiError::Decode { endpoint, reason }),
+            Attempt::Decode(reason) => (
+                Failure::Decode,
+                ApiError::Decode {
+                    endpoint,
+                    reason: clean(reason),
+                },
+            ),
             Attempt::Cut(reason) => (
                 Failure::Transport { connect: false },
                 ApiError::Unreachable {
                     endpoint,
                     attempts,
-                    reason,
+                    reason: clean(reason),
                 },
             ),
             Attempt::Transport(e) => (
@@ -923,7 +944,7 @@ impl Attempt {
                 ApiError::Unreachable {
                     endpoint,
                     attempts,
-                    reason: redact(&e.to_string()),
+                    reason: clean(redact(&e.to_string())),
                 },
             ),
         }
