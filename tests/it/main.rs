@@ -22,3 +22,4 @@ mod restore;
 mod restore_crash;
 mod snapshots;
 mod test_api;
+mod hardening;

@@ -86,7 +86,7 @@ impl World {
     fn base_cmd(&self) -> std::process::Command {
         let mut c = scrubbed_cmd(self.dir.path());
         crate::common::with_fake(&mut c, &self.fake)
-            .env("RATE_LIMIT_CALLS", "100000")
+            .env("RATE_LIMIT_CALLS", "60000")
             .env("RATE_LIMIT_PERIOD", "60")
             .env("DEVREV_MAX_RETRIES", "8");
         c
