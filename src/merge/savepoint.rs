@@ -716,7 +716,12 @@ mod tests {
         let path = dir.path().join("savepoint.json");
         drop(journal_with(&path, 2, 1));
         let good = fs::read(&path).unwrap();
-        for garbage in [&b"garbage\n"[..], b"{\"pair\": {\"email\"\n", b"\n", b"{}\n"] {
+        for garbage in [
+            &b"garbage\n"[..],
+            b"{\"pair\": {\"email\"\n",
+            b"\n",
+            b"{}\n",
+        ] {
             let bad = [&good[..], garbage].concat();
             fs::write(&path, &bad).unwrap();
             let err = Savepoint::open(&path).unwrap_err();

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use devrev_fake::fake::{FakeOptions, FakeServer, Fault, Hostile, MoveMode, ScriptedFault, SecondaryAfter};
+use devrev_fake::fake::{
+    FakeOptions, FakeServer, Fault, Hostile, MoveMode, ScriptedFault, SecondaryAfter,
+};
 use devrev_fake::seed::Seed;
 
 use crate::common::scrubbed_cmd;
@@ -44,7 +46,10 @@ fn strip_owner(savepoint: &Path) {
     let text = std::fs::read_to_string(savepoint).unwrap();
     let (head, rest) = text.split_once('\n').unwrap();
     let mut header: serde_json::Value = serde_json::from_str(head).unwrap();
-    assert!(header.get("owner").is_some(), "the first run recorded its owner");
+    assert!(
+        header.get("owner").is_some(),
+        "the first run recorded its owner"
+    );
     header.as_object_mut().unwrap().remove("owner");
     std::fs::write(savepoint, format!("{header}\n{rest}")).unwrap();
 }
@@ -82,7 +87,11 @@ fn a_savepoint_without_an_owner_is_not_adopted_by_another_org() {
     assert_eq!(writes(&b.fake), Vec::<String>::new(), "no write in org B");
     let paths: Vec<String> = b.fake.requests().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, ["/auth-tokens.info"], "nothing but the token check");
-    assert_eq!(std::fs::read(&savepoint).unwrap(), before, "journal untouched");
+    assert_eq!(
+        std::fs::read(&savepoint).unwrap(),
+        before,
+        "journal untouched"
+    );
 
     // In its own org the journal is resumed, and its owner recorded.
     let resumed = a.run(&[]);
@@ -217,7 +226,11 @@ fn settings_that_round_to_nothing_are_refused_with_their_floor() {
         ("DEVREV_CONNECT_TIMEOUT", "0.001", "floor of 1 s"),
         ("DEVREV_REQUEST_DEADLINE", "1e-300", "floor of 1 s"),
         ("DEVREV_MERGE_MIN_BACKOFF_MS", "0", "from 1 to 60000"),
-        ("DEVREV_MERGE_MIN_BACKOFF_MS", "18446744073709551615", "from 1 to 60000"),
+        (
+            "DEVREV_MERGE_MIN_BACKOFF_MS",
+            "18446744073709551615",
+            "from 1 to 60000",
+        ),
         ("DEVREV_MERGE_MIN_BACKOFF_MS", "soon", "from 1 to 60000"),
     ];
     for (var, value, floor) in cases {
@@ -228,7 +241,10 @@ fn settings_that_round_to_nothing_are_refused_with_their_floor() {
         let a = assert_cmd::Command::from_std(c).assert();
         let err = stderr(&a);
         assert_eq!(code(&a), 78, "{var}={value}: {err}");
-        assert!(err.contains(var) && err.contains(floor), "{var}={value}: {err}");
+        assert!(
+            err.contains(var) && err.contains(floor),
+            "{var}={value}: {err}"
+        );
     }
     let a = assert_cmd::Command::from_std({
         let mut c = scrubbed_cmd(tmp.path());
@@ -277,7 +293,11 @@ fn a_whole_damaged_last_line_is_exit_65_and_the_file_is_left_as_it_is() {
     let err = stderr(&refused);
     assert!(err.contains(&format!("line {line}")), "{err}");
     assert!(err.contains("left unchanged"), "{err}");
-    assert_eq!(std::fs::read(&savepoint).unwrap(), damaged, "byte-identical");
+    assert_eq!(
+        std::fs::read(&savepoint).unwrap(),
+        damaged,
+        "byte-identical"
+    );
     assert_eq!(w.fake.requests().len(), calls, "nothing was sent");
 
     // Without its line break the same line is a torn append: dropped, and the run resumes.

@@ -428,7 +428,9 @@ async fn process(
     if fault == Some(Fault::ApplyThenDrop) {
         answer.drop_conn = true;
     }
-    if answer.status >= 400 && !path.starts_with("/download/") && shared.lock().opts.hostile.echo_auth
+    if answer.status >= 400
+        && !path.starts_with("/download/")
+        && shared.lock().opts.hostile.echo_auth
     {
         echo_auth(&mut answer, auth.as_deref());
     }
@@ -544,11 +546,17 @@ fn echo_auth(answer: &mut Answer, auth: Option<&str>) {
         return;
     };
     let header = auth.unwrap_or("(none)");
-    let message = body.get("message").and_then(Value::as_str).unwrap_or("error");
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("error");
     let message = format!("{message} (gateway saw Authorization: {header})");
     body.insert("message".into(), Value::String(message));
     let bare = presented_token(auth).unwrap_or_default();
-    body.insert("detail".into(), Value::String(format!("token {bare} rejected upstream")));
+    body.insert(
+        "detail".into(),
+        Value::String(format!("token {bare} rejected upstream")),
+    );
     answer.body = serde_json::to_vec(&body).unwrap_or_default();
 }
 
