@@ -187,6 +187,24 @@ impl DevRevClient {
         &self.cfg
     }
 
+    /// `text` without this client's token (see [`super::error::scrub`]), for server text that
+    /// becomes an error outside the client (a decode of a listed item).
+    pub fn scrub(&self, text: &str) -> String {
+        super::error::scrub(text, self.cfg.token.expose_secret())
+    }
+
+    /// `e` with this client's token taken out of its server text: for an [`ApiError`] built
+    /// outside the client from a server value (every error the client returns already is).
+    pub fn scrub_error(&self, e: ApiError) -> ApiError {
+        match e {
+            ApiError::Decode { endpoint, reason } => ApiError::Decode {
+                endpoint,
+                reason: self.scrub(&reason),
+            },
+            other => other,
+        }
+    }
+
     /// Counters per endpoint so far.
     pub fn stats(&self) -> BTreeMap<String, EndpointStats> {
         self.stats.lock().expect("stats lock").clone()
@@ -506,9 +524,10 @@ impl DevRevClient {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         body["limit"] = json!(self.cfg.page_size);
+        // serde's reasons quote the server's values: scrubbed like every server text.
         let broken = |reason: String| ApiError::Decode {
             endpoint: endpoint.into(),
-            reason,
+            reason: self.scrub(&reason),
         };
         for page_no in 1..=self.cfg.limits.max_pages {
             let mut page: Value = self.call(endpoint, &body, CallKind::Read).await?;
