@@ -200,6 +200,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_folder_that_cannot_be_synced_is_an_error_naming_file_and_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let e = sync_dir(&gone).unwrap_err();
+        let e = renamed_but_not_durable(&gone.join("savepoint.json"), &gone, e);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("savepoint.json") && msg.contains("could not be synced"),
+            "{msg}"
+        );
+        sync_dir(dir.path()).expect("an existing folder syncs");
+    }
+
+    #[test]
     fn safe_component_cannot_escape() {
         for raw in [
             "../../etc/passwd",

@@ -1060,6 +1060,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn into_error_scrubs_the_token_from_all_server_text() {
+        let t = "eyJ.tok-123456";
+        let body = ErrorBody {
+            message: Some(format!("gateway saw Authorization: Bearer {t}")),
+            detail: Some(format!("token {t}")),
+            location: Some(format!("https://h/?t={t}")),
+            ..Default::default()
+        };
+        let status = Attempt::Status {
+            status: 400,
+            body,
+            retry_after: None,
+        };
+        for attempt in [
+            status,
+            Attempt::Decode(format!("invalid type: string \"{t}\", expected u64")),
+            Attempt::Cut(format!("cut at {t}")),
+        ] {
+            let (_, e) = attempt.into_error("works.list", 1, t);
+            let shown = format!("{e} {e:?} {:?}", e.location());
+            assert!(!shown.contains(t), "{shown}");
+            assert!(shown.contains(crate::devrev::REDACTED), "{shown}");
+        }
+    }
+
+    #[test]
     fn redact_strips_query_strings() {
         assert_eq!(
             redact("error sending request for url (http://h/x?sig=abc&t=1)"),
