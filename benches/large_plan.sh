@@ -63,7 +63,7 @@ run() {
   local label="$1"; shift
   set +e
   env -i PATH="$PATH" HOME="$work" DEVREV_BASE_URL="$url" DEVREV_API_TOKEN="$token" \
-    RATE_LIMIT_CALLS=1000000 RATE_LIMIT_PERIOD=60 \
+    RATE_LIMIT_CALLS=60000 RATE_LIMIT_PERIOD=60 \
     /usr/bin/time -f '%e %M' -o time.txt \
     "$bin" --csv contacts.csv --yes --merge-timeout 30 "$@" > "out-$label.txt" 2> "err-$label.txt"
   local rc=$?

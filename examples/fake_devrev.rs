@@ -96,6 +96,10 @@ struct Args {
     /// Answer every authorized call with 403 forbidden.
     #[arg(long)]
     forbidden: bool,
+    /// Echo the request's Authorization header (and the bare token) in every error message,
+    /// as a misconfigured gateway does.
+    #[arg(long)]
+    echo_auth: bool,
 }
 
 fn main() -> ExitCode {
@@ -164,6 +168,10 @@ fn main() -> ExitCode {
         }),
         url_ttl: Duration::from_secs(args.url_ttl.max(1)),
         forbidden: args.forbidden,
+        hostile: devrev_fake::fake::Hostile {
+            echo_auth: args.echo_auth,
+            ..Default::default()
+        },
         ..FakeOptions::default()
     };
     let addr: SocketAddr = ([127, 0, 0, 1], args.port).into();

@@ -144,6 +144,27 @@ impl<'a> Setting<'a> {
         Ok(Duration::from_secs_f64(v))
     }
 
+    /// [`Setting::seconds`] with a floor: a value that rounds to nothing (`1e-300`) would turn
+    /// pacing off or fail every call, so anything below `floor_s` is an error saying why.
+    fn seconds_from(
+        &self,
+        default: f64,
+        floor_s: f64,
+        why: &str,
+        max_s: u64,
+    ) -> Result<Duration, AppError> {
+        let d = self.seconds(default, max_s)?;
+        if d.as_secs_f64() >= floor_s {
+            return Ok(d);
+        }
+        Err(AppError::Config(format!(
+            "{}={:?} is below its floor of {floor_s} s: {why}. \
+             Fix it in the flag, the environment or .env (see .env.example).",
+            self.source,
+            crate::output::clip(self.raw, 40)
+        )))
+    }
+
     fn at_most(&self, v: f64, max: f64, what: &str) -> Result<(), AppError> {
         if v.is_finite() && v <= max {
             return Ok(());
@@ -160,6 +181,80 @@ impl<'a> Setting<'a> {
 /// The longest any configured wait may be: a week. Longer is a typo, and an `Instant` plus a
 /// near-`u64::MAX` duration panics.
 const MAX_SECONDS: u64 = 7 * 86_400;
+
+/// The shortest rate window (`RATE_LIMIT_PERIOD`), in seconds: below it, "N calls in any
+/// window" stops meaning anything a server counts.
+pub const RATE_PERIOD_FLOOR_S: f64 = 1.0;
+/// The most calls per second of window (`RATE_LIMIT_CALLS` / `RATE_LIMIT_PERIOD`): at least
+/// 1 ms per call. Past it the pacer's cell rounds to nothing and pacing is off in all but name.
+pub const MAX_CALLS_PER_SECOND: f64 = 1000.0;
+/// The shortest connect timeout, read timeout and request deadline, in seconds.
+pub const TIMEOUT_FLOOR_S: f64 = 1.0;
+const TIMEOUT_WHY: &str = "a shorter wait fails every call before DevRev can answer";
+
+/// `RATE_LIMIT_CALLS` and `RATE_LIMIT_PERIOD`, checked together: a window of at least 1 s
+/// and at least 1 ms per call, so no setting that rounds to nothing turns pacing off.
+fn rate_limit(cli: &Cli) -> Result<(u32, Duration), AppError> {
+    let calls_setting = setting(
+        cli,
+        &cli.rate_limit_calls,
+        "rate_limit_calls",
+        "RATE_LIMIT_CALLS",
+    );
+    let calls: u32 = calls_setting.positive(45, "a whole number of calls")?;
+    let period = setting(
+        cli,
+        &cli.rate_limit_period,
+        "rate_limit_period",
+        "RATE_LIMIT_PERIOD",
+    )
+    .seconds_from(
+        60.0,
+        RATE_PERIOD_FLOOR_S,
+        "a shorter window makes the pacing meaningless (use RATE_LIMIT_CALLS for the rate)",
+        MAX_SECONDS,
+    )?;
+    let most = (period.as_secs_f64() * MAX_CALLS_PER_SECOND).floor();
+    if f64::from(calls) > most {
+        return Err(AppError::Config(format!(
+            "{}={calls} is too many for a window of {} s: the floor is 1 ms per call, so at \
+             most {most} calls in that window. Lower it, or lengthen RATE_LIMIT_PERIOD \
+             (--rate-limit-period).",
+            calls_setting.source,
+            period.as_secs_f64()
+        )));
+    }
+    Ok((calls, period))
+}
+
+/// The smallest `DEVREV_MERGE_MIN_BACKOFF_MS` a release build accepts: the demo's 100 ms. A
+/// backoff of nothing would spend every retry of a 5xx within a millisecond and shrink the
+/// merge poll windows that are derived from it. Debug builds (the end-to-end tests) may go
+/// down to 1 ms.
+pub const MIN_BACKOFF_FLOOR_MS: u64 = if cfg!(debug_assertions) { 1 } else { 100 };
+/// The largest `DEVREV_MERGE_MIN_BACKOFF_MS`: one minute, the backoff's own ceiling.
+pub const MIN_BACKOFF_MAX_MS: u64 = 60_000;
+
+/// `DEVREV_MERGE_MIN_BACKOFF_MS`, the first delay of every retry and poll (default 1000 ms),
+/// between [`MIN_BACKOFF_FLOOR_MS`] and [`MIN_BACKOFF_MAX_MS`]; anything else is exit 78
+/// naming it (it used to be ignored when unreadable, and unbounded).
+fn min_backoff() -> Result<Duration, AppError> {
+    let raw = std::env::var("DEVREV_MERGE_MIN_BACKOFF_MS").unwrap_or_default();
+    if raw.trim().is_empty() {
+        return Ok(Duration::from_millis(1000));
+    }
+    match raw.trim().parse::<u64>() {
+        Ok(ms) if (MIN_BACKOFF_FLOOR_MS..=MIN_BACKOFF_MAX_MS).contains(&ms) => {
+            Ok(Duration::from_millis(ms))
+        }
+        _ => Err(AppError::Config(format!(
+            "DEVREV_MERGE_MIN_BACKOFF_MS={:?} is not valid: expected a whole number of \
+             milliseconds from {MIN_BACKOFF_FLOOR_MS} to {MIN_BACKOFF_MAX_MS} (default 1000). \
+             Fix it in the environment or .env, or unset it.",
+            crate::output::clip(&raw, 40)
+        ))),
+    }
+}
 
 /// [`Setting::new`] as a plain function, so a long list of settings reads as one call each.
 fn setting<'a>(cli: &'a Cli, raw: &'a str, id: &str, env: &str) -> Setting<'a> {
@@ -178,34 +273,21 @@ impl Config {
         };
         let base_url = parse_base_url(base_raw)?;
 
-        let rate_limit_calls: u32 = Setting::new(
-            cli,
-            &cli.rate_limit_calls,
-            "rate_limit_calls",
-            "RATE_LIMIT_CALLS",
-        )
-        .positive(45, "a whole number of calls")?;
-        let rate_limit_period = setting(
-            cli,
-            &cli.rate_limit_period,
-            "rate_limit_period",
-            "RATE_LIMIT_PERIOD",
-        )
-        .seconds(60.0, MAX_SECONDS)?;
+        let (rate_limit_calls, rate_limit_period) = rate_limit(cli)?;
         let connect_timeout = setting(
             cli,
             &cli.connect_timeout,
             "connect_timeout",
             "DEVREV_CONNECT_TIMEOUT",
         )
-        .seconds(30.0, MAX_SECONDS)?;
+        .seconds_from(30.0, TIMEOUT_FLOOR_S, TIMEOUT_WHY, MAX_SECONDS)?;
         let read_timeout = setting(
             cli,
             &cli.read_timeout,
             "read_timeout",
             "DEVREV_READ_TIMEOUT",
         )
-        .seconds(60.0, MAX_SECONDS)?;
+        .seconds_from(60.0, TIMEOUT_FLOOR_S, TIMEOUT_WHY, MAX_SECONDS)?;
         let limits = limits(cli)?;
         let merge_timeout = merge_timeout(cli)?;
         let merge_watch = merge_watch(cli)?;
@@ -220,11 +302,7 @@ impl Config {
                 ))
             })?
         };
-        // Hidden knob for tests: shorter backoff so retry tests finish quickly.
-        let min_backoff_ms: u64 = std::env::var("DEVREV_MERGE_MIN_BACKOFF_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1000);
+        let min_backoff = min_backoff()?;
 
         Ok(Config {
             command,
@@ -237,7 +315,7 @@ impl Config {
             limits,
             max_retries,
             page_size: 100,
-            min_backoff: Duration::from_millis(min_backoff_ms),
+            min_backoff,
             keep: cli.keep,
             email_domain: cli
                 .email_domain
@@ -358,7 +436,12 @@ fn limits(cli: &Cli) -> Result<Limits, AppError> {
             "request_deadline",
             "DEVREV_REQUEST_DEADLINE",
         )
-        .seconds(d.request_deadline.as_secs_f64(), MAX_SECONDS)?,
+        .seconds_from(
+            d.request_deadline.as_secs_f64(),
+            TIMEOUT_FLOOR_S,
+            TIMEOUT_WHY,
+            MAX_SECONDS,
+        )?,
         max_pages: setting(cli, &cli.max_pages, "max_pages", "DEVREV_MAX_PAGES").count(
             u64::from(d.max_pages),
             u64::from(u32::MAX),

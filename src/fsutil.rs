@@ -108,10 +108,28 @@ where
     } else {
         tmp.persist_noclobber(path).map_err(|e| e.error)?;
     }
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    sync_dir(dir).map_err(|e| renamed_but_not_durable(path, dir, e))
+}
+
+/// Makes a rename in `dir` durable: until the folder itself is synced, a power cut can bring
+/// back the old name (or no file at all). A failure here is an error, never ignored: the
+/// caller would otherwise go on (send the next write to DevRev) believing a journal line or
+/// a backup is on disk when it may not survive.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// The error for a rename that happened but whose folder could not be synced.
+pub fn renamed_but_not_durable(path: &Path, dir: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "{} was written, but its folder {} could not be synced to disk ({e}); it may not \
+             survive a power cut. Check the disk, then run again",
+            path.display(),
+            dir.display()
+        ),
+    )
 }
 
 /// Lower-case hex of a finished sha256: the one form manifests record and verification
@@ -180,6 +198,20 @@ pub fn unique_path(dir: &Path, prefix: &str, ext: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_that_cannot_be_synced_is_an_error_naming_file_and_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let e = sync_dir(&gone).unwrap_err();
+        let e = renamed_but_not_durable(&gone.join("savepoint.json"), &gone, e);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("savepoint.json") && msg.contains("could not be synced"),
+            "{msg}"
+        );
+        sync_dir(dir.path()).expect("an existing folder syncs");
+    }
 
     #[test]
     fn safe_component_cannot_escape() {

@@ -142,9 +142,9 @@ pub fn finalize(partial: &Path, root: &Path, name: &str) -> io::Result<PathBuf> 
         }
         match fs::rename(partial, &target) {
             Ok(()) => {
-                if let Ok(d) = fs::File::open(root) {
-                    let _ = d.sync_all();
-                }
+                // The backup is only in place once its folder's new name is on disk.
+                fsutil::sync_dir(root)
+                    .map_err(|e| fsutil::renamed_but_not_durable(&target, root, e))?;
                 return Ok(target);
             }
             // Linux refuses to rename a folder over a non-empty one (ENOTEMPTY / EEXIST):

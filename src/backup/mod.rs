@@ -248,7 +248,7 @@ async fn plan_object(
 
     let mut summaries = own_artifacts;
     for e in &entries {
-        summaries.extend(entry_artifacts(e, &label)?);
+        summaries.extend(entry_artifacts(e, &label).map_err(|e| client.scrub_error(e))?);
     }
     let mut seen = BTreeSet::new();
     let mut used_files = BTreeSet::new();
@@ -300,7 +300,7 @@ async fn list_everything(
     let tickets = dedupe_by_id(tickets);
     let works: Vec<Work> = tickets
         .iter()
-        .map(|t| decode::<Work>("works.list", t))
+        .map(|t| decode::<Work>("works.list", t).map_err(|e| client.scrub_error(e)))
         .collect::<Result<_, _>>()?;
 
     let mut warnings = Vec::new();
@@ -350,9 +350,10 @@ async fn list_everything(
     let conversations: Vec<Value> = client.conversations_with_members_as(&[secondary]).await?;
     let conversations = dedupe_by_id(conversations);
     for c in &conversations {
-        let conv: Conversation = decode("conversations.list", c)?;
+        let conv: Conversation =
+            decode("conversations.list", c).map_err(|e| client.scrub_error(e))?;
         let own = match c.get("artifacts") {
-            Some(_) => entry_artifacts(c, conv.label())?,
+            Some(_) => entry_artifacts(c, conv.label()).map_err(|e| client.scrub_error(e))?,
             None => vec![],
         };
         objects.push(

@@ -187,6 +187,24 @@ impl DevRevClient {
         &self.cfg
     }
 
+    /// `text` without this client's token (see [`super::error::scrub`]), for server text that
+    /// becomes an error outside the client (a decode of a listed item).
+    pub fn scrub(&self, text: &str) -> String {
+        super::error::scrub(text, self.cfg.token.expose_secret())
+    }
+
+    /// `e` with this client's token taken out of its server text: for an [`ApiError`] built
+    /// outside the client from a server value (every error the client returns already is).
+    pub fn scrub_error(&self, e: ApiError) -> ApiError {
+        match e {
+            ApiError::Decode { endpoint, reason } => ApiError::Decode {
+                endpoint,
+                reason: self.scrub(&reason),
+            },
+            other => other,
+        }
+    }
+
     /// Counters per endpoint so far.
     pub fn stats(&self) -> BTreeMap<String, EndpointStats> {
         self.stats.lock().expect("stats lock").clone()
@@ -327,7 +345,8 @@ impl DevRevClient {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
-            let (failure, err) = failure.into_error(endpoint, attempts);
+            let (failure, err) =
+                failure.into_error(endpoint, attempts, self.cfg.token.expose_secret());
             let decision = retry::decide(
                 failure,
                 kind,
@@ -469,9 +488,17 @@ impl DevRevClient {
                 Attempt::Decode(format!("{e} (endpoint {endpoint}, {} bytes)", bytes.len()))
             })
         } else {
+            // A body that is not JSON is kept as its first 200 characters, scrubbed first:
+            // a cut could otherwise leave a prefix of an echoed token behind.
+            let token = self.cfg.token.expose_secret();
             let mut body: ErrorBody =
                 serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                    message: Some(String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+                    message: Some(
+                        super::error::scrub(&String::from_utf8_lossy(&bytes), token)
+                            .chars()
+                            .take(200)
+                            .collect(),
+                    ),
                     ..Default::default()
                 });
             body.location = location;
@@ -497,9 +524,10 @@ impl DevRevClient {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
         body["limit"] = json!(self.cfg.page_size);
+        // serde's reasons quote the server's values: scrubbed like every server text.
         let broken = |reason: String| ApiError::Decode {
             endpoint: endpoint.into(),
-            reason,
+            reason: self.scrub(&reason),
         };
         for page_no in 1..=self.cfg.limits.max_pages {
             let mut page: Value = self.call(endpoint, &body, CallKind::Read).await?;
@@ -889,8 +917,14 @@ enum Attempt {
 
 impl Attempt {
     /// The failure as the retry decision sees it, and the error to report if it is final.
-    fn into_error(self, endpoint: &str, attempts: u32) -> (Failure, ApiError) {
+    ///
+    /// The one place server text becomes an [`ApiError`], so the token (`secret`) is scrubbed
+    /// here from all of it: the error body's fields, decode reasons (serde quotes the value it
+    /// choked on) and transport messages. Every consumer (logs, console, savepoint, reports,
+    /// the restore journal) then only ever sees scrubbed text.
+    fn into_error(self, endpoint: &str, attempts: u32, secret: &str) -> (Failure, ApiError) {
         let endpoint = endpoint.to_string();
+        let clean = |s: String| super::error::scrub(&s, secret);
         match self {
             Attempt::Status {
                 status,
@@ -904,16 +938,22 @@ impl Attempt {
                 ApiError::Status {
                     endpoint,
                     status,
-                    body: Box::new(body),
+                    body: Box::new(body.scrubbed(secret)),
                 },
             ),
-            Attempt::Decode(reason) => (Failure::Decode, ApiError::Decode { endpoint, reason }),
+            Attempt::Decode(reason) => (
+                Failure::Decode,
+                ApiError::Decode {
+                    endpoint,
+                    reason: clean(reason),
+                },
+            ),
             Attempt::Cut(reason) => (
                 Failure::Transport { connect: false },
                 ApiError::Unreachable {
                     endpoint,
                     attempts,
-                    reason,
+                    reason: clean(reason),
                 },
             ),
             Attempt::Transport(e) => (
@@ -923,7 +963,7 @@ impl Attempt {
                 ApiError::Unreachable {
                     endpoint,
                     attempts,
-                    reason: redact(&e.to_string()),
+                    reason: clean(redact(&e.to_string())),
                 },
             ),
         }
@@ -1018,6 +1058,32 @@ fn redact(msg: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn into_error_scrubs_the_token_from_all_server_text() {
+        let t = "eyJ.tok-123456";
+        let body = ErrorBody {
+            message: Some(format!("gateway saw Authorization: Bearer {t}")),
+            detail: Some(format!("token {t}")),
+            location: Some(format!("https://h/?t={t}")),
+            ..Default::default()
+        };
+        let status = Attempt::Status {
+            status: 400,
+            body,
+            retry_after: None,
+        };
+        for attempt in [
+            status,
+            Attempt::Decode(format!("invalid type: string \"{t}\", expected u64")),
+            Attempt::Cut(format!("cut at {t}")),
+        ] {
+            let (_, e) = attempt.into_error("works.list", 1, t);
+            let shown = format!("{e} {e:?} {:?}", e.location());
+            assert!(!shown.contains(t), "{shown}");
+            assert!(shown.contains(crate::devrev::REDACTED), "{shown}");
+        }
+    }
 
     #[test]
     fn redact_strips_query_strings() {

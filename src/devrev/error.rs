@@ -26,6 +26,24 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
+    /// The body with `secret` taken out of every text field (see [`scrub`]).
+    pub(crate) fn scrubbed(mut self, secret: &str) -> Self {
+        for field in [
+            &mut self.kind,
+            &mut self.message,
+            &mut self.detail,
+            &mut self.reference_id,
+            &mut self.field_name,
+            &mut self.location,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *field = scrub(field, secret);
+        }
+        self
+    }
+
     fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(k) = &self.kind {
@@ -49,6 +67,21 @@ impl ErrorBody {
             parts.join(": ")
         }
     }
+}
+
+/// What replaces the API token in server text.
+pub const REDACTED: &str = "[redacted]";
+
+/// `text` with every occurrence of `secret` replaced by [`REDACTED`]. A proxy or a
+/// misconfigured gateway may echo the request's `Authorization` header (`Bearer <token>` or
+/// the bare token) in its error message; replacing the bare token covers both forms. The
+/// client runs every piece of server text through this before it becomes an [`ApiError`],
+/// so logs, the console, the savepoint and reports all get the scrubbed text.
+pub fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() || !text.contains(secret) {
+        return text.to_string();
+    }
+    text.replace(secret, REDACTED)
 }
 
 /// Why a call to DevRev failed, after retries where retrying was allowed. `Clone`, so a
@@ -171,4 +204,36 @@ pub enum Scope {
     Run,
     /// Only this pair (or backup) fails; the command goes on with the next.
     Pair,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_scrubbed_from_every_text_field_in_both_forms() {
+        let t = "eyJhbGciOi.s3cr3t-tok";
+        let echo = format!("denied (Authorization: Bearer {t}; token {t})");
+        let body = ErrorBody {
+            kind: Some(t.into()),
+            message: Some(echo.clone()),
+            detail: Some(format!("Authorization: {t}")),
+            reference_id: Some(format!("ref-{t}")),
+            field_name: Some(t.into()),
+            retry_after: None,
+            location: Some(format!("https://h/x?auth={t}")),
+        }
+        .scrubbed(t);
+        let shown = ApiError::Status {
+            endpoint: "works.list".into(),
+            status: 400,
+            body: Box::new(body.clone()),
+        }
+        .to_string();
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(!format!("{body:?}").contains("s3cr3t"), "{body:?}");
+        assert!(shown.contains("Bearer [redacted]"), "{shown}");
+        assert_eq!(scrub("nothing here", t), "nothing here");
+        assert_eq!(scrub("x", ""), "x");
+    }
 }

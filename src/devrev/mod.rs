@@ -1,6 +1,7 @@
 //! The DevRev API: one client shared by every command, its errors and its models.
 
 mod client;
+mod don;
 mod error;
 mod retry;
 pub mod types;
@@ -9,4 +10,5 @@ pub use client::{
     CallKind, ClientConfig, DevRevClient, EndpointStats, Limits, RateHeaders, is_loopback,
     pacer_quota,
 };
-pub use error::{ApiError, ErrorBody, Scope};
+pub use don::org_of;
+pub use error::{ApiError, ErrorBody, REDACTED, Scope, scrub};

@@ -207,8 +207,41 @@ fn check_owner(
             here.org,
             here.base_url
         ))),
-        None => Ok(Some(here)),
+        None => {
+            check_records_org(sp, org)?;
+            Ok(Some(here))
+        }
     }
+}
+
+/// A journal without an owner (written by an older build) is not adopted by whichever org
+/// comes next: its records' DONs name the org they were made in (`devo/<org>`, the same rule
+/// the restore applies to backups), and a run whose token is for another org stops with
+/// exit 78 before any write. Records whose ids are not DONs say nothing and are not counted.
+fn check_records_org(sp: &Savepoint, org: &str) -> Result<(), AppError> {
+    let mine = crate::devrev::org_of(org);
+    let theirs: std::collections::BTreeSet<String> = sp
+        .file()
+        .pairs
+        .values()
+        .flat_map(|r| [&r.primary, &r.secondary])
+        .filter_map(|id| crate::devrev::org_of(id))
+        .collect();
+    let foreign: Vec<&str> = theirs
+        .iter()
+        .filter(|o| Some(*o) != mine.as_ref())
+        .map(String::as_str)
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(AppError::Config(format!(
+        "the savepoint {} names no org (it was written by an older devrev-merge), and its \
+         records are contacts of {}, but this run's token is for org {org}. Use the token of \
+         that org to resume it, or another --savepoint for this org. Nothing was changed.",
+        sp.path().display(),
+        foreign.join(", ")
+    )))
 }
 
 /// Shows what is about to happen and asks. `--yes` skips the question; without a terminal

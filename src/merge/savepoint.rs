@@ -8,9 +8,11 @@
 //! record as one JSON line, fsynced, before returning: what is in memory is what is on disk.
 //! One step therefore costs one line, the same at 10 pairs as at 100,000.
 //!
-//! Crash safety: a crash mid-append can only leave a torn *last* line. Loading ignores it (the
-//! step it recorded had not returned, so nothing that depended on it was sent), and the next
-//! write drops it by rewriting the file. Any other unreadable line is corruption. The file is
+//! Crash safety: a crash mid-append can only leave a torn *last* line, one without its line
+//! break (each append is synced before the next action). Loading ignores it (the step it
+//! recorded had not returned, so nothing that depended on it was sent), and the next write
+//! drops it by rewriting the file. Any whole line that does not parse, the last one included,
+//! is corruption: exit 65 naming the line, the file left as it is. The file is
 //! compacted (rewritten atomically: temp file, fsync, rename, one line per live record) when
 //! it has grown to twice the live records, at the end of a run, and at the first write after
 //! loading a version-1 savepoint (the migration) or a torn tail.
@@ -188,33 +190,56 @@ fn read_lines(
                 lines: Some(lines),
             });
         }
-        let parsed = if line.ends_with(b"\n") {
-            serde_json::from_slice::<JournalLine>(&line).map_err(|e| e.to_string())
-        } else {
-            Err("no line end".to_string())
-        };
-        match parsed {
-            Ok(JournalLine::Pair(rec)) => {
+        match parse_line(&line) {
+            LineRead::Entry(JournalLine::Pair(rec)) => {
                 file.updated_at = file.updated_at.max(rec.updated_at);
                 file.pairs
                     .insert(pair_key(&rec.primary, &rec.secondary), *rec);
             }
-            Ok(JournalLine::Removed(key)) => {
+            LineRead::Entry(JournalLine::Removed(key)) => {
                 file.pairs.remove(&key);
             }
             // A crash mid-append: the last line is torn. Its step never returned, so it is
             // dropped (at the next write, which rewrites the file).
-            Err(_) if r.fill_buf().map_err(io)?.is_empty() => {
-                return Ok(Loaded { file, lines: None });
-            }
-            Err(e) => {
+            LineRead::Torn => return Ok(Loaded { file, lines: None }),
+            LineRead::Damaged(e) => {
                 return Err(SavepointError::Corrupt {
                     path: path.to_path_buf(),
-                    reason: format!("journal line {} is unreadable: {e}", lines + 2),
+                    reason: format!(
+                        "line {} ends in a line break but is not a journal entry ({e}); only a \
+                         line without its line break can be a torn write, so this one is not \
+                         dropped",
+                        lines + 2
+                    ),
                 });
             }
         }
         lines += 1;
+    }
+}
+
+/// What one line of a version-2 journal turned out to be.
+#[derive(Debug)]
+enum LineRead {
+    Entry(JournalLine),
+    /// No line break at its end: an append cut short by a crash. Every append is synced
+    /// before the next action, so only the last line can look like this, and only its step
+    /// (which never returned) is lost.
+    Torn,
+    /// A whole line (it ends in a line break) that does not parse: damage after the fact (an
+    /// edit, a bad disk, another program). Never dropped: dropping it would silently roll
+    /// back a step DevRev may already have seen.
+    Damaged(String),
+}
+
+/// The rule for one line read with its line break (if any): whole lines must parse.
+fn parse_line(line: &[u8]) -> LineRead {
+    if !line.ends_with(b"\n") {
+        return LineRead::Torn;
+    }
+    match serde_json::from_slice::<JournalLine>(line) {
+        Ok(entry) => LineRead::Entry(entry),
+        Err(e) => LineRead::Damaged(e.to_string()),
     }
 }
 
@@ -683,6 +708,41 @@ mod tests {
         assert!(matches!(err, SavepointError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("line 3"), "{err}");
         assert_eq!(fs::read_to_string(&path).unwrap(), bad, "left unchanged");
+    }
+
+    #[test]
+    fn a_whole_last_line_that_does_not_parse_is_corruption_not_a_torn_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        drop(journal_with(&path, 2, 1));
+        let good = fs::read(&path).unwrap();
+        for garbage in [
+            &b"garbage\n"[..],
+            b"{\"pair\": {\"email\"\n",
+            b"\n",
+            b"{}\n",
+        ] {
+            let bad = [&good[..], garbage].concat();
+            fs::write(&path, &bad).unwrap();
+            let err = Savepoint::open(&path).unwrap_err();
+            assert!(matches!(err, SavepointError::Corrupt { .. }), "{err}");
+            assert!(err.to_string().contains("line 4"), "{err}");
+            assert_eq!(AppError::from(err).exit_code(), 65);
+            assert_eq!(fs::read(&path).unwrap(), bad, "left byte for byte");
+        }
+    }
+
+    #[test]
+    fn only_a_line_without_its_line_break_is_torn() {
+        assert!(matches!(parse_line(b"{\"pair\": {"), LineRead::Torn));
+        assert!(matches!(parse_line(b""), LineRead::Torn));
+        assert!(matches!(parse_line(b"x\n"), LineRead::Damaged(_)));
+        assert!(matches!(parse_line(b"\n"), LineRead::Damaged(_)));
+        let removed = b"{\"removed\": \"a <- b\"}\n";
+        assert!(matches!(
+            parse_line(removed),
+            LineRead::Entry(JournalLine::Removed(k)) if k == "a <- b"
+        ));
     }
 
     #[test]

@@ -226,29 +226,12 @@ fn count_comments_by(dir: &Path, who: &str) -> usize {
         .count()
 }
 
-/// The `devo/<org>` part of a DON, which names the DevRev organization it belongs to.
-pub fn org_of(don: &str) -> Option<String> {
-    let at = don.find("devo/")?;
-    let rest = &don[at..];
-    Some(rest.split(':').next().unwrap_or(rest).to_string())
-}
+/// The org of a DON: one rule with the merge run's, kept in `devrev`.
+pub use crate::devrev::org_of;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn org_comes_from_the_devo_segment() {
-        assert_eq!(
-            org_of("don:identity:dvrv-us-1:devo/abc:revu/X").as_deref(),
-            Some("devo/abc")
-        );
-        assert_eq!(
-            org_of("don:identity:dvrv-us-1:devo/abc").as_deref(),
-            Some("devo/abc")
-        );
-        assert_eq!(org_of("REVU-1"), None);
-    }
 
     #[test]
     fn a_folder_without_manifest_is_not_a_backup() {

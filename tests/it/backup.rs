@@ -271,7 +271,7 @@ fn add_comment(fake: &FakeServer, object: &str, artifacts: Vec<Value>) {
 /// The binary with a scrubbed environment in `dir`, pointed at the fake.
 fn std_cmd(dir: &Path, fake: Option<&FakeServer>) -> std::process::Command {
     let mut c = scrubbed_cmd(dir);
-    c.env("RATE_LIMIT_CALLS", "100000");
+    c.env("RATE_LIMIT_CALLS", "60000");
     if let Some(f) = fake {
         with_fake(&mut c, f);
     }

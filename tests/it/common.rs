@@ -40,7 +40,8 @@ pub fn mode(p: &Path) -> u32 {
 /// A savepoint journal (version 2: a header line, then one JSON line per change, the last
 /// line of a pair winning) read back as `{"version": .., "pairs": {key: record}}`, the shape
 /// the tests check. Every line must be JSON except a torn last one (no line end: a kill in
-/// the middle of an append), which is skipped exactly as the binary skips it.
+/// the middle of an append), which is skipped exactly as the binary skips it; a whole line
+/// that does not parse panics here, as the binary refuses it (exit 65).
 pub fn read_savepoint(path: &Path) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(path).ok()?;
     let whole = match text.rfind('\n') {

@@ -57,7 +57,7 @@ fn world(pairs: usize, opts: impl FnOnce(&mut FakeOptions)) -> (FakeServer, temp
 
 fn backup_only(fake: &FakeServer, dir: &Path) -> std::process::Command {
     let mut c = scrubbed_cmd(dir);
-    c.env("RATE_LIMIT_CALLS", "100000")
+    c.env("RATE_LIMIT_CALLS", "60000")
         .args(["--csv", "contacts.csv", "--backup-only"]);
     with_fake(&mut c, fake);
     c
@@ -156,7 +156,7 @@ fn a_trickling_answer_hits_the_request_deadline() {
     );
     let t0 = std::time::Instant::now();
     let out = run(backup_only(&fake, tmp.path())
-        .env("DEVREV_REQUEST_DEADLINE", "0.5")
+        .env("DEVREV_REQUEST_DEADLINE", "1")
         .env("DEVREV_MAX_RETRIES", "1"));
     assert_eq!(out.code, 69, "{}{}", out.stdout, out.stderr);
     assert!(out.stderr.contains("request deadline"), "{}", out.stderr);
@@ -252,7 +252,7 @@ fn a_trickling_download_hits_the_deadline_and_leaves_nothing() {
         }),
     );
     let out = run(backup_only(&fake, tmp.path())
-        .env("DEVREV_REQUEST_DEADLINE", "0.3")
+        .env("DEVREV_REQUEST_DEADLINE", "1")
         .env("DEVREV_MAX_RETRIES", "1"));
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(
@@ -355,7 +355,7 @@ fn a_write_failing_mid_download_stops_the_run_with_73_and_leaves_no_partial_file
     // The same disk under a merge run: it stops with 73 and nothing is merged.
     let mut c = scrubbed_cmd(tmp.path());
     with_fake(&mut c, &fake);
-    c.env("RATE_LIMIT_CALLS", "100000")
+    c.env("RATE_LIMIT_CALLS", "60000")
         .args(["--csv", "contacts.csv", "--yes"]);
     small_disk(&mut c);
     let out = run(&mut c);

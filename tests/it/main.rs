@@ -12,6 +12,7 @@ mod estimate;
 mod export;
 mod fake_selftest;
 mod fuzz;
+mod hardening;
 mod keep_auto;
 mod limits;
 mod merge;

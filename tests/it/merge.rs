@@ -86,7 +86,7 @@ impl World {
     fn base_cmd(&self) -> std::process::Command {
         let mut c = scrubbed_cmd(self.dir.path());
         crate::common::with_fake(&mut c, &self.fake)
-            .env("RATE_LIMIT_CALLS", "100000")
+            .env("RATE_LIMIT_CALLS", "60000")
             .env("RATE_LIMIT_PERIOD", "60")
             .env("DEVREV_MAX_RETRIES", "8");
         c
@@ -1055,7 +1055,7 @@ fn the_report_field_by_field() {
     assert_eq!(c["backup_scope"], "secondary");
     assert_eq!(c["savepoint"], "savepoint.json");
     assert_eq!(c["merge_timeout_s"], 2.0);
-    assert_eq!(c["rate_limit_calls"], 100000);
+    assert_eq!(c["rate_limit_calls"], 60000);
     assert_eq!(c["max_merges"], Value::Null);
     assert_eq!(c["yes"], true);
     assert!(c.get("token").is_none());
@@ -1176,9 +1176,9 @@ fn the_report_field_by_field() {
         );
     }
     assert_eq!(api["rate_limited_429"], 0);
-    assert_eq!(api["limit_calls"], 100000);
+    assert_eq!(api["limit_calls"], 60000);
     assert!(api["achieved_calls_per_minute"].as_f64().unwrap() > 0.0);
-    assert_eq!(api["limit_calls_per_minute"], 100000.0);
+    assert_eq!(api["limit_calls_per_minute"], 60000.0);
 
     let want_map: BTreeMap<String, String> = w.pairs().into_iter().map(|(p, s)| (s, p)).collect();
     let got_map: BTreeMap<String, String> = serde_json::from_value(r["id_map"].clone()).unwrap();

@@ -26,7 +26,7 @@ fn world() -> Seed {
 /// The binary in `dir`, scrubbed, with pacing fast enough that it never waits.
 fn cmd(dir: &Path) -> Command {
     let mut c = scrubbed_cmd(dir);
-    c.env("RATE_LIMIT_CALLS", "100000")
+    c.env("RATE_LIMIT_CALLS", "60000")
         .env("RATE_LIMIT_PERIOD", "60");
     c
 }

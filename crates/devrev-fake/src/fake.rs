@@ -191,6 +191,10 @@ pub struct Hostile {
     pub body: Option<(String, BodyQuirk)>,
     /// Downloads stream this many bytes more than the artifact's declared `file.size`.
     pub download_extra_bytes: u64,
+    /// Every API error answer (status 400 and up) echoes the request's `Authorization` header
+    /// in its `message` (as sent, e.g. `Bearer <token>`) and the bare token in its `detail`,
+    /// as a proxy or a misconfigured gateway does.
+    pub echo_auth: bool,
 }
 
 /// Behaviours of DevRev that no public source rules out, each a switch (off by default), so

@@ -428,6 +428,12 @@ async fn process(
     if fault == Some(Fault::ApplyThenDrop) {
         answer.drop_conn = true;
     }
+    if answer.status >= 400
+        && !path.starts_with("/download/")
+        && shared.lock().opts.hostile.echo_auth
+    {
+        echo_auth(&mut answer, auth.as_deref());
+    }
     if answer.status == 200 {
         let inner = shared.lock();
         if let Some((pattern, quirk)) = &inner.opts.hostile.body
@@ -531,6 +537,27 @@ fn mime_static(m: &str) -> &'static str {
         "video/mp4" => "video/mp4",
         _ => "application/octet-stream",
     }
+}
+
+/// [`crate::fake::Hostile::echo_auth`]: the error's `message` gets the `Authorization` header
+/// as received, its `detail` the bare token.
+fn echo_auth(answer: &mut Answer, auth: Option<&str>) {
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(&answer.body) else {
+        return;
+    };
+    let header = auth.unwrap_or("(none)");
+    let message = body
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("error");
+    let message = format!("{message} (gateway saw Authorization: {header})");
+    body.insert("message".into(), Value::String(message));
+    let bare = presented_token(auth).unwrap_or_default();
+    body.insert(
+        "detail".into(),
+        Value::String(format!("token {bare} rejected upstream")),
+    );
+    answer.body = serde_json::to_vec(&body).unwrap_or_default();
 }
 
 /// The token in an `Authorization` value: `Bearer <t>` or the bare `<t>`.
