@@ -47,6 +47,18 @@ pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> Repo
             entries.push(PairEntry::from_run(rec, run.as_ref(), in_csv));
         }
     }
+    // Pairs the ledger held: skipped with the record that holds them, nothing sent.
+    for h in &sched.held {
+        let mut e = match sp.get(&h.key) {
+            Some(rec) => PairEntry::from_record(rec, true),
+            None => PairEntry::from_pair(h.pair),
+        };
+        e.status = EntryStatus::Skipped;
+        e.finished_earlier = false;
+        e.skip_message = Some(h.reason.to_string());
+        e.skip_reason = Some(h.reason.clone());
+        entries.push(e);
+    }
     for item in &sched.work {
         if ran_keys.contains(item.key.as_str()) {
             continue;
@@ -121,7 +133,8 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         )));
     }
     let s = &report.summary;
-    let bad = s.failed + s.skipped + s.unconfirmed + s.ref_adoptions_pending;
+    // A pair held because --restore undid a merge of its contacts was decided "do not merge".
+    let bad = s.failed + (s.skipped - s.held_as_restored) + s.unconfirmed + s.ref_adoptions_pending;
     if bad > 0 {
         return Err(AppError::SomeFailed(format!(
             "{} pair(s) failed, {} skipped, {} unconfirmed{}; see {}",

@@ -25,7 +25,11 @@ use crate::validate::Role;
 
 /// The format version this build reads and writes. Bump it (and refuse older or newer files
 /// explicitly) whenever a field changes meaning.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
+
+/// The JSON-lines format before restored pairs were recorded (no `restored` status): still
+/// read, and rewritten as [`VERSION`] at the first change.
+pub const JOURNAL_V2: u32 = 2;
 
 /// The single-document format of the first builds: still read, never written.
 pub const LEGACY_VERSION: u32 = 1;
@@ -59,11 +63,17 @@ pub enum PairStatus {
     /// Merged and reconciled, but the secondary's `user_` ref could not be moved to the
     /// primary (DevRev refused to release it): the next run retries only that adoption.
     RefAdoptionPending,
+    /// Undone by `--restore`: the secondary was recreated ([`PairRecord::restored`]). Final:
+    /// no run merges these contacts again, or resumes anything of this record.
+    Restored,
 }
 
 impl PairStatus {
     pub fn is_final(self) -> bool {
-        matches!(self, PairStatus::Merged | PairStatus::AlreadyMerged)
+        matches!(
+            self,
+            PairStatus::Merged | PairStatus::AlreadyMerged | PairStatus::Restored
+        )
     }
 }
 
@@ -192,6 +202,23 @@ pub struct PairRecord {
     pub ref_adoption_pending: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// Set by `--restore` (with status `Restored`): the merge was undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored: Option<Restored>,
+}
+
+/// A pair `--restore` undid: the contact it recreated for the merged-away secondary, and where
+/// the restore is recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Restored {
+    pub at: DateTime<Utc>,
+    /// The recreated contact's DON (DevRev gives it a new id; the old one stays merged away).
+    pub new_contact: String,
+    /// The restore's own journal (`restore-savepoint.json`).
+    pub restore_journal: std::path::PathBuf,
+    /// The restore report, once written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// One write that moves the `user_` ref off a merged-away secondary that kept it.
@@ -228,6 +255,7 @@ impl PairRecord {
             ref_release: None,
             ref_adoption_pending: None,
             finished_at: None,
+            restored: None,
         }
     }
 
@@ -380,6 +408,45 @@ pub enum SkipReason {
     /// The pair left the CSV before its merge was requested; the journal alone cannot
     /// re-validate it.
     NotInCsv,
+    /// One of the pair's contacts is already part of another journaled record that merged,
+    /// may have merged, or was restored: a contact is merged away at most once, whatever the
+    /// CSV says (the ledger, `ledger.rs`).
+    HeldByLedger {
+        /// The shared contact's DON.
+        contact: String,
+        /// The other record's key (`primary <- secondary`).
+        other: String,
+        hold: Hold,
+    },
+}
+
+/// Why a journaled record keeps a contact out of any other merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hold {
+    /// The other record merged this contact away (or DevRev showed it merged into its primary).
+    MergedAway,
+    /// The other record's merge may have been sent and is not finished (in flight, or its
+    /// outcome unknown): finished first, never raced by a second merge.
+    InFlight,
+    /// This contact survived the other record's merge; its duplicate is gone.
+    Survivor,
+    /// The other record was undone by `--restore`: its contacts are decided "do not merge".
+    Restored,
+    /// `--restore` recreated this contact for the other record's merged-away one.
+    Recreated,
+}
+
+impl fmt::Display for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hold::MergedAway => "it was merged away by",
+            Hold::InFlight => "its merge is not finished in",
+            Hold::Survivor => "it survived the merge",
+            Hold::Restored => "the merge was undone by --restore in",
+            Hold::Recreated => "--restore recreated it for",
+        })
+    }
 }
 
 impl SkipReason {
@@ -394,6 +461,7 @@ impl SkipReason {
             SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
             SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
             SkipReason::NotInCsv => "not_in_csv",
+            SkipReason::HeldByLedger { .. } => "held_by_another_record",
         }
     }
 }
@@ -428,6 +496,16 @@ impl fmt::Display for SkipReason {
                 "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
             ),
             SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
+            SkipReason::HeldByLedger {
+                contact,
+                other,
+                hold,
+            } => write!(
+                f,
+                "{} is in another record of the savepoint: {hold} {other}; a contact is merged \
+                 at most once (see docs/commands.md, \"One merge per contact\")",
+                crate::detect::display_id(contact)
+            ),
         }
     }
 }
@@ -636,7 +714,7 @@ mod tests {
                 }
             }
         });
-        assert_eq!(VERSION, 2, "a new version needs a new literal below");
+        assert_eq!(VERSION, 3, "a new version needs a new literal below");
         let mut got = serde_json::to_value(&file).unwrap();
         assert_eq!(
             got["version"], VERSION,
@@ -659,7 +737,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&header).unwrap(),
-            json!({"version": 2, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
+            json!({"version": 3, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
         );
         let owned = JournalHeader {
             owner: Some(Owner {
@@ -670,7 +748,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&owned).unwrap(),
-            json!({"version": 2, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
+            json!({"version": 3, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
                    "owner": {"org": "don:identity:dvrv-us-1:devo/1", "base_url": "https://api.devrev.ai"}})
         );
         let owned: JournalLine = serde_json::from_value(line).unwrap();
@@ -734,5 +812,39 @@ mod tests {
         assert!(!r.merge_in_flight());
         r.merge.as_mut().unwrap().outcome = Some(MergeOutcome::Accepted { at: Utc::now() });
         assert!(r.merge_in_flight());
+    }
+
+    #[test]
+    fn version_3_adds_restored_records_and_ledger_holds() {
+        let mut r = PairRecord::new("a@x.com", "don:P", "don:S", Keep::Revu);
+        r.status = PairStatus::Restored;
+        r.updated_at = at("2026-01-02T03:00:00Z");
+        r.restored = Some(Restored {
+            at: at("2026-01-02T03:05:00Z"),
+            new_contact: "don:S2".into(),
+            restore_journal: PathBuf::from("restore-savepoint.json"),
+            report: Some(PathBuf::from("reports/restore-report-1.json")),
+        });
+        r.skip = Some(SkipReason::HeldByLedger {
+            contact: "don:S".into(),
+            other: "don:Q <- don:S".into(),
+            hold: Hold::MergedAway,
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["status"], "restored");
+        assert_eq!(
+            v["restored"],
+            json!({"at": "2026-01-02T03:05:00Z", "new_contact": "don:S2",
+                   "restore_journal": "restore-savepoint.json",
+                   "report": "reports/restore-report-1.json"})
+        );
+        assert_eq!(
+            v["skip"],
+            json!({"kind": "held_by_ledger", "contact": "don:S", "other": "don:Q <- don:S",
+                   "hold": "merged_away"})
+        );
+        let back: PairRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        assert!(PairStatus::Restored.is_final());
     }
 }

@@ -11,6 +11,7 @@ pub mod evidence;
 mod execute;
 mod finish;
 pub mod journal;
+pub mod ledger;
 pub mod report;
 pub mod saga;
 pub mod savepoint;
@@ -134,6 +135,9 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             sched.work.len(),
             sched.earlier.iter().filter(|e| e.finished).count()
         );
+    }
+    for h in &sched.held {
+        tracing::warn!(pair = %h.pair.email, "not started: {}", h.reason);
     }
     let info = client.auth_tokens_info().await?;
     let owner = check_owner(&sp, &info.organization.id, cfg.base_url.as_str())?;

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
-use super::journal::{MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
+use super::journal::{Hold, MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
 use super::saga::{PairResult, PairRun, StepRecord};
 use crate::config::Config;
 use crate::detect::Pair;
@@ -50,6 +50,8 @@ pub enum EntryStatus {
     NotStarted,
     /// Known only from the savepoint, never merged, and no longer in the CSV: left alone.
     LeftCsv,
+    /// Merged earlier, then undone by `--restore`: decided "do not merge", left alone.
+    Restored,
 }
 
 impl EntryStatus {
@@ -119,6 +121,7 @@ impl PairEntry {
             PairStatus::Unconfirmed => EntryStatus::Unconfirmed,
             PairStatus::RefAdoptionPending => EntryStatus::Merged,
             PairStatus::InProgress => EntryStatus::Interrupted,
+            PairStatus::Restored => EntryStatus::Restored,
         };
         PairEntry {
             email: rec.email.clone(),
@@ -323,6 +326,11 @@ pub struct Summary {
     pub not_started: usize,
     /// Savepoint records of pairs that left the CSV before their merge (left alone).
     pub left_csv: usize,
+    /// Pairs merged earlier and undone by `--restore` (left alone).
+    pub restored: usize,
+    /// Of `skipped`: pairs held because `--restore` undid a merge of one of their contacts
+    /// (decided "do not merge": not a failure of this run).
+    pub held_as_restored: usize,
     /// Groups detection left for a person (never touched).
     pub needs_review_groups: usize,
     pub tickets_backed_up: usize,
@@ -452,6 +460,11 @@ impl Summary {
                 EntryStatus::AlreadyMerged => s.already_merged += 1,
                 EntryStatus::Skipped => {
                     s.skipped += 1;
+                    if let Some(SkipReason::HeldByLedger { hold, .. }) = &e.skip_reason
+                        && matches!(hold, Hold::Restored | Hold::Recreated)
+                    {
+                        s.held_as_restored += 1;
+                    }
                     let code = e.skip_reason.as_ref().map_or("unknown", SkipReason::code);
                     *s.skipped_by_reason.entry(code.to_string()).or_default() += 1;
                 }
@@ -466,6 +479,7 @@ impl Summary {
                 EntryStatus::Interrupted => s.interrupted += 1,
                 EntryStatus::NotStarted => s.not_started += 1,
                 EntryStatus::LeftCsv => s.left_csv += 1,
+                EntryStatus::Restored => s.restored += 1,
             }
             s.tickets_backed_up += e.tickets_backed_up;
             s.tickets_repaired += e.tickets_repaired;
@@ -638,6 +652,12 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
         out.push_str(&format!(
             "  left the CSV:    {} (never merged, left alone)\n",
             s.left_csv
+        ));
+    }
+    if s.restored > 0 {
+        out.push_str(&format!(
+            "  restored:        {} (undone by --restore: not merged again)\n",
+            s.restored
         ));
     }
     out.push_str(&format!(

@@ -29,8 +29,8 @@ use chrono::Utc;
 use fs4::fs_std::FileExt;
 
 use super::journal::{
-    JournalHeader, JournalLine, JournalLineRef, LEGACY_VERSION, Owner, PairRecord, SavepointFile,
-    VERSION, pair_key,
+    JOURNAL_V2, JournalHeader, JournalLine, JournalLineRef, LEGACY_VERSION, Owner, PairRecord,
+    SavepointFile, VERSION, pair_key,
 };
 use crate::error::AppError;
 use crate::fsutil;
@@ -137,12 +137,14 @@ fn read(path: &Path) -> Result<Option<Loaded>, SavepointError> {
         .as_ref()
         .map(|h| h.get("version").map(|v| (v.as_u64(), v)))
     {
-        Some(Some((Some(v), _))) if v == u64::from(VERSION) => {
+        Some(Some((Some(v), _))) if v == u64::from(VERSION) || v == u64::from(JOURNAL_V2) => {
             let header: JournalHeader = serde_json::from_slice(&first)
                 .map_err(|e| corrupt(format!("the header line: {e}")))?;
             let whole_header = first.ends_with(b"\n");
             let mut loaded = read_lines(path, header, r)?;
-            if !whole_header {
+            // A version-2 journal is rewritten (with a version-3 header) before anything is
+            // appended, so no file says version 2 while holding a `restored` record.
+            if !whole_header || v == u64::from(JOURNAL_V2) {
                 // Nothing may be appended to a line without its end: rewrite first.
                 loaded.lines = None;
             }
@@ -585,7 +587,7 @@ mod tests {
         assert_eq!(got.last_step, Some(Step::Backup));
         assert!(got.merge_in_flight());
         let raw = lines(&path);
-        assert_eq!(raw[0]["version"], 2);
+        assert_eq!(raw[0]["version"], 3);
         assert_eq!(raw.last().unwrap()["pair"]["last_step"], "backup");
     }
 
@@ -794,7 +796,7 @@ mod tests {
         sp.update(&k, |p| p.last_step = Some(Step::Validate))
             .unwrap();
         let raw = lines(&path);
-        assert_eq!(raw[0]["version"], 2, "rewritten in the current format");
+        assert_eq!(raw[0]["version"], 3, "rewritten in the current format");
         assert_eq!(
             raw[0]["created_at"],
             serde_json::to_value(f.created_at).unwrap()
@@ -845,13 +847,34 @@ mod tests {
     }
 
     #[test]
+    fn a_version_2_journal_is_read_and_rewritten_as_version_3_before_an_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("savepoint.json");
+        let r = rec(1);
+        let header = serde_json::json!({"version": 2, "tool_version": "0.1.0",
+                                        "created_at": "2026-01-01T00:00:00Z"});
+        let line = serde_json::to_string(&JournalLineRef::Pair(&r)).unwrap();
+        fs::write(&path, format!("{header}\n{line}\n")).unwrap();
+        let mut sp = Savepoint::open(&path).unwrap();
+        assert_eq!(sp.get(&key(&r)), Some(&r));
+        sp.update(&key(&r), |p| p.last_step = Some(Step::Validate))
+            .unwrap();
+        let raw = lines(&path);
+        assert_eq!(
+            raw[0]["version"], 3,
+            "no version-2 header over version-3 lines"
+        );
+        assert_eq!(raw.len(), 2);
+    }
+
+    #[test]
     fn other_versions_are_refused_with_their_number() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("savepoint.json");
         let mut v = serde_json::to_value(SavepointFile::new()).unwrap();
-        v["version"] = serde_json::json!(3);
+        v["version"] = serde_json::json!(4);
         // As one document, and as a journal header line followed by entries.
-        let header = serde_json::json!({"version": 3, "tool_version": "9", "created_at": "2030-01-01T00:00:00Z"});
+        let header = serde_json::json!({"version": 4, "tool_version": "9", "created_at": "2030-01-01T00:00:00Z"});
         for text in [
             serde_json::to_string_pretty(&v).unwrap(),
             serde_json::to_string(&v).unwrap(),
@@ -860,7 +883,7 @@ mod tests {
             fs::write(&path, &text).unwrap();
             let err = load(&path).unwrap_err();
             assert!(matches!(err, SavepointError::Version { .. }), "{err}");
-            assert!(err.to_string().contains("version 3"), "{err}");
+            assert!(err.to_string().contains("version 4"), "{err}");
             assert_eq!(AppError::from(err).exit_code(), 65);
         }
     }

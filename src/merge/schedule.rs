@@ -8,7 +8,8 @@
 
 use std::collections::HashSet;
 
-use super::journal::{SavepointFile, pair_key};
+use super::journal::{SavepointFile, SkipReason, pair_key};
+use super::ledger::Ledger;
 use crate::detect::Pair;
 
 /// One pair the run works on.
@@ -50,10 +51,23 @@ pub struct Schedule<'p> {
     pub work: Vec<Item<'p>>,
     /// Journaled pairs not run now.
     pub earlier: Vec<Earlier>,
+    /// CSV pairs not started because a contact of theirs is held by another journaled record
+    /// (the ledger): reported as skipped with that reason, never sent.
+    pub held: Vec<Held<'p>>,
+}
+
+/// A CSV pair the ledger keeps from starting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held<'p> {
+    pub key: String,
+    pub pair: &'p Pair,
+    pub reason: SkipReason,
 }
 
 /// Decides the run from the plan's clean pairs (in CSV order) and the journal.
 pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> {
+    let ledger = Ledger::of(journal);
+    let mut held = Vec::new();
     let mut earlier = Vec::new();
     let mut in_flight = Vec::new();
     let mut fresh = Vec::with_capacity(pairs.len());
@@ -99,10 +113,14 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
                 in_csv: true,
                 finished: true,
             }),
+            // Its own merge may have been sent: finished whatever else the ledger holds.
             Some(rec) if rec.merge_in_flight() => {
                 in_flight.push(item(key, Some(pair), true, true));
             }
-            _ => fresh.push(item(key, Some(pair), false, true)),
+            _ => match ledger.blocks(p, s) {
+                Some(reason) => held.push(Held { key, pair, reason }),
+                None => fresh.push(item(key, Some(pair), false, true)),
+            },
         }
     }
     for (key, rec) in &journal.pairs {
@@ -125,6 +143,7 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
     Schedule {
         work: fresh,
         earlier,
+        held,
     }
 }
 
@@ -294,6 +313,45 @@ mod tests {
         // The old-role record of the re-run pair is covered by the CSV, not "left the CSV"
         // (it is not in `earlier`, above), and both pairs run are in the CSV.
         assert!(s.work.iter().all(|i| i.in_csv));
+    }
+
+    #[test]
+    fn a_contact_of_another_record_is_never_started_again() {
+        use crate::merge::journal::Hold;
+        // S's merge into P has an unknown outcome; a refreshed export pairs S with P2, and
+        // P (merged into Q earlier) with a new secondary.
+        let pairs = vec![pair("P2", "S"), pair("S9", "Q"), pair("P3", "S3")];
+        let j = journal(vec![
+            requested(
+                rec("P", "S", PairStatus::Unconfirmed),
+                Some(MergeOutcome::Unknown {
+                    reason: "timeout".into(),
+                }),
+            ),
+            rec("X", "Q", PairStatus::Merged),
+        ]);
+        let s = schedule(&pairs, &j);
+        let work: Vec<String> = s.work.iter().map(|i| i.key.clone()).collect();
+        assert_eq!(
+            work,
+            vec![k("P", "S"), k("P3", "S3")],
+            "the lost merge is finished first"
+        );
+        let held: Vec<(String, Hold)> = s
+            .held
+            .iter()
+            .map(|h| match &h.reason {
+                SkipReason::HeldByLedger { other, hold, .. } => (other.clone(), *hold),
+                r => panic!("{r:?}"),
+            })
+            .collect();
+        assert_eq!(
+            held,
+            vec![
+                (k("P", "S"), Hold::InFlight),
+                (k("X", "Q"), Hold::MergedAway)
+            ]
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod fake_selftest;
 mod fuzz;
 mod hardening;
 mod keep_auto;
+mod ledger;
 mod limits;
 mod merge;
 mod merge_crash;

@@ -1,0 +1,166 @@
+//! The ledger: every journaled record indexed by contact id, so that no contact is merged away
+//! twice, whatever the CSV says.
+//!
+//! The journal is keyed by pair (`primary <- secondary`). A refreshed export can pair the same
+//! contact with someone else: the secondary of a merge whose answer was lost, now paired with
+//! a new primary; a primary that was itself merged away earlier; a contact `--restore`
+//! recreated, which forms a clean pair again. Looking records up by pair key alone sends a
+//! second `rev-users.merge` for a contact DevRev may already have merged. The ledger answers
+//! "is this contact already part of a merge this tool made?" for the schedule (the merge run)
+//! and the preview, from one rule ([`Ledger::hold_of`]).
+
+use std::collections::HashMap;
+
+use super::journal::{Hold, PairRecord, PairStatus, SavepointFile, SkipReason, pair_key};
+
+/// Contact id -> the record that holds it and why.
+#[derive(Debug, Default)]
+pub struct Ledger<'j> {
+    holds: HashMap<&'j str, (&'j str, Hold)>,
+}
+
+/// What one record holds: its primary's and its secondary's hold (`None`: it holds nothing,
+/// e.g. it was skipped or failed before any merge request).
+fn holds_of(rec: &PairRecord) -> Option<(Hold, Hold)> {
+    match rec.status {
+        PairStatus::Restored => Some((Hold::Restored, Hold::Restored)),
+        _ if rec.merged.is_some() || rec.status.is_final() => {
+            Some((Hold::Survivor, Hold::MergedAway))
+        }
+        _ if rec.merge_in_flight() => Some((Hold::InFlight, Hold::InFlight)),
+        _ => None,
+    }
+}
+
+impl<'j> Ledger<'j> {
+    pub fn of(journal: &'j SavepointFile) -> Self {
+        let mut ledger = Ledger::default();
+        for (key, rec) in &journal.pairs {
+            let Some((primary, secondary)) = holds_of(rec) else {
+                continue;
+            };
+            ledger.hold(&rec.primary, key, primary);
+            ledger.hold(&rec.secondary, key, secondary);
+            if let Some(r) = &rec.restored {
+                ledger.hold(&r.new_contact, key, Hold::Recreated);
+            }
+        }
+        ledger
+    }
+
+    /// Records a hold; a contact merged away keeps that reason over any other (it is the one
+    /// that matters most to the person reading why a pair was not run).
+    fn hold(&mut self, contact: &'j str, key: &'j str, hold: Hold) {
+        let e = self.holds.entry(contact).or_insert((key, hold));
+        if hold == Hold::MergedAway {
+            *e = (key, hold);
+        }
+    }
+
+    /// The hold on `contact`, unless it comes from the record of `primary <- secondary`
+    /// itself (either role order): the schedule finishes or reports that one by its key.
+    pub fn hold_of(
+        &self,
+        contact: &str,
+        primary: &str,
+        secondary: &str,
+    ) -> Option<(&'j str, Hold)> {
+        let (key, hold) = *self.holds.get(contact)?;
+        let own = key == pair_key(primary, secondary) || key == pair_key(secondary, primary);
+        (!own).then_some((key, hold))
+    }
+
+    /// Why the pair `primary <- secondary` must not start, if it must not: one of its contacts
+    /// is held by another record. The secondary is looked at first (a second merge of a
+    /// merged-away contact is the worst case).
+    pub fn blocks(&self, primary: &str, secondary: &str) -> Option<SkipReason> {
+        [secondary, primary].into_iter().find_map(|c| {
+            self.hold_of(c, primary, secondary)
+                .map(|(other, hold)| SkipReason::HeldByLedger {
+                    contact: c.to_string(),
+                    other: other.to_string(),
+                    hold,
+                })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::merge::journal::{MergeIntent, MergeOutcome, Restored};
+    use crate::options::Keep;
+
+    fn rec(p: &str, s: &str, status: PairStatus) -> PairRecord {
+        let mut r = PairRecord::new("a@x.com", p, s, Keep::Revu);
+        r.status = status;
+        r
+    }
+
+    fn journal(recs: Vec<PairRecord>) -> SavepointFile {
+        let mut f = SavepointFile::new();
+        for r in recs {
+            f.pairs.insert(pair_key(&r.primary, &r.secondary), r);
+        }
+        f
+    }
+
+    fn held(l: &Ledger<'_>, p: &str, s: &str) -> Option<(String, String, Hold)> {
+        match l.blocks(p, s)? {
+            SkipReason::HeldByLedger {
+                contact,
+                other,
+                hold,
+            } => Some((contact, other, hold)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_holds_its_secondary_against_a_new_primary() {
+        let mut lost = rec("P", "S", PairStatus::Unconfirmed);
+        lost.merge = Some(MergeIntent {
+            attempt: 1,
+            requested_at: Utc::now(),
+            outcome: Some(MergeOutcome::Unknown {
+                reason: "timeout".into(),
+            }),
+            unmerged_since: None,
+            watch_until: None,
+        });
+        let j = journal(vec![lost]);
+        let l = Ledger::of(&j);
+        assert_eq!(
+            held(&l, "P2", "S"),
+            Some(("S".into(), pair_key("P", "S"), Hold::InFlight))
+        );
+        // Its own pair, in either order, is the schedule's to finish, not held.
+        assert_eq!(held(&l, "P", "S"), None);
+        assert_eq!(held(&l, "S", "P"), None);
+        assert_eq!(held(&l, "Q", "R"), None);
+    }
+
+    #[test]
+    fn merged_away_survivor_restored_and_recreated_contacts_are_held() {
+        let merged = rec("P", "S", PairStatus::Merged);
+        let mut restored = rec("A", "B", PairStatus::Restored);
+        restored.restored = Some(Restored {
+            at: Utc::now(),
+            new_contact: "B2".into(),
+            restore_journal: "restore-savepoint.json".into(),
+            report: None,
+        });
+        let never_sent = rec("X", "Y", PairStatus::Failed);
+        let j = journal(vec![merged, restored, never_sent]);
+        let l = Ledger::of(&j);
+        // A primary that was itself merged away earlier.
+        assert_eq!(held(&l, "S", "T").map(|h| h.2), Some(Hold::MergedAway));
+        assert_eq!(held(&l, "P", "T").map(|h| h.2), Some(Hold::Survivor));
+        assert_eq!(held(&l, "A", "B2").map(|h| h.2), Some(Hold::Recreated));
+        assert_eq!(held(&l, "C", "A").map(|h| h.2), Some(Hold::Restored));
+        // A record that never sent a merge holds nothing.
+        assert_eq!(held(&l, "X", "Z"), None);
+    }
+}
