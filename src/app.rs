@@ -9,9 +9,16 @@ use crate::error::AppError;
 
 /// Runs the command the user asked for. `main` maps the error to an exit code.
 pub fn run(cli: Cli) -> Result<(), AppError> {
+    // Generated text goes to stdout alone: no log folder, no runtime, and no setting read, so
+    // whatever the environment or `.env` holds cannot stop the completions from installing.
+    if let Some(shell) = cli.generate_completions {
+        return commands::generate::completions(shell);
+    }
+    if cli.generate_man {
+        return commands::generate::man();
+    }
     let cfg = Config::from_cli(&cli)?;
     match &cfg.command {
-        // Generated text goes to stdout alone: no log folder, no runtime.
         Command::Completions(shell) => commands::generate::completions(*shell),
         Command::Man => commands::generate::man(),
         Command::Sample(args) => {
