@@ -175,8 +175,15 @@ fn completions_and_man_page_install_whatever_the_environment_and_env_file_hold()
     for shell in ["bash", "zsh", "fish"] {
         let (code, out, err) = output_of(dir.path(), &["--generate-completions", shell], &env);
         assert_eq!(code, 0, "{shell}: {err}");
-        assert!(out.contains("--csv") || out.contains("csv"), "{shell}: {out}");
-        assert!(out.len() > 1000, "{shell}: a whole script, not {} bytes", out.len());
+        assert!(
+            out.contains("--csv") || out.contains("csv"),
+            "{shell}: {out}"
+        );
+        assert!(
+            out.len() > 1000,
+            "{shell}: a whole script, not {} bytes",
+            out.len()
+        );
     }
     let (code, out, err) = output_of(dir.path(), &["--generate-man"], &env);
     assert_eq!(code, 0, "{err}");
@@ -240,5 +247,8 @@ fn dry_run_and_a_token_flag_point_at_what_this_tool_has() {
     let (code, _, err) = output_of(dir.path(), &["--test-api", "--token=s3cr3t"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("DEVREV_API_TOKEN"), "{err}");
-    assert!(!err.contains("s3cr3t"), "the typed token is not echoed: {err}");
+    assert!(
+        !err.contains("s3cr3t"),
+        "the typed token is not echoed: {err}"
+    );
 }
