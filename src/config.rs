@@ -45,6 +45,25 @@ pub enum Command {
     ExportContacts { output: PathBuf, force: bool },
 }
 
+impl Command {
+    /// The command's short name, which names its log file (`logs/<name>-<timestamp>.log`).
+    pub fn log_name(&self) -> &'static str {
+        match self {
+            Command::TestApi => "test-api",
+            Command::Preview { .. } => "preview",
+            Command::Sample(_) => "sample",
+            Command::BackupOnly { .. } => "backup-only",
+            Command::VerifyBackups { .. } => "verify-backups",
+            Command::Merge { .. } => "merge",
+            Command::Restore { preview: true, .. } => "restore-preview",
+            Command::Restore { .. } => "restore",
+            Command::Completions(_) | Command::Man => "generate",
+            Command::Demo { .. } => "demo",
+            Command::ExportContacts { .. } => "export",
+        }
+    }
+}
+
 /// `--create-test-sample`'s inputs, already checked: `size` is even and at least 2, and
 /// `output` is not the input file (nor an existing file unless `force`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,7 +21,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            output::human(&format!("error: {e}\n"));
+            let message = format!("error: {e}");
+            devrev_merge::logging::record_error(&message);
+            output::human(&format!("{message}\n"));
             ExitCode::from(e.exit_code())
         }
     }
