@@ -645,13 +645,13 @@ fn print_tables<W: Write>(
     heading(w, "Clean pairs", plan.pairs.len(), limit, plan_path)?;
     if !plan.pairs.is_empty() {
         let pair_cells = |p: &Pair| {
+            // A `REVU-` contact's ref is its display id: one cell, the ref in brackets only
+            // where it says something more (two columns always repeated each other).
             vec![
                 cut(&p.email, 40),
-                p.primary.display_id(),
-                cut(&p.primary.external_ref, 32),
+                member(&p.primary),
                 tickets(&p.primary),
-                p.secondary.display_id(),
-                cut(&p.secondary.external_ref, 32),
+                member(&p.secondary),
                 tickets(&p.secondary),
             ]
         };
@@ -659,14 +659,12 @@ fn print_tables<W: Write>(
             w,
             &[
                 "EMAIL",
-                "PRIMARY",
-                "PRIMARY REF",
+                "PRIMARY [REF]",
                 "TICKETS",
-                "SECONDARY",
-                "SECONDARY REF",
+                "SECONDARY [REF]",
                 "TICKETS",
             ],
-            &[false, false, false, true, false, false, true],
+            &[false, false, true, false, true],
             &plan.pairs[..take(plan.pairs.len())],
             pair_cells,
         )?;
