@@ -196,13 +196,14 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             };
             match res {
                 Ok(summary) => entry.backup = Some(summary),
+                // The summary prints each failure once (FAILED ...); the log keeps it too.
                 Err(e @ PairFailure::ContactGone { .. }) => {
                     let e = e.to_string();
-                    tracing::error!(email = %pair.email, error = %e, "backup failed");
+                    tracing::debug!(email = %pair.email, error = %e, "backup failed");
                     entry.error = Some(e);
                 }
                 Err(PairFailure::Backup(e)) => {
-                    tracing::error!(email = %pair.email, error = %e, "backup failed");
+                    tracing::debug!(email = %pair.email, error = %e, "backup failed");
                     entry.error = Some(e.to_string());
                     if stops_the_run(&e) {
                         results.push(entry);
