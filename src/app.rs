@@ -21,6 +21,8 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     match &cfg.command {
         Command::Completions(shell) => commands::generate::completions(*shell),
         Command::Man => commands::generate::man(),
+        // Read-only and offline: no log file, no runtime.
+        Command::Status => commands::status::run(&cfg),
         Command::Sample(args) => {
             start_logging(&cfg)?;
             commands::sample::run(&cfg, args)

@@ -25,7 +25,7 @@ const H_OUTPUT: &str = "Output";
 /// The usage line: the commands as people type them, not one line of every flag.
 const USAGE: &str = "devrev-merge --csv FILE [--preview [--check-live] | --backup-only] [OPTIONS]
        devrev-merge --create-test-sample --input FILE --output FILE [--size N]
-       devrev-merge --test-api | --export-contacts FILE | --verify-backups DIR
+       devrev-merge --test-api | --status | --export-contacts FILE | --verify-backups DIR
        devrev-merge --restore FOLDER...|REPORT [--preview]
        devrev-merge --demo";
 
@@ -47,6 +47,7 @@ Examples:
   devrev-merge --csv test.csv                     merge the sample (asks: type yes)
   devrev-merge --csv contacts.csv --max-merges 3  a canary run
   devrev-merge --csv contacts.csv                 the full run; re-run to resume
+  devrev-merge --status                           where the savepoint stands
   devrev-merge --restore reports/merge-report-<time>.json --preview
   devrev-merge --demo                             the whole flow on a built-in fake DevRev
 
@@ -73,7 +74,8 @@ Full reference: docs/commands.md in the repository.";
 #[command(group(
     ArgGroup::new("command")
         .args(["csv", "test_api", "create_test_sample", "verify_backups",
-               "generate_completions", "generate_man", "restore", "demo", "export_contacts"])
+               "generate_completions", "generate_man", "restore", "demo", "export_contacts",
+               "status"])
         .required(true)
         .multiple(false)
 ))]
@@ -100,6 +102,11 @@ pub struct Cli {
     /// Check the token, org, identity, token expiry, read access and rate-limit headers.
     #[arg(help_heading = H_COMMANDS, long)]
     pub test_api: bool,
+
+    /// What the savepoint holds, offline and without the CSV: counts by status, merges waiting
+    /// on a watch window and until when, pending ref adoptions, the newest merge report.
+    #[arg(help_heading = H_COMMANDS, long)]
+    pub status: bool,
 
     /// Write a small CSV of complete clean pairs to try first (needs --input, --output).
     #[arg(help_heading = H_COMMANDS, long, requires_all = ["input", "output"])]

@@ -22,6 +22,8 @@ use crate::output::Printer;
 pub enum Command {
     /// `--test-api`: check the token, org, identity and rate-limit headers.
     TestApi,
+    /// `--status`: what the savepoint holds, offline.
+    Status,
     /// `--csv FILE --preview [--check-live]`: the plan, offline unless `check_live`.
     Preview { csv: PathBuf, check_live: bool },
     /// `--create-test-sample`: a small CSV of whole clean pairs.
@@ -50,6 +52,7 @@ impl Command {
     pub fn log_name(&self) -> &'static str {
         match self {
             Command::TestApi => "test-api",
+            Command::Status => "status",
             Command::Preview { .. } => "preview",
             Command::Sample(_) => "sample",
             Command::BackupOnly { .. } => "backup-only",
@@ -313,6 +316,9 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
     }
     if cli.test_api {
         return Ok(Command::TestApi);
+    }
+    if cli.status {
+        return Ok(Command::Status);
     }
     if cli.demo {
         return Ok(Command::Demo {

@@ -21,4 +21,5 @@ mod probe;
 mod restore;
 mod restore_crash;
 mod snapshots;
+mod status;
 mod test_api;
