@@ -135,8 +135,9 @@ fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
 }
 
 /// The look of every progress bar: `merging [=====>    ] 3/20 ETA 1m 40s pair@example.com`.
+/// The message is `wide_msg`: cut to the terminal's width, so the line never wraps.
 pub fn progress_style() -> ProgressStyle {
-    ProgressStyle::with_template("{span_name} [{bar:30}] {pos}/{len} {eta_once_moving}{msg}")
+    ProgressStyle::with_template("{span_name} [{bar:24}] {pos}/{len} {eta_once_moving}{wide_msg}")
         .expect("valid template")
         .progress_chars("=> ")
         .with_key(
@@ -145,6 +146,14 @@ pub fn progress_style() -> ProgressStyle {
                 let _ = w.write_str(&eta_text(state.pos(), state.eta()));
             },
         )
+}
+
+/// A bar whose message carries its own estimate (the merge run's, from measured calls at the
+/// rate limit): no second, rate-of-bar ETA beside it.
+pub fn measured_progress_style() -> ProgressStyle {
+    ProgressStyle::with_template("{span_name} [{bar:24}] {pos}/{len} {wide_msg}")
+        .expect("valid template")
+        .progress_chars("=> ")
 }
 
 /// `ETA …` once a step is done; before that there is no rate to estimate from, and
@@ -185,6 +194,7 @@ mod tests {
 
     #[test]
     fn the_style_builds() {
+        let _ = measured_progress_style();
         // The template is checked at run time; a typo would panic in the first bar.
         let _ = progress_style();
     }
