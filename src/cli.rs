@@ -169,6 +169,16 @@ pub struct Cli {
     #[arg(help_heading = H_MERGE, long, value_name = "DOMAIN")]
     pub email_domain: Option<String>,
 
+    /// With --preview: a filled-in review file (reports/review-<time>.csv): show the plan its
+    /// decisions give (keep, merge, skip, not-dup per contact). See docs/review.md.
+    #[arg(help_heading = H_MERGE, long, value_name = "FILE", requires = "preview")]
+    pub decisions: Option<PathBuf>,
+
+    /// With --preview: decide blank needs-review groups of at most 5 contacts by the proposal,
+    /// where a rule found a single survivor (never over a typed decision).
+    #[arg(help_heading = H_MERGE, long, requires = "preview")]
+    pub accept_proposed: bool,
+
     // ---- run options ----
     /// Do not ask for confirmation before writing to DevRev.
     #[arg(help_heading = H_MERGE, long, short = 'y')]

@@ -95,6 +95,9 @@ pub struct Config {
     pub limits: Limits,
     pub keep: Keep,
     pub email_domain: Option<String>,
+    /// `--decisions FILE` (with `--preview`).
+    pub decisions: Option<PathBuf>,
+    pub accept_proposed: bool,
     pub backup_scope: BackupScope,
     pub backup_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -261,6 +264,8 @@ impl Config {
             page_size: 100,
             min_backoff: Duration::from_millis(min_backoff_ms),
             keep: cli.keep,
+            decisions: cli.decisions.clone(),
+            accept_proposed: cli.accept_proposed,
             email_domain: cli
                 .email_domain
                 .as_ref()

@@ -205,11 +205,21 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
         .success()
         .get_output()
         .clone();
-    let files: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("out/plans"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("out/plans"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 1);
+    files.sort();
+    // The plan, and the review file beside it.
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[1]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("review-")
+    );
     assert_eq!(
         out.stdout,
         std::fs::read(&files[0]).unwrap(),
