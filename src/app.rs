@@ -9,11 +9,20 @@ use crate::error::AppError;
 
 /// Runs the command the user asked for. `main` maps the error to an exit code.
 pub fn run(cli: Cli) -> Result<(), AppError> {
+    // Generated text goes to stdout alone: no log folder, no runtime, and no setting read, so
+    // whatever the environment or `.env` holds cannot stop the completions from installing.
+    if let Some(shell) = cli.generate_completions {
+        return commands::generate::completions(shell);
+    }
+    if cli.generate_man {
+        return commands::generate::man();
+    }
     let cfg = Config::from_cli(&cli)?;
     match &cfg.command {
-        // Generated text goes to stdout alone: no log folder, no runtime.
         Command::Completions(shell) => commands::generate::completions(*shell),
         Command::Man => commands::generate::man(),
+        // Read-only and offline: no log file, no runtime.
+        Command::Status => commands::status::run(&cfg),
         Command::Sample(args) => {
             start_logging(&cfg)?;
             commands::sample::run(&cfg, args)
@@ -41,11 +50,47 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
 
 /// Logs to stderr and to a file under `--log-dir`.
 fn start_logging(cfg: &Config) -> Result<(), AppError> {
-    let log_file = crate::logging::init(cfg.verbose, cfg.printer.is_quiet(), Some(&cfg.log_dir))?;
+    let command_line = command_line(cfg);
+    let header = crate::logging::LogHeader {
+        name: cfg.command.log_name(),
+        command_line: &command_line,
+    };
+    let log_file = crate::logging::init(
+        cfg.verbose,
+        cfg.printer.is_quiet(),
+        Some(&cfg.log_dir),
+        &header,
+    )?;
     if let Some(p) = &log_file {
         tracing::debug!(log_file = %p.display(), "logging to file");
     }
     Ok(())
+}
+
+/// The command line as typed, each argument quoted where a shell would need it. The token is
+/// never a flag, but a value that equals it (pasted by mistake) is masked all the same.
+fn command_line(cfg: &Config) -> String {
+    use secrecy::ExposeSecret;
+    let token = cfg.token.as_ref().map(|t| t.expose_secret().to_string());
+    std::iter::once("devrev-merge".to_string())
+        .chain(std::env::args().skip(1).map(|a| {
+            let a = match &token {
+                Some(t) if !t.is_empty() && a.contains(t.as_str()) => {
+                    a.replace(t.as_str(), "[token]")
+                }
+                _ => a,
+            };
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_=./:@,+".contains(c))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        }))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Starts logging and the runtime, then runs `command` to its end. Futures do nothing until

@@ -22,6 +22,8 @@ use crate::output::Printer;
 pub enum Command {
     /// `--test-api`: check the token, org, identity and rate-limit headers.
     TestApi,
+    /// `--status`: what the savepoint holds, offline.
+    Status,
     /// `--csv FILE --preview [--check-live]`: the plan, offline unless `check_live`.
     Preview { csv: PathBuf, check_live: bool },
     /// `--create-test-sample`: a small CSV of whole clean pairs.
@@ -43,6 +45,26 @@ pub enum Command {
     /// `--export-contacts FILE [--force]`: the contacts CSV from the API. An existing `output`
     /// was already refused unless `force`.
     ExportContacts { output: PathBuf, force: bool },
+}
+
+impl Command {
+    /// The command's short name, which names its log file (`logs/<name>-<timestamp>.log`).
+    pub fn log_name(&self) -> &'static str {
+        match self {
+            Command::TestApi => "test-api",
+            Command::Status => "status",
+            Command::Preview { .. } => "preview",
+            Command::Sample(_) => "sample",
+            Command::BackupOnly { .. } => "backup-only",
+            Command::VerifyBackups { .. } => "verify-backups",
+            Command::Merge { .. } => "merge",
+            Command::Restore { preview: true, .. } => "restore-preview",
+            Command::Restore { .. } => "restore",
+            Command::Completions(_) | Command::Man => "generate",
+            Command::Demo { .. } => "demo",
+            Command::ExportContacts { .. } => "export",
+        }
+    }
 }
 
 /// `--create-test-sample`'s inputs, already checked: `size` is even and at least 2, and
@@ -73,6 +95,9 @@ pub struct Config {
     pub limits: Limits,
     pub keep: Keep,
     pub email_domain: Option<String>,
+    /// `--decisions FILE` (with `--preview`).
+    pub decisions: Option<PathBuf>,
+    pub accept_proposed: bool,
     pub backup_scope: BackupScope,
     pub backup_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -317,6 +342,8 @@ impl Config {
             page_size: 100,
             min_backoff,
             keep: cli.keep,
+            decisions: cli.decisions.clone(),
+            accept_proposed: cli.accept_proposed,
             email_domain: cli
                 .email_domain
                 .as_ref()
@@ -372,6 +399,9 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
     }
     if cli.test_api {
         return Ok(Command::TestApi);
+    }
+    if cli.status {
+        return Ok(Command::Status);
     }
     if cli.demo {
         return Ok(Command::Demo {

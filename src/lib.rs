@@ -20,4 +20,5 @@ pub mod output;
 pub mod planfile;
 pub mod preview;
 pub mod restore;
+pub mod review;
 pub mod validate;

@@ -27,7 +27,38 @@ use crate::fsutil;
 ///
 /// `log_dir = None` logs to stderr only (used by read-only commands that must not write
 /// anything, such as a preview in a read-only folder).
-pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<PathBuf>, AppError> {
+/// What a log file starts with: which build ran which command line, so a log sent to a
+/// colleague says what it is a log of.
+pub struct LogHeader<'a> {
+    /// The command's short name: the log is `<name>-<timestamp>.log`.
+    pub name: &'a str,
+    /// The command line as typed (no token: it is never a flag).
+    pub command_line: &'a str,
+}
+
+/// The log file this process writes, once [`init`] opened one (errors shown on the console
+/// are added to it by [`record_error`]).
+static LOG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Adds an error the console showed (the one `main` prints) to this process's log file, if it
+/// has one: the log must hold what the user saw, a refused confirmation included.
+pub fn record_error(message: &str) {
+    use std::io::Write;
+    let Some(path) = LOG_FILE.get() else { return };
+    if let Ok(mut f) = open_private_append(path) {
+        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ");
+        for line in message.lines() {
+            let _ = writeln!(f, "{now} ERROR {line}");
+        }
+    }
+}
+
+pub fn init(
+    verbose: u8,
+    quiet: bool,
+    log_dir: Option<&Path>,
+    header: &LogHeader<'_>,
+) -> Result<Option<PathBuf>, AppError> {
     let console_level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "info",
@@ -49,10 +80,22 @@ pub fn init(verbose: u8, quiet: bool, log_dir: Option<&Path>) -> Result<Option<P
                     dir.display()
                 ));
             }
-            let path = fsutil::unique_path(dir, "devrev-merge", "log");
-            let file = open_private_append(&path).map_err(|e| {
+            let path = fsutil::unique_path(dir, header.name, "log");
+            let cant = |e: std::io::Error| {
                 AppError::CantCreate(format!("cannot create log file {}: {e}", path.display()))
-            })?;
+            };
+            let mut file = open_private_append(&path).map_err(cant)?;
+            {
+                use std::io::Write;
+                writeln!(
+                    file,
+                    "devrev-merge {}\ncommand line: {}",
+                    env!("CARGO_PKG_VERSION"),
+                    header.command_line
+                )
+                .map_err(cant)?;
+            }
+            let _ = LOG_FILE.set(path.clone());
             file_path = Some(path);
             Some(
                 tracing_subscriber::fmt::layer()
@@ -92,8 +135,9 @@ fn open_private_append(path: &Path) -> std::io::Result<fs::File> {
 }
 
 /// The look of every progress bar: `merging [=====>    ] 3/20 ETA 1m 40s pair@example.com`.
+/// The message is `wide_msg`: cut to the terminal's width, so the line never wraps.
 pub fn progress_style() -> ProgressStyle {
-    ProgressStyle::with_template("{span_name} [{bar:30}] {pos}/{len} {eta_once_moving}{msg}")
+    ProgressStyle::with_template("{span_name} [{bar:24}] {pos}/{len} {eta_once_moving}{wide_msg}")
         .expect("valid template")
         .progress_chars("=> ")
         .with_key(
@@ -102,6 +146,14 @@ pub fn progress_style() -> ProgressStyle {
                 let _ = w.write_str(&eta_text(state.pos(), state.eta()));
             },
         )
+}
+
+/// A bar whose message carries its own estimate (the merge run's, from measured calls at the
+/// rate limit): no second, rate-of-bar ETA beside it.
+pub fn measured_progress_style() -> ProgressStyle {
+    ProgressStyle::with_template("{span_name} [{bar:24}] {pos}/{len} {wide_msg}")
+        .expect("valid template")
+        .progress_chars("=> ")
 }
 
 /// `ETA …` once a step is done; before that there is no rate to estimate from, and
@@ -142,6 +194,7 @@ mod tests {
 
     #[test]
     fn the_style_builds() {
+        let _ = measured_progress_style();
         // The template is checked at run time; a typo would panic in the first bar.
         let _ = progress_style();
     }

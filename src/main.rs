@@ -8,15 +8,22 @@ use devrev_merge::{app, cli::Cli, config, output};
 fn main() -> ExitCode {
     // Before anything reads the environment, and from the current folder only: variables
     // already set win over `.env` (flag > environment > .env > default).
-    let result = config::load_dotenv(Path::new(".env")).and_then(|()| {
-        // clap prints its own usage errors, --help and --version, and exits (2 or 0).
-        let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
-        app::run(cli)
-    });
+    let dotenv = config::load_dotenv(Path::new(".env"));
+    // clap prints its own usage errors, --help and --version, and exits (2 or 0).
+    let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    // The generators read no setting, so a malformed `.env` does not stop them; every other
+    // command stops on it (exit 78) before doing anything.
+    let generator = cli.generate_completions.is_some() || cli.generate_man;
+    let result = match dotenv {
+        Err(e) if !generator => Err(e),
+        _ => app::run(cli),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            output::human(&format!("error: {e}\n"));
+            let message = format!("error: {e}");
+            devrev_merge::logging::record_error(&message);
+            output::human(&format!("{message}\n"));
             ExitCode::from(e.exit_code())
         }
     }

@@ -45,6 +45,14 @@ where
     }
 }
 
+/// `1 ticket`, `2 tickets`: a count with its noun, for the lines people read.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    match n.into() {
+        1 => format!("1 {one}"),
+        n => format!("{n} {many}"),
+    }
+}
+
 /// `s` with every control character (C0, DEL, C1: ESC, CSI, newlines, ...) shown as an escape
 /// (`\u{1b}`), so a display name, email or ref from the data cannot move the cursor, rewrite
 /// the screen or forge a line. Use it on every value that came from the CSV or from DevRev
@@ -224,6 +232,16 @@ pub fn color_wanted(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_read_as_english() {
+        assert_eq!(count(1u64, "ticket", "tickets"), "1 ticket");
+        assert_eq!(count(0u64, "ticket", "tickets"), "0 tickets");
+        assert_eq!(
+            count(2u64, "timeline entry", "timeline entries"),
+            "2 timeline entries"
+        );
+    }
     use std::ffi::OsStr;
 
     #[test]

@@ -363,7 +363,13 @@ pub fn thousands(n: u64) -> String {
 
 /// Seconds → `2 h 05 m`, `3 m 20 s`, `45 s`.
 pub fn human_duration(secs: f64) -> String {
-    let d = Duration::from_secs_f64(secs.max(0.0).round());
+    // Anything that takes time takes at least "1 s": "about 0 s" reads as a bug.
+    let rounded = if secs > 0.0 {
+        secs.round().max(1.0)
+    } else {
+        0.0
+    };
+    let d = Duration::from_secs_f64(rounded);
     let s = d.as_secs();
     match s {
         0..60 => format!("{s} s"),
@@ -639,13 +645,13 @@ fn print_tables<W: Write>(
     heading(w, "Clean pairs", plan.pairs.len(), limit, plan_path)?;
     if !plan.pairs.is_empty() {
         let pair_cells = |p: &Pair| {
+            // A `REVU-` contact's ref is its display id: one cell, the ref in brackets only
+            // where it says something more (two columns always repeated each other).
             vec![
                 cut(&p.email, 40),
-                p.primary.display_id(),
-                cut(&p.primary.external_ref, 32),
+                member(&p.primary),
                 tickets(&p.primary),
-                p.secondary.display_id(),
-                cut(&p.secondary.external_ref, 32),
+                member(&p.secondary),
                 tickets(&p.secondary),
             ]
         };
@@ -653,14 +659,12 @@ fn print_tables<W: Write>(
             w,
             &[
                 "EMAIL",
-                "PRIMARY",
-                "PRIMARY REF",
+                "PRIMARY [REF]",
                 "TICKETS",
-                "SECONDARY",
-                "SECONDARY REF",
+                "SECONDARY [REF]",
                 "TICKETS",
             ],
-            &[false, false, false, true, false, false, true],
+            &[false, false, true, false, true],
             &plan.pairs[..take(plan.pairs.len())],
             pair_cells,
         )?;
@@ -817,6 +821,12 @@ mod tests {
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(human_duration(45.2), "45 s");
+        assert_eq!(
+            human_duration(0.2),
+            "1 s",
+            "never 'about 0 s' for work to do"
+        );
+        assert_eq!(human_duration(0.0), "0 s");
         assert_eq!(human_duration(200.0), "3 m 20 s");
         assert_eq!(human_duration(7500.0), "2 h 05 m");
         assert_eq!(cut("abcdef", 4), "abc…");

@@ -23,14 +23,18 @@ fn print_backup_only(
         match (&p.backup, &p.error) {
             (Some(b), _) => writeln!(
                 w,
-                "OK      {}  {} ({} tickets, {} timeline entries, {} attachments, {} conversations, {} bytes)",
+                "OK      {}  {} ({}, {}, {}, {}, {})",
                 output::safe(&p.email),
                 b.dir.display(),
-                b.tickets,
-                b.timeline_entries,
-                b.attachments,
-                b.conversations,
-                b.bytes
+                output::count(b.tickets as u64, "ticket", "tickets"),
+                output::count(
+                    b.timeline_entries as u64,
+                    "timeline entry",
+                    "timeline entries"
+                ),
+                output::count(b.attachments as u64, "attachment", "attachments"),
+                output::count(b.conversations as u64, "conversation", "conversations"),
+                output::count(b.bytes, "byte", "bytes")
             )?,
             (None, Some(e)) => writeln!(
                 w,
@@ -192,13 +196,14 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             };
             match res {
                 Ok(summary) => entry.backup = Some(summary),
+                // The summary prints each failure once (FAILED ...); the log keeps it too.
                 Err(e @ PairFailure::ContactGone { .. }) => {
                     let e = e.to_string();
-                    tracing::error!(email = %pair.email, error = %e, "backup failed");
+                    tracing::debug!(email = %pair.email, error = %e, "backup failed");
                     entry.error = Some(e);
                 }
                 Err(PairFailure::Backup(e)) => {
-                    tracing::error!(email = %pair.email, error = %e, "backup failed");
+                    tracing::debug!(email = %pair.email, error = %e, "backup failed");
                     entry.error = Some(e.to_string());
                     if stops_the_run(&e) {
                         results.push(entry);

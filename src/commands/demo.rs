@@ -43,8 +43,8 @@ mod imp {
     use crate::output;
 
     /// Lines of a step's output shown before and after the cut.
-    const HEAD: usize = 14;
-    const TAIL: usize = 6;
+    const HEAD: usize = 30;
+    const TAIL: usize = 10;
 
     /// Stands for the first backup folder (by name) when a step runs: the folder names carry
     /// the email and the time of the backup, so they are only known once the merges ran.
@@ -277,9 +277,50 @@ mod imp {
         Ok((status.code().unwrap_or(-1), text))
     }
 
-    /// The output indented, with the middle cut when it is long.
+    /// Rows kept of each table (its header line included) when a step's output is shortened.
+    const TABLE_ROWS: usize = 4;
+
+    /// Each table (the indented lines under a `Title (n):` heading) cut to its first rows, so
+    /// a shortened step still shows every heading and what its table looks like; cutting the
+    /// middle of the whole output hid exactly the preview's tables.
+    fn cut_tables(text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut in_table = false;
+        let mut rows = 0usize;
+        let mut dropped = 0usize;
+        let flush = |out: &mut Vec<String>, dropped: &mut usize| {
+            if *dropped > 0 {
+                out.push(format!(
+                    "  ... ({})",
+                    crate::output::count(*dropped as u64, "more row", "more rows")
+                ));
+                *dropped = 0;
+            }
+        };
+        for line in text.lines() {
+            if in_table && line.starts_with("  ") {
+                rows += 1;
+                if rows <= TABLE_ROWS {
+                    out.push(line.to_string());
+                } else {
+                    dropped += 1;
+                }
+                continue;
+            }
+            flush(&mut out, &mut dropped);
+            in_table = line.ends_with("):") || line.ends_with(':');
+            rows = 0;
+            out.push(line.to_string());
+        }
+        flush(&mut out, &mut dropped);
+        out
+    }
+
+    /// The output indented, tables cut to their first rows, and the middle cut when it is
+    /// still long.
     fn shorten(text: &str) -> String {
-        let lines: Vec<&str> = text.lines().collect();
+        let cut = cut_tables(text);
+        let lines: Vec<&str> = cut.iter().map(String::as_str).collect();
         let mut out = String::new();
         let mut push = |l: &str| {
             out.push_str("  | ");

@@ -9,5 +9,6 @@ pub mod merge;
 pub mod preview;
 pub mod restore;
 pub mod sample;
+pub mod status;
 pub mod test_api;
 pub mod verify_backups;

@@ -1,7 +1,7 @@
 //! `--csv FILE --preview [--check-live]`: build the plan, check it live on request, save it to
 //! `reports/plan-<timestamp>.json` and show it (the tables are formatted in `preview.rs`).
 
-use std::io;
+use std::io::{self, Write};
 use std::path::Path;
 
 use crate::config::Config;
@@ -11,6 +11,7 @@ use crate::fsutil;
 use crate::output;
 use crate::planfile::{self, PlanReport};
 use crate::preview::{TERMINAL_ROWS, check_live, estimate, print_human};
+use crate::review;
 
 /// Runs `--preview` for `csv`.
 pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
@@ -52,6 +53,16 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     )?;
 
     tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
+    // The review file (every group, one row per contact) and, with --decisions, the plan the
+    // decisions give: a bad decision is refused here (exit 65) before anything is sent.
+    let review_path = review::write(&cfg.report_dir, &plan, cfg.keep)?;
+    let decided = match &cfg.decisions {
+        Some(file) => Some((
+            file,
+            review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?,
+        )),
+        None => None,
+    };
     if cfg.json {
         // The very bytes of the plan file: what is printed is what was saved.
         let mut saved = std::fs::File::open(&path).map_err(|e| {
@@ -61,10 +72,23 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
         output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
+        let mut text = format!(
+            "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
+            review_path.display()
+        );
+        if let Some((file, d)) = &decided {
+            text = review::decided_text(&plan, d, file) + &text;
+        }
+        output::data(|w| w.write_all(text.as_bytes()))?;
     }
     if cfg.json {
         cfg.printer
             .note(&format!("Plan written to {}\n", path.display()));
+        if let Some((file, d)) = &decided {
+            cfg.printer.note(&review::decided_text(&plan, d, file));
+        }
+        cfg.printer
+            .note(&format!("Review file: {}\n", review_path.display()));
     }
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(

@@ -160,11 +160,16 @@ fn print_chosen<W: Write>(
         thousands(of as u64),
         output.display()
     )?;
-    let t = |c: &detect::Contact| c.ticket_count.map_or_else(|| "?".into(), |n| n.to_string());
+    let t = |c: &detect::Contact| {
+        c.ticket_count.map_or_else(
+            || "? tickets".into(),
+            |n| crate::output::count(n, "ticket", "tickets"),
+        )
+    };
     for p in chosen {
         writeln!(
             w,
-            "  {}  primary {} ({}, {} tickets)  secondary {} ({}, {} tickets)",
+            "  {}  primary {} ({}, {})  secondary {} ({}, {})",
             safe(&p.email),
             safe(&p.primary.display_id()),
             safe(&p.primary.external_ref),

@@ -288,7 +288,7 @@ fn print_human(w: &mut impl Write, r: &TestApiReport) -> io::Result<()> {
             "  rate-limit headers: limit {} remaining {} reset {}",
             h.limit.map_or("-".into(), |v| v.to_string()),
             h.remaining.map_or("-".into(), |v| v.to_string()),
-            h.reset.map_or("-".into(), |v| v.to_string())
+            h.reset.map_or("-".into(), reset_text)
         ),
         None => writeln!(w, "  rate-limit headers: none seen"),
     }?;
@@ -306,4 +306,35 @@ fn print_human(w: &mut impl Write, r: &TestApiReport) -> io::Result<()> {
         }
     )?;
     Ok(())
+}
+
+/// `X-Ratelimit-Reset` is epoch seconds (../shared/devrev-api.md): shown as a time and how far
+/// off it is, not as a ten-digit number. A small value is taken as seconds from now, as some
+/// gateways send it.
+fn reset_text(reset: u64) -> String {
+    let now = chrono::Utc::now();
+    let at = if reset > 1_000_000_000 {
+        i64::try_from(reset)
+            .ok()
+            .and_then(|r| chrono::DateTime::from_timestamp(r, 0))
+    } else {
+        i64::try_from(reset)
+            .ok()
+            .map(|r| now + chrono::Duration::seconds(r))
+    };
+    match at {
+        Some(at) => {
+            let secs = (at - now).num_seconds();
+            let when = at.format("%H:%M:%S UTC");
+            if secs >= 0 {
+                format!(
+                    "{when} (in {})",
+                    crate::preview::human_duration(secs as f64)
+                )
+            } else {
+                format!("{when} (passed)")
+            }
+        }
+        None => reset.to_string(),
+    }
 }

@@ -365,8 +365,17 @@ pub fn in_domain(email: &str, domain: &str) -> bool {
 /// Reads the CSV at `path` and builds the plan.
 pub fn plan_from_csv(path: &Path, opts: &DetectOptions) -> Result<Plan, AppError> {
     let name = path.display().to_string();
-    let file = File::open(path)
-        .map_err(|e| AppError::Data(format!("cannot open the contacts CSV {name}: {e}")))?;
+    let file = File::open(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                ". Export the contacts from a warehouse, or build the file from DevRev with: \
+                 devrev-merge --export-contacts {name}"
+            )
+        } else {
+            String::new()
+        };
+        AppError::Data(format!("cannot open the contacts CSV {name}: {e}{hint}"))
+    })?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         return Err(AppError::Data(format!(
             "{name} is a folder, not a CSV file"

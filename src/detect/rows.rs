@@ -254,7 +254,10 @@ pub(super) fn read_header<R: Read>(
     }
     let mut idx = [None; 8];
     for (i, n) in names.iter().enumerate() {
-        if let Some((col, canon, _)) = COLUMNS.iter().find(|(_, c, _)| c.eq_ignore_ascii_case(n)) {
+        if let Some((col, canon, _)) = COLUMNS
+            .iter()
+            .find(|(_, c, _)| header_key(c) == header_key(n))
+        {
             if let Some(first) = idx[*col as usize] {
                 return Err(AppError::Data(format!(
                     "{name}: line {line}: column {canon} appears twice (columns {} and {}); keep one",
@@ -271,9 +274,32 @@ pub(super) fn read_header<R: Read>(
         .map(|(_, n, _)| *n)
         .collect();
     if !missing.is_empty() {
+        if let Some(sep) = other_separator(&names) {
+            return Err(AppError::Data(format!(
+                "{name}: line {line}: the columns are separated by {sep}, not by commas (Excel \
+                 saves CSV this way in many locales). Save the file as \"CSV UTF-8 (Comma \
+                 delimited)\", or export it again with devrev-merge --export-contacts FILE."
+            )));
+        }
+        let hints: Vec<String> = missing
+            .iter()
+            .filter_map(|want| {
+                let found = names.iter().find(|n| {
+                    let (k, w) = (header_key(n), header_key(want));
+                    !k.is_empty() && (k.contains(&w) || w.contains(&k))
+                })?;
+                Some(format!("rename {found:?} to {want}"))
+            })
+            .collect();
+        let hint = if hints.is_empty() {
+            String::new()
+        } else {
+            format!(" Did you mean: {}?", hints.join(", "))
+        };
         return Err(AppError::Data(format!(
             "{name}: line {line}: missing required column{} {} (found: {}). The header needs \
-             REV_USER_ID, EMAIL and EXTERNAL_REF (any case, any order).",
+             REV_USER_ID, EMAIL and EXTERNAL_REF (any case, any order; spaces or dashes for \
+             underscores are fine).{hint}",
             if missing.len() == 1 { "" } else { "s" },
             missing.join(", "),
             names.join(", ")
@@ -281,6 +307,32 @@ pub(super) fn read_header<R: Read>(
     }
     let width = header.len();
     Ok((Layout { idx, width, names }, header))
+}
+
+/// A header name as compared: letters and digits only, lower case, so that `Rev User Id`,
+/// `rev-user-id` and `REV_USER_ID` (spreadsheets and warehouses each write their own) match.
+fn header_key(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The separator a header that is not comma-separated uses, when it is plainly another one:
+/// a single column whose text splits into the required names on `;`, a tab or `|`.
+fn other_separator(names: &[String]) -> Option<&'static str> {
+    let [only] = names else { return None };
+    [(';', "semicolons"), ('\t', "tabs"), ('|', "vertical bars")]
+        .into_iter()
+        .find(|(sep, _)| {
+            let keys: Vec<String> = only.split(*sep).map(header_key).collect();
+            keys.len() > 1
+                && COLUMNS
+                    .iter()
+                    .filter(|(_, _, required)| *required)
+                    .all(|(_, c, _)| keys.contains(&header_key(c)))
+        })
+        .map(|(_, what)| what)
 }
 
 pub(super) fn read_err(name: &str) -> impl Fn(std::io::Error) -> AppError + '_ {

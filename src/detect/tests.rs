@@ -541,3 +541,34 @@ mod props {
         }
     }
 }
+
+#[test]
+fn headers_from_spreadsheets_and_warehouses_are_recognised() {
+    let csv = "Rev User Id,Display Name,e-mail,external-ref,Ticket Count\r\n\
+               id1,A,a@x.com,REVU-1,2\r\n\
+               id2,B,a@x.com,user_1,0\r\n";
+    let p = plan(csv).unwrap();
+    assert_eq!(p.pairs.len(), 1);
+    assert_eq!(p.pairs[0].primary.ticket_count, Some(2));
+}
+
+#[test]
+fn a_semicolon_or_tab_separated_export_says_so_and_what_to_do() {
+    for (sep, what) in [(";", "semicolons"), ("\t", "tabs")] {
+        let header = ["REV_USER_ID", "DISPLAY_NAME", "EMAIL", "EXTERNAL_REF"].join(sep);
+        let m = err(format!("\u{feff}{header}\r\nid1{sep}A{sep}a@x.com{sep}REVU-1\r\n").as_bytes());
+        assert!(
+            m.contains(&format!("separated by {what}, not by commas")),
+            "{m}"
+        );
+        assert!(m.contains("CSV UTF-8 (Comma delimited)"), "{m}");
+        assert!(m.contains("t.csv: line 1"), "{m}");
+    }
+}
+
+#[test]
+fn a_missing_column_suggests_the_header_that_looks_like_it() {
+    let m = err(b"REV_USER_ID,EMAIL_ADDRESS,EXTERNAL_REF\nx,a@x.com,REVU-1\n");
+    assert!(m.contains("missing required column EMAIL"), "{m}");
+    assert!(m.contains("rename \"EMAIL_ADDRESS\" to EMAIL"), "{m}");
+}

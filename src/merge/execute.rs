@@ -41,6 +41,7 @@ pub async fn execute(
     // Entered once to show the bar, then updated from outside: log lines written during the
     // run stay free of the span's name, and the bar is cleared when the span is dropped.
     let span = crate::progress_span!("merging", work.len());
+    span.pb_set_style(&crate::logging::measured_progress_style());
     span.in_scope(|| {});
     let mut ran = Vec::new();
     let mut merges_sent = 0usize;
@@ -66,7 +67,8 @@ pub async fn execute(
             .map(|p| p.email.clone())
             .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
             .unwrap_or_default();
-        span.pb_set_message(&format!("{email}{eta}"));
+        // The estimate first: on a narrow terminal the end of the line is what gets cut.
+        span.pb_set_message(&format!("{eta}{email}"));
         if let Err(e) = journal_new_pair(sp, item, keep) {
             stop = Some(Stop::Fatal(e));
             break;
@@ -148,7 +150,7 @@ impl CallMeter {
             "measured calls per pair"
         );
         format!(
-            " ({per_pair:.1} calls/pair, ~{} left at the rate limit)",
+            "~{} left ({per_pair:.1} calls/pair) ",
             crate::preview::human_duration(secs)
         )
     }

@@ -1356,6 +1356,11 @@ fn backup_only_reports_a_failed_pair_and_backs_up_the_others() {
         )),
         "{failed}"
     );
+    // Each failure is printed once (the FAILED line), not again as a log line on stderr.
+    let shown = format!("{}{}", out.stdout, out.stderr)
+        .matches("was not found in DevRev")
+        .count();
+    assert_eq!(shown, 1, "{}{}", out.stdout, out.stderr);
     assert_eq!(backup_dirs(&tmp.path().join("backups")).len(), 2);
 }
 

@@ -159,3 +159,96 @@ fn export_refuses_a_dangling_symlink_before_any_call() {
     assert!(err.contains("as a symbolic link"), "{err}");
     assert!(!dir.path().join("elsewhere.csv").exists());
 }
+
+#[test]
+fn completions_and_man_page_install_whatever_the_environment_and_env_file_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    // A shell with settings exported and a .env that other commands refuse: the README's
+    // install lines must still write real files (clap's `exclusive` made this exit 2 with an
+    // empty completion file).
+    std::fs::write(dir.path().join(".env"), "not a setting line\n").unwrap();
+    let env = [
+        ("RATE_LIMIT_CALLS", "abc"),
+        ("DEVREV_BASE_URL", "http://remote.example"),
+        ("DEVREV_API_TOKEN", "t"),
+    ];
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = output_of(dir.path(), &["--generate-completions", shell], &env);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains("--csv") || out.contains("csv"),
+            "{shell}: {out}"
+        );
+        assert!(
+            out.len() > 1000,
+            "{shell}: a whole script, not {} bytes",
+            out.len()
+        );
+    }
+    let (code, out, err) = output_of(dir.path(), &["--generate-man"], &env);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(".TH devrev-merge 1"), "{out}");
+    // The same .env still stops every real command.
+    let (code, _, err) = output_of(dir.path(), &["--test-api"], &env);
+    assert_eq!(code, 78, "{err}");
+}
+
+#[test]
+fn a_generator_with_a_typed_flag_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output_of(dir.path(), &["--generate-man", "--yes"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("--yes"), "{err}");
+}
+
+#[test]
+fn help_and_man_page_say_where_the_token_comes_from_list_exit_codes_and_group_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = output_of(dir.path(), &["--help"], &[]);
+    assert_eq!(code, 0);
+    for text in [
+        "DEVREV_API_TOKEN",
+        ".env",
+        "Exit codes:",
+        "78  configuration",
+        "75  interrupted",
+        "Examples:",
+        "devrev-merge --csv contacts.csv --preview",
+        "Commands:",
+        "Plan and merge:",
+        "Backup:",
+        "Files:",
+        "API (the token comes from DEVREV_API_TOKEN",
+        "Output:",
+    ] {
+        assert!(out.contains(text), "--help lacks {text:?}:\n{out}");
+    }
+    // The usage line names the commands, not every flag in one line.
+    let usage = out.lines().find(|l| l.starts_with("Usage:")).unwrap();
+    assert!(usage.len() < 100, "{usage}");
+    assert!(usage.contains("--csv FILE"), "{usage}");
+    // -h: short, still says where the token comes from.
+    let (_, short, _) = output_of(dir.path(), &["-h"], &[]);
+    assert!(short.contains("DEVREV_API_TOKEN"), "{short}");
+    let (_, man, _) = output_of(dir.path(), &["--generate-man"], &[]);
+    for text in ["DEVREV_API_TOKEN", "Exit codes:", "Examples:"] {
+        assert!(man.contains(text), "man page lacks {text:?}");
+    }
+}
+
+#[test]
+fn dry_run_and_a_token_flag_point_at_what_this_tool_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output_of(dir.path(), &["--csv", "c.csv", "--dry-run"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty());
+    assert!(err.contains("--preview"), "{err}");
+    let (code, _, err) = output_of(dir.path(), &["--test-api", "--token=s3cr3t"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("DEVREV_API_TOKEN"), "{err}");
+    assert!(
+        !err.contains("s3cr3t"),
+        "the typed token is not echoed: {err}"
+    );
+}

@@ -114,3 +114,33 @@ fn demo_dir_must_be_new_or_empty() {
     assert_eq!(out.status.code(), Some(73));
     assert_eq!(entries(cwd.path()), ["keep.txt"]);
 }
+
+#[test]
+fn the_demo_shows_the_preview_tables_cut_to_their_first_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::scrubbed_cmd(dir.path())
+        .args(["--demo", "--demo-dir"])
+        .arg(dir.path().join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let preview = text
+        .split("$ devrev-merge --csv contacts.csv --preview\n")
+        .nth(1)
+        .unwrap()
+        .split("\n[")
+        .next()
+        .unwrap();
+    for heading in ["Clean pairs (", "Needs review (", "EMAIL", "PRIMARY [REF]"] {
+        assert!(
+            preview.contains(heading),
+            "the preview step lacks {heading:?}:\n{preview}"
+        );
+    }
+    assert!(
+        preview.contains("more rows)"),
+        "tables are cut, not the output's middle:\n{preview}"
+    );
+}

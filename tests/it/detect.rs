@@ -205,11 +205,21 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
         .success()
         .get_output()
         .clone();
-    let files: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("out/plans"))
+    let mut files: Vec<PathBuf> = std::fs::read_dir(tmp.path().join("out/plans"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 1);
+    files.sort();
+    // The plan, and the review file beside it.
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[1]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("review-")
+    );
     assert_eq!(
         out.stdout,
         std::fs::read(&files[0]).unwrap(),
@@ -767,4 +777,58 @@ fn check_live_files_pairs_it_cannot_check_and_exits_1() {
         .unwrap();
     assert_eq!(group["reason"], json!("live_check_failed"));
     assert!(group["detail"].as_str().unwrap().contains("400"), "{group}");
+}
+
+#[test]
+fn exports_from_excel_and_missing_files_get_errors_that_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // Excel in a `;` locale: BOM, CRLF, semicolons. Nothing is written.
+    std::fs::write(
+        dir.path().join("excel.csv"),
+        "\u{feff}REV_USER_ID;DISPLAY_NAME;EMAIL;EXTERNAL_REF\r\nid1;A;a@x.com;REVU-1\r\n",
+    )
+    .unwrap();
+    let out = cmd(dir.path())
+        .args(["--csv", "excel.csv", "--preview"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(err.contains("excel.csv: line 1"), "{err}");
+    assert!(err.contains("separated by semicolons"), "{err}");
+    assert!(
+        !dir.path().join("reports").exists(),
+        "no plan from a refused file"
+    );
+
+    // Headers as a spreadsheet writes them are read.
+    std::fs::write(
+        dir.path().join("titled.csv"),
+        "Rev User Id,Email,External Ref\r\nid1,a@x.com,REVU-1\r\nid2,a@x.com,user_1\r\n",
+    )
+    .unwrap();
+    let out = cmd(dir.path())
+        .args(["--csv", "titled.csv", "--preview", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["pairs"].as_array().map(Vec::len), Some(1), "{plan}");
+
+    // A missing CSV points at the command that builds one.
+    let out = cmd(dir.path())
+        .args(["--csv", "contacts.csv", "--preview"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("devrev-merge --export-contacts contacts.csv"),
+        "{err}"
+    );
 }

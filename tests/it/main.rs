@@ -22,5 +22,7 @@ mod merge_safety;
 mod probe;
 mod restore;
 mod restore_crash;
+mod review;
 mod snapshots;
+mod status;
 mod test_api;

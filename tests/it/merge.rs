@@ -773,6 +773,29 @@ fn refuses_without_a_terminal_or_yes() {
         "only the org lookup"
     );
     assert!(!w.path("savepoint.json").exists());
+    // The refusal the console showed is in that run's log, named for the command.
+    let logs: Vec<_> = std::fs::read_dir(w.path("logs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        logs.iter().all(|p| p
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("merge-")),
+        "{logs:?}"
+    );
+    let all: String = logs
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert!(
+        all.contains("ERROR error: refusing to merge without confirmation"),
+        "{all}"
+    );
     assert!(!w.path("backups").exists());
 }
 

@@ -65,7 +65,10 @@ fn filters(dir: &Path) -> Vec<(String, String)> {
             (r"\b\d{8}_\d{6}-[0-9a-f]+\b", "[RUN_ID]"),
             (r"\d{8}[T_-]?\d{6}(\d{3})?Z?", "[STAMP]"),
             // The rate-limit window's reset (epoch seconds) and the token's remaining days
-            (r"reset \d+", "reset [EPOCH]"),
+            (
+                r"reset \d{2}:\d{2}:\d{2} UTC \(in [^)]*\)",
+                "reset [TIME] UTC (in [DURATION])",
+            ),
             (r"\(\d+ days left\)", "([N] days left)"),
             (r"\b\d{2}:\d{2}:\d{2}\b", "[TIME]"),
             // 1.2s, 340ms, 12 ms, 0.5 s, 3m 2s, 1h 02m; the spaces before go too, as

@@ -91,10 +91,19 @@ fn test_api_passes_and_reports_org_identity_and_rate_headers() {
     assert_eq!(files.len(), 1);
     let name = files[0].file_name().into_string().unwrap();
     assert!(
-        name.starts_with("devrev-merge-") && name.ends_with(".log"),
-        "{name}"
+        name.starts_with("test-api-") && name.ends_with(".log"),
+        "named for the command: {name}"
     );
     assert_eq!(mode(&files[0].path()), 0o600);
+    // It says which build ran which command line.
+    let log = std::fs::read_to_string(files[0].path()).unwrap();
+    let mut first = log.lines();
+    assert_eq!(
+        first.next(),
+        Some(format!("devrev-merge {}", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    assert_eq!(first.next(), Some("command line: devrev-merge --test-api"));
+    assert!(!log.contains(&fake.token()), "no token in the log");
 }
 
 #[test]

@@ -1,0 +1,550 @@
+//! Reading a filled-in review file (`--decisions FILE`) and turning it into what happens to
+//! each group. Every mistake is found before anything is sent: the whole file is checked and
+//! the first problems are listed with their line (exit 65), so a person fixes them in one go.
+//!
+//! The file may come back from any spreadsheet: a byte-order mark, CRLF, `;` or tab
+//! separators, quoted fields, re-sorted rows, deleted rows, extra columns. Only `rev_user_id`
+//! and `decision` are required; `group`, `email`, `external_ref` and `updated_at`, when
+//! present, are compared with this export to catch a row whose contact changed since.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use super::{Group, GroupKind, groups, proposal_for};
+use crate::detect::{Contact, Plan, RefClass, display_id};
+use crate::error::AppError;
+use crate::options::Keep;
+
+/// Largest group `--accept-proposed` decides: a bigger one is for a person, row by row.
+pub const ACCEPT_PROPOSED_MAX: usize = 5;
+
+/// Most problems listed in one error.
+const SHOWN: usize = 20;
+
+/// What the user wrote in a row's `decision` cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The survivor: exactly one per group that merges.
+    Keep,
+    /// Merge into the group's `keep`.
+    Merge,
+    /// Leave this contact alone.
+    Skip,
+    /// The whole group is not a duplicate.
+    NotDup,
+}
+
+impl Decision {
+    fn parse(raw: &str) -> Result<Option<Self>, String> {
+        let w: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' '))
+            .collect::<String>()
+            .to_ascii_lowercase();
+        match w.as_str() {
+            "" => Ok(None),
+            "keep" => Ok(Some(Decision::Keep)),
+            "merge" => Ok(Some(Decision::Merge)),
+            "skip" => Ok(Some(Decision::Skip)),
+            "notdup" | "notduplicate" => Ok(Some(Decision::NotDup)),
+            _ => Err(format!(
+                "{:?} is not a decision: write keep, merge, skip or not-dup (or leave it empty)",
+                raw.trim()
+            )),
+        }
+    }
+}
+
+/// One row of the decisions file.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub line: u64,
+    pub rev_user_id: String,
+    pub decision: Option<Decision>,
+    pub adopt_ref: bool,
+    pub group: Option<String>,
+    pub email: Option<String>,
+    pub external_ref: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// What happens to one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Merge each of `merge` into `keep`, one at a time; `adopt_ref` is the merged contact
+    /// whose `user_` ref the survivor takes (if any).
+    Merge {
+        keep: String,
+        merge: Vec<String>,
+        adopt_ref: Option<String>,
+        /// Where it came from: typed, the proposal (`--accept-proposed`), or the clean-pair
+        /// rule.
+        source: Source,
+    },
+    /// `not-dup` on some row (its line).
+    NotDup { line: u64 },
+    /// Decided, but nothing to merge (every row `skip`, or a `keep` alone).
+    Skipped,
+    /// A needs-review group nobody decided.
+    Undecided,
+    /// A row's contact changed since the file was written: the group is left alone.
+    Stale { reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Typed,
+    Proposed,
+    CleanPairRule,
+}
+
+/// Every group with what happens to it, in the plan's order.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub groups: Vec<(String, String, Outcome)>,
+}
+
+impl Decided {
+    /// `(merging groups, contacts merged away, not-dup, skipped, undecided, stale)`.
+    pub fn counts(&self) -> [usize; 6] {
+        let mut n = [0; 6];
+        for (_, _, o) in &self.groups {
+            match o {
+                Outcome::Merge { merge, .. } => {
+                    n[0] += 1;
+                    n[1] += merge.len();
+                }
+                Outcome::NotDup { .. } => n[2] += 1,
+                Outcome::Skipped => n[3] += 1,
+                Outcome::Undecided => n[4] += 1,
+                Outcome::Stale { .. } => n[5] += 1,
+            }
+        }
+        n
+    }
+}
+
+/// Reads `path` and decides every group of `plan`.
+pub fn decide(
+    path: &Path,
+    plan: &Plan,
+    keep: Keep,
+    accept_proposed: bool,
+) -> Result<Decided, AppError> {
+    let name = path.display().to_string();
+    let text = read_text(path, &name)?;
+    let (rows, problems) = parse(&text, &name)?;
+    decide_rows(&name, &rows, problems, plan, keep, accept_proposed)
+}
+
+fn read_text(path: &Path, name: &str) -> Result<String, AppError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| AppError::Data(format!("cannot read the decisions file {name}: {e}")))?;
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        AppError::Data(format!(
+            "{name}: the decisions file is not UTF-8: save it as \"CSV UTF-8\""
+        ))
+    })
+}
+
+/// The separator a spreadsheet used: the most frequent of `,`, `;` and tab in the header.
+fn separator(header: &str) -> u8 {
+    [b',', b';', b'\t']
+        .into_iter()
+        .max_by_key(|s| header.bytes().filter(|b| b == s).count())
+        .unwrap_or(b',')
+}
+
+fn key(name: &str) -> String {
+    name.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// Takes off the `'` the writer put before a formula-like cell.
+fn undefuse(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest)
+            if matches!(
+                rest.chars().next(),
+                Some('=' | '+' | '-' | '@' | '\t' | '\r')
+            ) =>
+        {
+            rest
+        }
+        _ => cell,
+    }
+}
+
+/// The rows, and the problems found in single rows (reported with the group problems).
+pub(super) fn parse(text: &str, name: &str) -> Result<(Vec<Row>, Vec<String>), AppError> {
+    let header_line = text.lines().next().unwrap_or("");
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(separator(header_line))
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let header = rdr
+        .headers()
+        .map_err(|e| AppError::Data(format!("{name}: line 1: {e}")))?
+        .clone();
+    let col = |want: &str| header.iter().position(|h| key(h) == key(want));
+    let (Some(id_col), Some(decision_col)) = (col("rev_user_id"), col("decision")) else {
+        return Err(AppError::Data(format!(
+            "{name}: line 1: a decisions file needs the columns rev_user_id and decision (found: \
+             {}). Start from the review file --preview writes (reports/review-<time>.csv).",
+            header.iter().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let adopt_col = col("adopt_ref");
+    let optional = |r: &csv::StringRecord, c: Option<usize>| {
+        c.and_then(|i| r.get(i))
+            .map(|v| undefuse(v.trim()).to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| AppError::Data(format!("{name}: {e}")))?;
+        let line = rec.position().map_or(0, |p| line_of(text, p.byte()));
+        let id = rec.get(id_col).unwrap_or("").trim().to_string();
+        let raw_decision = rec.get(decision_col).unwrap_or("");
+        if id.is_empty() {
+            if !rec.iter().all(|f| f.trim().is_empty()) {
+                problems.push(format!("line {line}: rev_user_id is empty"));
+            }
+            continue;
+        }
+        let decision = match Decision::parse(raw_decision) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let adopt_ref = match adopt_col
+            .and_then(|i| rec.get(i))
+            .map(|v| v.trim().to_ascii_lowercase())
+        {
+            None => false,
+            Some(v) if v.is_empty() || v == "no" || v == "n" => false,
+            Some(v) if v == "yes" || v == "y" || v == "x" => true,
+            Some(v) => {
+                problems.push(format!(
+                    "line {line}: adopt_ref {v:?}: write yes (or leave it empty)"
+                ));
+                continue;
+            }
+        };
+        rows.push(Row {
+            line,
+            rev_user_id: id,
+            decision,
+            adopt_ref,
+            group: optional(&rec, col("group")),
+            email: optional(&rec, col("email")),
+            external_ref: optional(&rec, col("external_ref")),
+            updated_at: optional(&rec, col("updated_at")),
+        });
+    }
+    Ok((rows, problems))
+}
+
+/// The line (as an editor counts) of the record the csv crate places at byte `at`. Its own
+/// line count is off for CRLF files and skipped blank lines, and its byte offset is where the
+/// previous record ended: the record starts at the first byte after that which is not a line
+/// break.
+fn line_of(text: &str, at: u64) -> u64 {
+    let bytes = text.as_bytes();
+    let mut at = usize::try_from(at).unwrap_or(bytes.len()).min(bytes.len());
+    while at < bytes.len() && matches!(bytes[at], b'\r' | b'\n') {
+        at += 1;
+    }
+    bytes[..at].iter().filter(|b| **b == b'\n').count() as u64 + 1
+}
+
+fn refuse(name: &str, problems: Vec<String>) -> Result<(), AppError> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let mut msg = format!(
+        "{name}: {} in the decisions file; nothing was done. Fix {} and run again:",
+        crate::output::count(problems.len() as u64, "problem", "problems"),
+        if problems.len() == 1 { "it" } else { "them" }
+    );
+    for p in problems.iter().take(SHOWN) {
+        msg.push_str("\n  ");
+        msg.push_str(p);
+    }
+    if problems.len() > SHOWN {
+        msg.push_str(&format!("\n  ... and {} more", problems.len() - SHOWN));
+    }
+    Err(AppError::Data(msg))
+}
+
+fn decide_rows(
+    name: &str,
+    rows: &[Row],
+    mut problems: Vec<String>,
+    plan: &Plan,
+    keep: Keep,
+    accept_proposed: bool,
+) -> Result<Decided, AppError> {
+    let groups = groups(plan);
+    let mut where_is: HashMap<&str, usize> = HashMap::new();
+    for (i, g) in groups.iter().enumerate() {
+        for c in &g.contacts {
+            where_is.insert(&c.rev_user_id, i);
+        }
+    }
+    let mut by_group: BTreeMap<usize, Vec<&Row>> = BTreeMap::new();
+    let mut seen: HashMap<&str, u64> = HashMap::new();
+    for r in rows {
+        if let Some(first) = seen.insert(&r.rev_user_id, r.line) {
+            problems.push(format!(
+                "line {}: {} is also on line {first}: keep one row per contact",
+                r.line,
+                display_id(&r.rev_user_id)
+            ));
+            continue;
+        }
+        match where_is.get(r.rev_user_id.as_str()) {
+            Some(&g) => by_group.entry(g).or_default().push(r),
+            None => problems.push(format!(
+                "line {}: rev_user_id {} is not in any group of this export (unknown, or no \
+                 other contact has its email): check the id, or take the review file of this \
+                 export",
+                r.line, r.rev_user_id
+            )),
+        }
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for (i, g) in groups.iter().enumerate() {
+        let rows = by_group.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+        let outcome = match group_outcome(g, rows, keep, accept_proposed) {
+            Ok(o) => o,
+            Err(mut p) => {
+                problems.append(&mut p);
+                continue;
+            }
+        };
+        out.push((g.id.clone(), g.email.to_string(), outcome));
+    }
+    refuse(name, problems)?;
+    Ok(Decided { groups: out })
+}
+
+fn contact<'g>(g: &Group<'g>, id: &str) -> &'g Contact {
+    g.contacts
+        .iter()
+        .copied()
+        .find(|c| c.rev_user_id == id)
+        .expect("rows are matched to their group by id")
+}
+
+/// Why a row no longer describes its contact, if it does not.
+fn stale(g: &Group<'_>, r: &Row) -> Option<String> {
+    let c = contact(g, &r.rev_user_id);
+    let differs = |what: &str, file: &Option<String>, now: &str| {
+        file.as_deref().filter(|f| f.trim() != now.trim()).map(|f| {
+            format!(
+                "line {}: {what} was {f:?}, the export now has {now:?}",
+                r.line
+            )
+        })
+    };
+    if let Some(id) = r.group.as_deref().filter(|id| *id != g.id) {
+        return Some(format!(
+            "line {}: the row was written for group {id}, the contact is now in {}",
+            r.line, g.id
+        ));
+    }
+    differs("email", &r.email, &crate::detect::normalize_email(&c.email))
+        .filter(|_| {
+            r.email.as_deref().map(crate::detect::normalize_email)
+                != Some(crate::detect::normalize_email(&c.email))
+        })
+        .or_else(|| differs("external_ref", &r.external_ref, &c.external_ref))
+        .or_else(|| differs("updated_at", &r.updated_at, &c.updated_at))
+}
+
+fn group_outcome(
+    g: &Group<'_>,
+    rows: &[&Row],
+    keep: Keep,
+    accept_proposed: bool,
+) -> Result<Outcome, Vec<String>> {
+    if let Some(reason) = rows.iter().find_map(|r| stale(g, r)) {
+        return Ok(Outcome::Stale { reason });
+    }
+    let mut problems = Vec::new();
+    let keeps: Vec<&&Row> = rows
+        .iter()
+        .filter(|r| r.decision == Some(Decision::Keep))
+        .collect();
+    let merges: Vec<&&Row> = rows
+        .iter()
+        .filter(|r| r.decision == Some(Decision::Merge))
+        .collect();
+    let adopts: Vec<&&Row> = rows.iter().filter(|r| r.adopt_ref).collect();
+    if keeps.len() > 1 {
+        problems.push(format!(
+            "lines {}: two keep in group {} ({}): exactly one contact survives",
+            keeps
+                .iter()
+                .map(|r| r.line.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            g.id,
+            g.email
+        ));
+    }
+    if keeps.is_empty() && !merges.is_empty() {
+        problems.push(format!(
+            "line {}: merge without a keep in group {} ({}): mark the survivor keep",
+            merges[0].line, g.id, g.email
+        ));
+    }
+    if adopts.len() > 1 {
+        problems.push(format!(
+            "lines {}: adopt_ref on more than one row of group {}: the survivor takes one ref",
+            adopts
+                .iter()
+                .map(|r| r.line.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            g.id
+        ));
+    }
+    for r in &adopts {
+        if contact(g, &r.rev_user_id).ref_class() != RefClass::User {
+            problems.push(format!(
+                "line {}: adopt_ref on {} whose ref is not a user_ ref",
+                r.line,
+                display_id(&r.rev_user_id)
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    if let Some(r) = rows.iter().find(|r| r.decision == Some(Decision::NotDup)) {
+        return Ok(Outcome::NotDup { line: r.line });
+    }
+    let typed = rows.iter().any(|r| r.decision.is_some());
+    if let Some(k) = keeps.first() {
+        if merges.is_empty() {
+            return Ok(Outcome::Skipped);
+        }
+        let merge: Vec<String> = merges.iter().map(|r| r.rev_user_id.clone()).collect();
+        let adopt = adopts.first().map(|r| r.rev_user_id.clone());
+        return Ok(merge_outcome(
+            g,
+            k.rev_user_id.clone(),
+            merge,
+            adopt,
+            Source::Typed,
+        ));
+    }
+    if typed {
+        // Only `skip` rows: decided, nothing to merge.
+        return Ok(Outcome::Skipped);
+    }
+    let proposal = proposal_for(g, keep);
+    let source = match g.kind {
+        GroupKind::CleanPair => Source::CleanPairRule,
+        GroupKind::NeedsReview(_) if accept_proposed && g.contacts.len() <= ACCEPT_PROPOSED_MAX => {
+            Source::Proposed
+        }
+        GroupKind::NeedsReview(_) => return Ok(Outcome::Undecided),
+    };
+    match proposal.keep {
+        Some(k) => Ok(merge_outcome(g, k, proposal.merge, None, source)),
+        None => Ok(Outcome::Undecided),
+    }
+}
+
+/// A merge outcome with the default ref rule when the user named none: a survivor with its own
+/// `user_` ref keeps it; otherwise the merged `user_` contact the proposal rules would keep.
+fn merge_outcome(
+    g: &Group<'_>,
+    keep: String,
+    merge: Vec<String>,
+    adopt: Option<String>,
+    source: Source,
+) -> Outcome {
+    let adopt_ref = adopt.or_else(|| {
+        if contact(g, &keep).ref_class() == RefClass::User {
+            return None;
+        }
+        let users: Vec<&Contact> = merge
+            .iter()
+            .map(|id| contact(g, id))
+            .filter(|c| c.ref_class() == RefClass::User)
+            .collect();
+        match users.as_slice() {
+            [] => None,
+            [one] => Some(one.rev_user_id.clone()),
+            many => super::propose(many, Keep::Auto).keep,
+        }
+    });
+    Outcome::Merge {
+        keep,
+        merge,
+        adopt_ref,
+        source,
+    }
+}
+
+/// The `user_` refs a merge leaves without a contact: every merged contact's `user_` ref but
+/// the one the survivor adopts. The next Plug login with one of them creates a new contact.
+pub fn refs_left(plan_group: &Group<'_>, outcome: &Outcome) -> Vec<String> {
+    let Outcome::Merge {
+        merge, adopt_ref, ..
+    } = outcome
+    else {
+        return Vec::new();
+    };
+    merge
+        .iter()
+        .filter(|id| Some(*id) != adopt_ref.as_ref())
+        .map(|id| contact(plan_group, id))
+        .filter(|c| c.ref_class() == RefClass::User)
+        .map(|c| c.external_ref.trim().to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_numbered_as_an_editor_counts_lines() {
+        let lf: Vec<u64> = parse("rev_user_id,decision\na,keep\n\nb,\"merge\"\n", "f.csv")
+            .unwrap()
+            .0
+            .iter()
+            .map(|r| r.line)
+            .collect();
+        assert_eq!(lf, [2, 4]);
+        let (rows, problems) = parse(
+            "rev_user_id;decision\r\na;keep\r\nb;Merge\r\n\r\nc;NOT DUP\r\nd;zap\r\n",
+            "f.csv",
+        )
+        .unwrap();
+        let lines: Vec<(u64, Option<Decision>)> =
+            rows.iter().map(|r| (r.line, r.decision)).collect();
+        assert_eq!(
+            lines,
+            [
+                (2, Some(Decision::Keep)),
+                (3, Some(Decision::Merge)),
+                (5, Some(Decision::NotDup))
+            ]
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("line 6: \"zap\""), "{problems:?}");
+    }
+}
