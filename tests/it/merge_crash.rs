@@ -35,7 +35,7 @@ fn progress(w: &World) -> usize {
     let Some(sp) = read_savepoint(&w.path("savepoint.json")) else {
         return 0;
     };
-    assert_eq!(sp["version"], 2);
+    assert_eq!(sp["version"], 3);
     sp["pairs"]
         .as_object()
         .unwrap()
