@@ -160,6 +160,11 @@ pub struct Cli {
     #[arg(help_heading = H_COMMANDS, long, value_name = "FOLDER|REPORT", num_args = 1..)]
     pub restore: Vec<PathBuf>,
 
+    /// With --restore REPORT: undo every pair the (cumulative) report lists as merged, also
+    /// those an earlier run merged. Without it only the pairs that report's run merged.
+    #[arg(help_heading = H_COMMANDS, long, requires = "restore")]
+    pub all_in_report: bool,
+
     // ---- plan options ----
     /// Which contact of a pair survives.
     #[arg(help_heading = H_MERGE, long, value_enum, default_value_t = Keep::Revu)]

@@ -98,6 +98,8 @@ pub struct Config {
     /// `--decisions FILE` (with `--preview`).
     pub decisions: Option<PathBuf>,
     pub accept_proposed: bool,
+    /// `--all-in-report`: a restore from a merge report undoes earlier runs' pairs too.
+    pub all_in_report: bool,
     pub backup_scope: BackupScope,
     pub backup_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -344,6 +346,7 @@ impl Config {
             keep: cli.keep,
             decisions: cli.decisions.clone(),
             accept_proposed: cli.accept_proposed,
+            all_in_report: cli.all_in_report,
             email_domain: cli
                 .email_domain
                 .as_ref()

@@ -80,15 +80,20 @@ struct ReportPair {
     backup_dir: Option<PathBuf>,
     #[serde(default)]
     merge_requested_at: Option<DateTime<Utc>>,
+    /// Merged by an earlier run than the report's own (reports are cumulative).
+    #[serde(default)]
+    finished_earlier: bool,
 }
 
 /// Reads and verifies every input. Duplicates (a folder also named by a report) count once.
-pub fn resolve(paths: &[PathBuf]) -> Result<Inputs, AppError> {
+/// A merge report is cumulative: by default only the pairs its own run merged are undone
+/// (`--restore REPORT` undoes that run); `all_in_report` takes every merged pair it lists.
+pub fn resolve(paths: &[PathBuf], all_in_report: bool) -> Result<Inputs, AppError> {
     let mut out = Inputs::default();
     let mut seen = BTreeSet::new();
     for p in paths {
         if p.is_file() {
-            read_report(p, &mut out, &mut seen)?;
+            read_report(p, all_in_report, &mut out, &mut seen)?;
         } else {
             push_folder(p, None, &mut out, &mut seen)?;
         }
@@ -119,7 +124,12 @@ fn push_folder(
     Ok(())
 }
 
-fn read_report(path: &Path, out: &mut Inputs, seen: &mut BTreeSet<String>) -> Result<(), AppError> {
+fn read_report(
+    path: &Path,
+    all_in_report: bool,
+    out: &mut Inputs,
+    seen: &mut BTreeSet<String>,
+) -> Result<(), AppError> {
     let bytes = std::fs::read(path)
         .map_err(|e| AppError::Data(format!("cannot read {}: {e}", path.display())))?;
     let report: ReportFile = serde_json::from_slice(&bytes).map_err(|e| {
@@ -134,6 +144,17 @@ fn read_report(path: &Path, out: &mut Inputs, seen: &mut BTreeSet<String>) -> Re
     }
     for p in report.pairs {
         let merged = matches!(p.status.as_str(), "merged" | "already_merged");
+        if merged && p.finished_earlier && !all_in_report {
+            out.not_merged.push(NotMerged {
+                why: "merged by an earlier run than this report's (add --all-in-report to undo \
+                      it too, or give that run's report)"
+                    .into(),
+                email: p.email,
+                primary: p.primary,
+                secondary: p.secondary,
+            });
+            continue;
+        }
         match (&p.backup_dir, merged) {
             (Some(dir), true) => {
                 if !dir.exists() {

@@ -40,7 +40,7 @@ pub fn journal_path(cfg: &Config) -> PathBuf {
 pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), AppError> {
     let started_at = Utc::now();
     let t0 = Instant::now();
-    let inp = input::resolve(inputs)?;
+    let inp = input::resolve(inputs, cfg.all_in_report)?;
     if inp.items.is_empty() {
         return Err(AppError::Data(format!(
             "nothing to restore: {} pair(s) named, none merged with a backup ({})",

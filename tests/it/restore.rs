@@ -495,3 +495,53 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Issue 16 point 4: merge reports are cumulative; `--restore REPORT` undoes that run's pairs
+/// only, `--all-in-report` every pair the report lists.
+#[test]
+fn restoring_a_report_undoes_that_run_only_unless_all_in_report() {
+    let w = World::new(
+        spec(4, 0, 57),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let mut canary = w.run_args();
+    canary.extend(["--max-merges", "1"]);
+    let out = w.std_cmd(&canary).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    w.fake.apply_pending_merges();
+    merge(&w);
+    let second = report_arg(&w);
+    let r = w.last_report();
+    let earlier = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["finished_earlier"] == true)
+        .count();
+    assert_eq!(earlier, 1, "the canary's pair is in the cumulative report");
+
+    let creates = |w: &World| w.fake.count("/rev-users.create");
+    let out = run(&w, &["--restore".into(), second.clone(), "--yes".into()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(creates(&w), 3, "only the 3 pairs that run merged: {err}");
+    assert_eq!(last_restore_report(&w)["summary"]["restored"], 3);
+
+    let out = run(
+        &w,
+        &[
+            "--restore".into(),
+            second,
+            "--all-in-report".into(),
+            "--yes".into(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(creates(&w), 4, "the canary's pair too: {err}");
+}
