@@ -56,6 +56,7 @@ fn record(n: usize) -> PairRecord {
         sign: MergedSign::PrimaryIdentity {
             id: r.primary.clone(),
         },
+        destination_confirmed: false,
     });
     r.repairs.tickets = (0..3)
         .map(|t| format!("don:core:dvrv-us-1:devo/1Abc2Def:ticket/{n}{t}"))

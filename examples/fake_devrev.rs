@@ -153,6 +153,7 @@ fn main() -> ExitCode {
             },
             ref_release_delay: Duration::from_millis(args.ref_release_ms),
             renames_primary: false,
+            ..MergeBehaviour::default()
         },
         random_faults: (args.faults > 0.0).then(|| RandomFaults {
             seed: args.rng_seed,

@@ -23,6 +23,9 @@ pub enum Evidence {
     /// Plainly not merged (yet): active, no `-drop-` ref, no redirect, `primary_identity`
     /// absent or naming the contact itself. Only such looks count towards "not applied".
     Unmerged,
+    /// `primary_identity` names a third contact: DevRev merged the secondary into it, not
+    /// into the primary (after this tool's request, someone else's merge got there first).
+    Elsewhere(String),
     /// Neither: it proves nothing either way (why, for the log).
     Unclear(String),
 }
@@ -37,10 +40,7 @@ pub fn of_user(secondary: &RevUser, primary: &str, requested: bool) -> Evidence 
         return if pi.id == primary {
             Evidence::Merged(MergedSign::PrimaryIdentity { id: pi.id.clone() })
         } else {
-            Evidence::Unclear(format!(
-                "primary_identity names another contact ({})",
-                pi.id
-            ))
+            Evidence::Elsewhere(pi.id.clone())
         };
     }
     let drop_ref = secondary
@@ -102,6 +102,74 @@ fn names(location: &str, primary: &str) -> bool {
         || decoded.ends_with(primary)
 }
 
+/// Where a secondary went, judged from its backed-up tickets (or conversations) as they
+/// stand now. After a lost merge answer a `404` or an inactive state says only that the
+/// secondary was merged (or removed) by *someone*: only the objects it was on say into whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// An object that named the secondary and not the primary now names the primary.
+    Ours,
+    /// Such an object now names neither, but these contacts it did not name before.
+    Elsewhere(Vec<String>),
+    /// Nothing says: no such object, or none changed.
+    Unknown,
+}
+
+/// A sign that says the secondary was merged, but not into whom: after a lost answer it
+/// needs [`Destination::Ours`] before any repair or adoption.
+pub fn names_no_destination(sign: &MergedSign) -> bool {
+    matches!(
+        sign,
+        MergedSign::NotFound | MergedSign::NotActive { .. } | MergedSign::DropRef { .. }
+    )
+}
+
+/// One object's member list `before` (the backup) and `now`: what it says about where the
+/// secondary went (`None`: nothing, it did not name the secondary alone or did not change).
+pub fn destination_of(
+    before: &[String],
+    now: &[String],
+    primary: &str,
+    secondary: &str,
+) -> Option<Destination> {
+    let names = |l: &[String], id: &str| l.iter().any(|x| x == id);
+    if !names(before, secondary) || names(before, primary) || names(now, secondary) {
+        return None;
+    }
+    if names(now, primary) {
+        return Some(Destination::Ours);
+    }
+    let added: Vec<String> = now.iter().filter(|x| !names(before, x)).cloned().collect();
+    (!added.is_empty()).then_some(Destination::Elsewhere(added))
+}
+
+/// The verdict of several objects: any sign of another destination wins over ours (a merge
+/// into a third contact never adds our primary; a person may have), then ours.
+pub fn destination(verdicts: impl IntoIterator<Item = Option<Destination>>) -> Destination {
+    let mut ours = false;
+    let mut elsewhere: Vec<String> = Vec::new();
+    for v in verdicts.into_iter().flatten() {
+        match v {
+            Destination::Ours => ours = true,
+            Destination::Elsewhere(ids) => {
+                for id in ids {
+                    if !elsewhere.contains(&id) {
+                        elsewhere.push(id);
+                    }
+                }
+            }
+            Destination::Unknown => {}
+        }
+    }
+    if !elsewhere.is_empty() {
+        Destination::Elsewhere(elsewhere)
+    } else if ours {
+        Destination::Ours
+    } else {
+        Destination::Unknown
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,7 +219,11 @@ mod tests {
             "itself: not merged"
         );
         s.primary_identity = pi("don:identity:dvrv-us-1:devo/1:revu/OTHER");
-        assert!(matches!(of_user(&s, P, true), Evidence::Unclear(_)));
+        assert_eq!(
+            of_user(&s, P, true),
+            Evidence::Elsewhere("don:identity:dvrv-us-1:devo/1:revu/OTHER".into()),
+            "another contact: merged, but not into ours"
+        );
         s.primary_identity = pi(P);
         assert!(matches!(
             of_user(&s, P, false),
@@ -200,5 +272,44 @@ mod tests {
         ));
         assert!(matches!(e(301, None, None).unwrap(), Evidence::Unclear(_)));
         assert!(e(500, Some("internal_error"), None).is_err());
+    }
+
+    fn v(x: &[&str]) -> Vec<String> {
+        x.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_destination_comes_from_objects_that_named_the_secondary_alone() {
+        // Moved to ours.
+        assert_eq!(
+            destination_of(&v(&[S, "x"]), &v(&["x", P]), P, S),
+            Some(Destination::Ours)
+        );
+        // Moved to a third contact.
+        assert_eq!(
+            destination_of(&v(&[S]), &v(&["X"]), P, S),
+            Some(Destination::Elsewhere(v(&["X"])))
+        );
+        // Still naming the secondary, or naming the primary already: says nothing.
+        assert_eq!(destination_of(&v(&[S]), &v(&[S]), P, S), None);
+        assert_eq!(destination_of(&v(&[S, P]), &v(&[P]), P, S), None);
+        assert_eq!(destination_of(&v(&["y"]), &v(&["y", "X"]), P, S), None);
+        // The secondary just removed, nobody added: nothing either.
+        assert_eq!(destination_of(&v(&[S, "y"]), &v(&["y"]), P, S), None);
+        // Aggregated: another destination wins, then ours, else unknown.
+        assert_eq!(
+            destination([Some(Destination::Ours), None]),
+            Destination::Ours
+        );
+        assert_eq!(
+            destination([
+                Some(Destination::Ours),
+                Some(Destination::Elsewhere(v(&["X"])))
+            ]),
+            Destination::Elsewhere(v(&["X"]))
+        );
+        assert_eq!(destination([None, None]), Destination::Unknown);
+        assert!(names_no_destination(&MergedSign::NotFound));
+        assert!(!names_no_destination(&MergedSign::Moved));
     }
 }

@@ -283,6 +283,9 @@ fn log_result(email: &str, r: &PairResult) {
         PairResult::Interrupted => {
             tracing::info!(pair = %email, "interrupted; resumes on the next run")
         }
+        PairResult::MergedElsewhere(reason) => {
+            tracing::warn!(pair = %email, %reason, "merged elsewhere")
+        }
     }
 }
 

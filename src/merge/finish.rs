@@ -134,13 +134,22 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
     }
     let s = &report.summary;
     // A pair held because --restore undid a merge of its contacts was decided "do not merge".
-    let bad = s.failed + (s.skipped - s.held_as_restored) + s.unconfirmed + s.ref_adoptions_pending;
+    let bad = s.failed
+        + (s.skipped - s.held_as_restored)
+        + s.unconfirmed
+        + s.ref_adoptions_pending
+        + s.merged_elsewhere_this_run;
     if bad > 0 {
         return Err(AppError::SomeFailed(format!(
-            "{} pair(s) failed, {} skipped, {} unconfirmed{}; see {}",
+            "{} pair(s) failed, {} skipped, {} unconfirmed{}{}; see {}",
             s.failed,
             s.skipped,
             s.unconfirmed,
+            if s.merged_elsewhere_this_run > 0 {
+                format!(", {} merged elsewhere", s.merged_elsewhere_this_run)
+            } else {
+                String::new()
+            },
             if s.ref_adoptions_pending > 0 {
                 format!(
                     ", {} with the ref adoption pending",

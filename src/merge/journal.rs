@@ -66,13 +66,20 @@ pub enum PairStatus {
     /// Undone by `--restore`: the secondary was recreated ([`PairRecord::restored`]). Final:
     /// no run merges these contacts again, or resumes anything of this record.
     Restored,
+    /// The merge answer was lost, and the secondary then showed merged, but into another
+    /// contact (or nothing confirms it went into the primary): nothing was repaired or
+    /// adopted, and nothing more is done. The reason is in [`PairRecord::skip`].
+    MergedElsewhere,
 }
 
 impl PairStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            PairStatus::Merged | PairStatus::AlreadyMerged | PairStatus::Restored
+            PairStatus::Merged
+                | PairStatus::AlreadyMerged
+                | PairStatus::Restored
+                | PairStatus::MergedElsewhere
         )
     }
 }
@@ -142,6 +149,12 @@ impl MergeOutcome {
 pub struct MergeConfirmation {
     pub at: DateTime<Utc>,
     pub sign: MergedSign,
+    /// After a lost merge answer, a sign that names no destination (404, inactive, `-drop-`)
+    /// was confirmed by the secondary's backed-up tickets or conversations now naming the
+    /// primary (see [`crate::merge::evidence::Destination`]). Kept so a resumed Reconcile
+    /// does not look again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub destination_confirmed: bool,
 }
 
 /// Repairs made by Reconcile, kept as ids so a resumed Reconcile never counts one twice.
@@ -635,6 +648,7 @@ mod tests {
         r.merged = Some(MergeConfirmation {
             at: at("2026-01-02T03:03:03Z"),
             sign: MergedSign::PrimaryIdentity { id: "don:P".into() },
+            destination_confirmed: false,
         });
         r.repairs = Repairs {
             tickets: vec!["don:t1".into()],

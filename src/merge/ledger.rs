@@ -21,14 +21,16 @@ pub struct Ledger<'j> {
 
 /// What one record holds: its primary's and its secondary's hold (`None`: it holds nothing,
 /// e.g. it was skipped or failed before any merge request).
-fn holds_of(rec: &PairRecord) -> Option<(Hold, Hold)> {
+fn holds_of(rec: &PairRecord) -> (Option<Hold>, Option<Hold>) {
     match rec.status {
-        PairStatus::Restored => Some((Hold::Restored, Hold::Restored)),
+        PairStatus::Restored => (Some(Hold::Restored), Some(Hold::Restored)),
+        // The secondary went to another contact: it is merged away, our primary untouched.
+        PairStatus::MergedElsewhere => (None, Some(Hold::MergedAway)),
         _ if rec.merged.is_some() || rec.status.is_final() => {
-            Some((Hold::Survivor, Hold::MergedAway))
+            (Some(Hold::Survivor), Some(Hold::MergedAway))
         }
-        _ if rec.merge_in_flight() => Some((Hold::InFlight, Hold::InFlight)),
-        _ => None,
+        _ if rec.merge_in_flight() => (Some(Hold::InFlight), Some(Hold::InFlight)),
+        _ => (None, None),
     }
 }
 
@@ -36,11 +38,13 @@ impl<'j> Ledger<'j> {
     pub fn of(journal: &'j SavepointFile) -> Self {
         let mut ledger = Ledger::default();
         for (key, rec) in &journal.pairs {
-            let Some((primary, secondary)) = holds_of(rec) else {
-                continue;
-            };
-            ledger.hold(&rec.primary, key, primary);
-            ledger.hold(&rec.secondary, key, secondary);
+            let (primary, secondary) = holds_of(rec);
+            if let Some(h) = primary {
+                ledger.hold(&rec.primary, key, h);
+            }
+            if let Some(h) = secondary {
+                ledger.hold(&rec.secondary, key, h);
+            }
             if let Some(r) = &rec.restored {
                 ledger.hold(&r.new_contact, key, Hold::Recreated);
             }

@@ -52,6 +52,9 @@ pub enum EntryStatus {
     LeftCsv,
     /// Merged earlier, then undone by `--restore`: decided "do not merge", left alone.
     Restored,
+    /// After a lost merge answer the secondary showed merged, but not into our primary:
+    /// nothing repaired or adopted (the reason names where it went, when known).
+    MergedElsewhere,
 }
 
 impl EntryStatus {
@@ -122,6 +125,7 @@ impl PairEntry {
             PairStatus::RefAdoptionPending => EntryStatus::Merged,
             PairStatus::InProgress => EntryStatus::Interrupted,
             PairStatus::Restored => EntryStatus::Restored,
+            PairStatus::MergedElsewhere => EntryStatus::MergedElsewhere,
         };
         PairEntry {
             email: rec.email.clone(),
@@ -171,6 +175,7 @@ impl PairEntry {
                     PairResult::Unconfirmed | PairResult::Parked => EntryStatus::Unconfirmed,
                     PairResult::RefPending => EntryStatus::Merged,
                     PairResult::Interrupted => EntryStatus::Interrupted,
+                    PairResult::MergedElsewhere(_) => EntryStatus::MergedElsewhere,
                 };
             }
             None => e.status = EntryStatus::Interrupted,
@@ -328,6 +333,10 @@ pub struct Summary {
     pub left_csv: usize,
     /// Pairs merged earlier and undone by `--restore` (left alone).
     pub restored: usize,
+    /// Secondaries merged into another contact after a lost merge answer (over all runs).
+    pub merged_elsewhere: usize,
+    /// Of `merged_elsewhere`: found in this run (these make the run exit 1).
+    pub merged_elsewhere_this_run: usize,
     /// Of `skipped`: pairs held because `--restore` undid a merge of one of their contacts
     /// (decided "do not merge": not a failure of this run).
     pub held_as_restored: usize,
@@ -480,6 +489,12 @@ impl Summary {
                 EntryStatus::NotStarted => s.not_started += 1,
                 EntryStatus::LeftCsv => s.left_csv += 1,
                 EntryStatus::Restored => s.restored += 1,
+                EntryStatus::MergedElsewhere => {
+                    s.merged_elsewhere += 1;
+                    if !e.finished_earlier {
+                        s.merged_elsewhere_this_run += 1;
+                    }
+                }
             }
             s.tickets_backed_up += e.tickets_backed_up;
             s.tickets_repaired += e.tickets_repaired;
@@ -622,6 +637,12 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
         out.push_str(&format!("    {reason}: {n}\n"));
     }
     out.push_str(&format!("  failed:          {}\n", s.failed));
+    if s.merged_elsewhere > 0 {
+        out.push_str(&format!(
+            "  merged elsewhere: {} ({} in this run; the secondary went to another contact after a lost merge answer: nothing repaired or adopted, see the report)\n",
+            s.merged_elsewhere, s.merged_elsewhere_this_run
+        ));
+    }
     if s.unconfirmed > s.outcome_unknown {
         out.push_str(&format!(
             "  unconfirmed:     {} (re-run to keep watching)\n",

@@ -290,6 +290,7 @@ mod tests {
         merged.merged = Some(MergeConfirmation {
             at: Utc::now(),
             sign: MergedSign::NotFound,
+            destination_confirmed: false,
         });
         let j = journal(vec![
             merged,

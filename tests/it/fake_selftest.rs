@@ -371,6 +371,7 @@ fn external_ref_is_unique_until_the_merged_secondary_releases_it() {
             secondary_after: SecondaryAfter::Deactivated,
             moves: MoveMode::All,
             renames_primary: false,
+            ..MergeBehaviour::default()
         },
         ..FakeOptions::default()
     });

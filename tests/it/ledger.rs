@@ -110,3 +110,84 @@ fn a_secondary_with_a_lost_merge_is_not_merged_into_a_new_primary() {
         r["summary"]
     );
 }
+
+/// Point 5: someone merges the secondary into a third contact just before our merge request
+/// arrives (which DevRev then refuses), and the answer is lost. The 404 that follows is not taken for our merge: the
+/// secondary's backed-up tickets now name the third contact, so the pair is "merged
+/// elsewhere", naming it; no ticket gets our primary, the ref is not adopted, exit 1, and the
+/// next run leaves it alone.
+#[test]
+fn a_secondary_merged_into_a_third_contact_is_not_reconciled_into_ours() {
+    // Gone (404) and deactivated name no destination: the tickets do. primary_identity
+    // names the third contact itself.
+    for after in [
+        SecondaryAfter::Gone,
+        SecondaryAfter::Deactivated,
+        SecondaryAfter::PrimaryIdentity,
+    ] {
+        merged_into_a_third_contact(after);
+    }
+}
+
+fn merged_into_a_third_contact(after: SecondaryAfter) {
+    let mut sp = spec(1, 0, 67);
+    sp.tickets_per_contact = (2, 3);
+    sp.shared_ticket_pct = 0;
+    let seed = devrev_fake::seed::Seed::generate(&sp);
+    let (p, s) = seed.pairs()[0].clone();
+    let third = seed
+        .rev_users
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .find(|id| *id != p && *id != s)
+        .expect("a single contact");
+    let (s2, third2) = (s.clone(), third.clone());
+    let w = World::with(sp, behaviour(MoveMode::All, after), |o| {
+        o.merge.side_merges.push((s2, third2));
+        o.faults.push(ScriptedFault {
+            path: Some("/rev-users.merge".into()),
+            nth: 1,
+            fault: Fault::ApplyThenDrop,
+        });
+    });
+    let s_ref = w.seed.rev_user(&s).unwrap()["external_ref"].clone();
+    let with_p_before: Vec<String> = w.fake.with_state(|st| {
+        st.tickets_reported_by(&p)
+            .iter()
+            .map(|t| t.display_id())
+            .collect()
+    });
+    let a = w.run(&[]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(1), "{after:?}: {err}");
+    assert!(err.contains("merged elsewhere"), "{after:?}: {err}");
+    let r = w.last_report();
+    let e = &r["pairs"][0];
+    assert_eq!(e["status"], "merged_elsewhere", "{e}");
+    let msg = e["skip_message"].as_str().unwrap_or_default();
+    assert!(msg.contains(&third), "names the contact it went to: {msg}");
+    assert_eq!(r["summary"]["merged_elsewhere"], 1, "{}", r["summary"]);
+    assert_eq!(e["tickets_repaired"], 0, "{e}");
+    w.fake.with_state(|st| {
+        for t in st.tickets_reported_by(&third) {
+            assert!(
+                !t.reported_by_ids().contains(&p) || with_p_before.contains(&t.display_id()),
+                "our primary was not added to the third contact's ticket {}",
+                t.display_id()
+            );
+        }
+        assert_ne!(
+            st.rev_users[&p].json["external_ref"], s_ref,
+            "the ref is not adopted"
+        );
+    });
+    // A re-run changes nothing and sends no merge.
+    let before = w.fake.count("/rev-users.merge");
+    let writes = w.fake.count("/works.update") + w.fake.count("/rev-users.update");
+    w.run(&[]);
+    assert_eq!(w.fake.count("/rev-users.merge"), before);
+    assert_eq!(
+        w.fake.count("/works.update") + w.fake.count("/rev-users.update"),
+        writes
+    );
+}

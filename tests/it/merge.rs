@@ -47,6 +47,7 @@ pub fn behaviour(moves: MoveMode, after: SecondaryAfter) -> MergeBehaviour {
         secondary_after: after,
         ref_release_delay: Duration::ZERO,
         renames_primary: false,
+        side_merges: Vec::new(),
     }
 }
 

@@ -130,6 +130,10 @@ pub struct MergeBehaviour {
     pub ref_release_delay: Duration,
     /// The merge copies the secondary's `display_name` onto the primary.
     pub renames_primary: bool,
+    /// `(secondary, into)`: when a `rev-users.merge` request for `secondary` arrives, someone
+    /// else has just merged it into the contact `into` (in the DevRev UI, say), applied as
+    /// any merge is, before the request is handled. Once per secondary.
+    pub side_merges: Vec<(String, String)>,
 }
 
 impl Default for MergeBehaviour {
@@ -140,6 +144,7 @@ impl Default for MergeBehaviour {
             secondary_after: SecondaryAfter::Gone,
             ref_release_delay: Duration::ZERO,
             renames_primary: false,
+            side_merges: Vec::new(),
         }
     }
 }
@@ -359,6 +364,8 @@ pub struct State {
     pub deleted_rev_users: BTreeMap<String, RevUserRec>,
     /// Download links by token.
     pub downloads: BTreeMap<String, DownloadGrant>,
+    /// Secondaries a [`MergeBehaviour::side_merges`] entry has merged already.
+    pub side_merged: Vec<String>,
 }
 
 fn key_of(v: &Value) -> String {
@@ -637,6 +644,14 @@ impl FakeServer {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+    }
+
+    /// Someone else merges `secondary` into `into` now (as from the DevRev UI): applied at
+    /// once, with the merge behaviour in force. Returns false when either is unknown.
+    pub fn merge_from_the_side(&self, into: &str, secondary: &str) -> bool {
+        let mut inner = self.shared.lock();
+        let Inner { state, opts, .. } = &mut *inner;
+        handlers::side_merge(state, opts, into, secondary, Instant::now())
     }
 
     /// Applies every scheduled merge now, ignoring the delay.

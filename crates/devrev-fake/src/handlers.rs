@@ -1078,6 +1078,17 @@ fn rev_users_merge(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let s_raw = s(body, "secondary_user").unwrap_or("");
     let p_don = to_don(ctx.state, "primary_user", p_raw, Want::RevUser)?;
     let s_don = to_don(ctx.state, "secondary_user", s_raw, Want::RevUser)?;
+    if let Some((_, into)) = ctx
+        .opts
+        .merge
+        .side_merges
+        .iter()
+        .find(|(sec, _)| *sec == s_don)
+        && !ctx.state.side_merged.contains(&s_don)
+    {
+        ctx.state.side_merged.push(s_don.clone());
+        side_merge(ctx.state, ctx.opts, &into.clone(), &s_don, ctx.now);
+    }
     if !ctx.state.rev_users.contains_key(&p_don) {
         return Err(not_found("primary user"));
     }
@@ -1114,6 +1125,32 @@ fn rev_users_merge(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         apply_merge(ctx.state, i, ctx.opts, ctx.now);
     }
     Ok(Reply::ok(json!({})))
+}
+
+/// A merge of `secondary` into `into` that this client did not ask for, applied at once.
+pub(crate) fn side_merge(
+    state: &mut State,
+    opts: &FakeOptions,
+    into: &str,
+    secondary: &str,
+    now: Instant,
+) -> bool {
+    if !state.rev_users.contains_key(into) || !state.rev_users.contains_key(secondary) {
+        return false;
+    }
+    let secondary_ref = state.rev_users[secondary].external_ref();
+    state.merges.push(MergeRecord {
+        primary: into.to_string(),
+        secondary: secondary.to_string(),
+        requested_seq: 0,
+        applied: false,
+        due: now,
+        applied_at: None,
+        secondary_ref,
+    });
+    let i = state.merges.len() - 1;
+    apply_merge(state, i, opts, now);
+    true
 }
 
 /// Applies every scheduled merge whose time has come (all of them with `force`).

@@ -1,0 +1,215 @@
+//! AdoptExternalRef: under `--keep revu` the primary takes the secondary's `user_` ref, so
+//! future Plug logins resolve to the survivor; a ref DevRev has not released yet is retried.
+
+use super::*;
+
+impl Saga<'_, '_> {
+    // ---- AdoptExternalRef -----------------------------------------------------------------
+
+    pub(super) async fn adopt_external_ref(&mut self) -> StepResult {
+        let step = Step::AdoptExternalRef;
+        let target = match self.rec().secondary_external_ref.clone() {
+            Some(r) if classify_ref(&r) == RefClass::User => r,
+            other => {
+                // Validate guarantees a user_ ref under --keep revu; anything else is left
+                // alone rather than guessed at. (Reconcile checked the name: see
+                // `adoption_reads_primary`.)
+                let detail = format!("nothing to adopt (secondary's ref was {other:?})");
+                self.complete(step, |_| {})?;
+                return Ok((StepOutcome::Completed, Some(detail)));
+            }
+        };
+        let (answer, conflicts) = match self.move_ref(&target).await? {
+            Ok(adopted) => adopted,
+            Err((StepOutcome::Interrupted, detail)) => {
+                return Ok((StepOutcome::Interrupted, detail));
+            }
+            Err(other) => {
+                // The ref stays pending or failed (the next run retries this step), but the
+                // name Reconcile left to this step is put back now all the same.
+                self.restore_name_anyway().await?;
+                return Ok(other);
+            }
+        };
+        self.save(|r| {
+            r.external_ref_adopted = Some(target.clone());
+            r.ref_adoption_pending = None;
+        })?;
+        let renamed = match self.restore_display_name(step, Some(answer)).await? {
+            Ok(renamed) => renamed,
+            Err(outcome) => return Ok((outcome, None)),
+        };
+        let detail = format!(
+            "{target} (after {conflicts} conflict answer(s)){}",
+            if renamed {
+                ", display name restored"
+            } else {
+                ""
+            }
+        );
+        self.complete(step, |r| {
+            if renamed {
+                r.repairs.display_name_restored = true;
+            }
+        })?;
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// The display-name check of an adoption that did not complete (one `rev-users.get`):
+    /// best effort, a failure here leaves the step's own outcome in place and the next run
+    /// checks again.
+    pub(super) async fn restore_name_anyway(&mut self) -> Result<(), AppError> {
+        match self
+            .restore_display_name(Step::AdoptExternalRef, None)
+            .await?
+        {
+            Ok(true) => self.save(|r| r.repairs.display_name_restored = true)?,
+            Ok(false) => {}
+            Err(outcome) => {
+                tracing::warn!(pair = %self.rec().email, ?outcome, "cannot check the primary's display name now; the next run checks it again");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the secondary's ref on the primary, waiting out (and if need be releasing) the
+    /// merged-away secondary's hold on it. `Ok(Ok((answer, conflicts)))`: adopted, with the
+    /// primary as the answer showed it; `Ok(Err(..))`: how the step ends instead.
+    pub(super) async fn move_ref(
+        &mut self,
+        target: &str,
+    ) -> Result<Result<(RevUser, u32), (StepOutcome, Option<String>)>, AppError> {
+        let step = Step::AdoptExternalRef;
+        let primary = self.primary();
+        // DevRev keeps the merged secondary's ref unique for a while (409 until it frees it).
+        // Wait a few seconds for that; a secondary that keeps it is then released by hand.
+        // Seconds, not minutes, whatever the merges' apply delay: a ref that is not freed by
+        // then is released, and one DevRev will not free is left pending (never a stall).
+        let wait = self
+            .ctx
+            .watch
+            .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout)
+            .min(self.ctx.min_backoff * 10);
+        let t0 = Instant::now();
+        let mut deadline = t0 + wait;
+        let mut delays = poll_delays(self.ctx.min_backoff);
+        let mut conflicts = 0u32;
+        let mut released = false;
+        loop {
+            match self
+                .ctx
+                .client
+                .rev_users_update(&primary, json!({ "external_ref": target }))
+                .await
+            {
+                Ok(u) if u.external_ref.as_deref() == Some(target) => {
+                    return Ok(Ok((u, conflicts)));
+                }
+                Ok(u) => {
+                    let error = PairError::new(
+                        step,
+                        format!(
+                            "external_ref is {:?} after setting {target:?}",
+                            u.external_ref
+                        ),
+                    );
+                    return Ok(Err((StepOutcome::Failed { error }, None)));
+                }
+                Err(e) if e.is_conflict() => {
+                    conflicts += 1;
+                    let now = Instant::now();
+                    if now >= deadline && !released {
+                        match self.release_ref(target).await? {
+                            Ok(()) => {
+                                // DevRev may take a moment to free a released ref: seconds
+                                // (at most --merge-timeout), then the adoption is pending.
+                                released = true;
+                                deadline = Instant::now()
+                                    + (wait + Duration::from_secs(10)).min(self.ctx.merge_timeout);
+                                continue;
+                            }
+                            Err(why) => return self.adoption_pending(target, why).map(Err),
+                        }
+                    }
+                    if now >= deadline {
+                        let why = format!(
+                            "{target} is still taken after it was released from the secondary ({conflicts} conflict answers)"
+                        );
+                        return self.adoption_pending(target, why).map(Err);
+                    }
+                    tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
+                    if self.nap(next_delay(&mut delays).min(deadline - now)).await {
+                        return Ok(Err((StepOutcome::Interrupted, None)));
+                    }
+                }
+                Err(e) => return Self::api_failure(step, &e).map(Err),
+            }
+        }
+    }
+
+    /// Moves the ref off the merged-away secondary when it still holds it (journaled intent
+    /// and outcome, like every write). `Ok(Err(why))`: it cannot be released now.
+    pub(super) async fn release_ref(
+        &mut self,
+        target: &str,
+    ) -> Result<Result<(), String>, AppError> {
+        let secondary = self.secondary();
+        let client = self.ctx.client;
+        let holder = match client.rev_users_get(&secondary).await {
+            Ok(u) => u,
+            Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(AppError::Api(e)),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "cannot read the secondary to release {target}: {e}"
+                )));
+            }
+        };
+        if holder.external_ref.as_deref().map(str::trim) != Some(target) {
+            return Ok(Err(format!(
+                "{target} is taken, but not by the merged-away secondary (its ref is {:?})",
+                holder.external_ref
+            )));
+        }
+        let new_ref = format!("{target}-drop-{secondary}");
+        let release = RefRelease {
+            requested_at: Utc::now(),
+            new_ref: new_ref.clone(),
+            outcome: None,
+        };
+        self.save(|r| r.ref_release = Some(release))?;
+        let res = client
+            .rev_users_update(&secondary, json!({ "external_ref": new_ref }))
+            .await;
+        let outcome = match &res {
+            Ok(u) if u.external_ref.as_deref() == Some(new_ref.as_str()) => Ok(()),
+            Ok(u) => Err(format!(
+                "the secondary's ref is {:?} after the release",
+                u.external_ref
+            )),
+            Err(e) if e.scope() == crate::devrev::Scope::Run => {
+                return Err(AppError::Api(e.clone()));
+            }
+            Err(e) => Err(format!(
+                "DevRev refused to release {target} from the secondary: {e}"
+            )),
+        };
+        self.save(|r| {
+            if let Some(rel) = r.ref_release.as_mut() {
+                rel.outcome = Some(outcome.clone());
+            }
+        })?;
+        tracing::info!(pair = %self.rec().email, %target, ?outcome, "released the ref from the merged-away secondary");
+        Ok(outcome)
+    }
+
+    /// The pair is merged and reconciled but its ref is not adopted: recorded, reported with
+    /// what to do, and retried alone by the next run.
+    pub(super) fn adoption_pending(&mut self, target: &str, why: String) -> StepResult {
+        let detail = format!(
+            "ref adoption pending: {why}. Until {target} is on the primary, a login with it may create the duplicate again; re-run to retry only this step, or move the ref by hand"
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        self.save(|r| r.ref_adoption_pending = Some(why))?;
+        Ok((StepOutcome::RefPending, Some(detail)))
+    }
+}

@@ -1,0 +1,210 @@
+//! AwaitMerge and the resolution of a lost merge answer: looking at the secondary until it
+//! shows merged (by the one rule of `merge/evidence.rs`), is parked, or the watch is over.
+
+use super::*;
+
+impl Saga<'_, '_> {
+    // ---- AwaitMerge -----------------------------------------------------------------------
+
+    pub(super) async fn await_merge(&mut self) -> StepResult {
+        self.watch(false).await
+    }
+
+    /// Looks at the secondary after this tool requested its merge until it shows merged
+    /// (exact evidence only), this visit's look budget is spent (parked: the run comes back
+    /// to it), or this run's `--merge-timeout` for the pair is over. `lost`: the request's
+    /// answer was lost, so plainly-unmerged looks are counted towards `--merge-watch`.
+    pub(super) async fn watch(&mut self, lost: bool) -> StepResult {
+        let w = self.ctx.watch;
+        let mut deadline = w.started(&self.key) + self.ctx.merge_timeout;
+        let initial = self.ctx.min_backoff * 2;
+        let cap = self.ctx.merge_timeout / 2;
+        let budget = if w.revisiting() {
+            Duration::ZERO
+        } else {
+            w.pass_budget(initial, cap)
+        };
+        let budget_end = (Instant::now() + budget).min(deadline);
+        let mut delays = poll_delays(self.ctx.min_backoff);
+        let mut last_error: Option<ApiError> = None;
+        // DevRev never applies a merge within its own answer: a look right after the request
+        // would be a wasted call. Wait until it usually has applied one in this run.
+        if self.merge_sent && !w.revisiting() {
+            let first = w.first_look(initial, cap);
+            if self.nap(first).await {
+                return Ok((StepOutcome::Interrupted, None));
+            }
+        }
+        loop {
+            match self.observe().await {
+                Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
+                Ok(Evidence::Unmerged) => {
+                    last_error = None;
+                    if lost && let Some(done) = self.unmerged_look()? {
+                        return Ok(done);
+                    }
+                }
+                Ok(Evidence::Elsewhere(into)) => {
+                    return Ok((
+                        StepOutcome::MergedElsewhere {
+                            reason: SkipReason::MergedElsewhere {
+                                role: crate::validate::Role::Secondary,
+                                evidence: format!(
+                                    "the secondary's primary_identity names {into}: DevRev merged it into that contact, not into the primary; nothing repaired or adopted"
+                                ),
+                            },
+                        },
+                        None,
+                    ));
+                }
+                Ok(Evidence::Unclear(why)) => {
+                    tracing::warn!(pair = %self.rec().email, "{why}; looking again");
+                    if lost {
+                        self.save(|r| {
+                            if let Some(m) = r.merge.as_mut() {
+                                // The window starts again at the next plain look, and so
+                                // does the time the report gives for a re-run.
+                                m.unmerged_since = None;
+                                m.watch_until = None;
+                            }
+                        })?;
+                    }
+                }
+                Err(e) if is_fatal(&e) => return Err(AppError::Api(e)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the secondary; will look again");
+                    last_error = Some(e);
+                }
+            }
+            let now = Instant::now();
+            if lost {
+                deadline = deadline.max(self.window_end(now));
+            }
+            if now >= deadline {
+                return self.watch_over(lost, last_error);
+            }
+            if now >= budget_end {
+                return Ok((
+                    StepOutcome::Parked,
+                    Some("not applied yet; parked, the run comes back to it".into()),
+                ));
+            }
+            if self
+                .nap(next_delay(&mut delays).min(budget_end - now))
+                .await
+            {
+                return Ok((StepOutcome::Interrupted, None));
+            }
+        }
+    }
+
+    /// When a `--merge-watch` window shorter than `--merge-timeout` (a setting, or tests)
+    /// that has started will be complete: the run waits for it rather than leave the
+    /// outcome unknown. `now` when there is no such window.
+    pub(super) fn window_end(&self, now: Instant) -> Instant {
+        let since = self.rec().merge.as_ref().and_then(|m| m.unmerged_since);
+        match since {
+            Some(since) if self.ctx.merge_watch <= self.ctx.merge_timeout => {
+                let end =
+                    since + chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or_default();
+                now + (end - Utc::now()).to_std().unwrap_or_default()
+            }
+            _ => now,
+        }
+    }
+
+    /// The merge shows: journal it and go on with Reconcile.
+    pub(super) fn seen_merged(&mut self, sign: MergedSign, lost: bool) -> StepResult {
+        let detail = match self.rec().merge.as_ref() {
+            Some(m) if lost => format!("resolved attempt {}: merged ({sign})", m.attempt),
+            _ => sign.to_string(),
+        };
+        if self.merge_sent
+            && let Some(m) = &self.rec().merge
+            && let Ok(d) = (Utc::now() - m.requested_at).to_std()
+        {
+            self.ctx.watch.note_applied(d);
+        }
+        self.complete(Step::AwaitMerge, |r| {
+            r.merged = Some(MergeConfirmation {
+                at: Utc::now(),
+                sign,
+                destination_confirmed: false,
+            });
+        })?;
+        Ok((StepOutcome::Completed, Some(detail)))
+    }
+
+    /// A plainly unmerged look at a pair whose merge answer was lost: starts or continues its
+    /// `--merge-watch` window (journaled, so it spans runs); once the window is whole the
+    /// request counts as not applied and the pre-merge steps run again.
+    pub(super) fn unmerged_look(
+        &mut self,
+    ) -> Result<Option<(StepOutcome, Option<String>)>, AppError> {
+        let now = Utc::now();
+        let window =
+            chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or(chrono::TimeDelta::MAX);
+        let since = self.save(|r| {
+            let m = r.merge.as_mut()?;
+            let since = *m.unmerged_since.get_or_insert(now);
+            m.watch_until = since.checked_add_signed(window);
+            Some(since)
+        })?;
+        let Some(since) = since else { return Ok(None) };
+        if now - since < window {
+            return Ok(None);
+        }
+        let attempt = self.rec().merge.as_ref().map_or(1, |m| m.attempt);
+        let detail = format!(
+            "resolved attempt {attempt}: seen plainly unmerged for the whole {} s watch window; it will be sent again",
+            self.ctx.merge_watch.as_secs_f64()
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        self.save(|r| {
+            if let Some(cur) = r.merge.as_mut() {
+                cur.outcome = Some(MergeOutcome::NotApplied { checked_at: now });
+            }
+        })?;
+        // Re-check the contacts (and the backup's freshness) before asking again.
+        self.validated = false;
+        self.verified = false;
+        Ok(Some((StepOutcome::Completed, Some(detail))))
+    }
+
+    /// This run's wait for the pair is over without an answer either way.
+    pub(super) fn watch_over(&mut self, lost: bool, last_error: Option<ApiError>) -> StepResult {
+        if lost {
+            let after = self
+                .rec()
+                .merge
+                .as_ref()
+                .and_then(|m| m.watch_until)
+                .map_or_else(
+                    || "its watch window is complete".to_string(),
+                    |t| t.to_rfc3339(),
+                );
+            let detail = format!(
+                "outcome unknown: the merge answer was lost and DevRev has not shown it applied; it is never sent again before the secondary was seen unmerged for {} s. Re-run after {after}",
+                self.ctx.merge_watch.as_secs()
+            );
+            tracing::warn!(pair = %self.rec().email, "{detail}");
+            return Ok((StepOutcome::Unconfirmed, Some(detail)));
+        }
+        if let Some(e) = last_error {
+            return Self::api_failure(Step::AwaitMerge, &e);
+        }
+        let detail = format!(
+            "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
+            self.ctx.merge_timeout.as_secs_f64()
+        );
+        tracing::warn!(pair = %self.rec().email, "{detail}");
+        Ok((StepOutcome::Unconfirmed, Some(detail)))
+    }
+
+    /// One look at the secondary after this tool requested its merge, judged by the one
+    /// rule of [`evidence`].
+    pub(super) async fn observe(&self) -> Result<Evidence, ApiError> {
+        let answer = self.ctx.client.rev_users_get(&self.secondary()).await;
+        evidence::of_answer(answer, &self.primary(), true)
+    }
+}
