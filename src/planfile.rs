@@ -115,6 +115,21 @@ pub struct PlanReport<'a> {
     pub estimate: &'a Estimate,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live_check: Option<&'a LiveSummary>,
+    /// Clean pairs the savepoint keeps a merge run from starting (restored, or sharing a
+    /// contact with another record): a run would skip each with this reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_by_savepoint: Vec<HeldPair>,
+}
+
+/// A clean pair the savepoint holds, as the plan file lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldPair {
+    pub email: String,
+    pub primary: String,
+    pub secondary: String,
+    /// Decided "do not merge" by a `--restore` (not a failure).
+    pub do_not_merge: bool,
+    pub reason: String,
 }
 
 /// Writes `report` (see the module documentation for the layout).
@@ -163,6 +178,10 @@ pub fn write(w: &mut dyn Write, r: &PlanReport) -> io::Result<()> {
     value(w, &r.review_counts)?;
     key(w, f, "estimate")?;
     value(w, r.estimate)?;
+    if !r.held_by_savepoint.is_empty() {
+        key(w, f, "held_by_savepoint")?;
+        write_array(w, &r.held_by_savepoint, "  ")?;
+    }
     if let Some(l) = r.live_check {
         key(w, f, "live_check")?;
         let mut inner = serde_json::to_value(l).map_err(io::Error::other)?;

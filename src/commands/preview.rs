@@ -5,11 +5,14 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use crate::config::Config;
+use crate::detect::Plan;
 use crate::detect::{self, DetectOptions};
 use crate::error::AppError;
 use crate::fsutil;
+use crate::merge::journal::{Hold, PairStatus, SkipReason};
+use crate::merge::{savepoint, schedule};
 use crate::output;
-use crate::planfile::{self, PlanReport};
+use crate::planfile::{self, HeldPair, PlanReport};
 use crate::preview::{TERMINAL_ROWS, check_live, estimate, print_human};
 use crate::review;
 
@@ -36,6 +39,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         None
     };
     let est = estimate(&plan, cfg, live_summary.as_ref());
+    let held = held_by_savepoint(cfg, &plan);
 
     let report = PlanReport {
         kind: "devrev-merge plan",
@@ -46,6 +50,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         review_counts: plan.review_counts(),
         estimate: &est,
         live_check: live_summary.as_ref(),
+        held_by_savepoint: held,
     };
     let path = fsutil::unique_path(&cfg.report_dir, "plan", "json");
     fsutil::write_private_atomic_with(&path, false, |w| planfile::write(w, &report)).map_err(
@@ -72,7 +77,8 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
         output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
-        let mut text = format!(
+        let mut text = held_text(&report.held_by_savepoint, &cfg.savepoint);
+        text += &format!(
             "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
             review_path.display()
         );
@@ -82,6 +88,8 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         output::data(|w| w.write_all(text.as_bytes()))?;
     }
     if cfg.json {
+        cfg.printer
+            .note(&held_text(&report.held_by_savepoint, &cfg.savepoint));
         cfg.printer
             .note(&format!("Plan written to {}\n", path.display()));
         if let Some((file, d)) = &decided {
@@ -103,4 +111,80 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     // a noticeable fraction of the run and gives nothing back.
     std::mem::forget(plan);
     outcome
+}
+
+/// The clean pairs a merge run would not start because of the savepoint (`--savepoint`), by
+/// the very rule the run uses (`merge::schedule`): restored pairs and recreated contacts are
+/// decided "do not merge"; a contact merged away or in flight elsewhere is held. Read only,
+/// without the lock: a preview never blocks a run. A savepoint that cannot be read is a
+/// warning here (the merge run refuses it with the details).
+fn held_by_savepoint(cfg: &Config, plan: &Plan) -> Vec<HeldPair> {
+    let journal = match savepoint::load(&cfg.savepoint) {
+        Ok(Some(j)) => j,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            tracing::warn!(
+                "the savepoint cannot be read, so the plan does not show what it holds: {e}"
+            );
+            return Vec::new();
+        }
+    };
+    let s = schedule::schedule(&plan.pairs, &journal);
+    let mut out: Vec<HeldPair> = s
+        .held
+        .iter()
+        .map(|h| HeldPair {
+            email: h.pair.email.clone(),
+            primary: h.pair.primary.rev_user_id.clone(),
+            secondary: h.pair.secondary.rev_user_id.clone(),
+            do_not_merge: matches!(
+                h.reason,
+                SkipReason::HeldByLedger {
+                    hold: Hold::Restored | Hold::Recreated,
+                    ..
+                }
+            ),
+            reason: h.reason.to_string(),
+        })
+        .collect();
+    for e in s.earlier.iter().filter(|e| e.in_csv) {
+        if let Some(r) = journal.pairs.get(&e.key)
+            && r.status == PairStatus::Restored
+        {
+            out.push(HeldPair {
+                email: r.email.clone(),
+                primary: r.primary.clone(),
+                secondary: r.secondary.clone(),
+                do_not_merge: true,
+                reason: "merged earlier and undone by --restore".into(),
+            });
+        }
+    }
+    out
+}
+
+fn held_text(held: &[HeldPair], savepoint: &Path) -> String {
+    if held.is_empty() {
+        return String::new();
+    }
+    let mut t = format!(
+        "Held by {} ({} clean pair(s) a merge run will not start):\n",
+        savepoint.display(),
+        held.len()
+    );
+    for h in held.iter().take(TERMINAL_ROWS) {
+        t += &format!(
+            "  {}: {}{}\n",
+            h.email,
+            if h.do_not_merge { "do not merge: " } else { "" },
+            h.reason
+        );
+    }
+    if held.len() > TERMINAL_ROWS {
+        t += &format!(
+            "  ... and {} more in the plan file\n",
+            held.len() - TERMINAL_ROWS
+        );
+    }
+    t
 }

@@ -184,6 +184,15 @@ impl RestoreRecord {
         self.new_id.is_none() && self.creates.last().is_some_and(|c| c.outcome.is_none())
     }
 
+    /// An attempt before the last one had a lost answer (its lookup found nothing then): a
+    /// contact it created may show up only now. Definite refusals never count.
+    pub fn earlier_create_in_doubt(&self) -> bool {
+        let n = self.creates.len().saturating_sub(1);
+        self.creates[..n]
+            .iter()
+            .any(|c| matches!(c.outcome, None | Some(CreateOutcome::NotFound)))
+    }
+
     /// Marks `step` completed (never goes back).
     pub fn complete(&mut self, step: RestoreStep) {
         if self.last_step.is_none_or(|s| s < step) {

@@ -7,10 +7,13 @@
 //! → check the token's organization against the inputs' → lock the restore savepoint
 //! (`journal.rs`) → confirm → one saga per pair (`saga.rs`) → report (`report.rs`).
 //! This feature uses `backup` (read and verify folders), `devrev`, `fsutil` and `output`;
-//! it shares nothing with the merge run but the file formats it reads.
+//! with the merge run it shares the file formats it reads and the merge savepoint, which it
+//! locks for its whole run and marks every restored pair in (`merge_record.rs`), so that no
+//! later merge run merges those contacts again.
 
 pub mod input;
 pub mod journal;
+pub mod merge_record;
 pub mod report;
 pub mod saga;
 
@@ -28,6 +31,7 @@ use crate::error::AppError;
 use crate::output;
 use input::{Inputs, Item};
 use journal::{Journal, RestoreRecord, RestoreStatus};
+use merge_record::MergeRecords;
 use report::{Entry, EntryStatus, RestoreReport, Summary};
 use saga::{PairEnd, StopReason};
 
@@ -58,6 +62,9 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
     let client = DevRevClient::new(cfg.client_config()?)?;
     let info = client.auth_tokens_info().await?;
     check_org(&info.organization, &inp)?;
+    // The merge savepoint first: no merge run may start (or be running) while pairs are
+    // given back, and each restored pair is marked there.
+    let mut records = MergeRecords::open(&cfg.savepoint)?;
     let mut j = Journal::open(&journal_path(cfg))?;
     let todo = inp
         .items
@@ -65,12 +72,13 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
         .filter(|i| {
             j.get(&i.key())
                 .is_none_or(|r| r.status != RestoreStatus::Restored)
+                && records.refusal(i).is_none()
         })
         .count();
     if todo > 0 {
         confirm(cfg, &info.organization, todo, &inp, &j)?;
     }
-    let (ends, fatal) = execute(&client, &mut j, &inp.items).await;
+    let (ends, fatal) = execute(&client, &mut j, &mut records, &inp.items).await;
 
     let mut pairs: Vec<Entry> = inp
         .items
@@ -104,6 +112,14 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
         summary,
     };
     let path = report::write(&cfg.report_dir, &r)?;
+    let marked: Vec<&Item> = inp
+        .items
+        .iter()
+        .zip(&ends)
+        .filter(|(_, e)| matches!(e, PairEnd::Restored | PairEnd::Earlier))
+        .map(|(i, _)| i)
+        .collect();
+    records.note_report(&marked, &path)?;
     cfg.printer.note(&report::summary_text(&r, &path));
     if let Some(e) = fatal {
         return Err(e);
@@ -132,6 +148,7 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
 async fn execute(
     client: &DevRevClient,
     j: &mut Journal,
+    records: &mut MergeRecords,
     items: &[Item],
 ) -> (Vec<PairEnd>, Option<AppError>) {
     let (tx, presses) = tokio::sync::watch::channel(0u8);
@@ -159,6 +176,13 @@ async fn execute(
             break;
         }
         span.pb_set_message(item.email());
+        if let Some(why) = records.refusal(item) {
+            let end = PairEnd::Skipped(why);
+            log_end(item, &end);
+            ends.push(end);
+            span.pb_inc(1);
+            continue;
+        }
         let mut second = presses.clone();
         let end = tokio::select! {
             r = saga::restore_pair(client, j, item) => r,
@@ -168,6 +192,17 @@ async fn execute(
                     std::future::pending::<()>().await;
                 }
             } => Err(interrupted()),
+        };
+        // The merge savepoint learns of the restore as soon as it is done (and an earlier
+        // run's restore that a crash kept from being marked is marked now).
+        let end = match end {
+            Ok(e @ (PairEnd::Restored | PairEnd::Earlier)) => {
+                match j.get(&item.key()).and_then(|r| r.new_id.clone()) {
+                    Some(new) => records.mark_restored(item, &new, j.path()).map(|()| e),
+                    None => Ok(e),
+                }
+            }
+            other => other,
         };
         match end {
             Ok(end) => {
@@ -205,6 +240,18 @@ fn log_end(item: &Item, end: &PairEnd) {
 fn entry(j: &Journal, item: &Item, end: Option<&PairEnd>) -> Entry {
     match (j.get(&item.key()), end) {
         (Some(r), Some(end)) => Entry::from_record(r, *end == PairEnd::Earlier),
+        // Refused before its saga started (its merge is not finished): nothing was written.
+        (None, Some(PairEnd::Skipped(why))) => {
+            let mut rec = RestoreRecord::new(
+                item.email(),
+                &item.meta.primary_id,
+                &item.meta.secondary_id,
+                &item.dir,
+            );
+            rec.status = RestoreStatus::Skipped;
+            rec.reason = Some(why.clone());
+            Entry::from_record(&rec, false)
+        }
         (rec, _) => {
             let fresh = RestoreRecord::new(
                 item.email(),

@@ -19,6 +19,7 @@ use super::journal::{
 use crate::devrev::types::{RevUser, UserSummary};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
+use crate::merge::evidence::{self, Evidence};
 
 /// Create attempts per pair, over all runs: each refused optional field costs one.
 const MAX_CREATES: usize = 8;
@@ -194,15 +195,6 @@ fn record(j: &Journal, key: &str) -> RestoreRecord {
     j.get(key).cloned().expect("inserted before the steps run")
 }
 
-/// True when DevRev shows `s` merged into `primary` (or merged away in some other way).
-fn merged_sign(s: &RevUser, primary: &str) -> bool {
-    !s.is_active()
-        || s.primary_identity.as_ref().is_some_and(|p| p.id == primary)
-        || s.external_ref
-            .as_deref()
-            .is_some_and(|r| r.contains("-drop-"))
-}
-
 /// The live state must be the merged one: the primary active, the secondary gone or merged,
 /// and nobody but the primary holding the secondary's email or ref. Read-only.
 pub async fn check_live(client: &DevRevClient, item: &Item) -> Result<RevUser, StopReason> {
@@ -249,13 +241,29 @@ async fn check(client: &DevRevClient, item: &Item) -> Result<RevUser, Stop> {
         }
         Err(e) => return Err(api("reading the primary")(e)),
     };
-    match client.rev_users_get(&m.secondary_id).await {
-        Err(e) if e.is_devrev_not_found() => {}
-        Ok(s) if merged_sign(&s, &m.primary_id) => {}
-        Ok(_) => {
+    // The merge run's one rule (`merge/evidence.rs`): a 404 `not_found`, a 301 to the
+    // primary, a non-active state, a `-drop-` ref or `primary_identity` naming the primary.
+    let answer = client.rev_users_get(&m.secondary_id).await;
+    match evidence::of_answer(answer, &m.primary_id, true) {
+        Ok(Evidence::Merged(_)) => {}
+        Ok(Evidence::Unmerged) => {
             return Err(Stop::Skip(format!(
                 "this pair was never merged: the secondary {} is still an active contact, so \
                  there is nothing to undo; nothing was changed",
+                m.secondary_id
+            )));
+        }
+        Ok(Evidence::Elsewhere(other)) => {
+            return Err(Stop::Skip(format!(
+                "the secondary {} was merged into another contact ({other}), not into the \
+                 primary: this backup cannot undo that merge; nothing was changed",
+                m.secondary_id
+            )));
+        }
+        Ok(Evidence::Unclear(why)) => {
+            return Err(Stop::Fail(format!(
+                "cannot tell whether the secondary {} is merged ({why}); nothing was changed: \
+                 re-run later",
                 m.secondary_id
             )));
         }
@@ -441,17 +449,35 @@ async fn create(
             note_once(j, key, &format!("{field}: DevRev refused it ({err})"))?;
             continue;
         }
-        if err.is_conflict() && attempt > 1 {
-            // An earlier attempt's answer was lost; the check before the first write showed
-            // no other holder, so a holder with the secondary's email now is ours.
+        if err.is_conflict() && record(j, key).earlier_create_in_doubt() {
+            // An earlier attempt's answer was lost (its lookup found nothing then); the check
+            // before the first write showed no other holder, so a holder now is ours. After
+            // definite refusals only, a holder is someone else: a Plug login that took the
+            // freed ref meanwhile is never claimed.
             if let Some(u) = lookup_created(client, item).await? {
                 return record_created(j, key, &u, true);
             }
         }
         if err.is_conflict() {
+            let holder = holders(client, item)
+                .await
+                .ok()
+                .and_then(|hs| {
+                    hs.into_iter()
+                        .find(|u| u.id != item.meta.primary_id && u.id != item.meta.secondary_id)
+                })
+                .map(|u| {
+                    format!(
+                        " ({}{})",
+                        u.display_id.as_deref().unwrap_or(&u.id),
+                        if u.is_active() { "" } else { ", not active" }
+                    )
+                })
+                .unwrap_or_default();
             return Err(Stop::Fail(format!(
-                "the secondary's external_ref {:?} is still held by another contact (DevRev \
-                 answered 409); re-run later, once DevRev has released it",
+                "the secondary's external_ref {:?} is held by another contact{holder} (DevRev \
+                 answered 409); this restore did not create that contact and does not take it \
+                 for its own: move the ref off it (or merge it) in DevRev, then re-run",
                 item.meta.secondary.external_ref
             )));
         }

@@ -545,3 +545,105 @@ fn restoring_a_report_undoes_that_run_only_unless_all_in_report() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert_eq!(creates(&w), 4, "the canary's pair too: {err}");
 }
+
+/// Issue 16 point 3: a restore stays restored. The restore marks each pair `restored` in the
+/// merge savepoint (with the recreated contact and the report); a re-run of the merge on the
+/// same CSV sends nothing, and a fresh export, where the recreated contact forms a clean pair
+/// with the primary again, is held as "do not merge" (exit 0).
+#[test]
+fn a_restored_pair_is_not_merged_again_by_a_later_run() {
+    let w = World::new(
+        spec(2, 0, 71),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    merge(&w);
+    let out = run(&w, &restore_args(&w));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let merges = w.fake.count("/rev-users.merge");
+    assert_eq!(merges, 2);
+
+    // The merge savepoint knows.
+    let sp = crate::common::read_savepoint(&w.path("savepoint.json")).unwrap();
+    let recs: Vec<&Value> = sp["pairs"].as_object().unwrap().values().collect();
+    assert_eq!(recs.len(), 2);
+    for r in &recs {
+        assert_eq!(r["status"], "restored", "{r}");
+        assert!(r["restored"]["new_contact"].is_string(), "{r}");
+        assert!(r["restored"]["report"].is_string(), "{r}");
+    }
+    let new_ids: BTreeSet<String> = recs
+        .iter()
+        .map(|r| r["restored"]["new_contact"].as_str().unwrap().to_string())
+        .collect();
+
+    // The same CSV again: nothing is sent, both pairs are reported restored.
+    let a = w.run(&[]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(0), "{err}");
+    assert_eq!(w.fake.count("/rev-users.merge"), merges, "{err}");
+    let r = w.last_report();
+    assert_eq!(r["summary"]["restored"], 2, "{}", r["summary"]);
+
+    // A fresh export: the recreated contacts pair with the primaries again.
+    std::fs::write(w.path("contacts.csv"), w.fake.contacts_csv()).unwrap();
+    let a = w.run(&[]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(0), "{err}");
+    assert_eq!(w.fake.count("/rev-users.merge"), merges, "{err}");
+    let r = w.last_report();
+    let held: Vec<&Value> = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["skip_reason"]["kind"] == "held_by_ledger")
+        .collect();
+    assert_eq!(held.len(), 2, "{}", r["pairs"]);
+    for e in held {
+        assert!(new_ids.contains(e["secondary"].as_str().unwrap()), "{e}");
+        assert_eq!(e["skip_reason"]["hold"], "recreated", "{e}");
+    }
+    // The preview says the same, offline.
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--preview"])
+        .assert();
+    let out = String::from_utf8_lossy(&a.get_output().stdout).to_string()
+        + &String::from_utf8_lossy(&a.get_output().stderr);
+    assert!(out.contains("do not merge"), "{out}");
+}
+
+/// Issue 16 point 3: a pair whose merge record is not final (Reconcile still to run) is refused
+/// by the restore before any write, with what to do; the merge run then finishes it.
+#[test]
+fn a_restore_of_an_unfinished_merge_is_refused() {
+    let w = World::new(
+        spec(1, 0, 72),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    merge(&w);
+    let report = report_arg(&w);
+    // As a run that stopped after AwaitMerge leaves it.
+    let path = w.path("savepoint.json");
+    let mut sp = crate::common::read_savepoint(&path).unwrap();
+    for rec in sp["pairs"].as_object_mut().unwrap().values_mut() {
+        rec["status"] = json!("in_progress");
+        rec["last_step"] = json!("await_merge");
+    }
+    sp["version"] = 1.into();
+    sp["updated_at"] = sp["created_at"].clone();
+    std::fs::write(&path, serde_json::to_vec(&sp).unwrap()).unwrap();
+    let before = writes(&w.fake.requests()).len();
+    let out = run(&w, &["--restore".into(), report, "--yes".into()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        writes(&w.fake.requests()).len(),
+        before,
+        "nothing written: {err}"
+    );
+    let r = last_restore_report(&w);
+    assert_eq!(r["pairs"][0]["status"], "skipped", "{r}");
+    let why = r["pairs"][0]["reason"].to_string();
+    assert!(why.contains("run the merge again"), "{why}");
+}

@@ -1,0 +1,125 @@
+//! The restore's mark in the merge savepoint, so that an undo stays undone.
+//!
+//! The restore keeps its own journal (`restore-savepoint.json`) for its steps, but the merge run
+//! decides from `savepoint.json` alone. So the restore holds the merge savepoint's lock for its
+//! whole run (no merge run can start meanwhile, nor a restore start during a merge), and for
+//! every pair it restores writes the merge record's status `restored` with the recreated
+//! contact's id, the restore journal and, at the end, the restore report. The merge run's ledger
+//! (`merge/ledger.rs`) then holds both the pair and the recreated contact as decided "do not
+//! merge". A pair whose merge record is not finished (Reconcile still to run, an outcome still
+//! unknown) is refused before any write: restoring it would leave the merge run work that puts
+//! the primary back on the tickets the restore gives back.
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+
+use super::input::Item;
+use crate::error::AppError;
+use crate::merge::journal::{PairRecord, PairStatus, Restored, pair_key};
+use crate::merge::savepoint::Savepoint;
+use crate::options::Keep;
+
+/// The merge savepoint, locked for the restore's run.
+pub struct MergeRecords {
+    sp: Savepoint,
+}
+
+impl MergeRecords {
+    /// Locks `savepoint.json` (waiting for no one: a merge run holding it is an error that
+    /// says so).
+    pub fn open(path: &Path) -> Result<Self, AppError> {
+        Ok(Self {
+            sp: Savepoint::open(path)?,
+        })
+    }
+
+    /// Why this pair must not be restored now, if it must not: its merge is not finished.
+    /// A pending ref adoption is no reason: the restore gives the ref back to the recreated
+    /// contact, and its `restored` status ends the record, adoption included.
+    pub fn refusal(&self, item: &Item) -> Option<String> {
+        let rec = self.sp.get(&key(item))?;
+        let unfinished = !rec.status.is_final() && rec.status != PairStatus::RefAdoptionPending;
+        if !unfinished || !rec.merge_in_flight() {
+            return None;
+        }
+        Some(format!(
+            "its merge is not finished in {} (status {}{}): run the merge again to finish it \
+             (the same `devrev-merge --csv ...` command), then restore. Restoring now would \
+             leave the merge run work that undoes the restore",
+            self.sp.path().display(),
+            serde_json::to_value(rec.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            rec.last_step
+                .map(|s| format!(", last step {s}"))
+                .unwrap_or_default(),
+        ))
+    }
+
+    /// Records the pair as restored (with the recreated contact), creating its record when the
+    /// merge savepoint has none (a backup from elsewhere, a savepoint started afresh).
+    pub fn mark_restored(
+        &mut self,
+        item: &Item,
+        new_contact: &str,
+        restore_journal: &Path,
+    ) -> Result<(), AppError> {
+        let key = key(item);
+        let restored = Restored {
+            at: Utc::now(),
+            new_contact: new_contact.to_string(),
+            restore_journal: restore_journal.to_path_buf(),
+            report: None,
+        };
+        if self.sp.get(&key).is_none() {
+            let mut rec = PairRecord::new(
+                item.email(),
+                &item.meta.primary_id,
+                &item.meta.secondary_id,
+                Keep::Revu,
+            );
+            rec.status = PairStatus::Restored;
+            rec.restored = Some(restored);
+            rec.finished_at = Some(Utc::now());
+            self.sp.put(&key, rec)?;
+            return Ok(());
+        }
+        if self.sp.get(&key).is_some_and(|r| {
+            r.status == PairStatus::Restored
+                && r.restored
+                    .as_ref()
+                    .is_some_and(|x| x.new_contact == new_contact)
+        }) {
+            return Ok(());
+        }
+        self.sp.update(&key, |r| {
+            r.status = PairStatus::Restored;
+            r.restored = Some(restored);
+            r.error = None;
+            r.skip = None;
+        })?;
+        Ok(())
+    }
+
+    /// Adds the restore report to the records this run marked.
+    pub fn note_report(&mut self, items: &[&Item], report: &Path) -> Result<(), AppError> {
+        for item in items {
+            let key = key(item);
+            if self.sp.get(&key).is_some_and(|r| r.restored.is_some()) {
+                let report: PathBuf = report.to_path_buf();
+                self.sp.update(&key, |r| {
+                    if let Some(x) = r.restored.as_mut() {
+                        x.report = Some(report);
+                    }
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn key(item: &Item) -> String {
+    pair_key(&item.meta.primary_id, &item.meta.secondary_id)
+}
