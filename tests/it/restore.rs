@@ -647,3 +647,87 @@ fn a_restore_of_an_unfinished_merge_is_refused() {
     let why = r["pairs"][0]["reason"].to_string();
     assert!(why.contains("run the merge again"), "{why}");
 }
+
+/// Issue 16 point 6: a merged secondary that answers `301` to its primary is read by the merge
+/// run's evidence rule: the restore goes ahead (it failed every time before).
+#[test]
+fn a_secondary_answering_301_to_the_primary_is_restored() {
+    let w = World::new(
+        spec(1, 0, 73),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    merge(&w);
+    let (p, _) = w.pairs()[0].clone();
+    // The restore's check reads the primary, then the secondary.
+    w.fake.fault_next(
+        Some("/rev-users.get"),
+        2,
+        devrev_fake::fake::Fault::Moved {
+            location: format!("{}rev-users.get?id={p}", w.fake.base_url()),
+        },
+    );
+    let out = run(&w, &restore_args(&w));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(w.fake.count("/rev-users.create"), 1, "{err}");
+    assert_eq!(last_restore_report(&w)["summary"]["restored"], 1);
+}
+
+/// Issue 16 point 7: the first create is turned away (429), and before the re-run a Plug
+/// login creates a contact with the freed `user_` ref and the email. The re-run's create gets a
+/// 409: that contact is not ours (no create answer was ever lost), so it is not claimed and
+/// given the tickets; the pair fails naming it.
+#[test]
+fn a_restore_never_claims_a_contact_it_did_not_create() {
+    let w = World::new(
+        spec(1, 0, 74),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    merge(&w);
+    let (_, s) = w.pairs()[0].clone();
+    // DevRev turns the create away (429, no retries left): certainly not created.
+    w.fake.fault_next(
+        Some("/rev-users.create"),
+        1,
+        devrev_fake::fake::Fault::Spurious429 { retry_after_s: 0 },
+    );
+    let args = restore_args(&w);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = w
+        .std_cmd(&a)
+        .env("DEVREV_MAX_RETRIES", "0")
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A Plug login meanwhile: a new contact with the old secondary's ref and email.
+    let impostor = "don:identity:dvrv-us-1:devo/0:revu/PlugLogin1".to_string();
+    w.fake.with_state(|st| {
+        let mut u = st.deleted_rev_users[&s].json.clone();
+        let org = st.org.clone();
+        let id = impostor.replace(
+            "devo/0",
+            &format!("devo/{}", org.rsplit('/').next().unwrap()),
+        );
+        u["id"] = json!(id);
+        u["display_id"] = json!("REVU-PlugLogin1");
+        st.rev_users
+            .insert(id, devrev_fake::fake::RevUserRec { json: u });
+    });
+    let before = w.fake.count("/works.update") + w.fake.count("/conversations.update");
+    let out = run(&w, &restore_args(&w));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(
+        w.fake.count("/works.update") + w.fake.count("/conversations.update"),
+        before,
+        "no ticket given to a contact the restore did not create: {err}"
+    );
+    let r = last_restore_report(&w);
+    let why = r["pairs"][0].to_string();
+    assert!(why.contains("REVU-PlugLogin1"), "names the holder: {why}");
+}
