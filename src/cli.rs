@@ -203,6 +203,12 @@ pub struct Cli {
     #[arg(help_heading = H_MERGE, long, value_name = "SECS", default_value = "600")]
     pub merge_watch: String,
 
+    /// Send again the merges DevRev accepted but never applied: pairs whose secondary was
+    /// seen plainly unmerged for a whole --merge-watch window after the accepted request
+    /// (reported "accepted, never applied"). Without it they are only reported.
+    #[arg(help_heading = H_MERGE, long)]
+    pub resend_unapplied: bool,
+
     /// Which tickets' timelines and attachments to back up.
     #[arg(help_heading = H_BACKUP, long, value_enum, default_value_t = BackupScope::Secondary)]
     pub backup_scope: BackupScope,

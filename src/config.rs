@@ -100,6 +100,8 @@ pub struct Config {
     pub accept_proposed: bool,
     /// `--all-in-report`: a restore from a merge report undoes earlier runs' pairs too.
     pub all_in_report: bool,
+    /// `--resend-unapplied`: merges accepted but never applied are sent again.
+    pub resend_unapplied: bool,
     pub backup_scope: BackupScope,
     pub backup_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -347,6 +349,7 @@ impl Config {
             decisions: cli.decisions.clone(),
             accept_proposed: cli.accept_proposed,
             all_in_report: cli.all_in_report,
+            resend_unapplied: cli.resend_unapplied,
             email_domain: cli
                 .email_domain
                 .as_ref()

@@ -316,6 +316,13 @@ mod tests {
                 review_counts: plan.review_counts(),
                 estimate: &est,
                 live_check: live,
+                held_by_savepoint: vec![HeldPair {
+                    email: "a@example.com".into(),
+                    primary: "P".into(),
+                    secondary: "S2".into(),
+                    do_not_merge: true,
+                    reason: "merged earlier and undone by --restore".into(),
+                }],
             };
             let mut out = Vec::new();
             write(&mut out, &report).unwrap();

@@ -72,6 +72,16 @@ pub enum PairStatus {
     MergedElsewhere,
 }
 
+/// A merge DevRev accepted (`200`) and then never applied: the secondary was seen plainly
+/// unmerged from the first look after the request for a whole `--merge-watch` window.
+pub fn accepted_never_applied(rec: &PairRecord, now: DateTime<Utc>) -> bool {
+    rec.merged.is_none()
+        && rec.merge.as_ref().is_some_and(|m| {
+            matches!(m.outcome, Some(MergeOutcome::Accepted { .. }))
+                && m.watch_until.is_some_and(|t| t <= now)
+        })
+}
+
 impl PairStatus {
     pub fn is_final(self) -> bool {
         matches!(

@@ -161,6 +161,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         merge_watch: cfg.merge_watch,
         watch: &watch,
         min_backoff: cfg.min_backoff,
+        resend_unapplied: cfg.resend_unapplied,
         stop: &stop,
     };
     let mut done = execute::execute(&ctx, &mut sp, &sched.work, cfg.max_merges, cfg.keep).await;

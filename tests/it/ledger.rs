@@ -191,3 +191,44 @@ fn merged_into_a_third_contact(after: SecondaryAfter) {
         writes
     );
 }
+
+/// Point 11: DevRev accepts a merge (200) and never applies it. Once the secondary was seen
+/// plainly unmerged for a whole watch window, the run says so plainly ("accepted, never
+/// applied", what to do) and sends nothing again; `--resend-unapplied` sends it again (after
+/// Validate and the backup check), and that one is applied.
+#[test]
+fn an_accepted_merge_never_applied_is_settled_by_the_user() {
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Gone);
+    b.delay = std::time::Duration::from_secs(3600);
+    let w = World::new(spec(1, 0, 75), b);
+    let run = |extra: &[&str]| {
+        w.cmd()
+            .env("DEVREV_MERGE_TEST_WATCH_MS", "300")
+            .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "1"])
+            .args(extra)
+            .assert()
+    };
+    let a = run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(1));
+    // A second run: the window is long over, the pair is reported for the user to decide.
+    let a = run(&[]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
+    assert_eq!(
+        w.fake.count("/rev-users.merge"),
+        1,
+        "never re-sent on its own"
+    );
+    let r = w.last_report();
+    let steps = r["pairs"][0]["steps"].to_string();
+    assert!(steps.contains("accepted, never applied"), "{steps}");
+    assert!(steps.contains("--resend-unapplied"), "{steps}");
+    // The user decides to send it again; DevRev applies this one at once.
+    w.fake
+        .set_options(|o| o.merge.delay = std::time::Duration::ZERO);
+    let a = run(&["--resend-unapplied"]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(0), "{err}");
+    assert_eq!(w.fake.count("/rev-users.merge"), 2);
+    assert_eq!(w.last_report()["pairs"][0]["status"], "merged");
+}

@@ -154,6 +154,9 @@ pub struct SagaCtx<'a> {
     pub watch: &'a WatchState,
     /// First delay of every poll/backoff loop (`DEVREV_MERGE_MIN_BACKOFF_MS`).
     pub min_backoff: Duration,
+    /// `--resend-unapplied`: an accepted merge never applied over a whole watch window is
+    /// sent again (after Validate and the backup check run again).
+    pub resend_unapplied: bool,
     pub stop: &'a StopSignal,
 }
 

@@ -2,11 +2,28 @@
 //! shows merged (by the one rule of `merge/evidence.rs`), is parked, or the watch is over.
 
 use super::*;
+use crate::merge::journal::accepted_never_applied;
 
 impl Saga<'_, '_> {
     // ---- AwaitMerge -----------------------------------------------------------------------
 
     pub(super) async fn await_merge(&mut self) -> StepResult {
+        if self.ctx.resend_unapplied && accepted_never_applied(self.rec(), Utc::now()) {
+            let attempt = self.rec().merge.as_ref().map_or(1, |m| m.attempt);
+            let now = Utc::now();
+            self.save(|r| {
+                if let Some(m) = r.merge.as_mut() {
+                    m.outcome = Some(MergeOutcome::NotApplied { checked_at: now });
+                }
+            })?;
+            self.validated = false;
+            self.verified = false;
+            let detail = format!(
+                "attempt {attempt} was accepted but never applied; --resend-unapplied: it is sent again after Validate and the backup check"
+            );
+            tracing::warn!(pair = %self.rec().email, "{detail}");
+            return Ok((StepOutcome::Completed, Some(detail)));
+        }
         self.watch(false).await
     }
 
@@ -40,8 +57,12 @@ impl Saga<'_, '_> {
                 Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
                 Ok(Evidence::Unmerged) => {
                     last_error = None;
-                    if lost && let Some(done) = self.unmerged_look()? {
-                        return Ok(done);
+                    if lost {
+                        if let Some(done) = self.unmerged_look()? {
+                            return Ok(done);
+                        }
+                    } else {
+                        self.note_unmerged()?;
                     }
                 }
                 Ok(Evidence::Elsewhere(into)) => {
@@ -59,7 +80,7 @@ impl Saga<'_, '_> {
                 }
                 Ok(Evidence::Unclear(why)) => {
                     tracing::warn!(pair = %self.rec().email, "{why}; looking again");
-                    if lost {
+                    {
                         self.save(|r| {
                             if let Some(m) = r.merge.as_mut() {
                                 // The window starts again at the next plain look, and so
@@ -171,6 +192,29 @@ impl Saga<'_, '_> {
         Ok(Some((StepOutcome::Completed, Some(detail))))
     }
 
+    /// A plainly unmerged look after an accepted request: the window that, once whole, makes
+    /// it "accepted, never applied" (journaled, so it spans runs).
+    fn note_unmerged(&mut self) -> Result<(), AppError> {
+        // Only the first look of a window is written: later ones change nothing on disk.
+        if self
+            .rec()
+            .merge
+            .as_ref()
+            .is_none_or(|m| m.unmerged_since.is_some())
+        {
+            return Ok(());
+        }
+        let now = Utc::now();
+        let window =
+            chrono::Duration::from_std(self.ctx.merge_watch).unwrap_or(chrono::TimeDelta::MAX);
+        self.save(|r| {
+            if let Some(m) = r.merge.as_mut() {
+                m.unmerged_since = Some(now);
+                m.watch_until = now.checked_add_signed(window);
+            }
+        })
+    }
+
     /// This run's wait for the pair is over without an answer either way.
     pub(super) fn watch_over(&mut self, lost: bool, last_error: Option<ApiError>) -> StepResult {
         if lost {
@@ -192,6 +236,20 @@ impl Saga<'_, '_> {
         }
         if let Some(e) = last_error {
             return Self::api_failure(Step::AwaitMerge, &e);
+        }
+        if accepted_never_applied(self.rec(), Utc::now()) {
+            let at = self
+                .rec()
+                .merge
+                .as_ref()
+                .and_then(|m| m.unmerged_since)
+                .map_or_else(String::new, |t| t.to_rfc3339());
+            let detail = format!(
+                "accepted, never applied: DevRev accepted the merge, but the secondary has been seen plainly unmerged since {at}, for more than the whole {} s watch window. It is not sent again on its own: check the pair in DevRev, then re-run with --resend-unapplied to send it again (or leave it)",
+                self.ctx.merge_watch.as_secs()
+            );
+            tracing::warn!(pair = %self.rec().email, "{detail}");
+            return Ok((StepOutcome::Unconfirmed, Some(detail)));
         }
         let detail = format!(
             "DevRev accepted the merge but had not applied it after {} s; re-run to keep waiting (it is never requested again)",
