@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::detect::{self, DetectOptions};
 use crate::error::AppError;
 use crate::fsutil;
+use crate::html;
 use crate::output;
 use crate::planfile::{self, PlanReport};
 use crate::preview::{TERMINAL_ROWS, check_live, estimate, print_human};
@@ -63,6 +64,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         )),
         None => None,
     };
+    // The page for people, next to the plan: a failure is warned about, the plan stands.
+    let html_path = html::written_or_warn(
+        &path,
+        html::write_plan(&path, &report, decided.as_ref().map(|(_, d)| d)),
+    );
     if cfg.json {
         // The very bytes of the plan file: what is printed is what was saved.
         let mut saved = std::fs::File::open(&path).map_err(|e| {
@@ -72,10 +78,14 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
         output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
-        let mut text = format!(
+        let mut text = String::new();
+        if let Some(p) = &html_path {
+            text.push_str(&format!("HTML report (open in a browser): {}\n", p.display()));
+        }
+        text.push_str(&format!(
             "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
             review_path.display()
-        );
+        ));
         if let Some((file, d)) = &decided {
             text = review::decided_text(&plan, d, file) + &text;
         }
@@ -84,6 +94,10 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     if cfg.json {
         cfg.printer
             .note(&format!("Plan written to {}\n", path.display()));
+        if let Some(p) = &html_path {
+            cfg.printer
+                .note(&format!("HTML report: {}\n", p.display()));
+        }
         if let Some((file, d)) = &decided {
             cfg.printer.note(&review::decided_text(&plan, d, file));
         }
