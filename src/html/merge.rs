@@ -40,6 +40,30 @@ pub(super) fn reason(r: &Value) -> Value {
     first(r, &["reason", "detail"])
 }
 
+/// The summary's counts in reading order (any other count follows).
+const SUMMARY_ORDER: &[&str] = &[
+    "pairs",
+    "merged",
+    "merged_this_run",
+    "already_merged",
+    "skipped",
+    "failed",
+    "unconfirmed",
+    "outcome_unknown",
+    "ref_adoptions_pending",
+    "interrupted",
+    "not_started",
+    "left_csv",
+    "restored",
+    "held_as_restored",
+    "needs_review_groups",
+    "tickets_backed_up",
+    "tickets_repaired",
+    "conversations_repaired",
+    "display_names_restored",
+    "external_refs_adopted",
+];
+
 fn pairs_table() -> Table {
     Table {
         id: "pairs",
@@ -140,7 +164,7 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     ];
     let mut page = Page::start(w, "merge-report", &title, &facts)?;
     let summary = at(&top, "summary");
-    page.cards("Summary", &number_cards(summary))?;
+    page.cards("Summary", &number_cards(summary, SUMMARY_ORDER))?;
     let api = at(&top, "api");
     page.para(
         "note",

@@ -224,13 +224,16 @@ fn tone_of(key: &str, n: f64) -> page::Tone {
     }
 }
 
-/// A card per number of the object `summary` (in its order), nested objects left to the
-/// details section.
-fn number_cards(summary: &Value) -> Vec<page::Card> {
+/// A card per number of the object `summary`: those named in `order` first, in that order,
+/// then any other (a count added later) by name. Nested objects are left to the details.
+fn number_cards(summary: &Value, order: &[&str]) -> Vec<page::Card> {
     let Some(m) = summary.as_object() else {
         return Vec::new();
     };
-    m.iter()
+    let known = order.iter().filter_map(|k| m.get_key_value(*k));
+    let others = m.iter().filter(|(k, _)| !order.contains(&k.as_str()));
+    known
+        .chain(others)
         .filter_map(|(k, v)| {
             let n = v.as_f64()?;
             Some(page::Card {

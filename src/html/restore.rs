@@ -71,9 +71,17 @@ pub fn write(w: &mut dyn Write, r: &RestoreReport) -> io::Result<()> {
         ),
     ];
     let mut page = Page::start(w, "restore-report", "Restore", &facts)?;
-    let mut cards = number_cards(at(&top, "summary"));
+    let order = [
+        "restored",
+        "restored_earlier",
+        "skipped",
+        "failed",
+        "not_started",
+        "not_merged",
+    ];
+    let mut cards = number_cards(at(&top, "summary"), &order);
     for k in ["api_calls", "api_calls_per_restored_pair"] {
-        cards.extend(number_cards(&json!({ k: at(&top, k) })));
+        cards.extend(number_cards(&json!({ k: at(&top, k) }), &[]));
     }
     page.cards("Summary", &cards)?;
 

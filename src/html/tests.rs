@@ -48,7 +48,7 @@ fn plan(n: usize) -> detect::Plan {
              don:identity:dvrv-us-1:devo/1:revu/u{i},p{i}@x.com,user_{i},1,Other {i}\n"
         ));
     }
-    csv.push_str("a,dup@x.com,user_a,\nb,dup@x.com,user_b,2\n");
+    csv.push_str("a,dup@x.com,user_a,,\nb,dup@x.com,user_b,2,\n");
     let opts = DetectOptions {
         keep: Keep::Revu,
         email_domain: None,
@@ -135,7 +135,10 @@ fn five_thousand_pairs_are_one_row_per_line_in_a_paged_table() {
     assert_eq!(lines, 5000, "one row per line, streamed");
     let rows = rows_of(&page, "pairs");
     assert_eq!(rows.len(), 5000);
-    assert_eq!(rows[4999][4], 4999, "ticket counts stay numbers");
+    assert!(
+        rows.iter().all(|r| r[4].is_u64() && r[8] == 1),
+        "ticket counts stay numbers"
+    );
     // The needs-review group has a status (its reason) for the select.
     assert!(page.contains("id=\"needs-review\" data-total=\"1\" data-page-size=\"200\" data-status=\"1\""));
     assert!(page.contains("<select class=\"st\""));
