@@ -76,7 +76,7 @@ fn pairs_table() -> Table {
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
             Column::new("Status", Kind::Status, |r| cell(r, "status")),
-            Column::new("Reason", Kind::Text, reason),
+            Column::new("Reason", Kind::Long, reason),
             Column::new("Primary", Kind::Text, |r| id_cell(at(r, "primary"))),
             Column::new("Primary name", Kind::Text, |r| {
                 first(r, &["primary_display_name", "display_name"])
@@ -104,17 +104,17 @@ fn pairs_table() -> Table {
             Column::new("Conversations repaired", Kind::Num, |r| {
                 cell(r, "conversations_repaired")
             }),
-            Column::new("Carried over", Kind::Text, |r| {
+            Column::new("Carried over", Kind::Long, |r| {
                 first(r, &["carried_over", "carry_over", "carried"])
             })
             .optional(),
-            Column::new("Conflicts", Kind::Text, |r| {
+            Column::new("Conflicts", Kind::Long, |r| {
                 first(r, &["conflicts", "carry_conflicts"])
             })
             .optional(),
             Column::new("Merge requests", Kind::Num, |r| cell(r, "merge_requests")),
             Column::new("Steps this run", Kind::Num, |r| count(r, "steps")),
-            Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
+            Column::new("Backup folder", Kind::Long, |r| cell(r, "backup_dir")),
         ],
         details: true,
     }

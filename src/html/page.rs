@@ -20,6 +20,8 @@ pub const PAGE_SIZE: usize = 200;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Text,
+    /// Text that may be long (a reason, a list): wraps instead of widening the table.
+    Long,
     /// Sorted as numbers, right-aligned.
     Num,
     /// The table's status: coloured, and offered in the status select.
@@ -154,7 +156,12 @@ impl<'w> Page<'w> {
         write_text(w, heading)?;
         w.write_all(b"</h2>\n<div class=\"cards\">\n")?;
         for c in cards {
-            write!(w, "<div class=\"{}\"><span class=\"n\">", c.tone.class())?;
+            let zero = if c.value == "0" { " zero" } else { "" };
+            write!(
+                w,
+                "<div class=\"{}{zero}\"><span class=\"n\">",
+                c.tone.class()
+            )?;
             write_text(w, &c.value)?;
             w.write_all(b"</span><span class=\"l\">")?;
             write_text(w, &c.label)?;
@@ -220,7 +227,11 @@ impl<'w> Page<'w> {
             write!(
                 w,
                 "<th data-i=\"{i}\" data-t=\"{}\"{} tabindex=\"0\">",
-                if c.kind == Kind::Num { "num" } else { "text" },
+                match c.kind {
+                    Kind::Num => "num",
+                    Kind::Long => "long",
+                    Kind::Text | Kind::Status => "text",
+                },
                 if c.optional { " data-opt=\"1\"" } else { "" }
             )?;
             write_text(w, c.label)?;
@@ -410,6 +421,7 @@ footer{padding:12px 24px;color:var(--dim);font-size:12px;border-top:1px solid va
 .card{border:1px solid var(--line);border-radius:8px;padding:8px 14px;min-width:120px;background:#fff}
 .card .n{display:block;font-size:22px;font-weight:600}
 .card .l{display:block;color:var(--dim);font-size:12px}
+.card.zero{opacity:.6}
 .card.good{border-color:var(--good);background:var(--goodbg)}
 .card.warn{border-color:#e0b44c;background:var(--warnbg)}
 .card.bad{border-color:var(--bad);background:var(--badbg)}
@@ -420,7 +432,10 @@ footer{padding:12px 24px;color:var(--dim);font-size:12px;border-top:1px solid va
 .info{color:var(--dim)}
 .wrap{overflow-x:auto;border:1px solid var(--line);border-radius:6px}
 table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top;overflow-wrap:anywhere}
+th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
+.tbl td{white-space:nowrap}
+.tbl td.long{white-space:normal;min-width:14em;max-width:40em;overflow-wrap:anywhere}
+td pre,table.kv td{overflow-wrap:anywhere}
 .tbl thead th{background:var(--head);cursor:pointer;white-space:nowrap;user-select:none;position:sticky;top:0}
 .tbl thead th[aria-sort=ascending]::after{content:" \25B2";font-size:10px}
 .tbl thead th[aria-sort=descending]::after{content:" \25BC";font-size:10px}
@@ -444,6 +459,7 @@ pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
  .controls,noscript,tr.det{display:none}
  .wrap{overflow:visible;border:none}
  .tbl thead th{position:static}
+ .tbl td{white-space:normal}
  .tbl thead{display:table-header-group}
  tr{break-inside:avoid}
  body{font-size:10px}
@@ -482,7 +498,7 @@ function table(sec){
   var c=r[j];
   if(Array.isArray(c)){td.textContent=String(c[0]);if(c[1])td.title=String(c[1]);}
   else td.textContent=(c===null||c===undefined)?'':String(c);
-  if(types[j]==='num')td.className='num';
+  if(types[j]==='num')td.className='num';else if(types[j]==='long')td.className='long';
   if(j===st)td.className='st st-'+td.textContent.replace(/[^A-Za-z0-9_]/g,'_');
   if(hidden[j])td.style.display='none';
  }

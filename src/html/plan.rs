@@ -81,18 +81,18 @@ fn review_table() -> Table {
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
             Column::new("Reason", Kind::Status, |r| cell(r, "reason")),
-            Column::new("Detail", Kind::Text, |r| cell(r, "detail")),
+            Column::new("Detail", Kind::Long, |r| cell(r, "detail")),
             Column::new("Contacts", Kind::Num, |r| count(r, "contacts")),
-            Column::new("Ids", Kind::Text, |r| {
+            Column::new("Ids", Kind::Long, |r| {
                 members(r, |c| id_cell(at(c, "rev_user_id")))
             }),
-            Column::new("Names", Kind::Text, |r| {
+            Column::new("Names", Kind::Long, |r| {
                 members(r, |c| first(c, &["display_name", "full_name"]))
             }),
-            Column::new("Refs", Kind::Text, |r| {
+            Column::new("Refs", Kind::Long, |r| {
                 members(r, |c| cell(c, "external_ref"))
             }),
-            Column::new("Tickets", Kind::Text, |r| {
+            Column::new("Tickets", Kind::Long, |r| {
                 members(r, |c| cell(c, "ticket_count"))
             }),
         ],
@@ -126,7 +126,7 @@ fn live_table() -> Table {
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
             Column::new("Outcome", Kind::Status, |r| cell(r, "outcome")),
-            Column::new("Reason", Kind::Text, |r| {
+            Column::new("Reason", Kind::Long, |r| {
                 first(r, &["problems", "error", "turned"])
             }),
             Column::new("Primary", Kind::Text, |r| id_cell(at(r, "primary"))),
@@ -143,7 +143,7 @@ fn live_table() -> Table {
             Column::new("CSV tickets (secondary)", Kind::Num, |r| {
                 cell(r, "csv_tickets_secondary")
             }),
-            Column::new("Warnings", Kind::Text, |r| cell(r, "warnings")).optional(),
+            Column::new("Warnings", Kind::Long, |r| cell(r, "warnings")).optional(),
         ],
         details: true,
     }
@@ -159,7 +159,7 @@ fn decisions_table() -> Table {
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
             Column::new("Decision", Kind::Status, |r| cell(r, "decision")),
             Column::new("Keep", Kind::Text, |r| id_cell(at(r, "keep"))),
-            Column::new("Merged into it", Kind::Text, |r| {
+            Column::new("Merged into it", Kind::Long, |r| {
                 let Some(m) = r.get("merge").and_then(Value::as_array) else {
                     return Value::Null;
                 };
@@ -172,7 +172,7 @@ fn decisions_table() -> Table {
             Column::new("Ref adopted from", Kind::Text, |r| {
                 id_cell(at(r, "adopt_ref"))
             }),
-            Column::new("Source / detail", Kind::Text, |r| {
+            Column::new("Source / detail", Kind::Long, |r| {
                 first(r, &["source", "detail"])
             }),
         ],

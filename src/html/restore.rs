@@ -22,7 +22,7 @@ fn pairs_table() -> Table {
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
             Column::new("Status", Kind::Status, |r| cell(r, "status")),
-            Column::new("Reason", Kind::Text, |r| first(r, &["reason", "detail"])),
+            Column::new("Reason", Kind::Long, |r| first(r, &["reason", "detail"])),
             Column::new("Primary", Kind::Text, |r| id_cell(at(r, "primary"))),
             Column::new("Old secondary", Kind::Text, |r| {
                 id_cell(at(r, "old_secondary"))
@@ -45,8 +45,8 @@ fn pairs_table() -> Table {
                 count(r, "conversations_restored")
             }),
             Column::new("Objects written", Kind::Num, |r| cell(r, "objects_written")),
-            Column::new("Not restored", Kind::Text, |r| cell(r, "not_restored")),
-            Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
+            Column::new("Not restored", Kind::Long, |r| cell(r, "not_restored")),
+            Column::new("Backup folder", Kind::Long, |r| cell(r, "backup_dir")),
         ],
         details: true,
     }
