@@ -80,7 +80,10 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
         let mut text = String::new();
         if let Some(p) = &html_path {
-            text.push_str(&format!("HTML report (open in a browser): {}\n", p.display()));
+            text.push_str(&format!(
+                "HTML report (open in a browser): {}\n",
+                p.display()
+            ));
         }
         text.push_str(&format!(
             "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
@@ -95,8 +98,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         cfg.printer
             .note(&format!("Plan written to {}\n", path.display()));
         if let Some(p) = &html_path {
-            cfg.printer
-                .note(&format!("HTML report: {}\n", p.display()));
+            cfg.printer.note(&format!("HTML report: {}\n", p.display()));
         }
         if let Some((file, d)) = &decided {
             cfg.printer.note(&review::decided_text(&plan, d, file));

@@ -9,7 +9,10 @@ use std::io::{self, Write};
 
 /// `s` safe as HTML text and as a quoted attribute value: `& < > " '` become entities.
 pub fn text(s: &str) -> Cow<'_, str> {
-    if !s.bytes().any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')) {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+    {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);

@@ -15,11 +15,7 @@ pub(super) fn reason(r: &Value) -> Value {
         return Value::String(m.to_string());
     }
     if let Some(e) = r.get("error").filter(|e| e.is_object()) {
-        let mut s = format!(
-            "{}: {}",
-            figure(at(e, "step")),
-            figure(at(e, "message"))
-        );
+        let mut s = format!("{}: {}", figure(at(e, "step")), figure(at(e, "message")));
         if let Some(st) = at(e, "status").as_u64() {
             s.push_str(&format!(" (HTTP {st})"));
         }
@@ -189,12 +185,7 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
         "Id map: merged away \u{2192} survivor",
         "Every merged secondary and the primary it now is, over all runs: update links \
          elsewhere from the old id to the new one.",
-        [
-            "Merged away (old)",
-            "Old DON",
-            "Survivor (new)",
-            "New DON",
-        ],
+        ["Merged away (old)", "Old DON", "Survivor (new)", "New DON"],
     );
     page.begin_table(&t, r.id_map.len())?;
     for (old, new) in &r.id_map {

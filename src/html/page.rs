@@ -126,7 +126,10 @@ impl<'w> Page<'w> {
             env!("CARGO_PKG_VERSION")
         )?;
         write_text(w, title)?;
-        write!(w, "</title>\n<style>{CSS}</style>\n</head>\n<body data-kind=\"")?;
+        write!(
+            w,
+            "</title>\n<style>{CSS}</style>\n</head>\n<body data-kind=\""
+        )?;
         write_text(w, kind)?;
         w.write_all(b"\">\n<header>\n<h1>")?;
         write_text(w, title)?;
@@ -201,7 +204,7 @@ impl<'w> Page<'w> {
         }
         w.write_all(b">\n<h2>")?;
         write_text(w, &t.title)?;
-        write!(w, " <small>({total})</small></h2>\n")?;
+        writeln!(w, " <small>({total})</small></h2>")?;
         if let Some(n) = &t.note {
             w.write_all(b"<p class=\"note\">")?;
             write_text(w, n)?;

@@ -324,8 +324,7 @@ mod tests {
         .unwrap();
         assert_eq!(got, [json!(7), json!(8), json!(9)]);
         // The callback's error comes back as it was.
-        let e = for_each_element(&r.rows, &mut |_| Err(io::Error::other("disk full")))
-            .unwrap_err();
+        let e = for_each_element(&r.rows, &mut |_| Err(io::Error::other("disk full"))).unwrap_err();
         assert_eq!(e.to_string(), "disk full");
         // The wrong shape is an error, not a panic.
         assert!(for_each_element(&r, &mut |_| Ok(())).is_err());

@@ -95,12 +95,18 @@ fn hostile_names_stay_data_and_come_back_exactly() {
     assert!(!page.contains("window.pwned=1</script>"));
     assert!(page.contains("\\u003c/script\\u003e\\u003cscript\\u003ewindow.pwned=1"));
     // HTML text (the title from the CSV's name) is entity-escaped.
-    assert!(page.contains("<title>Merge plan for c&lt;1&gt;.csv</title>"), "{page}");
+    assert!(
+        page.contains("<title>Merge plan for c&lt;1&gt;.csv</title>"),
+        "{page}"
+    );
     let rows = rows_of(&page, "pairs");
     assert_eq!(rows.len(), 3);
     let first = &rows[0];
     assert_eq!(first[0], "p0@x.com");
-    assert_eq!(first[1], json!(["REVU-r0", "don:identity:dvrv-us-1:devo/1:revu/r0"]));
+    assert_eq!(
+        first[1],
+        json!(["REVU-r0", "don:identity:dvrv-us-1:devo/1:revu/r0"])
+    );
     assert_eq!(first[2], EVIL, "the name renders as exactly the text it is");
     assert_eq!(first[3], "REVU-r0");
     // The last element is the whole pair for its details.
@@ -140,7 +146,11 @@ fn five_thousand_pairs_are_one_row_per_line_in_a_paged_table() {
         "ticket counts stay numbers"
     );
     // The needs-review group has a status (its reason) for the select.
-    assert!(page.contains("id=\"needs-review\" data-total=\"1\" data-page-size=\"200\" data-status=\"1\""));
+    assert!(
+        page.contains(
+            "id=\"needs-review\" data-total=\"1\" data-page-size=\"200\" data-status=\"1\""
+        )
+    );
     assert!(page.contains("<select class=\"st\""));
     assert_eq!(PAGE_SIZE, 200);
 }
@@ -203,16 +213,28 @@ fn the_restore_page_is_private_next_to_its_json_and_never_overwrites() {
     let rows = rows_of(&page, "pairs");
     assert_eq!(rows[0][0], "a<b>@x.com");
     assert_eq!(rows[0][1], "restored");
-    assert_eq!(rows[0][5], json!(["REVU-N", "don:identity:dvrv-us-1:devo/1:revu/N"]));
+    assert_eq!(
+        rows[0][5],
+        json!(["REVU-N", "don:identity:dvrv-us-1:devo/1:revu/N"])
+    );
     assert_eq!(rows[0][7], 1, "tickets restored counted");
     let ids = rows_of(&page, "id-map");
     assert_eq!(ids.len(), 1);
-    assert_eq!(ids[0][0], json!(["REVU-S", "don:identity:dvrv-us-1:devo/1:revu/S"]));
-    assert_eq!(ids[0][2], json!(["REVU-N", "don:identity:dvrv-us-1:devo/1:revu/N"]));
+    assert_eq!(
+        ids[0][0],
+        json!(["REVU-S", "don:identity:dvrv-us-1:devo/1:revu/S"])
+    );
+    assert_eq!(
+        ids[0][2],
+        json!(["REVU-N", "don:identity:dvrv-us-1:devo/1:revu/N"])
+    );
     // A second page under the same name is refused, the first left as it was.
     let e = write_restore(&json, &restore_report("other@x.com")).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
-    assert!(e.to_string().contains("cannot write the HTML report"), "{e}");
+    assert!(
+        e.to_string().contains("cannot write the HTML report"),
+        "{e}"
+    );
     assert_eq!(std::fs::read_to_string(&p).unwrap(), page);
     // A failure is a warning that names the JSON, and no page.
     assert_eq!(written_or_warn(&json, Err(e)), None);
@@ -236,8 +258,14 @@ fn key_value_sections_escape_keys_and_values_and_show_lists_as_tables() {
     .unwrap();
     page.finish().unwrap();
     let s = String::from_utf8(out).unwrap();
-    assert!(s.contains("<th>&lt;b&gt;</th><td>&lt;i&gt;v&lt;/i&gt;</td>"), "{s}");
-    assert!(s.contains("<th>rev-users.get</th><td>3</td><td>0</td>"), "{s}");
+    assert!(
+        s.contains("<th>&lt;b&gt;</th><td>&lt;i&gt;v&lt;/i&gt;</td>"),
+        "{s}"
+    );
+    assert!(
+        s.contains("<th>rev-users.get</th><td>3</td><td>0</td>"),
+        "{s}"
+    );
     assert!(s.contains("<td>&lt;1&gt;</td>"), "{s}");
     assert!(s.contains("data-kind=\"k&lt;\""));
     assert!(s.contains("<h1>t&quot;</h1>") && s.contains("<p class=\"fact\">f&amp;</p>"));
@@ -250,12 +278,19 @@ fn cells_and_durations() {
     let r = json!({"a": {"b": [1, "x"]}, "e": "", "o": {"kind": "not_found", "role": "primary"}});
     assert_eq!(cell(&r, "a.b"), "1, x");
     assert_eq!(cell(&r, "a.zz"), Value::Null);
-    assert_eq!(first(&r, &["e", "a.b"]), "1, x", "empty strings are skipped");
+    assert_eq!(
+        first(&r, &["e", "a.b"]),
+        "1, x",
+        "empty strings are skipped"
+    );
     assert_eq!(cell(&r, "o"), "not_found, role: primary");
     assert_eq!(count(&r, "a.b"), 2);
     assert_eq!(id_cell(&json!("plain")), "plain");
     assert_eq!(duration(42.0), "42 s");
     assert_eq!(duration(600.0), "10 min");
     assert_eq!(duration(3.0 * 3600.0 + 300.0), "3 h 5 min");
-    assert_eq!(path_for(Path::new("r/plan-1.json")), Path::new("r/plan-1.html"));
+    assert_eq!(
+        path_for(Path::new("r/plan-1.json")),
+        Path::new("r/plan-1.html")
+    );
 }

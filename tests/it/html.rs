@@ -99,7 +99,10 @@ fn page(dir: &Path, prefix: &str) -> PathBuf {
         .collect();
     assert_eq!(pages.len(), 1, "{pages:?}");
     let json = pages[0].with_extension("json");
-    assert!(json.exists(), "the page sits next to its JSON report {json:?}");
+    assert!(
+        json.exists(),
+        "the page sits next to its JSON report {json:?}"
+    );
     assert_eq!(mode(&pages[0]), 0o600);
     pages[0].clone()
 }
@@ -219,7 +222,8 @@ fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
         assert!(dom.contains(&format!("<td>{e}</td>")), "no row for {e}");
     }
     assert_eq!(
-        dom.matches("<td class=\"st st-merged\">merged</td>").count(),
+        dom.matches("<td class=\"st st-merged\">merged</td>")
+            .count(),
         3
     );
     // The id map: every merged secondary and its primary.
@@ -237,7 +241,10 @@ fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
         report["api"]["calls"].as_u64().unwrap()
     )));
     let backup = report["pairs"][0]["backup_dir"].as_str().unwrap();
-    assert!(dom.contains(&format!("<td class=\"long\">{backup}</td>")), "{backup}");
+    assert!(
+        dom.contains(&format!("<td class=\"long\">{backup}</td>")),
+        "{backup}"
+    );
 }
 
 #[test]
@@ -271,5 +278,8 @@ fn a_big_plan_is_paged_in_the_browser() {
     }
     assert!(dom.contains("rows 1\u{2013}200 of 450 \u{b7} page 1 of 3"));
     assert!(dom.contains("<td>p000@x.com</td>") && dom.contains("<td>p199@x.com</td>"));
-    assert!(!dom.contains("<td>p200@x.com</td>"), "the second page is not shown");
+    assert!(
+        !dom.contains("<td>p200@x.com</td>"),
+        "the second page is not shown"
+    );
 }
