@@ -110,7 +110,7 @@ fn pairs_table() -> Table {
             .optional(),
             Column::new("Merge requests", Kind::Num, |r| cell(r, "merge_requests")),
             Column::new("Steps this run", Kind::Num, |r| count(r, "steps")),
-            Column::new("Backup folder", Kind::Long, |r| cell(r, "backup_dir")),
+            Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
         ],
         details: true,
     }

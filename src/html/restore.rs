@@ -46,7 +46,7 @@ fn pairs_table() -> Table {
             }),
             Column::new("Objects written", Kind::Num, |r| cell(r, "objects_written")),
             Column::new("Not restored", Kind::Long, |r| cell(r, "not_restored")),
-            Column::new("Backup folder", Kind::Long, |r| cell(r, "backup_dir")),
+            Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
         ],
         details: true,
     }
