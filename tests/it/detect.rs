@@ -33,8 +33,11 @@ fn plan_files(dir: &Path) -> Vec<PathBuf> {
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     v.retain(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("plan-"))
+        p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            // The JSON reports, not the HTML pages next to them.
+            n.starts_with("plan-") && n.ends_with(".json")
+        })
     });
     v.sort();
     v

@@ -241,10 +241,46 @@ fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
         report["api"]["calls"].as_u64().unwrap()
     )));
     let backup = report["pairs"][0]["backup_dir"].as_str().unwrap();
-    assert!(
-        dom.contains(&format!("<td>{backup}</td>")),
-        "{backup}"
+    assert!(dom.contains(&format!("<td>{backup}</td>")), "{backup}");
+
+    // The restore of that run: its page shows the three restored pairs and old → new ids.
+    let rel = format!(
+        "reports/{}",
+        run.with_extension("json")
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
     );
+    let out = w
+        .cmd()
+        .args(["--restore", &rel, "--yes"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let restore = page(w.dir.path(), "restore-report");
+    assert!(
+        stderr.contains(&format!(
+            "HTML report: reports/{}",
+            restore.file_name().unwrap().to_string_lossy()
+        )),
+        "{stderr}"
+    );
+    let dom = dump_dom(&chromium, &restore);
+    assert_rendered_safely(&dom);
+    assert!(card(&dom, 3, "restored"), "{dom}");
+    assert_eq!(
+        dom.matches("<td class=\"st st-restored\">restored</td>")
+            .count(),
+        3
+    );
+    assert!(section_tag(&dom, "id-map").contains("data-shown=\"3\""));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(restore.with_extension("json")).unwrap()).unwrap();
+    for (old, new) in report["id_map"].as_object().unwrap() {
+        assert!(dom.contains(&format!("<td>{old}</td>")), "{old}");
+        let new = new.as_str().unwrap();
+        assert!(dom.contains(&format!("<td>{new}</td>")), "{new}");
+    }
 }
 
 #[test]
@@ -282,4 +318,33 @@ fn a_big_plan_is_paged_in_the_browser() {
         !dom.contains("<td>p200@x.com</td>"),
         "the second page is not shown"
     );
+}
+
+/// The page is a copy for people: a run whose page cannot be written still succeeds, warns,
+/// and leaves its JSON report.
+#[test]
+fn a_page_that_cannot_be_written_does_not_fail_the_run() {
+    let w = World::new(
+        spec(2, 0, 21),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let reports = w.path("reports");
+    std::fs::create_dir(&reports).unwrap();
+    std::fs::set_permissions(
+        &reports,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    // Something already stands at every page name of the next three minutes.
+    let now = chrono::Local::now();
+    for s in 0..180 {
+        let stamp = (now + chrono::Duration::seconds(s)).format("%Y%m%d_%H%M%S");
+        std::fs::create_dir(reports.join(format!("merge-report-{stamp}.html"))).unwrap();
+    }
+    let out = w.run(&[]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("cannot write the HTML report"), "{stderr}");
+    assert!(stderr.contains("the JSON report"), "{stderr}");
+    assert!(!stderr.contains("HTML report:"), "{stderr}");
+    assert_eq!(w.last_report()["summary"]["merged"], 2);
 }
