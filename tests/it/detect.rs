@@ -213,10 +213,15 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    // The plan, and the review file beside it.
-    assert_eq!(files.len(), 2, "{files:?}");
+    // The plan's page, the plan, and the review file beside them.
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(
+        files[0],
+        files[1].with_extension("html"),
+        "the page beside the plan"
+    );
     assert!(
-        files[1]
+        files[2]
             .file_name()
             .unwrap()
             .to_str()
@@ -225,7 +230,7 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
     );
     assert_eq!(
         out.stdout,
-        std::fs::read(&files[0]).unwrap(),
+        std::fs::read(&files[1]).unwrap(),
         "stdout is the plan file"
     );
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -233,6 +238,7 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
     assert_eq!(plan["pairs"].as_array().unwrap().len(), 3);
     assert!(plan.get("live_check").is_none());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Plan written to out/plans/plan-"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTML report: out/plans/plan-"));
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
 
