@@ -13,6 +13,7 @@ pub mod detect;
 pub mod devrev;
 pub mod error;
 pub mod fsutil;
+pub mod html;
 pub mod logging;
 pub mod merge;
 pub mod options;

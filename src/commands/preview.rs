@@ -9,6 +9,7 @@ use crate::detect::Plan;
 use crate::detect::{self, DetectOptions};
 use crate::error::AppError;
 use crate::fsutil;
+use crate::html;
 use crate::merge::journal::{Hold, PairStatus, SkipReason};
 use crate::merge::{savepoint, schedule};
 use crate::output;
@@ -68,6 +69,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         )),
         None => None,
     };
+    // The page for people, next to the plan: a failure is warned about, the plan stands.
+    let html_path = html::written_or_warn(
+        &path,
+        html::write_plan(&path, &report, decided.as_ref().map(|(_, d)| d)),
+    );
     if cfg.json {
         // The very bytes of the plan file: what is printed is what was saved.
         let mut saved = std::fs::File::open(&path).map_err(|e| {
@@ -78,10 +84,16 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         let limit = output::stdout_is_terminal().then_some(TERMINAL_ROWS);
         output::data(|w| print_human(w, &plan, &est, live_summary.as_ref(), &path, limit))?;
         let mut text = held_text(&report.held_by_savepoint, &cfg.savepoint);
-        text += &format!(
+        if let Some(p) = &html_path {
+            text.push_str(&format!(
+                "HTML report (open in a browser): {}\n",
+                p.display()
+            ));
+        }
+        text.push_str(&format!(
             "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
             review_path.display()
-        );
+        ));
         if let Some((file, d)) = &decided {
             text = review::decided_text(&plan, d, file) + &text;
         }
@@ -92,6 +104,9 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             .note(&held_text(&report.held_by_savepoint, &cfg.savepoint));
         cfg.printer
             .note(&format!("Plan written to {}\n", path.display()));
+        if let Some(p) = &html_path {
+            cfg.printer.note(&format!("HTML report: {}\n", p.display()));
+        }
         if let Some((file, d)) = &decided {
             cfg.printer.note(&review::decided_text(&plan, d, file));
         }

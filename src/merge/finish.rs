@@ -119,8 +119,13 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
     {
         tracing::warn!("{e}; the report is in {}", path.display());
     }
+    // The page for people: a failure is warned about, never a failure of the run.
+    let html = crate::html::written_or_warn(&path, crate::html::write_merge(&path, &report));
     if !cfg.printer.is_quiet() {
         report::print_summary(&report, &path, &cfg.savepoint);
+        if let Some(p) = &html {
+            output::human(&format!("  HTML report:     {}\n", p.display()));
+        }
     }
 
     if let Some(e) = fatal {

@@ -120,7 +120,12 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
         .map(|(i, _)| i)
         .collect();
     records.note_report(&marked, &path)?;
+    // The page for people: a failure is warned about, the restore stands.
+    let html = crate::html::written_or_warn(&path, crate::html::write_restore(&path, &r));
     cfg.printer.note(&report::summary_text(&r, &path));
+    if let Some(p) = &html {
+        cfg.printer.note(&format!("HTML report: {}\n", p.display()));
+    }
     if let Some(e) = fatal {
         return Err(e);
     }

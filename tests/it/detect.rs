@@ -33,8 +33,11 @@ fn plan_files(dir: &Path) -> Vec<PathBuf> {
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     v.retain(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("plan-"))
+        p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            // The JSON reports, not the HTML pages next to them.
+            n.starts_with("plan-") && n.ends_with(".json")
+        })
     });
     v.sort();
     v
@@ -210,10 +213,15 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    // The plan, and the review file beside it.
-    assert_eq!(files.len(), 2, "{files:?}");
+    // The plan's page, the plan, and the review file beside them.
+    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(
+        files[0],
+        files[1].with_extension("html"),
+        "the page beside the plan"
+    );
     assert!(
-        files[1]
+        files[2]
             .file_name()
             .unwrap()
             .to_str()
@@ -222,7 +230,7 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
     );
     assert_eq!(
         out.stdout,
-        std::fs::read(&files[0]).unwrap(),
+        std::fs::read(&files[1]).unwrap(),
         "stdout is the plan file"
     );
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -230,6 +238,7 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
     assert_eq!(plan["pairs"].as_array().unwrap().len(), 3);
     assert!(plan.get("live_check").is_none());
     assert!(String::from_utf8_lossy(&out.stderr).contains("Plan written to out/plans/plan-"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTML report: out/plans/plan-"));
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
 

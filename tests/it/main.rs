@@ -13,6 +13,7 @@ mod export;
 mod fake_selftest;
 mod fuzz;
 mod hardening;
+mod html;
 mod keep_auto;
 mod ledger;
 mod limits;

@@ -171,8 +171,11 @@ impl World {
             .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
             .unwrap_or_default();
         v.retain(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("merge-report-"))
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                // The JSON reports, not the HTML pages next to them.
+                n.starts_with("merge-report-") && n.ends_with(".json")
+            })
         });
         v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         v

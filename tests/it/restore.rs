@@ -128,6 +128,7 @@ fn restore_reports(w: &World) -> Vec<PathBuf> {
                 .unwrap()
                 .to_string_lossy()
                 .starts_with("restore-report-")
+                && p.extension().is_some_and(|e| e == "json")
         })
         .collect();
     v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());

@@ -1,0 +1,205 @@
+//! A merge run's page (`reports/merge-report-<ts>.html`).
+
+use std::io::{self, Write};
+
+use serde_json::{Value, json};
+
+use super::page::{Column, Kind, Page, Table};
+use super::serial::{fields_without, for_each_element};
+use super::{at, cell, count, figure, first, id_cell, number_cards};
+use crate::merge::report::MergeReport;
+
+/// The reason a pair is where it is, in words.
+pub(super) fn reason(r: &Value) -> Value {
+    if let Some(m) = at(r, "skip_message").as_str() {
+        return Value::String(m.to_string());
+    }
+    if let Some(e) = r.get("error").filter(|e| e.is_object()) {
+        let mut s = format!("{}: {}", figure(at(e, "step")), figure(at(e, "message")));
+        if let Some(st) = at(e, "status").as_u64() {
+            s.push_str(&format!(" (HTTP {st})"));
+        }
+        if let Some(id) = at(e, "reference_id").as_str() {
+            s.push_str(&format!(" (DevRev reference id {id})"));
+        }
+        return Value::String(s);
+    }
+    if let Some(p) = at(r, "ref_adoption_pending").as_str() {
+        return Value::String(format!("ref adoption pending: {p}"));
+    }
+    if at(r, "outcome_unknown").as_bool() == Some(true) {
+        return Value::String(match at(r, "rerun_after").as_str() {
+            Some(t) => format!("merge outcome unknown: re-run after {t}"),
+            None => "merge outcome unknown: re-run to settle it".into(),
+        });
+    }
+    first(r, &["reason", "detail"])
+}
+
+/// The summary's counts in reading order (any other count follows).
+const SUMMARY_ORDER: &[&str] = &[
+    "pairs",
+    "merged",
+    "merged_this_run",
+    "already_merged",
+    "skipped",
+    "failed",
+    "unconfirmed",
+    "outcome_unknown",
+    "ref_adoptions_pending",
+    "interrupted",
+    "not_started",
+    "left_csv",
+    "restored",
+    "held_as_restored",
+    "needs_review_groups",
+    "tickets_backed_up",
+    "tickets_repaired",
+    "conversations_repaired",
+    "display_names_restored",
+    "external_refs_adopted",
+];
+
+fn pairs_table() -> Table {
+    Table {
+        id: "pairs",
+        title: "Pairs".into(),
+        note: Some(
+            "Every pair of the CSV and of the savepoint. The secondary is merged into the \
+             primary. Click a row for its steps and everything else the report holds."
+                .into(),
+        ),
+        columns: vec![
+            Column::new("Email", Kind::Text, |r| cell(r, "email")),
+            Column::new("Status", Kind::Status, |r| cell(r, "status")),
+            Column::new("Reason", Kind::Long, reason),
+            Column::new("Primary", Kind::Text, |r| id_cell(at(r, "primary"))),
+            Column::new("Primary name", Kind::Text, |r| {
+                first(r, &["primary_display_name", "display_name"])
+            })
+            .optional(),
+            Column::new("Secondary", Kind::Text, |r| id_cell(at(r, "secondary"))),
+            Column::new("Secondary ref", Kind::Text, |r| {
+                cell(r, "secondary_external_ref")
+            })
+            .optional(),
+            Column::new("Ref adopted", Kind::Text, |r| {
+                cell(r, "external_ref_adopted")
+            })
+            .optional(),
+            Column::new("Last step", Kind::Text, |r| cell(r, "last_step")),
+            Column::new("Tickets backed up", Kind::Num, |r| {
+                cell(r, "tickets_backed_up")
+            }),
+            Column::new("Conversations backed up", Kind::Num, |r| {
+                cell(r, "conversations_backed_up")
+            }),
+            Column::new("Tickets repaired", Kind::Num, |r| {
+                cell(r, "tickets_repaired")
+            }),
+            Column::new("Conversations repaired", Kind::Num, |r| {
+                cell(r, "conversations_repaired")
+            }),
+            Column::new("Carried over", Kind::Long, |r| {
+                first(r, &["carried_over", "carry_over", "carried"])
+            })
+            .optional(),
+            Column::new("Conflicts", Kind::Long, |r| {
+                first(r, &["conflicts", "carry_conflicts"])
+            })
+            .optional(),
+            Column::new("Merge requests", Kind::Num, |r| cell(r, "merge_requests")),
+            Column::new("Steps this run", Kind::Num, |r| count(r, "steps")),
+            Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
+        ],
+        details: true,
+    }
+}
+
+/// The old→new id table: `labels` are the old id, its DON, the new id, its DON.
+pub(super) fn id_map_table(title: &str, note: &str, labels: [&'static str; 4]) -> Table {
+    let [old, old_don, new, new_don] = labels;
+    Table {
+        id: "id-map",
+        title: title.into(),
+        note: Some(note.into()),
+        columns: vec![
+            Column::new(old, Kind::Text, |r| id_cell(at(r, "old"))),
+            Column::new(old_don, Kind::Text, |r| cell(r, "old")),
+            Column::new(new, Kind::Text, |r| id_cell(at(r, "new"))),
+            Column::new(new_don, Kind::Text, |r| cell(r, "new")),
+        ],
+        details: false,
+    }
+}
+
+pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
+    let top = Value::Object(fields_without(r, &["pairs", "id_map"])?);
+    let title = format!("Merge run {}", figure(at(&top, "run_id")));
+    let org = at(&top, "organization");
+    let facts = vec![
+        format!(
+            "Outcome: {}. Organization {} ({})",
+            figure(at(&top, "outcome")),
+            figure(&first(org, &["display_id", "id"])),
+            figure(&first(org, &["slug"])),
+        ),
+        format!(
+            "From {} to {} ({} s), devrev-merge {}, CSV {}",
+            figure(at(&top, "started_at")),
+            figure(at(&top, "finished_at")),
+            figure(at(&top, "duration_s")),
+            figure(at(&top, "tool_version")),
+            figure(at(&top, "configuration.csv")),
+        ),
+        format!(
+            "Backups in {}, savepoint {}",
+            figure(at(&top, "configuration.backup_dir")),
+            figure(at(&top, "configuration.savepoint")),
+        ),
+    ];
+    let mut page = Page::start(w, "merge-report", &title, &facts)?;
+    let summary = at(&top, "summary");
+    page.cards("Summary", &number_cards(summary, SUMMARY_ORDER))?;
+    let api = at(&top, "api");
+    page.para(
+        "note",
+        &format!(
+            "API: {} call(s), {} retries, {} x 429, {} error(s) in {} s (limit {} per {} s)",
+            figure(at(api, "calls")),
+            figure(at(api, "retries")),
+            figure(at(api, "rate_limited_429")),
+            figure(at(api, "errors")),
+            figure(at(api, "elapsed_s")),
+            figure(at(api, "limit_calls")),
+            figure(at(api, "limit_period_s")),
+        ),
+    )?;
+
+    let t = pairs_table();
+    page.begin_table(&t, r.pairs.len())?;
+    for_each_element(&r.pairs, &mut |row| page.row(&t, &row))?;
+    page.end_table()?;
+
+    let t = id_map_table(
+        "Id map: merged away \u{2192} survivor",
+        "Every merged secondary and the primary it now is, over all runs: update links \
+         elsewhere from the old id to the new one.",
+        ["Merged away (old)", "Old DON", "Survivor (new)", "New DON"],
+    );
+    page.begin_table(&t, r.id_map.len())?;
+    for (old, new) in &r.id_map {
+        page.row(&t, &json!({"old": old, "new": new}))?;
+    }
+    page.end_table()?;
+
+    page.kv_section("summary-details", "Summary details", summary)?;
+    page.kv_section("api", "API figures", api)?;
+    let mut rest = top.clone();
+    if let Some(m) = rest.as_object_mut() {
+        m.remove("summary");
+        m.remove("api");
+    }
+    page.kv_section("details", "Run details", &rest)?;
+    page.finish()
+}

@@ -1,0 +1,249 @@
+//! The HTML reports: a self-contained page next to each JSON report (the plan, every merge
+//! run, every restore), for the people who review and sign off what the JSON records.
+//!
+//! `reports/<name>-<ts>.html` has the JSON report's name with `.html`, is written atomically
+//! with mode 0600, and needs nothing but a browser: CSS and JS are inline and its
+//! Content-Security-Policy forbids any network access. Each page is rendered from the
+//! report's serialized JSON (a field added to a report later is shown in the row's details
+//! without a change here), streamed one row at a time: a report of 100,000 pairs is never held
+//! as one page or one JSON value. See docs/html-report.md.
+
+mod escape;
+mod merge;
+mod page;
+mod plan;
+mod restore;
+mod serial;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use escape::{text as escape_text, write_script_json};
+pub use page::PAGE_SIZE;
+
+use crate::fsutil;
+use crate::merge::report::MergeReport;
+use crate::planfile::PlanReport;
+use crate::restore::report::RestoreReport;
+use crate::review::decisions::Decided;
+
+/// The page next to the JSON report `json`: the same name, `.html`.
+pub fn path_for(json: &Path) -> PathBuf {
+    json.with_extension("html")
+}
+
+/// Writes the plan's page next to `json` (with the decisions of `--decisions`, if any).
+pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io::Result<PathBuf> {
+    write_page(json, |w| plan::write(w, r, decided))
+}
+
+/// Writes a merge run's page next to `json`.
+pub fn write_merge(json: &Path, r: &MergeReport<'_>) -> io::Result<PathBuf> {
+    write_page(json, |w| merge::write(w, r))
+}
+
+/// Writes a restore's page next to `json`.
+pub fn write_restore(json: &Path, r: &RestoreReport) -> io::Result<PathBuf> {
+    write_page(json, |w| restore::write(w, r))
+}
+
+/// The page is a copy for people; the JSON is the record. A page that could not be written is
+/// warned about (with where the JSON is) and the command goes on: `Some(path)` when written.
+pub fn written_or_warn(json: &Path, res: io::Result<PathBuf>) -> Option<PathBuf> {
+    match res {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!("{e}; the JSON report {} holds everything", json.display());
+            None
+        }
+    }
+}
+
+fn write_page<F>(json: &Path, render: F) -> io::Result<PathBuf>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    let path = path_for(json);
+    // Never over another file: the JSON's name is new, so the page's is too.
+    fsutil::write_private_atomic_with(&path, false, render).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot write the HTML report {}: {e}", path.display()),
+        )
+    })?;
+    Ok(path)
+}
+
+// ---- cell helpers shared by the renderers ----
+
+/// The value at a dotted `path` in `v` (`Null` when missing).
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = match cur.get(k) {
+            Some(x) => x,
+            None => return &Value::Null,
+        };
+    }
+    cur
+}
+
+/// A cell showing the value at `path`: scalars as they are, lists joined, objects as JSON.
+fn cell(v: &Value, path: &str) -> Value {
+    flat(at(v, path))
+}
+
+/// The first of `paths` that has a value.
+fn first(v: &Value, paths: &[&str]) -> Value {
+    paths
+        .iter()
+        .map(|p| cell(v, p))
+        .find(|c| !c.is_null() && c.as_str() != Some(""))
+        .unwrap_or(Value::Null)
+}
+
+fn flat(v: &Value) -> Value {
+    match v {
+        Value::Array(items) => {
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) => s.clone(),
+                    Value::Object(_) => obj_text(i),
+                    other => other.to_string(),
+                })
+                .collect();
+            let sep = if items.iter().any(Value::is_object) {
+                "; "
+            } else {
+                ", "
+            };
+            Value::String(parts.join(sep))
+        }
+        Value::Object(_) => Value::String(obj_text(v)),
+        Value::Bool(b) => Value::String(if *b { "yes" } else { "no" }.into()),
+        other => other.clone(),
+    }
+}
+
+/// An object in one line: its scalar values, `key: value` apart from a leading `kind`.
+fn obj_text(v: &Value) -> String {
+    let Some(m) = v.as_object() else {
+        return figure(v);
+    };
+    let mut parts = Vec::new();
+    for (k, x) in m {
+        let t = match x {
+            Value::Null => continue,
+            Value::String(s) => s.clone(),
+            Value::Object(_) | Value::Array(_) => x.to_string(),
+            other => other.to_string(),
+        };
+        parts.push(if k == "kind" { t } else { format!("{k}: {t}") });
+    }
+    parts.join(", ")
+}
+
+/// A contact id cell: the display id (`REVU-…`), the whole DON on hover.
+fn id_cell(don: &Value) -> Value {
+    match don.as_str() {
+        Some(s) if !s.is_empty() => {
+            let short = crate::detect::display_id(s);
+            if short == s {
+                Value::String(short)
+            } else {
+                Value::Array(vec![Value::String(short), Value::String(s.to_string())])
+            }
+        }
+        _ => Value::Null,
+    }
+}
+
+/// The length of the list at `path` (or the number there).
+fn count(v: &Value, path: &str) -> Value {
+    match at(v, path) {
+        Value::Array(a) => Value::from(a.len()),
+        Value::Number(n) => Value::Number(n.clone()),
+        _ => Value::Null,
+    }
+}
+
+/// Seconds as people read them (`45 s`, `12 min`, `3 h 5 min`).
+fn duration(s: f64) -> String {
+    if !s.is_finite() || s < 0.0 {
+        return "?".into();
+    }
+    let s = s.round() as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", (s + 30) / 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
+    }
+}
+
+/// A figure of the JSON as text (`—` when absent).
+fn figure(v: &Value) -> String {
+    match v {
+        Value::Null => "\u{2014}".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Summary counts that call for a look when not zero, and those that call for action.
+fn tone_of(key: &str, n: f64) -> page::Tone {
+    use page::Tone;
+    if n == 0.0 {
+        return Tone::Plain;
+    }
+    let bad = ["failed", "errors", "error", "refused", "interrupted"];
+    let warn = [
+        "skipped",
+        "unconfirmed",
+        "outcome_unknown",
+        "ref_adoptions_pending",
+        "not_started",
+        "needs_review",
+        "needs_review_groups",
+        "left_csv",
+        "not_merged",
+        "no_email",
+        "rate_limited_429",
+    ];
+    let good = ["merged", "merged_this_run", "restored", "passed", "pairs"];
+    if bad.contains(&key) {
+        Tone::Bad
+    } else if warn.contains(&key) {
+        Tone::Warn
+    } else if good.contains(&key) {
+        Tone::Good
+    } else {
+        Tone::Plain
+    }
+}
+
+/// A card per number of the object `summary`: those named in `order` first, in that order,
+/// then any other (a count added later) by name. Nested objects are left to the details.
+fn number_cards(summary: &Value, order: &[&str]) -> Vec<page::Card> {
+    let Some(m) = summary.as_object() else {
+        return Vec::new();
+    };
+    let known = order.iter().filter_map(|k| m.get_key_value(*k));
+    let others = m.iter().filter(|(k, _)| !order.contains(&k.as_str()));
+    known
+        .chain(others)
+        .filter_map(|(k, v)| {
+            let n = v.as_f64()?;
+            Some(page::Card {
+                label: page::label(k),
+                value: figure(v),
+                tone: tone_of(k, n),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,350 @@
+//! The HTML reports as a browser shows them: the plan and a merge run against the fake
+//! DevRev, opened in headless Chromium (`--dump-dom`, the DOM after the page's script ran).
+//!
+//! Chromium is found through `CHROMIUM`, `/usr/bin/chromium`, or `chromium` on `PATH`
+//! (`.ci/run` installs Debian's package). Without one these tests fail, saying so, unless
+//! `DEVREV_MERGE_SKIP_BROWSER=1` is set.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devrev_fake::seed::GroupKind;
+
+use crate::common::{mode, scrubbed_assert_cmd};
+use crate::merge::{World, behaviour, spec};
+use devrev_fake::fake::{MoveMode, SecondaryAfter};
+
+/// A display name that runs script if any layer fails to escape it.
+const EVIL: &str = "<script>document.body.setAttribute('data-pwned','1')</script>\
+                    <img src=x onerror=\"document.body.setAttribute('data-pwned','2')\"> & \"q\"";
+
+fn browser() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CHROMIUM").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let fixed = Path::new("/usr/bin/chromium");
+    if fixed.exists() {
+        return Some(fixed.to_path_buf());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("chromium"))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The browser, or `None` (skip) when none is found and `DEVREV_MERGE_SKIP_BROWSER=1`.
+fn browser_or_skip() -> Option<PathBuf> {
+    match browser() {
+        Some(b) => Some(b),
+        None if std::env::var("DEVREV_MERGE_SKIP_BROWSER").as_deref() == Ok("1") => {
+            eprintln!("no Chromium found; skipped (DEVREV_MERGE_SKIP_BROWSER=1)");
+            None
+        }
+        None => panic!(
+            "no Chromium found for the HTML report test: install Debian's `chromium` package \
+             (`apt-get install -y chromium`, as .ci/run does), or point CHROMIUM at the binary, \
+             or set DEVREV_MERGE_SKIP_BROWSER=1 to skip this test"
+        ),
+    }
+}
+
+/// The DOM of `page` after its script ran, as headless Chromium serializes it.
+fn dump_dom(chromium: &Path, page: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.canonicalize().unwrap().display()))
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromium.display()));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} did not finish within 90 s", chromium.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "chromium failed: {status}");
+    let dom = std::fs::read_to_string(out.path()).unwrap();
+    assert!(dom.contains("</html>"), "no DOM dumped: {dom}");
+    dom
+}
+
+/// The one file in `dir/reports` named `<prefix>-*.html`.
+fn page(dir: &Path, prefix: &str) -> PathBuf {
+    let pages: Vec<PathBuf> = std::fs::read_dir(dir.join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&format!("{prefix}-")) && n.ends_with(".html")
+        })
+        .collect();
+    assert_eq!(pages.len(), 1, "{pages:?}");
+    let json = pages[0].with_extension("json");
+    assert!(
+        json.exists(),
+        "the page sits next to its JSON report {json:?}"
+    );
+    assert_eq!(mode(&pages[0]), 0o600);
+    pages[0].clone()
+}
+
+/// The start tag of the table section `id`, as rendered (its data-* attributes).
+fn section_tag<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("<section class=\"tbl\" id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no table {id}"));
+    &dom[at..at + dom[at..].find('>').unwrap()]
+}
+
+/// The page rendered, its script finished, nothing injected ran.
+fn assert_rendered_safely(dom: &str) {
+    assert!(
+        dom.contains("data-ready=\"") && !dom.contains("data-ready=\"error\""),
+        "the page's script did not finish: {}",
+        &dom[..dom.len().min(2000)]
+    );
+    assert!(!dom.contains("data-error="), "a table failed to render");
+    assert!(!dom.contains("data-pwned=\""), "injected script ran");
+    assert!(!dom.contains("<img"), "an element was injected");
+}
+
+fn card(dom: &str, n: usize, label: &str) -> bool {
+    dom.contains(&format!(
+        "<span class=\"n\">{n}</span><span class=\"l\">{label}</span>"
+    ))
+}
+
+#[test]
+fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
+    let Some(chromium) = browser_or_skip() else {
+        return;
+    };
+    let w = World::with(
+        spec(3, 1, 20),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+        |o| {
+            let evil: Vec<String> = o
+                .seed
+                .groups
+                .iter()
+                .filter(|g| g.kind == GroupKind::CleanPair)
+                .take(1)
+                .flat_map(|g| g.members.clone())
+                .collect();
+            for u in &mut o.seed.rev_users {
+                if evil.iter().any(|id| u["id"] == id.as_str()) {
+                    u["display_name"] = EVIL.into();
+                }
+            }
+        },
+    );
+    let emails: Vec<String> = w
+        .seed
+        .groups
+        .iter()
+        .filter(|g| g.kind == GroupKind::CleanPair)
+        .map(|g| g.email.to_lowercase())
+        .collect();
+    assert_eq!(emails.len(), 3);
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(w.path("contacts.csv")).unwrap())
+            .contains("data-pwned"),
+        "the hostile name is in the export"
+    );
+
+    let out = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--preview"])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let plan = page(w.dir.path(), "plan");
+    assert!(
+        stdout.contains(&format!(
+            "HTML report (open in a browser): reports/{}",
+            plan.file_name().unwrap().to_string_lossy()
+        )),
+        "{stdout}"
+    );
+    let dom = dump_dom(&chromium, &plan);
+    assert_rendered_safely(&dom);
+    assert!(card(&dom, 3, "pairs to merge"), "{dom}");
+    assert!(card(&dom, 1, "needs review (groups)"), "{dom}");
+    for e in &emails {
+        assert!(dom.contains(&format!("<td>{e}</td>")), "no row for {e}");
+    }
+    assert!(section_tag(&dom, "pairs").contains("data-shown=\"3\""));
+    // The name is on the page as the text it is (both contacts of the first pair).
+    let as_text = "&lt;script&gt;document.body.setAttribute('data-pwned','1')&lt;/script&gt;\
+                   &lt;img src=x onerror=\"document.body.setAttribute('data-pwned','2')\"&gt; \
+                   &amp; \"q\"";
+    assert_eq!(
+        dom.matches(&format!("<td>{as_text}</td>")).count(),
+        2,
+        "the hostile name shown as text in its two cells"
+    );
+
+    let out = w.run(&[]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let run = page(w.dir.path(), "merge-report");
+    assert!(
+        stderr.contains(&format!(
+            "  HTML report:     reports/{}",
+            run.file_name().unwrap().to_string_lossy()
+        )),
+        "{stderr}"
+    );
+    let dom = dump_dom(&chromium, &run);
+    assert_rendered_safely(&dom);
+    assert!(card(&dom, 3, "pairs"), "{dom}");
+    assert!(card(&dom, 3, "merged"), "{dom}");
+    assert!(card(&dom, 0, "failed"), "{dom}");
+    for e in &emails {
+        assert!(dom.contains(&format!("<td>{e}</td>")), "no row for {e}");
+    }
+    assert_eq!(
+        dom.matches("<td class=\"st st-merged\">merged</td>")
+            .count(),
+        3
+    );
+    // The id map: every merged secondary and its primary.
+    assert!(section_tag(&dom, "id-map").contains("data-shown=\"3\""));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.with_extension("json")).unwrap()).unwrap();
+    for (old, new) in report["id_map"].as_object().unwrap() {
+        assert!(dom.contains(&format!("<td>{old}</td>")), "{old}");
+        let new = new.as_str().unwrap();
+        assert!(dom.contains(&format!("<td>{new}</td>")), "{new}");
+    }
+    // The API figures and the backup folder are there.
+    assert!(dom.contains(&format!(
+        "API: {} call(s)",
+        report["api"]["calls"].as_u64().unwrap()
+    )));
+    let backup = report["pairs"][0]["backup_dir"].as_str().unwrap();
+    assert!(dom.contains(&format!("<td>{backup}</td>")), "{backup}");
+
+    // The restore of that run: its page shows the three restored pairs and old → new ids.
+    let rel = format!(
+        "reports/{}",
+        run.with_extension("json")
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+    );
+    let out = w
+        .cmd()
+        .args(["--restore", &rel, "--yes"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let restore = page(w.dir.path(), "restore-report");
+    assert!(
+        stderr.contains(&format!(
+            "HTML report: reports/{}",
+            restore.file_name().unwrap().to_string_lossy()
+        )),
+        "{stderr}"
+    );
+    let dom = dump_dom(&chromium, &restore);
+    assert_rendered_safely(&dom);
+    assert!(card(&dom, 3, "restored"), "{dom}");
+    assert_eq!(
+        dom.matches("<td class=\"st st-restored\">restored</td>")
+            .count(),
+        3
+    );
+    assert!(section_tag(&dom, "id-map").contains("data-shown=\"3\""));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(restore.with_extension("json")).unwrap()).unwrap();
+    for (old, new) in report["id_map"].as_object().unwrap() {
+        assert!(dom.contains(&format!("<td>{old}</td>")), "{old}");
+        let new = new.as_str().unwrap();
+        assert!(dom.contains(&format!("<td>{new}</td>")), "{new}");
+    }
+}
+
+#[test]
+fn a_big_plan_is_paged_in_the_browser() {
+    let Some(chromium) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("REV_USER_ID,EMAIL,EXTERNAL_REF,TICKET_COUNT\n");
+    for i in 0..450 {
+        csv.push_str(&format!(
+            "don:identity:dvrv-us-1:devo/1:revu/r{i},p{i:03}@x.com,REVU-r{i},1\n\
+             don:identity:dvrv-us-1:devo/1:revu/u{i},p{i:03}@x.com,user_{i},2\n"
+        ));
+    }
+    std::fs::write(dir.path().join("c.csv"), csv).unwrap();
+    scrubbed_assert_cmd(dir.path())
+        .args(["--csv", "c.csv", "--preview"])
+        .assert()
+        .success();
+    let dom = dump_dom(&chromium, &page(dir.path(), "plan"));
+    assert_rendered_safely(&dom);
+    let tag = section_tag(&dom, "pairs");
+    for attr in [
+        "data-total=\"450\"",
+        "data-page=\"1\"",
+        "data-pages=\"3\"",
+        "data-shown=\"200\"",
+    ] {
+        assert!(tag.contains(attr), "{attr} in {tag}");
+    }
+    assert!(dom.contains("rows 1\u{2013}200 of 450 \u{b7} page 1 of 3"));
+    assert!(dom.contains("<td>p000@x.com</td>") && dom.contains("<td>p199@x.com</td>"));
+    assert!(
+        !dom.contains("<td>p200@x.com</td>"),
+        "the second page is not shown"
+    );
+}
+
+/// The page is a copy for people: a run whose page cannot be written still succeeds, warns,
+/// and leaves its JSON report.
+#[test]
+fn a_page_that_cannot_be_written_does_not_fail_the_run() {
+    let w = World::new(
+        spec(2, 0, 21),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let reports = w.path("reports");
+    std::fs::create_dir(&reports).unwrap();
+    std::fs::set_permissions(
+        &reports,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    // Something already stands at every page name of the next three minutes.
+    let now = chrono::Local::now();
+    for s in 0..180 {
+        let stamp = (now + chrono::Duration::seconds(s)).format("%Y%m%d_%H%M%S");
+        std::fs::create_dir(reports.join(format!("merge-report-{stamp}.html"))).unwrap();
+    }
+    let out = w.run(&[]).success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("cannot write the HTML report"), "{stderr}");
+    assert!(stderr.contains("the JSON report"), "{stderr}");
+    assert!(!stderr.contains("HTML report:"), "{stderr}");
+    assert_eq!(w.last_report()["summary"]["merged"], 2);
+}
