@@ -437,7 +437,7 @@ footer{padding:12px 24px;color:var(--dim);font-size:12px;border-top:1px solid va
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 .tbl td{white-space:nowrap}
-.tbl td.long{white-space:normal;min-width:14em;max-width:40em;overflow-wrap:anywhere}
+.tbl td.long{white-space:pre-line;min-width:20em;max-width:40em;overflow-wrap:anywhere}
 td pre,table.kv td{overflow-wrap:anywhere}
 .tbl thead th{background:var(--head);cursor:pointer;white-space:nowrap;user-select:none;position:sticky;top:0}
 .tbl thead th[aria-sort=ascending]::after{content:" \25B2";font-size:10px}

@@ -45,10 +45,18 @@ fn pairs_table() -> Table {
                 count(r, "conversations_restored")
             }),
             Column::new("Objects written", Kind::Num, |r| cell(r, "objects_written")),
-            Column::new("Not restored", Kind::Long, |r| cell(r, "not_restored")),
+            Column::new("Not restored", Kind::Long, |r| lines(at(r, "not_restored"))),
             Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
         ],
         details: true,
+    }
+}
+
+/// A list of sentences, one per line.
+fn lines(v: &Value) -> Value {
+    match v.as_array() {
+        Some(items) => Value::String(items.iter().map(figure).collect::<Vec<_>>().join("\n")),
+        None => super::flat(v),
     }
 }
 
