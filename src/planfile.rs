@@ -21,6 +21,29 @@ use crate::detect::{Plan, ReviewReason};
 use crate::options::{BackupScope, Keep};
 use crate::validate::{LiveProblem, LiveTickets};
 
+#[cfg(test)]
+impl Estimate {
+    /// A small estimate for unit tests of what renders or writes one.
+    pub fn sample() -> Self {
+        Estimate {
+            pairs: 1,
+            api_calls: 2,
+            calls_per_pair: 2.0,
+            seconds: 3.0,
+            api_calls_low: 1,
+            api_calls_high: 4,
+            seconds_low: 1.5,
+            seconds_high: 6.0,
+            live_ticket_counts: 0,
+            rate_limit_calls: 45,
+            rate_limit_period_s: 60.0,
+            keep: Keep::Revu,
+            backup_scope: BackupScope::Secondary,
+            unknown_ticket_counts: 0,
+        }
+    }
+}
+
 /// What the merge run will cost in API calls and time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Estimate {
@@ -279,22 +302,7 @@ mod tests {
             detect::plan_from_reader("c.csv", std::io::Cursor::new(csv.into_bytes()), &opts)
                 .unwrap();
         plan.move_pair_to_review(0, ReviewReason::LiveNotFound, "gone".into());
-        let est = Estimate {
-            pairs: 1,
-            api_calls: 2,
-            calls_per_pair: 2.0,
-            seconds: 3.0,
-            api_calls_low: 1,
-            api_calls_high: 4,
-            seconds_low: 1.5,
-            seconds_high: 6.0,
-            live_ticket_counts: 0,
-            rate_limit_calls: 45,
-            rate_limit_period_s: 60.0,
-            keep: Keep::Revu,
-            backup_scope: BackupScope::Secondary,
-            unknown_ticket_counts: 0,
-        };
+        let est = Estimate::sample();
         let live = LiveSummary {
             base_url: "http://127.0.0.1:1/".into(),
             checked: 1,

@@ -170,17 +170,13 @@ fn count(v: &Value, path: &str) -> Value {
     }
 }
 
-/// Seconds as people read them (`45 s`, `12 min`, `3 h 5 min`).
+/// Seconds as the console prints them ([`crate::preview::human_duration`]), so the page and
+/// the terminal give the same figures; `?` for a value no estimate produces.
 fn duration(s: f64) -> String {
     if !s.is_finite() || s < 0.0 {
         return "?".into();
     }
-    let s = s.round() as u64;
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min", (s + 30) / 60),
-        _ => format!("{} h {} min", s / 3600, (s % 3600 + 30) / 60),
-    }
+    crate::preview::human_duration(s)
 }
 
 /// A figure of the JSON as text (`—` when absent).

@@ -9,29 +9,14 @@ use serde_json::{Value, json};
 use super::*;
 use crate::detect::{self, DetectOptions};
 use crate::devrev::types::Organization;
-use crate::options::{BackupScope, Keep};
+use crate::options::Keep;
 use crate::planfile::Estimate;
 use crate::restore::report::{Entry, EntryStatus, Summary};
 
 const EVIL: &str = "</script><script>window.pwned=1</script><img src=x onerror=\"pwned=2\"> & 'q'";
 
 fn estimate() -> Estimate {
-    Estimate {
-        pairs: 1,
-        api_calls: 2,
-        calls_per_pair: 2.0,
-        seconds: 3.0,
-        api_calls_low: 1,
-        api_calls_high: 4,
-        seconds_low: 1.5,
-        seconds_high: 6.0,
-        live_ticket_counts: 0,
-        rate_limit_calls: 45,
-        rate_limit_period_s: 60.0,
-        keep: Keep::Revu,
-        backup_scope: BackupScope::Secondary,
-        unknown_ticket_counts: 0,
-    }
+    Estimate::sample()
 }
 
 /// A plan of `n` pairs; the first primary's display name is [`EVIL`].
@@ -288,8 +273,9 @@ fn cells_and_durations() {
     assert_eq!(count(&r, "a.b"), 2);
     assert_eq!(id_cell(&json!("plain")), "plain");
     assert_eq!(duration(42.0), "42 s");
-    assert_eq!(duration(600.0), "10 min");
-    assert_eq!(duration(3.0 * 3600.0 + 300.0), "3 h 5 min");
+    assert_eq!(duration(600.0), "10 m 00 s");
+    assert_eq!(duration(3.0 * 3600.0 + 300.0), "3 h 05 m");
+    assert_eq!(duration(f64::NAN), "?");
     assert_eq!(
         path_for(Path::new("r/plan-1.json")),
         Path::new("r/plan-1.html")

@@ -167,6 +167,17 @@ pub struct MergeConfirmation {
     pub destination_confirmed: bool,
 }
 
+impl MergeConfirmation {
+    /// The merge seen now, by `sign` (its destination not confirmed yet).
+    pub fn now(sign: MergedSign) -> Self {
+        Self {
+            at: Utc::now(),
+            sign,
+            destination_confirmed: false,
+        }
+    }
+}
+
 /// Repairs made by Reconcile, kept as ids so a resumed Reconcile never counts one twice.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Repairs {

@@ -73,7 +73,7 @@ impl MergeRecords {
             restore_journal: restore_journal.to_path_buf(),
             report: None,
         };
-        if self.sp.get(&key).is_none() {
+        let Some(rec) = self.sp.get(&key) else {
             let mut rec = PairRecord::new(
                 item.email(),
                 &item.meta.primary_id,
@@ -85,13 +85,13 @@ impl MergeRecords {
             rec.finished_at = Some(Utc::now());
             self.sp.put(&key, rec)?;
             return Ok(());
-        }
-        if self.sp.get(&key).is_some_and(|r| {
-            r.status == PairStatus::Restored
-                && r.restored
-                    .as_ref()
-                    .is_some_and(|x| x.new_contact == new_contact)
-        }) {
+        };
+        let marked = rec.status == PairStatus::Restored
+            && rec
+                .restored
+                .as_ref()
+                .is_some_and(|x| x.new_contact == new_contact);
+        if marked {
             return Ok(());
         }
         self.sp.update(&key, |r| {

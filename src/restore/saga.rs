@@ -459,27 +459,28 @@ async fn create(
             }
         }
         if err.is_conflict() {
-            let holder = holders(client, item)
-                .await
-                .ok()
-                .and_then(|hs| {
-                    hs.into_iter()
-                        .find(|u| u.id != item.meta.primary_id && u.id != item.meta.secondary_id)
-                })
-                .map(|u| {
-                    format!(
-                        " ({}{})",
-                        u.display_id.as_deref().unwrap_or(&u.id),
-                        if u.is_active() { "" } else { ", not active" }
-                    )
-                })
-                .unwrap_or_default();
-            return Err(Stop::Fail(format!(
-                "the secondary's external_ref {:?} is held by another contact{holder} (DevRev \
-                 answered 409); this restore did not create that contact and does not take it \
-                 for its own: move the ref off it (or merge it) in DevRev, then re-run",
-                item.meta.secondary.external_ref
-            )));
+            // Whoever holds the ref now, apart from the pair's own contacts (a merged-away
+            // secondary that keeps its ref until DevRev releases it).
+            let holder = holders(client, item).await.ok().and_then(|hs| {
+                hs.into_iter()
+                    .find(|u| u.id != item.meta.primary_id && u.id != item.meta.secondary_id)
+            });
+            let reference = &item.meta.secondary.external_ref;
+            return Err(Stop::Fail(match holder {
+                Some(u) => format!(
+                    "the secondary's external_ref {reference:?} is held by another contact ({}{}) \
+                     (DevRev answered 409); this restore did not create that contact and does \
+                     not take it for its own: move the ref off it (or merge it) in DevRev, then \
+                     re-run",
+                    u.display_id.as_deref().unwrap_or(&u.id),
+                    if u.is_active() { "" } else { ", not active" }
+                ),
+                None => format!(
+                    "the secondary's external_ref {reference:?} is still held (DevRev answered \
+                     409, and no other contact is listed with it: the merged-away secondary \
+                     keeps it until DevRev releases it); re-run later"
+                ),
+            }));
         }
         return Err(api("creating the contact")(err));
     }

@@ -124,7 +124,7 @@ impl Saga<'_, '_> {
                 Err(e) => return phase_api_failure(step, &e),
             }
         }
-        let mut dest = evidence::destination(verdicts.iter().cloned());
+        let mut dest = evidence::destination(verdicts);
         let convs: Vec<&Conversation> = convs.iter().filter(|c| alone(&c.members)).collect();
         if dest == Destination::Unknown && !convs.is_empty() {
             // No conversations.get: the primary's conversations show those that moved to it.

@@ -39,11 +39,7 @@ impl Saga<'_, '_> {
                     );
                     tracing::info!(pair = %pair.email, "{detail}");
                     self.complete(Step::AwaitMerge, |r| {
-                        r.merged = Some(MergeConfirmation {
-                            at: Utc::now(),
-                            sign,
-                            destination_confirmed: false,
-                        });
+                        r.merged = Some(MergeConfirmation::now(sign));
                     })?;
                     return Ok((StepOutcome::Completed, Some(detail)));
                 }
@@ -88,11 +84,7 @@ impl Saga<'_, '_> {
             );
             tracing::info!(pair = %self.rec().email, "{detail}");
             self.complete(Step::AwaitMerge, |r| {
-                r.merged = Some(MergeConfirmation {
-                    at: Utc::now(),
-                    sign,
-                    destination_confirmed: false,
-                });
+                r.merged = Some(MergeConfirmation::now(sign));
             })?;
             return Ok((StepOutcome::Completed, Some(detail)));
         }

@@ -80,11 +80,16 @@ impl Saga<'_, '_> {
                 }
                 Ok(Evidence::Unclear(why)) => {
                     tracing::warn!(pair = %self.rec().email, "{why}; looking again");
+                    // The window starts again at the next plain look, and so does the time
+                    // the report gives for a re-run (written only when one was open).
+                    if self
+                        .rec()
+                        .merge
+                        .as_ref()
+                        .is_some_and(|m| m.unmerged_since.is_some())
                     {
                         self.save(|r| {
                             if let Some(m) = r.merge.as_mut() {
-                                // The window starts again at the next plain look, and so
-                                // does the time the report gives for a re-run.
                                 m.unmerged_since = None;
                                 m.watch_until = None;
                             }
@@ -147,11 +152,7 @@ impl Saga<'_, '_> {
             self.ctx.watch.note_applied(d);
         }
         self.complete(Step::AwaitMerge, |r| {
-            r.merged = Some(MergeConfirmation {
-                at: Utc::now(),
-                sign,
-                destination_confirmed: false,
-            });
+            r.merged = Some(MergeConfirmation::now(sign));
         })?;
         Ok((StepOutcome::Completed, Some(detail)))
     }
