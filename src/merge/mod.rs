@@ -7,6 +7,7 @@
 //! `saga.rs`, journaled in the format of `journal.rs` by `savepoint.rs`) → finish: report and
 //! exit status (`finish.rs`, `report.rs`).
 
+pub mod apply_wait;
 pub mod evidence;
 mod execute;
 mod finish;

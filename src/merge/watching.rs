@@ -1,6 +1,6 @@
-//! What the run learns while watching merges get applied, shared by every pair's saga: the
-//! apply delays seen so far (so the first look after a request comes when DevRev usually has
-//! applied it, not before), when each pair's watch started in this run (its `--merge-timeout`
+//! What the run learns while watching merges get applied, shared by every pair's saga: when
+//! the first look after a request should come (steered by the first looks so far, see
+//! `apply_wait.rs`, so it comes when DevRev usually has applied the merge, not long after), when each pair's watch started in this run (its `--merge-timeout`
 //! deadline), and whether the run is revisiting parked pairs.
 //!
 //! A pair whose merge is not seen applied within a few looks is *parked*: the run goes on with
@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::apply_wait::{self, Bounds, FirstLook};
+
 /// The run's watch state (interior mutability: the saga context is shared by reference).
 #[derive(Debug, Default)]
 pub struct WatchState {
@@ -19,8 +21,9 @@ pub struct WatchState {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Request → first look that saw the merge applied, for merges sent in this run.
-    apply_delays: Vec<Duration>,
+    /// The wait before the first look after a request, once a first look of this run has
+    /// steered it (`None`: the initial wait).
+    first_look: Option<Duration>,
     /// When the watch of each pair's current merge request started in this run (it bounds
     /// the run's wait for that request).
     started: HashMap<String, Instant>,
@@ -37,26 +40,23 @@ impl WatchState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A merge sent in this run was seen applied `d` after its request.
-    pub fn note_applied(&self, d: Duration) {
-        self.lock().apply_delays.push(d);
+    /// The first look after a request of this run came `look.after` it and found the merge
+    /// applied or not: the next first look comes sooner or later (see `apply_wait.rs`).
+    pub fn note_first_look(&self, look: FirstLook, initial: Duration, bounds: Bounds) {
+        let mut inner = self.lock();
+        let current = inner.first_look.unwrap_or(initial);
+        inner.first_look = Some(apply_wait::next_wait(current, look, bounds));
     }
 
-    /// How long after a request the first look should come: the median apply delay seen so
-    /// far in this run plus a quarter (each is an upper bound already: the look that saw the
-    /// merge came after it was applied), or `initial` before any was seen; never more than
-    /// `cap`. The median, so one merge seen late (its look delayed by retries) does not slow
-    /// every later pair.
-    pub fn first_look(&self, initial: Duration, cap: Duration) -> Duration {
-        let mut seen = self.lock().apply_delays.clone();
-        seen.sort();
-        let median = seen.get(seen.len() / 2).copied();
-        median.map_or(initial, |d| d + d / 4).min(cap)
+    /// How long after a request the first look should come: `initial` until a first look
+    /// of this run has steered it, always within `bounds`.
+    pub fn first_look(&self, initial: Duration, bounds: Bounds) -> Duration {
+        apply_wait::learn(self.lock().first_look.unwrap_or(initial), [], bounds)
     }
 
     /// How long a first pass keeps looking before it parks the pair.
-    pub fn pass_budget(&self, initial: Duration, cap: Duration) -> Duration {
-        (self.first_look(initial, cap) * FIRST_PASS_LOOKS).min(cap)
+    pub fn pass_budget(&self, initial: Duration, bounds: Bounds) -> Duration {
+        (self.first_look(initial, bounds) * FIRST_PASS_LOOKS).min(bounds.cap)
     }
 
     /// When this pair's watch started in this run (now, on the first call).
@@ -101,21 +101,30 @@ mod tests {
     #[test]
     fn the_first_look_learns_from_the_run() {
         let w = WatchState::default();
-        let (init, cap) = (Duration::from_secs(2), Duration::from_secs(120));
-        assert_eq!(w.first_look(init, cap), init);
-        w.note_applied(Duration::from_millis(800));
-        w.note_applied(Duration::from_millis(1600));
-        w.note_applied(Duration::from_millis(30_000));
+        let init = Duration::from_secs(2);
+        let b = Bounds {
+            floor: Duration::from_millis(10),
+            cap: Duration::from_secs(60),
+        };
+        assert_eq!(w.first_look(init, b), init);
+        let look = |ms, applied| FirstLook {
+            after: Duration::from_millis(ms),
+            applied,
+        };
+        w.note_first_look(look(2100, true), init, b);
         assert_eq!(
-            w.first_look(init, cap),
-            Duration::from_millis(2000),
-            "median"
+            w.first_look(init, b),
+            Duration::from_millis(1800),
+            "shorter"
         );
-        assert_eq!(w.pass_budget(init, cap), Duration::from_millis(6000));
-        assert_eq!(
-            w.first_look(init, Duration::from_secs(1)),
-            Duration::from_secs(1)
-        );
+        w.note_first_look(look(1800, false), init, b);
+        assert_eq!(w.first_look(init, b), Duration::from_millis(2700), "longer");
+        assert_eq!(w.pass_budget(init, b), Duration::from_millis(8100));
+        let tight = Bounds {
+            cap: Duration::from_secs(1),
+            ..b
+        };
+        assert_eq!(w.first_look(init, tight), Duration::from_secs(1));
         let a = w.started("k");
         assert_eq!(w.started("k"), a, "never reset");
         assert!(!w.revisiting());

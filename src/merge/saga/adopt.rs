@@ -85,10 +85,14 @@ impl Saga<'_, '_> {
         // Wait a few seconds for that; a secondary that keeps it is then released by hand.
         // Seconds, not minutes, whatever the merges' apply delay: a ref that is not freed by
         // then is released, and one DevRev will not free is left pending (never a stall).
+        let bounds = crate::merge::apply_wait::Bounds {
+            floor: self.ctx.min_backoff,
+            cap: self.ctx.merge_timeout,
+        };
         let wait = self
             .ctx
             .watch
-            .pass_budget(self.ctx.min_backoff * 2, self.ctx.merge_timeout)
+            .pass_budget(self.ctx.min_backoff * 2, bounds)
             .min(self.ctx.min_backoff * 10);
         let t0 = Instant::now();
         let mut deadline = t0 + wait;

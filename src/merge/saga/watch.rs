@@ -2,6 +2,7 @@
 //! shows merged (by the one rule of `merge/evidence.rs`), is parked, or the watch is over.
 
 use super::*;
+use crate::merge::apply_wait::{Bounds, FirstLook};
 use crate::merge::journal::accepted_never_applied;
 
 impl Saga<'_, '_> {
@@ -34,26 +35,30 @@ impl Saga<'_, '_> {
     pub(super) async fn watch(&mut self, lost: bool) -> StepResult {
         let w = self.ctx.watch;
         let mut deadline = w.started(&self.key) + self.ctx.merge_timeout;
-        let initial = self.ctx.min_backoff * 2;
-        let cap = self.ctx.merge_timeout / 2;
+        let (initial, bounds) = self.first_look_bounds();
         let budget = if w.revisiting() {
             Duration::ZERO
         } else {
-            w.pass_budget(initial, cap)
+            w.pass_budget(initial, bounds)
         };
         let budget_end = (Instant::now() + budget).min(deadline);
         let mut delays = poll_delays(self.ctx.min_backoff);
         let mut last_error: Option<ApiError> = None;
         // DevRev never applies a merge within its own answer: a look right after the request
         // would be a wasted call. Wait until it usually has applied one in this run.
-        if self.merge_sent && !w.revisiting() {
-            let first = w.first_look(initial, cap);
+        let mut first_look = self.merge_sent && !w.revisiting();
+        if first_look {
+            let first = w.first_look(initial, bounds);
             if self.nap(first).await {
                 return Ok((StepOutcome::Interrupted, None));
             }
         }
         loop {
-            match self.observe().await {
+            let seen = self.observe().await;
+            if std::mem::take(&mut first_look) {
+                self.note_first_look(&seen, initial, bounds);
+            }
+            match seen {
                 Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
                 Ok(Evidence::Unmerged) => {
                     last_error = None;
@@ -124,6 +129,33 @@ impl Saga<'_, '_> {
         }
     }
 
+    /// The first look's initial wait (twice the poll loop's first delay: 2 s at the default
+    /// 1 s, DevRev's usual apply delay) and the bounds it is steered within: at least the
+    /// poll loop's first delay, at most half of `--merge-timeout`.
+    fn first_look_bounds(&self) -> (Duration, Bounds) {
+        let floor = self.ctx.min_backoff.max(Duration::from_millis(5));
+        let bounds = Bounds {
+            floor,
+            cap: self.ctx.merge_timeout / 2,
+        };
+        (self.ctx.min_backoff * 2, bounds)
+    }
+
+    /// Steers the next pair's first look by what this one found: applied (shorter), plainly
+    /// not applied (longer). A failed or unclear look says nothing about the delay.
+    fn note_first_look(&self, seen: &Result<Evidence, ApiError>, initial: Duration, b: Bounds) {
+        let applied = match seen {
+            Ok(Evidence::Merged(_)) => true,
+            Ok(Evidence::Unmerged) => false,
+            _ => return,
+        };
+        let Some(m) = &self.rec().merge else { return };
+        let after = (Utc::now() - m.requested_at).to_std().unwrap_or_default();
+        self.ctx
+            .watch
+            .note_first_look(FirstLook { after, applied }, initial, b);
+    }
+
     /// When a `--merge-watch` window shorter than `--merge-timeout` (a setting, or tests)
     /// that has started will be complete: the run waits for it rather than leave the
     /// outcome unknown. `now` when there is no such window.
@@ -145,12 +177,6 @@ impl Saga<'_, '_> {
             Some(m) if lost => format!("resolved attempt {}: merged ({sign})", m.attempt),
             _ => sign.to_string(),
         };
-        if self.merge_sent
-            && let Some(m) = &self.rec().merge
-            && let Ok(d) = (Utc::now() - m.requested_at).to_std()
-        {
-            self.ctx.watch.note_applied(d);
-        }
         self.complete(Step::AwaitMerge, |r| {
             r.merged = Some(MergeConfirmation::now(sign));
         })?;
