@@ -40,6 +40,7 @@ impl Estimate {
             keep: Keep::Revu,
             backup_scope: BackupScope::Secondary,
             unknown_ticket_counts: 0,
+            merge_wait_s: 2.0,
         }
     }
 }
@@ -51,7 +52,9 @@ pub struct Estimate {
     /// The typical count: the per-pair formula of docs/api.md over the ticket counts.
     pub api_calls: u64,
     pub calls_per_pair: f64,
-    /// At the configured pacing: `api_calls × period / calls`.
+    /// At the configured pacing, `api_calls × period / calls`, plus the wait for the last
+    /// merge to apply (the others are spent preparing the next pairs). `seconds_low` counts
+    /// the same way; `seconds_high` counts one wait per pair (none hidden).
     pub seconds: f64,
     /// The honest range around `api_calls`: the saga's floor (no attachment, no conversation,
     /// one look after the merge) up to the priors of docs/api.md for what the CSV does not say.
@@ -67,6 +70,8 @@ pub struct Estimate {
     pub backup_scope: BackupScope,
     /// Contacts of pairs whose TICKET_COUNT is empty (counted as 0 tickets).
     pub unknown_ticket_counts: u64,
+    /// The wait after each merge request before the first look at the secondary, in seconds.
+    pub merge_wait_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -175,18 +175,47 @@ pub fn estimate(plan: &Plan, cfg: &Config, live: Option<&LiveSummary>) -> Estima
         pairs: n,
         api_calls: calls,
         calls_per_pair: if n == 0 { 0.0 } else { calls as f64 / n as f64 },
-        seconds: seconds_for(calls, cfg),
+        seconds: run_seconds(calls, n, cfg, Waits::Hidden),
         api_calls_low: low,
         api_calls_high: high,
-        seconds_low: seconds_for(low, cfg),
-        seconds_high: seconds_for(high, cfg),
+        seconds_low: run_seconds(low, n, cfg, Waits::Hidden),
+        seconds_high: run_seconds(high, n, cfg, Waits::Exposed),
         live_ticket_counts: refined,
         rate_limit_calls: cfg.rate_limit_calls,
         rate_limit_period_s: cfg.rate_limit_period.as_secs_f64(),
         keep: cfg.keep,
         backup_scope: cfg.backup_scope,
         unknown_ticket_counts: unknown,
+        merge_wait_s: merge_wait(cfg),
     }
+}
+
+/// How much of the merge waits a run's length shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waits {
+    /// Each wait is spent preparing the next pair (`merge/pipeline.rs`): only the last
+    /// pair's wait adds to the calls' time.
+    Hidden,
+    /// No wait is hidden (every pair meets the one before it): one wait per pair.
+    Exposed,
+}
+
+/// A merge run's length: its calls at the configured pacing plus the waits for merges to
+/// apply that no other call fills. Each wait is the first look's initial delay (twice the
+/// poll loop's first delay: 2 s at the default 1 s, DevRev's usual apply delay).
+fn run_seconds(calls: u64, pairs: u64, cfg: &Config, waits: Waits) -> f64 {
+    let wait = merge_wait(cfg);
+    let exposed = match waits {
+        _ if pairs == 0 => 0,
+        Waits::Hidden => 1,
+        Waits::Exposed => pairs,
+    };
+    seconds_for(calls, cfg) + exposed as f64 * wait
+}
+
+/// The wait before the first look after a merge request, in seconds (`saga/watch.rs`).
+pub fn merge_wait(cfg: &Config) -> f64 {
+    2.0 * cfg.min_backoff.as_secs_f64()
 }
 
 fn seconds_for(calls: u64, cfg: &Config) -> f64 {
@@ -592,6 +621,14 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
         est.rate_limit_calls,
         est.rate_limit_period_s
     )?;
+    if est.pairs > 0 {
+        writeln!(
+            w,
+            "  Merge waits: about {} after each merge, spent preparing the next pair; the \
+             time includes the last one, the top of the range one per pair.",
+            human_duration(est.merge_wait_s)
+        )?;
+    }
     writeln!(
         w,
         "  Range: {} to {} API calls, {} to {}{}.",
@@ -864,6 +901,7 @@ mod tests {
             keep: Keep::Revu,
             backup_scope: BackupScope::Secondary,
             unknown_ticket_counts: 30,
+            merge_wait_s: 2.0,
         };
         let mut out = Vec::new();
         print_human(

@@ -141,7 +141,7 @@ mod tests {
     fn it_follows_a_delay_that_changes() {
         // 1 s for a while, then DevRev slows to 8 s, then recovers.
         let mut w = ms(2000);
-        let mut run = |delay: u64, n: usize, w: &mut Duration| {
+        let run = |delay: u64, n: usize, w: &mut Duration| {
             for _ in 0..n {
                 let look = FirstLook {
                     after: *w,

@@ -5,10 +5,11 @@
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use super::journal::PairRecord;
+use super::pipeline::Pipeline;
 use super::report::RunOutcome;
 use super::saga::{self, PairResult, PairRun, SagaCtx};
-use super::savepoint::Savepoint;
 use super::schedule::{self, Item};
+use super::shared::SharedSavepoint;
 use crate::detect::RefClass;
 use crate::devrev::DevRevClient;
 use crate::error::AppError;
@@ -30,10 +31,11 @@ enum Stop {
     Fatal(AppError),
 }
 
-/// Runs `work` in order until it is done, Ctrl-C, `--max-merges` or a run-wide error.
+/// Runs `work` in order until it is done, Ctrl-C, `--max-merges` or a run-wide error, the
+/// next pairs prepared while the one in hand waits for its merge (`pipeline.rs`).
 pub async fn execute(
     ctx: &SagaCtx<'_>,
-    sp: &mut Savepoint,
+    sp: &SharedSavepoint,
     work: &[Item<'_>],
     max_merges: Option<usize>,
     keep: Keep,
@@ -49,7 +51,12 @@ pub async fn execute(
     let mut meter = CallMeter::new(ctx.client);
     let mut eta = String::new();
     let mut parked: Vec<(&Item<'_>, String)> = Vec::new();
+    let mut pipe = Pipeline::new(ctx, sp, work, keep, max_merges);
     for (i, item) in work.iter().enumerate() {
+        if let Some(e) = pipe.take_fatal() {
+            stop = Some(Stop::Fatal(e));
+            break;
+        }
         if ctx.stop.requested() {
             stop = Some(Stop::Outcome(RunOutcome::Interrupted));
             break;
@@ -65,7 +72,7 @@ pub async fn execute(
         let email = item
             .pair
             .map(|p| p.email.clone())
-            .or_else(|| sp.get(&item.key).map(|r| r.email.clone()))
+            .or_else(|| sp.get(&item.key).map(|r| r.email))
             .unwrap_or_default();
         // The estimate first: on a narrow terminal the end of the line is what gets cut.
         span.pb_set_message(&format!("{eta}{email}"));
@@ -73,21 +80,54 @@ pub async fn execute(
             stop = Some(Stop::Fatal(e));
             break;
         }
-        let (run, stopped) = run_one(ctx, sp, item, &email).await;
+        pipe.set_current(i, merges_sent);
+        // Its preparation may still be under way: a second Ctrl-C stops at once here too.
+        let taken = tokio::select! {
+            biased;
+            _ = ctx.stop.hard() => None,
+            t = pipe.take(i) => Some(t),
+        };
+        let prepared = match taken {
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                stop = Some(Stop::Fatal(e));
+                break;
+            }
+            None => {
+                stop = Some(Stop::Outcome(RunOutcome::Interrupted));
+                break;
+            }
+        };
+        let (run, stopped) = pipe
+            .alongside(run_one(ctx, sp, item, &email, prepared))
+            .await;
         if let Some(run) = &run {
             merges_sent += usize::from(run.merge_sent);
             if run.result == PairResult::Parked {
                 parked.push((item, email.clone()));
+                pipe.park(i);
             } else {
                 span.pb_inc(1);
             }
-            eta = meter.pair_done(ctx.client, work.len() - i - 1);
+            eta = meter.pair_done(ctx, work.len() - i - 1);
         }
         ran.push((item.key.clone(), run));
         if stopped.is_some() {
             stop = stopped;
             break;
         }
+    }
+    // Prepared pairs that never had their turn: journaled as interrupted after their backup
+    // (the next run checks them again), reported with the steps they ran.
+    let drop_running = matches!(stop, Some(Stop::Fatal(_)));
+    for (i, prepared) in pipe.wind_down(drop_running).await {
+        let result = prepared.ended().cloned().unwrap_or(PairResult::Interrupted);
+        let run = PairRun {
+            steps: prepared.steps,
+            result,
+            merge_sent: false,
+        };
+        ran.push((work[i].key.clone(), Some(run)));
     }
     // Pairs whose merge was sent are finished also when --max-merges stopped the run: "pairs
     // already in flight are still finished" (a canary must not end with its last merge
@@ -116,10 +156,13 @@ pub async fn execute(
 }
 
 /// The run's ETA from what it measures: the API calls per pair so far times the pairs left, at
-/// the client's pacing. A run is bound by its rate limit, so its calls are its length; the
-/// preview's estimate only guesses attachments and conversations, the run counts them.
+/// the client's pacing, plus the wait for the last merge to apply; or the time per pair so
+/// far, when that is longer (waits that preparing the next pair did not fill). A run is bound
+/// by its rate limit, so its calls are most of its length; the preview's estimate only
+/// guesses attachments and conversations, the run counts them.
 struct CallMeter {
     calls_at_start: u64,
+    started: std::time::Instant,
     pairs: u64,
     /// Seconds one call takes at the configured pacing.
     per_call_s: f64,
@@ -130,6 +173,7 @@ impl CallMeter {
         let cfg = client.config();
         Self {
             calls_at_start: client.totals().calls,
+            started: std::time::Instant::now(),
             pairs: 0,
             per_call_s: cfg.rate_limit_period.as_secs_f64()
                 / f64::from(cfg.rate_limit_calls.max(1)),
@@ -137,10 +181,20 @@ impl CallMeter {
     }
 
     /// Counts a finished pair; returns the text shown after the next pair's email.
-    fn pair_done(&mut self, client: &DevRevClient, left: usize) -> String {
+    fn pair_done(&mut self, ctx: &SagaCtx<'_>, left: usize) -> String {
         self.pairs += 1;
-        let calls = client.totals().calls.saturating_sub(self.calls_at_start);
-        let (per_pair, secs) = time_left(calls, self.pairs, left, self.per_call_s);
+        let calls = ctx
+            .client
+            .totals()
+            .calls
+            .saturating_sub(self.calls_at_start);
+        let m = Measured {
+            calls,
+            pairs: self.pairs,
+            elapsed_s: self.started.elapsed().as_secs_f64(),
+        };
+        let wait_s = saga::first_look_wait(ctx).as_secs_f64();
+        let (per_pair, secs) = time_left(m, left, self.per_call_s, wait_s);
         tracing::debug!(
             pairs = self.pairs,
             calls,
@@ -156,11 +210,25 @@ impl CallMeter {
     }
 }
 
-/// Calls per pair measured over `pairs` finished pairs, and the seconds the `left` ones take at
-/// that rate with one call every `per_call_s`.
-fn time_left(calls: u64, pairs: u64, left: usize, per_call_s: f64) -> (f64, f64) {
-    let per_pair = calls as f64 / pairs.max(1) as f64;
-    (per_pair, per_pair * left as f64 * per_call_s)
+/// What the run has measured so far.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    calls: u64,
+    pairs: u64,
+    elapsed_s: f64,
+}
+
+/// Calls per pair measured so far, and the seconds the `left` pairs take: their calls at one
+/// every `per_call_s` plus one merge wait of `wait_s` (the last pair's), or the time per pair
+/// measured so far if that is longer.
+fn time_left(m: Measured, left: usize, per_call_s: f64, wait_s: f64) -> (f64, f64) {
+    if left == 0 {
+        return (m.calls as f64 / m.pairs.max(1) as f64, 0.0);
+    }
+    let per_pair = m.calls as f64 / m.pairs.max(1) as f64;
+    let by_calls = per_pair * left as f64 * per_call_s + wait_s;
+    let by_time = m.elapsed_s / m.pairs.max(1) as f64 * left as f64;
+    (per_pair, by_calls.max(by_time))
 }
 
 /// Comes back to the parked pairs, one look each per round, until each is settled or its
@@ -168,7 +236,7 @@ fn time_left(calls: u64, pairs: u64, left: usize, per_call_s: f64) -> (f64, f64)
 /// outcome unknown and when to re-run). Rounds are spaced like any poll loop.
 async fn revisit(
     ctx: &SagaCtx<'_>,
-    sp: &mut Savepoint,
+    sp: &SharedSavepoint,
     mut parked: Vec<(&Item<'_>, String)>,
     ran: &mut [(String, Option<PairRun>)],
     span: &tracing::Span,
@@ -187,7 +255,7 @@ async fn revisit(
         }
         let mut still = Vec::new();
         for (item, email) in parked {
-            let (run, stopped) = run_one(ctx, sp, item, &email).await;
+            let (run, stopped) = run_one(ctx, sp, item, &email, None).await;
             let slot = ran.iter_mut().find(|(k, _)| *k == item.key);
             let again = run.as_ref().is_some_and(|r| r.result == PairResult::Parked);
             if let Some((_, entry)) = slot {
@@ -216,8 +284,12 @@ async fn revisit(
 }
 
 /// A pair seen for the first time gets its record before the saga starts.
-fn journal_new_pair(sp: &mut Savepoint, item: &Item<'_>, keep: Keep) -> Result<(), AppError> {
-    if sp.get(&item.key).is_some() {
+pub(super) fn journal_new_pair(
+    sp: &SharedSavepoint,
+    item: &Item<'_>,
+    keep: Keep,
+) -> Result<(), AppError> {
+    if sp.contains(&item.key) {
         return Ok(());
     }
     let pair = item
@@ -243,14 +315,15 @@ fn journal_new_pair(sp: &mut Savepoint, item: &Item<'_>, keep: Keep) -> Result<(
 /// the whole run must stop after it (if it must).
 async fn run_one(
     ctx: &SagaCtx<'_>,
-    sp: &mut Savepoint,
+    sp: &SharedSavepoint,
     item: &Item<'_>,
     email: &str,
+    prepared: Option<saga::Prepared>,
 ) -> (Option<PairRun>, Option<Stop>) {
     let res = tokio::select! {
         biased;
         _ = ctx.stop.hard() => None,
-        r = saga::run_pair(ctx, sp, &item.key, item.pair) => Some(r),
+        r = saga::run_pair(ctx, sp, &item.key, item.pair, prepared) => Some(r),
     };
     match res {
         // Dropped mid-step: every savepoint change is written as it is made, so the journal
@@ -291,20 +364,31 @@ fn log_result(email: &str, r: &PairResult) {
 
 #[cfg(test)]
 mod tests {
-    use super::time_left;
+    use super::{Measured, time_left};
 
     #[test]
-    fn the_eta_follows_the_measured_calls_per_pair() {
-        // 3 pairs took 52 calls: 17.3 a pair; 17 pairs left at 45 calls a minute.
-        let (per_pair, secs) = time_left(52, 3, 17, 60.0 / 45.0);
+    fn the_eta_follows_the_measured_calls_per_pair_and_counts_the_last_wait() {
+        let m = |calls, pairs, elapsed_s| Measured {
+            calls,
+            pairs,
+            elapsed_s,
+        };
+        // 3 pairs took 52 calls in 60 s: 17.3 a pair; 17 pairs left at 45 calls a minute,
+        // and the last merge's 2 s wait.
+        let (per_pair, secs) = time_left(m(52, 3, 60.0), 17, 60.0 / 45.0, 2.0);
         assert!((per_pair - 17.333).abs() < 0.01, "{per_pair}");
         assert!(
-            (secs - 52.0 / 3.0 * 17.0 * 60.0 / 45.0).abs() < 1e-6,
+            (secs - (52.0 / 3.0 * 17.0 * 60.0 / 45.0 + 2.0)).abs() < 1e-6,
             "{secs}"
         );
         // A pair that cost more (attachments) raises the estimate for the rest.
-        let (_, later) = time_left(52 + 40, 4, 16, 60.0 / 45.0);
+        let (_, later) = time_left(m(52 + 40, 4, 120.0), 16, 60.0 / 45.0, 2.0);
         assert!(later / 16.0 > secs / 17.0);
-        assert_eq!(time_left(0, 0, 5, 1.0), (0.0, 0.0));
+        // Waits nothing filled (pairs that had to run one after the other): the time per
+        // pair measured so far is the better guide.
+        let (_, slow) = time_left(m(52, 3, 3.0 * 40.0), 17, 60.0 / 45.0, 2.0);
+        assert!((slow - 40.0 * 17.0).abs() < 1e-6, "{slow}");
+        assert_eq!(time_left(m(0, 0, 0.0), 5, 1.0, 0.0), (0.0, 0.0));
+        assert_eq!(time_left(m(10, 1, 5.0), 0, 1.0, 2.0).1, 0.0, "nothing left");
     }
 }

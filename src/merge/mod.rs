@@ -11,12 +11,15 @@ pub mod apply_wait;
 pub mod evidence;
 mod execute;
 mod finish;
+pub mod footprint;
 pub mod journal;
 pub mod ledger;
+mod pipeline;
 pub mod report;
 pub mod saga;
 pub mod savepoint;
 pub mod schedule;
+pub mod shared;
 mod turn;
 pub mod watching;
 
@@ -165,7 +168,9 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         resend_unapplied: cfg.resend_unapplied,
         stop: &stop,
     };
-    let mut done = execute::execute(&ctx, &mut sp, &sched.work, cfg.max_merges, cfg.keep).await;
+    let shared = shared::SharedSavepoint::new(sp);
+    let mut done = execute::execute(&ctx, &shared, &sched.work, cfg.max_merges, cfg.keep).await;
+    let mut sp = shared.into_inner();
     // Superseded lines are dropped so the next run loads only live records. Not fatal: the
     // journal as it stands is complete.
     if let Err(e) = sp.compact_if_superseded() {

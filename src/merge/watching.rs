@@ -17,6 +17,8 @@ use super::apply_wait::{self, Bounds, FirstLook};
 #[derive(Debug, Default)]
 pub struct WatchState {
     inner: Mutex<Inner>,
+    /// Woken at every merge request: the run may start preparing the next pair then.
+    requested: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
@@ -29,6 +31,7 @@ struct Inner {
     started: HashMap<String, Instant>,
     /// Pairs whose recorded backup was taken in this run.
     backed_up: HashSet<String>,
+
     revisiting: bool,
 }
 
@@ -71,6 +74,19 @@ impl WatchState {
     /// A new merge request for the pair: its watch starts afresh.
     pub fn restart(&self, key: &str) {
         self.lock().started.remove(key);
+        self.requested.notify_one();
+    }
+
+    /// Resolves at the next merge request (or at once if one came since the last call).
+    pub async fn merge_requested(&self) {
+        self.requested.notified().await;
+    }
+
+    /// The pair's backup no longer counts as taken in this run: it is checked against
+    /// DevRev's current lists before a merge is sent over it (a prepared pair that waited
+    /// too long for its turn).
+    pub fn forget_backup(&self, key: &str) {
+        self.lock().backed_up.remove(key);
     }
 
     /// The pair's backup was taken in this run.

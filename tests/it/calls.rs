@@ -93,14 +93,25 @@ fn minimum(t: &Terms, keep_user: bool, renamed: bool) -> BTreeMap<String, usize>
     .collect()
 }
 
-/// The log cut into one slice per pair (the run handles one pair at a time): each starts at
-/// the pair's first `rev-users.get` (Validate). Returns the slices in the order of `pairs`
-/// and what came before the first.
+/// Each request of the log attributed to its pair, by what it names: the contact of a
+/// `rev-users.*` call or a list filter, or the backed-up object of a timeline or attachment
+/// call. The run prepares the next pair while one waits for its merge, so the pairs' calls
+/// interleave; backups are taken one at a time in the pairs' order, so an object backed up by
+/// several pairs (a ticket naming two secondaries) goes to them in the order they started,
+/// and a download to the pair of the `artifacts.locate` before it. Returns the requests in
+/// the order of `pairs` and those naming no pair (the run's own).
 fn per_pair<'a>(
+    w: &World,
     log: &'a [RequestRecord],
     pairs: &[(String, String)],
-) -> (Vec<&'a [RequestRecord]>, &'a [RequestRecord]) {
-    let mut starts: Vec<(usize, usize)> = pairs
+) -> (Vec<Vec<&'a RequestRecord>>, Vec<&'a RequestRecord>) {
+    let mut contact: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, (p, s)) in pairs.iter().enumerate() {
+        contact.insert(p, i);
+        contact.insert(s, i);
+    }
+    // Pairs in the order their Validate began.
+    let mut started: Vec<(usize, usize)> = pairs
         .iter()
         .enumerate()
         .map(|(i, (p, s))| {
@@ -114,16 +125,85 @@ fn per_pair<'a>(
             (at, i)
         })
         .collect();
-    starts.sort();
-    let mut slices = vec![&log[..0]; pairs.len()];
-    for (k, &(at, i)) in starts.iter().enumerate() {
-        let end = starts.get(k + 1).map_or(log.len(), |n| n.0);
-        slices[i] = &log[at..end];
+    started.sort();
+    // Backed-up object -> the pairs backing it up, in the order they started.
+    let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &(_, i) in &started {
+        for o in objects(w, &pairs[i].1) {
+            holders.entry(o).or_default().push(i);
+        }
     }
-    (slices, &log[..starts[0].0])
+    let parent: BTreeMap<&str, &str> = w
+        .seed
+        .artifacts
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap(),
+                a["parent"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut by_object = |path: &str, id: &str, object: &str| -> Option<usize> {
+        let k = seen.entry((path.to_string(), id.to_string())).or_default();
+        let who = holders.get(object)?.get(*k).copied();
+        *k += 1;
+        who
+    };
+    let mut out = vec![Vec::new(); pairs.len()];
+    let mut rest = Vec::new();
+    let mut last_locate = None;
+    for r in log {
+        let who = match r.path.as_str() {
+            "/timeline-entries.list" => {
+                let o = r.body["object"].as_str().unwrap_or_default();
+                by_object(&r.path, o, o)
+            }
+            "/artifacts.locate" | "/artifacts.get" => {
+                let id = r.body["id"].as_str().unwrap_or_default();
+                let who = by_object(&r.path, id, parent.get(id).copied().unwrap_or_default());
+                if r.path == "/artifacts.locate" {
+                    last_locate = who;
+                }
+                who
+            }
+            p if p.starts_with("/download/") => last_locate,
+            _ => first_contact(&r.body, &contact),
+        };
+        match who {
+            Some(i) => out[i].push(r),
+            None => rest.push(r),
+        }
+    }
+    (out, rest)
 }
 
-fn counts(reqs: &[RequestRecord]) -> BTreeMap<String, usize> {
+/// The tickets and conversations naming `secondary`: what its pair's backup reads the
+/// timeline of.
+fn objects(w: &World, secondary: &str) -> BTreeSet<String> {
+    let names = |v: &Value, field: &str| summary_ids(&v[field]).contains(&secondary.to_string());
+    w.seed
+        .tickets
+        .iter()
+        .filter(|t| names(t, "reported_by"))
+        .chain(w.seed.conversations.iter().filter(|c| names(c, "members")))
+        .map(|o| o["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The pair of the first contact id a request body names (its `id`, a merge's secondary, a
+/// list filter).
+fn first_contact(body: &Value, contact: &BTreeMap<&str, usize>) -> Option<usize> {
+    match body {
+        Value::String(s) => contact.get(s.as_str()).copied(),
+        Value::Array(a) => a.iter().find_map(|v| first_contact(v, contact)),
+        Value::Object(m) => m.values().find_map(|v| first_contact(v, contact)),
+        _ => None,
+    }
+}
+
+fn counts(reqs: &[&RequestRecord]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for r in reqs.iter().filter(|r| !r.path.starts_with("/download/")) {
         *out.entry(r.path.clone()).or_default() += 1;
@@ -151,9 +231,9 @@ fn check_world(keep_user: bool, renames: bool) {
     );
     let log = w.fake.requests();
     let pairs = w.pairs();
-    let (slices, before) = per_pair(&log, &pairs);
+    let (slices, before) = per_pair(&w, &log, &pairs);
     assert_eq!(
-        counts(before),
+        counts(&before),
         BTreeMap::from([("/auth-tokens.info".to_string(), 1)]),
         "one call per run before the first pair"
     );

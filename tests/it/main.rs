@@ -20,6 +20,7 @@ mod limits;
 mod merge;
 mod merge_crash;
 mod merge_safety;
+mod pipeline;
 mod probe;
 mod restore;
 mod restore_crash;

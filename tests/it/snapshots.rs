@@ -131,6 +131,10 @@ fn merge_run_summary() {
     std::fs::write(tmp.path().join("contacts.csv"), fake.contacts_csv()).unwrap();
     let mut c = cmd(tmp.path());
     with_fake(&mut c, &fake).args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "5"]);
+    // The first look comes 0.4 s after each merge (twice this backoff), long enough for the
+    // next pair to be validated and backed up meanwhile on any machine: its warnings come
+    // before the pair ahead of it is reported merged, in a fixed order.
+    c.env("DEVREV_MERGE_MIN_BACKOFF_MS", "200");
     let out = c.output().unwrap();
     check("merge_run_summary", tmp.path(), &out);
 }

@@ -47,7 +47,7 @@ use super::journal::{
     MergeConfirmation, MergeIntent, MergeOutcome, MergedSign, PairError, PairRecord, PairStatus,
     RefRelease, SkipReason, Step,
 };
-use super::savepoint::Savepoint;
+use super::shared::SharedSavepoint;
 use super::watching::WatchState;
 use crate::backup::{self, BackupError, BackupInput};
 use crate::detect::{Pair, RefClass, classify_ref};
@@ -58,9 +58,13 @@ use crate::options::{BackupScope, Keep};
 use crate::validate::{self, LiveCheck, LiveProblem};
 
 mod adopt;
+mod prepare;
 mod reconcile;
 mod steps;
 mod watch;
+
+pub use prepare::{Prepared, prepare_pair};
+pub use watch::first_look_wait;
 
 impl PairError {
     /// A failure as DevRev described it (status, error type, reference id).
@@ -268,37 +272,63 @@ pub(super) fn next_delay(delays: &mut impl Iterator<Item = Duration>) -> Duratio
 ///
 /// `Err` means the whole run must stop (DevRev unreachable, token refused, disk full, the
 /// savepoint cannot be written); the savepoint is consistent at that point.
+///
+/// `prepared`: what [`prepare_pair`] already did for the pair in this process (its checks
+/// count as this process's own); a pair it already settled (skipped, failed) is not run again.
 pub async fn run_pair(
     ctx: &SagaCtx<'_>,
-    sp: &mut Savepoint,
+    sp: &SharedSavepoint,
     key: &str,
     pair: Option<&Pair>,
+    prepared: Option<Prepared>,
 ) -> Result<PairRun, AppError> {
-    let mut saga = Saga {
-        ctx,
-        sp,
-        key: key.to_string(),
-        pair,
-        steps: Vec::new(),
-        live: None,
-        validated: false,
-        verified: false,
-        merge_sent: false,
-    };
-    let result = saga.drive().await;
+    let mut saga = Saga::new(ctx, sp, key, pair);
+    if let Some(p) = prepared {
+        if let Some(result) = p.ended {
+            return Ok(PairRun {
+                steps: p.steps,
+                result,
+                merge_sent: false,
+            });
+        }
+        saga.steps = p.steps;
+        saga.live = p.live;
+        saga.validated = p.validated;
+        saga.verified = p.verified;
+    }
+    let result = saga.drive_until(Reach::Done).await;
     let Saga {
         steps, merge_sent, ..
     } = saga;
     Ok(PairRun {
         steps,
-        result: result?,
+        result: result?.expect("a saga run to its end has a result"),
         merge_sent,
     })
 }
 
+/// How far a saga runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// To the end.
+    Done,
+    /// Up to the first step that may write to DevRev (RequestMerge, or Reconcile of a merge
+    /// found applied), which it leaves to the run in order: only Validate, Backup and
+    /// VerifyBackup, which read DevRev and write only local files and the journal.
+    BeforeWrites,
+}
+
+impl Step {
+    /// Reads DevRev and writes only the backup and the journal: safe to run alongside
+    /// another pair's merge.
+    fn reads_only(self) -> bool {
+        matches!(self, Step::Validate | Step::Backup | Step::VerifyBackup)
+    }
+}
+
 struct Saga<'a, 'b> {
     ctx: &'a SagaCtx<'a>,
-    sp: &'b mut Savepoint,
+    sp: &'b SharedSavepoint,
     key: String,
     pair: Option<&'a Pair>,
     steps: Vec<StepRecord>,
@@ -311,8 +341,30 @@ struct Saga<'a, 'b> {
     merge_sent: bool,
 }
 
+impl<'a, 'b> Saga<'a, 'b> {
+    fn new(
+        ctx: &'a SagaCtx<'a>,
+        sp: &'b SharedSavepoint,
+        key: &str,
+        pair: Option<&'a Pair>,
+    ) -> Self {
+        Saga {
+            ctx,
+            sp,
+            key: key.to_string(),
+            pair,
+            steps: Vec::new(),
+            live: None,
+            validated: false,
+            verified: false,
+            merge_sent: false,
+        }
+    }
+}
+
 impl Saga<'_, '_> {
-    fn rec(&self) -> &PairRecord {
+    /// The record as it is now (a copy: other sagas journal their own records meanwhile).
+    fn rec(&self) -> PairRecord {
         self.sp
             .get(&self.key)
             .expect("the run puts the record in the savepoint before the saga")
@@ -377,18 +429,23 @@ impl Saga<'_, '_> {
         }
     }
 
-    async fn drive(&mut self) -> Result<PairResult, AppError> {
+    /// Runs the steps up to `reach`. `Ok(None)`: stopped before a step that may write to
+    /// DevRev (only with [`Reach::BeforeWrites`]).
+    async fn drive_until(&mut self, reach: Reach) -> Result<Option<PairResult>, AppError> {
         loop {
             let Some(step) = self.next_step() else {
-                return Ok(match self.rec().status {
+                return Ok(Some(match self.rec().status {
                     PairStatus::AlreadyMerged => PairResult::AlreadyMerged,
                     _ => PairResult::Merged,
-                });
+                }));
             };
+            if reach == Reach::BeforeWrites && !step.reads_only() {
+                return Ok(None);
+            }
             // Ctrl-C: finish the step in hand, never start a new one. Checked before every
             // step, so in particular before a merge request.
             if self.ctx.stop.requested() {
-                return Ok(PairResult::Interrupted);
+                return Ok(Some(PairResult::Interrupted));
             }
             let started_at = Utc::now();
             let t0 = Instant::now();
@@ -426,11 +483,11 @@ impl Saga<'_, '_> {
                             r.finished_at = Some(Utc::now());
                         }
                     })?;
-                    return Ok(if status.is_final() {
+                    return Ok(Some(if status.is_final() {
                         PairResult::AlreadyMerged
                     } else {
                         PairResult::Skipped(reason)
-                    });
+                    }));
                 }
                 StepOutcome::Failed { error } => {
                     tracing::warn!(pair = %self.rec().email, %error, "pair failed");
@@ -438,18 +495,18 @@ impl Saga<'_, '_> {
                         r.status = PairStatus::Failed;
                         r.error = Some(error.clone());
                     })?;
-                    return Ok(PairResult::Failed(error));
+                    return Ok(Some(PairResult::Failed(error)));
                 }
                 StepOutcome::Unconfirmed => {
                     self.save(|r| r.status = PairStatus::Unconfirmed)?;
-                    return Ok(PairResult::Unconfirmed);
+                    return Ok(Some(PairResult::Unconfirmed));
                 }
-                StepOutcome::Parked => return Ok(PairResult::Parked),
+                StepOutcome::Parked => return Ok(Some(PairResult::Parked)),
                 StepOutcome::RefPending => {
                     self.save(|r| r.status = PairStatus::RefAdoptionPending)?;
-                    return Ok(PairResult::RefPending);
+                    return Ok(Some(PairResult::RefPending));
                 }
-                StepOutcome::Interrupted => return Ok(PairResult::Interrupted),
+                StepOutcome::Interrupted => return Ok(Some(PairResult::Interrupted)),
                 StepOutcome::MergedElsewhere { reason } => {
                     tracing::warn!(pair = %self.rec().email, %reason, "merged elsewhere");
                     self.save(|r| {
@@ -458,7 +515,7 @@ impl Saga<'_, '_> {
                         r.error = None;
                         r.finished_at = Some(Utc::now());
                     })?;
-                    return Ok(PairResult::MergedElsewhere(reason));
+                    return Ok(Some(PairResult::MergedElsewhere(reason)));
                 }
             }
         }

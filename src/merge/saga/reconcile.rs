@@ -48,7 +48,7 @@ impl Saga<'_, '_> {
         };
         // Under `--keep revu` the ref adoption's answer is the whole primary: the name is
         // checked there, which spares a `rev-users.get` per pair.
-        let renamed = if adoption_reads_primary(self.rec()) {
+        let renamed = if adoption_reads_primary(&self.rec()) {
             false
         } else {
             match self.restore_display_name(step, None).await? {
@@ -181,14 +181,14 @@ impl Saga<'_, '_> {
 
     /// Every merged secondary → its primary, over all pairs of the journal and this one.
     pub(super) fn merged_map(&self) -> BTreeMap<String, String> {
-        let mut merged: BTreeMap<String, String> = self
-            .sp
-            .file()
-            .pairs
-            .values()
-            .filter(|r| r.merged.is_some() && r.status != PairStatus::MergedElsewhere)
-            .map(|r| (r.secondary.clone(), r.primary.clone()))
-            .collect();
+        let mut merged: BTreeMap<String, String> = self.sp.with(|sp| {
+            sp.file()
+                .pairs
+                .values()
+                .filter(|r| r.merged.is_some() && r.status != PairStatus::MergedElsewhere)
+                .map(|r| (r.secondary.clone(), r.primary.clone()))
+                .collect()
+        });
         merged.insert(self.secondary(), self.primary());
         merged
     }

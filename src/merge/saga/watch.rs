@@ -9,7 +9,7 @@ impl Saga<'_, '_> {
     // ---- AwaitMerge -----------------------------------------------------------------------
 
     pub(super) async fn await_merge(&mut self) -> StepResult {
-        if self.ctx.resend_unapplied && accepted_never_applied(self.rec(), Utc::now()) {
+        if self.ctx.resend_unapplied && accepted_never_applied(&self.rec(), Utc::now()) {
             let attempt = self.rec().merge.as_ref().map_or(1, |m| m.attempt);
             let now = Utc::now();
             self.save(|r| {
@@ -133,12 +133,7 @@ impl Saga<'_, '_> {
     /// 1 s, DevRev's usual apply delay) and the bounds it is steered within: at least the
     /// poll loop's first delay, at most half of `--merge-timeout`.
     fn first_look_bounds(&self) -> (Duration, Bounds) {
-        let floor = self.ctx.min_backoff.max(Duration::from_millis(5));
-        let bounds = Bounds {
-            floor,
-            cap: self.ctx.merge_timeout / 2,
-        };
-        (self.ctx.min_backoff * 2, bounds)
+        first_look_bounds(self.ctx)
     }
 
     /// Steers the next pair's first look by what this one found: applied (shorter), plainly
@@ -264,7 +259,7 @@ impl Saga<'_, '_> {
         if let Some(e) = last_error {
             return Self::api_failure(Step::AwaitMerge, &e);
         }
-        if accepted_never_applied(self.rec(), Utc::now()) {
+        if accepted_never_applied(&self.rec(), Utc::now()) {
             let at = self
                 .rec()
                 .merge
@@ -292,4 +287,21 @@ impl Saga<'_, '_> {
         let answer = self.ctx.client.rev_users_get(&self.secondary()).await;
         evidence::of_answer(answer, &self.primary(), true)
     }
+}
+
+/// The first look's initial wait and the bounds it is steered within (see
+/// `Saga::first_look_bounds`).
+pub fn first_look_bounds(ctx: &SagaCtx<'_>) -> (Duration, Bounds) {
+    let floor = ctx.min_backoff.max(Duration::from_millis(5));
+    let bounds = Bounds {
+        floor,
+        cap: ctx.merge_timeout / 2,
+    };
+    (ctx.min_backoff * 2, bounds)
+}
+
+/// The wait the next first look comes after, as the run has learned it.
+pub fn first_look_wait(ctx: &SagaCtx<'_>) -> Duration {
+    let (initial, bounds) = first_look_bounds(ctx);
+    ctx.watch.first_look(initial, bounds)
 }

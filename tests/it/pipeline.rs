@@ -1,0 +1,377 @@
+//! Never idle (issue 19): while one pair waits for DevRev to apply its merge, the next pairs
+//! are validated and backed up. What a user relies on: the writes of different pairs never
+//! interleave, a pair whose contacts are on a ticket the pair in flight rewrites waits for
+//! it, and a crash or Ctrl-C while a pair is being prepared resumes with one merge per pair.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use crate::common::read_savepoint;
+use crate::merge::{World, behaviour, check_final_state, merges_handled, spec};
+use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
+use devrev_fake::seed::{GenSpec, summary_ids};
+
+/// A world of `pairs` pairs whose tickets name no contact of another pair (so each write
+/// belongs to exactly one pair), with merges applied `delay_ms` after they are accepted and
+/// only every other ticket moved by the merge (Reconcile writes the rest).
+fn world(pairs: usize, delay_ms: u64, seed: u64) -> World {
+    World::new(own_tickets(pairs, seed), slow_merges(delay_ms))
+}
+
+fn own_tickets(pairs: usize, seed: u64) -> GenSpec {
+    let mut sp = spec(pairs, 0, seed);
+    sp.other_reporters = (0, 0);
+    sp.tickets_per_contact = (1, 3);
+    sp
+}
+
+fn slow_merges(delay_ms: u64) -> devrev_fake::fake::MergeBehaviour {
+    let mut b = behaviour(MoveMode::Partial, SecondaryAfter::Gone);
+    b.delay = Duration::from_millis(delay_ms);
+    b
+}
+
+/// The pair (index into `pairs`) a request is about: a contact it names, or the pair whose
+/// contact the seed's ticket or conversation it writes names.
+fn owner(w: &World, pairs: &[(String, String)], r: &RequestRecord) -> Option<usize> {
+    let of_contact = |id: &str| pairs.iter().position(|(p, s)| p == id || s == id);
+    match r.path.as_str() {
+        "/rev-users.get" | "/rev-users.update" => of_contact(r.body["id"].as_str()?),
+        "/rev-users.merge" => of_contact(r.body["secondary_user"].as_str()?),
+        "/works.update" | "/conversations.update" => {
+            let id = r.body["id"].as_str()?;
+            let (list, field) = if r.path == "/works.update" {
+                (&w.seed.tickets, "reported_by")
+            } else {
+                (&w.seed.conversations, "members")
+            };
+            let obj = list.iter().find(|o| o["id"] == id)?;
+            let named = summary_ids(&obj[field]);
+            let mut who: Vec<usize> = named.iter().filter_map(|c| of_contact(c)).collect();
+            who.dedup();
+            assert_eq!(who.len(), 1, "{id} names one pair: {named:?}");
+            who.first().copied()
+        }
+        _ => None,
+    }
+}
+
+/// `devrev-merge --csv contacts.csv --yes --merge-timeout 30`, its first look 0.4 s after each
+/// merge request (twice a 200 ms backoff): after the worlds' 0.3 s apply delay, so no pair is
+/// parked (a parked pair's repairs come at the end of the run, by design).
+fn run(w: &World) -> assert_cmd::assert::Assert {
+    w.cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"])
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .assert()
+}
+
+fn is_write(r: &RequestRecord) -> bool {
+    matches!(
+        r.path.as_str(),
+        "/rev-users.merge" | "/rev-users.update" | "/works.update" | "/conversations.update"
+    )
+}
+
+/// Each pair's first Validate read and its writes, from the fake's request log.
+struct Timeline {
+    /// Pair indices in the order the run started them.
+    order: Vec<usize>,
+    first_read: BTreeMap<usize, usize>,
+    /// (seq, pair) of every write, in arrival order.
+    writes: Vec<(usize, usize)>,
+}
+
+fn timeline(w: &World) -> Timeline {
+    let pairs = w.pairs();
+    let log = w.fake.requests();
+    let mut first_read = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut writes = Vec::new();
+    for r in &log {
+        let Some(i) = owner(w, &pairs, r) else {
+            continue;
+        };
+        if r.path == "/rev-users.get" && !first_read.contains_key(&i) {
+            first_read.insert(i, r.seq);
+            order.push(i);
+        }
+        if is_write(r) && r.status == 200 {
+            writes.push((r.seq, i));
+        }
+    }
+    Timeline {
+        order,
+        first_read,
+        writes,
+    }
+}
+
+impl Timeline {
+    /// The writes grouped by pair, in arrival order: one group per pair means no two pairs'
+    /// writes interleaved.
+    fn write_groups(&self) -> Vec<usize> {
+        let mut g: Vec<usize> = self.writes.iter().map(|(_, i)| *i).collect();
+        g.dedup();
+        g
+    }
+
+    fn last_write(&self, pair: usize) -> usize {
+        self.writes
+            .iter()
+            .filter(|(_, i)| *i == pair)
+            .map(|(s, _)| *s)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Pairs validated before the pair ahead of them had made its last write.
+    fn prepared_ahead(&self) -> usize {
+        self.order
+            .windows(2)
+            .filter(|w| self.first_read[&w[1]] < self.last_write(w[0]))
+            .count()
+    }
+}
+
+#[test]
+fn the_next_pair_is_prepared_during_the_wait_and_writes_never_interleave() {
+    let w = world(6, 300, 41);
+    let a = run(&w);
+    let out = a.get_output();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    let t = timeline(&w);
+    let groups = t.write_groups();
+    assert_eq!(
+        groups, t.order,
+        "every pair's writes in one block, in the order the pairs were started"
+    );
+    assert!(
+        t.prepared_ahead() >= 3,
+        "the next pair is validated while the one ahead waits for its merge: {} of 5",
+        t.prepared_ahead()
+    );
+    // The report lists each pair's steps once each, in order.
+    for e in w.last_report()["pairs"].as_array().unwrap() {
+        let steps: Vec<&str> = e["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps[..3], ["validate", "backup", "verify_backup"], "{e}");
+        assert_eq!(steps.iter().filter(|s| **s == "validate").count(), 1, "{e}");
+    }
+}
+
+#[test]
+fn a_pair_named_on_a_ticket_the_pair_in_flight_rewrites_waits_for_it() {
+    // Every secondary's tickets also name every other pair's primary: each pair's Reconcile
+    // rewrites tickets every later pair would back up, so none is prepared ahead.
+    let w = World::with(own_tickets(4, 43), slow_merges(300), |o| {
+        let pairs = o.seed.pairs();
+        let summaries: Vec<Value> = pairs
+            .iter()
+            .map(|(revu, _)| {
+                o.seed
+                    .tickets
+                    .iter()
+                    .flat_map(|t| t["reported_by"].as_array().cloned().unwrap_or_default())
+                    .find(|u| u["id"] == revu.as_str())
+                    .unwrap_or_else(|| serde_json::json!({ "id": revu, "type": "rev_user" }))
+            })
+            .collect();
+        for (_, user) in &pairs {
+            let t = o
+                .seed
+                .tickets
+                .iter_mut()
+                .find(|t| summary_ids(&t["reported_by"]).contains(user))
+                .expect("every secondary has a ticket");
+            let list = t["reported_by"].as_array_mut().unwrap();
+            for s in &summaries {
+                if !list.iter().any(|u| u["id"] == s["id"]) {
+                    list.push(s.clone());
+                }
+            }
+        }
+    });
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    let pairs = w.pairs();
+    let log = w.fake.requests();
+    let of_contact = |id: &str| pairs.iter().position(|(p, s)| p == id || s == id);
+    let mut order: Vec<usize> = Vec::new();
+    let mut first_read = BTreeMap::new();
+    let mut last_merge_write = BTreeMap::new();
+    for r in &log {
+        let who = match r.path.as_str() {
+            "/rev-users.get" | "/rev-users.update" => r.body["id"].as_str().and_then(of_contact),
+            "/rev-users.merge" => r.body["secondary_user"].as_str().and_then(of_contact),
+            _ => None,
+        };
+        let Some(i) = who else { continue };
+        if r.path == "/rev-users.get" && !first_read.contains_key(&i) {
+            first_read.insert(i, r.seq);
+            order.push(i);
+        }
+        if is_write(r) {
+            last_merge_write.insert(i, r.seq);
+        }
+    }
+    assert_eq!(order.len(), 4);
+    for p in order.windows(2) {
+        assert!(
+            first_read[&p[1]] > last_merge_write[&p[0]],
+            "pair {} was read before pair {} finished its writes",
+            p[1],
+            p[0]
+        );
+    }
+}
+
+/// Waits (polling the savepoint as the run writes it) until one pair's merge is accepted and
+/// not seen applied while another pair has its backup and no merge request: a pair prepared
+/// during the wait. Returns that pair's contacts.
+fn wait_for_a_prepared_pair(w: &World) -> (String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no pair was prepared during a wait"
+        );
+        if let Some(sp) = read_savepoint(&w.path("savepoint.json")) {
+            let recs: Vec<&Value> = sp["pairs"].as_object().unwrap().values().collect();
+            let waiting = recs
+                .iter()
+                .any(|r| r["merge"]["outcome"]["kind"] == "accepted" && r["merged"].is_null());
+            let prepared = recs
+                .iter()
+                .find(|r| !r["backup"].is_null() && r["merge"].is_null());
+            if waiting && let Some(p) = prepared {
+                return (
+                    p["primary"].as_str().unwrap().to_string(),
+                    p["secondary"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The run's arguments with a first look 0.8 s after each request (so a wait is long enough
+/// to catch), the savepoint being watched by the test.
+fn slow_watch_cmd(w: &World) -> std::process::Command {
+    let mut c = w.std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "60"]);
+    c.env("DEVREV_MERGE_MIN_BACKOFF_MS", "400");
+    c
+}
+
+fn writes_naming(log: &[RequestRecord], p: &str, s: &str) -> usize {
+    log.iter()
+        .filter(|r| is_write(r))
+        .filter(|r| {
+            let b = r.body.to_string();
+            b.contains(p) || b.contains(s)
+        })
+        .count()
+}
+
+#[test]
+fn a_kill_while_a_pair_is_prepared_resumes_with_one_merge_per_pair() {
+    // Merges take a minute to apply: the first pair waits, the next ones are prepared.
+    let w = world(4, 60_000, 45);
+    let child = slow_watch_cmd(&w).spawn().unwrap();
+    let pid = Arc::new(AtomicI32::new(child.id() as i32));
+    let (p, s) = wait_for_a_prepared_pair(&w);
+    kill(Pid::from_raw(pid.load(Ordering::SeqCst)), Signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "killed");
+    assert_eq!(
+        writes_naming(&w.fake.requests(), &p, &s),
+        0,
+        "nothing was written for the prepared pair"
+    );
+    // DevRev applies what it accepted; the rerun finishes every pair.
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(
+        merges_handled(&w.fake.requests()).values().all(|n| *n == 1),
+        "one merge per pair: {:?}",
+        merges_handled(&w.fake.requests())
+    );
+}
+
+#[test]
+fn ctrl_c_while_a_pair_is_prepared_stops_before_its_merge_and_resumes_cleanly() {
+    let w = world(4, 60_000, 47);
+    let child = slow_watch_cmd(&w).spawn().unwrap();
+    let (p, s) = wait_for_a_prepared_pair(&w);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert_eq!(writes_naming(&w.fake.requests(), &p, &s), 0, "{err}");
+    let report = w.last_report();
+    assert_eq!(report["outcome"], "interrupted");
+    let entry = report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["secondary"] == s.as_str())
+        .expect("the prepared pair is in the report")
+        .clone();
+    assert!(
+        entry["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st["step"] == "backup"),
+        "{entry}"
+    );
+    // The savepoint holds the prepared pair's backup and no merge request.
+    let sp = read_savepoint(&w.path("savepoint.json")).unwrap();
+    let rec = &sp["pairs"][format!("{p} <- {s}")];
+    assert!(!rec["backup"].is_null() && rec["merge"].is_null(), "{rec}");
+
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+}
