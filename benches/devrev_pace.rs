@@ -3,7 +3,8 @@
 //!
 //! Run: `cargo bench --profile dev --bench devrev_pace` (optionally `-- PAIRS APPLY_DELAY_S`,
 //! default 10 pairs and 2 s; `DEVREV_MERGE_BIN=path` runs another build of the binary, e.g.
-//! one of `main`). Not a test and not in CI: one run takes minutes, as a real one does.
+//! one of `main`; `DEVREV_PACE_GAPS=1` lists where the budget went unused). Not a test and
+//! not in CI: one run takes minutes, as a real one does.
 //!
 //! It starts the fake DevRev enforcing 45 calls per 60 s (what DevRev allows) with merges
 //! applied `APPLY_DELAY_S` after they are accepted, runs `devrev-merge --csv contacts.csv
@@ -111,6 +112,17 @@ fn main() {
         if gap > share.mul_f64(1.5) {
             gaps += 1;
             idle += gap - share;
+            if std::env::var_os("DEVREV_PACE_GAPS").is_some() {
+                println!(
+                    "  gap {:6.1} s at {:6.1} s: {} {} -> {} {}",
+                    gap.as_secs_f64(),
+                    w[0].at.as_secs_f64(),
+                    w[0].path,
+                    w[0].body.get("id").map_or(String::new(), |v| v.to_string()),
+                    w[1].path,
+                    w[1].body.get("id").map_or(String::new(), |v| v.to_string()),
+                );
+            }
         }
     }
     let floor = calls as f64 * per_call;

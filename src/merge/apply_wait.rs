@@ -5,7 +5,8 @@
 //! that long: it is a bound, not a measurement. Scheduling the next look from such bounds can
 //! only ever grow the wait (each wait becomes the next "delay seen"), so the wait is instead
 //! steered: shortened a little after every first look that found the merge applied, lengthened
-//! by half after one that did not. A miss costs one more `rev-users.get`; a wait too long
+//! by half after one that did not (but never past the look that then found it applied: the
+//! delay was at most that). A miss costs one more `rev-users.get`; a wait too long
 //! costs time only when nothing else can use the budget, so the wait comes down slowly and
 //! goes up fast. It stays within [`Bounds`]: never below the poll loop's first delay, never
 //! above half of `--merge-timeout`.
@@ -20,6 +21,9 @@ pub struct FirstLook {
     pub after: Duration,
     /// The look found the merge applied.
     pub applied: bool,
+    /// When it did not: how long after the request a later look of the same visit found it
+    /// applied, if one did (the delay lies between `after` and this).
+    pub applied_by: Option<Duration>,
 }
 
 /// The range the wait stays in.
@@ -46,8 +50,10 @@ pub fn next_wait(current: Duration, look: FirstLook, bounds: Bounds) -> Duration
         // Applied by then: the delay was at most the earlier of the two.
         current.min(look.after) * SHORTEN.0 / SHORTEN.1
     } else {
-        // Not applied yet: the delay was longer than the later of the two.
-        current.max(look.after) * LENGTHEN.0 / LENGTHEN.1
+        // Not applied yet: the delay was longer than the later of the two, and at most when
+        // a later look found it applied.
+        let longer = current.max(look.after) * LENGTHEN.0 / LENGTHEN.1;
+        look.applied_by.map_or(longer, |t| longer.min(t))
     };
     bounds.clamp(next)
 }
@@ -80,6 +86,7 @@ mod tests {
         FirstLook {
             after: ms(after),
             applied: true,
+            applied_by: None,
         }
     }
 
@@ -87,6 +94,7 @@ mod tests {
         FirstLook {
             after: ms(after),
             applied: false,
+            applied_by: None,
         }
     }
 
@@ -107,6 +115,44 @@ mod tests {
     }
 
     #[test]
+    fn a_miss_lengthens_the_wait_no_further_than_the_look_that_found_the_merge() {
+        // First look at 9 s: not applied; the next look, 1 s later, found it: the delay was
+        // between 9 and 10 s, so the next wait is 10 s, not 13.5 s.
+        let found = FirstLook {
+            applied_by: Some(ms(10_000)),
+            ..miss(9000)
+        };
+        assert_eq!(learn(ms(9000), [found], B), ms(10_000));
+        // Found much later than half again the wait: half again it is.
+        let late = FirstLook {
+            applied_by: Some(ms(30_000)),
+            ..miss(2000)
+        };
+        assert_eq!(learn(ms(2000), [late], B), ms(3000));
+    }
+
+    #[test]
+    fn with_the_looks_that_found_it_the_wait_stays_close_to_a_long_delay() {
+        // 10 s: each miss is followed by looks 1 s apart (the poll loop's first delay).
+        let mut w = ms(10_000);
+        let mut seen = Vec::new();
+        for _ in 0..40 {
+            let applied = w >= ms(10_000);
+            let look = FirstLook {
+                after: w,
+                applied,
+                applied_by: (!applied).then(|| w + ms(1000)),
+            };
+            w = next_wait(w, look, B);
+            seen.push(w);
+        }
+        assert!(
+            seen.iter().all(|w| *w >= ms(9000) && *w <= ms(11_000)),
+            "{seen:?}"
+        );
+    }
+
+    #[test]
     fn a_look_delayed_by_the_budget_does_not_lengthen_the_next_wait() {
         // Planned at 2 s, made at 3.5 s, applied: the delay was at most 3.5 s, but 2 s is the
         // wait that is known to have been enough at most; it shrinks from that.
@@ -124,6 +170,7 @@ mod tests {
             let look = FirstLook {
                 after: w,
                 applied: w >= delay,
+                applied_by: None,
             };
             misses += u32::from(!look.applied);
             w = next_wait(w, look, B);
@@ -146,6 +193,7 @@ mod tests {
                 let look = FirstLook {
                     after: *w,
                     applied: *w >= ms(delay),
+                    applied_by: None,
                 };
                 *w = next_wait(*w, look, B);
             }

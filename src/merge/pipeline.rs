@@ -6,9 +6,10 @@
 //! made by the pair in hand, one pair at a time, in the schedule's order; a prepared pair only
 //! reads DevRev and writes its backup and its journal record. Preparing runs one pair at a
 //! time, at most [`DEPTH`] pairs ahead, and only once the pair in hand has sent its merge.
-//! A pair is not prepared ahead while a pair still in flight before it (the pair in hand, the
-//! parked ones, the ones prepared before it) meets it: shares a contact, or rewrites a ticket
-//! or conversation that names one of its contacts (`footprint.rs`); it is reconsidered when
+//! A pair is not prepared ahead while a pair whose writes come before its turn (the pair in
+//! hand, the ones prepared before it) meets it: shares a contact, or rewrites a ticket
+//! or conversation that names one of its contacts (`footprint.rs`), nor while a parked pair
+//! shares a contact with it; it is reconsidered when
 //! that pair is done, and at worst runs at its turn as without the pipeline. A prepared
 //! backup that waited longer than [`FRESH_FOR`] for its turn is checked against
 //! DevRev's current lists before its merge (the re-check a backup of an earlier run gets).
@@ -210,12 +211,23 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         );
     }
 
-    /// The pairs in flight before `index`: the pair in hand, the parked ones and the ones
-    /// prepared or being prepared before it.
-    fn in_flight_before(&self, index: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = self.parked.clone();
-        v.extend(self.current..index);
-        v
+    /// Whether a pair in flight keeps pair `index` (footprint `mine`) from being prepared now.
+    /// The pairs whose writes come between now and its turn (the pair in hand and the ones
+    /// prepared before it) must not meet it at all. A parked pair must not share a contact
+    /// with it; its tickets do not matter here: its repairs come at the end of the run, after
+    /// `index`'s turn, so `index`'s backup is taken before them whether it is prepared early
+    /// or at its turn.
+    fn held_by_in_flight(&self, index: usize, mine: &Footprint) -> bool {
+        let theirs = |b: usize| {
+            self.sp
+                .get(&self.work[b].key)
+                .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
+        };
+        (self.current..index).any(|b| theirs(b).meets(mine))
+            || self
+                .parked
+                .iter()
+                .any(|&b| !theirs(b).contacts.is_disjoint(&mine.contacts))
     }
 
     /// Starts preparing the next pair if it may be.
@@ -248,13 +260,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             pair.primary.rev_user_id.clone(),
             pair.secondary.rev_user_id.clone(),
         ]);
-        let meets = self.in_flight_before(j).into_iter().any(|b| {
-            let theirs = self
-                .sp
-                .get(&self.work[b].key)
-                .map_or_else(Footprint::default, |r| Footprint::of_record(&r));
-            theirs.meets(&mine)
-        });
+        let meets = self.held_by_in_flight(j, &mine);
         if meets {
             // Waits for its turn (reconsidered when the pair it meets is done).
             return;

@@ -126,6 +126,7 @@ mod tests {
         let look = |ms, applied| FirstLook {
             after: Duration::from_millis(ms),
             applied,
+            applied_by: None,
         };
         w.note_first_look(look(2100, true), init, b);
         assert_eq!(

@@ -339,6 +339,10 @@ struct Saga<'a, 'b> {
     validated: bool,
     verified: bool,
     merge_sent: bool,
+    /// The first look after this process's merge request did not find it applied, this long
+    /// after the request: told to the run's first-look wait when the visit ends, with when a
+    /// later look found it (if one did).
+    first_miss: Option<Duration>,
 }
 
 impl<'a, 'b> Saga<'a, 'b> {
@@ -358,6 +362,7 @@ impl<'a, 'b> Saga<'a, 'b> {
             validated: false,
             verified: false,
             merge_sent: false,
+            first_miss: None,
         }
     }
 }

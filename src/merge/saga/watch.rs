@@ -33,6 +33,19 @@ impl Saga<'_, '_> {
     /// to it), or this run's `--merge-timeout` for the pair is over. `lost`: the request's
     /// answer was lost, so plainly-unmerged looks are counted towards `--merge-watch`.
     pub(super) async fn watch(&mut self, lost: bool) -> StepResult {
+        let res = self.watch_visit(lost).await;
+        // A first look that missed and no later look of this visit found the merge.
+        if let Some(after) = self.first_miss.take() {
+            self.tell_first_look(FirstLook {
+                after,
+                applied: false,
+                applied_by: None,
+            });
+        }
+        res
+    }
+
+    async fn watch_visit(&mut self, lost: bool) -> StepResult {
         let w = self.ctx.watch;
         let mut deadline = w.started(&self.key) + self.ctx.merge_timeout;
         let (initial, bounds) = self.first_look_bounds();
@@ -56,7 +69,7 @@ impl Saga<'_, '_> {
         loop {
             let seen = self.observe().await;
             if std::mem::take(&mut first_look) {
-                self.note_first_look(&seen, initial, bounds);
+                self.note_first_look(&seen);
             }
             match seen {
                 Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
@@ -136,19 +149,36 @@ impl Saga<'_, '_> {
         first_look_bounds(self.ctx)
     }
 
-    /// Steers the next pair's first look by what this one found: applied (shorter), plainly
-    /// not applied (longer). A failed or unclear look says nothing about the delay.
-    fn note_first_look(&self, seen: &Result<Evidence, ApiError>, initial: Duration, b: Bounds) {
+    /// Steers the next pair's first look by what this one found: applied (shorter, told
+    /// now), plainly not applied (longer, told when the visit ends, with when a later look
+    /// found it). A failed or unclear look says nothing about the delay.
+    fn note_first_look(&mut self, seen: &Result<Evidence, ApiError>) {
         let applied = match seen {
             Ok(Evidence::Merged(_)) => true,
             Ok(Evidence::Unmerged) => false,
             _ => return,
         };
-        let Some(m) = &self.rec().merge else { return };
-        let after = (Utc::now() - m.requested_at).to_std().unwrap_or_default();
-        self.ctx
-            .watch
-            .note_first_look(FirstLook { after, applied }, initial, b);
+        let after = self.since_request();
+        if applied {
+            self.tell_first_look(FirstLook {
+                after,
+                applied,
+                applied_by: None,
+            });
+        } else {
+            self.first_miss = Some(after);
+        }
+    }
+
+    fn since_request(&self) -> Duration {
+        self.rec().merge.map_or(Duration::ZERO, |m| {
+            (Utc::now() - m.requested_at).to_std().unwrap_or_default()
+        })
+    }
+
+    fn tell_first_look(&self, look: FirstLook) {
+        let (initial, bounds) = self.first_look_bounds();
+        self.ctx.watch.note_first_look(look, initial, bounds);
     }
 
     /// When a `--merge-watch` window shorter than `--merge-timeout` (a setting, or tests)
@@ -168,6 +198,14 @@ impl Saga<'_, '_> {
 
     /// The merge shows: journal it and go on with Reconcile.
     pub(super) fn seen_merged(&mut self, sign: MergedSign, lost: bool) -> StepResult {
+        if let Some(after) = self.first_miss.take() {
+            let applied_by = Some(self.since_request());
+            self.tell_first_look(FirstLook {
+                after,
+                applied: false,
+                applied_by,
+            });
+        }
         let detail = match self.rec().merge.as_ref() {
             Some(m) if lost => format!("resolved attempt {}: merged ({sign})", m.attempt),
             _ => sign.to_string(),
