@@ -1,8 +1,8 @@
 //! Merge-run benchmark at DevRev's pace (issue 19): how much of the rate budget a whole run
 //! uses, and whether the preview's estimate holds it.
 //!
-//! Run: `cargo bench --profile dev --bench devrev_pace` (optionally `-- PAIRS APPLY_DELAY_S`,
-//! default 10 pairs and 2 s; `DEVREV_MERGE_BIN=path` runs another build of the binary, e.g.
+//! Run: `cargo bench --profile dev --bench devrev_pace` (optionally `-- PAIRS APPLY_DELAY_S
+//! [apart]`, default 10 pairs and 2 s; `apart`: no ticket names a contact of another pair; `DEVREV_MERGE_BIN=path` runs another build of the binary, e.g.
 //! one of `main`; `DEVREV_PACE_GAPS=1` lists where the budget went unused). Not a test and
 //! not in CI: one run takes minutes, as a real one does.
 //!
@@ -31,6 +31,11 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .filter_map(|a| a.parse().ok())
         .collect();
+    // `apart`: no ticket names a contact of another pair (as in a large org, where a ticket's
+    // other reporters are seldom another duplicate pair); by default a ticket has up to two
+    // other reporters drawn from the whole small world, so neighbouring pairs often share one
+    // and must run one after the other.
+    let apart = std::env::args().any(|a| a == "apart");
     let pairs = args.first().copied().unwrap_or(10.0) as usize;
     let delay = Duration::from_secs_f64(args.get(1).copied().unwrap_or(2.0));
     let bin = std::env::var("DEVREV_MERGE_BIN")
@@ -43,7 +48,7 @@ fn main() {
             singles: 3,
             tickets_per_contact: (0, 3),
             shared_ticket_pct: 40,
-            other_reporters: (0, 2),
+            other_reporters: if apart { (0, 0) } else { (0, 2) },
             timeline_entries: (1, 2),
             attachments_pct: 20,
             attachment_size_max: 2048,
@@ -128,7 +133,12 @@ fn main() {
     let floor = calls as f64 * per_call;
     let bound = 1.1 * floor + delay.as_secs_f64();
     println!(
-        "devrev pace benchmark: {pairs} pairs, {LIMIT} calls per {WINDOW_S} s, merges applied {:.1} s after acceptance",
+        "devrev pace benchmark: {pairs} pairs{}, {LIMIT} calls per {WINDOW_S} s, merges applied {:.1} s after acceptance",
+        if apart {
+            " (apart: no shared tickets)"
+        } else {
+            ""
+        },
         delay.as_secs_f64()
     );
     println!(

@@ -177,10 +177,18 @@ fn preview_summarizes_lists_and_saves_the_plan_offline() {
         })
         .sum();
     assert_eq!(plan["estimate"]["api_calls"], json!(expected));
-    assert_eq!(
-        plan["estimate"]["seconds"],
-        json!(expected as f64 * 60.0 / 6000.0)
-    );
+    // Its calls at the configured pace, plus the wait for the last merge to apply: twice
+    // the tests' 10 ms backoff (the others are spent preparing the next pairs).
+    let wait = plan["estimate"]["merge_wait_s"].as_f64().unwrap();
+    assert!((wait - 0.02).abs() < 1e-9, "{wait}");
+    let seconds = plan["estimate"]["seconds"].as_f64().unwrap();
+    let want = expected as f64 * 60.0 / 6000.0 + wait;
+    assert!((seconds - want).abs() < 1e-9, "{seconds} vs {want}");
+    // The top of the range hides no wait: one per pair.
+    let high = plan["estimate"]["seconds_high"].as_f64().unwrap();
+    let calls_high = plan["estimate"]["api_calls_high"].as_f64().unwrap();
+    let want_high = calls_high * 60.0 / 6000.0 + 12.0 * wait;
+    assert!((high - want_high).abs() < 1e-9, "{high} vs {want_high}");
 }
 
 #[test]
