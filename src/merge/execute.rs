@@ -117,11 +117,18 @@ pub async fn execute(
             break;
         }
     }
-    // Prepared pairs that never had their turn: journaled as interrupted after their backup
-    // (the next run checks them again), reported with the steps they ran.
+    // Prepared pairs that never had their turn are not started as far as DevRev goes (no
+    // merge intent): reported as not started, from their records, and checked again by the
+    // next run. Those that preparing settled (skipped, failed) are reported as such.
     let drop_running = matches!(stop, Some(Stop::Fatal(_)));
     for (i, prepared) in pipe.wind_down(drop_running).await {
-        let result = prepared.ended().cloned().unwrap_or(PairResult::Interrupted);
+        let Some(result) = prepared
+            .ended()
+            .filter(|r| **r != PairResult::Interrupted)
+            .cloned()
+        else {
+            continue;
+        };
         let run = PairRun {
             steps: prepared.steps,
             result,

@@ -6,7 +6,7 @@
 //!
 //! A pair prepared but never run (Ctrl-C, a crash, a run-wide error) is journaled exactly as
 //! a pair interrupted after its backup: the next run validates it again and checks its backup
-//! against DevRev before it merges over it.
+//! against DevRev before it merges over it. The report lists it as not started.
 
 use super::*;
 
