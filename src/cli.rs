@@ -176,12 +176,12 @@ pub struct Cli {
 
     /// With --preview: a filled-in review file (reports/review-<time>.csv): show the plan its
     /// decisions give (keep, merge, skip, not-dup per contact). See docs/review.md.
-    #[arg(help_heading = H_MERGE, long, value_name = "FILE", requires = "preview")]
+    #[arg(help_heading = H_MERGE, long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
 
     /// With --preview: decide blank needs-review groups of at most 5 contacts by the proposal,
     /// where a rule found a single survivor (never over a typed decision).
-    #[arg(help_heading = H_MERGE, long, requires = "preview")]
+    #[arg(help_heading = H_MERGE, long, requires = "decisions")]
     pub accept_proposed: bool,
 
     // ---- run options ----

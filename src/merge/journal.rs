@@ -239,6 +239,37 @@ pub struct PairRecord {
     /// Set by `--restore` (with status `Restored`): the merge was undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<Restored>,
+    /// This record is one merge of a group decided in a decisions file (absent for clean
+    /// pairs, and in savepoints written before groups merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupLink>,
+}
+
+/// Where a record stands in its decided group. A group merges one contact at a time into
+/// one survivor, so its records share their primary: the ledger lets them (and only them)
+/// do that, and the run starts a member only once the one before it is merged and reconciled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLink {
+    /// The group's id in the review file (`G-` and 10 hex digits).
+    pub id: String,
+    /// This merge's place in the group's order, from 0.
+    pub index: u32,
+    /// How many merges the group has.
+    pub len: u32,
+    /// On the group's last merge only: the `user_` ref the survivor takes once every member
+    /// is merged (taken earlier, a later member's merge could not release it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptRef>,
+    /// The decisions file the group was decided in, as given.
+    pub decisions: std::path::PathBuf,
+}
+
+/// A `user_` ref a group's survivor takes, and the merged-away member that held it (released
+/// from that member if DevRev does not free it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptRef {
+    pub external_ref: String,
+    pub holder: String,
 }
 
 /// A pair `--restore` undid: the contact it recreated for the merged-away secondary, and where
@@ -290,6 +321,32 @@ impl PairRecord {
             ref_adoption_pending: None,
             finished_at: None,
             restored: None,
+            group: None,
+        }
+    }
+
+    /// Whether the pair ends with AdoptExternalRef: a clean pair under `--keep revu`, a
+    /// group's record only when it carries the group's ref to adopt.
+    pub fn adopts(&self) -> bool {
+        match &self.group {
+            Some(g) => g.adopt.is_some(),
+            None => self.keep == Keep::Revu,
+        }
+    }
+
+    /// The ref AdoptExternalRef moves to the primary and the contact that held it: for a
+    /// clean pair the secondary's own `user_` ref (as Validate read it), for a group the one
+    /// the decisions chose.
+    pub fn ref_to_adopt(&self) -> Option<(String, String)> {
+        match &self.group {
+            Some(g) => g
+                .adopt
+                .as_ref()
+                .map(|a| (a.external_ref.clone(), a.holder.clone())),
+            None => self
+                .secondary_external_ref
+                .clone()
+                .map(|r| (r, self.secondary.clone())),
         }
     }
 

@@ -13,10 +13,19 @@ use std::collections::HashMap;
 
 use super::journal::{Hold, PairRecord, PairStatus, SavepointFile, SkipReason, pair_key};
 
-/// Contact id -> the record that holds it and why.
+/// Contact id -> the records that hold it and why (the first is the one reported).
 #[derive(Debug, Default)]
 pub struct Ledger<'j> {
-    holds: HashMap<&'j str, (&'j str, Hold)>,
+    holds: HashMap<&'j str, Vec<Holding<'j>>>,
+}
+
+/// One record's hold on a contact.
+#[derive(Debug, Clone, Copy)]
+struct Holding<'j> {
+    key: &'j str,
+    hold: Hold,
+    /// The holding record's decided group, if it is one merge of a group.
+    group: Option<&'j str>,
 }
 
 /// What one record holds: its primary's and its secondary's hold (`None`: it holds nothing,
@@ -38,26 +47,30 @@ impl<'j> Ledger<'j> {
     pub fn of(journal: &'j SavepointFile) -> Self {
         let mut ledger = Ledger::default();
         for (key, rec) in &journal.pairs {
+            let group = rec.group.as_ref().map(|g| g.id.as_str());
             let (primary, secondary) = holds_of(rec);
             if let Some(h) = primary {
-                ledger.hold(&rec.primary, key, h);
+                ledger.hold(&rec.primary, key, h, group);
             }
             if let Some(h) = secondary {
-                ledger.hold(&rec.secondary, key, h);
+                ledger.hold(&rec.secondary, key, h, group);
             }
             if let Some(r) = &rec.restored {
-                ledger.hold(&r.new_contact, key, Hold::Recreated);
+                ledger.hold(&r.new_contact, key, Hold::Recreated, group);
             }
         }
         ledger
     }
 
-    /// Records a hold; a contact merged away keeps that reason over any other (it is the one
-    /// that matters most to the person reading why a pair was not run).
-    fn hold(&mut self, contact: &'j str, key: &'j str, hold: Hold) {
-        let e = self.holds.entry(contact).or_insert((key, hold));
+    /// Records a hold; a contact merged away keeps that reason first (it is the one that
+    /// matters most to the person reading why a pair was not run).
+    fn hold(&mut self, contact: &'j str, key: &'j str, hold: Hold, group: Option<&'j str>) {
+        let all = self.holds.entry(contact).or_default();
+        let h = Holding { key, hold, group };
         if hold == Hold::MergedAway {
-            *e = (key, hold);
+            all.insert(0, h);
+        } else {
+            all.push(h);
         }
     }
 
@@ -69,17 +82,50 @@ impl<'j> Ledger<'j> {
         primary: &str,
         secondary: &str,
     ) -> Option<(&'j str, Hold)> {
-        let (key, hold) = *self.holds.get(contact)?;
-        let own = key == pair_key(primary, secondary) || key == pair_key(secondary, primary);
-        (!own).then_some((key, hold))
+        self.hold_in(contact, primary, secondary, None)
+    }
+
+    /// [`Self::hold_of`] for a merge of decided group `group`: the survivor of an earlier
+    /// merge of the same group is not held by it (a group merges every member into the same
+    /// survivor, one after the other).
+    fn hold_in(
+        &self,
+        contact: &str,
+        primary: &str,
+        secondary: &str,
+        group: Option<&str>,
+    ) -> Option<(&'j str, Hold)> {
+        let own =
+            |key: &str| key == pair_key(primary, secondary) || key == pair_key(secondary, primary);
+        self.holds
+            .get(contact)?
+            .iter()
+            .find(|h| {
+                let same_group_survivor = h.hold == Hold::Survivor
+                    && contact == primary
+                    && group.is_some()
+                    && h.group == group;
+                !own(h.key) && !same_group_survivor
+            })
+            .map(|h| (h.key, h.hold))
     }
 
     /// Why the pair `primary <- secondary` must not start, if it must not: one of its contacts
     /// is held by another record. The secondary is looked at first (a second merge of a
     /// merged-away contact is the worst case).
     pub fn blocks(&self, primary: &str, secondary: &str) -> Option<SkipReason> {
+        self.blocks_in(primary, secondary, None)
+    }
+
+    /// [`Self::blocks`] for one merge of decided group `group` (`None`: a clean pair).
+    pub fn blocks_in(
+        &self,
+        primary: &str,
+        secondary: &str,
+        group: Option<&str>,
+    ) -> Option<SkipReason> {
         [secondary, primary].into_iter().find_map(|c| {
-            self.hold_of(c, primary, secondary)
+            self.hold_in(c, primary, secondary, group)
                 .map(|(other, hold)| SkipReason::HeldByLedger {
                     contact: c.to_string(),
                     other: other.to_string(),

@@ -10,6 +10,7 @@
 pub mod evidence;
 mod execute;
 mod finish;
+pub mod groups;
 pub mod journal;
 pub mod ledger;
 pub mod report;
@@ -106,19 +107,29 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     // The run reads only the clean pairs and the number of groups left for a person: the
     // groups' rows and the rows without an email are let go at once, not held for the run.
-    let detect::Plan {
-        pairs: mut plan_pairs,
-        needs_review,
-        ..
-    } = detect::plan_from_csv(
+    let mut plan = detect::plan_from_csv(
         csv,
         &DetectOptions {
             keep: cfg.keep,
             email_domain: cfg.email_domain.clone(),
         },
     )?;
-    let needs_review_groups = needs_review.len();
-    drop(needs_review);
+    let needs_review_groups = plan.needs_review.len();
+    // A decisions file is read and checked whole before anything is sent (exit 65 naming
+    // the file and line): the clean pairs follow it, and every decided group becomes its
+    // chain of merges.
+    let decided = match &cfg.decisions {
+        Some(file) => {
+            let d = crate::review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            Some(groups::apply(&mut plan, &d, file))
+        }
+        None => None,
+    };
+    let (mut plan_pairs, members, group_plans) = match decided {
+        Some(w) => (w.pairs, w.members, w.groups),
+        None => (std::mem::take(&mut plan.pairs), Vec::new(), Vec::new()),
+    };
+    drop(plan);
     let client_cfg = cfg.client_config()?;
     let mut sp = Savepoint::open(&cfg.savepoint)?;
     let client = DevRevClient::new(client_cfg)?;
@@ -127,7 +138,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     }
 
     // ---- schedule ---------------------------------------------------------------------------
-    let sched = schedule::schedule(&plan_pairs, sp.file());
+    let sched = schedule::schedule_with_groups(&plan_pairs, &members, sp.file());
     if !sched.earlier.is_empty() || !sched.work.is_empty() {
         tracing::info!(
             "plan: {} clean pair(s), {} to run, {} finished earlier",
@@ -142,7 +153,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let info = client.auth_tokens_info().await?;
     let owner = check_owner(&sp, &info.organization.id, cfg.base_url.as_str())?;
     if !sched.work.is_empty() {
-        confirm(cfg, &info.organization, &sched.work, &sp)?;
+        confirm(cfg, &info.organization, &sched.work, &sp, &group_plans)?;
         if let Some(owner) = owner {
             sp.set_owner(owner)?;
         }
@@ -164,7 +175,39 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         resend_unapplied: cfg.resend_unapplied,
         stop: &stop,
     };
-    let mut done = execute::execute(&ctx, &mut sp, &sched.work, cfg.max_merges, cfg.keep).await;
+    // A merge held by the ledger keeps the rest of its group waiting too.
+    let stopped_groups = sched
+        .held
+        .iter()
+        .filter_map(|h| {
+            let g = h.group.as_ref()?;
+            Some((
+                g.id.clone(),
+                format!(
+                    "the group stopped at {} (merge {} of {}): {}",
+                    crate::detect::display_id(&h.pair.secondary.rev_user_id),
+                    g.index + 1,
+                    g.len,
+                    h.reason
+                ),
+            ))
+        })
+        .collect();
+    // Decided pairs may keep either contact: each record takes the direction of its pair.
+    let keep = if cfg.decisions.is_some() {
+        Keep::Auto
+    } else {
+        cfg.keep
+    };
+    let mut done = execute::execute(
+        &ctx,
+        &mut sp,
+        &sched.work,
+        cfg.max_merges,
+        keep,
+        stopped_groups,
+    )
+    .await;
     // Superseded lines are dropped so the next run loads only live records. Not fatal: the
     // journal as it stands is complete.
     if let Err(e) = sp.compact_if_superseded() {
@@ -173,7 +216,9 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     // ---- finish -----------------------------------------------------------------------------
     let pairs = finish::entries(&sched, &done, &sp);
+    let groups = groups::entries(&group_plans, &sp);
     let f = finish::Finish {
+        groups,
         cfg,
         csv,
         run_id: &run_id,
@@ -256,6 +301,7 @@ fn confirm(
     org: &Organization,
     work: &[Item<'_>],
     sp: &Savepoint,
+    groups: &[groups::GroupPlan],
 ) -> Result<(), AppError> {
     let org_name = [org.display_id.as_deref(), org.slug.as_deref()]
         .into_iter()
@@ -275,6 +321,19 @@ fn confirm(
         resumed,
         cfg.savepoint.display()
     ));
+    let merging = groups
+        .iter()
+        .filter(|g| {
+            !g.clean_pair && matches!(g.outcome, crate::review::decisions::Outcome::Merge { .. })
+        })
+        .count();
+    if let Some(file) = &cfg.decisions {
+        let members = work.iter().filter(|i| i.group.is_some()).count();
+        text.push_str(&format!(
+            "Decided groups:      {merging} from {} ({members} of the merges above, one contact at a time)\n",
+            file.display()
+        ));
+    }
     if let Some(m) = cfg.max_merges {
         text.push_str(&format!(
             "Canary:              stop after {m} merge(s) (--max-merges)\n"
