@@ -25,11 +25,16 @@ use crate::validate::Role;
 
 /// The format version this build reads and writes. Bump it (and refuse older or newer files
 /// explicitly) whenever a field changes meaning.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The JSON-lines format before restored pairs were recorded (no `restored` status): still
 /// read, and rewritten as [`VERSION`] at the first change.
 pub const JOURNAL_V2: u32 = 2;
+
+/// The JSON-lines format before lasting group decisions ([`JournalLine::Decision`]): still
+/// read, and rewritten as [`VERSION`] at the first change, so that a build that knows only
+/// version 3 refuses the file by its number instead of calling a decision line damage.
+pub const JOURNAL_V3: u32 = 3;
 
 /// The single-document format of the first builds: still read, never written.
 pub const LEGACY_VERSION: u32 = 1;
@@ -376,6 +381,60 @@ pub struct SavepointFile {
     /// or against another base URL, stops before any change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// Lasting `not-dup` and `skip` decisions by group id: a run without `--decisions` and
+    /// the next preview still honour them, until a decisions file revokes one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub decisions: BTreeMap<String, GroupDecision>,
+}
+
+/// A decision about a whole group that outlasts its decisions file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDecision {
+    /// The group's id (`G-` and 10 hex digits of the email's hash).
+    pub group: String,
+    pub email: String,
+    pub decision: LastingDecision,
+    pub at: DateTime<Utc>,
+    /// The decisions file it came from, as given, and the line that decided it.
+    pub file: std::path::PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Set when a later decisions file revoked it (`revoke` on a row of the group): kept,
+    /// so the journal shows what was decided and undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+impl GroupDecision {
+    /// In force: recorded and not revoked.
+    pub fn holds(&self) -> bool {
+        self.revoked.is_none()
+    }
+}
+
+/// The decisions that last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastingDecision {
+    /// `not-dup`: the group is not a duplicate.
+    NotDup,
+    /// Every row `skip` (or a `keep` alone): nothing of the group merges.
+    Skip,
+}
+
+impl LastingDecision {
+    pub fn word(self) -> &'static str {
+        match self {
+            LastingDecision::NotDup => "not-dup",
+            LastingDecision::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: DateTime<Utc>,
+    pub file: std::path::PathBuf,
 }
 
 /// Which DevRev a savepoint belongs to.
@@ -396,6 +455,7 @@ impl SavepointFile {
             updated_at: now,
             pairs: BTreeMap::new(),
             owner: None,
+            decisions: BTreeMap::new(),
         }
     }
 }
@@ -427,6 +487,8 @@ pub enum JournalLine {
     Pair(Box<PairRecord>),
     /// The pair's record was dropped.
     Removed(String),
+    /// A lasting group decision, whole (the last line of a group wins).
+    Decision(Box<GroupDecision>),
 }
 
 /// [`JournalLine`] by reference, for writing without copying records (same serialized form).
@@ -435,6 +497,7 @@ pub enum JournalLine {
 pub enum JournalLineRef<'a> {
     Pair(&'a PairRecord),
     Removed(&'a str),
+    Decision(&'a GroupDecision),
 }
 
 /// The steps of one pair, in order.
@@ -806,7 +869,7 @@ mod tests {
                 }
             }
         });
-        assert_eq!(VERSION, 3, "a new version needs a new literal below");
+        assert_eq!(VERSION, 4, "a new version needs a new literal below");
         let mut got = serde_json::to_value(&file).unwrap();
         assert_eq!(
             got["version"], VERSION,
@@ -829,7 +892,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&header).unwrap(),
-            json!({"version": 3, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
+            json!({"version": 4, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
         );
         let owned = JournalHeader {
             owner: Some(Owner {
@@ -840,7 +903,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&owned).unwrap(),
-            json!({"version": 3, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
+            json!({"version": 4, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
                    "owner": {"org": "don:identity:dvrv-us-1:devo/1", "base_url": "https://api.devrev.ai"}})
         );
         let owned: JournalLine = serde_json::from_value(line).unwrap();

@@ -213,4 +213,33 @@ mod tests {
         // A record that never sent a merge holds nothing.
         assert_eq!(held(&l, "X", "Z"), None);
     }
+
+    #[test]
+    fn a_group_survivor_takes_its_next_member_and_nobody_else() {
+        use crate::merge::journal::GroupLink;
+        let link = |id: &str, index| GroupLink {
+            id: id.into(),
+            index,
+            len: 3,
+            adopt: None,
+            decisions: "d.csv".into(),
+        };
+        let mut first = rec("K", "M1", PairStatus::Merged);
+        first.group = Some(link("G-1", 0));
+        let j = journal(vec![first]);
+        let l = Ledger::of(&j);
+        // The same group's next merge into the same survivor starts.
+        assert_eq!(l.blocks_in("K", "M2", Some("G-1")), None);
+        // A clean pair, or another group, with that survivor is held as before.
+        assert_eq!(
+            held(&l, "K", "X"),
+            Some(("K".into(), pair_key("K", "M1"), Hold::Survivor))
+        );
+        assert!(l.blocks_in("K", "M2", Some("G-2")).is_some());
+        // The merged-away member is never merged again, in its group or not.
+        assert!(l.blocks_in("K", "M1", Some("G-1")).is_none(), "its own record");
+        assert!(l.blocks_in("Q", "M1", Some("G-1")).is_some());
+        // The survivor merged away into someone else: held, whatever the group.
+        assert!(l.blocks_in("M2", "K", Some("G-1")).is_some());
+    }
 }

@@ -114,7 +114,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             email_domain: cfg.email_domain.clone(),
         },
     )?;
-    let needs_review_groups = plan.needs_review.len();
+    let mut needs_review_groups = plan.needs_review.len();
     // A decisions file is read and checked whole before anything is sent (exit 65 naming
     // the file and line): the clean pairs follow it, and every decided group becomes its
     // chain of merges.
@@ -125,6 +125,21 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         }
         None => None,
     };
+    if let Some(w) = &decided {
+        // Left for a person: the groups the file leaves undecided, or whose rows went stale.
+        needs_review_groups = w
+            .groups
+            .iter()
+            .filter(|g| {
+                !g.clean_pair
+                    && matches!(
+                        g.outcome,
+                        crate::review::decisions::Outcome::Undecided
+                            | crate::review::decisions::Outcome::Stale { .. }
+                    )
+            })
+            .count();
+    }
     let (mut plan_pairs, members, group_plans) = match decided {
         Some(w) => (w.pairs, w.members, w.groups),
         None => (std::mem::take(&mut plan.pairs), Vec::new(), Vec::new()),

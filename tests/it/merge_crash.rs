@@ -35,7 +35,7 @@ pub(crate) fn progress(w: &World) -> usize {
     let Some(sp) = read_savepoint(&w.path("savepoint.json")) else {
         return 0;
     };
-    assert_eq!(sp["version"], 3);
+    assert_eq!(sp["version"], 4);
     sp["pairs"]
         .as_object()
         .unwrap()
