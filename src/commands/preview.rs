@@ -10,7 +10,7 @@ use crate::detect::{self, DetectOptions};
 use crate::error::AppError;
 use crate::fsutil;
 use crate::html;
-use crate::merge::journal::{Hold, PairStatus, SkipReason};
+use crate::merge::journal::{Hold, PairStatus, SavepointFile, SkipReason};
 use crate::merge::{savepoint, schedule};
 use crate::output;
 use crate::planfile::{self, HeldPair, PlanReport};
@@ -40,7 +40,8 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         None
     };
     let est = estimate(&plan, cfg, live_summary.as_ref());
-    let held = held_by_savepoint(cfg, &plan);
+    let journal = read_journal(cfg);
+    let held = held_by_savepoint(journal.as_ref(), &plan);
 
     let report = PlanReport {
         kind: "devrev-merge plan",
@@ -61,12 +62,24 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
     // The review file (every group, one row per contact) and, with --decisions, the plan the
     // decisions give: a bad decision is refused here (exit 65) before anything is sent.
-    let review_path = review::write(&cfg.report_dir, &plan, cfg.keep)?;
+    let recorded = journal.as_ref().map(|j| &j.decisions);
+    let review_path = review::write(
+        &cfg.report_dir,
+        &plan,
+        cfg.keep,
+        &journal
+            .as_ref()
+            .map(review::lasting::recorded_text)
+            .unwrap_or_default(),
+    )?;
     let decided = match &cfg.decisions {
-        Some(file) => Some((
-            file,
-            review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?,
-        )),
+        Some(file) => {
+            let mut d = review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            if let Some(r) = recorded {
+                review::lasting::apply_recorded(&mut d, r);
+            }
+            Some((file, d))
+        }
         None => None,
     };
     // The page for people, next to the plan: a failure is warned about, the plan stands.
@@ -128,23 +141,31 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     outcome
 }
 
+/// The savepoint (`--savepoint`), read only and without the lock: a preview never blocks a
+/// run. One that cannot be read is a warning here (the merge run refuses it with the
+/// details).
+fn read_journal(cfg: &Config) -> Option<SavepointFile> {
+    match savepoint::load(&cfg.savepoint) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(
+                "the savepoint cannot be read, so the plan does not show what it holds: {e}"
+            );
+            None
+        }
+    }
+}
+
 /// The clean pairs a merge run would not start because of the savepoint (`--savepoint`), by
 /// the very rule the run uses (`merge::schedule`): restored pairs and recreated contacts are
 /// decided "do not merge"; a contact merged away or in flight elsewhere is held. Read only,
 /// without the lock: a preview never blocks a run. A savepoint that cannot be read is a
 /// warning here (the merge run refuses it with the details).
-fn held_by_savepoint(cfg: &Config, plan: &Plan) -> Vec<HeldPair> {
-    let journal = match savepoint::load(&cfg.savepoint) {
-        Ok(Some(j)) => j,
-        Ok(None) => return Vec::new(),
-        Err(e) => {
-            tracing::warn!(
-                "the savepoint cannot be read, so the plan does not show what it holds: {e}"
-            );
-            return Vec::new();
-        }
+fn held_by_savepoint(journal: Option<&SavepointFile>, plan: &Plan) -> Vec<HeldPair> {
+    let Some(journal) = journal else {
+        return Vec::new();
     };
-    let s = schedule::schedule(&plan.pairs, &journal);
+    let s = schedule::schedule(&plan.pairs, journal);
     let mut out: Vec<HeldPair> = s
         .held
         .iter()

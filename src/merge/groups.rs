@@ -137,6 +137,41 @@ pub fn apply(plan: &mut Plan, decided: &Decided, file: &Path) -> DecidedWork {
     work
 }
 
+/// A run without `--decisions`: clean pairs of a group with a recorded `not-dup` or `skip`
+/// in force are taken out of `pairs`, and returned as the report's groups.
+pub fn honour_recorded(
+    pairs: &mut Vec<Pair>,
+    recorded: &std::collections::BTreeMap<String, super::journal::GroupDecision>,
+) -> Vec<GroupPlan> {
+    if !recorded.values().any(|d| d.holds()) {
+        return Vec::new();
+    }
+    let mut held = Vec::new();
+    pairs.retain(|p| {
+        let id = review::group_id(&p.email);
+        match recorded.get(&id).filter(|d| d.holds()) {
+            Some(d) => {
+                tracing::info!(pair = %p.email, "not merged: {} recorded on {} from {}", d.decision.word(), d.at, d.file.display());
+                held.push(GroupPlan {
+                    id,
+                    email: p.email.clone(),
+                    clean_pair: true,
+                    outcome: Outcome::Recorded {
+                        decision: d.decision,
+                        at: d.at,
+                        file: d.file.clone(),
+                    },
+                    refs_left: Vec::new(),
+                    adopts_ref: None,
+                });
+                false
+            }
+            None => true,
+        }
+    });
+    held
+}
+
 /// One group in the merge report (`groups` in the JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct GroupEntry {
@@ -214,6 +249,19 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
         }
         Outcome::Skipped => e.outcome = "skipped",
         Outcome::Undecided => e.outcome = "undecided",
+        Outcome::Recorded { decision, at, file } => {
+            e.outcome = match decision {
+                super::journal::LastingDecision::NotDup => "not_dup",
+                super::journal::LastingDecision::Skip => "skipped",
+            };
+            e.decided_by = Some("recorded");
+            e.reason = Some(format!(
+                "{} recorded in the savepoint on {} from {}",
+                decision.word(),
+                at.format("%Y-%m-%d %H:%M UTC"),
+                file.display()
+            ));
+        }
         Outcome::Stale { reason } => {
             e.outcome = "stale";
             e.reason = Some(reason.clone());

@@ -237,7 +237,10 @@ mod tests {
         );
         assert!(l.blocks_in("K", "M2", Some("G-2")).is_some());
         // The merged-away member is never merged again, in its group or not.
-        assert!(l.blocks_in("K", "M1", Some("G-1")).is_none(), "its own record");
+        assert!(
+            l.blocks_in("K", "M1", Some("G-1")).is_none(),
+            "its own record"
+        );
         assert!(l.blocks_in("Q", "M1", Some("G-1")).is_some());
         // The survivor merged away into someone else: held, whatever the group.
         assert!(l.blocks_in("M2", "K", Some("G-1")).is_some());

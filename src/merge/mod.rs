@@ -115,12 +115,19 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         },
     )?;
     let mut needs_review_groups = plan.needs_review.len();
+    let client_cfg = cfg.client_config()?;
+    let mut sp = Savepoint::open(&cfg.savepoint)?;
     // A decisions file is read and checked whole before anything is sent (exit 65 naming
     // the file and line): the clean pairs follow it, and every decided group becomes its
-    // chain of merges.
+    // chain of merges. Decisions recorded by earlier files hold unless this one revokes them.
+    let mut to_record = Vec::new();
     let decided = match &cfg.decisions {
         Some(file) => {
-            let d = crate::review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            let mut d =
+                crate::review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            crate::review::lasting::apply_recorded(&mut d, &sp.file().decisions);
+            to_record =
+                crate::review::lasting::to_record(&d, file, &sp.file().decisions, Utc::now());
             Some(groups::apply(&mut plan, &d, file))
         }
         None => None,
@@ -142,11 +149,14 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     }
     let (mut plan_pairs, members, group_plans) = match decided {
         Some(w) => (w.pairs, w.members, w.groups),
-        None => (std::mem::take(&mut plan.pairs), Vec::new(), Vec::new()),
+        None => {
+            // Without a file, the recorded decisions still hold: their clean pairs are left.
+            let mut pairs = std::mem::take(&mut plan.pairs);
+            let held = groups::honour_recorded(&mut pairs, &sp.file().decisions);
+            (pairs, Vec::new(), held)
+        }
     };
     drop(plan);
-    let client_cfg = cfg.client_config()?;
-    let mut sp = Savepoint::open(&cfg.savepoint)?;
     let client = DevRevClient::new(client_cfg)?;
     if cfg.keep == Keep::Auto {
         turn::turn_pairs(&client, &mut plan_pairs, sp.file()).await?;
@@ -172,6 +182,13 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         if let Some(owner) = owner {
             sp.set_owner(owner)?;
         }
+    }
+    // The file's not-dup and skip decisions (and its revocations) last: recorded once the
+    // savepoint is known to be this org's (nothing of them is sent to DevRev).
+    for d in to_record {
+        tracing::info!(group = %d.group, email = %d.email, "recorded: {}{}", d.decision.word(),
+            if d.revoked.is_some() { " (revoked)" } else { "" });
+        sp.put_decision(d)?;
     }
 
     // ---- execute ----------------------------------------------------------------------------

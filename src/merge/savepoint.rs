@@ -138,7 +138,9 @@ fn read(path: &Path) -> Result<Option<Loaded>, SavepointError> {
         .map(|h| h.get("version").map(|v| (v.as_u64(), v)))
     {
         Some(Some((Some(v), _)))
-            if v == u64::from(VERSION) || v == u64::from(JOURNAL_V2) || v == u64::from(JOURNAL_V3) =>
+            if v == u64::from(VERSION)
+                || v == u64::from(JOURNAL_V2)
+                || v == u64::from(JOURNAL_V3) =>
         {
             let header: JournalHeader = serde_json::from_slice(&first)
                 .map_err(|e| corrupt(format!("the header line: {e}")))?;
@@ -839,7 +841,10 @@ mod tests {
         sp.update(&k, |p| p.last_step = Some(Step::Validate))
             .unwrap();
         let raw = lines(&path);
-        assert_eq!(raw[0]["version"], VERSION, "rewritten in the current format");
+        assert_eq!(
+            raw[0]["version"], VERSION,
+            "rewritten in the current format"
+        );
         assert_eq!(
             raw[0]["created_at"],
             serde_json::to_value(f.created_at).unwrap()
@@ -931,11 +936,18 @@ mod tests {
         sp.put_decision(d.clone()).unwrap();
         let before = lines(&path).len();
         sp.put_decision(d.clone()).unwrap();
-        assert_eq!(lines(&path).len(), before, "an unchanged decision writes nothing");
+        assert_eq!(
+            lines(&path).len(),
+            before,
+            "an unchanged decision writes nothing"
+        );
         drop(sp);
         let loaded = load(&path).unwrap().unwrap();
         assert_eq!(loaded.decisions["G-0123456789"], d);
-        assert_eq!(lines(&path).last().unwrap()["decision"]["decision"], "not_dup");
+        assert_eq!(
+            lines(&path).last().unwrap()["decision"]["decision"],
+            "not_dup"
+        );
         // Revoked later: the last line wins, and a compaction keeps it.
         let mut sp = Savepoint::open(&path).unwrap();
         let revoked = GroupDecision {
@@ -971,7 +983,10 @@ mod tests {
             fs::write(&path, &text).unwrap();
             let err = load(&path).unwrap_err();
             assert!(matches!(err, SavepointError::Version { .. }), "{err}");
-            assert!(err.to_string().contains(&format!("version {future}")), "{err}");
+            assert!(
+                err.to_string().contains(&format!("version {future}")),
+                "{err}"
+            );
             assert_eq!(AppError::from(err).exit_code(), 65);
         }
     }

@@ -2,6 +2,7 @@
 //! UTF-8 byte-order mark so Excel reads the accents, CRLF line ends, every field quoted where
 //! needed) and read back however a spreadsheet saved it (see `decisions.rs`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +32,11 @@ pub const COLUMNS: [&str; 16] = [
     "note",
 ];
 
+/// Extra columns after [`COLUMNS`]: `recorded` says what the savepoint holds for the group
+/// (a `not-dup`/`skip` decided by an earlier file, or a merge undone by `--restore`), with
+/// when and from which file. Read by nobody: a person sees why a group is decided already.
+pub const EXTRA_COLUMNS: [&str; 1] = ["recorded"];
+
 /// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a line break
 /// first) gets a leading `'`: a display name from DevRev is anyone's text, and a review file
 /// opened in Excel must not execute it. The reader takes the `'` off again.
@@ -42,7 +48,14 @@ pub(super) fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
-pub fn write(dir: &Path, plan: &Plan, keep: Keep) -> Result<PathBuf, AppError> {
+///
+/// `recorded` is the `recorded` column by group id (see [`EXTRA_COLUMNS`]).
+pub fn write(
+    dir: &Path,
+    plan: &Plan,
+    keep: Keep,
+    recorded: &BTreeMap<String, String>,
+) -> Result<PathBuf, AppError> {
     let path = fsutil::unique_path(dir, "review", "csv");
     let cant = |e: std::io::Error| {
         AppError::CantCreate(format!(
@@ -50,18 +63,25 @@ pub fn write(dir: &Path, plan: &Plan, keep: Keep) -> Result<PathBuf, AppError> {
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep)).map_err(cant)?;
+    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded))
+        .map_err(cant)?;
     Ok(path)
 }
 
-fn write_rows(w: &mut dyn Write, plan: &Plan, keep: Keep) -> std::io::Result<()> {
+fn write_rows(
+    w: &mut dyn Write,
+    plan: &Plan,
+    keep: Keep,
+    recorded: &BTreeMap<String, String>,
+) -> std::io::Result<()> {
     w.write_all("\u{feff}".as_bytes())?;
     let mut csv = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(w);
-    csv.write_record(COLUMNS)?;
+    csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
     for g in groups(plan) {
         let proposal = proposal_for(&g, keep);
+        let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
         for c in &g.contacts {
             let proposed = match &proposal.keep {
                 Some(k) if *k == c.rev_user_id => "keep",
@@ -100,6 +120,7 @@ fn write_rows(w: &mut dyn Write, plan: &Plan, keep: Keep) -> std::io::Result<()>
                 "",
                 "",
                 "",
+                &defuse(rec),
             ])?;
         }
     }

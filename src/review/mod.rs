@@ -8,6 +8,7 @@
 
 pub mod decisions;
 mod file;
+pub mod lasting;
 mod propose;
 
 use sha2::{Digest, Sha256};
@@ -156,6 +157,15 @@ pub fn decided_text(plan: &Plan, decided: &decisions::Decided, file: &std::path:
                     "  {id}  {}  stale, left alone: {}\n",
                     safe(email),
                     safe(reason)
+                ));
+            }
+            Outcome::Recorded { decision, at, file } => {
+                out.push_str(&format!(
+                    "  {id}  {}  {} (recorded {} from {}; write revoke on a row to undo it)\n",
+                    safe(email),
+                    decision.word(),
+                    at.format("%Y-%m-%d %H:%M UTC"),
+                    file.display()
                 ));
             }
             Outcome::NotDup { .. } | Outcome::Skipped | Outcome::Undecided => {}

@@ -33,11 +33,21 @@ fn shape(size: usize) -> GroupShape {
 
 /// `--preview`, then the review file's header and rows.
 fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
+    let before = std::fs::read_dir(w.path("reports"))
+        .map(|_| review_files(w.dir.path()))
+        .unwrap_or_default();
     w.cmd()
         .args(["--csv", "contacts.csv", "--preview"])
         .assert()
         .success();
-    let rows = records(review_files(w.dir.path()).last().unwrap());
+    // The one file this preview wrote (names in the same second differ by a suffix, which
+    // does not sort after the first).
+    let new: Vec<_> = review_files(w.dir.path())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert_eq!(new.len(), 1);
+    let rows = records(&new[0]);
     (rows[0].clone(), rows[1..].to_vec())
 }
 
@@ -517,4 +527,148 @@ fn a_stale_row_leaves_its_group_alone_in_the_merge_run() {
         "{stale:#}"
     );
     assert!(err.contains("1 stale"), "{err}");
+}
+
+/// The `recorded` column of the newest review file, by contact.
+fn recorded_column(w: &World) -> BTreeMap<String, String> {
+    let (h, rows) = review(w);
+    rows.iter()
+        .map(|r| {
+            (
+                r[col(&h, "rev_user_id")].clone(),
+                r[col(&h, "recorded")].clone(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn not_dup_and_skip_last_without_the_file_until_a_later_file_revokes_them() {
+    let w = world(3, vec![shape(3)]);
+    let pairs = w.seed.pairs();
+    let g = shaped(&w)[0].clone();
+    let (h, mut rows) = review(&w);
+    decide(&h, &mut rows, &pairs[0].1, "not-dup", false);
+    for m in &g {
+        decide(&h, &mut rows, m, "skip", false);
+    }
+    save(&w, "first.csv", &h, &rows);
+    w.run(&["--decisions", "first.csv", "--max-merges", "0"])
+        .success();
+    assert_eq!(
+        w.fake.count("/rev-users.merge"),
+        0,
+        "a canary of 0 merges nothing"
+    );
+
+    // The next review file shows both groups as decided, with when and from which file.
+    let rec = recorded_column(&w);
+    assert!(rec[&pairs[0].0].starts_with("not-dup on "), "{rec:?}");
+    assert!(rec[&pairs[0].0].contains("from first.csv line "), "{rec:?}");
+    assert!(rec[&g[1]].starts_with("skip on "), "{rec:?}");
+    assert_eq!(rec[&pairs[1].0], "");
+
+    // A run without any decisions file leaves the not-dup pair alone, merges the others.
+    let out = w.run(&[]).success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let handled = merges_handled(&w.fake.requests());
+    assert_eq!(
+        handled.keys().cloned().collect::<Vec<_>>().len(),
+        2,
+        "{handled:?}\n{err}"
+    );
+    assert!(!handled.contains_key(&pairs[0]), "{err}");
+    let report = w.last_report();
+    let kept = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| {
+            x["email"]
+                == w.seed
+                    .groups
+                    .iter()
+                    .find(|s| s.members[0] == pairs[0].0)
+                    .unwrap()
+                    .email
+                    .as_str()
+        })
+        .expect("the recorded pair is in the report");
+    assert_eq!(kept["outcome"], "not_dup");
+    assert_eq!(kept["decided_by"], "recorded");
+
+    // A later file whose not-dup row is blank does not undo it; `revoke` does.
+    let (h, mut rows) = review(&w);
+    save(&w, "blank.csv", &h, &rows);
+    w.run(&["--decisions", "blank.csv"]).success();
+    assert!(!merges_handled(&w.fake.requests()).contains_key(&pairs[0]));
+    decide(&h, &mut rows, &pairs[0].1, "revoke", false);
+    save(&w, "later.csv", &h, &rows);
+    let out = w.run(&["--decisions", "later.csv"]).success();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert_eq!(
+        merges_handled(&w.fake.requests()).get(&pairs[0]),
+        Some(&1),
+        "revoked: the pair merges by the --keep rule: {err}"
+    );
+    // The skip of the group still holds.
+    assert!(
+        merges_handled(&w.fake.requests())
+            .keys()
+            .all(|(p, _)| !g.contains(p))
+    );
+    let sp = std::fs::read_to_string(w.path("savepoint.json")).unwrap();
+    assert!(sp.contains("\"revoked\""), "the revocation is journaled");
+}
+
+#[test]
+fn one_contact_merged_as_part_of_a_group_is_restored_and_never_merged_again() {
+    let w = world(0, vec![shape(3)]);
+    let g = shaped(&w)[0].clone();
+    keep_and_merge_all(&w, "decided.csv", &g, &g[0]);
+    w.run(&["--decisions", "decided.csv"]).success();
+    assert_eq!(merges_handled(&w.fake.requests()).len(), 2);
+    // The backup folder of the group's merge of g[1].
+    let folder = std::fs::read_dir(w.path("backups"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .find(|p| {
+            std::fs::read_to_string(p.join("verification.json")).is_ok_and(|t| {
+                t.contains(&format!("\"secondary_id\": \"{}\"", g[1]))
+                    || t.contains(&format!("\"secondary_id\":\"{}\"", g[1]))
+            })
+        })
+        .expect("a backup of the merge of the second contact");
+    let rel = folder
+        .strip_prefix(w.dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+    let out = w.cmd().args(["--restore", &rel, "--yes"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Vec<_> = w
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/rev-users.create")
+        .collect();
+    assert_eq!(created.len(), 1, "one contact recreated");
+    assert_eq!(
+        created[0].body["external_ref"],
+        seed_ref(&w, &g[1]).as_str()
+    );
+
+    // The restored contact shows as decided in the next review file, and the same decisions
+    // file run again does not merge anything of it again.
+    let rec = recorded_column(&w);
+    assert!(rec[&g[0]].contains("undone by --restore"), "{rec:?}");
+    let before = w.fake.count("/rev-users.merge");
+    w.run(&["--decisions", "decided.csv"]).success();
+    assert_eq!(w.fake.count("/rev-users.merge"), before);
 }

@@ -109,7 +109,8 @@ fn preview_writes_one_row_per_contact_of_every_group_with_a_proposal() {
             "why",
             "decision",
             "adopt_ref",
-            "note"
+            "note",
+            "recorded"
         ]
     );
     let h = &rows[0];
