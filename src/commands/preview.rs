@@ -107,6 +107,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
             review_path.display()
         ));
+        text.push_str(&review::lasting::groups_summary(
+            &plan,
+            decided.as_ref().map(|(_, d)| d),
+            recorded,
+        ));
         if let Some((file, d)) = &decided {
             text = review::decided_text(&plan, d, file) + &text;
         }
@@ -125,6 +130,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         }
         cfg.printer
             .note(&format!("Review file: {}\n", review_path.display()));
+        cfg.printer.note(&review::lasting::groups_summary(
+            &plan,
+            decided.as_ref().map(|(_, d)| d),
+            recorded,
+        ));
     }
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(

@@ -116,6 +116,61 @@ pub fn recorded_text(journal: &SavepointFile) -> BTreeMap<String, String> {
     out
 }
 
+/// The preview's line on where the groups stand: how many a person has decided (in the
+/// decisions file given, or recorded in the savepoint) and how many are still undecided.
+/// Clean pairs count as decided: the `--keep` rule decides them unless a file says otherwise.
+pub fn groups_summary(
+    plan: &crate::detect::Plan,
+    decided: Option<&Decided>,
+    recorded: Option<&BTreeMap<String, GroupDecision>>,
+) -> String {
+    let total = plan.pairs.len() + plan.needs_review.len();
+    let in_force = |id: &str| {
+        recorded
+            .and_then(|r| r.get(id))
+            .is_some_and(GroupDecision::holds)
+    };
+    let (undecided, from_savepoint) = match decided {
+        Some(d) => (
+            d.groups
+                .iter()
+                .filter(|(_, _, o)| matches!(o, Outcome::Undecided))
+                .count(),
+            d.groups
+                .iter()
+                .filter(|(_, _, o)| matches!(o, Outcome::Recorded { .. }))
+                .count(),
+        ),
+        None => {
+            let from_savepoint = plan
+                .pairs
+                .iter()
+                .map(|p| group_id(&p.email))
+                .chain(plan.needs_review.iter().map(|g| group_id(&g.email)))
+                .filter(|id| in_force(id))
+                .count();
+            let undecided = plan
+                .needs_review
+                .iter()
+                .filter(|g| !in_force(&group_id(&g.email)))
+                .count();
+            (undecided, from_savepoint)
+        }
+    };
+    format!(
+        "Groups: {total} ({} clean pair(s), {} needing review): {} decided ({from_savepoint} \
+         recorded in the savepoint), {undecided} undecided{}\n",
+        plan.pairs.len(),
+        plan.needs_review.len(),
+        total - undecided,
+        if undecided > 0 {
+            "; decide them in the review file, then --decisions FILE (docs/review.md)"
+        } else {
+            ""
+        }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

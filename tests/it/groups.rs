@@ -567,6 +567,16 @@ fn not_dup_and_skip_last_without_the_file_until_a_later_file_revokes_them() {
     assert!(rec[&pairs[0].0].contains("from first.csv line "), "{rec:?}");
     assert!(rec[&g[1]].starts_with("skip on "), "{rec:?}");
     assert_eq!(rec[&pairs[1].0], "");
+    let out = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--preview"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Groups: 4 (3 clean pair(s), 1 needing review): 4 decided (2 recorded in the savepoint), 0 undecided"),
+        "{text}"
+    );
 
     // A run without any decisions file leaves the not-dup pair alone, merges the others.
     let out = w.run(&[]).success();
