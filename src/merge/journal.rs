@@ -559,6 +559,8 @@ pub enum SkipReason {
     MergedElsewhere { role: Role, evidence: String },
     /// DevRev refuses to merge an unverified contact into a verified one.
     UnverifiedIntoVerified,
+    /// The contacts are in different accounts (`rev_org`): a different customer.
+    DifferentAccounts { primary: String, secondary: String },
     /// The pair left the CSV before its merge was requested; the journal alone cannot
     /// re-validate it.
     NotInCsv,
@@ -614,6 +616,7 @@ impl SkipReason {
             SkipReason::AlreadyMerged => "already_merged",
             SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
             SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
+            SkipReason::DifferentAccounts { .. } => "different_accounts",
             SkipReason::NotInCsv => "not_in_csv",
             SkipReason::HeldByLedger { .. } => "held_by_another_record",
         }
@@ -648,6 +651,11 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::UnverifiedIntoVerified => f.write_str(
                 "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
+            ),
+            SkipReason::DifferentAccounts { primary, secondary } => write!(
+                f,
+                "the contacts are in different accounts (rev_org {primary} and {secondary}): a \
+                 different customer, not a duplicate; never merged"
             ),
             SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
             SkipReason::HeldByLedger {

@@ -682,3 +682,70 @@ fn one_contact_merged_as_part_of_a_group_is_restored_and_never_merged_again() {
     w.run(&["--decisions", "decided.csv"]).success();
     assert_eq!(w.fake.count("/rev-users.merge"), before);
 }
+
+/// Contacts of two accounts are two customers: a merge between them (a group's member or a
+/// clean pair) is refused live with that reason, whether or not DevRev would refuse it too
+/// (the fake's switch: devrev-api.md leaves it open).
+#[test]
+fn a_merge_between_two_accounts_is_refused_live_whatever_devrev_would_do() {
+    for devrev_refuses in [false, true] {
+        let spec = GenSpec {
+            shaped_groups: vec![GroupShape {
+                size: 3,
+                unverified: 0,
+                other_account: 1,
+            }],
+            ..spec(2, 0, 17)
+        };
+        let w = World::with(
+            spec,
+            behaviour(MoveMode::All, SecondaryAfter::Deactivated),
+            |o| o.quirks.refuse_cross_account_merge = devrev_refuses,
+        );
+        let g = shaped(&w)[0].clone();
+        // g[1] is in the other account. A clean pair moved to another account, too.
+        let pairs = w.seed.pairs();
+        let other = w.seed.rev_user(&g[1]).unwrap()["rev_org"].clone();
+        assert_ne!(other, w.seed.rev_user(&g[0]).unwrap()["rev_org"]);
+        w.fake.with_state(|s| {
+            s.rev_users.get_mut(&pairs[0].1).unwrap().json["rev_org"] = other.clone();
+        });
+        keep_and_merge_all(&w, "decided.csv", &g, &g[0]);
+        let out = w.run(&["--decisions", "decided.csv"]).failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let handled = merges_handled(&w.fake.requests());
+        assert!(
+            !handled.contains_key(&(g[0].clone(), g[1].clone())),
+            "{err}"
+        );
+        assert!(!handled.contains_key(&pairs[0]), "{err}");
+        assert_eq!(handled.get(&pairs[1]), Some(&1), "the other pair merges");
+        let report = w.last_report();
+        let pair = report["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["secondary"] == pairs[0].1.as_str())
+            .unwrap();
+        assert_eq!(pair["status"], "skipped", "{pair:#}");
+        assert_eq!(
+            pair["skip_reason"]["kind"], "different_accounts",
+            "{pair:#}"
+        );
+        let grp = group_of(&report, &g[0]);
+        let member = grp["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["rev_user_id"] == g[1].as_str())
+            .unwrap();
+        assert_eq!(member["status"], "skipped", "{grp:#}");
+        assert!(
+            grp["stopped_at"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("different accounts"),
+            "{grp:#}"
+        );
+    }
+}

@@ -545,6 +545,10 @@ pub fn skip_reason(p: &LiveProblem) -> SkipReason {
             live: live.clone(),
         },
         LiveProblem::UnverifiedIntoVerified => SkipReason::UnverifiedIntoVerified,
+        LiveProblem::DifferentAccounts { primary, secondary } => SkipReason::DifferentAccounts {
+            primary: primary.clone(),
+            secondary: secondary.clone(),
+        },
     }
 }
 
