@@ -39,6 +39,17 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         None
     };
+    // The needs-review contacts' live facts, for the review file and its proposals.
+    let facts = if live {
+        let client = crate::devrev::DevRevClient::new(cfg.client_config()?)?;
+        Some(
+            review::live::read(&client, &plan)
+                .await
+                .map_err(AppError::Api)?,
+        )
+    } else {
+        None
+    };
     let est = estimate(&plan, cfg, live_summary.as_ref());
     let journal = read_journal(cfg);
     let held = held_by_savepoint(journal.as_ref(), &plan);
@@ -71,6 +82,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             .as_ref()
             .map(review::lasting::recorded_text)
             .unwrap_or_default(),
+        facts.as_ref(),
     )?;
     let decided = match &cfg.decisions {
         Some(file) => {

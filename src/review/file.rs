@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{GroupKind, groups, proposal_for, ref_kind};
+use super::live::Facts;
+use super::{GroupKind, groups, proposal_with, ref_kind};
 use crate::detect::Plan;
 use crate::error::AppError;
 use crate::fsutil;
@@ -35,7 +36,9 @@ pub const COLUMNS: [&str; 16] = [
 /// Extra columns after [`COLUMNS`]: `recorded` says what the savepoint holds for the group
 /// (a `not-dup`/`skip` decided by an earlier file, or a merge undone by `--restore`), with
 /// when and from which file. Read by nobody: a person sees why a group is decided already.
-pub const EXTRA_COLUMNS: [&str; 1] = ["recorded"];
+/// With `--check-live`, `verified`, `state` and `account` are DevRev's `is_verified`, `state`
+/// and `rev_org` of each needs-review contact (empty offline), as the proposal used them.
+pub const EXTRA_COLUMNS: [&str; 4] = ["recorded", "verified", "state", "account"];
 
 /// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a line break
 /// first) gets a leading `'`: a display name from DevRev is anyone's text, and a review file
@@ -55,6 +58,7 @@ pub fn write(
     plan: &Plan,
     keep: Keep,
     recorded: &BTreeMap<String, String>,
+    facts: Option<&Facts>,
 ) -> Result<PathBuf, AppError> {
     let path = fsutil::unique_path(dir, "review", "csv");
     let cant = |e: std::io::Error| {
@@ -63,7 +67,7 @@ pub fn write(
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded))
+    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded, facts))
         .map_err(cant)?;
     Ok(path)
 }
@@ -73,6 +77,7 @@ fn write_rows(
     plan: &Plan,
     keep: Keep,
     recorded: &BTreeMap<String, String>,
+    facts: Option<&Facts>,
 ) -> std::io::Result<()> {
     w.write_all("\u{feff}".as_bytes())?;
     let mut csv = csv::WriterBuilder::new()
@@ -80,7 +85,7 @@ fn write_rows(
         .from_writer(w);
     csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
     for g in groups(plan) {
-        let proposal = proposal_for(&g, keep);
+        let proposal = proposal_with(&g, keep, facts);
         let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
         for c in &g.contacts {
             let proposed = match &proposal.keep {
@@ -88,6 +93,7 @@ fn write_rows(
                 Some(_) if proposal.merge.contains(&c.rev_user_id) => "merge",
                 _ => "",
             };
+            let fact = facts.and_then(|f| f.get(&c.rev_user_id));
             let why = match (proposed, &g.kind) {
                 ("keep", _) => proposal.why.clone(),
                 ("merge", _) => format!(
@@ -99,10 +105,26 @@ fn write_rows(
                         .unwrap_or_default()
                 ),
                 (_, GroupKind::CleanPair) => String::new(),
-                _ if proposal.keep.is_some() => "a -drop- ref: left alone".to_string(),
+                _ if c.ref_class() == crate::detect::RefClass::Drop => {
+                    "a -drop- ref: left alone".to_string()
+                }
+                _ if fact.is_some_and(|f| !f.active()) => "not active: left alone".to_string(),
+                _ if proposal.keep.is_some() && fact.and_then(|f| f.verified) == Some(false) => {
+                    "unverified: DevRev refuses it into the verified survivor".to_string()
+                }
+                _ if proposal.keep.is_some() => "left alone".to_string(),
                 _ => proposal.why.clone(),
             };
             let tickets = c.ticket_count.map(|n| n.to_string()).unwrap_or_default();
+            let verified = match fact.and_then(|f| f.verified) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            };
+            let state = fact
+                .map(|f| f.state.as_deref().unwrap_or("active"))
+                .unwrap_or("");
+            let account = fact.and_then(|f| f.account.as_deref()).unwrap_or("");
             csv.write_record([
                 g.id.as_str(),
                 g.kind.text(),
@@ -121,6 +143,9 @@ fn write_rows(
                 "",
                 "",
                 &defuse(rec),
+                verified,
+                &defuse(state),
+                &defuse(account),
             ])?;
         }
     }

@@ -749,3 +749,72 @@ fn a_merge_between_two_accounts_is_refused_live_whatever_devrev_would_do() {
         );
     }
 }
+
+#[test]
+fn check_live_fills_verified_state_and_account_and_the_proposal_uses_them() {
+    let w = world(
+        1,
+        vec![
+            // The REVU- contact is the only verified one.
+            GroupShape {
+                size: 3,
+                unverified: 2,
+                other_account: 0,
+            },
+            // One member in another account.
+            GroupShape {
+                size: 3,
+                unverified: 0,
+                other_account: 1,
+            },
+        ],
+    );
+    let groups = shaped(&w);
+    let (verified_g, accounts_g) = (&groups[0], &groups[1]);
+    let (h, offline) = review(&w);
+    let row = |rows: &[Vec<String>], id: &str| {
+        rows.iter()
+            .find(|r| r[col(&h, "rev_user_id")] == id)
+            .unwrap()
+            .clone()
+    };
+    // Offline: nothing live, and the accounts group gets a proposal (--keep revu).
+    assert_eq!(row(&offline, &accounts_g[0])[col(&h, "proposed")], "keep");
+    assert_eq!(row(&offline, &accounts_g[0])[col(&h, "verified")], "");
+
+    let before = review_files(w.dir.path());
+    w.cmd()
+        .args(["--csv", "contacts.csv", "--preview", "--check-live"])
+        .assert()
+        .success();
+    let file = review_files(w.dir.path())
+        .into_iter()
+        .find(|p| !before.contains(p))
+        .unwrap();
+    let live = records(&file)[1..].to_vec();
+    let keep = row(&live, &verified_g[0]);
+    assert_eq!(keep[col(&h, "verified")], "yes");
+    assert_eq!(keep[col(&h, "state")], "active");
+    assert!(keep[col(&h, "account")].contains(":revo/"), "{keep:?}");
+    assert_eq!(keep[col(&h, "proposed")], "keep");
+    assert!(keep[col(&h, "why")].contains("only verified"), "{keep:?}");
+    for m in &verified_g[1..] {
+        let r = row(&live, m);
+        assert_eq!(r[col(&h, "verified")], "no");
+        assert_eq!(
+            r[col(&h, "proposed")],
+            "",
+            "never proposed into a verified survivor"
+        );
+        assert!(r[col(&h, "why")].contains("unverified"), "{r:?}");
+    }
+    for m in accounts_g {
+        let r = row(&live, m);
+        assert_eq!(
+            r[col(&h, "proposed")],
+            "",
+            "different accounts: no proposal"
+        );
+        assert!(r[col(&h, "why")].contains("accounts"), "{r:?}");
+    }
+}

@@ -110,7 +110,10 @@ fn preview_writes_one_row_per_contact_of_every_group_with_a_proposal() {
             "decision",
             "adopt_ref",
             "note",
-            "recorded"
+            "recorded",
+            "verified",
+            "state",
+            "account"
         ]
     );
     let h = &rows[0];
