@@ -818,3 +818,46 @@ fn check_live_fills_verified_state_and_account_and_the_proposal_uses_them() {
         assert!(r[col(&h, "why")].contains("accounts"), "{r:?}");
     }
 }
+
+#[test]
+fn a_skip_row_stays_out_of_its_group_and_accept_proposed_merges_a_blank_small_group() {
+    let w = world(0, vec![shape(4), shape(3)]);
+    let groups = shaped(&w);
+    let (typed, blank) = (&groups[0], &groups[1]);
+    let (h, mut rows) = review(&w);
+    decide(&h, &mut rows, &typed[0], "keep", false);
+    decide(&h, &mut rows, &typed[1], "merge", false);
+    decide(&h, &mut rows, &typed[2], "skip", false);
+    decide(&h, &mut rows, &typed[3], "merge", false);
+    save(&w, "decided.csv", &h, &rows);
+    // Without --accept-proposed the blank group is undecided: nothing of it merges.
+    w.run(&["--decisions", "decided.csv", "--max-merges", "0"])
+        .success();
+    let report = w.last_report();
+    let undecided = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["outcome"] == "undecided")
+        .count();
+    assert_eq!(undecided, 1, "{:#}", report["groups"]);
+
+    w.run(&["--decisions", "decided.csv", "--accept-proposed"])
+        .success();
+    let handled = merges_handled(&w.fake.requests());
+    let want: BTreeMap<(String, String), usize> = [
+        (typed[0].clone(), typed[1].clone()),
+        (typed[0].clone(), typed[3].clone()),
+        // The proposal keeps the group's only REVU- contact (--keep revu).
+        (blank[0].clone(), blank[1].clone()),
+        (blank[0].clone(), blank[2].clone()),
+    ]
+    .into_iter()
+    .map(|k| (k, 1))
+    .collect();
+    assert_eq!(handled, want);
+    let report = w.last_report();
+    assert_eq!(group_of(&report, &blank[0])["decided_by"], "proposed");
+    // The skipped contact keeps its ref and its tickets.
+    assert_eq!(ext_ref(&w, &typed[2]), seed_ref(&w, &typed[2]));
+}
