@@ -86,8 +86,9 @@ impl<'j> Ledger<'j> {
     }
 
     /// [`Self::hold_of`] for a merge of decided group `group`: the survivor of an earlier
-    /// merge of the same group is not held by it (a group merges every member into the same
-    /// survivor, one after the other).
+    /// merge of the same group (merged, or in flight) is not held by it: a group merges every
+    /// member into the same survivor, one after the other, and the run starts the next only
+    /// once the one before it is merged.
     fn hold_in(
         &self,
         contact: &str,
@@ -101,7 +102,10 @@ impl<'j> Ledger<'j> {
             .get(contact)?
             .iter()
             .find(|h| {
-                let same_group_survivor = h.hold == Hold::Survivor
+                // The same survivor in an earlier merge of the same group, merged or still
+                // in flight: the run finishes that one first and starts this one only if it
+                // ended merged (`execute.rs`), so it holds nothing against this one.
+                let same_group_survivor = matches!(h.hold, Hold::Survivor | Hold::InFlight)
                     && contact == primary
                     && group.is_some()
                     && h.group == group;
@@ -226,8 +230,23 @@ mod tests {
         };
         let mut first = rec("K", "M1", PairStatus::Merged);
         first.group = Some(link("G-1", 0));
-        let j = journal(vec![first]);
+        // The group's second merge was sent and its answer lost: in flight.
+        let mut second = rec("K", "M2", PairStatus::Unconfirmed);
+        second.group = Some(link("G-1", 1));
+        second.merge = Some(MergeIntent {
+            attempt: 1,
+            requested_at: Utc::now(),
+            outcome: None,
+            unmerged_since: None,
+            watch_until: None,
+        });
+        let j = journal(vec![first, second]);
         let l = Ledger::of(&j);
+        // The same group's next merge into the same survivor is not held: the run finishes
+        // the one in flight first, and starts this one only if that one merged.
+        assert_eq!(l.blocks_in("K", "M3", Some("G-1")), None);
+        // The in-flight member itself is never merged elsewhere.
+        assert!(l.blocks_in("Q", "M2", Some("G-1")).is_some());
         // The same group's next merge into the same survivor starts.
         assert_eq!(l.blocks_in("K", "M2", Some("G-1")), None);
         // A clean pair, or another group, with that survivor is held as before.

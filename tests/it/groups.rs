@@ -861,3 +861,58 @@ fn a_skip_row_stays_out_of_its_group_and_accept_proposed_merges_a_blank_small_gr
     // The skipped contact keeps its ref and its tickets.
     assert_eq!(ext_ref(&w, &typed[2]), seed_ref(&w, &typed[2]));
 }
+
+/// A kill right after a group's second merge request (its answer never journaled): the next
+/// run finishes that merge first and then goes on with the group, in one run.
+#[test]
+fn a_kill_right_after_a_group_merge_request_resumes_the_group_in_one_run() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI32, Ordering};
+
+    use nix::sys::signal::Signal;
+
+    let setup = || {
+        let w = world(0, vec![shape(4)]);
+        let g = shaped(&w)[0].clone();
+        keep_and_merge_all(&w, "decided.csv", &g, &g[0]);
+        (w, g)
+    };
+    // Where the second merge request falls, from an uninterrupted run of the same world.
+    let (reference, _) = setup();
+    let start = reference.fake.requests().len();
+    reference.run(&["--decisions", "decided.csv"]).success();
+    let second = reference
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/rev-users.merge")
+        .nth(1)
+        .unwrap()
+        .seq
+        - start;
+
+    let (w, g) = setup();
+    let mut args = w.run_args();
+    args.extend(["--decisions", "decided.csv"]);
+    let pid = Arc::new(AtomicI32::new(0));
+    let at = w.fake.requests().len() + second + 1;
+    crate::merge_crash::signal_at(&w, at, &pid, Signal::SIGKILL);
+    let child = w.std_cmd(&args).spawn().unwrap();
+    pid.store(child.id() as i32, Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    pid.store(0, Ordering::SeqCst);
+    assert_eq!(out.status.code(), None, "killed");
+    assert_eq!(w.fake.count("/rev-users.merge"), 2);
+
+    let out = w.std_cmd(&args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let handled = merges_handled(&w.fake.requests());
+    for m in &g[1..] {
+        assert_eq!(handled.get(&(g[0].clone(), m.clone())), Some(&1), "{m}");
+    }
+}
