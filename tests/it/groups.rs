@@ -629,6 +629,12 @@ fn not_dup_and_skip_last_without_the_file_until_a_later_file_revokes_them() {
     );
     let sp = std::fs::read_to_string(w.path("savepoint.json")).unwrap();
     assert!(sp.contains("\"revoked\""), "the revocation is journaled");
+    let status = w.cmd().arg("--status").output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("group decisions recorded: 1 revoked, 1 skip"),
+        "{text}"
+    );
 }
 
 #[test]
