@@ -1011,4 +1011,58 @@ mod tests {
         assert_eq!(back, r);
         assert!(PairStatus::Restored.is_final());
     }
+
+    /// Pins the shapes version 4 added: a group record's link and a decision line.
+    #[test]
+    fn version_4_adds_group_links_and_decision_lines() {
+        let mut r = PairRecord::new("a@x.com", "don:K", "don:M", Keep::Revu);
+        r.updated_at = at("2026-01-02T03:00:00Z");
+        r.group = Some(GroupLink {
+            id: "G-0123456789".into(),
+            index: 2,
+            len: 3,
+            adopt: Some(AdoptRef {
+                external_ref: "user_1".into(),
+                holder: "don:M1".into(),
+            }),
+            decisions: PathBuf::from("decided.csv"),
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["group"],
+            json!({"id": "G-0123456789", "index": 2, "len": 3,
+                   "adopt": {"external_ref": "user_1", "holder": "don:M1"},
+                   "decisions": "decided.csv"})
+        );
+        assert!(r.adopts());
+        assert_eq!(r.ref_to_adopt(), Some(("user_1".into(), "don:M1".into())));
+        let back: PairRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        // A group's earlier merge adopts nothing, whatever its --keep.
+        r.group.as_mut().unwrap().adopt = None;
+        assert!(!r.adopts());
+
+        let d = GroupDecision {
+            group: "G-0123456789".into(),
+            email: "a@x.com".into(),
+            decision: LastingDecision::NotDup,
+            at: at("2026-01-02T03:05:00Z"),
+            file: PathBuf::from("decided.csv"),
+            line: Some(4),
+            revoked: Some(Revocation {
+                at: at("2026-01-03T00:00:00Z"),
+                file: PathBuf::from("later.csv"),
+            }),
+        };
+        let line = serde_json::to_value(JournalLineRef::Decision(&d)).unwrap();
+        assert_eq!(
+            line,
+            json!({"decision": {"group": "G-0123456789", "email": "a@x.com",
+                   "decision": "not_dup", "at": "2026-01-02T03:05:00Z",
+                   "file": "decided.csv", "line": 4,
+                   "revoked": {"at": "2026-01-03T00:00:00Z", "file": "later.csv"}}})
+        );
+        let back: JournalLine = serde_json::from_value(line).unwrap();
+        assert_eq!(back, JournalLine::Decision(Box::new(d)));
+    }
 }
