@@ -374,3 +374,130 @@ pub fn summary_text(groups: &[GroupEntry]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use super::*;
+    use crate::detect::{DetectOptions, plan_from_reader};
+    use crate::options::Keep;
+
+    const CSV: &str = "REV_USER_ID,DISPLAY_NAME,EMAIL,EXTERNAL_REF,FULL_NAME,CREATED_AT,UPDATED_AT,TICKET_COUNT\n\
+        don:a:revu/P1,P,p@x.com,REVU-P1,,2024-01-01 00:00:00,,1\n\
+        don:a:revu/S1,S,p@x.com,user_s1,,2024-01-02 00:00:00,,1\n\
+        don:a:revu/P2,Q,q@x.com,REVU-P2,,2024-01-01 00:00:00,,1\n\
+        don:a:revu/S2,T,q@x.com,user_s2,,2024-01-02 00:00:00,,1\n\
+        don:a:revu/P3,R,r@x.com,REVU-P3,,2024-01-01 00:00:00,,1\n\
+        don:a:revu/S3,U,r@x.com,user_s3,,2024-01-02 00:00:00,,1\n\
+        don:a:revu/G1,G,g@x.com,user_g1,,2024-01-01 00:00:00,,1\n\
+        don:a:revu/G2,G,g@x.com,user_g2,,2024-01-02 00:00:00,,1\n\
+        don:a:revu/G3,G,g@x.com,user_g3,,2024-01-03 00:00:00,,1\n";
+
+    fn plan() -> Plan {
+        plan_from_reader(
+            "t.csv",
+            Cursor::new(CSV.as_bytes().to_vec()),
+            &DetectOptions {
+                keep: Keep::Revu,
+                email_domain: None,
+            },
+        )
+        .unwrap()
+    }
+
+    fn merge(keep: &str, merge: &[&str], adopt: Option<&str>, source: Source) -> Outcome {
+        Outcome::Merge {
+            keep: keep.into(),
+            merge: merge.iter().map(|m| m.to_string()).collect(),
+            adopt_ref: adopt.map(str::to_string),
+            source,
+        }
+    }
+
+    #[test]
+    fn decisions_split_the_plan_into_pairs_as_decided_and_chains_of_group_merges() {
+        let mut plan = plan();
+        let id = |e: &str| review::group_id(e);
+        let decided = Decided {
+            groups: vec![
+                (
+                    id("p@x.com"),
+                    "p@x.com".into(),
+                    merge(
+                        "don:a:revu/P1",
+                        &["don:a:revu/S1"],
+                        None,
+                        Source::CleanPairRule,
+                    ),
+                ),
+                // Kept the user_ contact: turned round.
+                (
+                    id("q@x.com"),
+                    "q@x.com".into(),
+                    merge("don:a:revu/S2", &["don:a:revu/P2"], None, Source::Typed),
+                ),
+                (id("r@x.com"), "r@x.com".into(), Outcome::NotDup { line: 6 }),
+                (
+                    id("g@x.com"),
+                    "g@x.com".into(),
+                    merge(
+                        "don:a:revu/G2",
+                        &["don:a:revu/G3", "don:a:revu/G1"],
+                        Some("don:a:revu/G3"),
+                        Source::Typed,
+                    ),
+                ),
+            ],
+            revoked: Vec::new(),
+        };
+        let w = apply(&mut plan, &decided, Path::new("d.csv"));
+        let pairs: Vec<(&str, &str)> = w
+            .pairs
+            .iter()
+            .map(|p| {
+                (
+                    p.primary.rev_user_id.as_str(),
+                    p.secondary.rev_user_id.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("don:a:revu/P1", "don:a:revu/S1"),
+                ("don:a:revu/S2", "don:a:revu/P2")
+            ]
+        );
+        let members: Vec<(&str, u32, u32, Option<&str>)> = w
+            .members
+            .iter()
+            .map(|(p, g)| {
+                assert_eq!(p.primary.rev_user_id, "don:a:revu/G2");
+                assert_eq!(g.decisions, Path::new("d.csv"));
+                (
+                    p.secondary.rev_user_id.as_str(),
+                    g.index,
+                    g.len,
+                    g.adopt.as_ref().map(|a| a.external_ref.as_str()),
+                )
+            })
+            .collect();
+        // In the file's order; the ref adopted on the last merge only, from its holder.
+        assert_eq!(
+            members,
+            [
+                ("don:a:revu/G3", 0, 2, None),
+                ("don:a:revu/G1", 1, 2, Some("user_g3"))
+            ]
+        );
+        assert_eq!(
+            w.members[1].1.adopt.as_ref().unwrap().holder,
+            "don:a:revu/G3"
+        );
+        let g = w.groups.iter().find(|g| g.email == "g@x.com").unwrap();
+        assert_eq!(g.refs_left, ["user_g1"]);
+        assert_eq!(g.adopts_ref.as_deref(), Some("user_g3"));
+        assert_eq!(w.groups.len(), 4);
+    }
+}
