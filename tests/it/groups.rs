@@ -473,21 +473,47 @@ fn a_group_of_50_merges_whole_and_its_calls_per_contact_match_the_pair_formula()
 
 #[test]
 fn bad_decisions_are_refused_by_the_merge_run_before_anything_is_sent() {
-    let w = world(1, vec![shape(3)]);
+    let w = world(1, vec![shape(3), shape(3), shape(3)]);
     let (h, mut rows) = review(&w);
-    let g = shaped(&w)[0].clone();
+    let groups = shaped(&w);
+    let (g, n, a) = (&groups[0], &groups[1], &groups[2]);
+    // Two keep, an unknown word, adopt_ref on a REVU- row.
     decide(&h, &mut rows, &g[0], "keep", true);
     decide(&h, &mut rows, &g[1], "keep", false);
     decide(&h, &mut rows, &g[2], "zap", false);
+    // merge without a keep.
+    decide(&h, &mut rows, &n[1], "merge", false);
+    // adopt_ref on two rows.
+    decide(&h, &mut rows, &a[0], "keep", false);
+    decide(&h, &mut rows, &a[1], "merge", true);
+    decide(&h, &mut rows, &a[2], "merge", true);
+    // A contact in no group of this export, and the same contact on two rows.
+    let mut unknown = rows[0].clone();
+    unknown[col(&h, "rev_user_id")] = "don:identity:dvrv-us-1:devo/x:revu/nobody".into();
+    rows.push(unknown);
+    let twice = rows
+        .iter()
+        .find(|r| r[col(&h, "rev_user_id")] == n[2])
+        .unwrap()
+        .clone();
+    rows.push(twice);
     save(&w, "bad.csv", &h, &rows);
     let before = w.fake.requests().len();
     let out = w.run(&["--decisions", "bad.csv"]).failure();
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert_eq!(out.get_output().status.code(), Some(65), "{err}");
     assert!(err.contains("bad.csv:"), "{err}");
-    assert!(err.contains("\"zap\" is not a decision"), "{err}");
-    assert!(err.contains("two keep in group"), "{err}");
-    assert!(err.contains("adopt_ref on"), "{err}");
+    for what in [
+        "\"zap\" is not a decision",
+        "two keep in group",
+        "whose ref is not a user_ ref",
+        "merge without a keep",
+        "adopt_ref on more than one row",
+        "is not in any group of this export",
+        "keep one row per contact",
+    ] {
+        assert!(err.contains(what), "{what}: {err}");
+    }
     assert_eq!(w.fake.requests().len(), before, "nothing sent");
     assert!(!w.path("savepoint.json").exists(), "nothing journaled");
 }
