@@ -54,6 +54,7 @@ fn main() {
             attachment_size_max: 2048,
             conversations_per_secondary: (0, 2),
             unverified_secondary_pct: 0,
+            shaped_groups: Vec::new(),
             rng_seed: 19,
         }),
         rate_limit: Some(RateLimit {

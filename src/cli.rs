@@ -174,14 +174,15 @@ pub struct Cli {
     #[arg(help_heading = H_MERGE, long, value_name = "DOMAIN")]
     pub email_domain: Option<String>,
 
-    /// With --preview: a filled-in review file (reports/review-<time>.csv): show the plan its
-    /// decisions give (keep, merge, skip, not-dup per contact). See docs/review.md.
-    #[arg(help_heading = H_MERGE, long, value_name = "FILE", requires = "preview")]
+    /// A filled-in review file (reports/review-<time>.csv): keep, merge, skip, not-dup or
+    /// revoke per contact. With --preview: show the plan it gives; in a merge run: merge as
+    /// decided, each group one contact at a time. See docs/review.md.
+    #[arg(help_heading = H_MERGE, long, value_name = "FILE")]
     pub decisions: Option<PathBuf>,
 
-    /// With --preview: decide blank needs-review groups of at most 5 contacts by the proposal,
-    /// where a rule found a single survivor (never over a typed decision).
-    #[arg(help_heading = H_MERGE, long, requires = "preview")]
+    /// With --decisions: decide blank needs-review groups of at most 5 contacts by the
+    /// proposal, where a rule found a single survivor (never over a typed decision).
+    #[arg(help_heading = H_MERGE, long, requires = "decisions")]
     pub accept_proposed: bool,
 
     // ---- run options ----

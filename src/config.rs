@@ -95,7 +95,7 @@ pub struct Config {
     pub limits: Limits,
     pub keep: Keep,
     pub email_domain: Option<String>,
-    /// `--decisions FILE` (with `--preview`).
+    /// `--decisions FILE` (the preview shows what it decides; the merge run runs it).
     pub decisions: Option<PathBuf>,
     pub accept_proposed: bool,
     /// `--all-in-report`: a restore from a merge report undoes earlier runs' pairs too.

@@ -58,6 +58,10 @@ pub enum LiveProblem {
     },
     /// The secondary is unverified and the primary verified: DevRev refuses such merges.
     UnverifiedIntoVerified,
+    /// The two contacts belong to different accounts (`rev_org`): a different customer, not
+    /// a duplicate, whatever the email says. Refused whether or not DevRev would take it
+    /// (devrev-api.md leaves that open).
+    DifferentAccounts { primary: String, secondary: String },
 }
 
 impl LiveProblem {
@@ -70,6 +74,7 @@ impl LiveProblem {
             LiveProblem::EmailChanged { .. } => ReviewReason::LiveEmailChanged,
             LiveProblem::RefChanged { .. } => ReviewReason::LiveRefChanged,
             LiveProblem::UnverifiedIntoVerified => ReviewReason::LiveUnverifiedIntoVerified,
+            LiveProblem::DifferentAccounts { .. } => ReviewReason::LiveDifferentAccounts,
         }
     }
 }
@@ -103,6 +108,11 @@ impl fmt::Display for LiveProblem {
             LiveProblem::UnverifiedIntoVerified => f.write_str(
                 "the secondary is unverified and the primary verified: DevRev refuses to merge \
                  an unverified contact into a verified one",
+            ),
+            LiveProblem::DifferentAccounts { primary, secondary } => write!(
+                f,
+                "the contacts are in different accounts (rev_org {primary} and {secondary}): \
+                 a different customer, not a duplicate"
             ),
         }
     }
@@ -175,6 +185,14 @@ pub fn judge(pair: &Pair, primary: Option<RevUser>, secondary: Option<RevUser>) 
         }
     }
     if let (Some(p), Some(s)) = (&primary, &secondary) {
+        if let (Some(a), Some(b)) = (p.account(), s.account())
+            && a != b
+        {
+            problems.push(LiveProblem::DifferentAccounts {
+                primary: a.to_string(),
+                secondary: b.to_string(),
+            });
+        }
         match (p.is_verified, s.is_verified) {
             (Some(true), Some(false)) => problems.push(LiveProblem::UnverifiedIntoVerified),
             (Some(true), None) => warnings.push(

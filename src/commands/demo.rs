@@ -50,6 +50,10 @@ mod imp {
     /// the email and the time of the backup, so they are only known once the merges ran.
     const FIRST_BACKUP: &str = "<first backup folder>";
 
+    /// Stands for `decided.csv`, written first from the newest review file: the demo decides
+    /// one needs-review group the way a person would in a spreadsheet.
+    const DECIDED: &str = "<decide one group>";
+
     /// One step: what the user would type (without the program name), why, and the exit
     /// code the demo expects from it.
     struct Step {
@@ -98,6 +102,25 @@ mod imp {
         Step {
             why: "The full run: resumes from savepoint.json (finished pairs are not touched)",
             args: &["--csv", "contacts.csv", "--yes"],
+            expect: 0,
+        },
+        Step {
+            why: "Decide one needs-review group: the demo fills the decision column of its rows \
+                  in the review file from the proposal (as you would in a spreadsheet) into \
+                  decided.csv, then previews what the decisions give",
+            args: &["--csv", "contacts.csv", "--preview", "--decisions", DECIDED],
+            expect: 0,
+        },
+        Step {
+            why: "Merge as decided: the group's contacts go into its keep one at a time, each \
+                  backed up and verified first",
+            args: &[
+                "--csv",
+                "contacts.csv",
+                "--decisions",
+                "decided.csv",
+                "--yes",
+            ],
             expect: 0,
         },
         Step {
@@ -205,6 +228,9 @@ mod imp {
     fn resolve_args(dir: &Path, args: &[&str]) -> Result<Vec<String>, AppError> {
         args.iter()
             .map(|a| {
+                if *a == DECIDED {
+                    return decide_one_group(dir);
+                }
                 if *a != FIRST_BACKUP {
                     return Ok((*a).to_string());
                 }
@@ -228,6 +254,62 @@ mod imp {
     }
 
     /// What the user would type: the program name and the step's arguments.
+    /// Writes `decided.csv`: the newest review file with the proposal typed in as the decision
+    /// of the first needs-review group that has one (and no `-drop-` row).
+    fn decide_one_group(dir: &Path) -> Result<String, AppError> {
+        let fail =
+            |why: &str| AppError::SomeFailed(format!("the demo cannot decide a group: {why}"));
+        let newest = std::fs::read_dir(dir.join("reports"))
+            .map_err(|e| AppError::io("cannot list the demo's reports", e))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("review-"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+            .ok_or_else(|| fail("no review file"))?
+            .path();
+        let text = std::fs::read_to_string(&newest)
+            .map_err(|e| AppError::io(format!("cannot read {}", newest.display()), e))?;
+        let text = text.trim_start_matches('\u{feff}');
+        let mut rdr = csv::Reader::from_reader(text.as_bytes());
+        let header = rdr.headers().map_err(|e| fail(&e.to_string()))?.clone();
+        let col = |n: &str| header.iter().position(|h| h == n);
+        let (Some(group), Some(kind), Some(refk), Some(proposed), Some(decision)) = (
+            col("group"),
+            col("kind"),
+            col("ref_kind"),
+            col("proposed"),
+            col("decision"),
+        ) else {
+            return Err(fail("the review file lacks its columns"));
+        };
+        let rows: Vec<csv::StringRecord> = rdr
+            .records()
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail(&e.to_string()))?;
+        let chosen = rows
+            .iter()
+            .filter(|r| &r[kind] != "clean pair" && &r[proposed] == "keep")
+            .map(|r| r[group].to_string())
+            .find(|g| {
+                !rows
+                    .iter()
+                    .any(|r| &r[group] == g.as_str() && &r[refk] == "-drop-")
+            })
+            .ok_or_else(|| fail("no needs-review group has a proposal"))?;
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&header).map_err(|e| fail(&e.to_string()))?;
+        for r in rows.iter().filter(|r| r[group] == *chosen) {
+            let mut cells: Vec<&str> = r.iter().collect();
+            cells[decision] = &r[proposed];
+            w.write_record(&cells).map_err(|e| fail(&e.to_string()))?;
+        }
+        let bytes = w.into_inner().map_err(|e| fail(&e.to_string()))?;
+        fsutil::write_private_atomic_with(&dir.join("decided.csv"), false, |out| {
+            out.write_all(&bytes)
+        })
+        .map_err(|e| AppError::io("cannot write decided.csv", e))?;
+        Ok("decided.csv".into())
+    }
+
     fn shown_command(args: &[&str]) -> String {
         let args: Vec<&str> = args.iter().copied().filter(|a| *a != "--yes").collect();
         format!("devrev-merge {}", args.join(" "))
@@ -350,7 +432,9 @@ mod imp {
              \x20 2. devrev-merge --test-api\n\
              \x20 3. devrev-merge --export-contacts contacts.csv   (or use your warehouse export)\n\
              \x20 4. devrev-merge --csv contacts.csv --preview --check-live\n\
-             \x20 5. a sample, a canary (--max-merges), then the full run, as above\n",
+             \x20 5. a sample, a canary (--max-merges), then the full run, as above\n\
+             \x20 6. decide the groups that need review in reports/review-<time>.csv, preview with\n\
+             \x20    --decisions FILE, then run with it (docs/review.md, \"The workflow\")\n",
             took.as_secs_f64(),
             dir.display()
         )

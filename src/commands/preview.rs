@@ -10,7 +10,7 @@ use crate::detect::{self, DetectOptions};
 use crate::error::AppError;
 use crate::fsutil;
 use crate::html;
-use crate::merge::journal::{Hold, PairStatus, SkipReason};
+use crate::merge::journal::{Hold, PairStatus, SavepointFile, SkipReason};
 use crate::merge::{savepoint, schedule};
 use crate::output;
 use crate::planfile::{self, HeldPair, PlanReport};
@@ -39,8 +39,20 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         None
     };
+    // The needs-review contacts' live facts, for the review file and its proposals.
+    let facts = if live {
+        let client = crate::devrev::DevRevClient::new(cfg.client_config()?)?;
+        Some(
+            review::live::read(&client, &plan)
+                .await
+                .map_err(AppError::Api)?,
+        )
+    } else {
+        None
+    };
     let est = estimate(&plan, cfg, live_summary.as_ref());
-    let held = held_by_savepoint(cfg, &plan);
+    let journal = read_journal(cfg);
+    let held = held_by_savepoint(journal.as_ref(), &plan);
 
     let report = PlanReport {
         kind: "devrev-merge plan",
@@ -61,12 +73,25 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
     // The review file (every group, one row per contact) and, with --decisions, the plan the
     // decisions give: a bad decision is refused here (exit 65) before anything is sent.
-    let review_path = review::write(&cfg.report_dir, &plan, cfg.keep)?;
+    let recorded = journal.as_ref().map(|j| &j.decisions);
+    let review_path = review::write(
+        &cfg.report_dir,
+        &plan,
+        cfg.keep,
+        &journal
+            .as_ref()
+            .map(review::lasting::recorded_text)
+            .unwrap_or_default(),
+        facts.as_ref(),
+    )?;
     let decided = match &cfg.decisions {
-        Some(file) => Some((
-            file,
-            review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?,
-        )),
+        Some(file) => {
+            let mut d = review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            if let Some(r) = recorded {
+                review::lasting::apply_recorded(&mut d, r);
+            }
+            Some((file, d))
+        }
         None => None,
     };
     // The page for people, next to the plan: a failure is warned about, the plan stands.
@@ -94,6 +119,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             "Review file (decide every group in a spreadsheet, then --decisions FILE): {}\n",
             review_path.display()
         ));
+        text.push_str(&review::lasting::groups_summary(
+            &plan,
+            decided.as_ref().map(|(_, d)| d),
+            recorded,
+        ));
         if let Some((file, d)) = &decided {
             text = review::decided_text(&plan, d, file) + &text;
         }
@@ -112,6 +142,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         }
         cfg.printer
             .note(&format!("Review file: {}\n", review_path.display()));
+        cfg.printer.note(&review::lasting::groups_summary(
+            &plan,
+            decided.as_ref().map(|(_, d)| d),
+            recorded,
+        ));
     }
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(
@@ -128,23 +163,31 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     outcome
 }
 
+/// The savepoint (`--savepoint`), read only and without the lock: a preview never blocks a
+/// run. One that cannot be read is a warning here (the merge run refuses it with the
+/// details).
+fn read_journal(cfg: &Config) -> Option<SavepointFile> {
+    match savepoint::load(&cfg.savepoint) {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(
+                "the savepoint cannot be read, so the plan does not show what it holds: {e}"
+            );
+            None
+        }
+    }
+}
+
 /// The clean pairs a merge run would not start because of the savepoint (`--savepoint`), by
 /// the very rule the run uses (`merge::schedule`): restored pairs and recreated contacts are
 /// decided "do not merge"; a contact merged away or in flight elsewhere is held. Read only,
 /// without the lock: a preview never blocks a run. A savepoint that cannot be read is a
 /// warning here (the merge run refuses it with the details).
-fn held_by_savepoint(cfg: &Config, plan: &Plan) -> Vec<HeldPair> {
-    let journal = match savepoint::load(&cfg.savepoint) {
-        Ok(Some(j)) => j,
-        Ok(None) => return Vec::new(),
-        Err(e) => {
-            tracing::warn!(
-                "the savepoint cannot be read, so the plan does not show what it holds: {e}"
-            );
-            return Vec::new();
-        }
+fn held_by_savepoint(journal: Option<&SavepointFile>, plan: &Plan) -> Vec<HeldPair> {
+    let Some(journal) = journal else {
+        return Vec::new();
     };
-    let s = schedule::schedule(&plan.pairs, &journal);
+    let s = schedule::schedule(&plan.pairs, journal);
     let mut out: Vec<HeldPair> = s
         .held
         .iter()

@@ -52,6 +52,10 @@ struct Status {
     ref_adoption_pending: Vec<Named>,
     /// Failed, skipped or unconfirmed: a re-run picks them up, a person may need to look.
     needs_attention: Vec<Named>,
+    /// Lasting group decisions in force (`not-dup`, `skip`) by decision, and how many were
+    /// revoked: what a run without `--decisions` honours.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    decisions: BTreeMap<String, usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_report: Option<PathBuf>,
 }
@@ -96,7 +100,17 @@ fn status_of(path: &Path, file: &SavepointFile, last_report: Option<PathBuf>) ->
         }
     }
     watching.sort_by_key(|n| n.until);
+    let mut decisions = BTreeMap::new();
+    for d in file.decisions.values() {
+        let key = if d.holds() {
+            d.decision.word()
+        } else {
+            "revoked"
+        };
+        *decisions.entry(key.to_string()).or_insert(0) += 1;
+    }
     Status {
+        decisions,
         savepoint: path.to_path_buf(),
         records: file.pairs.len(),
         by_status,
@@ -192,6 +206,18 @@ fn print(w: &mut dyn Write, s: &Status, now: DateTime<Utc>) -> io::Result<()> {
         &s.needs_attention,
         |n| n.detail.clone(),
     )?;
+    if !s.decisions.is_empty() {
+        let parts: Vec<String> = s
+            .decisions
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        writeln!(
+            w,
+            "  group decisions recorded: {} (runs without --decisions honour them)",
+            parts.join(", ")
+        )?;
+    }
     match &s.last_report {
         Some(p) => writeln!(w, "\nLast merge report: {}", p.display()),
         None => writeln!(w, "\nNo merge report yet."),

@@ -177,6 +177,8 @@ pub enum ReviewReason {
     LiveRefChanged,
     /// `--check-live`: the secondary is unverified and the primary verified; DevRev refuses.
     LiveUnverifiedIntoVerified,
+    /// `--check-live`: the contacts are in different accounts (`rev_org`).
+    LiveDifferentAccounts,
     /// `--check-live`: the check itself failed (an API error after retries).
     LiveCheckFailed,
 }
@@ -197,6 +199,7 @@ impl ReviewReason {
             ReviewReason::LiveEmailChanged => "live: email changed",
             ReviewReason::LiveRefChanged => "live: external_ref changed",
             ReviewReason::LiveUnverifiedIntoVerified => "live: unverified into verified",
+            ReviewReason::LiveDifferentAccounts => "live: different accounts",
             ReviewReason::LiveCheckFailed => "live: check failed (API error)",
         }
     }

@@ -57,6 +57,16 @@ impl RevUser {
     pub fn is_active(&self) -> bool {
         self.state.as_deref().is_none_or(|s| s == "active")
     }
+
+    /// The contact's account (`rev_org.id`), when DevRev says: contacts of two accounts are
+    /// two customers, never duplicates of each other.
+    pub fn account(&self) -> Option<&str> {
+        self.extra
+            .get("rev_org")
+            .and_then(|o| o.get("id"))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
 }
 
 /// An attachment reference embedded in a ticket or a timeline entry.

@@ -206,6 +206,11 @@ fn decision_row(group: &str, email: &str, o: &Outcome) -> Value {
         Outcome::Stale { reason } => json!({
             "group": group, "email": email, "decision": "stale", "detail": reason,
         }),
+        Outcome::Recorded { decision, at, file } => json!({
+            "group": group, "email": email, "decision": decision.word(),
+            "detail": format!("recorded in the savepoint: {} on {} from {}", decision.word(),
+                              at.format("%Y-%m-%d %H:%M UTC"), file.display()),
+        }),
     }
 }
 

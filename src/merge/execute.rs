@@ -2,6 +2,8 @@
 //! and the progress bar. Every savepoint change is written as it is made, so stopping at any
 //! point leaves the journal as consistent as after a crash.
 
+use std::collections::HashMap;
+
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use super::journal::PairRecord;
@@ -23,6 +25,9 @@ pub struct Executed {
     pub outcome: RunOutcome,
     /// The run-wide error that stopped the run, if any.
     pub fatal: Option<AppError>,
+    /// Merges of decided groups not started because a merge before them in their group did
+    /// not end merged: key -> why.
+    pub group_waits: Vec<(String, String)>,
 }
 
 /// Why the loop stopped early.
@@ -39,6 +44,7 @@ pub async fn execute(
     work: &[Item<'_>],
     max_merges: Option<usize>,
     keep: Keep,
+    mut stopped_groups: HashMap<String, String>,
 ) -> Executed {
     // Entered once to show the bar, then updated from outside: log lines written during the
     // run stay free of the span's name, and the bar is cleared when the span is dropped.
@@ -52,10 +58,17 @@ pub async fn execute(
     let mut eta = String::new();
     let mut parked: Vec<(&Item<'_>, String)> = Vec::new();
     let mut pipe = Pipeline::new(ctx, sp, work, keep, max_merges);
+    let mut group_waits = Vec::new();
     for (i, item) in work.iter().enumerate() {
         if let Some(e) = pipe.take_fatal() {
             stop = Some(Stop::Fatal(e));
             break;
+        }
+        if let Some(g) = &item.group
+            && let Some(why) = stopped_groups.get(&g.id)
+        {
+            group_waits.push((item.key.clone(), why.clone()));
+            continue;
         }
         if ctx.stop.requested() {
             stop = Some(Stop::Outcome(RunOutcome::Interrupted));
@@ -98,9 +111,36 @@ pub async fn execute(
                 break;
             }
         };
-        let (run, stopped) = pipe
+        let (mut run, mut stopped) = pipe
             .alongside(run_one(ctx, sp, item, &email, prepared))
             .await;
+        if item.group.is_some() && stopped.is_none() {
+            // The next member of a group starts only once this one is merged and reconciled:
+            // a parked member is watched in place, not left for the end of the run.
+            (run, stopped) = pipe
+                .alongside(settle_in_place(ctx, sp, item, &email, run))
+                .await;
+        }
+        if let (Some(g), Some(run)) = (&item.group, &run)
+            && !matches!(
+                run.result,
+                PairResult::Merged | PairResult::AlreadyMerged | PairResult::RefPending
+            )
+        {
+            let who = sp
+                .get(&item.key)
+                .map(|r| crate::detect::display_id(&r.secondary))
+                .unwrap_or_default();
+            stopped_groups.insert(
+                g.id.clone(),
+                format!(
+                    "the group stopped at {who} (merge {} of {}): {}; re-run to resume after fixing it",
+                    g.index + 1,
+                    g.len,
+                    result_words(&run.result)
+                ),
+            );
+        }
         if let Some(run) = &run {
             merges_sent += usize::from(run.merge_sent);
             if run.result == PairResult::Parked {
@@ -159,6 +199,51 @@ pub async fn execute(
         ran,
         outcome,
         fatal,
+        group_waits,
+    }
+}
+
+/// A group member's result in words, for the members after it.
+fn result_words(r: &PairResult) -> String {
+    match r {
+        PairResult::Skipped(reason) => format!("skipped: {reason}"),
+        PairResult::Failed(error) => format!("failed: {error}"),
+        PairResult::Unconfirmed => "its merge is not confirmed yet".into(),
+        PairResult::MergedElsewhere(reason) => format!("merged elsewhere: {reason}"),
+        PairResult::Interrupted => "interrupted".into(),
+        PairResult::Parked => "its merge is not seen applied yet".into(),
+        PairResult::Merged | PairResult::AlreadyMerged | PairResult::RefPending => "merged".into(),
+    }
+}
+
+/// Visits a parked group member again, spaced like any poll loop, until it settles (merged,
+/// or its `--merge-timeout` in this run is over and the saga leaves it unconfirmed).
+async fn settle_in_place(
+    ctx: &SagaCtx<'_>,
+    sp: &SharedSavepoint,
+    item: &Item<'_>,
+    email: &str,
+    mut run: Option<PairRun>,
+) -> (Option<PairRun>, Option<Stop>) {
+    let mut delays = saga::poll_delays(ctx.min_backoff);
+    loop {
+        if !run.as_ref().is_some_and(|r| r.result == PairResult::Parked) {
+            return (run, None);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(saga::next_delay(&mut delays)) => {}
+            _ = ctx.stop.soft() => return (run, Some(Stop::Outcome(RunOutcome::Interrupted))),
+        }
+        let (now, stopped) = run_one(ctx, sp, item, email, None).await;
+        let (Some(before), Some(now)) = (run.as_mut(), now) else {
+            return (run, stopped);
+        };
+        before.steps.extend(now.steps);
+        before.result = now.result;
+        before.merge_sent |= now.merge_sent;
+        if stopped.is_some() {
+            return (run, stopped);
+        }
     }
 }
 
@@ -309,12 +394,13 @@ pub(super) fn journal_new_pair(
         Keep::Auto => Keep::Revu,
         k => k,
     };
-    let rec = PairRecord::new(
+    let mut rec = PairRecord::new(
         &pair.email,
         &pair.primary.rev_user_id,
         &pair.secondary.rev_user_id,
         keep,
     );
+    rec.group = item.group.clone();
     Ok(sp.put(&item.key, rec)?)
 }
 

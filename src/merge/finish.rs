@@ -64,13 +64,21 @@ pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> Repo
         e.skip_reason = Some(h.reason.clone());
         entries.push(e);
     }
+    // Merges of a group whose earlier merge did not end merged: not started, with why.
+    let waits: HashMap<&str, &str> = ran
+        .group_waits
+        .iter()
+        .map(|(k, why)| (k.as_str(), why.as_str()))
+        .collect();
     for item in &sched.work {
         if ran_keys.contains(item.key.as_str()) {
             continue;
         }
+        let wait = waits.get(item.key.as_str());
         let mut e = match (sp.get(&item.key), item.pair) {
             (Some(rec), Some(pair)) => PairEntry::from_record(rec, true).with_contacts(pair),
             (Some(rec), None) => PairEntry::from_record(rec, false),
+            (None, Some(pair)) if wait.is_some() => PairEntry::from_pair(pair),
             (None, Some(pair)) => {
                 not_started.push(pair);
                 continue;
@@ -78,6 +86,9 @@ pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> Repo
             (None, None) => continue,
         };
         e.status = EntryStatus::NotStarted;
+        if let Some(why) = wait {
+            e.skip_message = Some((*why).to_string());
+        }
         entries.push(e);
     }
     ReportPairs {
@@ -98,6 +109,8 @@ pub struct Finish<'a> {
     pub needs_review_groups: usize,
     pub client: &'a DevRevClient,
     pub pairs: ReportPairs<'a>,
+    /// Every group of a decisions file, as it stands after the run.
+    pub groups: Vec<super::groups::GroupEntry>,
 }
 
 /// Writes the report, prints the summary and turns the run's outcome into its result:
@@ -116,6 +129,7 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         entries: f.pairs.entries,
         not_started: f.pairs.not_started,
         client: f.client,
+        groups: f.groups,
     });
     let path = report::write(&cfg.report_dir, &report)?;
     // The run is over and the report is on disk: a failed stdout write must not hide how
@@ -129,6 +143,7 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
     let html = crate::html::written_or_warn(&path, crate::html::write_merge(&path, &report));
     if !cfg.printer.is_quiet() {
         report::print_summary(&report, &path, &cfg.savepoint);
+        output::human(&super::groups::summary_text(&report.groups));
         if let Some(p) = &html {
             output::human(&format!("  HTML report:     {}\n", p.display()));
         }

@@ -25,11 +25,16 @@ use crate::validate::Role;
 
 /// The format version this build reads and writes. Bump it (and refuse older or newer files
 /// explicitly) whenever a field changes meaning.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// The JSON-lines format before restored pairs were recorded (no `restored` status): still
 /// read, and rewritten as [`VERSION`] at the first change.
 pub const JOURNAL_V2: u32 = 2;
+
+/// The JSON-lines format before lasting group decisions ([`JournalLine::Decision`]): still
+/// read, and rewritten as [`VERSION`] at the first change, so that a build that knows only
+/// version 3 refuses the file by its number instead of calling a decision line damage.
+pub const JOURNAL_V3: u32 = 3;
 
 /// The single-document format of the first builds: still read, never written.
 pub const LEGACY_VERSION: u32 = 1;
@@ -239,6 +244,37 @@ pub struct PairRecord {
     /// Set by `--restore` (with status `Restored`): the merge was undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<Restored>,
+    /// This record is one merge of a group decided in a decisions file (absent for clean
+    /// pairs, and in savepoints written before groups merged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupLink>,
+}
+
+/// Where a record stands in its decided group. A group merges one contact at a time into
+/// one survivor, so its records share their primary: the ledger lets them (and only them)
+/// do that, and the run starts a member only once the one before it is merged and reconciled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLink {
+    /// The group's id in the review file (`G-` and 10 hex digits).
+    pub id: String,
+    /// This merge's place in the group's order, from 0.
+    pub index: u32,
+    /// How many merges the group has.
+    pub len: u32,
+    /// On the group's last merge only: the `user_` ref the survivor takes once every member
+    /// is merged (taken earlier, a later member's merge could not release it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptRef>,
+    /// The decisions file the group was decided in, as given.
+    pub decisions: std::path::PathBuf,
+}
+
+/// A `user_` ref a group's survivor takes, and the merged-away member that held it (released
+/// from that member if DevRev does not free it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdoptRef {
+    pub external_ref: String,
+    pub holder: String,
 }
 
 /// A pair `--restore` undid: the contact it recreated for the merged-away secondary, and where
@@ -290,6 +326,32 @@ impl PairRecord {
             ref_adoption_pending: None,
             finished_at: None,
             restored: None,
+            group: None,
+        }
+    }
+
+    /// Whether the pair ends with AdoptExternalRef: a clean pair under `--keep revu`, a
+    /// group's record only when it carries the group's ref to adopt.
+    pub fn adopts(&self) -> bool {
+        match &self.group {
+            Some(g) => g.adopt.is_some(),
+            None => self.keep == Keep::Revu,
+        }
+    }
+
+    /// The ref AdoptExternalRef moves to the primary and the contact that held it: for a
+    /// clean pair the secondary's own `user_` ref (as Validate read it), for a group the one
+    /// the decisions chose.
+    pub fn ref_to_adopt(&self) -> Option<(String, String)> {
+        match &self.group {
+            Some(g) => g
+                .adopt
+                .as_ref()
+                .map(|a| (a.external_ref.clone(), a.holder.clone())),
+            None => self
+                .secondary_external_ref
+                .clone()
+                .map(|r| (r, self.secondary.clone())),
         }
     }
 
@@ -319,6 +381,60 @@ pub struct SavepointFile {
     /// or against another base URL, stops before any change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// Lasting `not-dup` and `skip` decisions by group id: a run without `--decisions` and
+    /// the next preview still honour them, until a decisions file revokes one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub decisions: BTreeMap<String, GroupDecision>,
+}
+
+/// A decision about a whole group that outlasts its decisions file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDecision {
+    /// The group's id (`G-` and 10 hex digits of the email's hash).
+    pub group: String,
+    pub email: String,
+    pub decision: LastingDecision,
+    pub at: DateTime<Utc>,
+    /// The decisions file it came from, as given, and the line that decided it.
+    pub file: std::path::PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// Set when a later decisions file revoked it (`revoke` on a row of the group): kept,
+    /// so the journal shows what was decided and undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+}
+
+impl GroupDecision {
+    /// In force: recorded and not revoked.
+    pub fn holds(&self) -> bool {
+        self.revoked.is_none()
+    }
+}
+
+/// The decisions that last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastingDecision {
+    /// `not-dup`: the group is not a duplicate.
+    NotDup,
+    /// Every row `skip` (or a `keep` alone): nothing of the group merges.
+    Skip,
+}
+
+impl LastingDecision {
+    pub fn word(self) -> &'static str {
+        match self {
+            LastingDecision::NotDup => "not-dup",
+            LastingDecision::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    pub at: DateTime<Utc>,
+    pub file: std::path::PathBuf,
 }
 
 /// Which DevRev a savepoint belongs to.
@@ -339,6 +455,7 @@ impl SavepointFile {
             updated_at: now,
             pairs: BTreeMap::new(),
             owner: None,
+            decisions: BTreeMap::new(),
         }
     }
 }
@@ -370,6 +487,8 @@ pub enum JournalLine {
     Pair(Box<PairRecord>),
     /// The pair's record was dropped.
     Removed(String),
+    /// A lasting group decision, whole (the last line of a group wins).
+    Decision(Box<GroupDecision>),
 }
 
 /// [`JournalLine`] by reference, for writing without copying records (same serialized form).
@@ -378,6 +497,7 @@ pub enum JournalLine {
 pub enum JournalLineRef<'a> {
     Pair(&'a PairRecord),
     Removed(&'a str),
+    Decision(&'a GroupDecision),
 }
 
 /// The steps of one pair, in order.
@@ -439,6 +559,8 @@ pub enum SkipReason {
     MergedElsewhere { role: Role, evidence: String },
     /// DevRev refuses to merge an unverified contact into a verified one.
     UnverifiedIntoVerified,
+    /// The contacts are in different accounts (`rev_org`): a different customer.
+    DifferentAccounts { primary: String, secondary: String },
     /// The pair left the CSV before its merge was requested; the journal alone cannot
     /// re-validate it.
     NotInCsv,
@@ -494,6 +616,7 @@ impl SkipReason {
             SkipReason::AlreadyMerged => "already_merged",
             SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
             SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
+            SkipReason::DifferentAccounts { .. } => "different_accounts",
             SkipReason::NotInCsv => "not_in_csv",
             SkipReason::HeldByLedger { .. } => "held_by_another_record",
         }
@@ -528,6 +651,11 @@ impl fmt::Display for SkipReason {
             }
             SkipReason::UnverifiedIntoVerified => f.write_str(
                 "DevRev refuses to merge an unverified contact into a verified one (is_verified)",
+            ),
+            SkipReason::DifferentAccounts { primary, secondary } => write!(
+                f,
+                "the contacts are in different accounts (rev_org {primary} and {secondary}): a \
+                 different customer, not a duplicate; never merged"
             ),
             SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
             SkipReason::HeldByLedger {
@@ -750,7 +878,7 @@ mod tests {
                 }
             }
         });
-        assert_eq!(VERSION, 3, "a new version needs a new literal below");
+        assert_eq!(VERSION, 4, "a new version needs a new literal below");
         let mut got = serde_json::to_value(&file).unwrap();
         assert_eq!(
             got["version"], VERSION,
@@ -773,7 +901,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&header).unwrap(),
-            json!({"version": 3, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
+            json!({"version": 4, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z"})
         );
         let owned = JournalHeader {
             owner: Some(Owner {
@@ -784,7 +912,7 @@ mod tests {
         };
         assert_eq!(
             serde_json::to_value(&owned).unwrap(),
-            json!({"version": 3, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
+            json!({"version": 4, "tool_version": "0.0.0", "created_at": "2026-01-02T03:00:00Z",
                    "owner": {"org": "don:identity:dvrv-us-1:devo/1", "base_url": "https://api.devrev.ai"}})
         );
         let owned: JournalLine = serde_json::from_value(line).unwrap();
@@ -882,5 +1010,59 @@ mod tests {
         let back: PairRecord = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
         assert!(PairStatus::Restored.is_final());
+    }
+
+    /// Pins the shapes version 4 added: a group record's link and a decision line.
+    #[test]
+    fn version_4_adds_group_links_and_decision_lines() {
+        let mut r = PairRecord::new("a@x.com", "don:K", "don:M", Keep::Revu);
+        r.updated_at = at("2026-01-02T03:00:00Z");
+        r.group = Some(GroupLink {
+            id: "G-0123456789".into(),
+            index: 2,
+            len: 3,
+            adopt: Some(AdoptRef {
+                external_ref: "user_1".into(),
+                holder: "don:M1".into(),
+            }),
+            decisions: PathBuf::from("decided.csv"),
+        });
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["group"],
+            json!({"id": "G-0123456789", "index": 2, "len": 3,
+                   "adopt": {"external_ref": "user_1", "holder": "don:M1"},
+                   "decisions": "decided.csv"})
+        );
+        assert!(r.adopts());
+        assert_eq!(r.ref_to_adopt(), Some(("user_1".into(), "don:M1".into())));
+        let back: PairRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+        // A group's earlier merge adopts nothing, whatever its --keep.
+        r.group.as_mut().unwrap().adopt = None;
+        assert!(!r.adopts());
+
+        let d = GroupDecision {
+            group: "G-0123456789".into(),
+            email: "a@x.com".into(),
+            decision: LastingDecision::NotDup,
+            at: at("2026-01-02T03:05:00Z"),
+            file: PathBuf::from("decided.csv"),
+            line: Some(4),
+            revoked: Some(Revocation {
+                at: at("2026-01-03T00:00:00Z"),
+                file: PathBuf::from("later.csv"),
+            }),
+        };
+        let line = serde_json::to_value(JournalLineRef::Decision(&d)).unwrap();
+        assert_eq!(
+            line,
+            json!({"decision": {"group": "G-0123456789", "email": "a@x.com",
+                   "decision": "not_dup", "at": "2026-01-02T03:05:00Z",
+                   "file": "decided.csv", "line": 4,
+                   "revoked": {"at": "2026-01-03T00:00:00Z", "file": "later.csv"}}})
+        );
+        let back: JournalLine = serde_json::from_value(line).unwrap();
+        assert_eq!(back, JournalLine::Decision(Box::new(d)));
     }
 }

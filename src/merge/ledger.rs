@@ -13,10 +13,19 @@ use std::collections::HashMap;
 
 use super::journal::{Hold, PairRecord, PairStatus, SavepointFile, SkipReason, pair_key};
 
-/// Contact id -> the record that holds it and why.
+/// Contact id -> the records that hold it and why (the first is the one reported).
 #[derive(Debug, Default)]
 pub struct Ledger<'j> {
-    holds: HashMap<&'j str, (&'j str, Hold)>,
+    holds: HashMap<&'j str, Vec<Holding<'j>>>,
+}
+
+/// One record's hold on a contact.
+#[derive(Debug, Clone, Copy)]
+struct Holding<'j> {
+    key: &'j str,
+    hold: Hold,
+    /// The holding record's decided group, if it is one merge of a group.
+    group: Option<&'j str>,
 }
 
 /// What one record holds: its primary's and its secondary's hold (`None`: it holds nothing,
@@ -38,26 +47,30 @@ impl<'j> Ledger<'j> {
     pub fn of(journal: &'j SavepointFile) -> Self {
         let mut ledger = Ledger::default();
         for (key, rec) in &journal.pairs {
+            let group = rec.group.as_ref().map(|g| g.id.as_str());
             let (primary, secondary) = holds_of(rec);
             if let Some(h) = primary {
-                ledger.hold(&rec.primary, key, h);
+                ledger.hold(&rec.primary, key, h, group);
             }
             if let Some(h) = secondary {
-                ledger.hold(&rec.secondary, key, h);
+                ledger.hold(&rec.secondary, key, h, group);
             }
             if let Some(r) = &rec.restored {
-                ledger.hold(&r.new_contact, key, Hold::Recreated);
+                ledger.hold(&r.new_contact, key, Hold::Recreated, group);
             }
         }
         ledger
     }
 
-    /// Records a hold; a contact merged away keeps that reason over any other (it is the one
-    /// that matters most to the person reading why a pair was not run).
-    fn hold(&mut self, contact: &'j str, key: &'j str, hold: Hold) {
-        let e = self.holds.entry(contact).or_insert((key, hold));
+    /// Records a hold; a contact merged away keeps that reason first (it is the one that
+    /// matters most to the person reading why a pair was not run).
+    fn hold(&mut self, contact: &'j str, key: &'j str, hold: Hold, group: Option<&'j str>) {
+        let all = self.holds.entry(contact).or_default();
+        let h = Holding { key, hold, group };
         if hold == Hold::MergedAway {
-            *e = (key, hold);
+            all.insert(0, h);
+        } else {
+            all.push(h);
         }
     }
 
@@ -69,17 +82,54 @@ impl<'j> Ledger<'j> {
         primary: &str,
         secondary: &str,
     ) -> Option<(&'j str, Hold)> {
-        let (key, hold) = *self.holds.get(contact)?;
-        let own = key == pair_key(primary, secondary) || key == pair_key(secondary, primary);
-        (!own).then_some((key, hold))
+        self.hold_in(contact, primary, secondary, None)
+    }
+
+    /// [`Self::hold_of`] for a merge of decided group `group`: the survivor of an earlier
+    /// merge of the same group (merged, or in flight) is not held by it: a group merges every
+    /// member into the same survivor, one after the other, and the run starts the next only
+    /// once the one before it is merged.
+    fn hold_in(
+        &self,
+        contact: &str,
+        primary: &str,
+        secondary: &str,
+        group: Option<&str>,
+    ) -> Option<(&'j str, Hold)> {
+        let own =
+            |key: &str| key == pair_key(primary, secondary) || key == pair_key(secondary, primary);
+        self.holds
+            .get(contact)?
+            .iter()
+            .find(|h| {
+                // The same survivor in an earlier merge of the same group, merged or still
+                // in flight: the run finishes that one first and starts this one only if it
+                // ended merged (`execute.rs`), so it holds nothing against this one.
+                let same_group_survivor = matches!(h.hold, Hold::Survivor | Hold::InFlight)
+                    && contact == primary
+                    && group.is_some()
+                    && h.group == group;
+                !own(h.key) && !same_group_survivor
+            })
+            .map(|h| (h.key, h.hold))
     }
 
     /// Why the pair `primary <- secondary` must not start, if it must not: one of its contacts
     /// is held by another record. The secondary is looked at first (a second merge of a
     /// merged-away contact is the worst case).
     pub fn blocks(&self, primary: &str, secondary: &str) -> Option<SkipReason> {
+        self.blocks_in(primary, secondary, None)
+    }
+
+    /// [`Self::blocks`] for one merge of decided group `group` (`None`: a clean pair).
+    pub fn blocks_in(
+        &self,
+        primary: &str,
+        secondary: &str,
+        group: Option<&str>,
+    ) -> Option<SkipReason> {
         [secondary, primary].into_iter().find_map(|c| {
-            self.hold_of(c, primary, secondary)
+            self.hold_in(c, primary, secondary, group)
                 .map(|(other, hold)| SkipReason::HeldByLedger {
                     contact: c.to_string(),
                     other: other.to_string(),
@@ -166,5 +216,52 @@ mod tests {
         assert_eq!(held(&l, "C", "A").map(|h| h.2), Some(Hold::Restored));
         // A record that never sent a merge holds nothing.
         assert_eq!(held(&l, "X", "Z"), None);
+    }
+
+    #[test]
+    fn a_group_survivor_takes_its_next_member_and_nobody_else() {
+        use crate::merge::journal::GroupLink;
+        let link = |id: &str, index| GroupLink {
+            id: id.into(),
+            index,
+            len: 3,
+            adopt: None,
+            decisions: "d.csv".into(),
+        };
+        let mut first = rec("K", "M1", PairStatus::Merged);
+        first.group = Some(link("G-1", 0));
+        // The group's second merge was sent and its answer lost: in flight.
+        let mut second = rec("K", "M2", PairStatus::Unconfirmed);
+        second.group = Some(link("G-1", 1));
+        second.merge = Some(MergeIntent {
+            attempt: 1,
+            requested_at: Utc::now(),
+            outcome: None,
+            unmerged_since: None,
+            watch_until: None,
+        });
+        let j = journal(vec![first, second]);
+        let l = Ledger::of(&j);
+        // The same group's next merge into the same survivor is not held: the run finishes
+        // the one in flight first, and starts this one only if that one merged.
+        assert_eq!(l.blocks_in("K", "M3", Some("G-1")), None);
+        // The in-flight member itself is never merged elsewhere.
+        assert!(l.blocks_in("Q", "M2", Some("G-1")).is_some());
+        // The same group's next merge into the same survivor starts.
+        assert_eq!(l.blocks_in("K", "M2", Some("G-1")), None);
+        // A clean pair, or another group, with that survivor is held as before.
+        assert_eq!(
+            held(&l, "K", "X"),
+            Some(("K".into(), pair_key("K", "M1"), Hold::Survivor))
+        );
+        assert!(l.blocks_in("K", "M2", Some("G-2")).is_some());
+        // The merged-away member is never merged again, in its group or not.
+        assert!(
+            l.blocks_in("K", "M1", Some("G-1")).is_none(),
+            "its own record"
+        );
+        assert!(l.blocks_in("Q", "M1", Some("G-1")).is_some());
+        // The survivor merged away into someone else: held, whatever the group.
+        assert!(l.blocks_in("M2", "K", Some("G-1")).is_some());
     }
 }

@@ -12,6 +12,7 @@ pub mod evidence;
 mod execute;
 mod finish;
 pub mod footprint;
+pub mod groups;
 pub mod journal;
 pub mod ledger;
 mod pipeline;
@@ -109,28 +110,63 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     // The run reads only the clean pairs and the number of groups left for a person: the
     // groups' rows and the rows without an email are let go at once, not held for the run.
-    let detect::Plan {
-        pairs: mut plan_pairs,
-        needs_review,
-        ..
-    } = detect::plan_from_csv(
+    let mut plan = detect::plan_from_csv(
         csv,
         &DetectOptions {
             keep: cfg.keep,
             email_domain: cfg.email_domain.clone(),
         },
     )?;
-    let needs_review_groups = needs_review.len();
-    drop(needs_review);
+    let mut needs_review_groups = plan.needs_review.len();
     let client_cfg = cfg.client_config()?;
     let mut sp = Savepoint::open(&cfg.savepoint)?;
+    // A decisions file is read and checked whole before anything is sent (exit 65 naming
+    // the file and line): the clean pairs follow it, and every decided group becomes its
+    // chain of merges. Decisions recorded by earlier files hold unless this one revokes them.
+    let mut to_record = Vec::new();
+    let decided = match &cfg.decisions {
+        Some(file) => {
+            let mut d =
+                crate::review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            crate::review::lasting::apply_recorded(&mut d, &sp.file().decisions);
+            to_record =
+                crate::review::lasting::to_record(&d, file, &sp.file().decisions, Utc::now());
+            Some(groups::apply(&mut plan, &d, file))
+        }
+        None => None,
+    };
+    if let Some(w) = &decided {
+        // Left for a person: the groups the file leaves undecided, or whose rows went stale.
+        needs_review_groups = w
+            .groups
+            .iter()
+            .filter(|g| {
+                !g.clean_pair
+                    && matches!(
+                        g.outcome,
+                        crate::review::decisions::Outcome::Undecided
+                            | crate::review::decisions::Outcome::Stale { .. }
+                    )
+            })
+            .count();
+    }
+    let (mut plan_pairs, members, group_plans) = match decided {
+        Some(w) => (w.pairs, w.members, w.groups),
+        None => {
+            // Without a file, the recorded decisions still hold: their clean pairs are left.
+            let mut pairs = std::mem::take(&mut plan.pairs);
+            let held = groups::honour_recorded(&mut pairs, &sp.file().decisions);
+            (pairs, Vec::new(), held)
+        }
+    };
+    drop(plan);
     let client = DevRevClient::new(client_cfg)?;
     if cfg.keep == Keep::Auto {
         turn::turn_pairs(&client, &mut plan_pairs, sp.file()).await?;
     }
 
     // ---- schedule ---------------------------------------------------------------------------
-    let sched = schedule::schedule(&plan_pairs, sp.file());
+    let sched = schedule::schedule_with_groups(&plan_pairs, &members, sp.file());
     if !sched.earlier.is_empty() || !sched.work.is_empty() {
         tracing::info!(
             "plan: {} clean pair(s), {} to run, {} finished earlier",
@@ -145,10 +181,17 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let info = client.auth_tokens_info().await?;
     let owner = check_owner(&sp, &info.organization.id, cfg.base_url.as_str())?;
     if !sched.work.is_empty() {
-        confirm(cfg, &info.organization, &sched, &sp)?;
+        confirm(cfg, &info.organization, &sched, &sp, &group_plans)?;
         if let Some(owner) = owner {
             sp.set_owner(owner)?;
         }
+    }
+    // The file's not-dup and skip decisions (and its revocations) last: recorded once the
+    // savepoint is known to be this org's (nothing of them is sent to DevRev).
+    for d in to_record {
+        tracing::info!(group = %d.group, email = %d.email, "recorded: {}{}", d.decision.word(),
+            if d.revoked.is_some() { " (revoked)" } else { "" });
+        sp.put_decision(d)?;
     }
 
     // ---- execute ----------------------------------------------------------------------------
@@ -167,8 +210,40 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         resend_unapplied: cfg.resend_unapplied,
         stop: &stop,
     };
+    // A merge held by the ledger keeps the rest of its group waiting too.
+    let stopped_groups = sched
+        .held
+        .iter()
+        .filter_map(|h| {
+            let g = h.group.as_ref()?;
+            Some((
+                g.id.clone(),
+                format!(
+                    "the group stopped at {} (merge {} of {}): {}",
+                    crate::detect::display_id(&h.pair.secondary.rev_user_id),
+                    g.index + 1,
+                    g.len,
+                    h.reason
+                ),
+            ))
+        })
+        .collect();
+    // Decided pairs may keep either contact: each record takes the direction of its pair.
+    let keep = if cfg.decisions.is_some() {
+        Keep::Auto
+    } else {
+        cfg.keep
+    };
     let shared = shared::SharedSavepoint::new(sp);
-    let mut done = execute::execute(&ctx, &shared, &sched.work, cfg.max_merges, cfg.keep).await;
+    let mut done = execute::execute(
+        &ctx,
+        &shared,
+        &sched.work,
+        cfg.max_merges,
+        keep,
+        stopped_groups,
+    )
+    .await;
     let mut sp = shared.into_inner();
     // Superseded lines are dropped so the next run loads only live records. Not fatal: the
     // journal as it stands is complete.
@@ -178,7 +253,9 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     // ---- finish -----------------------------------------------------------------------------
     let pairs = finish::entries(&sched, &done, &sp);
+    let groups = groups::entries(&group_plans, &sp);
     let f = finish::Finish {
+        groups,
         cfg,
         csv,
         run_id: &run_id,
@@ -261,6 +338,7 @@ fn confirm(
     org: &Organization,
     sched: &schedule::Schedule<'_>,
     sp: &Savepoint,
+    groups: &[groups::GroupPlan],
 ) -> Result<(), AppError> {
     let work = &sched.work;
     let org_name = [org.display_id.as_deref(), org.slug.as_deref()]
@@ -296,6 +374,19 @@ fn confirm(
         text.push_str(&format!(
             "Held, not sent:      {} (a contact of theirs belongs to another record; see the log)\n",
             sched.held.len()
+        ));
+    }
+    let merging = groups
+        .iter()
+        .filter(|g| {
+            !g.clean_pair && matches!(g.outcome, crate::review::decisions::Outcome::Merge { .. })
+        })
+        .count();
+    if let Some(file) = &cfg.decisions {
+        let members = work.iter().filter(|i| i.group.is_some()).count();
+        text.push_str(&format!(
+            "Decided groups:      {merging} from {} ({members} of the merges above, one contact at a time)\n",
+            file.display()
         ));
     }
     if let Some(m) = cfg.max_merges {

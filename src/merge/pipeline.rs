@@ -13,7 +13,8 @@
 //! that pair is done, and at worst runs at its turn as without the pipeline. A prepared
 //! backup that waited longer than [`FRESH_FOR`] for its turn is checked against
 //! DevRev's current lists before its merge (the re-check a backup of an earlier run gets).
-//! Under `--max-merges`, only pairs that can still send a merge in this run are prepared.
+//! Under `--max-merges`, only pairs that can still send a merge in this run are prepared, and
+//! the merges of a decided group (`--decisions`) are never prepared ahead.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -249,6 +250,11 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         let Some(pair) = item.pair.filter(|_| !item.in_flight) else {
             return;
         };
+        // A decided group's merges run strictly one after the other, and a group that stops
+        // leaves its later merges untouched (no record, no backup): none is prepared ahead.
+        if item.group.is_some() {
+            return;
+        }
         // Every fresh pair from the one in hand to this one may send a merge first.
         let ahead = (self.current..j)
             .filter(|&i| !self.work[i].in_flight)

@@ -484,6 +484,9 @@ pub struct MergeReport<'p> {
     pub api: ApiFigures,
     /// Every merged secondary (DON) → its primary (DON), over all runs.
     pub id_map: BTreeMap<String, String>,
+    /// With `--decisions`: every group of the file and how far it got.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<super::groups::GroupEntry>,
 }
 
 pub struct BuildInput<'a> {
@@ -500,6 +503,7 @@ pub struct BuildInput<'a> {
     /// CSV pairs never started and without a record (see [`ReportPairs`]).
     pub not_started: Vec<&'a Pair>,
     pub client: &'a DevRevClient,
+    pub groups: Vec<super::groups::GroupEntry>,
 }
 
 impl<'a> MergeReport<'a> {
@@ -516,6 +520,7 @@ impl<'a> MergeReport<'a> {
             entries,
             not_started,
             client,
+            groups,
         } = input;
         let pairs = ReportPairs::sorted(entries, not_started);
         let mut summary = Summary::of(&pairs.entries, needs_review_groups);
@@ -544,6 +549,7 @@ impl<'a> MergeReport<'a> {
             summary,
             api: ApiFigures::of(client, cfg, secs, run_now),
             id_map,
+            groups,
         }
     }
 }

@@ -29,8 +29,8 @@ use chrono::Utc;
 use fs4::fs_std::FileExt;
 
 use super::journal::{
-    JOURNAL_V2, JournalHeader, JournalLine, JournalLineRef, LEGACY_VERSION, Owner, PairRecord,
-    SavepointFile, VERSION, pair_key,
+    GroupDecision, JOURNAL_V2, JOURNAL_V3, JournalHeader, JournalLine, JournalLineRef,
+    LEGACY_VERSION, Owner, PairRecord, SavepointFile, VERSION, pair_key,
 };
 use crate::error::AppError;
 use crate::fsutil;
@@ -137,14 +137,18 @@ fn read(path: &Path) -> Result<Option<Loaded>, SavepointError> {
         .as_ref()
         .map(|h| h.get("version").map(|v| (v.as_u64(), v)))
     {
-        Some(Some((Some(v), _))) if v == u64::from(VERSION) || v == u64::from(JOURNAL_V2) => {
+        Some(Some((Some(v), _)))
+            if v == u64::from(VERSION)
+                || v == u64::from(JOURNAL_V2)
+                || v == u64::from(JOURNAL_V3) =>
+        {
             let header: JournalHeader = serde_json::from_slice(&first)
                 .map_err(|e| corrupt(format!("the header line: {e}")))?;
             let whole_header = first.ends_with(b"\n");
             let mut loaded = read_lines(path, header, r)?;
             // A version-2 journal is rewritten (with a version-3 header) before anything is
             // appended, so no file says version 2 while holding a `restored` record.
-            if !whole_header || v == u64::from(JOURNAL_V2) {
+            if !whole_header || v != u64::from(VERSION) {
                 // Nothing may be appended to a line without its end: rewrite first.
                 loaded.lines = None;
             }
@@ -181,6 +185,7 @@ fn read_lines(
         updated_at: header.created_at,
         pairs: Default::default(),
         owner: header.owner,
+        decisions: Default::default(),
     };
     let mut lines = 0u64;
     let mut line = Vec::new();
@@ -200,6 +205,9 @@ fn read_lines(
             }
             LineRead::Entry(JournalLine::Removed(key)) => {
                 file.pairs.remove(&key);
+            }
+            LineRead::Entry(JournalLine::Decision(d)) => {
+                file.decisions.insert(d.group.clone(), *d);
             }
             // A crash mid-append: the last line is torn. Its step never returned, so it is
             // dropped (at the next write, which rewrites the file).
@@ -414,6 +422,16 @@ impl Savepoint {
         self.write(key)
     }
 
+    /// Records a lasting group decision (or its revocation) and writes it.
+    pub fn put_decision(&mut self, d: GroupDecision) -> Result<(), SavepointError> {
+        if self.file.decisions.get(&d.group) == Some(&d) {
+            return Ok(());
+        }
+        let group = d.group.clone();
+        self.file.decisions.insert(group.clone(), d);
+        self.append(Entry::Decision(&group))
+    }
+
     /// Records which org and base URL the journal belongs to. A file-level field lives in the
     /// header, so it is written by rewriting the journal (once: an unchanged owner writes
     /// nothing).
@@ -458,7 +476,8 @@ impl Savepoint {
     /// Rewrites the journal with one line per live record if earlier lines were superseded
     /// (the end of a run: the next run loads less).
     pub fn compact_if_superseded(&mut self) -> Result<(), SavepointError> {
-        if self.on_disk && self.lines > self.file.pairs.len() as u64 {
+        let live = (self.file.pairs.len() + self.file.decisions.len()) as u64;
+        if self.on_disk && self.lines > live {
             self.compact()?;
         }
         Ok(())
@@ -471,14 +490,26 @@ impl Savepoint {
         if let Some(rec) = self.file.pairs.get(key) {
             self.file.updated_at = self.file.updated_at.max(rec.updated_at);
         }
-        let live = self.file.pairs.len() as u64;
+        self.append(Entry::Pair(key))
+    }
+
+    /// Appends the current state of one entry: one synced line, or a compaction when the
+    /// file must or should be rewritten.
+    fn append(&mut self, what: Entry<'_>) -> Result<(), SavepointError> {
+        let live = (self.file.pairs.len() + self.file.decisions.len()) as u64;
         let grown = self.lines >= COMPACT_FACTOR * live.max(COMPACT_MIN_LINES / COMPACT_FACTOR);
         let Some(log) = self.log.as_mut().filter(|_| !grown) else {
             return self.compact();
         };
-        let entry = match self.file.pairs.get(key) {
-            Some(rec) => JournalLineRef::Pair(rec),
-            None => JournalLineRef::Removed(key),
+        let entry = match what {
+            Entry::Pair(key) => match self.file.pairs.get(key) {
+                Some(rec) => JournalLineRef::Pair(rec),
+                None => JournalLineRef::Removed(key),
+            },
+            Entry::Decision(group) => match self.file.decisions.get(group) {
+                Some(d) => JournalLineRef::Decision(d),
+                None => return Ok(()),
+            },
         };
         let mut line = serde_json::to_vec(&entry).map_err(std::io::Error::other);
         if let Ok(l) = &mut line {
@@ -511,6 +542,7 @@ impl Savepoint {
             owner: self.file.owner.clone(),
         };
         let pairs = &self.file.pairs;
+        let decisions = &self.file.decisions;
         let io = |source| SavepointError::Io {
             what: "write the savepoint",
             path: self.path.clone(),
@@ -523,15 +555,28 @@ impl Savepoint {
                 serde_json::to_writer(&mut *w, &JournalLineRef::Pair(rec))?;
                 w.write_all(b"\n")?;
             }
+            for d in decisions.values() {
+                serde_json::to_writer(&mut *w, &JournalLineRef::Decision(d))?;
+                w.write_all(b"\n")?;
+            }
             Ok(())
         })
         .map_err(io)?;
         self.file.version = VERSION;
-        self.lines = pairs.len() as u64;
+        self.lines = (pairs.len() + decisions.len()) as u64;
         self.on_disk = true;
         self.log = Some(open_file(&self.path, true).map_err(io)?);
         Ok(())
     }
+}
+
+/// Which entry an append writes.
+#[derive(Debug, Clone, Copy)]
+enum Entry<'a> {
+    /// A pair's record, by key (its removal when it has none).
+    Pair(&'a str),
+    /// A group's lasting decision, by group id.
+    Decision(&'a str),
 }
 
 #[cfg(test)]
@@ -587,7 +632,7 @@ mod tests {
         assert_eq!(got.last_step, Some(Step::Backup));
         assert!(got.merge_in_flight());
         let raw = lines(&path);
-        assert_eq!(raw[0]["version"], 3);
+        assert_eq!(raw[0]["version"], VERSION);
         assert_eq!(raw.last().unwrap()["pair"]["last_step"], "backup");
     }
 
@@ -796,7 +841,10 @@ mod tests {
         sp.update(&k, |p| p.last_step = Some(Step::Validate))
             .unwrap();
         let raw = lines(&path);
-        assert_eq!(raw[0]["version"], 3, "rewritten in the current format");
+        assert_eq!(
+            raw[0]["version"], VERSION,
+            "rewritten in the current format"
+        );
         assert_eq!(
             raw[0]["created_at"],
             serde_json::to_value(f.created_at).unwrap()
@@ -847,24 +895,75 @@ mod tests {
     }
 
     #[test]
-    fn a_version_2_journal_is_read_and_rewritten_as_version_3_before_an_append() {
+    fn version_2_and_3_journals_are_read_and_rewritten_in_the_current_format_before_an_append() {
+        for old in [JOURNAL_V2, JOURNAL_V3] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("savepoint.json");
+            let r = rec(1);
+            let header = serde_json::json!({"version": old, "tool_version": "0.1.0",
+                                            "created_at": "2026-01-01T00:00:00Z"});
+            let line = serde_json::to_string(&JournalLineRef::Pair(&r)).unwrap();
+            fs::write(&path, format!("{header}\n{line}\n")).unwrap();
+            let mut sp = Savepoint::open(&path).unwrap();
+            assert_eq!(sp.get(&key(&r)), Some(&r));
+            sp.update(&key(&r), |p| p.last_step = Some(Step::Validate))
+                .unwrap();
+            let raw = lines(&path);
+            assert_eq!(
+                raw[0]["version"], VERSION,
+                "no version-{old} header over lines of the current version"
+            );
+            assert_eq!(raw.len(), 2);
+        }
+    }
+
+    #[test]
+    fn group_decisions_last_across_loads_and_compactions() {
+        use crate::merge::journal::{GroupDecision, LastingDecision, Revocation};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("savepoint.json");
-        let r = rec(1);
-        let header = serde_json::json!({"version": 2, "tool_version": "0.1.0",
-                                        "created_at": "2026-01-01T00:00:00Z"});
-        let line = serde_json::to_string(&JournalLineRef::Pair(&r)).unwrap();
-        fs::write(&path, format!("{header}\n{line}\n")).unwrap();
         let mut sp = Savepoint::open(&path).unwrap();
-        assert_eq!(sp.get(&key(&r)), Some(&r));
-        sp.update(&key(&r), |p| p.last_step = Some(Step::Validate))
-            .unwrap();
-        let raw = lines(&path);
+        sp.put(&key(&rec(1)), rec(1)).unwrap();
+        let d = GroupDecision {
+            group: "G-0123456789".into(),
+            email: "a@x.com".into(),
+            decision: LastingDecision::NotDup,
+            at: Utc::now(),
+            file: "decided.csv".into(),
+            line: Some(4),
+            revoked: None,
+        };
+        sp.put_decision(d.clone()).unwrap();
+        let before = lines(&path).len();
+        sp.put_decision(d.clone()).unwrap();
         assert_eq!(
-            raw[0]["version"], 3,
-            "no version-2 header over version-3 lines"
+            lines(&path).len(),
+            before,
+            "an unchanged decision writes nothing"
         );
-        assert_eq!(raw.len(), 2);
+        drop(sp);
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded.decisions["G-0123456789"], d);
+        assert_eq!(
+            lines(&path).last().unwrap()["decision"]["decision"],
+            "not_dup"
+        );
+        // Revoked later: the last line wins, and a compaction keeps it.
+        let mut sp = Savepoint::open(&path).unwrap();
+        let revoked = GroupDecision {
+            revoked: Some(Revocation {
+                at: Utc::now(),
+                file: "later.csv".into(),
+            }),
+            ..d
+        };
+        sp.put_decision(revoked.clone()).unwrap();
+        sp.compact().unwrap();
+        drop(sp);
+        let loaded = load(&path).unwrap().unwrap();
+        assert_eq!(loaded.decisions["G-0123456789"], revoked);
+        assert!(!loaded.decisions["G-0123456789"].holds());
+        assert_eq!(lines(&path).len(), 3, "header, one pair, one decision");
     }
 
     #[test]
@@ -872,9 +971,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("savepoint.json");
         let mut v = serde_json::to_value(SavepointFile::new()).unwrap();
-        v["version"] = serde_json::json!(4);
+        let future = VERSION + 1;
+        v["version"] = serde_json::json!(future);
         // As one document, and as a journal header line followed by entries.
-        let header = serde_json::json!({"version": 4, "tool_version": "9", "created_at": "2030-01-01T00:00:00Z"});
+        let header = serde_json::json!({"version": future, "tool_version": "9", "created_at": "2030-01-01T00:00:00Z"});
         for text in [
             serde_json::to_string_pretty(&v).unwrap(),
             serde_json::to_string(&v).unwrap(),
@@ -883,7 +983,10 @@ mod tests {
             fs::write(&path, &text).unwrap();
             let err = load(&path).unwrap_err();
             assert!(matches!(err, SavepointError::Version { .. }), "{err}");
-            assert!(err.to_string().contains("version 4"), "{err}");
+            assert!(
+                err.to_string().contains(&format!("version {future}")),
+                "{err}"
+            );
             assert_eq!(AppError::from(err).exit_code(), 65);
         }
     }

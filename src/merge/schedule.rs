@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 
-use super::journal::{SavepointFile, SkipReason, pair_key};
+use super::journal::{GroupLink, SavepointFile, SkipReason, pair_key};
 use super::ledger::Ledger;
 use crate::detect::Pair;
 
@@ -24,6 +24,9 @@ pub struct Item<'p> {
     pub in_flight: bool,
     /// The pair is in this run's CSV (in either role order).
     pub in_csv: bool,
+    /// One merge of a decided group (`--decisions`): started only once the group's merge
+    /// before it is merged and reconciled.
+    pub group: Option<GroupLink>,
 }
 
 /// A journaled pair the run leaves alone, reported from its record.
@@ -62,26 +65,51 @@ pub struct Held<'p> {
     pub key: String,
     pub pair: &'p Pair,
     pub reason: SkipReason,
+    /// The decided group the held merge belongs to: the rest of that group waits too.
+    pub group: Option<GroupLink>,
 }
 
 /// Decides the run from the plan's clean pairs (in CSV order) and the journal.
 pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> {
+    schedule_all(pairs.iter().map(|p| (p, None)), journal)
+}
+
+/// [`schedule`] with the merges of decided groups after the clean pairs, each group in its
+/// order.
+pub fn schedule_with_groups<'p>(
+    pairs: &'p [Pair],
+    members: &'p [(Pair, GroupLink)],
+    journal: &SavepointFile,
+) -> Schedule<'p> {
+    let all = pairs
+        .iter()
+        .map(|p| (p, None))
+        .chain(members.iter().map(|(p, g)| (p, Some(g))));
+    schedule_all(all, journal)
+}
+
+fn schedule_all<'p>(
+    pairs: impl Iterator<Item = (&'p Pair, Option<&'p GroupLink>)>,
+    journal: &SavepointFile,
+) -> Schedule<'p> {
     let ledger = Ledger::of(journal);
     let mut held = Vec::new();
     let mut earlier = Vec::new();
     let mut in_flight = Vec::new();
-    let mut fresh = Vec::with_capacity(pairs.len());
+    let mut fresh = Vec::with_capacity(pairs.size_hint().0);
     // The journal's keys the CSV covers (both role orders where the journal has the swapped
     // one). Only journaled keys: a set of every CSV key would cost as much as the keys
     // themselves on a large plan, and only the journal's are looked up.
     let mut covered: HashSet<&str> = HashSet::new();
-    let item = |key: String, pair: Option<&'p Pair>, in_flight, in_csv| Item {
-        key,
-        pair,
-        in_flight,
-        in_csv,
-    };
-    for pair in pairs {
+    let item =
+        |key: String, pair: Option<&'p Pair>, in_flight, in_csv, group: Option<&GroupLink>| Item {
+            key,
+            pair,
+            in_flight,
+            in_csv,
+            group: group.cloned(),
+        };
+    for (pair, group) in pairs {
         let (p, s) = (&pair.primary.rev_user_id, &pair.secondary.rev_user_id);
         let key = pair_key(p, s);
         if let Some((k, _)) = journal.pairs.get_key_value(&key) {
@@ -102,7 +130,7 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
                 continue;
             }
             if rev.merge_in_flight() {
-                in_flight.push(item(reversed, None, true, true));
+                in_flight.push(item(reversed, None, true, true, group));
                 continue;
             }
             // Nothing was sent to DevRev under the old roles: run with the new ones.
@@ -115,11 +143,16 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
             }),
             // Its own merge may have been sent: finished whatever else the ledger holds.
             Some(rec) if rec.merge_in_flight() => {
-                in_flight.push(item(key, Some(pair), true, true));
+                in_flight.push(item(key, Some(pair), true, true, group));
             }
-            _ => match ledger.blocks(p, s) {
-                Some(reason) => held.push(Held { key, pair, reason }),
-                None => fresh.push(item(key, Some(pair), false, true)),
+            _ => match ledger.blocks_in(p, s, group.map(|g| g.id.as_str())) {
+                Some(reason) => held.push(Held {
+                    key,
+                    pair,
+                    reason,
+                    group: group.cloned(),
+                }),
+                None => fresh.push(item(key, Some(pair), false, true, group)),
             },
         }
     }
@@ -128,7 +161,7 @@ pub fn schedule<'p>(pairs: &'p [Pair], journal: &SavepointFile) -> Schedule<'p> 
             continue;
         }
         if rec.merge_in_flight() && !rec.status.is_final() {
-            in_flight.push(item(key.clone(), None, true, false));
+            in_flight.push(item(key.clone(), None, true, false, rec.group.as_ref()));
         } else {
             // Finished earlier (reported as such), or never merged and now out of the CSV.
             earlier.push(Earlier {
@@ -363,6 +396,7 @@ mod tests {
             pair: Some(&p),
             in_flight: false,
             in_csv: true,
+            group: None,
         };
         let resumed = Item {
             in_flight: true,

@@ -32,6 +32,9 @@ pub enum Decision {
     Skip,
     /// The whole group is not a duplicate.
     NotDup,
+    /// Drops the group's `not-dup` or `skip` decision recorded in the savepoint by an
+    /// earlier run; the group's other rows then decide it as if nothing was recorded.
+    Revoke,
 }
 
 impl Decision {
@@ -48,8 +51,9 @@ impl Decision {
             "merge" => Ok(Some(Decision::Merge)),
             "skip" => Ok(Some(Decision::Skip)),
             "notdup" | "notduplicate" => Ok(Some(Decision::NotDup)),
+            "revoke" => Ok(Some(Decision::Revoke)),
             _ => Err(format!(
-                "{:?} is not a decision: write keep, merge, skip or not-dup (or leave it empty)",
+                "{:?} is not a decision: write keep, merge, skip, not-dup or revoke (or leave it empty)",
                 raw.trim()
             )),
         }
@@ -90,6 +94,13 @@ pub enum Outcome {
     Undecided,
     /// A row's contact changed since the file was written: the group is left alone.
     Stale { reason: String },
+    /// Decided by an earlier decisions file, recorded in the savepoint, and not decided
+    /// (nor revoked) by this one.
+    Recorded {
+        decision: crate::merge::journal::LastingDecision,
+        at: chrono::DateTime<chrono::Utc>,
+        file: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +114,8 @@ pub enum Source {
 #[derive(Debug, Clone)]
 pub struct Decided {
     pub groups: Vec<(String, String, Outcome)>,
+    /// Groups with `revoke` on a row (group id, line): their recorded decision is dropped.
+    pub revoked: Vec<(String, u64)>,
 }
 
 impl Decided {
@@ -115,8 +128,12 @@ impl Decided {
                     n[0] += 1;
                     n[1] += merge.len();
                 }
-                Outcome::NotDup { .. } => n[2] += 1,
-                Outcome::Skipped => n[3] += 1,
+                Outcome::NotDup { .. }
+                | Outcome::Recorded {
+                    decision: crate::merge::journal::LastingDecision::NotDup,
+                    ..
+                } => n[2] += 1,
+                Outcome::Skipped | Outcome::Recorded { .. } => n[3] += 1,
                 Outcome::Undecided => n[4] += 1,
                 Outcome::Stale { .. } => n[5] += 1,
             }
@@ -321,9 +338,19 @@ fn decide_rows(
         }
     }
     let mut out = Vec::with_capacity(groups.len());
+    let mut revoked = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        let rows = by_group.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-        let outcome = match group_outcome(g, rows, keep, accept_proposed) {
+        let all = by_group.get(&i).map(Vec::as_slice).unwrap_or(&[]);
+        if let Some(r) = all.iter().find(|r| r.decision == Some(Decision::Revoke)) {
+            revoked.push((g.id.clone(), r.line));
+        }
+        // A `revoke` row decides nothing else: it reads as a blank decision.
+        let rows: Vec<&Row> = all
+            .iter()
+            .copied()
+            .filter(|r| r.decision != Some(Decision::Revoke))
+            .collect();
+        let outcome = match group_outcome(g, &rows, keep, accept_proposed) {
             Ok(o) => o,
             Err(mut p) => {
                 problems.append(&mut p);
@@ -333,7 +360,10 @@ fn decide_rows(
         out.push((g.id.clone(), g.email.to_string(), outcome));
     }
     refuse(name, problems)?;
-    Ok(Decided { groups: out })
+    Ok(Decided {
+        groups: out,
+        revoked,
+    })
 }
 
 fn contact<'g>(g: &Group<'g>, id: &str) -> &'g Contact {

@@ -2,10 +2,12 @@
 //! UTF-8 byte-order mark so Excel reads the accents, CRLF line ends, every field quoted where
 //! needed) and read back however a spreadsheet saved it (see `decisions.rs`).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{GroupKind, groups, proposal_for, ref_kind};
+use super::live::Facts;
+use super::{GroupKind, groups, proposal_with, ref_kind};
 use crate::detect::Plan;
 use crate::error::AppError;
 use crate::fsutil;
@@ -31,6 +33,13 @@ pub const COLUMNS: [&str; 16] = [
     "note",
 ];
 
+/// Extra columns after [`COLUMNS`]: `recorded` says what the savepoint holds for the group
+/// (a `not-dup`/`skip` decided by an earlier file, or a merge undone by `--restore`), with
+/// when and from which file. Read by nobody: a person sees why a group is decided already.
+/// With `--check-live`, `verified`, `state` and `account` are DevRev's `is_verified`, `state`
+/// and `rev_org` of each needs-review contact (empty offline), as the proposal used them.
+pub const EXTRA_COLUMNS: [&str; 4] = ["recorded", "verified", "state", "account"];
+
 /// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a line break
 /// first) gets a leading `'`: a display name from DevRev is anyone's text, and a review file
 /// opened in Excel must not execute it. The reader takes the `'` off again.
@@ -42,7 +51,15 @@ pub(super) fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
-pub fn write(dir: &Path, plan: &Plan, keep: Keep) -> Result<PathBuf, AppError> {
+///
+/// `recorded` is the `recorded` column by group id (see [`EXTRA_COLUMNS`]).
+pub fn write(
+    dir: &Path,
+    plan: &Plan,
+    keep: Keep,
+    recorded: &BTreeMap<String, String>,
+    facts: Option<&Facts>,
+) -> Result<PathBuf, AppError> {
     let path = fsutil::unique_path(dir, "review", "csv");
     let cant = |e: std::io::Error| {
         AppError::CantCreate(format!(
@@ -50,24 +67,33 @@ pub fn write(dir: &Path, plan: &Plan, keep: Keep) -> Result<PathBuf, AppError> {
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep)).map_err(cant)?;
+    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded, facts))
+        .map_err(cant)?;
     Ok(path)
 }
 
-fn write_rows(w: &mut dyn Write, plan: &Plan, keep: Keep) -> std::io::Result<()> {
+fn write_rows(
+    w: &mut dyn Write,
+    plan: &Plan,
+    keep: Keep,
+    recorded: &BTreeMap<String, String>,
+    facts: Option<&Facts>,
+) -> std::io::Result<()> {
     w.write_all("\u{feff}".as_bytes())?;
     let mut csv = csv::WriterBuilder::new()
         .terminator(csv::Terminator::CRLF)
         .from_writer(w);
-    csv.write_record(COLUMNS)?;
+    csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
     for g in groups(plan) {
-        let proposal = proposal_for(&g, keep);
+        let proposal = proposal_with(&g, keep, facts);
+        let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
         for c in &g.contacts {
             let proposed = match &proposal.keep {
                 Some(k) if *k == c.rev_user_id => "keep",
                 Some(_) if proposal.merge.contains(&c.rev_user_id) => "merge",
                 _ => "",
             };
+            let fact = facts.and_then(|f| f.get(&c.rev_user_id));
             let why = match (proposed, &g.kind) {
                 ("keep", _) => proposal.why.clone(),
                 ("merge", _) => format!(
@@ -79,10 +105,26 @@ fn write_rows(w: &mut dyn Write, plan: &Plan, keep: Keep) -> std::io::Result<()>
                         .unwrap_or_default()
                 ),
                 (_, GroupKind::CleanPair) => String::new(),
-                _ if proposal.keep.is_some() => "a -drop- ref: left alone".to_string(),
+                _ if c.ref_class() == crate::detect::RefClass::Drop => {
+                    "a -drop- ref: left alone".to_string()
+                }
+                _ if fact.is_some_and(|f| !f.active()) => "not active: left alone".to_string(),
+                _ if proposal.keep.is_some() && fact.and_then(|f| f.verified) == Some(false) => {
+                    "unverified: DevRev refuses it into the verified survivor".to_string()
+                }
+                _ if proposal.keep.is_some() => "left alone".to_string(),
                 _ => proposal.why.clone(),
             };
             let tickets = c.ticket_count.map(|n| n.to_string()).unwrap_or_default();
+            let verified = match fact.and_then(|f| f.verified) {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "",
+            };
+            let state = fact
+                .map(|f| f.state.as_deref().unwrap_or("active"))
+                .unwrap_or("");
+            let account = fact.and_then(|f| f.account.as_deref()).unwrap_or("");
             csv.write_record([
                 g.id.as_str(),
                 g.kind.text(),
@@ -100,6 +142,10 @@ fn write_rows(w: &mut dyn Write, plan: &Plan, keep: Keep) -> std::io::Result<()>
                 "",
                 "",
                 "",
+                &defuse(rec),
+                verified,
+                &defuse(state),
+                &defuse(account),
             ])?;
         }
     }

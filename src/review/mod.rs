@@ -8,6 +8,8 @@
 
 pub mod decisions;
 mod file;
+pub mod lasting;
+pub mod live;
 mod propose;
 
 use sha2::{Digest, Sha256};
@@ -16,7 +18,7 @@ use crate::detect::{Contact, Plan, RefClass};
 use crate::options::Keep;
 
 pub use file::{COLUMNS, write};
-pub use propose::{Proposal, propose};
+pub use propose::{Proposal, propose, propose_live};
 
 /// What kind of group a review row belongs to (the `kind` column).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,9 +92,15 @@ fn clean_pair_proposal(g: &Group<'_>, keep: Keep) -> Proposal {
 
 /// The proposal for any group.
 pub fn proposal_for(g: &Group<'_>, keep: Keep) -> Proposal {
+    proposal_with(g, keep, None)
+}
+
+/// [`proposal_for`] with the live facts of `--check-live` (needs-review groups only: a clean
+/// pair's live check is the merge's own).
+pub fn proposal_with(g: &Group<'_>, keep: Keep, facts: Option<&live::Facts>) -> Proposal {
     match g.kind {
         GroupKind::CleanPair => clean_pair_proposal(g, keep),
-        GroupKind::NeedsReview(_) => propose(&g.contacts, keep),
+        GroupKind::NeedsReview(_) => propose_live(&g.contacts, keep, facts),
     }
 }
 
@@ -156,6 +164,15 @@ pub fn decided_text(plan: &Plan, decided: &decisions::Decided, file: &std::path:
                     "  {id}  {}  stale, left alone: {}\n",
                     safe(email),
                     safe(reason)
+                ));
+            }
+            Outcome::Recorded { decision, at, file } => {
+                out.push_str(&format!(
+                    "  {id}  {}  {} (recorded {} from {}; write revoke on a row to undo it)\n",
+                    safe(email),
+                    decision.word(),
+                    at.format("%Y-%m-%d %H:%M UTC"),
+                    file.display()
                 ));
             }
             Outcome::NotDup { .. } | Outcome::Skipped | Outcome::Undecided => {}

@@ -4,7 +4,9 @@
 //! The order (docs/review.md):
 //! 1. `-drop-` rows are left out: they are leftovers of an earlier merge, never merged again.
 //! 2. The survivor must be verified if any member is (DevRev refuses an unverified contact
-//!    into a verified one); known only from live facts, so the offline proposal skips it.
+//!    into a verified one); known only from live facts (`--check-live`, [`propose_live`]),
+//!    so the offline proposal skips it. With live facts, inactive contacts are left out and
+//!    a group spread over several accounts gets no proposal.
 //! 3. The `--keep` convention (`revu`: the `REVU-` contact; `user`: the `user_` contact).
 //! 4. The most tickets (`TICKET_COUNT`; a member without a count stops this rule).
 //! 5. The oldest (`CREATED_AT`; a member without a readable time stops this rule).
@@ -14,6 +16,7 @@
 
 use chrono::NaiveDateTime;
 
+use super::live::{Fact, Facts};
 use crate::detect::{Contact, RefClass};
 use crate::options::Keep;
 
@@ -28,8 +31,16 @@ pub struct Proposal {
     pub why: String,
 }
 
-/// Proposes a survivor among `members`.
+/// Proposes a survivor among `members`, offline (rule 2 needs live facts).
 pub fn propose(members: &[&Contact], keep: Keep) -> Proposal {
+    propose_live(members, keep, None)
+}
+
+/// [`propose`] with the live facts of `--check-live`: inactive contacts are left out, a group
+/// spread over several accounts gets no proposal (different customers are never proposed
+/// for a merge), and rule 2 applies: the survivor is verified if any member is, and an
+/// unverified member is not proposed into a verified survivor (DevRev refuses it).
+pub fn propose_live(members: &[&Contact], keep: Keep, facts: Option<&Facts>) -> Proposal {
     let none = |why: String| Proposal {
         keep: None,
         merge: Vec::new(),
@@ -43,19 +54,66 @@ pub fn propose(members: &[&Contact], keep: Keep) -> Proposal {
         .copied()
         .filter(|c| c.ref_class() != RefClass::Drop)
         .collect();
+    let fact = |c: &Contact| facts.and_then(|f| f.get(&c.rev_user_id));
+    if facts.is_some() {
+        cands.retain(|c| fact(c).is_none_or(Fact::active));
+    }
     if cands.len() < 2 {
-        return none("fewer than two contacts to merge (-drop- rows are left alone)".into());
+        return none(
+            "fewer than two contacts to merge (-drop- rows and inactive contacts are left alone)"
+                .into(),
+        );
+    }
+    let mut accounts: Vec<&str> = cands
+        .iter()
+        .filter_map(|c| fact(c).and_then(|f| f.account.as_deref()))
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    if accounts.len() > 1 {
+        return none(format!(
+            "the contacts are in {} accounts ({}): different customers are never proposed for \
+             a merge, and a merge between them is refused",
+            accounts.len(),
+            accounts.join(", ")
+        ));
     }
     let all = cands.clone();
-    let decided = |winner: &Contact, why: String| Proposal {
-        keep: Some(winner.rev_user_id.clone()),
-        merge: all
-            .iter()
-            .filter(|c| c.rev_user_id != winner.rev_user_id)
-            .map(|c| c.rev_user_id.clone())
-            .collect(),
-        why,
+    let decided = |winner: &Contact, why: String| {
+        let verified_survivor = fact(winner).and_then(|f| f.verified) == Some(true);
+        Proposal {
+            keep: Some(winner.rev_user_id.clone()),
+            merge: all
+                .iter()
+                .filter(|c| c.rev_user_id != winner.rev_user_id)
+                // DevRev refuses an unverified contact into a verified one.
+                .filter(|c| !(verified_survivor && fact(c).and_then(|f| f.verified) == Some(false)))
+                .map(|c| c.rev_user_id.clone())
+                .collect(),
+            why,
+        }
     };
+
+    // Rule 2 (live facts only): the survivor is verified if any member is.
+    if facts.is_some() {
+        let verified: Vec<&Contact> = cands
+            .iter()
+            .copied()
+            .filter(|c| fact(c).and_then(|f| f.verified) == Some(true))
+            .collect();
+        match verified.len() {
+            0 => {}
+            1 => {
+                return decided(
+                    verified[0],
+                    "the only verified contact (DevRev refuses an unverified contact into a \
+                     verified one)"
+                        .into(),
+                );
+            }
+            _ => cands = verified,
+        }
+    }
 
     // Rule 3: the --keep convention.
     let convention = match keep {
@@ -224,5 +282,70 @@ mod tests {
         assert_eq!(p.merge.len(), 1, "the -drop- row is never proposed: {p:?}");
         let p = propose(&[&b, &x], Keep::Revu);
         assert_eq!(p.keep, None);
+    }
+
+    fn fact(verified: Option<bool>, state: Option<&str>, account: &str) -> Fact {
+        Fact {
+            verified,
+            state: state.map(str::to_string),
+            account: Some(account.into()),
+        }
+    }
+
+    #[test]
+    fn live_facts_make_the_survivor_verified_and_never_cross_accounts() {
+        let a = c("A", "user_a", Some(9), "2024-01-01 00:00:00");
+        let b = c("B", "user_b", Some(1), "2023-01-01 00:00:00");
+        let d = c("D", "user_d", Some(5), "2022-01-01 00:00:00");
+        let members = [&a, &b, &d];
+        // Offline: the most tickets.
+        assert_eq!(keep_of(&propose(&members, Keep::Revu)), Some("A"));
+        let facts = |fa, fb, fd| -> Facts {
+            [(&a, fa), (&b, fb), (&d, fd)]
+                .into_iter()
+                .map(|(x, f)| (x.rev_user_id.clone(), f))
+                .collect()
+        };
+        // Live: B is the only verified contact; the unverified ones are not proposed into it.
+        let f = facts(
+            fact(Some(false), None, "org1"),
+            fact(Some(true), None, "org1"),
+            fact(Some(false), None, "org1"),
+        );
+        let p = propose_live(&members, Keep::Revu, Some(&f));
+        assert_eq!(keep_of(&p), Some("B"));
+        assert!(p.why.contains("only verified"), "{}", p.why);
+        assert!(
+            p.merge.is_empty(),
+            "DevRev refuses unverified into verified"
+        );
+        // Two verified: rule 2 narrows, the tickets decide among them, and the verified
+        // one is proposed into the survivor.
+        let f = facts(
+            fact(Some(false), None, "org1"),
+            fact(Some(true), None, "org1"),
+            fact(Some(true), None, "org1"),
+        );
+        let p = propose_live(&members, Keep::Revu, Some(&f));
+        assert_eq!(keep_of(&p), Some("D"));
+        assert_eq!(p.merge, vec![b.rev_user_id.clone()]);
+        // Two accounts: no proposal at all.
+        let f = facts(
+            fact(Some(true), None, "org1"),
+            fact(Some(true), None, "org2"),
+            fact(Some(true), None, "org1"),
+        );
+        let p = propose_live(&members, Keep::Revu, Some(&f));
+        assert_eq!(p.keep, None);
+        assert!(p.why.contains("2 accounts"), "{}", p.why);
+        // An inactive contact is left out: the other two decide.
+        let f = facts(
+            fact(Some(true), Some("deactivated"), "org1"),
+            fact(Some(true), None, "org1"),
+            fact(Some(true), None, "org1"),
+        );
+        let p = propose_live(&members, Keep::Revu, Some(&f));
+        assert_eq!(keep_of(&p), Some("D"));
+        assert_eq!(p.merge, vec![b.rev_user_id.clone()]);
     }
 }

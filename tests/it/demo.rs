@@ -60,6 +60,10 @@ fn demo_runs_the_whole_flow_inside_its_own_folder() {
         "$ devrev-merge --csv sample.csv",
         "$ devrev-merge --csv contacts.csv --max-merges 2",
         "(stopped at --max-merges)",
+        "$ devrev-merge --csv contacts.csv --preview --decisions decided.csv",
+        "Decided groups:      1 from decided.csv",
+        "$ devrev-merge --csv contacts.csv --decisions decided.csv",
+        "merged, 0 stopped, 0 in progress",
         "$ devrev-merge --verify-backups backups",
         "0 FAILED",
         "$ devrev-merge --restore backups/",
@@ -85,6 +89,7 @@ fn demo_runs_the_whole_flow_inside_its_own_folder() {
     for f in [
         "contacts.csv",
         "sample.csv",
+        "decided.csv",
         "savepoint.json",
         "restore-savepoint.json",
         "backups",

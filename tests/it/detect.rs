@@ -134,7 +134,7 @@ fn preview_summarizes_lists_and_saves_the_plan_offline() {
             .unwrap_or_else(|| panic!("{} not in needs_review", g.email));
         let reason = match g.kind {
             GroupKind::TwoUser | GroupKind::ThreeUser => "several_user",
-            GroupKind::RevuTwoUser => "revu_with_several_user",
+            GroupKind::RevuTwoUser | GroupKind::Shaped => "revu_with_several_user",
             GroupKind::DropRef => "drop_ref",
             GroupKind::CleanPair => unreachable!(),
         };

@@ -12,6 +12,7 @@ mod estimate;
 mod export;
 mod fake_selftest;
 mod fuzz;
+mod groups;
 mod hardening;
 mod html;
 mod keep_auto;

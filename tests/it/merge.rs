@@ -36,6 +36,7 @@ pub fn spec(pairs: usize, review_groups: usize, rng_seed: u64) -> GenSpec {
         attachment_size_max: 2048,
         conversations_per_secondary: (0, 2),
         unverified_secondary_pct: 0,
+        shaped_groups: Vec::new(),
         rng_seed,
     }
 }

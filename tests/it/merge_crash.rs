@@ -31,11 +31,11 @@ pub(crate) fn signal_at(w: &World, n: usize, pid: &Arc<AtomicI32>, sig: Signal) 
 }
 
 /// Real progress recorded in the savepoint (re-validation after a restart does not count).
-fn progress(w: &World) -> usize {
+pub(crate) fn progress(w: &World) -> usize {
     let Some(sp) = read_savepoint(&w.path("savepoint.json")) else {
         return 0;
     };
-    assert_eq!(sp["version"], 3);
+    assert_eq!(sp["version"], 4);
     sp["pairs"]
         .as_object()
         .unwrap()

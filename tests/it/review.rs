@@ -31,7 +31,7 @@ fn preview(dir: &Path, extra: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn review_files(dir: &Path) -> Vec<PathBuf> {
+pub fn review_files(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("reports"))
         .unwrap()
         .flatten()
@@ -49,7 +49,7 @@ fn review_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The review file as records (header first).
-fn records(path: &Path) -> Vec<Vec<String>> {
+pub fn records(path: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(path).unwrap();
     let text = text.strip_prefix('\u{feff}').expect("a BOM for Excel");
     csv::ReaderBuilder::new()
@@ -61,7 +61,7 @@ fn records(path: &Path) -> Vec<Vec<String>> {
 }
 
 /// Writes `rows` as Excel in a `;` locale saves them: BOM, `;`, CRLF, every field quoted.
-fn save_like_excel(path: &Path, rows: &[Vec<String>]) {
+pub fn save_like_excel(path: &Path, rows: &[Vec<String>]) {
     let mut out = String::from("\u{feff}");
     for r in rows {
         let cells: Vec<String> = r
@@ -74,7 +74,7 @@ fn save_like_excel(path: &Path, rows: &[Vec<String>]) {
     std::fs::write(path, out).unwrap();
 }
 
-fn col(header: &[String], name: &str) -> usize {
+pub fn col(header: &[String], name: &str) -> usize {
     header.iter().position(|h| h == name).unwrap()
 }
 
@@ -109,7 +109,11 @@ fn preview_writes_one_row_per_contact_of_every_group_with_a_proposal() {
             "why",
             "decision",
             "adopt_ref",
-            "note"
+            "note",
+            "recorded",
+            "verified",
+            "state",
+            "account"
         ]
     );
     let h = &rows[0];

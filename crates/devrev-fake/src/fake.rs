@@ -218,6 +218,10 @@ pub struct Quirks {
     pub merged_keeps_ref: bool,
     /// `rev-users.update` of a merged-away secondary answers `400 bad_request`.
     pub refuse_merged_update: bool,
+    /// `rev-users.merge` of two contacts in different accounts (`rev_org`) answers `400
+    /// bad_request` (devrev-api.md §8 q4 leaves open whether DevRev checks it; off: it merges
+    /// them, as the spec alone suggests).
+    pub refuse_cross_account_merge: bool,
 }
 
 impl Default for FakeOptions {

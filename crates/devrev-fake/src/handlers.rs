@@ -1110,6 +1110,12 @@ fn rev_users_merge(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
             "Unverified users cannot be converted or merged into verified users",
         ));
     }
+    let account = |id: &str| ctx.state.rev_users[id].json["rev_org"]["id"].clone();
+    if ctx.opts.quirks.refuse_cross_account_merge && account(&p_don) != account(&s_don) {
+        return Err(bad_request(
+            "primary_user and secondary_user belong to different rev orgs",
+        ));
+    }
     let secondary_ref = ctx.state.rev_users[&s_don].external_ref();
     ctx.state.merges.push(MergeRecord {
         primary: p_don,

@@ -70,6 +70,22 @@ pub enum GroupKind {
     /// One `REVU-` contact and one whose ref is `user_<x>-drop-<own DON>` (sometimes twice);
     /// the plain `user_<x>` belongs to another contact with a different email.
     DropRef,
+    /// One `REVU-` contact and many `user_` contacts, as [`GenSpec::shaped_groups`] asks.
+    Shaped,
+}
+
+/// A needs-review group of a chosen shape: one verified `REVU-` contact first, then
+/// `size - 1` `user_` contacts, all sharing one email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupShape {
+    /// Contacts in the group (at least 2).
+    pub size: usize,
+    /// How many of the `user_` contacts (the last ones) are unverified: DevRev refuses to
+    /// merge them into a verified contact.
+    pub unverified: usize,
+    /// How many of the `user_` contacts (the first ones after the `REVU-`) are in another
+    /// account (`rev_org`) than the rest: a different customer, not a duplicate.
+    pub other_account: usize,
 }
 
 /// What to generate.
@@ -99,6 +115,8 @@ pub struct GenSpec {
     /// Percentage of clean pairs whose `user_` contact is unverified while the `REVU-` one is
     /// verified (DevRev refuses to merge unverified into verified).
     pub unverified_secondary_pct: u8,
+    /// Needs-review groups of chosen shapes (3, 4, 50 contacts...), after the cycled ones.
+    pub shaped_groups: Vec<GroupShape>,
     pub rng_seed: u64,
 }
 
@@ -116,6 +134,7 @@ impl Default for GenSpec {
             attachment_size_max: 3 * 1024 * 1024,
             conversations_per_secondary: (0, 1),
             unverified_secondary_pct: 0,
+            shaped_groups: Vec::new(),
             rng_seed: 42,
         }
     }
@@ -452,6 +471,9 @@ impl<'a> Generator<'a> {
         for i in 0..self.spec.review_groups {
             self.review_group(i);
         }
+        for shape in self.spec.shaped_groups.clone() {
+            self.shaped_group(&shape);
+        }
         for i in 0..self.spec.singles {
             self.single(i);
         }
@@ -677,7 +699,7 @@ impl<'a> Generator<'a> {
                     members.push(self.contact(&p, Some(e), Some(r), true, &org, when));
                 }
             }
-            GroupKind::DropRef | GroupKind::CleanPair => {
+            GroupKind::DropRef | GroupKind::CleanPair | GroupKind::Shaped => {
                 let when = at(self, 0);
                 members.push(self.contact(&p, Some(p.email.clone()), None, true, &org, when));
                 let plain = self.user_ref();
@@ -708,6 +730,35 @@ impl<'a> Generator<'a> {
             self.secondaries.push(m.clone());
         }
         self.group(kind, &p.email, members);
+    }
+
+    fn shaped_group(&mut self, shape: &GroupShape) {
+        let p = self.person();
+        let n = self.rev_orgs.len();
+        let org = self.rev_orgs[self.rng.range(0, n - 1)].clone();
+        let other_org = self.rev_orgs
+            [(self.rev_orgs.iter().position(|o| *o == org).unwrap_or(0) + 1) % n]
+            .clone();
+        let t = self.instant(0, 300);
+        let when = t;
+        let mut members = vec![self.contact(&p, Some(p.email.clone()), None, true, &org, when)];
+        let users = shape.size.saturating_sub(1);
+        for k in 0..users {
+            let e = self.email_variant(&p.email);
+            let r = self.user_ref();
+            let verified = k < users.saturating_sub(shape.unverified);
+            let o = if k < shape.other_account {
+                &other_org
+            } else {
+                &org
+            };
+            let when = t + chrono::Duration::seconds((k as i64 + 1) * 3_600);
+            members.push(self.contact(&p, Some(e), Some(r), verified, o, when));
+        }
+        for m in &members[1..] {
+            self.secondaries.push(m.clone());
+        }
+        self.group(GroupKind::Shaped, &p.email, members);
     }
 
     fn single(&mut self, i: usize) {

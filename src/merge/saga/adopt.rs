@@ -8,9 +8,10 @@ impl Saga<'_, '_> {
 
     pub(super) async fn adopt_external_ref(&mut self) -> StepResult {
         let step = Step::AdoptExternalRef;
-        let target = match self.rec().secondary_external_ref.clone() {
-            Some(r) if classify_ref(&r) == RefClass::User => r,
+        let (target, holder) = match self.rec().ref_to_adopt() {
+            Some((r, holder)) if classify_ref(&r) == RefClass::User => (r, holder),
             other => {
+                let other = other.map(|(r, _)| r);
                 // Validate guarantees a user_ ref under --keep revu; anything else is left
                 // alone rather than guessed at. (Reconcile checked the name: see
                 // `adoption_reads_primary`.)
@@ -19,7 +20,7 @@ impl Saga<'_, '_> {
                 return Ok((StepOutcome::Completed, Some(detail)));
             }
         };
-        let (answer, conflicts) = match self.move_ref(&target).await? {
+        let (answer, conflicts) = match self.move_ref(&target, &holder).await? {
             Ok(adopted) => adopted,
             Err((StepOutcome::Interrupted, detail)) => {
                 return Ok((StepOutcome::Interrupted, detail));
@@ -72,12 +73,13 @@ impl Saga<'_, '_> {
         Ok(())
     }
 
-    /// Sets the secondary's ref on the primary, waiting out (and if need be releasing) the
-    /// merged-away secondary's hold on it. `Ok(Ok((answer, conflicts)))`: adopted, with the
+    /// Sets the ref on the primary, waiting out (and if need be releasing) the merged-away
+    /// `holder`'s hold on it (the secondary, or the group member the ref came from). `Ok(Ok((answer, conflicts)))`: adopted, with the
     /// primary as the answer showed it; `Ok(Err(..))`: how the step ends instead.
     pub(super) async fn move_ref(
         &mut self,
         target: &str,
+        holder: &str,
     ) -> Result<Result<(RevUser, u32), (StepOutcome, Option<String>)>, AppError> {
         let step = Step::AdoptExternalRef;
         let primary = self.primary();
@@ -123,7 +125,7 @@ impl Saga<'_, '_> {
                     conflicts += 1;
                     let now = Instant::now();
                     if now >= deadline && !released {
-                        match self.release_ref(target).await? {
+                        match self.release_ref(target, holder).await? {
                             Ok(()) => {
                                 // DevRev may take a moment to free a released ref: seconds
                                 // (at most --merge-timeout), then the adoption is pending.
@@ -151,13 +153,14 @@ impl Saga<'_, '_> {
         }
     }
 
-    /// Moves the ref off the merged-away secondary when it still holds it (journaled intent
+    /// Moves the ref off the merged-away `holder` when it still holds it (journaled intent
     /// and outcome, like every write). `Ok(Err(why))`: it cannot be released now.
     pub(super) async fn release_ref(
         &mut self,
         target: &str,
+        holder_id: &str,
     ) -> Result<Result<(), String>, AppError> {
-        let secondary = self.secondary();
+        let secondary = holder_id.to_string();
         let client = self.ctx.client;
         let holder = match client.rev_users_look(&secondary).await {
             Ok(u) => u,

@@ -54,7 +54,7 @@ use crate::detect::{Pair, RefClass, classify_ref};
 use crate::devrev::types::{Conversation, RevUser, UserSummary, Work};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
-use crate::options::{BackupScope, Keep};
+use crate::options::BackupScope;
 use crate::validate::{self, LiveCheck, LiveProblem};
 
 mod adopt;
@@ -411,7 +411,7 @@ impl Saga<'_, '_> {
         if rec.merged.is_some() {
             // The record's own `--keep`: a pair in flight is finished the way it was started.
             return match rec.last_step {
-                Some(Step::Reconcile) if rec.keep == Keep::Revu => Some(Step::AdoptExternalRef),
+                Some(Step::Reconcile) if rec.adopts() => Some(Step::AdoptExternalRef),
                 Some(Step::Reconcile | Step::AdoptExternalRef) => Some(Step::Done),
                 _ => Some(Step::Reconcile),
             };
@@ -563,15 +563,15 @@ impl Saga<'_, '_> {
     }
 }
 
-/// Under `--keep revu` with a `user_` ref to adopt, AdoptExternalRef's `rev-users.update`
-/// answers with the whole primary after the merge, so the display-name check (whether the
-/// merge renamed the primary) reads that answer instead of a `rev-users.get` in Reconcile.
+/// With a `user_` ref to adopt (`--keep revu`, or a group's last merge), AdoptExternalRef's
+/// `rev-users.update` answers with the whole primary after the merge, so the display-name
+/// check (whether the merge renamed the primary) reads that answer instead of a
+/// `rev-users.get` in Reconcile.
 fn adoption_reads_primary(rec: &PairRecord) -> bool {
-    rec.keep == Keep::Revu
+    rec.adopts()
         && rec
-            .secondary_external_ref
-            .as_deref()
-            .is_some_and(|r| classify_ref(r) == RefClass::User)
+            .ref_to_adopt()
+            .is_some_and(|(r, _)| classify_ref(&r) == RefClass::User)
 }
 
 /// The secondary already points at this primary: the merge happened (in an earlier run
@@ -607,6 +607,10 @@ pub fn skip_reason(p: &LiveProblem) -> SkipReason {
             live: live.clone(),
         },
         LiveProblem::UnverifiedIntoVerified => SkipReason::UnverifiedIntoVerified,
+        LiveProblem::DifferentAccounts { primary, secondary } => SkipReason::DifferentAccounts {
+            primary: primary.clone(),
+            secondary: secondary.clone(),
+        },
     }
 }
 
