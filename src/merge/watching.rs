@@ -58,8 +58,11 @@ impl WatchState {
     }
 
     /// How long a first pass keeps looking before it parks the pair.
+    /// Never less than for the initial wait, however short the first look has become: a
+    /// pair parks no sooner than before the wait learned to come down (a parked pair's
+    /// repairs wait for the end of the run).
     pub fn pass_budget(&self, initial: Duration, bounds: Bounds) -> Duration {
-        (self.first_look(initial, bounds) * FIRST_PASS_LOOKS).min(bounds.cap)
+        (self.first_look(initial, bounds).max(initial) * FIRST_PASS_LOOKS).min(bounds.cap)
     }
 
     /// When this pair's watch started in this run (now, on the first call).
@@ -142,6 +145,11 @@ mod tests {
             ..b
         };
         assert_eq!(w.first_look(init, tight), Duration::from_secs(1));
+        // A first look shorter than the initial wait does not park pairs sooner.
+        let quick = WatchState::default();
+        quick.note_first_look(look(500, true), init, b);
+        assert!(quick.first_look(init, b) < init);
+        assert_eq!(quick.pass_budget(init, b), init * 3);
         let a = w.started("k");
         assert_eq!(w.started("k"), a, "never reset");
         assert!(!w.revisiting());
