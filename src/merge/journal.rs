@@ -20,6 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::backup::BackupSummary;
+/// The carry-over's journal types live beside its pure logic; they are part of this format.
+pub use super::carry::{CarryItem, CarryPlan, CarryRecord, CarryWrite, Conflict, Refusal};
 use crate::options::Keep;
 use crate::validate::Role;
 
@@ -239,6 +241,10 @@ pub struct PairRecord {
     /// Set by `--restore` (with status `Restored`): the merge was undone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored: Option<Restored>,
+    /// The secondary's own data written onto the survivor after the merge (absent in
+    /// savepoints of builds before the carry-over, and with `--no-carry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<CarryRecord>,
 }
 
 /// A pair `--restore` undid: the contact it recreated for the merged-away secondary, and where
@@ -290,6 +296,7 @@ impl PairRecord {
             ref_adoption_pending: None,
             finished_at: None,
             restored: None,
+            carry: None,
         }
     }
 
@@ -391,6 +398,8 @@ pub enum Step {
     AwaitMerge,
     Reconcile,
     AdoptExternalRef,
+    /// The secondary's phone numbers, custom fields and name the survivor lacked (issue 18).
+    CarryOver,
     Done,
 }
 
@@ -404,6 +413,7 @@ impl Step {
             Step::AwaitMerge => "await_merge",
             Step::Reconcile => "reconcile",
             Step::AdoptExternalRef => "adopt_external_ref",
+            Step::CarryOver => "carry_over",
             Step::Done => "done",
         }
     }

@@ -48,6 +48,7 @@ pub fn behaviour(moves: MoveMode, after: SecondaryAfter) -> MergeBehaviour {
         ref_release_delay: Duration::ZERO,
         renames_primary: false,
         side_merges: Vec::new(),
+        lossy: true,
     }
 }
 

@@ -134,6 +134,12 @@ pub struct MergeBehaviour {
     /// else has just merged it into the contact `into` (in the DevRev UI, say), applied as
     /// any merge is, before the request is handled. Once per secondary.
     pub side_merges: Vec<(String, String)>,
+    /// The merge loses the secondary's own data (on by default, as DevRev's account-merge
+    /// documentation says, devrev-api.md §4.5): its phone numbers, custom fields and tags
+    /// vanish with it and the primary gets none of them. Off: the merge copies onto the
+    /// primary the phone numbers and custom fields it lacks (the other reading no public
+    /// source rules out).
+    pub lossy: bool,
 }
 
 impl Default for MergeBehaviour {
@@ -145,6 +151,7 @@ impl Default for MergeBehaviour {
             ref_release_delay: Duration::ZERO,
             renames_primary: false,
             side_merges: Vec::new(),
+            lossy: true,
         }
     }
 }
@@ -218,6 +225,9 @@ pub struct Quirks {
     pub merged_keeps_ref: bool,
     /// `rev-users.update` of a merged-away secondary answers `400 bad_request`.
     pub refuse_merged_update: bool,
+    /// A refused value's 400 names no `field_name` (which DevRev's answers name is not
+    /// documented): the client must find the bad value without being told.
+    pub unnamed_field_errors: bool,
 }
 
 impl Default for FakeOptions {

@@ -912,6 +912,7 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
             ));
         }
     }
+    check_own_data(ctx, &id, body)?;
     if let Some(pic) = s(body, "display_picture") {
         let don = to_don(ctx.state, "display_picture", pic, Want::Artifact)?;
         if !ctx.state.artifacts.contains_key(&don) {
@@ -961,6 +962,59 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     u["modified_date"] = json!(stamp);
     u["modified_by"] = modified_by;
     Ok(Reply::ok(json!({"rev_user": u})))
+}
+
+/// The value rules of a contact's own data (`schema.rs`): E.164 phone numbers, custom fields
+/// sent with a `custom_schema_spec` and defined by one of the contact's fragments (as they
+/// will be after this update's `custom_schema_fragments.set`).
+fn check_own_data(ctx: &Ctx<'_>, id: &str, body: &Value) -> Result<(), Reply> {
+    let named = |field: &str| {
+        if ctx.opts.quirks.unnamed_field_errors {
+            json!({})
+        } else {
+            json!({ "field_name": field })
+        }
+    };
+    for n in body["phone_numbers"].as_array().into_iter().flatten() {
+        let n = n.as_str().unwrap_or_default();
+        if !crate::schema::is_e164(n) {
+            return Err(error(
+                400,
+                "bad_request",
+                &format!("phone number {n:?} is not in E.164 format"),
+                named("phone_numbers"),
+            ));
+        }
+    }
+    let Some(cf) = body["custom_fields"].as_object().filter(|o| !o.is_empty()) else {
+        return Ok(());
+    };
+    if !body["custom_schema_spec"].is_object() {
+        return Err(error(
+            400,
+            "bad_request",
+            "custom fields need their schema specified (custom_schema_spec)",
+            named("custom_schema_spec"),
+        ));
+    }
+    let fragments = match body["custom_schema_fragments"]["set"].as_array() {
+        Some(set) => set
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        None => crate::schema::fragments_of(&ctx.state.rev_users[id].json),
+    };
+    for key in cf.keys() {
+        if !crate::schema::defined(&fragments, key) {
+            return Err(error(
+                400,
+                "bad_request",
+                &format!("custom field {key} is not defined by the contact's schema fragments"),
+                named(&format!("custom_fields.{key}")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `rev-users.create` (public spec: 201 with `{rev_user}`; 409 when the `external_ref` is taken).
@@ -1214,7 +1268,19 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
         if b.renames_primary {
             pr.json["display_name"] = sec["display_name"].clone();
         }
+        if !b.lossy {
+            keep_secondary_data(&mut pr.json, &sec);
+        }
         pr.json["modified_date"] = json!(stamp);
+    }
+    if b.lossy
+        && let Some(r) = state.rev_users.get_mut(&secondary)
+        && let Some(o) = r.json.as_object_mut()
+    {
+        // Gone with the merge: what a later read of a still-listed secondary shows.
+        o.remove("phone_numbers");
+        o.insert("custom_fields".into(), json!({}));
+        o.insert("tags".into(), json!([]));
     }
     match b.secondary_after.for_secondary(&secondary) {
         SecondaryAfter::Gone | SecondaryAfter::Mixed => {
@@ -1239,6 +1305,33 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
                 let old = r.external_ref().unwrap_or_default();
                 r.json["external_ref"] = json!(format!("{old}-drop-{secondary}"));
                 r.json["modified_date"] = json!(stamp);
+            }
+        }
+    }
+}
+
+/// A lossless merge (`MergeBehaviour::lossy` off): the primary gains the phone numbers and
+/// custom fields it lacks; its own values stay.
+fn keep_secondary_data(p: &mut Value, sec: &Value) {
+    let mut phones: Vec<Value> = p["phone_numbers"].as_array().cloned().unwrap_or_default();
+    for n in sec["phone_numbers"].as_array().into_iter().flatten() {
+        if !phones.contains(n) {
+            phones.push(n.clone());
+        }
+    }
+    if !phones.is_empty() {
+        p["phone_numbers"] = Value::Array(phones);
+    }
+    if !p["custom_fields"].is_object() {
+        p["custom_fields"] = json!({});
+    }
+    if let (Some(mine), Some(theirs)) = (
+        p["custom_fields"].as_object_mut(),
+        sec["custom_fields"].as_object(),
+    ) {
+        for (k, v) in theirs {
+            if mine.get(k).is_none_or(Value::is_null) {
+                mine.insert(k.clone(), v.clone());
             }
         }
     }
