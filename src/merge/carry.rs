@@ -109,9 +109,6 @@ pub struct CarryRecord {
     /// The write in flight (intent without an answer yet).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write: Option<CarryWrite>,
-    /// `--restore` put the survivor's values back (or found them changed by someone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub undone: Option<DateTime<Utc>>,
 }
 
 impl CarryRecord {
@@ -225,6 +222,50 @@ fn push_new<T: PartialEq>(v: &mut Vec<T>, x: T) {
     }
 }
 
+/// A pair's carry-over as the report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CarryEntry {
+    pub carried: Vec<CarryItem>,
+    pub conflicts: Vec<Conflict>,
+    pub refused: Vec<Refusal>,
+    /// What the secondary held that cannot be carried, in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_carried: Vec<String>,
+    /// Values not written yet (the step resumes on the next run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<CarryItem>,
+}
+
+impl CarryEntry {
+    pub fn of(r: &CarryRecord) -> Self {
+        let mut pending = r.remaining();
+        for a in &r.alone {
+            push_new(&mut pending, a.clone());
+        }
+        Self {
+            carried: r.carried.clone(),
+            conflicts: r.plan.conflicts.clone(),
+            refused: r.refused.clone(),
+            not_carried: r.plan.not_carried.clone(),
+            pending,
+        }
+    }
+
+    /// One line for the console and the HTML page: `2 carried, 1 conflict, 1 refused`.
+    pub fn brief(&self) -> String {
+        let mut s = format!(
+            "{} carried, {} conflict(s), {} refused",
+            self.carried.len(),
+            self.conflicts.len(),
+            self.refused.len()
+        );
+        if !self.pending.is_empty() {
+            s.push_str(&format!(", {} pending", self.pending.len()));
+        }
+        s
+    }
+}
+
 /// Counts for the run's summary line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct CarryCounts {
@@ -246,10 +287,10 @@ impl CarryCounts {
         }
     }
 
-    pub fn add(&mut self, r: &CarryRecord) {
-        self.add_items(&r.carried);
-        self.conflicts += r.plan.conflicts.len();
-        self.refused += r.refused.len();
+    pub fn add(&mut self, e: &CarryEntry) {
+        self.add_items(&e.carried);
+        self.conflicts += e.conflicts.len();
+        self.refused += e.refused.len();
     }
 
     /// "carried: 31 phone numbers, 12 custom fields; 2 conflicts kept as the survivor's".

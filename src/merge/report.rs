@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
+use super::carry::{CarryCounts, CarryEntry};
 use super::journal::{Hold, MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
 use super::saga::{PairResult, PairRun, StepRecord};
 use crate::config::Config;
@@ -111,6 +112,10 @@ pub struct PairEntry {
     /// When a re-run can settle an unknown outcome (`None`: as soon as it looks again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_after: Option<DateTime<Utc>>,
+    /// The secondary's own data carried over to the survivor (absent with `--no-carry` or
+    /// before the merge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carry: Option<CarryEntry>,
 }
 
 impl PairEntry {
@@ -156,6 +161,7 @@ impl PairEntry {
                 .as_ref()
                 .filter(|_| outcome_unknown(rec))
                 .and_then(|m| m.watch_until),
+            carry: rec.carry.as_ref().map(CarryEntry::of),
         }
     }
 
@@ -210,6 +216,7 @@ impl PairEntry {
             outcome_unknown: false,
             ref_adoption_pending: None,
             rerun_after: None,
+            carry: None,
         }
     }
 }
@@ -347,6 +354,8 @@ pub struct Summary {
     pub conversations_repaired: usize,
     pub display_names_restored: usize,
     pub external_refs_adopted: usize,
+    /// What the carry-over wrote onto survivors, over the report's pairs.
+    pub carry: CarryCounts,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -502,6 +511,9 @@ impl Summary {
             s.display_names_restored += usize::from(e.display_name_restored);
             s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
             s.ref_adoptions_pending += usize::from(e.ref_adoption_pending.is_some());
+            if let Some(c) = &e.carry {
+                s.carry.add(c);
+            }
         }
         s
     }
@@ -689,6 +701,9 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
         "  tickets:         {} backed up, {} repaired; {} conversation(s) repaired\n",
         s.tickets_backed_up, s.tickets_repaired, s.conversations_repaired
     ));
+    if s.carry != CarryCounts::default() {
+        out.push_str(&format!("  carry-over:      {}\n", s.carry.line()));
+    }
     out.push_str(&format!("  API:             {}\n", api_line(&r.api)));
     out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
     out.push_str(&format!("  report:          {}\n", path.display()));

@@ -950,7 +950,14 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
             u["custom_fields"] = json!({});
         }
         if let Some(m) = u["custom_fields"].as_object_mut() {
-            m.extend(cf.clone());
+            // Only the fields sent change; a null clears one.
+            for (k, v) in cf {
+                if v.is_null() {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
         }
     }
     if let Some(set) = body
