@@ -295,20 +295,21 @@ impl CarryCounts {
 
     /// "carried: 31 phone numbers, 12 custom fields; 2 conflicts kept as the survivor's".
     pub fn line(&self) -> String {
+        let n = |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         let mut parts = vec![
-            format!("{} phone numbers", self.phone_numbers),
-            format!("{} custom fields", self.custom_fields),
+            n(self.phone_numbers, "phone number", "phone numbers"),
+            n(self.custom_fields, "custom field", "custom fields"),
         ];
         if self.display_names > 0 {
-            parts.push(format!("{} display names", self.display_names));
+            parts.push(n(self.display_names, "display name", "display names"));
         }
         let mut s = format!(
-            "carried: {}; {} conflicts kept as the survivor's",
+            "carried: {}; {} kept as the survivor's",
             parts.join(", "),
-            self.conflicts
+            n(self.conflicts, "conflict", "conflicts")
         );
         if self.refused > 0 {
-            s.push_str(&format!("; {} refused by DevRev", self.refused));
+            s.push_str(&format!("; {} refused by DevRev", n(self.refused, "value", "values")));
         }
         s
     }
