@@ -295,7 +295,8 @@ impl CarryCounts {
 
     /// "carried: 31 phone numbers, 12 custom fields; 2 conflicts kept as the survivor's".
     pub fn line(&self) -> String {
-        let n = |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
+        let n =
+            |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         let mut parts = vec![
             n(self.phone_numbers, "phone number", "phone numbers"),
             n(self.custom_fields, "custom field", "custom fields"),
@@ -309,7 +310,10 @@ impl CarryCounts {
             n(self.conflicts, "conflict", "conflicts")
         );
         if self.refused > 0 {
-            s.push_str(&format!("; {} refused by DevRev", n(self.refused, "value", "values")));
+            s.push_str(&format!(
+                "; {} refused by DevRev",
+                n(self.refused, "value", "values")
+            ));
         }
         s
     }
@@ -401,8 +405,14 @@ pub fn plan(secondary: &RevUser, survivor: &RevUser) -> CarryPlan {
         });
     }
     let mut not_carried = Vec::new();
-    if secondary.full_name.as_deref().is_some_and(|f| !f.trim().is_empty())
-        && survivor.full_name.as_deref().is_none_or(|f| f.trim().is_empty())
+    if secondary
+        .full_name
+        .as_deref()
+        .is_some_and(|f| !f.trim().is_empty())
+        && survivor
+            .full_name
+            .as_deref()
+            .is_none_or(|f| f.trim().is_empty())
     {
         not_carried.push("full_name: rev-users.update does not take it".to_string());
     }
@@ -488,7 +498,9 @@ pub fn suspects(field_name: Option<&str>, items: &[CarryItem]) -> Vec<CarryItem>
     items
         .iter()
         .filter(|i| match i {
-            CarryItem::PhoneNumber { .. } => f == "phone_numbers" || f.starts_with("phone_numbers["),
+            CarryItem::PhoneNumber { .. } => {
+                f == "phone_numbers" || f.starts_with("phone_numbers[")
+            }
             CarryItem::CustomField { key, .. } => f == key,
             CarryItem::DisplayName { .. } => f == "display_name",
         })
@@ -520,7 +532,13 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
             CarryItem::DisplayName { .. } => {
                 f.insert(
                     "display_name".into(),
-                    json!(record.plan.survivor_display_name.clone().unwrap_or_default()),
+                    json!(
+                        record
+                            .plan
+                            .survivor_display_name
+                            .clone()
+                            .unwrap_or_default()
+                    ),
                 );
             }
         }
@@ -592,7 +610,12 @@ mod tests {
             }]
         );
         assert_eq!(p.survivor_phones, vec!["+14155550101"]);
-        assert_eq!(p.not_carried.len(), 2, "full_name and tags: {:?}", p.not_carried);
+        assert_eq!(
+            p.not_carried.len(),
+            2,
+            "full_name and tags: {:?}",
+            p.not_carried
+        );
     }
 
     #[test]
@@ -623,13 +646,19 @@ mod tests {
         let sur = user(json!({"phone_numbers": ["+15550009"]}));
         let mut r = CarryRecord::new(plan(&sec, &sur));
         let b = body(&r, &r.next_batch());
-        assert_eq!(b["phone_numbers"], json!(["+15550009", "+15550001", "+15550002"]));
+        assert_eq!(
+            b["phone_numbers"],
+            json!(["+15550009", "+15550001", "+15550002"])
+        );
         assert_eq!(b["custom_fields"], json!({"tnt__a": 1}));
         assert_eq!(b["custom_schema_spec"]["tenant_fragment"], true);
         // A later write of one phone keeps those already carried.
         r.carried.push(phone("+15550001"));
         let b = body(&r, &[phone("+15550002")]);
-        assert_eq!(b["phone_numbers"], json!(["+15550009", "+15550001", "+15550002"]));
+        assert_eq!(
+            b["phone_numbers"],
+            json!(["+15550009", "+15550001", "+15550002"])
+        );
         assert!(!b.contains_key("custom_fields"));
     }
 
@@ -674,7 +703,11 @@ mod tests {
             items: vec![phone("+2")],
             ..Default::default()
         });
-        r.settle(&[phone("+2")], &user(json!({})), "DevRev answered without it");
+        r.settle(
+            &[phone("+2")],
+            &user(json!({})),
+            "DevRev answered without it",
+        );
         assert_eq!(r.refused[0].reason, "DevRev answered without it");
     }
 
@@ -682,7 +715,10 @@ mod tests {
     fn suspects_read_the_field_name_devrev_gives() {
         let items = vec![phone("+1"), phone("+2"), cf("tnt__a", json!(1))];
         assert_eq!(suspects(Some("phone_numbers"), &items).len(), 2);
-        assert_eq!(suspects(Some("tnt__a"), &items), vec![cf("tnt__a", json!(1))]);
+        assert_eq!(
+            suspects(Some("tnt__a"), &items),
+            vec![cf("tnt__a", json!(1))]
+        );
         assert_eq!(
             suspects(Some("custom_fields.tnt__a"), &items),
             vec![cf("tnt__a", json!(1))]
@@ -702,14 +738,18 @@ mod tests {
             phone("+11"),
             cf("tnt__a", json!("x")),
             cf("tnt__b", json!("y")),
-            CarryItem::DisplayName {
-                name: "Ann".into(),
-            },
+            CarryItem::DisplayName { name: "Ann".into() },
         ];
-        let live = user(json!({"display_name": "Ann", "phone_numbers": ["+10", "+11", "+12"],
-                               "custom_fields": {"tnt__a": "x", "tnt__b": "changed"}}));
+        let live = user(
+            json!({"display_name": "Ann", "phone_numbers": ["+10", "+11", "+12"],
+                               "custom_fields": {"tnt__a": "x", "tnt__b": "changed"}}),
+        );
         let (f, changed) = undo(&r, &live);
-        assert_eq!(f["phone_numbers"], json!(["+10", "+12"]), "a number added since stays");
+        assert_eq!(
+            f["phone_numbers"],
+            json!(["+10", "+12"]),
+            "a number added since stays"
+        );
         assert_eq!(f["custom_fields"], json!({"tnt__a": null}));
         assert_eq!(f["display_name"], "a@x.com");
         assert_eq!(changed.len(), 1);

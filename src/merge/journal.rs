@@ -19,9 +19,9 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::backup::BackupSummary;
 /// The carry-over's journal types live beside its pure logic; they are part of this format.
 pub use super::carry::{CarryItem, CarryPlan, CarryRecord, CarryWrite, Conflict, Refusal};
+use crate::backup::BackupSummary;
 use crate::options::Keep;
 use crate::validate::Role;
 

@@ -99,7 +99,12 @@ fn shows(u: &RevUser, fields: &Map<String, Value>) -> bool {
         .and_then(Value::as_object)
         .into_iter()
         .flatten()
-        .all(|(k, v)| u.extra.get("custom_fields").and_then(|c| c.get(k)).is_none_or(|x| x == v));
+        .all(|(k, v)| {
+            u.extra
+                .get("custom_fields")
+                .and_then(|c| c.get(k))
+                .is_none_or(|x| x == v)
+        });
     let name_ok = fields
         .get("display_name")
         .is_none_or(|n| u.display_name.as_deref() == n.as_str());

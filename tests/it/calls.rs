@@ -21,10 +21,10 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::merge::{World, behaviour, spec};
-use devrev_merge::devrev::types::RevUser;
-use devrev_merge::merge::carry;
 use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
 use devrev_fake::seed::summary_ids;
+use devrev_merge::devrev::types::RevUser;
+use devrev_merge::merge::carry;
 
 /// What the fake's world says one pair's backup holds.
 #[derive(Debug, Default)]
@@ -80,12 +80,18 @@ fn terms(w: &World, secondary: &str) -> Terms {
 /// Whether the carry-over has anything to write for this pair, from the fake's world (the
 /// seed's contacts are what the backup saves).
 fn carries(w: &World, primary: &str, secondary: &str) -> bool {
-    let user = |id: &str| -> RevUser { serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap() };
-    !carry::plan(&user(secondary), &user(primary)).items.is_empty()
+    let user = |id: &str| -> RevUser {
+        serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap()
+    };
+    !carry::plan(&user(secondary), &user(primary))
+        .items
+        .is_empty()
 }
 
 fn carried_name(w: &World, primary: &str, secondary: &str) -> Option<String> {
-    let user = |id: &str| -> RevUser { serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap() };
+    let user = |id: &str| -> RevUser {
+        serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap()
+    };
     carry::plan(&user(secondary), &user(primary))
         .items
         .into_iter()

@@ -1319,10 +1319,12 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
 
 /// A lossless merge (`MergeBehaviour::lossy` off): the primary gains the phone numbers and
 /// custom fields it lacks; its own values stay.
+/// Only what DevRev's own rules let the primary hold: E.164 numbers, and fields its schema
+/// fragments define.
 fn keep_secondary_data(p: &mut Value, sec: &Value) {
     let mut phones: Vec<Value> = p["phone_numbers"].as_array().cloned().unwrap_or_default();
     for n in sec["phone_numbers"].as_array().into_iter().flatten() {
-        if !phones.contains(n) {
+        if n.as_str().is_some_and(crate::schema::is_e164) && !phones.contains(n) {
             phones.push(n.clone());
         }
     }
@@ -1332,12 +1334,13 @@ fn keep_secondary_data(p: &mut Value, sec: &Value) {
     if !p["custom_fields"].is_object() {
         p["custom_fields"] = json!({});
     }
+    let fragments = crate::schema::fragments_of(p);
     if let (Some(mine), Some(theirs)) = (
         p["custom_fields"].as_object_mut(),
         sec["custom_fields"].as_object(),
     ) {
         for (k, v) in theirs {
-            if mine.get(k).is_none_or(Value::is_null) {
+            if mine.get(k).is_none_or(Value::is_null) && crate::schema::defined(&fragments, k) {
                 mine.insert(k.clone(), v.clone());
             }
         }

@@ -13,7 +13,12 @@ use serde_json::Value;
 pub const FRAGMENTS: &[(&str, &[&str])] = &[
     (
         "tenant_fragment/3",
-        &["tnt__plan", "tnt__app_user_id", "tnt__signup_source", "tnt__company"],
+        &[
+            "tnt__plan",
+            "tnt__app_user_id",
+            "tnt__signup_source",
+            "tnt__company",
+        ],
     ),
     ("tenant_fragment/9", &["tnt__legacy_crm_id"]),
 ];

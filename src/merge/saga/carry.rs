@@ -88,7 +88,10 @@ impl Saga<'_, '_> {
     }
 
     /// The fields of a write of `items`.
-    pub(super) fn carry_fields(&self, items: &[CarryItem]) -> serde_json::Map<String, serde_json::Value> {
+    pub(super) fn carry_fields(
+        &self,
+        items: &[CarryItem],
+    ) -> serde_json::Map<String, serde_json::Value> {
         carry::body(&self.carry_rec(), items)
     }
 
@@ -102,7 +105,11 @@ impl Saga<'_, '_> {
     }
 
     /// Journals a 400 to a write of `items` (see [`CarryRecord::refused_write`]).
-    pub(super) fn carry_refused(&mut self, items: &[CarryItem], e: &ApiError) -> Result<(), AppError> {
+    pub(super) fn carry_refused(
+        &mut self,
+        items: &[CarryItem],
+        e: &ApiError,
+    ) -> Result<(), AppError> {
         let field = match e {
             ApiError::Status { body, .. } => body.field_name.clone(),
             _ => None,
