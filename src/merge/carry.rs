@@ -293,8 +293,19 @@ impl CarryCounts {
         self.refused += e.refused.len();
     }
 
+    /// A plan's would-be writes (the preview's `--check-live`).
+    pub fn add_plan(&mut self, p: &CarryPlan) {
+        self.add_items(&p.items);
+        self.conflicts += p.conflicts.len();
+    }
+
     /// "carried: 31 phone numbers, 12 custom fields; 2 conflicts kept as the survivor's".
     pub fn line(&self) -> String {
+        self.line_with("carried")
+    }
+
+    /// [`Self::line`] with another verb ("would carry").
+    pub fn line_with(&self, verb: &str) -> String {
         let n =
             |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
         let mut parts = vec![
@@ -305,7 +316,7 @@ impl CarryCounts {
             parts.push(n(self.display_names, "display name", "display names"));
         }
         let mut s = format!(
-            "carried: {}; {} kept as the survivor's",
+            "{verb}: {}; {} kept as the survivor's",
             parts.join(", "),
             n(self.conflicts, "conflict", "conflicts")
         );

@@ -431,3 +431,43 @@ fn restore_puts_the_survivor_back() {
         "the changed value is reported: {e}"
     );
 }
+
+/// The preview cannot know the contacts' fields from the CSV; with `--check-live` it reads
+/// them and says what the merge would carry.
+#[test]
+fn the_live_preview_says_what_would_be_carried() {
+    let w = issue_world(false, |_| {});
+    let (mut phones, mut fields, mut conflicts) = (0, 0, 0);
+    for (p, s) in w.pairs() {
+        let plan = plan(&w, &p, &s);
+        for i in &plan.items {
+            match i {
+                CarryItem::PhoneNumber { .. } => phones += 1,
+                CarryItem::CustomField { .. } => fields += 1,
+                CarryItem::DisplayName { .. } => {}
+            }
+        }
+        conflicts += plan.conflicts.len();
+    }
+    assert!(
+        phones > 0 && fields > 0 && conflicts > 0,
+        "the world has some of each"
+    );
+    let out = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--preview", "--check-live"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    let want = format!(
+        "would carry: {phones} phone numbers, {fields} custom fields; {conflicts} conflict{} kept as the survivor's",
+        if conflicts == 1 { "" } else { "s" }
+    );
+    assert!(text.contains(&want), "{want} in:\n{text}");
+    assert!(
+        w.fake
+            .requests()
+            .iter()
+            .all(|r| !r.path.ends_with(".update"))
+    );
+}
