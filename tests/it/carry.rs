@@ -211,6 +211,17 @@ fn every_survivor_holds_the_union_and_the_report_lists_conflicts_and_refusals() 
         per_pair[&1], 2,
         "one retry without the refused field: {per_pair:?}"
     );
+    // The HTML page beside the report shows it per pair too.
+    let html = std::fs::read_to_string(w.reports().pop().unwrap().with_extension("html")).unwrap();
+    for want in [
+        "Carried over",
+        "Refused by DevRev",
+        "tnt__legacy_crm_id",
+        BAD_PHONE,
+        "tnt__plan: kept",
+    ] {
+        assert!(html.contains(want), "{want} in the HTML page");
+    }
     let total: usize = per_pair.values().sum();
     eprintln!(
         "carry-over figures (--keep revu, 4 pairs): {phones} phone numbers and {fields} custom fields carried, \
