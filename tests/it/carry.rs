@@ -482,3 +482,80 @@ fn the_live_preview_says_what_would_be_carried() {
             .all(|r| !r.path.ends_with(".update"))
     );
 }
+
+/// The fake's value rules for a contact's own data, which the carry-over relies on being
+/// DevRev's (devrev-api.md §4.3): E.164 phone numbers, custom fields defined by the contact's
+/// schema fragments and sent with a schema spec, a null clearing a field; and its lossy merge.
+#[test]
+fn the_fake_enforces_the_value_rules_and_loses_the_secondarys_data() {
+    let w = issue_world(false, |_| {});
+    let probe = crate::probe::Probe::new(&w.fake);
+    let (p, s) = w.pairs()[1].clone();
+    let spec = json!({"tenant_fragment": true});
+    let field = |r: &crate::probe::Resp| r.json["field_name"].clone();
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": p, "phone_numbers": ["+14155550100", "415 555"]}),
+    );
+    assert_eq!((r.status, field(&r)), (400, json!("phone_numbers")));
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": p, "custom_fields": {"tnt__company": "X"}}),
+    );
+    assert_eq!(r.status, 400, "no schema spec: {}", r.json);
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": p, "custom_fields": {"tnt__legacy_crm_id": "X"}, "custom_schema_spec": spec}),
+    );
+    assert_eq!(
+        (r.status, field(&r)),
+        (400, json!("custom_fields.tnt__legacy_crm_id"))
+    );
+    // The secondary's fragments define it.
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": s, "custom_fields": {"tnt__legacy_crm_id": "Y"}, "custom_schema_spec": spec}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": p, "custom_fields": {"tnt__company": "X"}, "custom_schema_spec": spec,
+               "phone_numbers": ["+14155550100"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.json);
+    assert_eq!(r.json["rev_user"]["custom_fields"]["tnt__company"], "X");
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": p, "custom_fields": {"tnt__company": null}, "custom_schema_spec": spec}),
+    );
+    assert!(
+        r.json["rev_user"]["custom_fields"]
+            .get("tnt__company")
+            .is_none(),
+        "{}",
+        r.json
+    );
+    // Unnamed: the same refusal without a field name.
+    w.fake.set_options(|o| o.quirks.unnamed_field_errors = true);
+    let r = probe.call(
+        "rev-users.update",
+        json!({"id": p, "phone_numbers": ["415 555"]}),
+    );
+    assert_eq!((r.status, field(&r)), (400, Value::Null));
+    // A lossy merge: the merged-away secondary shows none of its own data, the primary none of it.
+    w.fake
+        .set_options(|o| o.merge.secondary_after = SecondaryAfter::Deactivated);
+    let before = live(&w, &p);
+    let r = probe.call(
+        "rev-users.merge",
+        json!({"primary_user": p, "secondary_user": s}),
+    );
+    assert_eq!(r.status, 200);
+    w.fake.apply_pending_merges();
+    let gone = live(&w, &s);
+    assert!(gone.extra.get("phone_numbers").is_none() && gone.extra["custom_fields"] == json!({}));
+    assert_eq!(
+        live(&w, &p).extra["custom_fields"],
+        before.extra["custom_fields"]
+    );
+}
