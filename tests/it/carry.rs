@@ -33,7 +33,8 @@ fn contact<'a>(seed: &'a mut Seed, id: &str) -> &'a mut Value {
 /// phone numbers and custom fields the `REVU-` ones lack; pair 0 also holds a plan the
 /// primary holds with another value (a conflict), pair 1 a field of a schema fragment the
 /// primary lacks (DevRev refuses it), pair 2 a phone number not in E.164 (refused), pair 3 the
-/// very phone numbers its primary has (nothing to add).
+/// very phone numbers its primary has (nothing to add), and a real name where the primary's
+/// display name is only its email.
 fn issue_world(keep_user: bool, tweak: impl FnOnce(&mut FakeOptions)) -> World {
     let sp = spec(4, 0, 71);
     let mut seed = Seed::generate(&sp);
@@ -61,6 +62,9 @@ fn issue_world(keep_user: bool, tweak: impl FnOnce(&mut FakeOptions)) -> World {
     let (p3, s3) = &pairs[3];
     let phones = contact(&mut seed, s3)["phone_numbers"].clone();
     contact(&mut seed, p3)["phone_numbers"] = phones;
+    let email = contact(&mut seed, p3)["email"].clone();
+    contact(&mut seed, p3)["display_name"] = email;
+    contact(&mut seed, s3)["display_name"] = json!("Ines Real-Name");
     let mut b = behaviour(MoveMode::All, SecondaryAfter::Mixed);
     b.delay = Duration::ZERO;
     let fake_seed = seed.clone();
@@ -120,7 +124,7 @@ fn updates_of<'a>(log: &'a [RequestRecord], id: &str) -> Vec<&'a RequestRecord> 
 /// summary counts it. Returns (carried phone numbers, carried custom fields, conflicts).
 fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
     let r = w.last_report();
-    let (mut phones, mut fields, mut conflicts, mut refused) = (0, 0, 0, 0);
+    let (mut phones, mut fields, mut conflicts, mut refused, mut names) = (0, 0, 0, 0, 0);
     for (p, s) in w.pairs() {
         let plan = plan(w, &p, &s);
         let now = live(w, &p);
@@ -139,7 +143,7 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
                 match item {
                     CarryItem::PhoneNumber { .. } => phones += 1,
                     CarryItem::CustomField { .. } => fields += 1,
-                    CarryItem::DisplayName { .. } => {}
+                    CarryItem::DisplayName { .. } => names += 1,
                 }
             } else {
                 refused += 1;
@@ -160,6 +164,20 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
             );
             conflicts += 1;
         }
+        // The survivor's own name, or the one carried over an email-only name.
+        let name = plan
+            .items
+            .iter()
+            .find_map(|i| match i {
+                CarryItem::DisplayName { name } => Some(name.clone()),
+                _ => None,
+            })
+            .or_else(|| {
+                w.seed.rev_user(&p).unwrap()["display_name"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+        assert_eq!(now.display_name, name, "{p}");
         // No phone number twice.
         let list = now.extra["phone_numbers"]
             .as_array()
@@ -176,6 +194,7 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
     assert_eq!(sum["custom_fields"], fields, "{sum}");
     assert_eq!(sum["conflicts"], conflicts, "{sum}");
     assert_eq!(sum["refused"], 2, "{sum}");
+    assert_eq!(sum["display_names"], names, "{sum}");
     let line = format!(
         "carried: {phones} phone number{}, {fields} custom field{}",
         if phones == 1 { "" } else { "s" },
@@ -206,7 +225,7 @@ fn every_survivor_holds_the_union_and_the_report_lists_conflicts_and_refusals() 
     // Under --keep revu the carry-over rides in the ref adoption's update: pairs without a
     // refusal cost what they cost before (one update); a named refusal costs one retry.
     assert_eq!(per_pair[&0], 1, "{per_pair:?}");
-    assert_eq!(per_pair[&3], 1, "{per_pair:?}");
+    assert_eq!(per_pair[&3], 1, "the carried name too: {per_pair:?}");
     assert_eq!(
         per_pair[&1], 2,
         "one retry without the refused field: {per_pair:?}"
@@ -238,11 +257,15 @@ fn a_refusal_that_names_no_field_is_found_value_by_value() {
     check_carried(&w, &err);
 }
 
-/// A merge that keeps the secondary's data itself (the fake's lossless setting): the carry-over
-/// writes the same values again, harmlessly, and nothing is doubled.
+/// A merge that keeps the secondary's data itself (the fake's lossless setting), and renames
+/// the primary after the secondary: the carry-over writes the same values again, harmlessly,
+/// nothing is doubled, and each survivor ends with its own name or the carried one.
 #[test]
-fn a_lossless_merge_ends_the_same() {
-    let w = issue_world(false, |o| o.merge.lossy = false);
+fn a_lossless_merge_that_renames_the_primary_ends_the_same() {
+    let w = issue_world(false, |o| {
+        o.merge.lossy = false;
+        o.merge.renames_primary = true;
+    });
     let err = run_ok(&w, &[]);
     check_carried(&w, &err);
 }
@@ -448,14 +471,14 @@ fn restore_puts_the_survivor_back() {
 #[test]
 fn the_live_preview_says_what_would_be_carried() {
     let w = issue_world(false, |_| {});
-    let (mut phones, mut fields, mut conflicts) = (0, 0, 0);
+    let (mut phones, mut fields, mut names, mut conflicts) = (0, 0, 0, 0);
     for (p, s) in w.pairs() {
         let plan = plan(&w, &p, &s);
         for i in &plan.items {
             match i {
                 CarryItem::PhoneNumber { .. } => phones += 1,
                 CarryItem::CustomField { .. } => fields += 1,
-                CarryItem::DisplayName { .. } => {}
+                CarryItem::DisplayName { .. } => names += 1,
             }
         }
         conflicts += plan.conflicts.len();
@@ -470,8 +493,9 @@ fn the_live_preview_says_what_would_be_carried() {
         .assert()
         .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert_eq!(names, 1, "pair 3's real name");
     let want = format!(
-        "would carry: {phones} phone numbers, {fields} custom fields; {conflicts} conflict{} kept as the survivor's",
+        "would carry: {phones} phone numbers, {fields} custom fields, 1 display name; {conflicts} conflict{} kept as the survivor's",
         if conflicts == 1 { "" } else { "s" }
     );
     assert!(text.contains(&want), "{want} in:\n{text}");

@@ -3,7 +3,7 @@
 //!
 //! Under `--keep revu` with a `user_` ref the values ride in AdoptExternalRef's own
 //! `rev-users.update` (no extra call); this step then writes only what that update could not
-//! take (a display name, values a refusal left to be tried alone). Otherwise it is one update.
+//! take (values a refusal left to be tried alone). Otherwise it is one update.
 //! Every write is journaled: the intent (the exact items) before the call, the outcome after,
 //! checked against the answer. An intent found without an outcome is resolved by reading the
 //! survivor, so a crash never writes twice nor skips a value. A value DevRev refuses (400) is
@@ -127,17 +127,26 @@ impl Saga<'_, '_> {
         Ok(())
     }
 
-    /// The items AdoptExternalRef's update carries: all remaining ones but the display name
-    /// (whose check that step makes against the name before the merge).
+    /// The items AdoptExternalRef's update carries: all remaining ones.
     pub(super) fn carry_with_adoption(&self) -> Vec<CarryItem> {
         if self.rec().carry.is_none() {
             return Vec::new();
         }
-        self.carry_rec()
-            .remaining()
-            .into_iter()
-            .filter(|i| !matches!(i, CarryItem::DisplayName { .. }))
-            .collect()
+        self.carry_rec().remaining()
+    }
+
+    /// The display name the carry-over gave the survivor, once written: the name the
+    /// display-name check must then expect instead of the one before the merge.
+    pub(super) fn carried_display_name(&self) -> Option<String> {
+        self.rec()
+            .carry
+            .as_ref()?
+            .carried
+            .iter()
+            .find_map(|i| match i {
+                CarryItem::DisplayName { name } => Some(name.clone()),
+                _ => None,
+            })
     }
 
     // ---- CarryOver --------------------------------------------------------------------------
