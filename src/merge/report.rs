@@ -726,6 +726,17 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
             ));
         }
     }
+    // What the carry-over could not write, pair by pair (the rest of it is in the report).
+    for e in r.pairs.entries.iter().filter(|e| !e.finished_earlier) {
+        for x in e.carry.iter().flat_map(|c| &c.refused) {
+            out.push_str(&format!(
+                "  not carried over {}: {} ({}); the backup keeps it\n",
+                e.email,
+                x.item.describe(),
+                x.reason
+            ));
+        }
+    }
     output::human(&out);
 }
 

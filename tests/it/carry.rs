@@ -201,6 +201,14 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
         if fields == 1 { "" } else { "s" }
     );
     assert!(stderr.contains(&line), "{line} in: {stderr}");
+    for refused in ["custom_fields.tnt__legacy_crm_id", BAD_PHONE] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains("not carried over") && l.contains(refused)),
+            "{refused} named on the console: {stderr}"
+        );
+    }
     (phones, fields, conflicts)
 }
 
