@@ -251,8 +251,9 @@ fn every_survivor_holds_the_union_and_the_report_lists_conflicts_and_refusals() 
     }
     let total: usize = per_pair.values().sum();
     eprintln!(
-        "carry-over figures (--keep revu, 4 pairs): {phones} phone numbers and {fields} custom fields carried, \
-         {conflicts} conflicts kept, 2 refused; rev-users.update per pair {per_pair:?} ({total} in all)"
+        "carry-over figures (--keep revu, 4 pairs): {phones} phone numbers, {fields} custom fields and {} display name(s) carried, \
+         {conflicts} conflicts kept, 2 refused; rev-users.update per pair {per_pair:?} ({total} in all)",
+        w.last_report()["summary"]["carry"]["display_names"]
     );
 }
 
