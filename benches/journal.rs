@@ -43,6 +43,7 @@ fn record(n: usize) -> PairRecord {
         conversations: 1,
         bytes: 48_213,
         warnings: vec![],
+        ticket_counts_differ: vec![],
     });
     r.merge = Some(MergeIntent {
         attempt: 1,

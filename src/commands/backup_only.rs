@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::backup::{BackupError, BackupInput, BackupSummary};
+use crate::backup::{BackupError, BackupInput, BackupSummary, ticket_counts_line};
 use crate::config::Config;
 use crate::detect::{Contact, DetectOptions, Pair};
 use crate::devrev::DevRevClient;
@@ -49,6 +49,15 @@ fn print_backup_only(
                 writeln!(w, "        warning: {}", output::safe(warning))?;
             }
         }
+    }
+    let differ: usize = report
+        .pairs
+        .iter()
+        .filter_map(|p| p.backup.as_ref())
+        .map(|b| b.ticket_counts_differ.len())
+        .sum();
+    if differ > 0 {
+        writeln!(w, "{}", ticket_counts_line(differ))?;
     }
     let not_reached = planned - report.pairs.len();
     writeln!(

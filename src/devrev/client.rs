@@ -97,7 +97,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 /// Per-endpoint counters, printed in reports.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct EndpointStats {
     /// HTTP requests sent, retries included.
     pub calls: u64,
@@ -109,10 +109,14 @@ pub struct EndpointStats {
     pub rate_wait_ms: u64,
     /// Calls that ended in an error after retries.
     pub errors: u64,
+    /// `404`/`3xx` answers to a look at a contact this tool merged away: the answer the look
+    /// hoped for, so not counted in `errors`.
+    #[serde(default)]
+    pub expected_gone: u64,
 }
 
 /// The `X-Ratelimit-*` headers of the most recent answer.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct RateHeaders {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,
@@ -219,6 +223,7 @@ impl DevRevClient {
             t.rate_limited += s.rate_limited;
             t.rate_wait_ms += s.rate_wait_ms;
             t.errors += s.errors;
+            t.expected_gone += s.expected_gone;
         }
         t
     }
@@ -329,6 +334,18 @@ impl DevRevClient {
         body: &Value,
         kind: CallKind,
     ) -> Result<T, ApiError> {
+        self.call_expecting(endpoint, body, kind, false).await
+    }
+
+    /// [`Self::call`], where a `404` or a redirect is an answer the caller hopes for (a look
+    /// at a contact after its merge) and so is counted in `expected_gone`, not in `errors`.
+    async fn call_expecting<T: DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        body: &Value,
+        kind: CallKind,
+        gone_expected: bool,
+    ) -> Result<T, ApiError> {
         let url = self
             .cfg
             .base_url
@@ -369,7 +386,17 @@ impl DevRevClient {
                 }
             };
             let Some(delay) = delay else {
-                self.bump(endpoint, |s| s.errors += 1);
+                let gone = gone_expected
+                    && err
+                        .status()
+                        .is_some_and(|s| s == 404 || (300..400).contains(&s));
+                self.bump(endpoint, |s| {
+                    if gone {
+                        s.expected_gone += 1;
+                    } else {
+                        s.errors += 1;
+                    }
+                });
                 return Err(err);
             };
             // Say what went wrong this time, not the final "after N attempts" wording.
@@ -582,6 +609,19 @@ impl DevRevClient {
         }
         let r: R = self
             .call("rev-users.get", &json!({ "id": id }), CallKind::Read)
+            .await?;
+        Ok(r.rev_user)
+    }
+
+    /// `rev-users.get` of a contact this tool merged away (or is about to see merged): its
+    /// `404` or redirect is the expected answer, not an API error in the run's figures.
+    pub async fn rev_users_look(&self, id: &str) -> Result<RevUser, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct R {
+            rev_user: RevUser,
+        }
+        let r: R = self
+            .call_expecting("rev-users.get", &json!({ "id": id }), CallKind::Read, true)
             .await?;
         Ok(r.rev_user)
     }

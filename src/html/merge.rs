@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::page::{Column, Kind, Page, Table};
 use super::serial::{fields_without, for_each_element};
 use super::{at, cell, count, figure, first, id_cell, number_cards};
-use crate::merge::report::MergeReport;
+use crate::merge::report::{ApiFigures, MergeReport};
 
 /// The reason a pair is where it is, in words.
 pub(super) fn reason(r: &Value) -> Value {
@@ -41,6 +41,7 @@ const SUMMARY_ORDER: &[&str] = &[
     "pairs",
     "merged",
     "merged_this_run",
+    "merged_earlier",
     "already_merged",
     "skipped",
     "failed",
@@ -53,6 +54,7 @@ const SUMMARY_ORDER: &[&str] = &[
     "restored",
     "held_as_restored",
     "needs_review_groups",
+    "tickets_backed_up_this_run",
     "tickets_backed_up",
     "tickets_repaired",
     "conversations_repaired",
@@ -75,12 +77,31 @@ fn pairs_table() -> Table {
             Column::new("Reason", Kind::Long, reason),
             Column::new("Primary", Kind::Text, |r| id_cell(at(r, "primary"))),
             Column::new("Primary name", Kind::Text, |r| {
-                first(r, &["primary_display_name", "display_name"])
+                first(r, &["primary_contact.display_name", "primary_display_name"])
+            })
+            .optional(),
+            Column::new("Primary ref", Kind::Text, |r| {
+                cell(r, "primary_contact.external_ref")
+            })
+            .optional(),
+            Column::new("Primary tickets (CSV)", Kind::Num, |r| {
+                cell(r, "primary_contact.ticket_count")
             })
             .optional(),
             Column::new("Secondary", Kind::Text, |r| id_cell(at(r, "secondary"))),
+            Column::new("Secondary name", Kind::Text, |r| {
+                cell(r, "secondary_contact.display_name")
+            })
+            .optional(),
             Column::new("Secondary ref", Kind::Text, |r| {
-                cell(r, "secondary_external_ref")
+                first(
+                    r,
+                    &["secondary_contact.external_ref", "secondary_external_ref"],
+                )
+            })
+            .optional(),
+            Column::new("Secondary tickets (CSV)", Kind::Num, |r| {
+                cell(r, "secondary_contact.ticket_count")
             })
             .optional(),
             Column::new("Ref adopted", Kind::Text, |r| {
@@ -204,19 +225,10 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
         )?;
     }
     let api = at(&top, "api");
-    page.para(
-        "note",
-        &format!(
-            "API: {} call(s), {} retries, {} x 429, {} error(s) in {} s (limit {} per {} s)",
-            figure(at(api, "calls")),
-            figure(at(api, "retries")),
-            figure(at(api, "rate_limited_429")),
-            figure(at(api, "errors")),
-            figure(at(api, "elapsed_s")),
-            figure(at(api, "limit_calls")),
-            figure(at(api, "limit_period_s")),
-        ),
-    )?;
+    // The console's API line, word for word.
+    if let Ok(figures) = serde_json::from_value::<ApiFigures>(api.clone()) {
+        page.para("note", &format!("API: {}", figures.line()))?;
+    }
 
     let t = pairs_table();
     page.begin_table(&t, r.pairs.len())?;

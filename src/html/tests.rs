@@ -178,6 +178,7 @@ fn restore_report(email: &str) -> RestoreReport {
             pairs[0].new_secondary.clone().unwrap(),
         )]),
         pairs,
+        api: crate::merge::report::ApiFigures::default(),
         api_calls: 9,
         api_calls_per_restored_pair: 9.0,
     }

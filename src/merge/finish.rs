@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::execute::Executed;
 use super::report::{self, EntryStatus, MergeReport, PairEntry, ReportPairs, RunOutcome};
 use super::savepoint::Savepoint;
-use super::schedule::Schedule;
+use super::schedule::{Item, Schedule};
 use crate::config::Config;
 use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
@@ -35,22 +35,27 @@ pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> Repo
     // Only the pairs run now are looked up by key: on a large plan they are few, and a set
     // of every scheduled key would cost as much as the keys themselves.
     let ran_keys: HashSet<&str> = ran.ran.iter().map(|(k, _)| k.as_str()).collect();
-    let in_csv: HashMap<&str, bool> = sched
+    let items: HashMap<&str, &Item<'_>> = sched
         .work
         .iter()
         .filter(|i| ran_keys.contains(i.key.as_str()))
-        .map(|i| (i.key.as_str(), i.in_csv))
+        .map(|i| (i.key.as_str(), i))
         .collect();
     for (key, run) in &ran.ran {
         if let Some(rec) = sp.get(key) {
-            let in_csv = in_csv.get(key.as_str()).copied().unwrap_or(false);
-            entries.push(PairEntry::from_run(rec, run.as_ref(), in_csv));
+            let item = items.get(key.as_str());
+            let in_csv = item.is_some_and(|i| i.in_csv);
+            let mut e = PairEntry::from_run(rec, run.as_ref(), in_csv);
+            if let Some(pair) = item.and_then(|i| i.pair) {
+                e = e.with_contacts(pair);
+            }
+            entries.push(e);
         }
     }
     // Pairs the ledger held: skipped with the record that holds them, nothing sent.
     for h in &sched.held {
         let mut e = match sp.get(&h.key) {
-            Some(rec) => PairEntry::from_record(rec, true),
+            Some(rec) => PairEntry::from_record(rec, true).with_contacts(h.pair),
             None => PairEntry::from_pair(h.pair),
         };
         e.status = EntryStatus::Skipped;
@@ -64,7 +69,8 @@ pub fn entries<'p>(sched: &Schedule<'p>, ran: &Executed, sp: &Savepoint) -> Repo
             continue;
         }
         let mut e = match (sp.get(&item.key), item.pair) {
-            (Some(rec), _) => PairEntry::from_record(rec, item.pair.is_some()),
+            (Some(rec), Some(pair)) => PairEntry::from_record(rec, true).with_contacts(pair),
+            (Some(rec), None) => PairEntry::from_record(rec, false),
             (None, Some(pair)) => {
                 not_started.push(pair);
                 continue;

@@ -657,6 +657,7 @@ mod tests {
             conversations: 4,
             bytes: 99,
             warnings: vec!["w".into()],
+            ticket_counts_differ: Vec::new(),
         });
         r.earlier_merges = vec![MergeIntent {
             attempt: 1,

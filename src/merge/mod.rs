@@ -35,7 +35,6 @@ use crate::fsutil;
 use crate::options::Keep;
 use saga::SagaCtx;
 use savepoint::Savepoint;
-use schedule::Item;
 
 /// Ctrl-C as the saga sees it: the first press asks to stop after the current step, the
 /// second to stop at once.
@@ -143,7 +142,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let info = client.auth_tokens_info().await?;
     let owner = check_owner(&sp, &info.organization.id, cfg.base_url.as_str())?;
     if !sched.work.is_empty() {
-        confirm(cfg, &info.organization, &sched.work, &sp)?;
+        confirm(cfg, &info.organization, &sched, &sp)?;
         if let Some(owner) = owner {
             sp.set_owner(owner)?;
         }
@@ -256,9 +255,10 @@ fn check_records_org(sp: &Savepoint, org: &str) -> Result<(), AppError> {
 fn confirm(
     cfg: &Config,
     org: &Organization,
-    work: &[Item<'_>],
+    sched: &schedule::Schedule<'_>,
     sp: &Savepoint,
 ) -> Result<(), AppError> {
+    let work = &sched.work;
     let org_name = [org.display_id.as_deref(), org.slug.as_deref()]
         .into_iter()
         .flatten()
@@ -271,12 +271,29 @@ fn confirm(
         if org_name.is_empty() { "?" } else { &org_name },
         if org.id.is_empty() { "?" } else { &org.id }
     ));
+    // "New" and "to resume" add up to the pairs to merge; pairs the savepoint already
+    // finished are not among them and get their own line.
     text.push_str(&format!(
-        "Pairs to merge:      {} ({} resumed from {})\n",
+        "Pairs to merge:      {} ({} new, {} to resume from {})\n",
         work.len(),
+        work.len() - resumed,
         resumed,
         cfg.savepoint.display()
     ));
+    let finished = sched.earlier.iter().filter(|e| e.finished).count();
+    if finished > 0 {
+        text.push_str(&format!(
+            "Finished earlier:    {} (in {}, not touched)\n",
+            finished,
+            cfg.savepoint.display()
+        ));
+    }
+    if !sched.held.is_empty() {
+        text.push_str(&format!(
+            "Held, not sent:      {} (a contact of theirs belongs to another record; see the log)\n",
+            sched.held.len()
+        ));
+    }
     if let Some(m) = cfg.max_merges {
         text.push_str(&format!(
             "Canary:              stop after {m} merge(s) (--max-merges)\n"

@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 
 use super::carry::{CarryCounts, CarryEntry};
 use super::journal::{Hold, MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
-use super::saga::{PairResult, PairRun, StepRecord};
+use super::saga::{PairResult, PairRun, StepOutcome, StepRecord};
 use crate::config::Config;
 use crate::detect::Pair;
 use crate::devrev::types::Organization;
@@ -64,6 +64,25 @@ impl EntryStatus {
     }
 }
 
+/// What the CSV says of one contact of a pair: what a reviewer recognises it by.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactFacts {
+    pub display_name: String,
+    pub external_ref: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket_count: Option<u64>,
+}
+
+impl ContactFacts {
+    fn of(c: &crate::detect::Contact) -> Self {
+        Self {
+            display_name: c.display_name.clone(),
+            external_ref: c.external_ref.clone(),
+            ticket_count: c.ticket_count,
+        }
+    }
+}
+
 /// One pair in the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct PairEntry {
@@ -71,6 +90,12 @@ pub struct PairEntry {
     pub primary: String,
     pub secondary: String,
     pub status: EntryStatus,
+    /// The CSV's facts of each contact, for pairs of this run's CSV the run reached or held
+    /// (`None` for pairs known only from the savepoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_contact: Option<ContactFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secondary_contact: Option<ContactFacts>,
     /// The pair is in this run's CSV (false: known only from the savepoint).
     pub in_csv: bool,
     /// Finished in an earlier run; nothing was done to it now.
@@ -91,6 +116,9 @@ pub struct PairEntry {
     pub backup_dir: Option<PathBuf>,
     pub tickets_backed_up: usize,
     pub conversations_backed_up: usize,
+    /// The contacts whose CSV `TICKET_COUNT` differed from what DevRev listed at backup time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ticket_counts_differ: Vec<String>,
     pub tickets_repaired: usize,
     pub conversations_repaired: usize,
     pub display_name_restored: bool,
@@ -128,7 +156,7 @@ impl PairEntry {
             PairStatus::Failed => EntryStatus::Failed,
             PairStatus::Unconfirmed => EntryStatus::Unconfirmed,
             PairStatus::RefAdoptionPending => EntryStatus::Merged,
-            PairStatus::InProgress => EntryStatus::Interrupted,
+            PairStatus::InProgress => interrupted(rec),
             PairStatus::Restored => EntryStatus::Restored,
             PairStatus::MergedElsewhere => EntryStatus::MergedElsewhere,
         };
@@ -137,6 +165,8 @@ impl PairEntry {
             primary: rec.primary.clone(),
             secondary: rec.secondary.clone(),
             status,
+            primary_contact: None,
+            secondary_contact: None,
             in_csv,
             finished_earlier: rec.status.is_final(),
             skip_message: rec.skip.as_ref().map(ToString::to_string),
@@ -147,6 +177,11 @@ impl PairEntry {
             backup_dir: rec.backup.as_ref().map(|b| b.dir.clone()),
             tickets_backed_up: rec.backup.as_ref().map_or(0, |b| b.tickets),
             conversations_backed_up: rec.backup.as_ref().map_or(0, |b| b.conversations),
+            ticket_counts_differ: rec
+                .backup
+                .as_ref()
+                .map(|b| b.ticket_counts_differ.clone())
+                .unwrap_or_default(),
             tickets_repaired: rec.repairs.tickets.len(),
             conversations_repaired: rec.repairs.conversations.len(),
             display_name_restored: rec.repairs.display_name_restored,
@@ -180,11 +215,11 @@ impl PairEntry {
                     PairResult::Failed(_) => EntryStatus::Failed,
                     PairResult::Unconfirmed | PairResult::Parked => EntryStatus::Unconfirmed,
                     PairResult::RefPending => EntryStatus::Merged,
-                    PairResult::Interrupted => EntryStatus::Interrupted,
+                    PairResult::Interrupted => interrupted(rec),
                     PairResult::MergedElsewhere(_) => EntryStatus::MergedElsewhere,
                 };
             }
-            None => e.status = EntryStatus::Interrupted,
+            None => e.status = interrupted(rec),
         }
         e
     }
@@ -196,6 +231,8 @@ impl PairEntry {
             primary: pair.primary.rev_user_id.clone(),
             secondary: pair.secondary.rev_user_id.clone(),
             status: EntryStatus::NotStarted,
+            primary_contact: Some(ContactFacts::of(&pair.primary)),
+            secondary_contact: Some(ContactFacts::of(&pair.secondary)),
             in_csv: true,
             finished_earlier: false,
             skip_reason: None,
@@ -206,6 +243,7 @@ impl PairEntry {
             backup_dir: None,
             tickets_backed_up: 0,
             conversations_backed_up: 0,
+            ticket_counts_differ: Vec::new(),
             tickets_repaired: 0,
             conversations_repaired: 0,
             display_name_restored: false,
@@ -218,6 +256,49 @@ impl PairEntry {
             rerun_after: None,
             carry: None,
         }
+    }
+}
+
+impl PairEntry {
+    /// With the CSV's facts of the pair's contacts (matched by DON: the record may hold the
+    /// roles the other way round after `--keep auto`).
+    pub fn with_contacts(mut self, pair: &Pair) -> Self {
+        for c in [&pair.primary, &pair.secondary] {
+            if c.rev_user_id == self.primary {
+                self.primary_contact = Some(ContactFacts::of(c));
+            } else if c.rev_user_id == self.secondary {
+                self.secondary_contact = Some(ContactFacts::of(c));
+            }
+        }
+        self
+    }
+
+    /// Its recorded backup was taken in this run (a Backup step completed now).
+    pub fn backed_up_this_run(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| s.step == Step::Backup && s.outcome == StepOutcome::Completed)
+    }
+}
+
+/// A pair stopped mid-way. Once its merge request may have left, it is not "not finished"
+/// like a pair that never got that far: the merge is DevRev's now, and the next run watches
+/// for it and never sends it again, so it is unconfirmed.
+fn interrupted(rec: &PairRecord) -> EntryStatus {
+    let sent = rec.merge.as_ref().is_some_and(|m| {
+        !matches!(
+            m.outcome,
+            Some(
+                super::journal::MergeOutcome::Rejected { .. }
+                    | super::journal::MergeOutcome::NotSent { .. }
+                    | super::journal::MergeOutcome::NotApplied { .. }
+            )
+        )
+    });
+    if sent && rec.merged.is_none() {
+        EntryStatus::Unconfirmed
+    } else {
+        EntryStatus::Interrupted
     }
 }
 
@@ -319,9 +400,11 @@ pub struct RunConfig {
 pub struct Summary {
     /// Pairs in the report (the CSV's clean pairs plus pairs known only from the savepoint).
     pub pairs: usize,
-    /// Merged, in this run or earlier.
+    /// Merged by this tool, in this run or earlier (`merged_this_run + merged_earlier`).
     pub merged: usize,
     pub merged_this_run: usize,
+    pub merged_earlier: usize,
+    /// Found merged into the primary before this tool asked (not counted in `merged`).
     pub already_merged: usize,
     pub skipped: usize,
     pub skipped_by_reason: BTreeMap<String, usize>,
@@ -334,7 +417,10 @@ pub struct Summary {
     pub rerun_after: Option<DateTime<Utc>>,
     /// Of `merged`: pairs whose `user_` ref adoption is pending (re-run to retry it).
     pub ref_adoptions_pending: usize,
+    /// Stopped by Ctrl-C or a run-wide error before their merge was sent.
     pub interrupted: usize,
+    /// Of `interrupted`: merged (confirmed), with repairs or the ref adoption still to do.
+    pub interrupted_after_merge: usize,
     pub not_started: usize,
     /// Savepoint records of pairs that left the CSV before their merge (left alone).
     pub left_csv: usize,
@@ -349,21 +435,35 @@ pub struct Summary {
     pub held_as_restored: usize,
     /// Groups detection left for a person (never touched).
     pub needs_review_groups: usize,
+    /// Over every pair in the report, whichever run did it.
     pub tickets_backed_up: usize,
     pub tickets_repaired: usize,
     pub conversations_repaired: usize,
+    /// Of those, what this run did (the backups it took, the repairs of pairs it ran).
+    pub tickets_backed_up_this_run: usize,
+    pub tickets_repaired_this_run: usize,
+    pub conversations_repaired_this_run: usize,
     pub display_names_restored: usize,
     pub external_refs_adopted: usize,
-    /// What the carry-over wrote onto survivors, over the report's pairs.
+    /// Contacts whose CSV `TICKET_COUNT` differs from what DevRev listed at backup time, in
+    /// backups taken this run (one summary line instead of a warning per pair).
+    pub ticket_counts_differ: usize,
+    /// What the carry-over wrote onto survivors, over every pair in the report.
     pub carry: CarryCounts,
+    /// Of those, the pairs this run ran.
+    pub carry_this_run: CarryCounts,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct ApiFigures {
     pub calls: u64,
     pub retries: u64,
     pub rate_limited_429: u64,
+    /// Calls that failed after their retries. A `404` or redirect from a look at a contact
+    /// after its merge is what the look hoped for: counted in `expected_gone` instead.
     pub errors: u64,
+    #[serde(default)]
+    pub expected_gone: u64,
     pub rate_wait_ms: u64,
     pub per_endpoint: BTreeMap<String, EndpointStats>,
     pub elapsed_s: f64,
@@ -460,6 +560,23 @@ impl<'a> MergeReport<'a> {
 }
 
 impl Summary {
+    /// The pair counts the summary prints, one per status: every pair is in exactly one, so
+    /// they add up to `pairs` (the console summary is built from this list).
+    pub fn parts(&self) -> [(&'static str, usize); 10] {
+        [
+            ("merged", self.merged),
+            ("already merged", self.already_merged),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+            ("unconfirmed", self.unconfirmed),
+            ("merged elsewhere", self.merged_elsewhere),
+            ("not finished", self.interrupted),
+            ("not started", self.not_started),
+            ("left the CSV", self.left_csv),
+            ("restored", self.restored),
+        ]
+    }
+
     /// The counts over the report's entries.
     fn of(entries: &[PairEntry], needs_review_groups: usize) -> Self {
         let mut s = Summary {
@@ -471,7 +588,9 @@ impl Summary {
             match e.status {
                 EntryStatus::Merged => {
                     s.merged += 1;
-                    if !e.finished_earlier {
+                    if e.finished_earlier {
+                        s.merged_earlier += 1;
+                    } else {
                         s.merged_this_run += 1;
                     }
                 }
@@ -494,7 +613,12 @@ impl Summary {
                         s.rerun_after = s.rerun_after.max(e.rerun_after);
                     }
                 }
-                EntryStatus::Interrupted => s.interrupted += 1,
+                EntryStatus::Interrupted => {
+                    s.interrupted += 1;
+                    if e.merged_sign.is_some() {
+                        s.interrupted_after_merge += 1;
+                    }
+                }
                 EntryStatus::NotStarted => s.not_started += 1,
                 EntryStatus::LeftCsv => s.left_csv += 1,
                 EntryStatus::Restored => s.restored += 1,
@@ -508,11 +632,22 @@ impl Summary {
             s.tickets_backed_up += e.tickets_backed_up;
             s.tickets_repaired += e.tickets_repaired;
             s.conversations_repaired += e.conversations_repaired;
+            if e.backed_up_this_run() {
+                s.tickets_backed_up_this_run += e.tickets_backed_up;
+                s.ticket_counts_differ += e.ticket_counts_differ.len();
+            }
+            if !e.steps.is_empty() {
+                s.tickets_repaired_this_run += e.tickets_repaired;
+                s.conversations_repaired_this_run += e.conversations_repaired;
+            }
             s.display_names_restored += usize::from(e.display_name_restored);
             s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
             s.ref_adoptions_pending += usize::from(e.ref_adoption_pending.is_some());
             if let Some(c) = &e.carry {
                 s.carry.add(c);
+                if !e.finished_earlier {
+                    s.carry_this_run.add(c);
+                }
             }
         }
         s
@@ -521,7 +656,7 @@ impl Summary {
 
 impl ApiFigures {
     /// The client's counters over a run of `secs` seconds in which `run_now` pairs ran.
-    fn of(client: &DevRevClient, cfg: &Config, secs: f64, run_now: usize) -> Self {
+    pub fn of(client: &DevRevClient, cfg: &Config, secs: f64, run_now: usize) -> Self {
         let totals = client.totals();
         let period = cfg.rate_limit_period.as_secs_f64();
         ApiFigures {
@@ -529,6 +664,7 @@ impl ApiFigures {
             retries: totals.retries,
             rate_limited_429: totals.rate_limited,
             errors: totals.errors,
+            expected_gone: totals.expected_gone,
             rate_wait_ms: totals.rate_wait_ms,
             per_endpoint: client.stats(),
             elapsed_s: round2(secs),
@@ -602,25 +738,46 @@ pub fn write(dir: &Path, report: &MergeReport<'_>) -> Result<PathBuf, AppError> 
     Ok(path)
 }
 
-/// The summary's API figures. A rate is only meaningful over at least one rate window: `n`
-/// calls paced one per `period / limit` span `n - 1` intervals, so a 3 s run of 4 calls at
-/// 60/min would read "80 calls/min (limit 60)", which looks like a breach that never happened.
-fn api_line(api: &ApiFigures) -> String {
-    let head = format!(
-        "{} call(s), {} retries, {} x 429",
-        api.calls, api.retries, api.rate_limited_429
-    );
-    if api.elapsed_s >= api.limit_period_s {
+impl ApiFigures {
+    /// The one API line of every command's summary and HTML page: the same words and order
+    /// in every run, short or long. No calls-per-minute figure: `n` calls paced one per
+    /// `period / limit` span only `n - 1` intervals, so a short run would read as faster than
+    /// the limit though no window ever held more than it allows (the rate is in the JSON).
+    pub fn line(&self) -> String {
         format!(
-            "{head}, {:.1} calls/min (limit {:.1})",
-            api.achieved_calls_per_minute, api.limit_calls_per_minute
-        )
-    } else {
-        format!(
-            "{head} in {:.1} s (limit {} per {} s)",
-            api.elapsed_s, api.limit_calls, api.limit_period_s
+            "{} call(s) in {:.1} s (limit {} per {} s): {} retries, {} x 429, {} error(s)",
+            self.calls,
+            self.elapsed_s,
+            self.limit_calls,
+            self.limit_period_s,
+            self.retries,
+            self.rate_limited_429,
+            self.errors
         )
     }
+}
+
+/// The words after the unconfirmed count: accepted merges still being watched, and merges
+/// whose answer was lost (never sent again; settled by the watch window).
+fn unconfirmed_detail(s: &Summary) -> String {
+    let accepted = s.unconfirmed - s.outcome_unknown;
+    let mut parts = Vec::new();
+    if accepted > 0 {
+        parts.push(format!(
+            "{accepted} accepted, not yet seen applied: re-run to keep watching"
+        ));
+    }
+    if s.outcome_unknown > 0 {
+        parts.push(format!(
+            "{} with the merge answer lost: watched, never sent again; re-run after {}",
+            s.outcome_unknown,
+            s.rerun_after.map_or_else(
+                || "a while".to_string(),
+                |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+            )
+        ));
+    }
+    format!(" ({})", parts.join("; "))
 }
 
 /// The human summary on stderr.
@@ -638,73 +795,99 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
         },
         s.pairs
     ));
-    out.push_str(&format!(
-        "  merged:          {} ({} in this run, {} already merged)\n",
-        s.merged + s.already_merged,
-        s.merged_this_run,
-        s.already_merged
-    ));
-    out.push_str(&format!("  skipped:         {}\n", s.skipped));
-    for (reason, n) in &s.skipped_by_reason {
-        out.push_str(&format!("    {reason}: {n}\n"));
-    }
-    out.push_str(&format!("  failed:          {}\n", s.failed));
-    if s.merged_elsewhere > 0 {
-        out.push_str(&format!(
-            "  merged elsewhere: {} ({} in this run; the secondary went to another contact after a lost merge answer: nothing repaired or adopted, see the report)\n",
-            s.merged_elsewhere, s.merged_elsewhere_this_run
-        ));
-    }
-    if s.unconfirmed > s.outcome_unknown {
-        out.push_str(&format!(
-            "  unconfirmed:     {} (re-run to keep watching)\n",
-            s.unconfirmed - s.outcome_unknown
-        ));
+    // One line per status, from `Summary::parts` (they add up to the pairs above); each
+    // line says whether its breakdown is this run or all runs.
+    for (label, n) in s.parts() {
+        let always = matches!(label, "merged" | "skipped" | "failed");
+        if n == 0 && !always {
+            continue;
+        }
+        let detail = match label {
+            "merged" => format!(
+                " ({} in this run, {} in earlier runs)",
+                s.merged_this_run, s.merged_earlier
+            ),
+            "already merged" => " (found merged into the primary before this tool asked)".into(),
+            "unconfirmed" => unconfirmed_detail(s),
+            "merged elsewhere" => format!(
+                " ({} in this run; the secondary went to another contact after a lost merge \
+                 answer: nothing repaired or adopted, see the report)",
+                s.merged_elsewhere_this_run
+            ),
+            "not finished" if s.interrupted_after_merge > 0 => format!(
+                " ({} merged with repairs still to do; re-run the same command to continue)",
+                s.interrupted_after_merge
+            ),
+            "not finished" | "not started" => " (re-run the same command to continue)".into(),
+            "left the CSV" => " (never merged, left alone)".into(),
+            "restored" => " (undone by --restore: not merged again)".into(),
+            _ => String::new(),
+        };
+        out.push_str(&format!("  {:<17}{n}{detail}\n", format!("{label}:")));
+        if label == "skipped" {
+            for (reason, n) in &s.skipped_by_reason {
+                out.push_str(&format!("    {reason}: {n}\n"));
+            }
+        }
     }
     if s.ref_adoptions_pending > 0 {
         out.push_str(&format!(
-            "  ref adoption pending: {} (merged, but DevRev would not free the user_ ref; a login with it may create the duplicate again: re-run to retry, or move the ref by hand)\n",
+            "  of the merged, ref adoption pending: {} (DevRev would not free the user_ ref; a \
+             login with it may create the duplicate again: re-run to retry, or move the ref by \
+             hand)\n",
             s.ref_adoptions_pending
         ));
     }
-    if s.outcome_unknown > 0 {
-        out.push_str(&format!(
-            "  outcome unknown: {} (merge answer lost; watched, never sent again; re-run after {})\n",
-            s.outcome_unknown,
-            s.rerun_after
-                .map_or_else(|| "a while".to_string(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        ));
-    }
-    if s.interrupted + s.not_started > 0 {
-        out.push_str(&format!(
-            "  not finished:    {} (re-run the same command to continue)\n",
-            s.interrupted + s.not_started
-        ));
-    }
-    if s.left_csv > 0 {
-        out.push_str(&format!(
-            "  left the CSV:    {} (never merged, left alone)\n",
-            s.left_csv
-        ));
-    }
-    if s.restored > 0 {
-        out.push_str(&format!(
-            "  restored:        {} (undone by --restore: not merged again)\n",
-            s.restored
-        ));
-    }
     out.push_str(&format!(
-        "  needs review:    {} group(s), untouched\n",
-        s.needs_review_groups
+        "  needs review:    {}, untouched\n",
+        output::count(s.needs_review_groups as u64, "group", "groups")
     ));
     out.push_str(&format!(
-        "  tickets:         {} backed up, {} repaired; {} conversation(s) repaired\n",
-        s.tickets_backed_up, s.tickets_repaired, s.conversations_repaired
+        "  this run:        {} backed up, {} repaired, {} repaired\n",
+        output::count(s.tickets_backed_up_this_run as u64, "ticket", "tickets"),
+        output::count(s.tickets_repaired_this_run as u64, "ticket", "tickets"),
+        output::count(
+            s.conversations_repaired_this_run as u64,
+            "conversation",
+            "conversations"
+        )
     ));
+    if (
+        s.tickets_backed_up,
+        s.tickets_repaired,
+        s.conversations_repaired,
+    ) != (
+        s.tickets_backed_up_this_run,
+        s.tickets_repaired_this_run,
+        s.conversations_repaired_this_run,
+    ) {
+        out.push_str(&format!(
+            "  all runs:        {} backed up, {} repaired, {} repaired\n",
+            output::count(s.tickets_backed_up as u64, "ticket", "tickets"),
+            output::count(s.tickets_repaired as u64, "ticket", "tickets"),
+            output::count(
+                s.conversations_repaired as u64,
+                "conversation",
+                "conversations"
+            )
+        ));
+    }
+    if s.ticket_counts_differ > 0 {
+        out.push_str(&format!(
+            "  note:            {}\n",
+            crate::backup::ticket_counts_line(s.ticket_counts_differ)
+        ));
+    }
     if s.carry != CarryCounts::default() {
-        out.push_str(&format!("  carry-over:      {}\n", s.carry.line()));
+        out.push_str(&format!(
+            "  carry-over:      this run {}\n",
+            s.carry_this_run.line()
+        ));
+        if s.carry != s.carry_this_run {
+            out.push_str(&format!("                   all runs {}\n", s.carry.line()));
+        }
     }
-    out.push_str(&format!("  API:             {}\n", api_line(&r.api)));
+    out.push_str(&format!("  API:             {}\n", r.api.line()));
     out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
     out.push_str(&format!("  report:          {}\n", path.display()));
     out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
@@ -750,6 +933,7 @@ mod tests {
             retries: 0,
             rate_limited_429: 0,
             errors: 0,
+            expected_gone: 0,
             rate_wait_ms: 0,
             per_endpoint: BTreeMap::new(),
             elapsed_s,
@@ -789,6 +973,7 @@ mod tests {
         let s = Summary::of(&entries, 3);
         assert_eq!(s.pairs, 7);
         assert_eq!((s.merged, s.merged_this_run, s.already_merged), (2, 1, 1));
+        assert_eq!(s.merged_earlier, 1);
         assert_eq!(s.skipped, 2);
         assert_eq!(
             s.skipped_by_reason,
@@ -803,21 +988,102 @@ mod tests {
     }
 
     #[test]
-    fn a_run_shorter_than_one_window_shows_no_rate_that_looks_like_a_breach() {
-        // 4 paced calls in 3.3 s: 72.7 "calls/min", though never more than 4 in any window.
-        let line = api_line(&figures(4, 3.3));
+    fn the_api_line_has_one_format_for_short_and_long_runs() {
         assert_eq!(
-            line,
-            "4 call(s), 0 retries, 0 x 429 in 3.3 s (limit 60 per 60 s)"
+            figures(4, 3.3).line(),
+            "4 call(s) in 3.3 s (limit 60 per 60 s): 0 retries, 0 x 429, 0 error(s)"
+        );
+        assert_eq!(
+            figures(120, 150.0).line(),
+            "120 call(s) in 150.0 s (limit 60 per 60 s): 0 retries, 0 x 429, 0 error(s)"
         );
     }
 
+    /// Every status once (and the statuses that split into two kinds, both ways): the printed
+    /// parts add up to the pairs, and each breakdown adds up to its line.
     #[test]
-    fn a_run_of_at_least_one_window_shows_its_rate_against_the_limit() {
-        let line = api_line(&figures(120, 150.0));
+    fn the_summary_counts_add_up() {
+        use super::super::journal::{MergeConfirmation, MergeIntent, MergeOutcome};
+        let now = Utc::now();
+        let sent = |e: &mut PairEntry, rec: &mut PairRecord| {
+            rec.merge = Some(MergeIntent {
+                attempt: 1,
+                requested_at: now,
+                outcome: Some(MergeOutcome::Accepted { at: now }),
+                unmerged_since: None,
+                watch_until: None,
+            });
+            e.status = interrupted(rec);
+        };
+        let mut entries = Vec::new();
+        for (i, status) in [
+            EntryStatus::Merged,
+            EntryStatus::Merged,
+            EntryStatus::AlreadyMerged,
+            EntryStatus::Skipped,
+            EntryStatus::Failed,
+            EntryStatus::Unconfirmed,
+            EntryStatus::Interrupted,
+            EntryStatus::Interrupted,
+            EntryStatus::Interrupted,
+            EntryStatus::NotStarted,
+            EntryStatus::LeftCsv,
+            EntryStatus::Restored,
+            EntryStatus::MergedElsewhere,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut rec = PairRecord::new(&format!("p{i}"), "don:P", "don:S", Keep::Revu);
+            let mut e = PairEntry::from_record(&rec, true);
+            e.status = status;
+            e.finished_earlier = i == 1;
+            match i {
+                // Ctrl-C after the merge was accepted, before it showed: unconfirmed.
+                7 => sent(&mut e, &mut rec),
+                // Ctrl-C after the merge showed, before its repairs: not finished.
+                8 => {
+                    sent(&mut e, &mut rec);
+                    rec.merged = Some(MergeConfirmation::now(MergedSign::NotFound));
+                    e.status = interrupted(&rec);
+                    e.merged_sign = Some(MergedSign::NotFound);
+                }
+                _ => {}
+            }
+            entries.push(e);
+        }
+        let s = Summary::of(&entries, 0);
+        assert_eq!(s.pairs, 13);
+        assert_eq!(s.parts().iter().map(|(_, n)| n).sum::<usize>(), s.pairs);
+        assert_eq!(s.merged, s.merged_this_run + s.merged_earlier);
+        assert_eq!((s.merged_this_run, s.merged_earlier), (1, 1));
         assert_eq!(
-            line,
-            "120 call(s), 0 retries, 0 x 429, 48.0 calls/min (limit 60.0)"
+            s.unconfirmed, 2,
+            "the pair whose merge was sent is unconfirmed"
         );
+        assert_eq!((s.interrupted, s.interrupted_after_merge), (2, 1));
+        assert_eq!(s.skipped_by_reason.values().sum::<usize>(), s.skipped);
+    }
+
+    #[test]
+    fn this_run_counts_only_the_backups_this_run_took() {
+        let mut earlier = entry("a", EntryStatus::Merged, true);
+        earlier.tickets_backed_up = 100;
+        let mut now = entry("b", EntryStatus::Merged, false);
+        now.tickets_backed_up = 3;
+        now.ticket_counts_differ = vec!["secondary REVU-1: TICKET_COUNT 0, DevRev lists 1".into()];
+        now.steps = vec![StepRecord {
+            step: Step::Backup,
+            started_at: Utc::now(),
+            duration_ms: 1,
+            outcome: StepOutcome::Completed,
+            detail: None,
+        }];
+        let s = Summary::of(&[earlier, now], 0);
+        assert_eq!(
+            (s.tickets_backed_up, s.tickets_backed_up_this_run),
+            (103, 3)
+        );
+        assert_eq!(s.ticket_counts_differ, 1);
     }
 }

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;
 use crate::error::AppError;
+use crate::merge::report::ApiFigures;
 use crate::output;
 use input::{Inputs, Item};
 use journal::{Journal, RestoreRecord, RestoreStatus};
@@ -104,6 +105,7 @@ pub async fn run(cfg: &Config, inputs: &[PathBuf], preview: bool) -> Result<(), 
             .filter_map(|e| Some((e.old_secondary.clone(), e.new_secondary.clone()?)))
             .collect(),
         api_calls,
+        api: ApiFigures::of(&client, cfg, t0.elapsed().as_secs_f64(), summary.restored),
         api_calls_per_restored_pair: if summary.restored == 0 {
             0.0
         } else {

@@ -12,6 +12,8 @@ use super::journal::{RestoreRecord, RestoreStatus};
 use crate::devrev::types::Organization;
 use crate::error::AppError;
 use crate::fsutil;
+use crate::merge::report::ApiFigures;
+use crate::output;
 
 /// A pair's status in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,6 +152,8 @@ pub struct RestoreReport {
     /// API calls in this run (`auth-tokens.info` included), and per pair restored now.
     pub api_calls: u64,
     pub api_calls_per_restored_pair: f64,
+    /// The same API figures as a merge report's (one line format for every command).
+    pub api: ApiFigures,
     /// Old secondary DON → new contact DON, for every restored pair.
     pub id_map: BTreeMap<String, String>,
 }
@@ -174,20 +178,36 @@ pub fn summary_text(r: &RestoreReport, path: &Path) -> String {
     let s = &r.summary;
     let mut t = format!(
         "Restore: {} restored, {} restored earlier, {} skipped, {} failed, {} not started, {} \
-         not merged\nAPI: {} call(s), {:.1} per restored pair\nReport: {}\n",
+         not merged\nAPI: {} ({:.1} per restored pair)\nReport: {}\n",
         s.restored,
         s.restored_earlier,
         s.skipped,
         s.failed,
         s.not_started,
         s.not_merged,
-        r.api_calls,
+        r.api.line(),
         r.api_calls_per_restored_pair,
         path.display()
     );
     for e in &r.pairs {
-        if let (Some(why), EntryStatus::Skipped | EntryStatus::Failed) = (&e.reason, e.status) {
-            t.push_str(&format!("  {:?} {}: {why}\n", e.status, e.email));
+        match (e.status, &e.new_secondary) {
+            // The new contact is what a user goes to look at (and links things to).
+            (EntryStatus::Restored, Some(new)) => t.push_str(&format!(
+                "  restored {}: the merged-away contact {} is now {}{}\n",
+                output::safe(&e.email),
+                e.old_secondary,
+                new,
+                e.new_display_id
+                    .as_deref()
+                    .map(|d| format!(" ({})", output::safe(d)))
+                    .unwrap_or_default()
+            )),
+            (EntryStatus::Skipped | EntryStatus::Failed, _) => {
+                if let Some(why) = &e.reason {
+                    t.push_str(&format!("  {:?} {}: {why}\n", e.status, e.email));
+                }
+            }
+            _ => {}
         }
     }
     t

@@ -254,7 +254,7 @@ async fn check(client: &DevRevClient, item: &Item) -> Result<RevUser, Stop> {
     };
     // The merge run's one rule (`merge/evidence.rs`): a 404 `not_found`, a 301 to the
     // primary, a non-active state, a `-drop-` ref or `primary_identity` naming the primary.
-    let answer = client.rev_users_get(&m.secondary_id).await;
+    let answer = client.rev_users_look(&m.secondary_id).await;
     match evidence::of_answer(answer, &m.primary_id, true) {
         Ok(Evidence::Merged(_)) => {}
         Ok(Evidence::Unmerged) => {

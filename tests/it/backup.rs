@@ -781,20 +781,29 @@ fn leftovers_of_a_crashed_run_are_removed_by_the_next_backup() {
 }
 
 #[test]
-fn a_csv_ticket_count_that_differs_is_a_warning() {
+fn a_csv_ticket_count_that_differs_is_noted_once_not_warned() {
     let (fake, p, s) = world(spec(), |_| {});
     let tmp = tempfile::tempdir().unwrap();
     let mut r = Run::new(&fake, &p, &s, tmp.path());
     let listed = r.pair.secondary.ticket_count.unwrap();
     r.pair.secondary.ticket_count = Some(listed + 7);
     let sum = r.take().0.unwrap();
-    assert_eq!(sum.warnings.len(), 1, "{:?}", sum.warnings);
-    assert!(
-        sum.warnings[0].contains(&format!("is {}, DevRev lists {listed}", listed + 7)),
-        "{}",
-        sum.warnings[0]
+    assert!(sum.warnings.is_empty(), "{:?}", sum.warnings);
+    assert_eq!(
+        sum.ticket_counts_differ.len(),
+        1,
+        "{:?}",
+        sum.ticket_counts_differ
     );
-    assert_eq!(manifest(&sum.dir).warnings, sum.warnings);
+    assert!(
+        sum.ticket_counts_differ[0].starts_with("secondary ")
+            && sum.ticket_counts_differ[0].ends_with(&format!(
+                ": TICKET_COUNT {}, DevRev lists {listed}",
+                listed + 7
+            )),
+        "{}",
+        sum.ticket_counts_differ[0]
+    );
 }
 
 // ---- the API-call formula ---------------------------------------------------------------

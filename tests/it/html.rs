@@ -240,6 +240,21 @@ fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
         "API: {} call(s)",
         report["api"]["calls"].as_u64().unwrap()
     )));
+    // Word for word the console's API line.
+    let console_api = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("API:"))
+        .unwrap()
+        .trim();
+    assert!(
+        dom.contains(&format!("API: {console_api}")),
+        "{console_api}"
+    );
+    // Each pair shows who its contacts are: the secondary's ref and ticket count.
+    for p in report["pairs"].as_array().unwrap() {
+        let r = p["secondary_contact"]["external_ref"].as_str().unwrap();
+        assert!(dom.contains(&format!("<td>{r}</td>")), "no ref {r}");
+    }
     let backup = report["pairs"][0]["backup_dir"].as_str().unwrap();
     assert!(dom.contains(&format!("<td>{backup}</td>")), "{backup}");
 

@@ -449,6 +449,14 @@ fn all_moved_secondary_gone_with_renamed_primary_and_unverified_pairs() {
     );
     assert_eq!(r["summary"]["needs_review_groups"], 4);
     assert!(r["summary"]["display_names_restored"].as_u64().unwrap() >= 1);
+    // The 404 of each merged-away secondary is what the watch waits for, not an API error.
+    assert_eq!(r["api"]["errors"], 0, "{}", r["api"]);
+    assert!(
+        r["api"]["expected_gone"].as_u64().unwrap() >= w.mergeable().len() as u64,
+        "{}",
+        r["api"]
+    );
+    assert!(stderr(&a).contains(" 0 error(s)"), "{}", stderr(&a));
 
     // Re-running resumes: finished pairs are skipped, nothing is written again.
     let before = writes(&w.fake.requests());

@@ -361,3 +361,62 @@ fn ctrl_c_once_finishes_the_step_twice_stops_at_once_and_both_resume_cleanly() {
     );
     check_final_state(&w);
 }
+
+/// Ctrl-C while a merge request is on the wire: the pair's merge is DevRev's now, so the
+/// summary reports it unconfirmed (watched by the next run, never sent again), not "not
+/// finished", and the next run confirms it without a second merge request.
+#[test]
+fn ctrl_c_after_a_merge_was_sent_counts_the_pair_unconfirmed_not_unfinished() {
+    let world = || {
+        World::new(
+            spec(3, 0, 41),
+            behaviour(MoveMode::Partial, SecondaryAfter::Gone),
+        )
+    };
+    // The same world, run once to learn which request is its first merge.
+    let probe = world();
+    probe.run(&[]).success();
+    let first_merge = probe
+        .fake
+        .requests()
+        .iter()
+        .find(|r| r.path == "/rev-users.merge")
+        .unwrap()
+        .seq;
+
+    let w = world();
+    let pid = Arc::new(AtomicI32::new(0));
+    signal_at(&w, first_merge, &pid, Signal::SIGINT);
+    let args = w.run_args();
+    let child = w.std_cmd(&args).spawn().unwrap();
+    pid.store(child.id() as i32, Ordering::SeqCst);
+    let out = child.wait_with_output().unwrap();
+    pid.store(0, Ordering::SeqCst);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert_eq!(w.fake.count("/rev-users.merge"), 1, "{err}");
+    let summary = &w.last_report()["summary"];
+    assert_eq!(summary["unconfirmed"], 1, "{summary}");
+    assert_eq!(summary["interrupted"], 0, "{summary}");
+    assert_eq!(summary["not_started"], 2, "{summary}");
+    assert!(err.contains("  unconfirmed:     1 (1 accepted"), "{err}");
+    assert!(
+        err.contains("  not started:     2 (re-run the same command to continue)"),
+        "{err}"
+    );
+    assert!(!err.contains("not finished"), "{err}");
+
+    let out = w.std_cmd(&args).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        w.fake.count("/rev-users.merge"),
+        3,
+        "the first merge was never sent again"
+    );
+    assert_eq!(w.last_report()["summary"]["merged"], 3);
+}

@@ -211,6 +211,16 @@ fn restoring_a_whole_run_from_its_report_gives_back_the_state_before_the_merge()
     let r = last_restore_report(&w);
     assert_eq!(r["summary"]["restored"], w.pairs().len());
     assert_eq!(r["id_map"].as_object().unwrap().len(), w.pairs().len());
+    // The summary names each new contact: it is what the user goes to look at.
+    for (old, new) in r["id_map"].as_object().unwrap() {
+        let line = format!(
+            "the merged-away contact {old} is now {}",
+            new.as_str().unwrap()
+        );
+        assert!(err.contains(&line), "{line} missing from: {err}");
+    }
+    assert!(err.contains("API: "), "{err}");
+    assert_eq!(r["api"]["calls"], r["api_calls"]);
     for (p, s) in w.pairs() {
         let e = r["pairs"]
             .as_array()

@@ -61,6 +61,8 @@ fn filters(dir: &Path) -> Vec<(String, String)> {
                 r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?( UTC)?",
                 "[TIMESTAMP]",
             ),
+            // Report names; a second report in the same second gets a `-2` suffix.
+            (r"-report-\d{8}_\d{6}(-\d+)?\.", "-report-[STAMP]."),
             // Run ids (20261130_072703-47528a) and file-name stamps (plan-20261130_072703)
             (r"\b\d{8}_\d{6}-[0-9a-f]+\b", "[RUN_ID]"),
             (r"\d{8}[T_-]?\d{6}(\d{3})?Z?", "[STAMP]"),
@@ -133,6 +135,32 @@ fn merge_run_summary() {
     with_fake(&mut c, &fake).args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "5"]);
     let out = c.output().unwrap();
     check("merge_run_summary", tmp.path(), &out);
+}
+
+/// A canary of one merge, then the full run: the second summary says what this run did and
+/// what earlier runs did, and every count adds up.
+#[test]
+fn merge_run_summary_after_a_canary() {
+    let fake = FakeServer::start(FakeOptions {
+        seed: world(),
+        merge: MergeBehaviour {
+            delay: Duration::ZERO,
+            ..MergeBehaviour::default()
+        },
+        ..FakeOptions::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("contacts.csv"), fake.contacts_csv()).unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = cmd(tmp.path());
+        with_fake(&mut c, &fake)
+            .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "5"])
+            .args(extra);
+        c.output().unwrap()
+    };
+    assert!(run(&["--max-merges", "1"]).status.success());
+    let out = run(&[]);
+    check("merge_run_summary_after_a_canary", tmp.path(), &out);
 }
 
 #[test]

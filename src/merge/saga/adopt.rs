@@ -188,7 +188,7 @@ impl Saga<'_, '_> {
     ) -> Result<Result<(), String>, AppError> {
         let secondary = self.secondary();
         let client = self.ctx.client;
-        let holder = match client.rev_users_get(&secondary).await {
+        let holder = match client.rev_users_look(&secondary).await {
             Ok(u) => u,
             Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(AppError::Api(e)),
             Err(e) => {

@@ -263,7 +263,7 @@ impl Saga<'_, '_> {
     /// One look at the secondary after this tool requested its merge, judged by the one
     /// rule of [`evidence`].
     pub(super) async fn observe(&self) -> Result<Evidence, ApiError> {
-        let answer = self.ctx.client.rev_users_get(&self.secondary()).await;
+        let answer = self.ctx.client.rev_users_look(&self.secondary()).await;
         evidence::of_answer(answer, &self.primary(), true)
     }
 }
