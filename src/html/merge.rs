@@ -156,6 +156,10 @@ fn item_text(i: &Value) -> String {
         Some("phone_number") => format!("phone number {}", figure(at(i, "number"))),
         Some("custom_field") => format!("{} = {}", figure(at(i, "key")), at(i, "value")),
         Some("display_name") => format!("display name {}", figure(at(i, "name"))),
+        Some("tag") => match at(i, "value").as_str() {
+            Some(v) => format!("tag {} = {v}", figure(at(i, "id"))),
+            None => format!("tag {}", figure(at(i, "id"))),
+        },
         _ => i.to_string(),
     }
 }

@@ -8,12 +8,14 @@
 //!
 //! - every phone number the survivor lacks (the union; `phone_numbers` is written whole);
 //! - every custom field the survivor does not have or has empty;
-//! - `display_name` when the survivor's is empty or just its email.
+//! - `display_name` when the survivor's is empty or just its email;
+//! - every tag the survivor lacks, with its value (`tags` is a beta field: the client sends
+//!   such an update with the beta scope, and a DevRev that refuses it refuses only the tags).
 //!
-//! A value the survivor already has is never overwritten: a custom field both hold with other
-//! values is a [`Conflict`], kept as the survivor's and reported. `full_name` cannot be
-//! carried (`rev-users.update` does not take it) and `tags` need the beta scope this client
-//! does not use; both are noted, never silently dropped.
+//! A value the survivor already has is never overwritten: a custom field (or a tag's value)
+//! both hold with other values is a [`Conflict`], kept as the survivor's and reported.
+//! `full_name` cannot be carried (`rev-users.update` does not take it): noted, never silently
+//! dropped.
 //!
 //! Everything here is pure: [`plan`] decides, [`body`] builds the exact fields of one
 //! `rev-users.update`, [`held`] checks an answer (or a later read) against what was written,
@@ -33,9 +35,22 @@ use crate::devrev::types::RevUser;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "field", rename_all = "snake_case")]
 pub enum CarryItem {
-    PhoneNumber { number: String },
-    CustomField { key: String, value: Value },
-    DisplayName { name: String },
+    PhoneNumber {
+        number: String,
+    },
+    CustomField {
+        key: String,
+        value: Value,
+    },
+    DisplayName {
+        name: String,
+    },
+    /// A tag (its DON) with the value the secondary had on it, if any.
+    Tag {
+        id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+    },
 }
 
 impl CarryItem {
@@ -45,6 +60,8 @@ impl CarryItem {
             CarryItem::PhoneNumber { number } => format!("phone_numbers {number}"),
             CarryItem::CustomField { key, value } => format!("custom_fields.{key} = {value}"),
             CarryItem::DisplayName { name } => format!("display_name {name:?}"),
+            CarryItem::Tag { id, value: None } => format!("tag {id}"),
+            CarryItem::Tag { id, value: Some(v) } => format!("tag {id} = {v:?}"),
         }
     }
 }
@@ -70,6 +87,9 @@ pub struct CarryPlan {
     /// The survivor's display name before the merge (what `--restore` puts back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survivor_display_name: Option<String>,
+    /// The survivor's tags before the merge, as `CarryItem::Tag`s (`tags` is written whole).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub survivor_tags: Vec<CarryItem>,
     /// What the secondary held that cannot be carried, in words.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_carried: Vec<String>,
@@ -272,6 +292,7 @@ pub struct CarryCounts {
     pub phone_numbers: usize,
     pub custom_fields: usize,
     pub display_names: usize,
+    pub tags: usize,
     pub conflicts: usize,
     pub refused: usize,
 }
@@ -283,6 +304,7 @@ impl CarryCounts {
                 CarryItem::PhoneNumber { .. } => self.phone_numbers += 1,
                 CarryItem::CustomField { .. } => self.custom_fields += 1,
                 CarryItem::DisplayName { .. } => self.display_names += 1,
+                CarryItem::Tag { .. } => self.tags += 1,
             }
         }
     }
@@ -314,6 +336,9 @@ impl CarryCounts {
         ];
         if self.display_names > 0 {
             parts.push(n(self.display_names, "display name", "display names"));
+        }
+        if self.tags > 0 {
+            parts.push(n(self.tags, "tag", "tags"));
         }
         let mut s = format!(
             "{verb}: {}; {} kept as the survivor's",
@@ -358,6 +383,44 @@ fn phones(u: &RevUser) -> Vec<String> {
         .filter_map(Value::as_str)
         .map(str::to_string)
         .collect()
+}
+
+/// The contact's tags as `CarryItem::Tag`s (objects show `{tag: {id, …}, value?}`).
+fn tags(u: &RevUser) -> Vec<CarryItem> {
+    u.extra
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some(CarryItem::Tag {
+                id: t["tag"]["id"].as_str()?.to_string(),
+                value: t["value"].as_str().map(str::to_string),
+            })
+        })
+        .collect()
+}
+
+fn tag_id(i: &CarryItem) -> Option<&str> {
+    match i {
+        CarryItem::Tag { id, .. } => Some(id),
+        _ => None,
+    }
+}
+
+/// `tags` as `rev-users.update` takes it: `[{id, value?}]`.
+fn tags_field(list: &[&CarryItem]) -> Value {
+    Value::Array(
+        list.iter()
+            .filter_map(|i| match i {
+                CarryItem::Tag { id, value } => Some(match value {
+                    Some(v) => json!({"id": id, "value": v}),
+                    None => json!({"id": id}),
+                }),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 fn custom_fields(u: &RevUser) -> Map<String, Value> {
@@ -415,6 +478,26 @@ pub fn plan(secondary: &RevUser, survivor: &RevUser) -> CarryPlan {
             name: name.to_string(),
         });
     }
+    let survivor_tags = tags(survivor);
+    for t in tags(secondary) {
+        let CarryItem::Tag { id, value } = &t else {
+            continue;
+        };
+        if survivor_tags.contains(&t) {
+            continue;
+        }
+        match survivor_tags
+            .iter()
+            .find(|s| tag_id(s) == Some(id.as_str()))
+        {
+            Some(CarryItem::Tag { value: mine, .. }) => conflicts.push(Conflict {
+                key: format!("tags.{id}"),
+                survivor: json!(mine),
+                secondary: json!(value),
+            }),
+            _ => items.push(t.clone()),
+        }
+    }
     let mut not_carried = Vec::new();
     if secondary
         .full_name
@@ -427,23 +510,12 @@ pub fn plan(secondary: &RevUser, survivor: &RevUser) -> CarryPlan {
     {
         not_carried.push("full_name: rev-users.update does not take it".to_string());
     }
-    let tags = |u: &RevUser| {
-        u.extra
-            .get("tags")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len)
-    };
-    if tags(secondary) > 0 {
-        not_carried.push(format!(
-            "{} tag(s): setting tags needs DevRev's beta scope, which this tool does not use",
-            tags(secondary)
-        ));
-    }
     CarryPlan {
         items,
         conflicts,
         survivor_phones,
         survivor_display_name: survivor.display_name.clone(),
+        survivor_tags,
         not_carried,
     }
 }
@@ -457,8 +529,17 @@ pub fn body(record: &CarryRecord, items: &[CarryItem]) -> Map<String, Value> {
     list.extend(record.carried_phones());
     let mut any_phone = false;
     let mut cf = Map::new();
+    let mut tag_list: Vec<&CarryItem> = record.plan.survivor_tags.iter().collect();
+    tag_list.extend(record.carried.iter().filter(|i| tag_id(i).is_some()));
+    let mut any_tag = false;
     for it in items {
         match it {
+            CarryItem::Tag { .. } => {
+                any_tag = true;
+                if !tag_list.contains(&it) {
+                    tag_list.push(it);
+                }
+            }
             CarryItem::PhoneNumber { number } => {
                 any_phone = true;
                 if !list.contains(number) {
@@ -475,6 +556,9 @@ pub fn body(record: &CarryRecord, items: &[CarryItem]) -> Map<String, Value> {
     }
     if any_phone {
         f.insert("phone_numbers".into(), json!(list));
+    }
+    if any_tag {
+        f.insert("tags".into(), tags_field(&tag_list));
     }
     if !cf.is_empty() {
         f.insert("custom_fields".into(), Value::Object(cf));
@@ -496,6 +580,7 @@ pub fn held(u: &RevUser, item: &CarryItem) -> bool {
         }
         CarryItem::CustomField { key, value } => custom_fields(u).get(key) == Some(value),
         CarryItem::DisplayName { name } => u.display_name.as_deref() == Some(name.as_str()),
+        CarryItem::Tag { .. } => tags(u).contains(item),
     }
 }
 
@@ -514,6 +599,9 @@ pub fn suspects(field_name: Option<&str>, items: &[CarryItem]) -> Vec<CarryItem>
             }
             CarryItem::CustomField { key, .. } => f == key,
             CarryItem::DisplayName { .. } => f == "display_name",
+            CarryItem::Tag { .. } => {
+                f == "tags" || f.starts_with("tags.") || f.starts_with("tags[")
+            }
         })
         .cloned()
         .collect()
@@ -527,6 +615,7 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
     let mut changed = Vec::new();
     let mut cf = Map::new();
     let mut drop_phones: Vec<String> = Vec::new();
+    let mut drop_tags: Vec<&CarryItem> = Vec::new();
     for it in &record.carried {
         if !held(live, it) {
             changed.push(format!(
@@ -537,6 +626,7 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
         }
         match it {
             CarryItem::PhoneNumber { number } => drop_phones.push(phone_key(number)),
+            CarryItem::Tag { .. } => drop_tags.push(it),
             CarryItem::CustomField { key, .. } => {
                 cf.insert(key.clone(), Value::Null);
             }
@@ -560,6 +650,14 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
             .filter(|p| !drop_phones.contains(&phone_key(p)))
             .collect();
         f.insert("phone_numbers".into(), json!(keep));
+    }
+    if !drop_tags.is_empty() {
+        let live_tags = tags(live);
+        let keep: Vec<&CarryItem> = live_tags
+            .iter()
+            .filter(|t| !drop_tags.contains(t))
+            .collect();
+        f.insert("tags".into(), tags_field(&keep));
     }
     if !cf.is_empty() {
         f.insert("custom_fields".into(), Value::Object(cf));
@@ -609,7 +707,14 @@ mod tests {
         let p = plan(&sec, &sur);
         assert_eq!(
             p.items,
-            vec![phone("+14155550100"), cf("tnt__app_user_id", json!("u1"))],
+            vec![
+                phone("+14155550100"),
+                cf("tnt__app_user_id", json!("u1")),
+                CarryItem::Tag {
+                    id: "TAG-1".into(),
+                    value: None
+                }
+            ],
             "same number in another spelling is not carried; an empty secondary value neither"
         );
         assert_eq!(
@@ -621,12 +726,46 @@ mod tests {
             }]
         );
         assert_eq!(p.survivor_phones, vec!["+14155550101"]);
+        assert_eq!(p.not_carried.len(), 1, "full_name: {:?}", p.not_carried);
+    }
+
+    #[test]
+    fn tags_are_a_union_with_their_values_and_written_whole() {
+        let tag = |id: &str, v: Option<&str>| match v {
+            Some(v) => json!({"tag": {"id": id, "name": "n"}, "value": v}),
+            None => json!({"tag": {"id": id}}),
+        };
+        let sec =
+            user(json!({"tags": [tag("T1", Some("gold")), tag("T2", None), tag("T3", Some("a"))]}));
+        let sur = user(json!({"tags": [tag("T2", None), tag("T3", Some("b"))]}));
+        let p = plan(&sec, &sur);
+        let t1 = CarryItem::Tag {
+            id: "T1".into(),
+            value: Some("gold".into()),
+        };
+        assert_eq!(p.items, vec![t1.clone()], "T2 is there already");
         assert_eq!(
-            p.not_carried.len(),
-            2,
-            "full_name and tags: {:?}",
-            p.not_carried
+            p.conflicts[0].key, "tags.T3",
+            "another value: the survivor's stays"
         );
+        let r = CarryRecord::new(p);
+        let b = body(&r, std::slice::from_ref(&t1));
+        assert_eq!(
+            b["tags"],
+            json!([{"id": "T2"}, {"id": "T3", "value": "b"}, {"id": "T1", "value": "gold"}])
+        );
+        let after =
+            user(json!({"tags": [tag("T2", None), tag("T3", Some("b")), tag("T1", Some("gold"))]}));
+        assert!(held(&after, &t1));
+        assert_eq!(
+            suspects(Some("tags"), std::slice::from_ref(&t1)),
+            vec![t1.clone()]
+        );
+        let mut r = r;
+        r.carried.push(t1);
+        let (f, changed) = undo(&r, &after);
+        assert!(changed.is_empty());
+        assert_eq!(f["tags"], json!([{"id": "T2"}, {"id": "T3", "value": "b"}]));
     }
 
     #[test]

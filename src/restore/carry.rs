@@ -108,5 +108,29 @@ fn shows(u: &RevUser, fields: &Map<String, Value>) -> bool {
     let name_ok = fields
         .get("display_name")
         .is_none_or(|n| u.display_name.as_deref() == n.as_str());
-    phones_ok && cf_ok && name_ok
+    // Tags as objects show them (`{tag: {id}, value?}`) against the `[{id, value?}]` written.
+    let tag_set = |list: Vec<(Value, Value)>| {
+        let mut l: Vec<String> = list.iter().map(|(i, v)| format!("{i}={v}")).collect();
+        l.sort();
+        l
+    };
+    let live_tags = u
+        .extra
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|t| (t["tag"]["id"].clone(), t["value"].clone()))
+        .collect();
+    let tags_ok = fields
+        .get("tags")
+        .and_then(Value::as_array)
+        .is_none_or(|want| {
+            tag_set(
+                want.iter()
+                    .map(|t| (t["id"].clone(), t["value"].clone()))
+                    .collect(),
+            ) == tag_set(live_tags)
+        });
+    phones_ok && cf_ok && name_ok && tags_ok
 }

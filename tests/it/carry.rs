@@ -43,6 +43,15 @@ fn issue_world(keep_user: bool, tweak: impl FnOnce(&mut FakeOptions)) -> World {
     contact(&mut seed, p0)["custom_fields"]["tnt__plan"] = json!("free");
     contact(&mut seed, s0)["custom_fields"]["tnt__plan"] = json!("pro");
     contact(&mut seed, s0)["custom_fields"]["tnt__company"] = json!("Acme Ltd");
+    // A tag the primary lacks (carried), and one both hold with other values (a conflict).
+    let org = seed.org.clone();
+    let tag = |n: u32, value: &str| {
+        json!({"tag": {"id": format!("don:core:dvrv-us-1:devo/{org}:tag/{n}"),
+                       "display_id": format!("TAG-{n}"), "name": format!("tier-{n}")},
+               "value": value})
+    };
+    contact(&mut seed, s0)["tags"] = json!([tag(5, "gold"), tag(6, "a")]);
+    contact(&mut seed, p0)["tags"] = json!([tag(6, "b")]);
     let (_, s1) = &pairs[1];
     let s1c = contact(&mut seed, s1);
     let org = s1c["id"]
@@ -100,7 +109,7 @@ fn refused_in_this_world(item: &CarryItem) -> bool {
     match item {
         CarryItem::PhoneNumber { number } => number == BAD_PHONE,
         CarryItem::CustomField { key, .. } => key == "tnt__legacy_crm_id",
-        CarryItem::DisplayName { .. } => false,
+        CarryItem::DisplayName { .. } | CarryItem::Tag { .. } => false,
     }
 }
 
@@ -124,7 +133,8 @@ fn updates_of<'a>(log: &'a [RequestRecord], id: &str) -> Vec<&'a RequestRecord> 
 /// summary counts it. Returns (carried phone numbers, carried custom fields, conflicts).
 fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
     let r = w.last_report();
-    let (mut phones, mut fields, mut conflicts, mut refused, mut names) = (0, 0, 0, 0, 0);
+    let (mut phones, mut fields, mut conflicts, mut refused, mut names, mut tags) =
+        (0, 0, 0, 0, 0, 0);
     for (p, s) in w.pairs() {
         let plan = plan(w, &p, &s);
         let now = live(w, &p);
@@ -144,13 +154,22 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
                     CarryItem::PhoneNumber { .. } => phones += 1,
                     CarryItem::CustomField { .. } => fields += 1,
                     CarryItem::DisplayName { .. } => names += 1,
+                    CarryItem::Tag { .. } => tags += 1,
                 }
             } else {
                 refused += 1;
             }
         }
         for c in &plan.conflicts {
-            let mine = now.extra["custom_fields"][&c.key].clone();
+            let mine = match c.key.strip_prefix("tags.") {
+                Some(id) => now.extra["tags"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|t| t["tag"]["id"] == id)
+                    .map_or(Value::Null, |t| t["value"].clone()),
+                None => now.extra["custom_fields"][&c.key].clone(),
+            };
             assert_eq!(mine, c.survivor, "{p}: the survivor's {} stays", c.key);
             assert!(
                 e["conflicts"]
@@ -195,6 +214,11 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
     assert_eq!(sum["conflicts"], conflicts, "{sum}");
     assert_eq!(sum["refused"], 2, "{sum}");
     assert_eq!(sum["display_names"], names, "{sum}");
+    assert_eq!(
+        (sum["tags"].clone(), tags),
+        (json!(1), 1),
+        "pair 0's tag: {sum}"
+    );
     let line = format!(
         "carried: {phones} phone number{}, {fields} custom field{}",
         if phones == 1 { "" } else { "s" },
@@ -488,6 +512,7 @@ fn the_live_preview_says_what_would_be_carried() {
                 CarryItem::PhoneNumber { .. } => phones += 1,
                 CarryItem::CustomField { .. } => fields += 1,
                 CarryItem::DisplayName { .. } => names += 1,
+                CarryItem::Tag { .. } => {}
             }
         }
         conflicts += plan.conflicts.len();
@@ -504,7 +529,7 @@ fn the_live_preview_says_what_would_be_carried() {
     let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
     assert_eq!(names, 1, "pair 3's real name");
     let want = format!(
-        "would carry: {phones} phone numbers, {fields} custom fields, 1 display name; {conflicts} conflict{} kept as the survivor's",
+        "would carry: {phones} phone numbers, {fields} custom fields, 1 display name, 1 tag; {conflicts} conflict{} kept as the survivor's",
         if conflicts == 1 { "" } else { "s" }
     );
     assert!(text.contains(&want), "{want} in:\n{text}");
@@ -591,4 +616,30 @@ fn the_fake_enforces_the_value_rules_and_loses_the_secondarys_data() {
         live(&w, &p).extra["custom_fields"],
         before.extra["custom_fields"]
     );
+}
+
+/// Tags are a beta field: the update that carries them goes with the beta scope (the fake
+/// refuses `tags` without it, so the other tests prove it is sent). An org without the beta
+/// API refuses the tags alone; everything else is still carried.
+#[test]
+fn without_the_beta_api_only_the_tags_are_refused() {
+    let w = issue_world(false, |o| o.quirks.no_beta = true);
+    run_ok(&w, &[]);
+    let r = w.last_report();
+    let (p0, s0) = w.pairs()[0].clone();
+    let plan = plan(&w, &p0, &s0);
+    let now = live(&w, &p0);
+    let e = &entry(&r, &p0)["carry"];
+    for item in &plan.items {
+        let is_tag = matches!(item, CarryItem::Tag { .. });
+        assert_eq!(carry::held(&now, item), !is_tag, "{item:?}");
+    }
+    let refused = e["refused"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{e}");
+    assert_eq!(refused[0]["item"]["field"], "tag");
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("tags"),
+        "DevRev's words: {e}"
+    );
+    assert_eq!(r["summary"]["carry"]["tags"], 0);
 }

@@ -228,6 +228,9 @@ pub struct Quirks {
     /// A refused value's 400 names no `field_name` (which DevRev's answers name is not
     /// documented): the client must find the bad value without being told.
     pub unnamed_field_errors: bool,
+    /// The org has no beta API: `X-Devrev-Scope: beta` is ignored, so beta-only fields
+    /// (`tags` on `rev-users.update`) are unknown fields (400 `invalid_field`).
+    pub no_beta: bool,
 }
 
 impl Default for FakeOptions {

@@ -568,6 +568,8 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
     pub base_url: &'a str,
     pub seq: usize,
+    /// The request came with `X-Devrev-Scope: beta`.
+    pub beta: bool,
 }
 
 impl Ctx<'_> {
@@ -913,6 +915,12 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         }
     }
     check_own_data(ctx, &id, body)?;
+    let tags = match body.get("tags") {
+        // A beta-only field of this endpoint: the public API does not know it.
+        Some(_) if !ctx.beta => return Err(invalid_field("tags")),
+        Some(t) => Some(tag_objects(ctx.state, t)?),
+        None => None,
+    };
     if let Some(pic) = s(body, "display_picture") {
         let don = to_don(ctx.state, "display_picture", pic, Want::Artifact)?;
         if !ctx.state.artifacts.contains_key(&don) {
@@ -932,11 +940,13 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         "external_ref",
         "phone_numbers",
         "external_refs",
-        "tags",
     ] {
         if let Some(v) = body.get(k) {
             u[k] = v.clone();
         }
+    }
+    if let Some(t) = tags {
+        u["tags"] = t;
     }
     if let Some(pic) = body.get("display_picture") {
         u["display_picture"] = if pic.is_null() {
@@ -969,6 +979,39 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     u["modified_date"] = json!(stamp);
     u["modified_by"] = modified_by;
     Ok(Reply::ok(json!({"rev_user": u})))
+}
+
+/// `tags: [{id, value?}]` (the whole list) as objects show them, `[{tag: {id, display_id,
+/// name}, value?}]`, each tag as some object already shows it; `TAG-<n>` ids are taken too.
+fn tag_objects(state: &State, list: &Value) -> Result<Value, Reply> {
+    let known = |don: &str| {
+        state
+            .rev_users
+            .values()
+            .flat_map(|u| u.json["tags"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["tag"].clone())
+            .find(|t| t["id"] == don)
+    };
+    let mut out = Vec::new();
+    for t in list.as_array().into_iter().flatten() {
+        let Some(id) = t["id"].as_str() else {
+            return Err(missing("tags.id"));
+        };
+        let don = match id.strip_prefix("TAG-") {
+            Some(n) => format!("don:core:{PARTITION}:devo/{}:tag/{n}", state.org),
+            None if id.contains(":tag/") => id.to_string(),
+            None => return Err(invalid_id("tags.id")),
+        };
+        let n = don.rsplit('/').next().unwrap_or_default().to_string();
+        let tag =
+            known(&don).unwrap_or_else(|| json!({"id": don, "display_id": format!("TAG-{n}")}));
+        let mut o = json!({ "tag": tag });
+        if let Some(v) = t.get("value").filter(|v| !v.is_null()) {
+            o["value"] = v.clone();
+        }
+        out.push(o);
+    }
+    Ok(Value::Array(out))
 }
 
 /// The value rules of a contact's own data (`schema.rs`): E.164 phone numbers, custom fields
