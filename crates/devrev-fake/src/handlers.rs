@@ -1275,6 +1275,17 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
         m.applied_at = Some(now);
         (m.primary.clone(), m.secondary.clone())
     };
+    // A contact merged into another one already (a side merge that came first) is merged
+    // away: a later merge of it changes nothing, whichever way it went (otherwise a still
+    // listed secondary would show the later primary, depending on timing).
+    if state
+        .merges
+        .iter()
+        .enumerate()
+        .any(|(j, m)| j != i && m.applied && m.secondary == secondary && m.primary != primary)
+    {
+        return;
+    }
     let (Some(p), Some(sec)) = (
         state.rev_users.get(&primary).map(|r| r.json.clone()),
         state.rev_users.get(&secondary).map(|r| r.json.clone()),
