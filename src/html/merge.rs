@@ -122,11 +122,24 @@ fn pairs_table() -> Table {
                 cell(r, "conversations_repaired")
             }),
             Column::new("Carried over", Kind::Long, |r| {
-                first(r, &["carried_over", "carry_over", "carried"])
+                sentences(at(r, "carry.carried"), item_text)
             })
             .optional(),
             Column::new("Conflicts", Kind::Long, |r| {
-                first(r, &["conflicts", "carry_conflicts"])
+                sentences(at(r, "carry.conflicts"), |c| {
+                    format!(
+                        "{}: kept {} (the secondary had {})",
+                        figure(at(c, "key")),
+                        at(c, "survivor"),
+                        at(c, "secondary")
+                    )
+                })
+            })
+            .optional(),
+            Column::new("Refused by DevRev", Kind::Long, |r| {
+                sentences(at(r, "carry.refused"), |x| {
+                    format!("{}: {}", item_text(at(x, "item")), figure(at(x, "reason")))
+                })
             })
             .optional(),
             Column::new("Merge requests", Kind::Num, |r| cell(r, "merge_requests")),
@@ -134,6 +147,30 @@ fn pairs_table() -> Table {
             Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
         ],
         details: true,
+    }
+}
+
+/// A carried value in words (the report's `carry` items).
+fn item_text(i: &Value) -> String {
+    match at(i, "field").as_str() {
+        Some("phone_number") => format!("phone number {}", figure(at(i, "number"))),
+        Some("custom_field") => format!("{} = {}", figure(at(i, "key")), at(i, "value")),
+        Some("display_name") => format!("display name {}", figure(at(i, "name"))),
+        Some("tag") => match at(i, "value").as_str() {
+            Some(v) => format!("tag {} = {v}", figure(at(i, "id"))),
+            None => format!("tag {}", figure(at(i, "id"))),
+        },
+        _ => i.to_string(),
+    }
+}
+
+/// A list as one sentence per element (`Null` for none, so the column can stay hidden).
+fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
+    let parts: Vec<String> = list.as_array().into_iter().flatten().map(f).collect();
+    if parts.is_empty() {
+        Value::Null
+    } else {
+        Value::String(parts.join("; "))
     }
 }
 
@@ -182,6 +219,15 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     let mut page = Page::start(w, "merge-report", &title, &facts)?;
     let summary = at(&top, "summary");
     page.cards("Summary", &number_cards(summary, SUMMARY_ORDER))?;
+    if r.summary.carry != crate::merge::carry::CarryCounts::default() {
+        page.para(
+            "note",
+            &format!(
+                "Carry-over (the secondaries' own data the survivors lacked): {}",
+                r.summary.carry.line()
+            ),
+        )?;
+    }
     let api = at(&top, "api");
     // The console's API line, word for word.
     if let Ok(figures) = serde_json::from_value::<ApiFigures>(api.clone()) {

@@ -7,6 +7,7 @@
 //! `saga.rs`, journaled in the format of `journal.rs` by `savepoint.rs`) → finish: report and
 //! exit status (`finish.rs`, `report.rs`).
 
+pub mod carry;
 pub mod evidence;
 mod execute;
 mod finish;
@@ -204,6 +205,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         watch: &watch,
         min_backoff: cfg.min_backoff,
         resend_unapplied: cfg.resend_unapplied,
+        carry: cfg.carry,
         stop: &stop,
     };
     // A merge held by the ledger keeps the rest of its group waiting too.
