@@ -174,6 +174,57 @@ fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
     }
 }
 
+/// The decided groups (`--decisions`): who survives, who was merged into it in which order,
+/// how far the group got, and the `user_` refs its merges leave without a contact.
+fn groups_table() -> Table {
+    Table {
+        id: "groups",
+        title: "Decided groups".into(),
+        note: Some(
+            "Every group of the decisions file. A group merges its members into the survivor \
+             one at a time and stops at its first failure. A ref left without a contact: the \
+             next Plug login with it creates a new contact."
+                .into(),
+        ),
+        columns: vec![
+            Column::new("Group", Kind::Text, |r| cell(r, "group")),
+            Column::new("Email", Kind::Text, |r| cell(r, "email")),
+            Column::new("Outcome", Kind::Status, |r| cell(r, "outcome")),
+            Column::new("Decided by", Kind::Text, |r| cell(r, "decided_by")).optional(),
+            Column::new("Survivor", Kind::Text, |r| id_cell(at(r, "survivor"))).optional(),
+            Column::new("Merged in (in order)", Kind::Long, |r| {
+                sentences(at(r, "members"), |m| {
+                    format!(
+                        "{} {}",
+                        figure(&first(m, &["display_id", "rev_user_id"])),
+                        figure(at(m, "status"))
+                    )
+                })
+            }),
+            Column::new("Stopped at", Kind::Long, |r| {
+                let s = at(r, "stopped_at");
+                if s.is_null() {
+                    Value::Null
+                } else {
+                    Value::String(format!(
+                        "{}: {}",
+                        figure(&first(s, &["display_id", "rev_user_id"])),
+                        figure(at(s, "reason"))
+                    ))
+                }
+            })
+            .optional(),
+            Column::new("Ref adopted", Kind::Text, |r| cell(r, "adopts_ref")).optional(),
+            Column::new("Refs left without a contact", Kind::Long, |r| {
+                sentences(at(r, "refs_left"), figure)
+            })
+            .optional(),
+            Column::new("Reason", Kind::Long, |r| cell(r, "reason")).optional(),
+        ],
+        details: true,
+    }
+}
+
 /// The old→new id table: `labels` are the old id, its DON, the new id, its DON.
 pub(super) fn id_map_table(title: &str, note: &str, labels: [&'static str; 4]) -> Table {
     let [old, old_don, new, new_don] = labels;
@@ -239,6 +290,15 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     for_each_element(&r.pairs, &mut |row| page.row(&t, &row))?;
     page.end_table()?;
 
+    if !r.groups.is_empty() {
+        let t = groups_table();
+        page.begin_table(&t, r.groups.len())?;
+        for g in &r.groups {
+            page.row(&t, &serde_json::to_value(g).map_err(io::Error::other)?)?;
+        }
+        page.end_table()?;
+    }
+
     let t = id_map_table(
         "Id map: merged away \u{2192} survivor",
         "Every merged secondary and the primary it now is, over all runs: update links \
@@ -257,6 +317,7 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     if let Some(m) = rest.as_object_mut() {
         m.remove("summary");
         m.remove("api");
+        m.remove("groups");
     }
     page.kv_section("details", "Run details", &rest)?;
     page.finish()

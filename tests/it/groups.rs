@@ -1025,3 +1025,39 @@ fn a_group_carries_every_members_own_data_to_the_survivor() {
         assert!(n("carried") + n("conflicts") > 0, "{e}");
     }
 }
+
+/// The merge run's HTML page shows the decided groups a reviewer signs off: the survivor,
+/// the members in order, the ref adopted and the refs left without a contact (in Chromium).
+#[test]
+fn the_merge_page_shows_each_decided_group() {
+    let Some(chromium) = crate::html::browser_or_skip() else {
+        return;
+    };
+    let w = world(0, vec![shape(3)]);
+    let (h, mut rows) = review(&w);
+    let g = &shaped(&w)[0];
+    decide(&h, &mut rows, &g[0], "keep", false);
+    decide(&h, &mut rows, &g[1], "merge", true);
+    decide(&h, &mut rows, &g[2], "merge", false);
+    save(&w, "decided.csv", &h, &rows);
+    w.run(&["--decisions", "decided.csv"]).success();
+    let r = w.last_report();
+    let group = group_of(&r, &g[0]);
+    let dom = crate::html::dump_dom(&chromium, &crate::html::page(w.dir.path(), "merge-report"));
+    crate::html::assert_rendered_safely(&dom);
+    assert!(dom.contains("Decided groups"), "{dom}");
+    assert!(
+        dom.contains("<td class=\"st st-merged\">merged</td>"),
+        "{dom}"
+    );
+    let id = group["group"].as_str().unwrap();
+    assert!(dom.contains(&format!("<td>{id}</td>")), "{id}");
+    let adopted = group["adopts_ref"].as_str().unwrap();
+    assert_eq!(adopted, seed_ref(&w, &g[1]));
+    assert!(dom.contains(&format!("<td>{adopted}</td>")), "{adopted}");
+    let left = seed_ref(&w, &g[2]);
+    assert!(
+        dom.contains(&left),
+        "the ref left without a contact: {left}"
+    );
+}
