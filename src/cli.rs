@@ -210,6 +210,12 @@ pub struct Cli {
     #[arg(help_heading = H_MERGE, long)]
     pub resend_unapplied: bool,
 
+    /// Do not copy the secondary's phone numbers, custom fields and name onto the survivor
+    /// after the merge (DevRev's own behaviour: they are lost with the secondary; the backup
+    /// keeps them).
+    #[arg(help_heading = H_MERGE, long)]
+    pub no_carry: bool,
+
     /// Which tickets' timelines and attachments to back up.
     #[arg(help_heading = H_BACKUP, long, value_enum, default_value_t = BackupScope::Secondary)]
     pub backup_scope: BackupScope,

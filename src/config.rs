@@ -102,6 +102,8 @@ pub struct Config {
     pub all_in_report: bool,
     /// `--resend-unapplied`: merges accepted but never applied are sent again.
     pub resend_unapplied: bool,
+    /// Carry the secondary's own data over to the survivor (off with `--no-carry`).
+    pub carry: bool,
     pub backup_scope: BackupScope,
     pub backup_dir: PathBuf,
     pub log_dir: PathBuf,
@@ -350,6 +352,7 @@ impl Config {
             accept_proposed: cli.accept_proposed,
             all_in_report: cli.all_in_report,
             resend_unapplied: cli.resend_unapplied,
+            carry: !cli.no_carry,
             email_domain: cli
                 .email_domain
                 .as_ref()

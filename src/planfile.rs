@@ -107,6 +107,10 @@ pub struct LiveResult {
     /// `secondary` above are then the turned roles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub turned: Option<String>,
+    /// What the merge's carry-over would write onto the survivor, as the two contacts stand
+    /// now (absent with `--no-carry` and for pairs that did not pass).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_carry: Option<crate::merge::carry::CarryPlan>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +127,8 @@ pub struct LiveSummary {
     /// Pairs `--keep auto` turned round (counted in `passed` too).
     #[serde(skip_serializing_if = "is_zero")]
     pub turned: u64,
+    /// The carry-over's would-be writes over the pairs that passed.
+    pub would_carry: crate::merge::carry::CarryCounts,
     pub results: Vec<LiveResult>,
 }
 
@@ -317,6 +323,7 @@ mod tests {
             ticket_count_differences: 0,
             api_calls: 2,
             turned: 0,
+            would_carry: Default::default(),
             results: vec![],
         };
         for live in [None, Some(&live)] {

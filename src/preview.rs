@@ -229,7 +229,12 @@ fn is_fatal(e: &ApiError) -> bool {
     e.scope() == crate::devrev::Scope::Run
 }
 
-async fn check_one(client: &DevRevClient, pair: &Pair, keep: Keep) -> Result<LiveResult, ApiError> {
+async fn check_one(
+    client: &DevRevClient,
+    pair: &Pair,
+    keep: Keep,
+    carry: bool,
+) -> Result<LiveResult, ApiError> {
     let mut r = LiveResult {
         email: pair.email.clone(),
         primary: pair.primary.rev_user_id.clone(),
@@ -242,6 +247,7 @@ async fn check_one(client: &DevRevClient, pair: &Pair, keep: Keep) -> Result<Liv
         csv_tickets_secondary: pair.secondary.ticket_count,
         warnings: vec![],
         turned: None,
+        would_carry: None,
     };
     let fail = |mut r: LiveResult, e: ApiError| {
         if is_fatal(&e) {
@@ -274,6 +280,9 @@ async fn check_one(client: &DevRevClient, pair: &Pair, keep: Keep) -> Result<Liv
         Err(e) => return fail(r, e),
     };
     r.warnings = live.warnings;
+    if carry {
+        r.would_carry = Some(crate::merge::carry::plan(&live.secondary, &live.primary));
+    }
     match validate::live_ticket_counts(client, &live.primary.id, &live.secondary.id).await {
         Ok(t) => {
             for (role, csv, now) in [
@@ -313,7 +322,7 @@ pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, Ap
     let results = async move {
         let mut out = Vec::with_capacity(n);
         let mut stream = futures_util::stream::iter(pairs.iter())
-            .map(|p| check_one(client_ref, p, cfg.keep))
+            .map(|p| check_one(client_ref, p, cfg.keep, cfg.carry))
             .buffered(LIVE_CONCURRENCY);
         while let Some(r) = stream.next().await {
             bar.pb_inc(1);
@@ -338,6 +347,7 @@ pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, Ap
         ticket_count_differences: 0,
         api_calls: client.totals().calls,
         turned: 0,
+        would_carry: Default::default(),
         results: vec![],
     };
     for (i, r) in results.iter().enumerate().rev() {
@@ -366,6 +376,13 @@ pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, Ap
                 let detail = r.error.clone().unwrap_or_default();
                 plan.move_pair_to_review(i, ReviewReason::LiveCheckFailed, detail);
             }
+        }
+        if let Some(c) = r
+            .would_carry
+            .as_ref()
+            .filter(|_| r.outcome == LiveOutcome::Passed)
+        {
+            summary.would_carry.add_plan(c);
         }
         if r.warnings.iter().any(|w| w.contains("TICKET_COUNT")) {
             summary.ticket_count_differences += 1;
@@ -589,6 +606,13 @@ fn print_live<W: Write>(w: &mut W, l: &LiveSummary) -> io::Result<()> {
         n(l.api_calls),
         n(l.ticket_count_differences)
     )?;
+    if l.would_carry != crate::merge::carry::CarryCounts::default() {
+        writeln!(
+            w,
+            "  The secondaries' own data the survivors lack (carried over after each merge; --no-carry: left to the backup): {}",
+            l.would_carry.line_with("would carry")
+        )?;
+    }
     if l.turned > 0 {
         writeln!(
             w,

@@ -438,10 +438,15 @@ impl DevRevClient {
                         )
                     })?,
                 )
-                .header(CONTENT_TYPE, "application/json")
-                .json(body)
-                .send()
-                .await;
+                .header(CONTENT_TYPE, "application/json");
+            // A request that sets a beta-only field says so (devrev-api.md §1: beta fields
+            // need `X-Devrev-Scope: beta`); every other request stays on the public API.
+            let sent = if needs_beta(endpoint, body) {
+                sent.header("x-devrev-scope", "beta")
+            } else {
+                sent
+            };
+            let sent = sent.json(body).send().await;
             match sent {
                 Ok(resp) => self.read_response::<T>(endpoint, resp).await,
                 Err(e) => Err(Attempt::Transport(e)),
@@ -1049,6 +1054,14 @@ pub fn is_loopback(url: &url::Url) -> bool {
 }
 
 /// Why a write's outcome is unknown, in the words of the failure behind it.
+/// `rev-users.update` fields only the beta API has (devrev-api.md §4.3).
+const BETA_UPDATE_FIELDS: [&str; 3] = ["tags", "external_refs", "artifacts"];
+
+/// The request sets a field only the beta API takes, so it goes with the beta scope.
+fn needs_beta(endpoint: &str, body: &Value) -> bool {
+    endpoint == "rev-users.update" && BETA_UPDATE_FIELDS.iter().any(|f| body.get(f).is_some())
+}
+
 fn outcome_unknown_reason(err: &ApiError) -> String {
     match err {
         ApiError::Status { status, body, .. } => {

@@ -122,16 +122,104 @@ fn pairs_table() -> Table {
                 cell(r, "conversations_repaired")
             }),
             Column::new("Carried over", Kind::Long, |r| {
-                first(r, &["carried_over", "carry_over", "carried"])
+                sentences(at(r, "carry.carried"), item_text)
             })
             .optional(),
             Column::new("Conflicts", Kind::Long, |r| {
-                first(r, &["conflicts", "carry_conflicts"])
+                sentences(at(r, "carry.conflicts"), |c| {
+                    format!(
+                        "{}: kept {} (the secondary had {})",
+                        figure(at(c, "key")),
+                        at(c, "survivor"),
+                        at(c, "secondary")
+                    )
+                })
+            })
+            .optional(),
+            Column::new("Refused by DevRev", Kind::Long, |r| {
+                sentences(at(r, "carry.refused"), |x| {
+                    format!("{}: {}", item_text(at(x, "item")), figure(at(x, "reason")))
+                })
             })
             .optional(),
             Column::new("Merge requests", Kind::Num, |r| cell(r, "merge_requests")),
             Column::new("Steps this run", Kind::Num, |r| count(r, "steps")),
             Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
+        ],
+        details: true,
+    }
+}
+
+/// A carried value in words (the report's `carry` items).
+fn item_text(i: &Value) -> String {
+    match at(i, "field").as_str() {
+        Some("phone_number") => format!("phone number {}", figure(at(i, "number"))),
+        Some("custom_field") => format!("{} = {}", figure(at(i, "key")), at(i, "value")),
+        Some("display_name") => format!("display name {}", figure(at(i, "name"))),
+        Some("tag") => match at(i, "value").as_str() {
+            Some(v) => format!("tag {} = {v}", figure(at(i, "id"))),
+            None => format!("tag {}", figure(at(i, "id"))),
+        },
+        _ => i.to_string(),
+    }
+}
+
+/// A list as one sentence per element (`Null` for none, so the column can stay hidden).
+fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
+    let parts: Vec<String> = list.as_array().into_iter().flatten().map(f).collect();
+    if parts.is_empty() {
+        Value::Null
+    } else {
+        Value::String(parts.join("; "))
+    }
+}
+
+/// The decided groups (`--decisions`): who survives, who was merged into it in which order,
+/// how far the group got, and the `user_` refs its merges leave without a contact.
+fn groups_table() -> Table {
+    Table {
+        id: "groups",
+        title: "Decided groups".into(),
+        note: Some(
+            "Every group of the decisions file. A group merges its members into the survivor \
+             one at a time and stops at its first failure. A ref left without a contact: the \
+             next Plug login with it creates a new contact."
+                .into(),
+        ),
+        columns: vec![
+            Column::new("Group", Kind::Text, |r| cell(r, "group")),
+            Column::new("Email", Kind::Text, |r| cell(r, "email")),
+            Column::new("Outcome", Kind::Status, |r| cell(r, "outcome")),
+            Column::new("Decided by", Kind::Text, |r| cell(r, "decided_by")).optional(),
+            Column::new("Survivor", Kind::Text, |r| id_cell(at(r, "survivor"))).optional(),
+            Column::new("Merged in (in order)", Kind::Long, |r| {
+                sentences(at(r, "members"), |m| {
+                    format!(
+                        "{} {}",
+                        figure(&first(m, &["display_id", "rev_user_id"])),
+                        figure(at(m, "status"))
+                    )
+                })
+            }),
+            Column::new("Stopped at", Kind::Long, |r| {
+                let s = at(r, "stopped_at");
+                if s.is_null() {
+                    Value::Null
+                } else {
+                    Value::String(format!(
+                        "{}: {}",
+                        figure(&first(s, &["display_id", "rev_user_id"])),
+                        figure(at(s, "reason"))
+                    ))
+                }
+            })
+            .optional(),
+            Column::new("Ref adopted", Kind::Text, |r| cell(r, "adopts_ref")).optional(),
+            Column::new("Refs left without a contact", Kind::Long, |r| {
+                sentences(at(r, "refs_left"), figure)
+            })
+            .optional(),
+            Column::new("Reason", Kind::Long, |r| cell(r, "reason")).optional(),
         ],
         details: true,
     }
@@ -182,6 +270,15 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     let mut page = Page::start(w, "merge-report", &title, &facts)?;
     let summary = at(&top, "summary");
     page.cards("Summary", &number_cards(summary, SUMMARY_ORDER))?;
+    if r.summary.carry != crate::merge::carry::CarryCounts::default() {
+        page.para(
+            "note",
+            &format!(
+                "Carry-over (the secondaries' own data the survivors lacked): {}",
+                r.summary.carry.line()
+            ),
+        )?;
+    }
     let api = at(&top, "api");
     // The console's API line, word for word.
     if let Ok(figures) = serde_json::from_value::<ApiFigures>(api.clone()) {
@@ -192,6 +289,15 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     page.begin_table(&t, r.pairs.len())?;
     for_each_element(&r.pairs, &mut |row| page.row(&t, &row))?;
     page.end_table()?;
+
+    if !r.groups.is_empty() {
+        let t = groups_table();
+        page.begin_table(&t, r.groups.len())?;
+        for g in &r.groups {
+            page.row(&t, &serde_json::to_value(g).map_err(io::Error::other)?)?;
+        }
+        page.end_table()?;
+    }
 
     let t = id_map_table(
         "Id map: merged away \u{2192} survivor",
@@ -211,6 +317,7 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     if let Some(m) = rest.as_object_mut() {
         m.remove("summary");
         m.remove("api");
+        m.remove("groups");
     }
     page.kv_section("details", "Run details", &rest)?;
     page.finish()

@@ -450,8 +450,8 @@ tr.det pre{margin:0;white-space:pre-wrap;font-size:12px}
 td.st{font-weight:600;white-space:nowrap}
 .st-merged,.st-restored,.st-passed,.st-already_merged,.st-restored_earlier,.st-merge{color:var(--good)}
 .st-skipped,.st-not_merged,.st-left_csv,.st-refused,.st-not_dup,.st-stale,.st-undecided{color:var(--warn)}
-.st-failed,.st-error{color:var(--bad)}
-.st-unconfirmed,.st-interrupted,.st-not_started{color:var(--info)}
+.st-failed,.st-error,.st-stopped,.st-merged_elsewhere{color:var(--bad)}
+.st-unconfirmed,.st-interrupted,.st-not_started,.st-in_progress{color:var(--info)}
 table.kv{width:auto;min-width:50%}
 table.kv>tbody>tr>th,table.kv>tr>th{width:220px;color:var(--dim);font-weight:normal}
 table.grid{width:auto}

@@ -19,6 +19,8 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// The carry-over's journal types live beside its pure logic; they are part of this format.
+pub use super::carry::{CarryItem, CarryPlan, CarryRecord, CarryWrite, Conflict, Refusal};
 use crate::backup::BackupSummary;
 use crate::options::Keep;
 use crate::validate::Role;
@@ -248,6 +250,10 @@ pub struct PairRecord {
     /// pairs, and in savepoints written before groups merged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<GroupLink>,
+    /// The secondary's own data written onto the survivor after the merge (absent in
+    /// savepoints of builds before the carry-over, and with `--no-carry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry: Option<CarryRecord>,
 }
 
 /// Where a record stands in its decided group. A group merges one contact at a time into
@@ -327,6 +333,7 @@ impl PairRecord {
             finished_at: None,
             restored: None,
             group: None,
+            carry: None,
         }
     }
 
@@ -511,6 +518,8 @@ pub enum Step {
     AwaitMerge,
     Reconcile,
     AdoptExternalRef,
+    /// The secondary's phone numbers, custom fields and name the survivor lacked (issue 18).
+    CarryOver,
     Done,
 }
 
@@ -524,6 +533,7 @@ impl Step {
             Step::AwaitMerge => "await_merge",
             Step::Reconcile => "reconcile",
             Step::AdoptExternalRef => "adopt_external_ref",
+            Step::CarryOver => "carry_over",
             Step::Done => "done",
         }
     }

@@ -8,6 +8,7 @@
 //! exit status (`finish.rs`, `report.rs`).
 
 pub mod apply_wait;
+pub mod carry;
 pub mod evidence;
 mod execute;
 mod finish;
@@ -208,6 +209,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         watch: &watch,
         min_backoff: cfg.min_backoff,
         resend_unapplied: cfg.resend_unapplied,
+        carry: cfg.carry,
         stop: &stop,
     };
     // A merge held by the ledger keeps the rest of its group waiting too.

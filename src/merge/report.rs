@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeSeq;
 use serde::{Serialize, Serializer};
 
+use super::carry::{CarryCounts, CarryEntry};
 use super::journal::{Hold, MergedSign, PairError, PairRecord, PairStatus, SkipReason, Step};
 use super::saga::{PairResult, PairRun, StepOutcome, StepRecord};
 use crate::config::Config;
@@ -139,6 +140,10 @@ pub struct PairEntry {
     /// When a re-run can settle an unknown outcome (`None`: as soon as it looks again).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerun_after: Option<DateTime<Utc>>,
+    /// The secondary's own data carried over to the survivor (absent with `--no-carry` or
+    /// before the merge).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub carry: Option<CarryEntry>,
 }
 
 impl PairEntry {
@@ -191,6 +196,7 @@ impl PairEntry {
                 .as_ref()
                 .filter(|_| outcome_unknown(rec))
                 .and_then(|m| m.watch_until),
+            carry: rec.carry.as_ref().map(CarryEntry::of),
         }
     }
 
@@ -248,6 +254,7 @@ impl PairEntry {
             outcome_unknown: false,
             ref_adoption_pending: None,
             rerun_after: None,
+            carry: None,
         }
     }
 }
@@ -441,6 +448,10 @@ pub struct Summary {
     /// Contacts whose CSV `TICKET_COUNT` differs from what DevRev listed at backup time, in
     /// backups taken this run (one summary line instead of a warning per pair).
     pub ticket_counts_differ: usize,
+    /// What the carry-over wrote onto survivors, over every pair in the report.
+    pub carry: CarryCounts,
+    /// Of those, the pairs this run ran.
+    pub carry_this_run: CarryCounts,
 }
 
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -638,6 +649,12 @@ impl Summary {
             s.display_names_restored += usize::from(e.display_name_restored);
             s.external_refs_adopted += usize::from(e.external_ref_adopted.is_some());
             s.ref_adoptions_pending += usize::from(e.ref_adoption_pending.is_some());
+            if let Some(c) = &e.carry {
+                s.carry.add(c);
+                if !e.finished_earlier {
+                    s.carry_this_run.add(c);
+                }
+            }
         }
         s
     }
@@ -867,6 +884,15 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
             crate::backup::ticket_counts_line(s.ticket_counts_differ)
         ));
     }
+    if s.carry != CarryCounts::default() {
+        out.push_str(&format!(
+            "  carry-over:      this run {}\n",
+            s.carry_this_run.line()
+        ));
+        if s.carry != s.carry_this_run {
+            out.push_str(&format!("                   all runs {}\n", s.carry.line()));
+        }
+    }
     out.push_str(&format!("  API:             {}\n", r.api.line()));
     out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
     out.push_str(&format!("  report:          {}\n", path.display()));
@@ -886,6 +912,17 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
                     .as_deref()
                     .map(|r| format!(" (DevRev reference id {r})"))
                     .unwrap_or_default()
+            ));
+        }
+    }
+    // What the carry-over could not write, pair by pair (the rest of it is in the report).
+    for e in r.pairs.entries.iter().filter(|e| !e.finished_earlier) {
+        for x in e.carry.iter().flat_map(|c| &c.refused) {
+            out.push_str(&format!(
+                "  not carried over {}: {} ({}); the backup keeps it\n",
+                e.email,
+                x.item.describe(),
+                x.reason
             ));
         }
     }

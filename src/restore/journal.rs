@@ -46,6 +46,8 @@ pub enum RestoreStatus {
 pub enum RestoreStep {
     Check,
     PrimaryRef,
+    /// The survivor's own values back where the merge's carry-over wrote the secondary's.
+    UndoCarry,
     Create,
     Tickets,
     Conversations,
@@ -101,6 +103,15 @@ pub struct PendingWrite {
     pub requested_at: DateTime<Utc>,
 }
 
+/// The `rev-users.update` that puts the survivor's values back over those the carry-over
+/// wrote: the exact fields, journaled before the call, `done` after its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CarryUndo {
+    pub requested_at: DateTime<Utc>,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub done: bool,
+}
+
 /// Giving the primary back its own external_ref (intent, then `done`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RefChange {
@@ -144,6 +155,9 @@ pub struct RestoreRecord {
     /// What could not be restored, in words.
     #[serde(default)]
     pub not_restored: Vec<String>,
+    /// Putting the survivor's values back over the carried ones (intent, then `done`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carry_undo: Option<CarryUndo>,
     pub updated_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
@@ -168,6 +182,7 @@ impl RestoreRecord {
             conversations: Vec::new(),
             written: Vec::new(),
             not_restored: Vec::new(),
+            carry_undo: None,
             updated_at: Utc::now(),
             finished_at: None,
         }
@@ -176,7 +191,7 @@ impl RestoreRecord {
     /// True once anything may have been written to DevRev for this pair: from then on the
     /// live check (which expects the merged state) no longer applies.
     pub fn wrote_anything(&self) -> bool {
-        self.primary_ref.is_some() || !self.creates.is_empty()
+        self.primary_ref.is_some() || self.carry_undo.is_some() || !self.creates.is_empty()
     }
 
     /// The create request whose answer is unknown (sent, or about to be, when the run died).

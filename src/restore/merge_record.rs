@@ -16,7 +16,7 @@ use chrono::Utc;
 
 use super::input::Item;
 use crate::error::AppError;
-use crate::merge::journal::{PairRecord, PairStatus, Restored, pair_key};
+use crate::merge::journal::{CarryRecord, PairRecord, PairStatus, Restored, pair_key};
 use crate::merge::savepoint::Savepoint;
 use crate::options::Keep;
 
@@ -56,6 +56,15 @@ impl MergeRecords {
                 .map(|s| format!(", last step {s}"))
                 .unwrap_or_default(),
         ))
+    }
+
+    /// What the merge's carry-over wrote onto the survivor, if anything.
+    pub fn carry(&self, item: &Item) -> Option<CarryRecord> {
+        self.sp
+            .get(&key(item))?
+            .carry
+            .clone()
+            .filter(|c| !c.carried.is_empty())
     }
 
     /// Records the pair as restored (with the recreated contact), creating its record when the

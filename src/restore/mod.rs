@@ -11,6 +11,7 @@
 //! locks for its whole run and marks every restored pair in (`merge_record.rs`), so that no
 //! later merge run merges those contacts again.
 
+mod carry;
 pub mod input;
 pub mod journal;
 pub mod merge_record;
@@ -190,9 +191,10 @@ async fn execute(
             span.pb_inc(1);
             continue;
         }
+        let carried = records.carry(item);
         let mut second = presses.clone();
         let end = tokio::select! {
-            r = saga::restore_pair(client, j, item) => r,
+            r = saga::restore_pair(client, j, item, carried.as_ref()) => r,
             () = async {
                 // No listener any more means no second press can come.
                 if second.wait_for(|n| *n >= 2).await.is_err() {

@@ -19,6 +19,7 @@ use super::journal::{
 use crate::devrev::types::{RevUser, UserSummary};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
+use crate::merge::carry::CarryRecord;
 use crate::merge::evidence::{self, Evidence};
 
 /// Create attempts per pair, over all runs: each refused optional field costs one.
@@ -37,7 +38,7 @@ pub enum PairEnd {
 }
 
 /// Why the steps stopped early.
-enum Stop {
+pub(super) enum Stop {
     Skip(String),
     Fail(String),
     /// An error every pair would hit (DevRev unreachable, token refused, disk full).
@@ -56,7 +57,7 @@ fn run_wide(e: &ApiError) -> bool {
         || matches!(e.status(), Some(401 | 403 | 429))
 }
 
-fn api(what: &str) -> impl FnOnce(ApiError) -> Stop + '_ {
+pub(super) fn api(what: &str) -> impl FnOnce(ApiError) -> Stop + '_ {
     move |e| {
         if run_wide(&e) {
             Stop::Fatal(AppError::Api(e))
@@ -118,6 +119,7 @@ pub async fn restore_pair(
     client: &DevRevClient,
     j: &mut Journal,
     item: &Item,
+    carried: Option<&CarryRecord>,
 ) -> Result<PairEnd, AppError> {
     let key = item.key();
     j.insert_new(
@@ -134,7 +136,7 @@ pub async fn restore_pair(
     {
         return Ok(PairEnd::Earlier);
     }
-    let (status, end, fatal) = match steps(client, j, item, &key).await {
+    let (status, end, fatal) = match steps(client, j, item, &key, carried).await {
         Ok(()) => (RestoreStatus::Restored, PairEnd::Restored, None),
         Err(Stop::Skip(why)) => (RestoreStatus::Skipped, PairEnd::Skipped(why), None),
         Err(Stop::Fail(why)) => (RestoreStatus::Failed, PairEnd::Failed(why), None),
@@ -162,7 +164,13 @@ pub async fn restore_pair(
     }
 }
 
-async fn steps(client: &DevRevClient, j: &mut Journal, item: &Item, key: &str) -> Result<(), Stop> {
+async fn steps(
+    client: &DevRevClient,
+    j: &mut Journal,
+    item: &Item,
+    key: &str,
+    carried: Option<&CarryRecord>,
+) -> Result<(), Stop> {
     j.update(key, |r| {
         r.status = RestoreStatus::InProgress;
         r.reason = None;
@@ -175,6 +183,9 @@ async fn steps(client: &DevRevClient, j: &mut Journal, item: &Item, key: &str) -
     }
     if !rec.has(RestoreStep::PrimaryRef) {
         primary_ref(client, j, item, key, primary).await?;
+    }
+    if !record(j, key).has(RestoreStep::UndoCarry) {
+        super::carry::undo_carry(client, j, item, key, carried).await?;
     }
     if !record(j, key).has(RestoreStep::Create) {
         create(client, j, item, key).await?;
@@ -191,7 +202,7 @@ async fn steps(client: &DevRevClient, j: &mut Journal, item: &Item, key: &str) -
     Ok(())
 }
 
-fn record(j: &Journal, key: &str) -> RestoreRecord {
+pub(super) fn record(j: &Journal, key: &str) -> RestoreRecord {
     j.get(key).cloned().expect("inserted before the steps run")
 }
 

@@ -7,6 +7,9 @@
 //! rev-users.update 1 (--keep revu; 0 with --keep user)       = 9 + T + C + A + A₀
 //! ```
 //!
+//! plus, with `--keep user` only, one `rev-users.update` when the secondary holds data the
+//! survivor lacks (the carry-over; under `--keep revu` it rides in the ref adoption's update).
+//!
 //! with `T` tickets and `C` conversations backed up (one timeline page each) and `A`
 //! attachments (`A₀` of them without a size in their summary), taken from the fake's world,
 //! never from what the binary wrote. The merges are applied before the first look, so every
@@ -20,6 +23,8 @@ use serde_json::Value;
 use crate::merge::{World, behaviour, spec};
 use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
 use devrev_fake::seed::summary_ids;
+use devrev_merge::devrev::types::RevUser;
+use devrev_merge::merge::carry;
 
 /// What the fake's world says one pair's backup holds.
 #[derive(Debug, Default)]
@@ -72,11 +77,36 @@ fn terms(w: &World, secondary: &str) -> Terms {
     }
 }
 
+/// Whether the carry-over has anything to write for this pair, from the fake's world (the
+/// seed's contacts are what the backup saves).
+fn carries(w: &World, primary: &str, secondary: &str) -> bool {
+    let user = |id: &str| -> RevUser {
+        serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap()
+    };
+    !carry::plan(&user(secondary), &user(primary))
+        .items
+        .is_empty()
+}
+
+fn carried_name(w: &World, primary: &str, secondary: &str) -> Option<String> {
+    let user = |id: &str| -> RevUser {
+        serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap()
+    };
+    carry::plan(&user(secondary), &user(primary))
+        .items
+        .into_iter()
+        .find_map(|i| match i {
+            carry::CarryItem::DisplayName { name } => Some(name),
+            _ => None,
+        })
+}
+
 /// The README's minimum for one pair, endpoint by endpoint; `renamed`: the merge renamed the
-/// primary (`N` = 1: one more `rev-users.update` sets the name back).
-fn minimum(t: &Terms, keep_user: bool, renamed: bool) -> BTreeMap<String, usize> {
+/// primary (`N` = 1: one more `rev-users.update` sets the name back); `carried`: the
+/// carry-over writes something, which costs an update of its own under `--keep user` only.
+fn minimum(t: &Terms, keep_user: bool, renamed: bool, carried: bool) -> BTreeMap<String, usize> {
     let k = usize::from(keep_user);
-    let n = usize::from(renamed);
+    let n = usize::from(renamed) + usize::from(keep_user && carried);
     [
         ("/rev-users.get", 3 + k),
         ("/works.list", 2),
@@ -238,19 +268,23 @@ fn check_world(keep_user: bool, renames: bool) {
         "one call per run before the first pair"
     );
     let (mut sum_t, mut sum_c, mut sum_a, mut sum_a0, mut total) = (0, 0, 0, 0, 0);
+    let mut sum_carry = 0;
     for ((p, s), reqs) in pairs.iter().zip(&slices) {
         let t = terms(&w, s);
         let got = counts(reqs);
+        let carried = carries(&w, p, s);
         assert_eq!(
             got,
-            minimum(&t, keep_user, renames),
+            minimum(&t, keep_user, renames, carried),
             "pair {p} ← {s}: {t:?}"
         );
-        // The same as one sum: the README's `9 + T + C + A + A₀ (+ N)`.
+        // The same as one sum: the README's `9 + T + C + A + A₀ (+ N) (+ K)`.
         let calls: usize = got.values().sum();
+        let k = usize::from(keep_user && carried);
+        sum_carry += k;
         assert_eq!(
             calls,
-            9 + t.tickets + t.conversations + t.attachments + t.sizeless + usize::from(renames)
+            9 + t.tickets + t.conversations + t.attachments + t.sizeless + usize::from(renames) + k
         );
         let downloads = reqs
             .iter()
@@ -277,15 +311,16 @@ fn check_world(keep_user: bool, renames: bool) {
     for e in report["pairs"].as_array().unwrap() {
         assert_eq!(e["display_name_restored"], renames, "{e}");
     }
-    for (p, _) in &pairs {
+    for (p, s) in &pairs {
         let now = w
             .fake
             .with_state(|st| st.rev_user(p).unwrap().json["display_name"].clone());
-        assert_eq!(
-            now,
-            w.seed.rev_user(p).unwrap()["display_name"],
-            "the primary keeps its name"
-        );
+        // Its own name, or the secondary's where its own was only its email (carried).
+        let want = match carried_name(&w, p, s) {
+            Some(name) => Value::from(name),
+            None => w.seed.rev_user(p).unwrap()["display_name"].clone(),
+        };
+        assert_eq!(now, want, "the primary keeps its name");
     }
     assert!(
         sum_t > 0 && sum_c > 0 && sum_a > 0 && sum_a0 > 0,
@@ -299,7 +334,7 @@ fn check_world(keep_user: bool, renames: bool) {
     );
     eprintln!(
         "calls per pair (--keep {}, renames {renames}): {n} pairs, T = {sum_t}, C = {sum_c}, A = {sum_a} (A₀ = {sum_a0}): \
-         {total} calls = 9·{n} + T + C + A + A₀{}, {:.1} per pair, plus 1 auth-tokens.info",
+         {total} calls = 9·{n} + T + C + A + A₀{} + K ({sum_carry} carry-over updates), {:.1} per pair, plus 1 auth-tokens.info",
         if keep_user { "user" } else { "revu" },
         if renames { " + N (1 per pair)" } else { "" },
         total as f64 / n as f64

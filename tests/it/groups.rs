@@ -948,3 +948,116 @@ fn a_kill_right_after_a_group_merge_request_resumes_the_group_in_one_run() {
         assert_eq!(handled.get(&(g[0].clone(), m.clone())), Some(&1), "{m}");
     }
 }
+
+/// A group merges its members' own data into the survivor too: after a group of 3 kept as
+/// its `REVU-` contact, the survivor holds every member's phone numbers and the custom
+/// fields it lacked, and each member's record reports what it carried.
+#[test]
+fn a_group_carries_every_members_own_data_to_the_survivor() {
+    let w = world(0, vec![shape(3)]);
+    let (h, mut rows) = review(&w);
+    let g = &shaped(&w)[0];
+    decide(&h, &mut rows, &g[0], "keep", false);
+    decide(&h, &mut rows, &g[1], "merge", true);
+    decide(&h, &mut rows, &g[2], "merge", false);
+    save(&w, "decided.csv", &h, &rows);
+    w.run(&["--decisions", "decided.csv"]).success();
+    let r = w.last_report();
+    // The members in the order the group merged them.
+    let order: Vec<String> = group_of(&r, &g[0])["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["rev_user_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(order.len(), 2, "{order:?}");
+
+    let json = |id: &str| w.fake.with_state(|s| s.rev_user(id).unwrap().json.clone());
+    let survivor = json(&g[0]);
+    let phones = |u: &Value| -> Vec<String> {
+        u["phone_numbers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let have = phones(&survivor);
+    let mut carried_fields = 0;
+    // What the survivor holds before each member's merge: its own fields, then what the
+    // members before this one gave it (a later member's value for the same field is a
+    // conflict, kept as the survivor's).
+    let mut held = w.seed.rev_user(&g[0]).unwrap()["custom_fields"].clone();
+    for m in &order {
+        let seeded = w.seed.rev_user(m).unwrap();
+        for p in phones(seeded) {
+            assert!(have.contains(&p), "{p} of {m} on the survivor: {have:?}");
+        }
+        if let Some(fields) = seeded["custom_fields"].as_object() {
+            for (k, v) in fields {
+                if held[k].is_null() {
+                    assert_eq!(&survivor["custom_fields"][k], v, "{k} of {m}");
+                    held[k] = v.clone();
+                    carried_fields += 1;
+                } else {
+                    assert_eq!(survivor["custom_fields"][k], held[k], "{k} kept");
+                }
+            }
+        }
+    }
+    assert!(
+        carried_fields > 0,
+        "the seed gives user_ contacts custom fields"
+    );
+    let r = w.last_report();
+    for m in &g[1..] {
+        let e = r["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["secondary"] == m.as_str())
+            .unwrap();
+        assert_eq!(e["status"], "merged", "{e}");
+        // Something carried, or kept as the survivor's (a value an earlier member gave it).
+        let n = |k: &str| e["carry"][k].as_array().map_or(0, Vec::len);
+        assert!(n("carried") + n("conflicts") > 0, "{e}");
+    }
+}
+
+/// The merge run's HTML page shows the decided groups a reviewer signs off: the survivor,
+/// the members in order, the ref adopted and the refs left without a contact (in Chromium).
+#[test]
+fn the_merge_page_shows_each_decided_group() {
+    let Some(chromium) = crate::html::browser_or_skip() else {
+        return;
+    };
+    let w = world(0, vec![shape(3)]);
+    let (h, mut rows) = review(&w);
+    let g = &shaped(&w)[0];
+    decide(&h, &mut rows, &g[0], "keep", false);
+    decide(&h, &mut rows, &g[1], "merge", true);
+    decide(&h, &mut rows, &g[2], "merge", false);
+    save(&w, "decided.csv", &h, &rows);
+    w.run(&["--decisions", "decided.csv"]).success();
+    let r = w.last_report();
+    let group = group_of(&r, &g[0]);
+    let dom = crate::html::dump_dom(&chromium, &crate::html::page(w.dir.path(), "merge-report"));
+    crate::html::assert_rendered_safely(&dom);
+    assert!(dom.contains("Decided groups"), "{dom}");
+    assert!(
+        dom.contains("<td class=\"st st-merged\">merged</td>"),
+        "{dom}"
+    );
+    let id = group["group"].as_str().unwrap();
+    assert!(dom.contains(&format!("<td>{id}</td>")), "{id}");
+    let adopted = group["adopts_ref"].as_str().unwrap();
+    assert_eq!(adopted, seed_ref(&w, &g[1]));
+    assert!(dom.contains(&format!("<td>{adopted}</td>")), "{adopted}");
+    let left = seed_ref(&w, &g[2]);
+    assert!(
+        dom.contains(&left),
+        "the ref left without a contact: {left}"
+    );
+}

@@ -35,7 +35,7 @@ fn browser() -> Option<PathBuf> {
 }
 
 /// The browser, or `None` (skip) when none is found and `DEVREV_MERGE_SKIP_BROWSER=1`.
-fn browser_or_skip() -> Option<PathBuf> {
+pub(crate) fn browser_or_skip() -> Option<PathBuf> {
     match browser() {
         Some(b) => Some(b),
         None if std::env::var("DEVREV_MERGE_SKIP_BROWSER").as_deref() == Ok("1") => {
@@ -51,7 +51,7 @@ fn browser_or_skip() -> Option<PathBuf> {
 }
 
 /// The DOM of `page` after its script ran, as headless Chromium serializes it.
-fn dump_dom(chromium: &Path, page: &Path) -> String {
+pub(crate) fn dump_dom(chromium: &Path, page: &Path) -> String {
     let profile = tempfile::tempdir().unwrap();
     let out = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(chromium)
@@ -88,7 +88,7 @@ fn dump_dom(chromium: &Path, page: &Path) -> String {
 }
 
 /// The one file in `dir/reports` named `<prefix>-*.html`.
-fn page(dir: &Path, prefix: &str) -> PathBuf {
+pub(crate) fn page(dir: &Path, prefix: &str) -> PathBuf {
     let pages: Vec<PathBuf> = std::fs::read_dir(dir.join("reports"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -116,7 +116,7 @@ fn section_tag<'a>(dom: &'a str, id: &str) -> &'a str {
 }
 
 /// The page rendered, its script finished, nothing injected ran.
-fn assert_rendered_safely(dom: &str) {
+pub(crate) fn assert_rendered_safely(dom: &str) {
     assert!(
         dom.contains("data-ready=\"") && !dom.contains("data-ready=\"error\""),
         "the page's script did not finish: {}",

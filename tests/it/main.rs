@@ -3,6 +3,7 @@
 
 mod backup;
 mod calls;
+mod carry;
 mod cli;
 mod closed_pipe;
 mod common;

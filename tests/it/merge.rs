@@ -14,6 +14,8 @@ use devrev_fake::fake::{
     SecondaryAfter, State,
 };
 use devrev_fake::seed::{GenSpec, GroupKind, Seed, summary_ids};
+use devrev_merge::devrev::types::RevUser;
+use devrev_merge::merge::carry;
 
 /// A fake DevRev with a seeded world and a temp working folder holding `contacts.csv`.
 pub struct World {
@@ -49,6 +51,7 @@ pub fn behaviour(moves: MoveMode, after: SecondaryAfter) -> MergeBehaviour {
         ref_release_delay: Duration::ZERO,
         renames_primary: false,
         side_merges: Vec::new(),
+        lossy: true,
     }
 }
 
@@ -342,10 +345,21 @@ pub fn check_final_state(w: &World) {
         let seed_s = w.user(s);
         let live = &snap.users[p];
         assert_eq!(live[0], "active", "primary {p} stays active");
+        // Nothing silently lost: the survivor holds every value of the secondary it lacked.
+        let as_user = |v: &Value| -> RevUser { serde_json::from_value(v.clone()).unwrap() };
+        let plan = carry::plan(&as_user(seed_s), &as_user(seed_p));
+        let now = as_user(&w.fake.with_state(|st| st.rev_user(p).unwrap().json.clone()));
+        for item in &plan.items {
+            assert!(carry::held(&now, item), "{p} holds {item:?}");
+        }
+        let name = plan.items.iter().find_map(|i| match i {
+            carry::CarryItem::DisplayName { name } => Some(name.as_str()),
+            _ => None,
+        });
         assert_eq!(
             live[2],
-            seed_p["display_name"].as_str().unwrap_or_default(),
-            "primary's name kept"
+            name.unwrap_or(seed_p["display_name"].as_str().unwrap_or_default()),
+            "primary's name kept (or the secondary's, over a name that was only its email)"
         );
         let want_ref = if w.keep_user {
             seed_p["external_ref"].as_str().unwrap()
@@ -1106,6 +1120,7 @@ fn the_report_field_by_field() {
         "await_merge",
         "reconcile",
         "adopt_external_ref",
+        "carry_over",
         "done",
     ];
     let mut repaired_total = 0;

@@ -26,11 +26,16 @@ pub fn view(s: &State) -> Value {
         .filter(|u| u.state() == "active")
         .map(|u| {
             let j = &u.json;
+            // No phone numbers read the same to a person whether the list is empty or absent.
+            let phones = match &j["phone_numbers"] {
+                Value::Array(a) if a.is_empty() => Value::Null,
+                other => other.clone(),
+            };
             json!([
                 u.external_ref(),
                 j["email"],
                 j["display_name"],
-                j["phone_numbers"],
+                phones,
                 j["custom_fields"],
                 j["rev_org"]["id"]
             ])

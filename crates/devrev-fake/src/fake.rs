@@ -134,6 +134,12 @@ pub struct MergeBehaviour {
     /// else has just merged it into the contact `into` (in the DevRev UI, say), applied as
     /// any merge is, before the request is handled. Once per secondary.
     pub side_merges: Vec<(String, String)>,
+    /// The merge loses the secondary's own data (on by default, as DevRev's account-merge
+    /// documentation says, devrev-api.md §4.5): its phone numbers, custom fields and tags
+    /// vanish with it and the primary gets none of them. Off: the merge copies onto the
+    /// primary the phone numbers and custom fields it lacks (the other reading no public
+    /// source rules out).
+    pub lossy: bool,
 }
 
 impl Default for MergeBehaviour {
@@ -145,6 +151,7 @@ impl Default for MergeBehaviour {
             ref_release_delay: Duration::ZERO,
             renames_primary: false,
             side_merges: Vec::new(),
+            lossy: true,
         }
     }
 }
@@ -222,6 +229,12 @@ pub struct Quirks {
     /// bad_request` (devrev-api.md §8 q4 leaves open whether DevRev checks it; off: it merges
     /// them, as the spec alone suggests).
     pub refuse_cross_account_merge: bool,
+    /// A refused value's 400 names no `field_name` (which DevRev's answers name is not
+    /// documented): the client must find the bad value without being told.
+    pub unnamed_field_errors: bool,
+    /// The org has no beta API: `X-Devrev-Scope: beta` is ignored, so beta-only fields
+    /// (`tags` on `rev-users.update`) are unknown fields (400 `invalid_field`).
+    pub no_beta: bool,
 }
 
 impl Default for FakeOptions {

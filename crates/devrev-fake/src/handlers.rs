@@ -568,6 +568,8 @@ pub(crate) struct Ctx<'a> {
     pub now: Instant,
     pub base_url: &'a str,
     pub seq: usize,
+    /// The request came with `X-Devrev-Scope: beta`.
+    pub beta: bool,
 }
 
 impl Ctx<'_> {
@@ -912,6 +914,13 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
             ));
         }
     }
+    check_own_data(ctx, &id, body)?;
+    let tags = match body.get("tags") {
+        // A beta-only field of this endpoint: the public API does not know it.
+        Some(_) if !ctx.beta => return Err(invalid_field("tags")),
+        Some(t) => Some(tag_objects(ctx.state, t)?),
+        None => None,
+    };
     if let Some(pic) = s(body, "display_picture") {
         let don = to_don(ctx.state, "display_picture", pic, Want::Artifact)?;
         if !ctx.state.artifacts.contains_key(&don) {
@@ -931,11 +940,13 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         "external_ref",
         "phone_numbers",
         "external_refs",
-        "tags",
     ] {
         if let Some(v) = body.get(k) {
             u[k] = v.clone();
         }
+    }
+    if let Some(t) = tags {
+        u["tags"] = t;
     }
     if let Some(pic) = body.get("display_picture") {
         u["display_picture"] = if pic.is_null() {
@@ -949,7 +960,14 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
             u["custom_fields"] = json!({});
         }
         if let Some(m) = u["custom_fields"].as_object_mut() {
-            m.extend(cf.clone());
+            // Only the fields sent change; a null clears one.
+            for (k, v) in cf {
+                if v.is_null() {
+                    m.remove(k);
+                } else {
+                    m.insert(k.clone(), v.clone());
+                }
+            }
         }
     }
     if let Some(set) = body
@@ -961,6 +979,92 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     u["modified_date"] = json!(stamp);
     u["modified_by"] = modified_by;
     Ok(Reply::ok(json!({"rev_user": u})))
+}
+
+/// `tags: [{id, value?}]` (the whole list) as objects show them, `[{tag: {id, display_id,
+/// name}, value?}]`, each tag as some object already shows it; `TAG-<n>` ids are taken too.
+fn tag_objects(state: &State, list: &Value) -> Result<Value, Reply> {
+    let known = |don: &str| {
+        state
+            .rev_users
+            .values()
+            .flat_map(|u| u.json["tags"].as_array().cloned().unwrap_or_default())
+            .map(|t| t["tag"].clone())
+            .find(|t| t["id"] == don)
+    };
+    let mut out = Vec::new();
+    for t in list.as_array().into_iter().flatten() {
+        let Some(id) = t["id"].as_str() else {
+            return Err(missing("tags.id"));
+        };
+        let don = match id.strip_prefix("TAG-") {
+            Some(n) => format!("don:core:{PARTITION}:devo/{}:tag/{n}", state.org),
+            None if id.contains(":tag/") => id.to_string(),
+            None => return Err(invalid_id("tags.id")),
+        };
+        let n = don.rsplit('/').next().unwrap_or_default().to_string();
+        let tag =
+            known(&don).unwrap_or_else(|| json!({"id": don, "display_id": format!("TAG-{n}")}));
+        let mut o = json!({ "tag": tag });
+        if let Some(v) = t.get("value").filter(|v| !v.is_null()) {
+            o["value"] = v.clone();
+        }
+        out.push(o);
+    }
+    Ok(Value::Array(out))
+}
+
+/// The value rules of a contact's own data (`schema.rs`): E.164 phone numbers, custom fields
+/// sent with a `custom_schema_spec` and defined by one of the contact's fragments (as they
+/// will be after this update's `custom_schema_fragments.set`).
+fn check_own_data(ctx: &Ctx<'_>, id: &str, body: &Value) -> Result<(), Reply> {
+    let named = |field: &str| {
+        if ctx.opts.quirks.unnamed_field_errors {
+            json!({})
+        } else {
+            json!({ "field_name": field })
+        }
+    };
+    for n in body["phone_numbers"].as_array().into_iter().flatten() {
+        let n = n.as_str().unwrap_or_default();
+        if !crate::schema::is_e164(n) {
+            return Err(error(
+                400,
+                "bad_request",
+                &format!("phone number {n:?} is not in E.164 format"),
+                named("phone_numbers"),
+            ));
+        }
+    }
+    let Some(cf) = body["custom_fields"].as_object().filter(|o| !o.is_empty()) else {
+        return Ok(());
+    };
+    if !body["custom_schema_spec"].is_object() {
+        return Err(error(
+            400,
+            "bad_request",
+            "custom fields need their schema specified (custom_schema_spec)",
+            named("custom_schema_spec"),
+        ));
+    }
+    let fragments = match body["custom_schema_fragments"]["set"].as_array() {
+        Some(set) => set
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        None => crate::schema::fragments_of(&ctx.state.rev_users[id].json),
+    };
+    for key in cf.keys() {
+        if !crate::schema::defined(&fragments, key) {
+            return Err(error(
+                400,
+                "bad_request",
+                &format!("custom field {key} is not defined by the contact's schema fragments"),
+                named(&format!("custom_fields.{key}")),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `rev-users.create` (public spec: 201 with `{rev_user}`; 409 when the `external_ref` is taken).
@@ -1177,6 +1281,17 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
         m.applied_at = Some(now);
         (m.primary.clone(), m.secondary.clone())
     };
+    // A contact merged into another one already (a side merge that came first) is merged
+    // away: a later merge of it changes nothing, whichever way it went (otherwise a still
+    // listed secondary would show the later primary, depending on timing).
+    if state
+        .merges
+        .iter()
+        .enumerate()
+        .any(|(j, m)| j != i && m.applied && m.secondary == secondary && m.primary != primary)
+    {
+        return;
+    }
     let (Some(p), Some(sec)) = (
         state.rev_users.get(&primary).map(|r| r.json.clone()),
         state.rev_users.get(&secondary).map(|r| r.json.clone()),
@@ -1220,7 +1335,19 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
         if b.renames_primary {
             pr.json["display_name"] = sec["display_name"].clone();
         }
+        if !b.lossy {
+            keep_secondary_data(&mut pr.json, &sec);
+        }
         pr.json["modified_date"] = json!(stamp);
+    }
+    if b.lossy
+        && let Some(r) = state.rev_users.get_mut(&secondary)
+        && let Some(o) = r.json.as_object_mut()
+    {
+        // Gone with the merge: what a later read of a still-listed secondary shows.
+        o.remove("phone_numbers");
+        o.insert("custom_fields".into(), json!({}));
+        o.insert("tags".into(), json!([]));
     }
     match b.secondary_after.for_secondary(&secondary) {
         SecondaryAfter::Gone | SecondaryAfter::Mixed => {
@@ -1245,6 +1372,36 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
                 let old = r.external_ref().unwrap_or_default();
                 r.json["external_ref"] = json!(format!("{old}-drop-{secondary}"));
                 r.json["modified_date"] = json!(stamp);
+            }
+        }
+    }
+}
+
+/// A lossless merge (`MergeBehaviour::lossy` off): the primary gains the phone numbers and
+/// custom fields it lacks; its own values stay.
+/// Only what DevRev's own rules let the primary hold: E.164 numbers, and fields its schema
+/// fragments define.
+fn keep_secondary_data(p: &mut Value, sec: &Value) {
+    let mut phones: Vec<Value> = p["phone_numbers"].as_array().cloned().unwrap_or_default();
+    for n in sec["phone_numbers"].as_array().into_iter().flatten() {
+        if n.as_str().is_some_and(crate::schema::is_e164) && !phones.contains(n) {
+            phones.push(n.clone());
+        }
+    }
+    if !phones.is_empty() {
+        p["phone_numbers"] = Value::Array(phones);
+    }
+    if !p["custom_fields"].is_object() {
+        p["custom_fields"] = json!({});
+    }
+    let fragments = crate::schema::fragments_of(p);
+    if let (Some(mine), Some(theirs)) = (
+        p["custom_fields"].as_object_mut(),
+        sec["custom_fields"].as_object(),
+    ) {
+        for (k, v) in theirs {
+            if mine.get(k).is_none_or(Value::is_null) && crate::schema::defined(&fragments, k) {
+                mine.insert(k.clone(), v.clone());
             }
         }
     }

@@ -714,6 +714,11 @@ fn api(
         now,
         base_url: &shared.base_url,
         seq,
+        beta: !opts.quirks.no_beta
+            && headers
+                .get("x-devrev-scope")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("beta")),
     };
     let Reply { status, body } = handlers::dispatch(&mut ctx, ep, &body);
     with_rate(Answer::json(status, &body))

@@ -31,6 +31,7 @@ pub mod fake;
 mod handlers;
 mod http;
 pub mod rng;
+pub mod schema;
 pub mod seed;
 
 pub use fake::{

@@ -337,6 +337,30 @@ pub fn artifact_bytes(id: &str, size: usize) -> Vec<u8> {
     out
 }
 
+/// What Plug's `user_traits` leave on a contact the customer's app created (devrev-api.md
+/// §5.2): the app's user id and signup channel as custom fields of the contact fragment and,
+/// for two in three, a phone number in E.164. Decided by the id's hash, not the RNG, so every
+/// other generated value stays what it was.
+fn plug_traits(u: &mut Value, rid: &str) {
+    let h = fnv1a(format!("plug/{rid}").as_bytes());
+    let app_id = u["external_ref"]
+        .as_str()
+        .and_then(|r| r.split("-drop-").next())
+        .unwrap_or_default()
+        .to_string();
+    if let Some(cf) = u["custom_fields"].as_object_mut() {
+        cf.insert("tnt__app_user_id".into(), json!(app_id));
+        let source = ["ios", "android", "web"][(h % 3) as usize];
+        cf.insert("tnt__signup_source".into(), json!(source));
+    }
+    if !h.is_multiple_of(3) {
+        let n = (h >> 8) % 10_000_000;
+        let mut list = u["phone_numbers"].as_array().cloned().unwrap_or_default();
+        list.push(json!(format!("+1628{n:07}")));
+        u["phone_numbers"] = Value::Array(list);
+    }
+}
+
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
@@ -630,6 +654,9 @@ impl<'a> Generator<'a> {
         if self.rng.pct(30) {
             let n = self.rng.range(100_000_000, 999_999_999);
             u["phone_numbers"] = json!([format!("+1415{n}")]);
+        }
+        if is_user_ref {
+            plug_traits(&mut u, &rid);
         }
         self.seed.rev_users.push(u);
         id

@@ -1,5 +1,7 @@
 //! AdoptExternalRef: under `--keep revu` the primary takes the secondary's `user_` ref, so
 //! future Plug logins resolve to the survivor; a ref DevRev has not released yet is retried.
+//! The same update carries the secondary's own data over (see `carry.rs`), so the carry-over
+//! costs no call of its own under `--keep revu`.
 
 use super::*;
 
@@ -20,7 +22,22 @@ impl Saga<'_, '_> {
                 return Ok((StepOutcome::Completed, Some(detail)));
             }
         };
-        let (answer, conflicts) = match self.move_ref(&target, &holder).await? {
+        // A backup that cannot be read leaves the carry-over to its own step, which says so.
+        let _ = self.carry_planned(step)?;
+        let live = match self.carry_resolve(step).await? {
+            Ok(live) => live,
+            Err(outcome) => return Ok((outcome, None)),
+        };
+        let done_before = live.filter(|u| {
+            u.external_ref.as_deref() == Some(target.as_str())
+                && self.carry_with_adoption().is_empty()
+        });
+        let adopted = match done_before {
+            // The interrupted update applied whole: nothing is written again.
+            Some(u) => Ok((u, 0)),
+            None => self.move_ref(&target, &holder).await?,
+        };
+        let (answer, conflicts) = match adopted {
             Ok(adopted) => adopted,
             Err((StepOutcome::Interrupted, detail)) => {
                 return Ok((StepOutcome::Interrupted, detail));
@@ -102,12 +119,23 @@ impl Saga<'_, '_> {
         let mut conflicts = 0u32;
         let mut released = false;
         loop {
-            match self
+            let batch = self.carry_with_adoption();
+            let mut body = self.carry_fields(&batch);
+            body.insert("external_ref".into(), json!(target));
+            if !batch.is_empty() {
+                self.carry_intent(&batch, Some(target))?;
+            }
+            let res = self
                 .ctx
                 .client
-                .rev_users_update(&primary, json!({ "external_ref": target }))
-                .await
+                .rev_users_update(&primary, serde_json::Value::Object(body))
+                .await;
+            if let Ok(u) = &res
+                && !batch.is_empty()
             {
+                self.carry_answered(&batch, u)?;
+            }
+            match res {
                 Ok(u) if u.external_ref.as_deref() == Some(target) => {
                     return Ok(Ok((u, conflicts)));
                 }
@@ -121,7 +149,12 @@ impl Saga<'_, '_> {
                     );
                     return Ok(Err((StepOutcome::Failed { error }, None)));
                 }
+                // A carried value DevRev refuses: recorded, and the ref goes again without it.
+                Err(e) if e.status() == Some(400) && !batch.is_empty() => {
+                    self.carry_refused(&batch, &e)?;
+                }
                 Err(e) if e.is_conflict() => {
+                    self.carry_not_applied()?;
                     conflicts += 1;
                     let now = Instant::now();
                     if now >= deadline && !released {

@@ -58,6 +58,7 @@ use crate::options::BackupScope;
 use crate::validate::{self, LiveCheck, LiveProblem};
 
 mod adopt;
+mod carry;
 mod prepare;
 mod reconcile;
 mod steps;
@@ -161,6 +162,8 @@ pub struct SagaCtx<'a> {
     /// `--resend-unapplied`: an accepted merge never applied over a whole watch window is
     /// sent again (after Validate and the backup check run again).
     pub resend_unapplied: bool,
+    /// Carry the secondary's own data over to the survivor (`--no-carry` turns it off).
+    pub carry: bool,
     pub stop: &'a StopSignal,
 }
 
@@ -412,7 +415,8 @@ impl Saga<'_, '_> {
             // The record's own `--keep`: a pair in flight is finished the way it was started.
             return match rec.last_step {
                 Some(Step::Reconcile) if rec.adopts() => Some(Step::AdoptExternalRef),
-                Some(Step::Reconcile | Step::AdoptExternalRef) => Some(Step::Done),
+                Some(Step::Reconcile | Step::AdoptExternalRef) => Some(Step::CarryOver),
+                Some(Step::CarryOver) => Some(Step::Done),
                 _ => Some(Step::Reconcile),
             };
         }
@@ -463,6 +467,7 @@ impl Saga<'_, '_> {
                 Step::AwaitMerge => self.await_merge().await?,
                 Step::Reconcile => self.reconcile().await?,
                 Step::AdoptExternalRef => self.adopt_external_ref().await?,
+                Step::CarryOver => self.carry_over().await?,
                 Step::Done => self.done()?,
             };
             self.steps.push(StepRecord {

@@ -352,7 +352,11 @@ impl Saga<'_, '_> {
         step: Step,
         seen: Option<RevUser>,
     ) -> Phase<bool> {
-        let Some(original) = self.rec().primary_display_name.clone() else {
+        // A name the carry-over wrote (over an empty or email-only one) is the one to keep.
+        let Some(original) = self
+            .carried_display_name()
+            .or_else(|| self.rec().primary_display_name.clone())
+        else {
             return Ok(Ok(false));
         };
         let primary = self.primary();
