@@ -6,13 +6,11 @@ use std::collections::HashMap;
 
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use super::journal::PairRecord;
 use super::pipeline::Pipeline;
 use super::report::RunOutcome;
 use super::saga::{self, PairResult, PairRun, SagaCtx};
 use super::schedule::{self, Item};
 use super::shared::SharedSavepoint;
-use crate::detect::RefClass;
 use crate::devrev::DevRevClient;
 use crate::error::AppError;
 use crate::options::Keep;
@@ -89,7 +87,7 @@ pub async fn execute(
             .unwrap_or_default();
         // The estimate first: on a narrow terminal the end of the line is what gets cut.
         span.pb_set_message(&format!("{eta}{email}"));
-        if let Err(e) = journal_new_pair(sp, item, keep) {
+        if let Err(e) = sp.journal_new_pair(item, keep) {
             stop = Some(Stop::Fatal(e));
             break;
         }
@@ -373,35 +371,6 @@ async fn revisit(
         parked = still;
     }
     None
-}
-
-/// A pair seen for the first time gets its record before the saga starts.
-pub(super) fn journal_new_pair(
-    sp: &SharedSavepoint,
-    item: &Item<'_>,
-    keep: Keep,
-) -> Result<(), AppError> {
-    if sp.contains(&item.key) {
-        return Ok(());
-    }
-    let pair = item
-        .pair
-        .expect("a pair without a record comes from the CSV");
-    // Each record holds the direction it is merged in: `--keep auto` resolves per pair (a
-    // turned pair keeps its user_ contact and adopts no ref).
-    let keep = match keep {
-        Keep::Auto if pair.primary.ref_class() == RefClass::User => Keep::User,
-        Keep::Auto => Keep::Revu,
-        k => k,
-    };
-    let mut rec = PairRecord::new(
-        &pair.email,
-        &pair.primary.rev_user_id,
-        &pair.secondary.rev_user_id,
-        keep,
-    );
-    rec.group = item.group.clone();
-    Ok(sp.put(&item.key, rec)?)
 }
 
 /// One pair's saga, dropped at a second Ctrl-C. Returns its run (if it returned) and why

@@ -271,7 +271,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             // Waits for its turn (reconsidered when the pair it meets is done).
             return;
         }
-        if let Err(e) = super::execute::journal_new_pair(self.sp, item, self.keep) {
+        if let Err(e) = self.sp.journal_new_pair(item, self.keep) {
             self.fatal = Some(e);
             return;
         }

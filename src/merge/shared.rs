@@ -8,6 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::journal::PairRecord;
 use super::savepoint::{Savepoint, SavepointError};
+use super::schedule::Item;
+use crate::detect::RefClass;
+use crate::error::AppError;
+use crate::options::Keep;
 
 pub struct SharedSavepoint {
     inner: Mutex<Savepoint>,
@@ -56,5 +60,30 @@ impl SharedSavepoint {
         f: impl FnOnce(&mut PairRecord) -> R,
     ) -> Result<R, SavepointError> {
         self.lock().update(key, f)
+    }
+
+    /// A pair seen for the first time gets its record before the saga starts.
+    pub(super) fn journal_new_pair(&self, item: &Item<'_>, keep: Keep) -> Result<(), AppError> {
+        if self.contains(&item.key) {
+            return Ok(());
+        }
+        let pair = item
+            .pair
+            .expect("a pair without a record comes from the CSV");
+        // Each record holds the direction it is merged in: `--keep auto` resolves per pair (a
+        // turned pair keeps its user_ contact and adopts no ref).
+        let keep = match keep {
+            Keep::Auto if pair.primary.ref_class() == RefClass::User => Keep::User,
+            Keep::Auto => Keep::Revu,
+            k => k,
+        };
+        let mut rec = PairRecord::new(
+            &pair.email,
+            &pair.primary.rev_user_id,
+            &pair.secondary.rev_user_id,
+            keep,
+        );
+        rec.group = item.group.clone();
+        Ok(self.put(&item.key, rec)?)
     }
 }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::input::Item;
 use super::journal::{CarryUndo, Journal, RestoreStep};
-use super::saga::{Stop, api, record};
+use super::stop::{Stop, api, record};
 use crate::devrev::DevRevClient;
 use crate::devrev::types::RevUser;
 use crate::merge::carry::{self, CarryRecord};

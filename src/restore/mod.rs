@@ -17,6 +17,7 @@ pub mod journal;
 pub mod merge_record;
 pub mod report;
 pub mod saga;
+mod stop;
 
 use std::io::Write;
 use std::path::PathBuf;

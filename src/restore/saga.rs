@@ -16,6 +16,7 @@ use super::journal::{
     CreateIntent, CreateOutcome, Journal, ObjectKind, PendingWrite, RefChange, RestoreRecord,
     RestoreStatus, RestoreStep,
 };
+use super::stop::{Stop, api, record, run_wide};
 use crate::devrev::types::{RevUser, UserSummary};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
@@ -35,36 +36,6 @@ pub enum PairEnd {
     Skipped(String),
     /// Stopped by an error; re-running resumes it.
     Failed(String),
-}
-
-/// Why the steps stopped early.
-pub(super) enum Stop {
-    Skip(String),
-    Fail(String),
-    /// An error every pair would hit (DevRev unreachable, token refused, disk full).
-    Fatal(AppError),
-}
-
-impl From<AppError> for Stop {
-    fn from(e: AppError) -> Self {
-        Stop::Fatal(e)
-    }
-}
-
-/// Errors that would hit every pair end the run; the rest end this pair only.
-fn run_wide(e: &ApiError) -> bool {
-    matches!(e, ApiError::Unreachable { .. } | ApiError::Cancelled)
-        || matches!(e.status(), Some(401 | 403 | 429))
-}
-
-pub(super) fn api(what: &str) -> impl FnOnce(ApiError) -> Stop + '_ {
-    move |e| {
-        if run_wide(&e) {
-            Stop::Fatal(AppError::Api(e))
-        } else {
-            Stop::Fail(format!("{what}: {e}"))
-        }
-    }
 }
 
 fn ids(list: &[UserSummary]) -> Vec<String> {
@@ -200,10 +171,6 @@ async fn steps(
         verify(client, j, item, key).await?;
     }
     Ok(())
-}
-
-pub(super) fn record(j: &Journal, key: &str) -> RestoreRecord {
-    j.get(key).cloned().expect("inserted before the steps run")
 }
 
 /// The live state must be the merged one: the primary active, the secondary gone or merged,
