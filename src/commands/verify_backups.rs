@@ -291,8 +291,15 @@ fn print_verify(w: &mut impl Write, r: &VerifyReport) -> io::Result<()> {
                     .as_ref()
                     .map(|k| {
                         format!(
-                            " ({} tickets, {} timeline entries, {} attachments, {} conversations)",
-                            k.tickets, k.timeline_entries, k.attachments, k.conversations
+                            " ({}, {}, {}, {})",
+                            output::count(k.tickets as u64, "ticket", "tickets"),
+                            output::count(
+                                k.timeline_entries as u64,
+                                "timeline entry",
+                                "timeline entries"
+                            ),
+                            output::count(k.attachments as u64, "attachment", "attachments"),
+                            output::count(k.conversations as u64, "conversation", "conversations")
                         )
                     })
                     .unwrap_or_default();
