@@ -431,6 +431,27 @@ fn custom_fields(u: &RevUser) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// Whether the survivor's own data (what the carry-over reads from its backed-up copy and
+/// writes whole: phone numbers, tags, custom fields, the display name) differs between the
+/// backup and a live read. A backup taken long before the merge (an earlier run, a changed
+/// decisions file) must then be taken again: building the written lists from the old copy
+/// would drop what someone added to the survivor since.
+pub fn survivor_data_differs(backed_up: &RevUser, live: &RevUser) -> bool {
+    let mut a = phones(backed_up);
+    let mut b = phones(live);
+    a.sort();
+    b.sort();
+    let mut ta = tags(backed_up);
+    let mut tb = tags(live);
+    let key = |i: &CarryItem| format!("{i:?}");
+    ta.sort_by_key(key);
+    tb.sort_by_key(key);
+    a != b
+        || ta != tb
+        || custom_fields(backed_up) != custom_fields(live)
+        || backed_up.display_name != live.display_name
+}
+
 /// A display name that says nothing more than the email (Plug-created contacts have these).
 fn name_is_placeholder(name: Option<&str>, email: Option<&str>) -> bool {
     let name = name.map(str::trim).unwrap_or_default();

@@ -437,6 +437,59 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
     assert_eq!(w.fake.count("/rev-users.merge"), 2);
 }
 
+/// The carry-over writes the survivor's phone list whole, planned from its backed-up copy: a
+/// phone number someone gave the survivor after an earlier run's backup must survive the
+/// merge, so that backup is taken again first (review finding: it used to be dropped).
+#[test]
+fn a_survivor_changed_since_an_earlier_runs_backup_keeps_what_was_added() {
+    let w = World::with(
+        spec(1, 0, 40),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+        |o| {
+            o.faults
+                .push(on_merge(1, Fault::Spurious429 { retry_after_s: 1 }))
+        },
+    );
+    let a = w
+        .cmd()
+        .env("DEVREV_MAX_RETRIES", "0")
+        .args(w.run_args())
+        .assert();
+    assert_eq!(code(&a), 69, "{}", stderr(&a));
+    let first = pairs_of(&w.last_report())[0]["backup_dir"].clone();
+    assert!(first.is_string(), "a backup was taken");
+    let (p, s) = w.pairs()[0].clone();
+    let added = "+14155550142";
+    w.fake.with_state(|st| {
+        let u = &mut st.rev_users.get_mut(&p).unwrap().json;
+        let mut list = u["phone_numbers"].as_array().cloned().unwrap_or_default();
+        list.push(serde_json::json!(added));
+        u["phone_numbers"] = serde_json::Value::Array(list);
+    });
+    let secondary_phones: Vec<String> = w.seed.rev_user(&s).unwrap()["phone_numbers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let a = w.run(&[]);
+    assert_eq!(code(&a), 0, "{}", stderr(&a));
+    let r = w.last_report();
+    assert_ne!(pairs_of(&r)[0]["backup_dir"], first, "a new backup");
+    let now: Vec<String> = w.fake.with_state(|st| {
+        st.rev_users[&p].json["phone_numbers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    });
+    assert!(now.contains(&added.to_string()), "{now:?}");
+    for n in &secondary_phones {
+        assert!(now.contains(n), "{n} carried: {now:?}");
+    }
+}
+
 /// Point 2: a merge DevRev turned away (here a 429 that outlived the retries) is no merge of
 /// this tool's. When the operator then deactivates the duplicate by hand, the re-run must not
 /// read the inactive state as "our merge landed late": the pair is skipped, nothing is moved,

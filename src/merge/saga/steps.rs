@@ -272,6 +272,18 @@ impl Saga<'_, '_> {
         if c_of(&convs) != c_of(&live_c) {
             return Ok(Ok(Some("the secondary's conversations changed".into())));
         }
+        // The carry-over plans from the backup's copy of the survivor and writes its lists
+        // whole: a survivor changed since the backup needs a new one.
+        if self.ctx.carry
+            && let Some((live_primary, _)) = &self.live
+            && let Ok(meta) = backup::load_metadata(dir)
+            && crate::merge::carry::survivor_data_differs(&meta.primary, live_primary)
+        {
+            return Ok(Ok(Some(
+                "the survivor's own data changed (phone numbers, tags, custom fields or name)"
+                    .into(),
+            )));
+        }
         Ok(Ok(None))
     }
 
