@@ -218,6 +218,16 @@ impl CarryRecord {
         self.write = None;
     }
 
+    /// A 400 on an update that also set something else (the adopted ref) and named no field:
+    /// it may be about that other field, so no value is refused for it; each is tried alone
+    /// later, where a refusal can only be its own.
+    pub fn set_aside(&mut self, items: &[CarryItem]) {
+        for it in items {
+            push_new(&mut self.alone, it.clone());
+        }
+        self.write = None;
+    }
+
     fn refuse(&mut self, item: CarryItem, reason: String) {
         if !self.refused.iter().any(|r| r.item == item) {
             self.refused.push(Refusal { item, reason });

@@ -643,3 +643,37 @@ fn without_the_beta_api_only_the_tags_are_refused() {
     );
     assert_eq!(r["summary"]["carry"]["tags"], 0);
 }
+
+/// A 400 on the ref adoption's update that names the ref itself (a reason the fake does not
+/// model: `Fault::InvalidField`) is the adoption's failure, not the carried values': nothing
+/// is reported refused, and the re-run adopts the ref and carries every value (review finding:
+/// the values were refused for good with the ref's error).
+#[test]
+fn a_refusal_naming_the_ref_refuses_no_carried_value() {
+    let w = issue_world(false, |o| {
+        o.faults.push(ScriptedFault {
+            path: Some("/rev-users.update".into()),
+            nth: 1,
+            fault: Fault::InvalidField {
+                field: "external_ref".into(),
+            },
+        })
+    });
+    let a = w.run(&[]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
+    let r = w.last_report();
+    let failed: Vec<&Value> = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{err}");
+    let refused = failed[0]["carry"]["refused"].as_array().map_or(0, Vec::len);
+    assert_eq!(refused, 0, "no carried value blamed: {}", failed[0]);
+    // The other pairs' refusals were named by the first run's console, this pair's by the
+    // second's.
+    let again = run_ok(&w, &[]);
+    check_carried(&w, &format!("{err}{again}"));
+}

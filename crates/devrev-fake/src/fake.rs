@@ -42,6 +42,9 @@ pub enum Fault {
     Unauthenticated,
     /// `403 {"type":"forbidden"}` for this request only (a permission missing for one call).
     Forbidden,
+    /// `400 {"type":"invalid_field","field_name":field}` for this request only; nothing
+    /// applied (a field DevRev refuses for a reason the fake does not model).
+    InvalidField { field: String },
 }
 
 /// Inject `fault` on the `nth` (1-based) request whose path matches `path` (`None` = any

@@ -474,6 +474,11 @@ fn fault_answer(fault: &Option<Fault>, seq: usize) -> Option<Answer> {
             a.headers.push(("location", location.clone()));
             Some(a)
         }
+        Some(Fault::InvalidField { field }) => Some(Answer::json(
+            400,
+            &json!({"type": "invalid_field", "message": format!("Invalid field: {field}"),
+                    "field_name": field}),
+        )),
         Some(Fault::Status503) => Some(Answer::json(
             503,
             &json!({"type": "service_unavailable", "message": "Service unavailable"}),

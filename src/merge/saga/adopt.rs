@@ -150,8 +150,12 @@ impl Saga<'_, '_> {
                     return Ok(Err((StepOutcome::Failed { error }, None)));
                 }
                 // A carried value DevRev refuses: recorded, and the ref goes again without it.
+                // A 400 about the ref itself refuses no value: the adoption fails as it would
+                // without them.
                 Err(e) if e.status() == Some(400) && !batch.is_empty() => {
-                    self.carry_refused(&batch, &e)?;
+                    if !self.carry_refused_with_ref(&batch, &e)? {
+                        return Self::api_failure(step, &e).map(Err);
+                    }
                 }
                 Err(e) if e.is_conflict() => {
                     self.carry_not_applied()?;

@@ -119,6 +119,34 @@ impl Saga<'_, '_> {
         self.carry_mut(|c| c.refused_write(items, field.as_deref(), &reason))
     }
 
+    /// A 400 on the ref adoption's update, which carried `items` too. `Ok(true)`: the answer
+    /// names one of the carried values, recorded as [`Self::carry_refused`] does (the ref then
+    /// goes again without it). `Ok(false)`: it names another field (the ref itself): nothing
+    /// is refused and the adoption fails on its own. Naming nothing, the values are set aside
+    /// to be tried alone by CarryOver and the ref goes again without them.
+    pub(super) fn carry_refused_with_ref(
+        &mut self,
+        items: &[CarryItem],
+        e: &ApiError,
+    ) -> Result<bool, AppError> {
+        let field = match e {
+            ApiError::Status { body, .. } => body.field_name.clone(),
+            _ => None,
+        };
+        match field.as_deref().map(str::trim).filter(|f| !f.is_empty()) {
+            Some(f) if carry::suspects(Some(f), items).is_empty() => {
+                self.carry_not_applied()?;
+                Ok(false)
+            }
+            Some(_) => self.carry_refused(items, e).map(|()| true),
+            None => {
+                tracing::debug!(pair = %self.rec().email, "a 400 naming no field on the adoption's update: the carried values are tried alone");
+                self.carry_mut(|c| c.set_aside(items))?;
+                Ok(true)
+            }
+        }
+    }
+
     /// The write was certainly not applied (a 409 for the ref): the intent is dropped.
     pub(super) fn carry_not_applied(&mut self) -> Result<(), AppError> {
         if self.rec().carry.as_ref().is_some_and(|c| c.write.is_some()) {
