@@ -211,6 +211,31 @@ fn a_kept_ref_is_released_or_left_pending_without_stalling() {
         assert_eq!(rec["status"], "ref_adoption_pending");
         assert!(rec["ref_release"]["outcome"]["Err"].is_string(), "{rec}");
     }
+    // The values that were to ride with the ref went on their own: a ref that stays pending
+    // does not keep the secondary's data off the survivor.
+    let phones = |v: &Value| -> Vec<String> {
+        v["phone_numbers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()
+    };
+    let mut carried = 0;
+    for (p, s) in w.pairs() {
+        let now = w.fake.with_state(|st| phones(&st.rev_users[&p].json));
+        for n in phones(w.seed.rev_user(&s).unwrap()) {
+            assert!(
+                now.contains(&n),
+                "{n} on {p} while its ref is pending: {now:?}"
+            );
+            carried += 1;
+        }
+    }
+    assert!(
+        carried > 0,
+        "the seed's user_ contacts have phone numbers to carry"
+    );
     // The re-run retries only the adoptions.
     w.fake
         .set_options(|o| o.quirks.refuse_merged_update = false);

@@ -171,14 +171,14 @@ impl Saga<'_, '_> {
                                     + (wait + Duration::from_secs(10)).min(self.ctx.merge_timeout);
                                 continue;
                             }
-                            Err(why) => return self.adoption_pending(target, why).map(Err),
+                            Err(why) => return self.adoption_pending(target, why).await.map(Err),
                         }
                     }
                     if now >= deadline {
                         let why = format!(
                             "{target} is still taken after it was released from the secondary ({conflicts} conflict answers)"
                         );
-                        return self.adoption_pending(target, why).map(Err);
+                        return self.adoption_pending(target, why).await.map(Err);
                     }
                     tracing::debug!(%target, "external_ref still taken; waiting for DevRev to free it");
                     if self.nap(next_delay(&mut delays).min(deadline - now)).await {
@@ -248,7 +248,14 @@ impl Saga<'_, '_> {
 
     /// The pair is merged and reconciled but its ref is not adopted: recorded, reported with
     /// what to do, and retried alone by the next run.
-    pub(super) fn adoption_pending(&mut self, target: &str, why: String) -> StepResult {
+    pub(super) async fn adoption_pending(&mut self, target: &str, why: String) -> StepResult {
+        // The values that were to ride with the ref go now in updates of their own: a ref
+        // that stays pending for good must not keep the secondary's data off the survivor.
+        if self.rec().carry.is_some()
+            && let Err(outcome) = self.carry_write_rest(Step::AdoptExternalRef).await?
+        {
+            return Ok((outcome, None));
+        }
         let detail = format!(
             "ref adoption pending: {why}. Until {target} is on the primary, a login with it may create the duplicate again; re-run to retry only this step, or move the ref by hand"
         );

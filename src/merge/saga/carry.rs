@@ -179,6 +179,31 @@ impl Saga<'_, '_> {
 
     // ---- CarryOver --------------------------------------------------------------------------
 
+    /// Writes every value not carried yet in updates of their own (all together, then one at
+    /// a time after an unnamed refusal), each journaled. `Ok(Err(outcome))`: an answer that
+    /// may or may not have applied stops here (the intent stays; the next run reads first).
+    pub(super) async fn carry_write_rest(&mut self, step: Step) -> Phase<()> {
+        let primary = self.primary();
+        loop {
+            let batch = self.carry_rec().next_batch();
+            if batch.is_empty() {
+                return Ok(Ok(()));
+            }
+            self.carry_intent(&batch, None)?;
+            let fields = self.carry_fields(&batch);
+            match self
+                .ctx
+                .client
+                .rev_users_update(&primary, serde_json::Value::Object(fields))
+                .await
+            {
+                Ok(u) => self.carry_answered(&batch, &u)?,
+                Err(e) if e.status() == Some(400) => self.carry_refused(&batch, &e)?,
+                Err(e) => return Self::api_failure(step, &e).map(|(o, _)| Err(o)),
+            }
+        }
+    }
+
     pub(super) async fn carry_over(&mut self) -> StepResult {
         let step = Step::CarryOver;
         match self.carry_planned(step)? {
@@ -192,25 +217,8 @@ impl Saga<'_, '_> {
         if let Err(outcome) = self.carry_resolve(step).await? {
             return Ok((outcome, None));
         }
-        let primary = self.primary();
-        loop {
-            let batch = self.carry_rec().next_batch();
-            if batch.is_empty() {
-                break;
-            }
-            self.carry_intent(&batch, None)?;
-            let fields = self.carry_fields(&batch);
-            match self
-                .ctx
-                .client
-                .rev_users_update(&primary, serde_json::Value::Object(fields))
-                .await
-            {
-                Ok(u) => self.carry_answered(&batch, &u)?,
-                Err(e) if e.status() == Some(400) => self.carry_refused(&batch, &e)?,
-                // Unknown whether it applied: the intent stays, the next run reads first.
-                Err(e) => return Self::api_failure(step, &e),
-            }
+        if let Err(outcome) = self.carry_write_rest(step).await? {
+            return Ok((outcome, None));
         }
         let c = self.carry_rec();
         let detail = format!(
