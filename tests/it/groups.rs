@@ -1061,3 +1061,49 @@ fn the_merge_page_shows_each_decided_group() {
         "the ref left without a contact: {left}"
     );
 }
+
+/// `--keep auto` turns round the clean pairs DevRev would refuse, but never a survivor the
+/// user typed in the decisions file: a typed `keep` on a verified `REVU-` contact whose
+/// `user_` duplicate is unverified stays as typed, and the live check refuses that merge
+/// (skipped, never merged the other way). A blank pair of the same kind is turned. (Review
+/// finding: typed decisions were turned.)
+#[test]
+fn keep_auto_never_turns_a_survivor_typed_in_the_decisions_file() {
+    let mut sp = spec(6, 0, 17);
+    sp.unverified_secondary_pct = 100;
+    let w = World::new(sp, behaviour(MoveMode::All, SecondaryAfter::Deactivated));
+    let (h, mut rows) = review(&w);
+    let pairs = w.seed.pairs();
+    let (typed_revu, typed_user) = pairs[0].clone();
+    decide(&h, &mut rows, &typed_revu, "keep", false);
+    decide(&h, &mut rows, &typed_user, "merge", false);
+    save(&w, "decided.csv", &h, &rows);
+    let a = w.run(&["--keep", "auto", "--decisions", "decided.csv"]);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert_eq!(a.get_output().status.code(), Some(1), "{err}");
+    let handled = merges_handled(&w.fake.requests());
+    assert!(
+        !handled.contains_key(&(typed_user.clone(), typed_revu.clone())),
+        "the typed survivor was not turned round: {handled:?}"
+    );
+    assert!(
+        !handled.contains_key(&(typed_revu.clone(), typed_user.clone())),
+        "DevRev's refusal is found live, before any merge: {handled:?}"
+    );
+    let r = w.last_report();
+    let e = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["primary"] == typed_revu.as_str())
+        .unwrap();
+    assert_eq!(e["status"], "skipped", "{e}");
+    // The other pairs (blank in the file) were turned by --keep auto and merged.
+    for (revu, user) in &pairs[1..] {
+        assert_eq!(
+            handled.get(&(user.clone(), revu.clone())),
+            Some(&1),
+            "{handled:?}"
+        );
+    }
+}
