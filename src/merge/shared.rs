@@ -64,7 +64,17 @@ impl SharedSavepoint {
 
     /// A pair seen for the first time gets its record before the saga starts.
     pub(super) fn journal_new_pair(&self, item: &Item<'_>, keep: Keep) -> Result<(), AppError> {
-        if self.contains(&item.key) {
+        if let Some(rec) = self.get(&item.key) {
+            // A group record not merged yet follows this run's decisions file: its place,
+            // the group's length and whether it adopts the ref may have changed with it.
+            if rec.group.is_some()
+                && item.group.is_some()
+                && rec.group != item.group
+                && !rec.merge_in_flight()
+                && !rec.status.is_final()
+            {
+                self.update(&item.key, |r| r.group = item.group.clone())?;
+            }
             return Ok(());
         }
         let pair = item
@@ -85,5 +95,85 @@ impl SharedSavepoint {
         );
         rec.group = item.group.clone();
         Ok(self.put(&item.key, rec)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{Contact, Pair};
+    use crate::merge::journal::{AdoptRef, GroupLink, MergeIntent, pair_key};
+
+    fn contact(id: &str) -> Contact {
+        Contact {
+            line: 2,
+            rev_user_id: id.into(),
+            display_name: "x".into(),
+            email: "g@example.com".into(),
+            external_ref: String::new(),
+            full_name: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            ticket_count: None,
+        }
+    }
+
+    fn link(index: u32, len: u32, adopt: bool) -> GroupLink {
+        GroupLink {
+            id: "G-0123456789".into(),
+            index,
+            len,
+            adopt: adopt.then(|| AdoptRef {
+                external_ref: "user_b".into(),
+                holder: "B".into(),
+            }),
+            decisions: "decided.csv".into(),
+        }
+    }
+
+    /// A group record journaled by an earlier run (backed up, its merge not sent) follows
+    /// the new decisions file's place and adoption; one whose merge may have left keeps the
+    /// link it was sent with.
+    #[test]
+    fn a_group_record_not_merged_yet_follows_the_new_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = SharedSavepoint::new(Savepoint::open(&dir.path().join("sp.json")).unwrap());
+        let pair = Pair {
+            email: "g@example.com".into(),
+            primary: contact("K"),
+            secondary: contact("B"),
+        };
+        let key = pair_key("K", "B");
+        let item = |group| Item {
+            key: key.clone(),
+            pair: Some(&pair),
+            in_flight: false,
+            in_csv: true,
+            group: Some(group),
+        };
+        sp.journal_new_pair(&item(link(1, 2, true)), Keep::Revu)
+            .unwrap();
+        // The new file adds a third member after B and gives the ref to it.
+        sp.journal_new_pair(&item(link(1, 3, false)), Keep::Revu)
+            .unwrap();
+        assert_eq!(sp.get(&key).unwrap().group, Some(link(1, 3, false)));
+
+        sp.update(&key, |r| {
+            r.merge = Some(MergeIntent {
+                attempt: 1,
+                requested_at: chrono::Utc::now(),
+                outcome: None,
+                unmerged_since: None,
+                watch_until: None,
+            })
+        })
+        .unwrap();
+        sp.journal_new_pair(&item(link(2, 4, true)), Keep::Revu)
+            .unwrap();
+        assert_eq!(
+            sp.get(&key).unwrap().group,
+            Some(link(1, 3, false)),
+            "a merge that may have left is finished the way it was sent"
+        );
     }
 }
