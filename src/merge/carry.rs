@@ -638,6 +638,36 @@ pub fn suspects(field_name: Option<&str>, items: &[CarryItem]) -> Vec<CarryItem>
         .collect()
 }
 
+/// Adds what puts `it` back to the undo's fields.
+fn undo_one<'r>(
+    record: &CarryRecord,
+    it: &'r CarryItem,
+    f: &mut Map<String, Value>,
+    cf: &mut Map<String, Value>,
+    drop_phones: &mut Vec<String>,
+    drop_tags: &mut Vec<&'r CarryItem>,
+) {
+    match it {
+        CarryItem::PhoneNumber { number } => drop_phones.push(phone_key(number)),
+        CarryItem::Tag { .. } => drop_tags.push(it),
+        CarryItem::CustomField { key, .. } => {
+            cf.insert(key.clone(), Value::Null);
+        }
+        CarryItem::DisplayName { .. } => {
+            f.insert(
+                "display_name".into(),
+                json!(
+                    record
+                        .plan
+                        .survivor_display_name
+                        .clone()
+                        .unwrap_or_default()
+                ),
+            );
+        }
+    }
+}
+
 /// The fields `--restore` writes to put the survivor back: for each carried item the survivor
 /// still holds (`live`), the value from before the merge. Returns the fields and, in words,
 /// each carried value someone has changed since (left as it is).
@@ -647,6 +677,27 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
     let mut cf = Map::new();
     let mut drop_phones: Vec<String> = Vec::new();
     let mut drop_tags: Vec<&CarryItem> = Vec::new();
+    // A write whose answer never came (a crash, a second Ctrl-C) may have applied: its items
+    // are undone where the survivor holds them (it lacked each before: that is why it was
+    // planned), and otherwise were never written.
+    let in_doubt: Vec<&CarryItem> = record
+        .write
+        .iter()
+        .flat_map(|w| &w.items)
+        .filter(|i| !record.carried.contains(i))
+        .collect();
+    for it in in_doubt {
+        if held(live, it) {
+            undo_one(
+                record,
+                it,
+                &mut f,
+                &mut cf,
+                &mut drop_phones,
+                &mut drop_tags,
+            );
+        }
+    }
     for it in &record.carried {
         if !held(live, it) {
             changed.push(format!(
@@ -655,25 +706,14 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
             ));
             continue;
         }
-        match it {
-            CarryItem::PhoneNumber { number } => drop_phones.push(phone_key(number)),
-            CarryItem::Tag { .. } => drop_tags.push(it),
-            CarryItem::CustomField { key, .. } => {
-                cf.insert(key.clone(), Value::Null);
-            }
-            CarryItem::DisplayName { .. } => {
-                f.insert(
-                    "display_name".into(),
-                    json!(
-                        record
-                            .plan
-                            .survivor_display_name
-                            .clone()
-                            .unwrap_or_default()
-                    ),
-                );
-            }
-        }
+        undo_one(
+            record,
+            it,
+            &mut f,
+            &mut cf,
+            &mut drop_phones,
+            &mut drop_tags,
+        );
     }
     if !drop_phones.is_empty() {
         let keep: Vec<String> = phones(live)
@@ -935,6 +975,31 @@ mod tests {
         assert_eq!(f["display_name"], "a@x.com");
         assert_eq!(changed.len(), 1);
         assert!(changed[0].contains("tnt__b"), "{changed:?}");
+    }
+
+    /// A write whose answer never came may have applied: what the survivor holds of it is
+    /// undone, what it does not hold was never written (and is no "changed since").
+    #[test]
+    fn undo_takes_back_a_write_in_doubt_where_it_applied() {
+        let mut r = CarryRecord::new(CarryPlan {
+            survivor_phones: vec!["+10".into()],
+            ..Default::default()
+        });
+        r.write = Some(CarryWrite {
+            requested_at: Utc::now(),
+            items: vec![phone("+11"), cf("tnt__a", json!("x"))],
+            with_ref: Some("user_1".into()),
+        });
+        let applied = user(json!({"phone_numbers": ["+10", "+11"],
+                                  "custom_fields": {"tnt__a": "x"}}));
+        let (f, changed) = undo(&r, &applied);
+        assert_eq!(f["phone_numbers"], json!(["+10"]));
+        assert_eq!(f["custom_fields"], json!({"tnt__a": null}));
+        assert!(changed.is_empty(), "{changed:?}");
+        let not_applied = user(json!({"phone_numbers": ["+10"]}));
+        let (f, changed) = undo(&r, &not_applied);
+        assert!(f.is_empty(), "{f:?}");
+        assert!(changed.is_empty(), "{changed:?}");
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl MergeRecords {
             .get(&key(item))?
             .carry
             .clone()
-            .filter(|c| !c.carried.is_empty())
+            .filter(|c| !c.carried.is_empty() || c.write.is_some())
     }
 
     /// Records the pair as restored (with the recreated contact), creating its record when the
