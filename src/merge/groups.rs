@@ -280,10 +280,17 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
             e.survivor = Some(keep.clone());
             e.refs_left = g.refs_left.clone();
             let mut done = 0;
+            let mut adoption_skipped = false;
             for m in merge {
                 let rec = sp
                     .get(&super::journal::pair_key(keep, m))
                     .or_else(|| sp.get(&super::journal::pair_key(m, keep)));
+                // Found merged before this tool asked, its steps after the merge never ran:
+                // the ref it was to hand over was not adopted.
+                adoption_skipped |= rec.is_some_and(|r| {
+                    r.status == PairStatus::AlreadyMerged
+                        && r.group.as_ref().is_some_and(|g| g.adopt.is_some())
+                });
                 let status =
                     rec.map_or_else(|| "not_started".to_string(), |r| status_word(r.status));
                 let merged = rec.is_some_and(|r| {
@@ -319,6 +326,13 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
                 });
             }
             e.adopts_ref = g.adopts_ref.clone();
+            if adoption_skipped && let Some(r) = e.adopts_ref.take() {
+                e.reason = Some(format!(
+                    "{r} was not adopted: the contact that held it was already merged into the \
+                     survivor before this tool asked; set it on the survivor by hand"
+                ));
+                e.refs_left.push(r);
+            }
             e.outcome = if done == merge.len() {
                 "merged"
             } else if e.stopped_at.is_some() {
@@ -499,5 +513,54 @@ mod tests {
         assert_eq!(g.refs_left, ["user_g1"]);
         assert_eq!(g.adopts_ref.as_deref(), Some("user_g3"));
         assert_eq!(w.groups.len(), 4);
+    }
+
+    /// The group's adopting member found already merged runs no step after the merge, so its
+    /// ref was never adopted: the report says so and lists the ref as left, never as taken.
+    #[test]
+    fn a_ref_whose_holder_was_already_merged_is_reported_not_adopted() {
+        use crate::merge::journal::{AdoptRef, GroupLink, PairRecord, PairStatus, pair_key};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sp = Savepoint::open(&dir.path().join("sp.json")).unwrap();
+        let link = |index, adopt: Option<AdoptRef>| GroupLink {
+            id: "G-1".into(),
+            index,
+            len: 2,
+            adopt,
+            decisions: "d.csv".into(),
+        };
+        let mut a = PairRecord::new("g@x.com", "K", "A", Keep::Revu);
+        a.status = PairStatus::Merged;
+        a.group = Some(link(0, None));
+        sp.put(&pair_key("K", "A"), a).unwrap();
+        let mut b = PairRecord::new("g@x.com", "K", "B", Keep::Revu);
+        b.status = PairStatus::AlreadyMerged;
+        b.group = Some(link(
+            1,
+            Some(AdoptRef {
+                external_ref: "user_b".into(),
+                holder: "B".into(),
+            }),
+        ));
+        sp.put(&pair_key("K", "B"), b).unwrap();
+        let g = GroupPlan {
+            id: "G-1".into(),
+            email: "g@x.com".into(),
+            clean_pair: false,
+            outcome: merge("K", &["A", "B"], Some("B"), Source::Typed),
+            refs_left: vec![],
+            adopts_ref: Some("user_b".into()),
+        };
+        let e = &entries(&[g], &sp)[0];
+        assert_eq!(e.outcome, "merged");
+        assert_eq!(e.adopts_ref, None);
+        assert_eq!(e.refs_left, vec!["user_b".to_string()]);
+        assert!(
+            e.reason
+                .as_deref()
+                .unwrap()
+                .contains("user_b was not adopted"),
+            "{e:?}"
+        );
     }
 }
