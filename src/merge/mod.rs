@@ -163,35 +163,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     drop(plan);
     let client = DevRevClient::new(client_cfg)?;
     if cfg.keep == Keep::Auto {
-        // A survivor the user typed (or accepted) in the decisions file is theirs: only the
-        // pairs the `--keep` rule decided may be turned round.
-        let chosen: std::collections::HashSet<&str> = group_plans
-            .iter()
-            .filter_map(|g| match &g.outcome {
-                crate::review::decisions::Outcome::Merge { keep, source, .. }
-                    if g.clean_pair
-                        && *source != crate::review::decisions::Source::CleanPairRule =>
-                {
-                    Some(keep.as_str())
-                }
-                _ => None,
-            })
-            .collect();
-        let (free_at, kept_at): (Vec<usize>, Vec<usize>) = (0..plan_pairs.len())
-            .partition(|&i| !chosen.contains(plan_pairs[i].primary.rev_user_id.as_str()));
-        let mut slots: Vec<Option<crate::detect::Pair>> = std::mem::take(&mut plan_pairs)
-            .into_iter()
-            .map(Some)
-            .collect();
-        let mut free: Vec<crate::detect::Pair> =
-            free_at.iter().filter_map(|&i| slots[i].take()).collect();
-        turn::turn_pairs(&client, &mut free, sp.file()).await?;
-        // Back in the CSV's order, turned or not.
-        for (i, p) in free_at.into_iter().zip(free) {
-            slots[i] = Some(p);
-        }
-        debug_assert!(kept_at.iter().all(|&i| slots[i].is_some()));
-        plan_pairs = slots.into_iter().flatten().collect();
+        turn_rule_pairs(&client, &mut plan_pairs, &group_plans, sp.file()).await?;
     }
 
     // ---- schedule ---------------------------------------------------------------------------
@@ -297,6 +269,44 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         pairs,
     };
     finish::finish(f, done.outcome, done.fatal.take())
+}
+
+/// `--keep auto`: turns round the clean pairs DevRev would refuse, among those the `--keep`
+/// rule decided. A survivor the user typed (or accepted) in the decisions file is theirs: only
+/// the pairs the `--keep` rule decided may be turned round. The CSV's order is kept.
+async fn turn_rule_pairs(
+    client: &DevRevClient,
+    plan_pairs: &mut Vec<crate::detect::Pair>,
+    group_plans: &[groups::GroupPlan],
+    journal: &journal::SavepointFile,
+) -> Result<(), AppError> {
+    // A survivor the user typed (or accepted) in the decisions file is theirs: only the
+    // pairs the `--keep` rule decided may be turned round.
+    let chosen: std::collections::HashSet<&str> = group_plans
+        .iter()
+        .filter_map(|g| match &g.outcome {
+            crate::review::decisions::Outcome::Merge { keep, source, .. }
+                if g.clean_pair && *source != crate::review::decisions::Source::CleanPairRule =>
+            {
+                Some(keep.as_str())
+            }
+            _ => None,
+        })
+        .collect();
+    let (free_at, kept_at): (Vec<usize>, Vec<usize>) = (0..plan_pairs.len())
+        .partition(|&i| !chosen.contains(plan_pairs[i].primary.rev_user_id.as_str()));
+    let mut slots: Vec<Option<crate::detect::Pair>> =
+        std::mem::take(plan_pairs).into_iter().map(Some).collect();
+    let mut free: Vec<crate::detect::Pair> =
+        free_at.iter().filter_map(|&i| slots[i].take()).collect();
+    turn::turn_pairs(client, &mut free, journal).await?;
+    // Back in the CSV's order, turned or not.
+    for (i, p) in free_at.into_iter().zip(free) {
+        slots[i] = Some(p);
+    }
+    debug_assert!(kept_at.iter().all(|&i| slots[i].is_some()));
+    *plan_pairs = slots.into_iter().flatten().collect();
+    Ok(())
 }
 
 /// A savepoint belongs to one org at one base URL: resuming it elsewhere would match its

@@ -801,6 +801,18 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
         },
         s.pairs
     ));
+    status_lines(&mut out, s);
+    figure_lines(&mut out, s);
+    out.push_str(&format!("  API:             {}\n", r.api.line()));
+    out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
+    out.push_str(&format!("  report:          {}\n", path.display()));
+    out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
+    pair_lines(&mut out, r);
+    output::human(&out);
+}
+
+/// One line per status, from [`Summary::parts`]: they add up to the pairs of the first line.
+fn status_lines(out: &mut String, s: &Summary) {
     // One line per status, from `Summary::parts` (they add up to the pairs above); each
     // line says whether its breakdown is this run or all runs.
     for (label, n) in s.parts() {
@@ -844,6 +856,11 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
             s.ref_adoptions_pending
         ));
     }
+}
+
+/// Groups left for a person, tickets this run and all runs, the TICKET_COUNT note, the
+/// carry-over.
+fn figure_lines(out: &mut String, s: &Summary) {
     out.push_str(&format!(
         "  needs review:    {}, untouched\n",
         output::count(s.needs_review_groups as u64, "group", "groups")
@@ -893,10 +910,10 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
             out.push_str(&format!("                   all runs {}\n", s.carry.line()));
         }
     }
-    out.push_str(&format!("  API:             {}\n", r.api.line()));
-    out.push_str(&format!("  time:            {:.1} s\n", r.duration_s));
-    out.push_str(&format!("  report:          {}\n", path.display()));
-    out.push_str(&format!("  savepoint:       {}\n", savepoint.display()));
+}
+
+/// Each failed pair's error, and each value the carry-over could not write.
+fn pair_lines(out: &mut String, r: &MergeReport<'_>) {
     for e in r
         .pairs
         .entries
@@ -926,7 +943,6 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
             ));
         }
     }
-    output::human(&out);
 }
 
 #[cfg(test)]
