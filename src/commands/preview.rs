@@ -54,6 +54,20 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     let journal = read_journal(cfg);
     let held = held_by_savepoint(journal.as_ref(), &plan);
 
+    // Decisions first: a bad one is refused (exit 65) before any file is written, so a
+    // refused preview leaves no plan or review file behind.
+    let recorded = journal.as_ref().map(|j| &j.decisions);
+    let decided = match &cfg.decisions {
+        Some(file) => {
+            let mut d = review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            if let Some(r) = recorded {
+                review::lasting::apply_recorded(&mut d, r);
+            }
+            Some((file, d))
+        }
+        None => None,
+    };
+
     let report = PlanReport {
         kind: "devrev-merge plan",
         format_version: 1,
@@ -71,9 +85,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     )?;
 
     tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
-    // The review file (every group, one row per contact) and, with --decisions, the plan the
-    // decisions give: a bad decision is refused here (exit 65) before anything is sent.
-    let recorded = journal.as_ref().map(|j| &j.decisions);
+    // The review file: every group, one row per contact.
     let review_path = review::write(
         &cfg.report_dir,
         &plan,
@@ -84,16 +96,6 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             .unwrap_or_default(),
         facts.as_ref(),
     )?;
-    let decided = match &cfg.decisions {
-        Some(file) => {
-            let mut d = review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
-            if let Some(r) = recorded {
-                review::lasting::apply_recorded(&mut d, r);
-            }
-            Some((file, d))
-        }
-        None => None,
-    };
     // The page for people, next to the plan: a failure is warned about, the plan stands.
     let html_path = html::written_or_warn(
         &path,

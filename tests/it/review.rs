@@ -222,8 +222,19 @@ fn bad_decisions_are_refused_with_the_file_and_line() {
     let mut file = vec![h.clone()];
     file.extend(body);
     save_like_excel(&dir.path().join("bad.csv"), &file);
+    let reports = || {
+        std::fs::read_dir(dir.path().join("reports"))
+            .unwrap()
+            .count()
+    };
+    let before = reports();
     let (code, out, err) = preview(dir.path(), &["--decisions", "bad.csv"]);
     assert_eq!(code, 65, "{out}{err}");
+    assert_eq!(
+        reports(),
+        before,
+        "a refused preview writes no plan or review file"
+    );
     for want in [
         "bad.csv: ",
         "lines 2, 3: two keep in group",
