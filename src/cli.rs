@@ -177,7 +177,16 @@ pub struct Cli {
     /// A filled-in review file (reports/review-<time>.csv): keep, merge, skip, not-dup or
     /// revoke per contact. With --preview: show the plan it gives; in a merge run: merge as
     /// decided, each group one contact at a time. See docs/review.md.
-    #[arg(help_heading = H_MERGE, long, value_name = "FILE")]
+    #[arg(
+        help_heading = H_MERGE,
+        long,
+        value_name = "FILE",
+        requires = "csv",
+        conflicts_with_all = [
+            "backup_only", "test_api", "status", "create_test_sample", "demo",
+            "export_contacts", "verify_backups", "restore"
+        ]
+    )]
     pub decisions: Option<PathBuf>,
 
     /// With --decisions: decide blank needs-review groups of at most 5 contacts by the

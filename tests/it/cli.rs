@@ -252,3 +252,19 @@ fn dry_run_and_a_token_flag_point_at_what_this_tool_has() {
         "the typed token is not echoed: {err}"
     );
 }
+
+/// `--decisions` belongs to the preview and the merge run: with any other command it would be
+/// ignored without a word, so it is refused (exit 2) naming both flags.
+#[test]
+fn decisions_with_a_command_that_does_not_read_them_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--csv", "c.csv", "--backup-only", "--decisions", "d.csv"][..],
+        &["--test-api", "--decisions", "d.csv"],
+        &["--status", "--decisions", "d.csv"],
+    ] {
+        let (code, _, err) = output_of(dir.path(), args, &[]);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--decisions"), "{args:?}: {err}");
+    }
+}
