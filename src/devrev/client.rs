@@ -97,7 +97,7 @@ impl std::fmt::Debug for ClientConfig {
 }
 
 /// Per-endpoint counters, printed in reports.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct EndpointStats {
     /// HTTP requests sent, retries included.
     pub calls: u64,
@@ -111,12 +111,11 @@ pub struct EndpointStats {
     pub errors: u64,
     /// `404`/`3xx` answers to a look at a contact this tool merged away: the answer the look
     /// hoped for, so not counted in `errors`.
-    #[serde(default)]
     pub expected_gone: u64,
 }
 
 /// The `X-Ratelimit-*` headers of the most recent answer.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct RateHeaders {
     pub limit: Option<u64>,
     pub remaining: Option<u64>,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::page::{Column, Kind, Page, Table};
 use super::serial::{fields_without, for_each_element};
 use super::{at, cell, count, figure, first, id_cell, number_cards};
-use crate::merge::report::{ApiFigures, MergeReport};
+use crate::merge::report::MergeReport;
 
 /// The reason a pair is where it is, in words.
 pub(super) fn reason(r: &Value) -> Value {
@@ -281,9 +281,7 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     }
     let api = at(&top, "api");
     // The console's API line, word for word.
-    if let Ok(figures) = serde_json::from_value::<ApiFigures>(api.clone()) {
-        page.para("note", &format!("API: {}", figures.line()))?;
-    }
+    page.para("note", &format!("API: {}", r.api.line()))?;
 
     let t = pairs_table();
     page.begin_table(&t, r.pairs.len())?;

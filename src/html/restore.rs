@@ -8,7 +8,6 @@ use super::merge::id_map_table;
 use super::page::{Column, Kind, Page, Table};
 use super::serial::fields_without;
 use super::{at, cell, count, figure, first, id_cell, number_cards};
-use crate::merge::report::ApiFigures;
 use crate::restore::report::RestoreReport;
 
 fn pairs_table() -> Table {
@@ -93,9 +92,7 @@ pub fn write(w: &mut dyn Write, r: &RestoreReport) -> io::Result<()> {
         cards.extend(number_cards(&json!({ k: at(&top, k) }), &[]));
     }
     page.cards("Summary", &cards)?;
-    if let Ok(figures) = serde_json::from_value::<ApiFigures>(at(&top, "api").clone()) {
-        page.para("note", &format!("API: {}", figures.line()))?;
-    }
+    page.para("note", &format!("API: {}", r.api.line()))?;
 
     let t = pairs_table();
     page.begin_table(&t, r.pairs.len())?;

@@ -384,12 +384,17 @@ fn phone_key(n: &str) -> String {
         .collect()
 }
 
-fn phones(u: &RevUser) -> Vec<String> {
+/// The elements of the contact's list field `key` (none when it is absent or not a list).
+fn listed<'u>(u: &'u RevUser, key: &str) -> impl Iterator<Item = &'u Value> {
     u.extra
-        .get("phone_numbers")
+        .get(key)
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+}
+
+fn phones(u: &RevUser) -> Vec<String> {
+    listed(u, "phone_numbers")
         .filter_map(Value::as_str)
         .map(str::to_string)
         .collect()
@@ -397,11 +402,7 @@ fn phones(u: &RevUser) -> Vec<String> {
 
 /// The contact's tags as `CarryItem::Tag`s (objects show `{tag: {id, …}, value?}`).
 fn tags(u: &RevUser) -> Vec<CarryItem> {
-    u.extra
-        .get("tags")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    listed(u, "tags")
         .filter_map(|t| {
             Some(CarryItem::Tag {
                 id: t["tag"]["id"].as_str()?.to_string(),

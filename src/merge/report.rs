@@ -285,17 +285,7 @@ impl PairEntry {
 /// like a pair that never got that far: the merge is DevRev's now, and the next run watches
 /// for it and never sends it again, so it is unconfirmed.
 fn interrupted(rec: &PairRecord) -> EntryStatus {
-    let sent = rec.merge.as_ref().is_some_and(|m| {
-        !matches!(
-            m.outcome,
-            Some(
-                super::journal::MergeOutcome::Rejected { .. }
-                    | super::journal::MergeOutcome::NotSent { .. }
-                    | super::journal::MergeOutcome::NotApplied { .. }
-            )
-        )
-    });
-    if sent && rec.merged.is_none() {
+    if rec.merge_in_flight() && rec.merged.is_none() {
         EntryStatus::Unconfirmed
     } else {
         EntryStatus::Interrupted
@@ -454,7 +444,7 @@ pub struct Summary {
     pub carry_this_run: CarryCounts,
 }
 
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ApiFigures {
     pub calls: u64,
     pub retries: u64,
@@ -462,7 +452,6 @@ pub struct ApiFigures {
     /// Calls that failed after their retries. A `404` or redirect from a look at a contact
     /// after its merge is what the look hoped for: counted in `expected_gone` instead.
     pub errors: u64,
-    #[serde(default)]
     pub expected_gone: u64,
     pub rate_wait_ms: u64,
     pub per_endpoint: BTreeMap<String, EndpointStats>,
@@ -565,21 +554,58 @@ impl<'a> MergeReport<'a> {
     }
 }
 
+/// One status line of the summary (see [`Summary::parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Merged,
+    AlreadyMerged,
+    Skipped,
+    Failed,
+    Unconfirmed,
+    MergedElsewhere,
+    NotFinished,
+    NotStarted,
+    LeftCsv,
+    Restored,
+}
+
+impl Part {
+    pub fn label(self) -> &'static str {
+        match self {
+            Part::Merged => "merged",
+            Part::AlreadyMerged => "already merged",
+            Part::Skipped => "skipped",
+            Part::Failed => "failed",
+            Part::Unconfirmed => "unconfirmed",
+            Part::MergedElsewhere => "merged elsewhere",
+            Part::NotFinished => "not finished",
+            Part::NotStarted => "not started",
+            Part::LeftCsv => "left the CSV",
+            Part::Restored => "restored",
+        }
+    }
+
+    /// Shown even at 0: what a reader looks for first.
+    fn always_shown(self) -> bool {
+        matches!(self, Part::Merged | Part::Skipped | Part::Failed)
+    }
+}
+
 impl Summary {
     /// The pair counts the summary prints, one per status: every pair is in exactly one, so
     /// they add up to `pairs` (the console summary is built from this list).
-    pub fn parts(&self) -> [(&'static str, usize); 10] {
+    pub fn parts(&self) -> [(Part, usize); 10] {
         [
-            ("merged", self.merged),
-            ("already merged", self.already_merged),
-            ("skipped", self.skipped),
-            ("failed", self.failed),
-            ("unconfirmed", self.unconfirmed),
-            ("merged elsewhere", self.merged_elsewhere),
-            ("not finished", self.interrupted),
-            ("not started", self.not_started),
-            ("left the CSV", self.left_csv),
-            ("restored", self.restored),
+            (Part::Merged, self.merged),
+            (Part::AlreadyMerged, self.already_merged),
+            (Part::Skipped, self.skipped),
+            (Part::Failed, self.failed),
+            (Part::Unconfirmed, self.unconfirmed),
+            (Part::MergedElsewhere, self.merged_elsewhere),
+            (Part::NotFinished, self.interrupted),
+            (Part::NotStarted, self.not_started),
+            (Part::LeftCsv, self.left_csv),
+            (Part::Restored, self.restored),
         ]
     }
 
@@ -815,34 +841,36 @@ pub fn print_summary(r: &MergeReport<'_>, path: &Path, savepoint: &Path) {
 fn status_lines(out: &mut String, s: &Summary) {
     // One line per status, from `Summary::parts` (they add up to the pairs above); each
     // line says whether its breakdown is this run or all runs.
-    for (label, n) in s.parts() {
-        let always = matches!(label, "merged" | "skipped" | "failed");
-        if n == 0 && !always {
+    for (part, n) in s.parts() {
+        if n == 0 && !part.always_shown() {
             continue;
         }
-        let detail = match label {
-            "merged" => format!(
+        let detail = match part {
+            Part::Merged => format!(
                 " ({} in this run, {} in earlier runs)",
                 s.merged_this_run, s.merged_earlier
             ),
-            "already merged" => " (found merged into the primary before this tool asked)".into(),
-            "unconfirmed" => unconfirmed_detail(s),
-            "merged elsewhere" => format!(
+            Part::AlreadyMerged => " (found merged into the primary before this tool asked)".into(),
+            Part::Unconfirmed => unconfirmed_detail(s),
+            Part::MergedElsewhere => format!(
                 " ({} in this run; the secondary went to another contact after a lost merge \
                  answer: nothing repaired or adopted, see the report)",
                 s.merged_elsewhere_this_run
             ),
-            "not finished" if s.interrupted_after_merge > 0 => format!(
+            Part::NotFinished if s.interrupted_after_merge > 0 => format!(
                 " ({} merged with repairs still to do; re-run the same command to continue)",
                 s.interrupted_after_merge
             ),
-            "not finished" | "not started" => " (re-run the same command to continue)".into(),
-            "left the CSV" => " (never merged, left alone)".into(),
-            "restored" => " (undone by --restore: not merged again)".into(),
-            _ => String::new(),
+            Part::NotFinished | Part::NotStarted => " (re-run the same command to continue)".into(),
+            Part::LeftCsv => " (never merged, left alone)".into(),
+            Part::Restored => " (undone by --restore: not merged again)".into(),
+            Part::Skipped | Part::Failed => String::new(),
         };
-        out.push_str(&format!("  {:<17}{n}{detail}\n", format!("{label}:")));
-        if label == "skipped" {
+        out.push_str(&format!(
+            "  {:<17}{n}{detail}\n",
+            format!("{}:", part.label())
+        ));
+        if part == Part::Skipped {
             for (reason, n) in &s.skipped_by_reason {
                 out.push_str(&format!("    {reason}: {n}\n"));
             }

@@ -70,3 +70,13 @@ pub fn read_savepoint(path: &Path) -> Option<serde_json::Value> {
     doc["pairs"] = serde_json::Value::Object(pairs);
     Some(doc)
 }
+
+/// A contact's phone numbers (a seed contact or the fake's JSON): none when absent.
+pub fn phones(contact: &serde_json::Value) -> Vec<String> {
+    contact["phone_numbers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}

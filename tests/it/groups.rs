@@ -9,6 +9,7 @@ use std::time::Duration;
 use devrev_fake::seed::{GenSpec, GroupKind, GroupShape};
 use serde_json::Value;
 
+use crate::common::phones;
 use crate::merge::{World, behaviour, merges_handled, spec};
 use crate::review::{col, records, review_files, save_like_excel};
 use devrev_fake::fake::{MoveMode, SecondaryAfter};
@@ -949,20 +950,28 @@ fn a_kill_right_after_a_group_merge_request_resumes_the_group_in_one_run() {
     }
 }
 
-/// A group merges its members' own data into the survivor too: after a group of 3 kept as
-/// its `REVU-` contact, the survivor holds every member's phone numbers and the custom
-/// fields it lacked, and each member's record reports what it carried.
-#[test]
-fn a_group_carries_every_members_own_data_to_the_survivor() {
+/// A group of 3 decided in the file (keep its `REVU-` contact, merge both `user_` contacts
+/// into it, the survivor takes the first one's ref) and merged: the world, the group's
+/// members (the `REVU-` contact first) and the run's report.
+fn a_group_of_3_merged_into_its_revu_contact() -> (World, Vec<String>, Value) {
     let w = world(0, vec![shape(3)]);
     let (h, mut rows) = review(&w);
-    let g = &shaped(&w)[0];
+    let g = shaped(&w)[0].clone();
     decide(&h, &mut rows, &g[0], "keep", false);
     decide(&h, &mut rows, &g[1], "merge", true);
     decide(&h, &mut rows, &g[2], "merge", false);
     save(&w, "decided.csv", &h, &rows);
     w.run(&["--decisions", "decided.csv"]).success();
     let r = w.last_report();
+    (w, g, r)
+}
+
+/// A group merges its members' own data into the survivor too: after a group of 3 kept as
+/// its `REVU-` contact, the survivor holds every member's phone numbers and the custom
+/// fields it lacked, and each member's record reports what it carried.
+#[test]
+fn a_group_carries_every_members_own_data_to_the_survivor() {
+    let (w, g, r) = a_group_of_3_merged_into_its_revu_contact();
     // The members in the order the group merged them.
     let order: Vec<String> = group_of(&r, &g[0])["members"]
         .as_array()
@@ -974,16 +983,6 @@ fn a_group_carries_every_members_own_data_to_the_survivor() {
 
     let json = |id: &str| w.fake.with_state(|s| s.rev_user(id).unwrap().json.clone());
     let survivor = json(&g[0]);
-    let phones = |u: &Value| -> Vec<String> {
-        u["phone_numbers"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
     let have = phones(&survivor);
     let mut carried_fields = 0;
     // What the survivor holds before each member's merge: its own fields, then what the
@@ -1033,15 +1032,7 @@ fn the_merge_page_shows_each_decided_group() {
     let Some(chromium) = crate::html::browser_or_skip() else {
         return;
     };
-    let w = world(0, vec![shape(3)]);
-    let (h, mut rows) = review(&w);
-    let g = &shaped(&w)[0];
-    decide(&h, &mut rows, &g[0], "keep", false);
-    decide(&h, &mut rows, &g[1], "merge", true);
-    decide(&h, &mut rows, &g[2], "merge", false);
-    save(&w, "decided.csv", &h, &rows);
-    w.run(&["--decisions", "decided.csv"]).success();
-    let r = w.last_report();
+    let (w, g, r) = a_group_of_3_merged_into_its_revu_contact();
     let group = group_of(&r, &g[0]);
     let dom = crate::html::dump_dom(&chromium, &crate::html::page(w.dir.path(), "merge-report"));
     crate::html::assert_rendered_safely(&dom);

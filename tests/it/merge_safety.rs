@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use devrev_fake::fake::{Fault, MoveMode, Quirks, ScriptedFault, SecondaryAfter};
 use serde_json::Value;
 
-use crate::common::read_savepoint;
+use crate::common::{phones, read_savepoint};
 use crate::merge::{World, behaviour, check_final_state, spec};
 
 fn code(a: &assert_cmd::assert::Assert) -> i32 {
@@ -213,14 +213,6 @@ fn a_kept_ref_is_released_or_left_pending_without_stalling() {
     }
     // The values that were to ride with the ref went on their own: a ref that stays pending
     // does not keep the secondary's data off the survivor.
-    let phones = |v: &Value| -> Vec<String> {
-        v["phone_numbers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect()
-    };
     let mut carried = 0;
     for (p, s) in w.pairs() {
         let now = w.fake.with_state(|st| phones(&st.rev_users[&p].json));
@@ -408,16 +400,14 @@ fn one_rule_decides_what_stops_the_run_status_by_command() {
     eprintln!("{}", table.join("\n"));
 }
 
-/// Point 6: a backup taken by an earlier run is checked against DevRev's current lists
-/// before the merge; when the secondary's tickets changed, a new one is taken first.
-#[test]
-fn a_stale_backup_from_an_earlier_run_is_taken_again() {
+/// A one-pair world whose first run took the backup and then had its merge turned away (a
+/// 429, not retried here): the backup is on record and the merge certainly not applied. (A 5xx
+/// would be an unknown outcome, watched and settled within the run.) Returns the world and
+/// the recorded backup folder.
+fn backed_up_by_a_run_whose_merge_was_turned_away() -> (World, Value) {
     let w = World::with(
         spec(1, 0, 40),
         behaviour(MoveMode::All, SecondaryAfter::Gone),
-        // A 429 (not retried here) turns the merge away before any work, so the first run
-        // ends with the backup taken and the merge certainly not applied. (A 5xx would be an
-        // unknown outcome, watched and settled within the run.)
         |o| {
             o.faults
                 .push(on_merge(1, Fault::Spurious429 { retry_after_s: 1 }))
@@ -433,6 +423,14 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
     assert_eq!(w.fake.count("/rev-users.merge"), 1);
     let first = pairs_of(&w.last_report())[0]["backup_dir"].clone();
     assert!(first.is_string(), "a backup was taken");
+    (w, first)
+}
+
+/// Point 6: a backup taken by an earlier run is checked against DevRev's current lists
+/// before the merge; when the secondary's tickets changed, a new one is taken first.
+#[test]
+fn a_stale_backup_from_an_earlier_run_is_taken_again() {
+    let (w, first) = backed_up_by_a_run_whose_merge_was_turned_away();
     // Someone files a ticket naming the secondary between the runs.
     let (_, s) = w.pairs()[0].clone();
     w.fake.with_state(|st| {
@@ -467,22 +465,7 @@ fn a_stale_backup_from_an_earlier_run_is_taken_again() {
 /// merge, so that backup is taken again first (review finding: it used to be dropped).
 #[test]
 fn a_survivor_changed_since_an_earlier_runs_backup_keeps_what_was_added() {
-    let w = World::with(
-        spec(1, 0, 40),
-        behaviour(MoveMode::All, SecondaryAfter::Gone),
-        |o| {
-            o.faults
-                .push(on_merge(1, Fault::Spurious429 { retry_after_s: 1 }))
-        },
-    );
-    let a = w
-        .cmd()
-        .env("DEVREV_MAX_RETRIES", "0")
-        .args(w.run_args())
-        .assert();
-    assert_eq!(code(&a), 69, "{}", stderr(&a));
-    let first = pairs_of(&w.last_report())[0]["backup_dir"].clone();
-    assert!(first.is_string(), "a backup was taken");
+    let (w, first) = backed_up_by_a_run_whose_merge_was_turned_away();
     let (p, s) = w.pairs()[0].clone();
     let added = "+14155550142";
     w.fake.with_state(|st| {
@@ -491,24 +474,12 @@ fn a_survivor_changed_since_an_earlier_runs_backup_keeps_what_was_added() {
         list.push(serde_json::json!(added));
         u["phone_numbers"] = serde_json::Value::Array(list);
     });
-    let secondary_phones: Vec<String> = w.seed.rev_user(&s).unwrap()["phone_numbers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+    let secondary_phones = phones(w.seed.rev_user(&s).unwrap());
     let a = w.run(&[]);
     assert_eq!(code(&a), 0, "{}", stderr(&a));
     let r = w.last_report();
     assert_ne!(pairs_of(&r)[0]["backup_dir"], first, "a new backup");
-    let now: Vec<String> = w.fake.with_state(|st| {
-        st.rev_users[&p].json["phone_numbers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect()
-    });
+    let now = w.fake.with_state(|st| phones(&st.rev_users[&p].json));
     assert!(now.contains(&added.to_string()), "{now:?}");
     for n in &secondary_phones {
         assert!(now.contains(n), "{n} carried: {now:?}");
