@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
+use super::footprint::Footprint;
 use super::pipeline::Pipeline;
 use super::report::RunOutcome;
 use super::saga::{self, PairResult, PairRun, SagaCtx};
@@ -34,8 +35,9 @@ enum Stop {
     Fatal(AppError),
 }
 
-/// Runs `work` in order until it is done, Ctrl-C, `--max-merges` or a run-wide error, the
-/// next pairs prepared while the one in hand waits for its merge (`pipeline.rs`).
+/// Runs `work` until it is done, Ctrl-C, `--max-merges` or a run-wide error, in the
+/// schedule's order except where a pair held by the one in flight is passed over, the next
+/// pairs prepared while the one in hand waits for its merge (`pipeline.rs`).
 pub async fn execute(
     ctx: &SagaCtx<'_>,
     sp: &SharedSavepoint,
@@ -57,7 +59,10 @@ pub async fn execute(
     let mut parked: Vec<(&Item<'_>, String)> = Vec::new();
     let mut pipe = Pipeline::new(ctx, sp, work, keep, max_merges);
     let mut group_waits = Vec::new();
-    for (i, item) in work.iter().enumerate() {
+    let mut turns = 0usize;
+    while let Some(i) = pipe.next_turn() {
+        let item = &work[i];
+        turns += 1;
         if let Some(e) = pipe.take_fatal() {
             stop = Some(Stop::Fatal(e));
             break;
@@ -109,6 +114,15 @@ pub async fn execute(
                 break;
             }
         };
+        // A parked pair whose merge DevRev may still apply is settled first when it meets
+        // this one: otherwise this pair's repairs could write a ticket naming its
+        // secondary just as DevRev removes it.
+        if let Some(s) =
+            settle_parked_meeting(ctx, sp, &mut pipe, item, &mut parked, &mut ran, &span).await
+        {
+            stop = Some(s);
+            break;
+        }
         let (mut run, mut stopped) = pipe
             .alongside(run_one(ctx, sp, item, &email, prepared))
             .await;
@@ -147,7 +161,7 @@ pub async fn execute(
             } else {
                 span.pb_inc(1);
             }
-            eta = meter.pair_done(ctx, work.len() - i - 1);
+            eta = meter.pair_done(ctx, work.len() - turns);
         }
         ran.push((item.key.clone(), run));
         if stopped.is_some() {
@@ -346,19 +360,8 @@ async fn revisit(
         let mut still = Vec::new();
         for (item, email) in parked {
             let (run, stopped) = run_one(ctx, sp, item, &email, None).await;
-            let slot = ran.iter_mut().find(|(k, _)| *k == item.key);
             let again = run.as_ref().is_some_and(|r| r.result == PairResult::Parked);
-            if let Some((_, entry)) = slot {
-                *entry = match (entry.take(), run) {
-                    (Some(mut before), Some(now)) => {
-                        before.steps.extend(now.steps);
-                        before.result = now.result;
-                        before.merge_sent |= now.merge_sent;
-                        Some(before)
-                    }
-                    (_, now) => now,
-                };
-            }
+            absorb(ran, &item.key, run);
             if stopped.is_some() {
                 return stopped;
             }
@@ -369,6 +372,66 @@ async fn revisit(
             }
         }
         parked = still;
+    }
+    None
+}
+
+/// A later visit's run of a pair added to what its earlier visits of this run did.
+fn absorb(ran: &mut [(String, Option<PairRun>)], key: &str, run: Option<PairRun>) {
+    let Some((_, entry)) = ran.iter_mut().find(|(k, _)| k == key) else {
+        return;
+    };
+    *entry = match (entry.take(), run) {
+        (Some(mut before), Some(now)) => {
+            before.steps.extend(now.steps);
+            before.result = now.result;
+            before.merge_sent |= now.merge_sent;
+            Some(before)
+        }
+        (_, now) => now,
+    };
+}
+
+/// Settles, in place, every parked pair that meets `item` (`footprint.rs`: its writes name
+/// one of `item`'s contacts, or they share one): watched until merged and repaired, or until
+/// its `--merge-timeout` in this run is over. Returns why the run must stop, if it must.
+async fn settle_parked_meeting<'p>(
+    ctx: &SagaCtx<'_>,
+    sp: &SharedSavepoint,
+    pipe: &mut Pipeline<'_, '_>,
+    item: &Item<'p>,
+    parked: &mut Vec<(&Item<'p>, String)>,
+    ran: &mut [(String, Option<PairRun>)],
+    span: &tracing::Span,
+) -> Option<Stop> {
+    let mine = sp
+        .get(&item.key)
+        .map(|r| Footprint::of_contacts([r.primary, r.secondary]))?;
+    while let Some(at) = parked.iter().position(|(p, _)| {
+        sp.get(&p.key)
+            .is_some_and(|r| Footprint::of_record(&r).meets(&mine))
+    }) {
+        let (p, email) = parked.remove(at);
+        pipe.unpark(&p.key);
+        tracing::info!(pair = %email, "parked pair met by the next one: watching it until it settles");
+        let parked_run = Some(PairRun {
+            steps: Vec::new(),
+            result: PairResult::Parked,
+            merge_sent: false,
+        });
+        let (run, stopped) = pipe
+            .alongside(settle_in_place(ctx, sp, p, &email, parked_run))
+            .await;
+        if run.as_ref().is_some_and(|r| r.result == PairResult::Parked) {
+            // Stopped while still parked: the end of the run comes back to it.
+            parked.push((p, email));
+        } else if let Some(now) = run {
+            span.pb_inc(1);
+            absorb(ran, &p.key, Some(now));
+        }
+        if stopped.is_some() {
+            return stopped;
+        }
     }
     None
 }

@@ -3,20 +3,26 @@
 //! leaves unused. One client, so one rate limiter, paces every call of both.
 //!
 //! What stays strictly in order: every write to DevRev (merge, reconcile, ref adoption) is
-//! made by the pair in hand, one pair at a time, in the schedule's order; a prepared pair only
-//! reads DevRev and writes its backup and its journal record. Preparing runs one pair at a
-//! time, at most [`DEPTH`] pairs ahead, and only once the pair in hand has sent its merge.
-//! A pair is not prepared ahead while a pair whose writes come before its turn (the pair in
-//! hand, the ones prepared before it) meets it: shares a contact, or rewrites a ticket
-//! or conversation that names one of its contacts (`footprint.rs`), nor while a parked pair
-//! shares a contact with it; it is reconsidered when
-//! that pair is done, and at worst runs at its turn as without the pipeline. A prepared
-//! backup that waited longer than [`FRESH_FOR`] for its turn is checked against
+//! made by the pair in hand, one pair at a time; a prepared pair only reads DevRev and writes
+//! its backup and its journal record. Preparing runs one pair at a time, at most [`DEPTH`]
+//! pairs ahead, and only once the pair in hand has sent its merge. A pair is not prepared
+//! while a pair whose writes come before its turn (the pair in hand, the ones prepared before
+//! it) meets it: shares a contact, or rewrites a ticket or conversation that names one of its
+//! contacts (`footprint.rs`), nor while a parked pair (its merge accepted, not seen applied
+//! yet) meets it: that one is settled in place before the turn of a pair it meets.
+//!
+//! The turns follow the schedule's order, except that a pair held that way is passed over:
+//! the first pair within [`LOOKAHEAD`] that nothing in flight meets is prepared instead and
+//! has its turn first, and the held pair comes after it (its checks and backup then follow
+//! every write before them, as at its own turn). Two pairs that meet still run strictly one
+//! after the other, in the order their turns come; pairs that do not meet have no order to
+//! keep. Never passed over: a pair resumed with its merge in flight, one merge of a decided
+//! group (`--decisions`: its members run in order and are never prepared ahead), and a pair
+//! under `--max-merges` (which pairs a canary merges stays the schedule's first ones).
+//! A prepared backup that waited longer than [`FRESH_FOR`] for its turn is checked against
 //! DevRev's current lists before its merge (the re-check a backup of an earlier run gets).
-//! Under `--max-merges`, only pairs that can still send a merge in this run are prepared, and
-//! the merges of a decided group (`--decisions`) are never prepared ahead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -28,13 +34,34 @@ use super::schedule::{self, Item};
 use super::shared::SharedSavepoint;
 use crate::error::AppError;
 
-/// How many pairs ahead of the one in hand may be prepared. Two cover a 10 s apply delay at
-/// 45 calls a minute (a pair's checks and backup take about 7 calls, 9 s).
-pub const DEPTH: usize = 2;
+/// How many pairs ahead of the one in hand may be prepared. One: a pair's checks and backup
+/// (about 7 calls, 9 s at 45 calls a minute) fill one 10 s apply wait, and a pair prepared
+/// outside a wait (during the repairs of the pair in hand) only takes calls the repairs
+/// needed, leaving less to fill the later waits (measured: 0.867 of the budget with two
+/// ahead, 0.900 with one, default world at 10 s, docs/benchmarks.md).
+pub const DEPTH: usize = 1;
+
+/// How many pairs not yet started are looked at for one that may be prepared when the next
+/// one is held: far enough to find one in a world where neighbouring pairs often share
+/// tickets, near enough that the turns stay close to the schedule's order.
+pub const LOOKAHEAD: usize = 8;
 
 /// A prepared backup older than this when its pair's turn comes is checked against DevRev
 /// again before the merge.
 pub const FRESH_FOR: Duration = Duration::from_secs(90);
+
+/// [`FRESH_FOR`], which only debug builds let the end-to-end tests shorten
+/// (`DEVREV_MERGE_TEST_FRESH_FOR_MS`: a test cannot wait 90 s for a backup to age).
+fn fresh_for() -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("DEVREV_MERGE_TEST_FRESH_FOR_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_millis(ms);
+    }
+    FRESH_FOR
+}
 
 type Preparing<'a> = LocalBoxFuture<'a, Result<Prepared, AppError>>;
 
@@ -60,12 +87,17 @@ pub struct Pipeline<'a, 'p> {
     merges_sent: usize,
     /// Parked pairs: their writes come later, at the end of the run.
     parked: Vec<usize>,
-    /// The next index that may be prepared (pairs are prepared in order, never skipped over).
-    next: usize,
+    /// Pairs prepared (or being prepared) ahead of their turn, in the order their turns come.
+    ahead: VecDeque<usize>,
+    /// Pairs that had their turn or are in `ahead`.
+    claimed: Vec<bool>,
+    /// Every pair before this index is claimed.
+    cursor: usize,
     running: Option<Running<'a>>,
     ready: BTreeMap<usize, Ready>,
     /// A run-wide error met while preparing: the run stops at the end of the pair in hand.
     fatal: Option<AppError>,
+    fresh_for: Duration,
 }
 
 enum Event<T> {
@@ -91,10 +123,13 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             current: 0,
             merges_sent: 0,
             parked: Vec::new(),
-            next: 0,
+            ahead: VecDeque::new(),
+            claimed: vec![false; work.len()],
+            cursor: 0,
             running: None,
             ready: BTreeMap::new(),
             fatal: None,
+            fresh_for: fresh_for(),
         }
     }
 
@@ -103,15 +138,38 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         self.fatal.take()
     }
 
+    /// The pair whose turn comes next: the first one prepared ahead, or else the schedule's
+    /// first one not started. `None` when every pair had its turn.
+    pub fn next_turn(&mut self) -> Option<usize> {
+        if let Some(i) = self.ahead.pop_front() {
+            return Some(i);
+        }
+        let i = self.first_unclaimed()?;
+        self.claimed[i] = true;
+        Some(i)
+    }
+
+    fn first_unclaimed(&mut self) -> Option<usize> {
+        while self.claimed.get(self.cursor).is_some_and(|c| *c) {
+            self.cursor += 1;
+        }
+        (self.cursor < self.work.len()).then_some(self.cursor)
+    }
+
     /// Pair `index` is now in hand.
     pub fn set_current(&mut self, index: usize, merges_sent: usize) {
         self.current = index;
         self.merges_sent = merges_sent;
-        self.next = self.next.max(index + 1);
     }
 
     pub fn park(&mut self, index: usize) {
         self.parked.push(index);
+    }
+
+    /// A parked pair was settled before its time (a pair it meets had its turn).
+    pub fn unpark(&mut self, key: &str) {
+        let work = self.work;
+        self.parked.retain(|&b| work[b].key != key);
     }
 
     /// What was prepared for pair `index` (waiting for its preparation to end if it is under
@@ -128,7 +186,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             return Ok(None);
         };
         let mut prepared = ready.prepared;
-        if prepared.ended().is_none() && ready.at.elapsed() > FRESH_FOR {
+        if prepared.ended().is_none() && ready.at.elapsed() > self.fresh_for {
             // Waited long: DevRev may have changed since. Validate runs again and the backup
             // is compared with DevRev's lists (a new one is taken if it is stale).
             self.ctx.watch.forget_backup(&self.work[index].key);
@@ -212,32 +270,30 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         );
     }
 
-    /// Whether a pair in flight keeps pair `index` (footprint `mine`) from being prepared now.
-    /// The pairs whose writes come between now and its turn (the pair in hand and the ones
-    /// prepared before it) must not meet it at all. A parked pair must not share a contact
-    /// with it; its tickets do not matter here: its repairs come at the end of the run, after
-    /// `index`'s turn, so `index`'s backup is taken before them whether it is prepared early
-    /// or at its turn.
-    fn held_by_in_flight(&self, index: usize, mine: &Footprint) -> bool {
+    /// Whether a pair in flight keeps a pair (footprint `mine`) from being prepared now. The
+    /// pairs whose writes come between now and its turn (the pair in hand and the ones
+    /// prepared ahead, all before it) must not meet it at all, and neither may a parked pair:
+    /// DevRev may apply its merge at any moment, and it is settled before the turn of a pair
+    /// it meets (`execute.rs`).
+    fn held_by_in_flight(&self, mine: &Footprint) -> bool {
         let theirs = |b: usize| {
             self.sp
                 .get(&self.work[b].key)
                 .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
         };
-        (self.current..index).any(|b| theirs(b).meets(mine))
-            || self
-                .parked
-                .iter()
-                .any(|&b| !theirs(b).contacts.is_disjoint(&mine.contacts))
+        std::iter::once(self.current)
+            .chain(self.ahead.iter().copied())
+            .chain(self.parked.iter().copied())
+            .any(|b| theirs(b).meets(mine))
     }
 
-    /// Starts preparing the next pair if it may be.
+    /// Starts preparing a pair ahead of its turn if one may be: the schedule's next one, or
+    /// the first within [`LOOKAHEAD`] that nothing in flight meets.
     fn refill(&mut self) {
         if self.running.is_some() || self.fatal.is_some() || self.ctx.stop.requested() {
             return;
         }
-        let j = self.next;
-        if j > self.current + DEPTH || j >= self.work.len() {
+        if self.ahead.len() >= DEPTH {
             return;
         }
         // Only once the pair in hand has asked for its merge: before, its own checks use the
@@ -246,41 +302,55 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         if self.sp.get(&in_hand.key).is_none_or(|r| r.merge.is_none()) {
             return;
         }
-        let item = &self.work[j];
-        let Some(pair) = item.pair.filter(|_| !item.in_flight) else {
+        // Every fresh pair from the one in hand to the one prepared may send a merge first.
+        let before = usize::from(!in_hand.in_flight) + self.ahead.len();
+        let look = if self.max_merges.is_some() {
+            1
+        } else {
+            LOOKAHEAD
+        };
+        let Some(j) = self.candidates(look).into_iter().find(|&j| {
+            !schedule::held_back(&self.work[j], self.merges_sent + before, self.max_merges)
+                && !self.held_by_in_flight(&self.footprint_of(j))
+        }) else {
             return;
         };
-        // A decided group's merges run strictly one after the other, and a group that stops
-        // leaves its later merges untouched (no record, no backup): none is prepared ahead.
-        if item.group.is_some() {
-            return;
-        }
-        // Every fresh pair from the one in hand to this one may send a merge first.
-        let ahead = (self.current..j)
-            .filter(|&i| !self.work[i].in_flight)
-            .count();
-        if schedule::held_back(item, self.merges_sent + ahead, self.max_merges) {
-            return;
-        }
-        let mine = Footprint::of_contacts([
-            pair.primary.rev_user_id.clone(),
-            pair.secondary.rev_user_id.clone(),
-        ]);
-        let meets = self.held_by_in_flight(j, &mine);
-        if meets {
-            // Waits for its turn (reconsidered when the pair it meets is done).
-            return;
-        }
+        let item = &self.work[j];
+        let Some(pair) = item.pair else { return };
         if let Err(e) = self.sp.journal_new_pair(item, self.keep) {
             self.fatal = Some(e);
             return;
         }
-        self.next = j + 1;
+        self.claimed[j] = true;
+        self.ahead.push_back(j);
         let (ctx, sp, key) = (self.ctx, self.sp, item.key.clone());
         tracing::debug!(pair = %pair.email, "preparing ahead of its turn");
         self.running = Some(Running {
             index: j,
             fut: Box::pin(async move { saga::prepare_pair(ctx, sp, &key, Some(pair)).await }),
         });
+    }
+
+    /// The next `n` pairs not started, in the schedule's order, up to the first that may not
+    /// be prepared ahead or passed over (resumed in flight, left the CSV, a decided group's
+    /// merge).
+    fn candidates(&mut self, n: usize) -> Vec<usize> {
+        let from = self.first_unclaimed().unwrap_or(self.work.len());
+        (from..self.work.len())
+            .filter(|&j| !self.claimed[j])
+            .take(n)
+            .take_while(|&j| {
+                let item = &self.work[j];
+                item.pair.is_some() && !item.in_flight && item.group.is_none()
+            })
+            .collect()
+    }
+
+    fn footprint_of(&self, j: usize) -> Footprint {
+        let pair = self.work[j].pair.expect("candidates have a CSV pair");
+        Footprint::of_contacts([
+            pair.primary.rev_user_id.clone(),
+            pair.secondary.rev_user_id.clone(),
+        ])
     }
 }

@@ -218,13 +218,28 @@ fn a_pair_named_on_a_ticket_the_pair_in_flight_rewrites_waits_for_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    let (order, first_read, last_merge_write) = contact_timeline(&w);
+    assert_eq!(order.len(), 4);
+    for p in order.windows(2) {
+        assert!(
+            first_read[&p[1]] > last_merge_write[&p[0]],
+            "pair {} was read before pair {} finished its writes",
+            p[1],
+            p[0]
+        );
+    }
+}
+
+/// From the requests that name a contact (`rev-users.get`, `.update`, `.merge`): the pairs
+/// (indices into `w.pairs()`) in the order their first read came, the seq of that read, and
+/// the seq of each pair's last write to a contact.
+fn contact_timeline(w: &World) -> (Vec<usize>, BTreeMap<usize, usize>, BTreeMap<usize, usize>) {
     let pairs = w.pairs();
-    let log = w.fake.requests();
     let of_contact = |id: &str| pairs.iter().position(|(p, s)| p == id || s == id);
     let mut order: Vec<usize> = Vec::new();
     let mut first_read = BTreeMap::new();
-    let mut last_merge_write = BTreeMap::new();
-    for r in &log {
+    let mut last_write = BTreeMap::new();
+    for r in &w.fake.requests() {
         let who = match r.path.as_str() {
             "/rev-users.get" | "/rev-users.update" => r.body["id"].as_str().and_then(of_contact),
             "/rev-users.merge" => r.body["secondary_user"].as_str().and_then(of_contact),
@@ -236,18 +251,148 @@ fn a_pair_named_on_a_ticket_the_pair_in_flight_rewrites_waits_for_it() {
             order.push(i);
         }
         if is_write(r) {
-            last_merge_write.insert(i, r.seq);
+            last_write.insert(i, r.seq);
         }
     }
-    assert_eq!(order.len(), 4);
-    for p in order.windows(2) {
-        assert!(
-            first_read[&p[1]] > last_merge_write[&p[0]],
-            "pair {} was read before pair {} finished its writes",
-            p[1],
-            p[0]
-        );
-    }
+    (order, first_read, last_write)
+}
+
+/// The world's pairs (indices into `w.pairs()`) in the schedule's order: by email.
+fn by_email(w: &World) -> Vec<usize> {
+    let pairs = w.pairs();
+    let email = |i: usize| {
+        w.seed
+            .groups
+            .iter()
+            .find(|g| g.members.contains(&pairs[i].1))
+            .map(|g| g.email.clone())
+            .unwrap()
+    };
+    let mut v: Vec<usize> = (0..pairs.len()).collect();
+    v.sort_by_key(|&i| email(i));
+    v
+}
+
+/// A world of `pairs` pairs whose tickets name no other pair, except that one ticket of the
+/// contact `pick` names (given the pairs in the schedule's order) also names a second one.
+fn one_shared_ticket(
+    pairs: usize,
+    seed: u64,
+    delay_ms: u64,
+    pick: impl FnOnce(&[(String, String)]) -> (String, String),
+) -> World {
+    let mut tweaked = None;
+    let mut w = World::with(own_tickets(pairs, seed), slow_merges(delay_ms), |o| {
+        let email = |s: &str| {
+            o.seed
+                .groups
+                .iter()
+                .find(|g| g.members.iter().any(|m| m == s))
+                .map(|g| g.email.clone())
+                .unwrap()
+        };
+        let mut sorted = o.seed.pairs();
+        sorted.sort_by_key(|(_, s)| email(s));
+        let (owner, added) = pick(&sorted);
+        let t = o
+            .seed
+            .tickets
+            .iter_mut()
+            .find(|t| summary_ids(&t["reported_by"]).contains(&owner))
+            .expect("the contact has a ticket");
+        t["reported_by"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({ "id": added, "type": "rev_user" }));
+        tweaked = Some(o.seed.clone());
+    });
+    // The final state is checked against the world as served.
+    w.seed = tweaked.expect("tweaked");
+    w
+}
+
+/// Three pairs a, b, c (in the schedule's order) whose tickets name no other pair, except
+/// one ticket of a's secondary that also names b's primary: a's Reconcile rewrites a ticket
+/// b would back up.
+fn a_meets_b() -> World {
+    one_shared_ticket(3, 49, 300, |p| (p[0].1.clone(), p[1].0.clone()))
+}
+
+#[test]
+fn a_pair_held_by_the_one_in_flight_is_passed_over_and_runs_after_it() {
+    let w = a_meets_b();
+    let [a, b, c] = by_email(&w)[..] else {
+        panic!("three pairs")
+    };
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    let (order, first_read, last_write) = contact_timeline(&w);
+    // b waits for a; c, which nothing in flight meets, is prepared during a's wait and has
+    // its turn before b.
+    assert_eq!(order, [a, c, b], "turns in the order they came");
+    assert!(
+        first_read[&b] > last_write[&a],
+        "b was read before a finished its writes"
+    );
+    assert!(
+        first_read[&c] < last_write[&a],
+        "c was prepared while a waited for its merge"
+    );
+    let merges: Vec<usize> = w
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/rev-users.merge")
+        .filter_map(|r| {
+            let s = r.body["secondary_user"].as_str()?;
+            w.pairs().iter().position(|(_, sec)| sec == s)
+        })
+        .collect();
+    assert_eq!(merges, [a, c, b], "the merges in the same order");
+}
+
+#[test]
+fn under_max_merges_no_pair_is_passed_over() {
+    // A canary merges the schedule's first pairs, whatever meets what.
+    let w = a_meets_b();
+    let [a, b, c] = by_email(&w)[..] else {
+        panic!("three pairs")
+    };
+    let out = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"])
+        .args(["--max-merges", "2"])
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (order, _, _) = contact_timeline(&w);
+    assert_eq!(order, [a, b], "c not started");
+    let pairs = w.pairs();
+    let merged: Vec<String> = w
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/rev-users.merge")
+        .filter_map(|r| r.body["secondary_user"].as_str().map(String::from))
+        .collect();
+    assert_eq!(merged, [pairs[a].1.clone(), pairs[b].1.clone()]);
+    assert_eq!(
+        writes_naming(&w.fake.requests(), &pairs[c].0, &pairs[c].1),
+        0
+    );
 }
 
 /// Waits (polling the savepoint as the run writes it) until one pair's merge is accepted and
@@ -370,4 +515,136 @@ fn ctrl_c_while_a_pair_is_prepared_stops_before_its_merge_and_resumes_cleanly() 
     );
     check_final_state(&w);
     assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+}
+
+/// A ticket naming `secondary` added to DevRev while the run is under way.
+fn add_ticket_naming(w: &World, secondary: &str) -> String {
+    w.fake.with_state(|st| {
+        let mut json = st.works.values().next().expect("a ticket").json.clone();
+        let id = json["id"]
+            .as_str()
+            .unwrap()
+            .rsplit_once('/')
+            .map(|(head, _)| format!("{head}/9999"))
+            .unwrap();
+        json["id"] = Value::from(id.clone());
+        json["display_id"] = Value::from("TKT-9999");
+        json["reported_by"] = serde_json::json!([{ "id": secondary, "type": "rev_user" }]);
+        json["artifacts"] = serde_json::json!([]);
+        st.works
+            .insert(id.clone(), devrev_fake::fake::TicketRec { json });
+        id
+    })
+}
+
+/// Runs a world whose first merge takes a minute to apply until a pair is prepared during
+/// that wait, adds a ticket to the prepared pair's secondary, lets the merge apply, and
+/// returns the prepared pair's record from the savepoint with the new ticket's id.
+fn a_ticket_added_after_a_pair_was_prepared(fresh_for_ms: Option<u64>) -> (World, Value, String) {
+    let w = world(3, 60_000, 53);
+    let mut cmd = slow_watch_cmd(&w);
+    if let Some(ms) = fresh_for_ms {
+        cmd.env("DEVREV_MERGE_TEST_FRESH_FOR_MS", ms.to_string());
+    }
+    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let (p, s) = wait_for_a_prepared_pair(&w);
+    let added = add_ticket_naming(&w, &s);
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    let sp = read_savepoint(&w.path("savepoint.json")).unwrap();
+    let rec = sp["pairs"][format!("{p} <- {s}")].clone();
+    (w, rec, added)
+}
+
+fn backed_up_ticket_ids(w: &World, rec: &Value) -> Vec<String> {
+    // Relative to the folder the run was started in.
+    let dir = w.path(rec["backup"]["dir"].as_str().expect("a backup"));
+    let tickets: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("tickets.json")).unwrap()).unwrap();
+    tickets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_prepared_backup_that_waited_too_long_is_checked_again_before_its_merge() {
+    // Any wait is too long here: at its turn the prepared pair's backup is compared with
+    // DevRev's lists, the ticket added meanwhile makes it stale, and a new one is taken
+    // before the merge.
+    let (w, rec, added) = a_ticket_added_after_a_pair_was_prepared(Some(0));
+    assert!(
+        backed_up_ticket_ids(&w, &rec).contains(&added),
+        "the backup the merge followed holds the ticket added after the pair was prepared: {rec}"
+    );
+    assert!(rec["merged"].is_object(), "{rec}");
+    let t = w.fake.with_state(|st| st.works[&added].reported_by_ids());
+    assert_eq!(t, [rec["primary"].as_str().unwrap()], "and it was moved");
+}
+
+#[test]
+fn a_prepared_backup_younger_than_its_freshness_is_used_as_it_is() {
+    // The same run with the 90 s rule: the backup taken during the wait is used (no second
+    // listing); the ticket added after it is still repaired by Reconcile, which lists the
+    // secondary's tickets again after the merge.
+    let (w, rec, added) = a_ticket_added_after_a_pair_was_prepared(None);
+    assert!(!backed_up_ticket_ids(&w, &rec).contains(&added), "{rec}");
+    assert!(rec["merged"].is_object(), "{rec}");
+    let t = w.fake.with_state(|st| st.works[&added].reported_by_ids());
+    assert_eq!(t, [rec["primary"].as_str().unwrap()]);
+}
+
+#[test]
+fn a_parked_pair_is_settled_before_the_turn_of_a_pair_it_meets() {
+    // a's merge takes 3 s to apply, longer than its first watch: it is parked. b's
+    // secondary is on a ticket of a's secondary, so b's repairs would write a ticket naming
+    // a contact DevRev is about to remove: a is watched until merged and repaired first.
+    let w = one_shared_ticket(2, 57, 3_000, |p| (p[0].1.clone(), p[1].1.clone()));
+    let [a, b] = by_email(&w)[..] else {
+        panic!("two pairs")
+    };
+    let child = w
+        .std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"])
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Only a's merge is slow.
+    assert!(
+        w.fake
+            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
+    );
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    let (order, first_read, last_write) = contact_timeline(&w);
+    assert_eq!(order, [a, b]);
+    assert!(
+        first_read[&b] > last_write[&a],
+        "b started before the parked pair a was merged and repaired"
+    );
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = w.last_report();
+    for e in report["pairs"].as_array().unwrap() {
+        assert_eq!(e["status"], "merged", "{e}\n{log}");
+    }
 }
