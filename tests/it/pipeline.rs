@@ -257,20 +257,27 @@ fn contact_timeline(w: &World) -> (Vec<usize>, BTreeMap<usize, usize>, BTreeMap<
     (order, first_read, last_write)
 }
 
-/// The world's pairs (indices into `w.pairs()`) in the schedule's order: by email.
-fn by_email(w: &World) -> Vec<usize> {
-    let pairs = w.pairs();
-    let email = |i: usize| {
-        w.seed
-            .groups
+/// A seed's pairs `(revu, user)` in the schedule's order: by email.
+fn by_email_of(seed: &devrev_fake::seed::Seed) -> Vec<(String, String)> {
+    let email = |s: &str| {
+        seed.groups
             .iter()
-            .find(|g| g.members.contains(&pairs[i].1))
+            .find(|g| g.members.iter().any(|m| m == s))
             .map(|g| g.email.clone())
             .unwrap()
     };
-    let mut v: Vec<usize> = (0..pairs.len()).collect();
-    v.sort_by_key(|&i| email(i));
-    v
+    let mut sorted = seed.pairs();
+    sorted.sort_by_key(|(_, s)| email(s));
+    sorted
+}
+
+/// The world's pairs (indices into `w.pairs()`) in the schedule's order.
+fn by_email(w: &World) -> Vec<usize> {
+    let pairs = w.pairs();
+    by_email_of(&w.seed)
+        .iter()
+        .map(|(_, s)| pairs.iter().position(|(_, sec)| sec == s).unwrap())
+        .collect()
 }
 
 /// A world of `pairs` pairs whose tickets name no other pair, except that one ticket of the
@@ -283,17 +290,7 @@ fn one_shared_ticket(
 ) -> World {
     let mut tweaked = None;
     let mut w = World::with(own_tickets(pairs, seed), slow_merges(delay_ms), |o| {
-        let email = |s: &str| {
-            o.seed
-                .groups
-                .iter()
-                .find(|g| g.members.iter().any(|m| m == s))
-                .map(|g| g.email.clone())
-                .unwrap()
-        };
-        let mut sorted = o.seed.pairs();
-        sorted.sort_by_key(|(_, s)| email(s));
-        let (owner, added) = pick(&sorted);
+        let (owner, added) = pick(&by_email_of(&o.seed));
         let t = o
             .seed
             .tickets
