@@ -280,3 +280,17 @@ mod tests {
         );
     }
 }
+
+/// `s` as one word a POSIX shell (and PowerShell) reads back as `s`: as it is when it holds only
+/// characters no shell treats specially, otherwise in single quotes. For commands the tool
+/// prints for a person to copy (`--restore <folder>`): a backup folder is named after an email.
+pub fn shell_quote(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '/' | ':' | '+' | '-' | '\\'));
+    if plain {
+        s.into()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''")).into()
+    }
+}

@@ -50,23 +50,31 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     } else {
         None
     };
-    let est = estimate(&plan, cfg, live_summary.as_ref());
-    let journal = read_journal(cfg);
-    let held = held_by_savepoint(journal.as_ref(), &plan);
+    let mut journal = read_journal(cfg);
 
     // Decisions first: a bad one is refused (exit 65) before any file is written, so a
-    // refused preview leaves no plan or review file behind.
-    let recorded = journal.as_ref().map(|j| &j.decisions);
+    // refused preview leaves no plan or review file behind. What the file decides that lasts
+    // (not-dup, skip, revoke) is recorded in the savepoint now: the sample, the canary and
+    // every later run honour it without the file.
     let decided = match &cfg.decisions {
         Some(file) => {
             let mut d = review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
-            if let Some(r) = recorded {
+            if let Some(r) = journal.as_ref().map(|j| &j.decisions) {
                 review::lasting::apply_recorded(&mut d, r);
             }
+            review::lasting::record(&cfg.savepoint, &d, file)?;
+            journal = read_journal(cfg);
             Some((file, d))
         }
         None => None,
     };
+    let recorded = journal.as_ref().map(|j| &j.decisions);
+    let held = held_by_savepoint(journal.as_ref(), &plan);
+    let late = journal
+        .as_ref()
+        .map(review::lasting::late_vetoes)
+        .unwrap_or_default();
+    let est = estimate(&plan, cfg, live_summary.as_ref());
 
     let report = PlanReport {
         kind: "devrev-merge plan",
@@ -129,6 +137,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         if let Some((file, d)) = &decided {
             text = review::decided_text(&plan, d, file) + &text;
         }
+        text.push_str(&review::lasting::late_vetoes_text(&late));
         output::data(|w| w.write_all(text.as_bytes()))?;
     }
     if cfg.json {
@@ -149,6 +158,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             decided.as_ref().map(|(_, d)| d),
             recorded,
         ));
+        cfg.printer.note(&review::lasting::late_vetoes_text(&late));
     }
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(

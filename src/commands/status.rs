@@ -56,6 +56,10 @@ struct Status {
     /// revoked: what a run without `--decisions` honours.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     decisions: BTreeMap<String, usize>,
+    /// `not-dup`/`skip` decided for groups whose contacts were merged before: each merge and
+    /// the `--restore` command that undoes it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    late_vetoes: Vec<crate::review::lasting::LateVeto>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_report: Option<PathBuf>,
 }
@@ -111,6 +115,7 @@ fn status_of(path: &Path, file: &SavepointFile, last_report: Option<PathBuf>) ->
     }
     Status {
         decisions,
+        late_vetoes: crate::review::lasting::late_vetoes(file),
         savepoint: path.to_path_buf(),
         records: file.pairs.len(),
         by_status,
@@ -216,6 +221,13 @@ fn print(w: &mut dyn Write, s: &Status, now: DateTime<Utc>) -> io::Result<()> {
             w,
             "  group decisions recorded: {} (runs without --decisions honour them)",
             parts.join(", ")
+        )?;
+    }
+    if !s.late_vetoes.is_empty() {
+        write!(
+            w,
+            "\n{}",
+            crate::review::lasting::late_vetoes_text(&s.late_vetoes)
         )?;
     }
     match &s.last_report {

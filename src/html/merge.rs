@@ -214,7 +214,20 @@ fn groups_table() -> Table {
                 }
             })
             .optional(),
-            Column::new("Ref adopted", Kind::Text, |r| cell(r, "adopts_ref")).optional(),
+            Column::new("Ref to adopt", Kind::Text, |r| {
+                let r_ = at(r, "adopts_ref");
+                if r_.is_null() {
+                    return Value::Null;
+                }
+                let state = match at(r, "ref_adoption").as_str() {
+                    Some("adopted") => "adopted",
+                    Some("pending") => "pending",
+                    Some("not_adopted") => "not adopted",
+                    _ => "after the last merge",
+                };
+                Value::String(format!("{} ({state})", figure(r_)))
+            })
+            .optional(),
             Column::new("Refs left without a contact", Kind::Long, |r| {
                 sentences(at(r, "refs_left"), figure)
             })

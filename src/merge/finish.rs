@@ -111,13 +111,15 @@ pub struct Finish<'a> {
     pub pairs: ReportPairs<'a>,
     /// Every group of a decisions file, as it stands after the run.
     pub groups: Vec<super::groups::GroupEntry>,
+    /// Vetoes given after the merge they veto (see [`crate::review::lasting::late_vetoes`]).
+    pub late_vetoes: Vec<crate::review::lasting::LateVeto>,
 }
 
 /// Writes the report, prints the summary and turns the run's outcome into its result:
 /// `Ok(())` only when every clean pair is merged (or already was).
 pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Result<(), AppError> {
     let cfg = f.cfg;
-    let report = MergeReport::build(report::BuildInput {
+    let mut report = MergeReport::build(report::BuildInput {
         run_id: f.run_id,
         started_at: f.started_at,
         elapsed: f.elapsed,
@@ -131,6 +133,7 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         client: f.client,
         groups: f.groups,
     });
+    report.late_vetoes = f.late_vetoes;
     let path = report::write(&cfg.report_dir, &report)?;
     // The run is over and the report is on disk: a failed stdout write must not hide how
     // the run went, so it is only warned about (a closed pipe is not even that).
@@ -143,7 +146,8 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
     let html = crate::html::written_or_warn(&path, crate::html::write_merge(&path, &report));
     if !cfg.printer.is_quiet() {
         report::print_summary(&report, &path, &cfg.savepoint);
-        output::human(&super::groups::summary_text(&report.groups));
+        output::human(&super::groups::summary_text(&report.groups, cfg.max_merges));
+        output::human(&crate::review::lasting::late_vetoes_text(&report.late_vetoes));
         if let Some(p) = &html {
             output::human(&format!("  HTML report:     {}\n", p.display()));
         }
@@ -165,6 +169,13 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
         + s.unconfirmed
         + s.ref_adoptions_pending
         + s.merged_elsewhere_this_run;
+    if !report.late_vetoes.is_empty() {
+        return Err(AppError::SomeFailed(format!(
+            "{} decided not to merge after the merge: undo with --restore as listed above; see {}",
+            crate::output::count(report.late_vetoes.len() as u64, "group", "groups"),
+            path.display()
+        )));
+    }
     if bad > 0 {
         return Err(AppError::SomeFailed(format!(
             "{} pair(s) failed, {} skipped, {} unconfirmed{}{}; see {}",

@@ -48,7 +48,18 @@ pub struct GroupPlan {
 }
 
 /// Splits the plan by the decisions. `plan.pairs` and `plan.needs_review` are consumed.
-pub fn apply(plan: &mut Plan, decided: &Decided, file: &Path) -> DecidedWork {
+///
+/// A group's merges run in one order whatever the order of the file's rows (by the members'
+/// ids): a file re-sorted between two runs must not move the ref adoption to a member that an
+/// earlier run already merged without it. The adoption rides on the last merge not sent yet
+/// (`journal`); when every merge of the group was sent without it, the report says it was not
+/// adopted.
+pub fn apply(
+    plan: &mut Plan,
+    decided: &Decided,
+    file: &Path,
+    journal: &super::journal::SavepointFile,
+) -> DecidedWork {
     let mut work = DecidedWork::default();
     let outcomes: HashMap<&str, &Outcome> = decided
         .groups
@@ -106,7 +117,16 @@ pub fn apply(plan: &mut Plan, decided: &Decided, file: &Path) -> DecidedWork {
         };
         let find = |rid: &str| group.contacts.iter().find(|c| c.rev_user_id == rid);
         let Some(survivor) = find(keep) else { continue };
-        let members: Vec<&Contact> = merge.iter().filter_map(|m| find(m)).collect();
+        let mut members: Vec<&Contact> = merge.iter().filter_map(|m| find(m)).collect();
+        members.sort_by(|a, b| a.rev_user_id.cmp(&b.rev_user_id));
+        // A record whose merge may have left keeps the link it was sent with.
+        let sent = |m: &Contact| {
+            journal
+                .pairs
+                .get(&super::journal::pair_key(keep, &m.rev_user_id))
+                .is_some_and(|r| r.merge_in_flight() || r.status.is_final())
+        };
+        let adopter = members.iter().rposition(|m| !sent(m));
         let adopt = adopt_ref
             .as_deref()
             .filter(|a| *a != keep.as_str() && merge.iter().any(|m| m == a))
@@ -117,7 +137,7 @@ pub fn apply(plan: &mut Plan, decided: &Decided, file: &Path) -> DecidedWork {
             });
         let len = members.len() as u32;
         for (i, m) in members.iter().enumerate() {
-            let last = i + 1 == members.len();
+            let last = Some(i) == adopter;
             work.members.push((
                 Pair {
                     email: group.email.clone(),
@@ -177,6 +197,9 @@ pub fn honour_recorded(
 pub struct GroupEntry {
     pub group: String,
     pub email: String,
+    /// A clean pair the file decided (counted with the pairs, not with the groups).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub clean_pair: bool,
     /// `merged` (every member), `stopped` (at `stopped_at`), `in_progress` (not all run yet),
     /// `not_dup`, `skipped`, `undecided`, `stale`.
     pub outcome: &'static str,
@@ -191,9 +214,15 @@ pub struct GroupEntry {
     /// The first member that did not merge, and why: the rest were not started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<GroupStop>,
-    /// The `user_` ref the survivor took (or takes, after the group's last merge).
+    /// The `user_` ref the survivor takes, with [`GroupEntry::ref_adoption`] saying where
+    /// that stands.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub adopts_ref: Option<String>,
+    /// What the journal says of the adoption of `adopts_ref`: `adopted`, `pending` (DevRev
+    /// has not freed it yet; the next run retries), `not_adopted` (with the reason), or
+    /// `after_last_merge` (the group's merges are not all done yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ref_adoption: Option<&'static str>,
     /// `user_` refs left without a contact: the next Plug login with one creates a new
     /// contact, the price of the merge decided.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -233,12 +262,14 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
     let mut e = GroupEntry {
         group: g.id.clone(),
         email: g.email.clone(),
+        clean_pair: g.clean_pair,
         outcome: "",
         decided_by: None,
         survivor: None,
         members: Vec::new(),
         stopped_at: None,
         adopts_ref: None,
+        ref_adoption: None,
         refs_left: Vec::new(),
         reason: None,
     };
@@ -280,17 +311,23 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
             e.survivor = Some(keep.clone());
             e.refs_left = g.refs_left.clone();
             let mut done = 0;
-            let mut adoption_skipped = false;
+            let mut adoption = Adoption::default();
             for m in merge {
-                let rec = sp
-                    .get(&super::journal::pair_key(keep, m))
-                    .or_else(|| sp.get(&super::journal::pair_key(m, keep)));
-                // Found merged before this tool asked, its steps after the merge never ran:
-                // the ref it was to hand over was not adopted.
-                adoption_skipped |= rec.is_some_and(|r| {
-                    r.status == PairStatus::AlreadyMerged
-                        && r.group.as_ref().is_some_and(|g| g.adopt.is_some())
-                });
+                // Either direction (a clean pair `--keep auto` turned round is journaled as
+                // turned): the one that merged tells, else the one there is.
+                let ways = [
+                    sp.get(&super::journal::pair_key(keep, m)),
+                    sp.get(&super::journal::pair_key(m, keep)),
+                ];
+                let rec = ways
+                    .iter()
+                    .flatten()
+                    .find(|r| r.status.is_final() || r.status == PairStatus::RefAdoptionPending)
+                    .or(ways.iter().flatten().next())
+                    .copied();
+                if let Some(r) = rec {
+                    adoption.see(r);
+                }
                 let status =
                     rec.map_or_else(|| "not_started".to_string(), |r| status_word(r.status));
                 let merged = rec.is_some_and(|r| {
@@ -325,43 +362,161 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
                     status,
                 });
             }
-            e.adopts_ref = g.adopts_ref.clone();
-            if adoption_skipped && let Some(r) = e.adopts_ref.take() {
-                e.reason = Some(format!(
-                    "{r} was not adopted: the contact that held it was already merged into the \
-                     survivor before this tool asked; set it on the survivor by hand"
-                ));
-                e.refs_left.push(r);
+            let all_merged = done == merge.len();
+            if let Some(r) = g.adopts_ref.clone() {
+                adoption.report(&mut e, r, all_merged);
             }
-            e.outcome = if done == merge.len() {
+            let started = e.members.iter().any(|m| m.status != "not_started");
+            e.outcome = if all_merged {
                 "merged"
             } else if e.stopped_at.is_some() {
                 "stopped"
-            } else {
+            } else if started {
                 "in_progress"
+            } else {
+                "not_started"
             };
         }
     }
     e
 }
 
-/// The console's lines for the groups of a decisions file (empty without one).
-pub fn summary_text(groups: &[GroupEntry]) -> String {
-    use crate::output::safe;
-    if groups.is_empty() {
+/// What a group's records say of its ref adoption, member by member.
+#[derive(Default)]
+struct Adoption {
+    /// A record carrying the adoption adopted it.
+    adopted: bool,
+    /// A record carrying it ended with the adoption pending (and why).
+    pending: Option<String>,
+    /// The record carrying it was found merged before this tool asked: no step ran after.
+    skipped: bool,
+}
+
+impl Adoption {
+    fn see(&mut self, r: &super::journal::PairRecord) {
+        if !r.group.as_ref().is_some_and(|g| g.adopt.is_some()) {
+            return;
+        }
+        self.adopted |= r.external_ref_adopted.is_some();
+        if r.status == PairStatus::RefAdoptionPending {
+            self.pending = Some(r.ref_adoption_pending.clone().unwrap_or_default());
+        }
+        self.skipped |= r.status == PairStatus::AlreadyMerged;
+    }
+
+    /// Sets the entry's adoption from what the journal holds, never from the plan.
+    fn report(self, e: &mut GroupEntry, r: String, all_merged: bool) {
+        let (state, why) = if self.adopted {
+            ("adopted", None)
+        } else if let Some(why) = self.pending {
+            (
+                "pending",
+                Some(format!(
+                    "{r} is not on the survivor yet ({why}); re-run to retry the adoption"
+                )),
+            )
+        } else if self.skipped {
+            (
+                "not_adopted",
+                Some(format!(
+                    "{r} was not adopted: the contact that held it was already merged into the \
+                     survivor before this tool asked; set it on the survivor by hand"
+                )),
+            )
+        } else if all_merged {
+            (
+                "not_adopted",
+                Some(format!(
+                    "{r} was not adopted: every merge of the group was sent without the \
+                     adoption (an earlier run decided the group otherwise); set it on the \
+                     survivor by hand"
+                )),
+            )
+        } else {
+            ("after_last_merge", None)
+        };
+        if state == "not_adopted" {
+            e.refs_left.push(r.clone());
+        }
+        e.ref_adoption = Some(state);
+        e.reason = why.or(e.reason.take());
+        e.adopts_ref = Some(r);
+    }
+}
+
+/// With `--max-merges`: which decided groups the canary reached, and why the others were not.
+fn canary_text(groups: &[GroupEntry], n: usize) -> String {
+    let merging: Vec<&GroupEntry> = groups
+        .iter()
+        .filter(|g| !g.clean_pair && g.survivor.is_some())
+        .collect();
+    if merging.is_empty() {
         return String::new();
     }
-    let count = |o: &str| groups.iter().filter(|g| g.outcome == o).count();
+    let ran: Vec<String> = merging
+        .iter()
+        .filter(|g| g.outcome != "not_started")
+        .map(|g| format!("{} ({})", g.group, crate::output::safe(&g.email)))
+        .collect();
+    let waiting = merging.len() - ran.len();
     let mut out = format!(
-        "  Decided groups:  {} merged, {} stopped, {} in progress, {} not duplicates, {} skipped, {} undecided, {} stale\n",
-        count("merged"),
-        count("stopped"),
-        count("in_progress"),
-        count("not_dup"),
-        count("skipped"),
-        count("undecided"),
-        count("stale"),
+        "  Canary (--max-merges {n}): {} of {} decided groups reached{}\n",
+        ran.len(),
+        merging.len(),
+        if ran.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", ran.join(", "))
+        }
     );
+    if waiting > 0 {
+        out.push_str(&format!(
+            "    {waiting} not started: the clean pairs merge first, then the groups, each \
+             merge of a group counting as one; the next run with the file goes on (a larger \
+             --max-merges reaches more)\n"
+        ));
+    }
+    out
+}
+
+/// The console's lines for the groups of a decisions file (empty without one): the decided
+/// groups and the clean pairs the file (or the savepoint) kept from merging, each counted once,
+/// only the non-zero counts, statuses in words.
+pub fn summary_text(groups: &[GroupEntry], canary: Option<usize>) -> String {
+    use crate::output::safe;
+    let counts = |clean: bool| {
+        let of: Vec<&GroupEntry> = groups.iter().filter(|g| g.clean_pair == clean).collect();
+        let words = [
+            ("merged", "merged"),
+            ("stopped", "stopped"),
+            ("in_progress", "in progress"),
+            ("not_started", "not started"),
+            ("not_dup", "not duplicates"),
+            ("skipped", "skipped"),
+            ("undecided", "undecided"),
+            ("stale", "stale"),
+        ];
+        let parts: Vec<String> = words
+            .iter()
+            .filter(|(code, _)| !clean || *code != "merged")
+            .map(|(code, word)| (of.iter().filter(|g| g.outcome == *code).count(), word))
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, word)| format!("{n} {word}"))
+            .collect();
+        parts.join(", ")
+    };
+    let mut out = String::new();
+    let decided = counts(false);
+    if !decided.is_empty() {
+        out.push_str(&format!("  Decided groups:  {decided}\n"));
+    }
+    let pairs = counts(true);
+    if !pairs.is_empty() {
+        out.push_str(&format!("  Clean pairs left by the decisions: {pairs}\n"));
+    }
+    if let Some(n) = canary {
+        out.push_str(&canary_text(groups, n));
+    }
     for g in groups {
         if let Some(s) = &g.stopped_at {
             out.push_str(&format!(
@@ -369,7 +524,7 @@ pub fn summary_text(groups: &[GroupEntry]) -> String {
                 g.group,
                 safe(&g.email),
                 s.display_id,
-                s.status,
+                s.status.replace('_', " "),
                 safe(&s.reason)
             ));
         }
@@ -383,6 +538,19 @@ pub fn summary_text(groups: &[GroupEntry]) -> String {
                     .map(|r| safe(r).into_owned())
                     .collect::<Vec<_>>()
                     .join(", ")
+            ));
+        }
+        if let (Some(r), Some(state)) = (&g.adopts_ref, g.ref_adoption)
+            && state != "adopted"
+            && state != "after_last_merge"
+        {
+            out.push_str(&format!(
+                "    {} {}: {} {}: {}\n",
+                g.group,
+                safe(&g.email),
+                safe(r),
+                state.replace('_', " "),
+                safe(g.reason.as_deref().unwrap_or(""))
             ));
         }
     }
@@ -463,7 +631,7 @@ mod tests {
                     ),
                 ),
             ],
-            revoked: Vec::new(),
+            ..Decided::default()
         };
         let w = apply(&mut plan, &decided, Path::new("d.csv"));
         let pairs: Vec<(&str, &str)> = w
@@ -553,7 +721,7 @@ mod tests {
         };
         let e = &entries(&[g], &sp)[0];
         assert_eq!(e.outcome, "merged");
-        assert_eq!(e.adopts_ref, None);
+        assert_eq!(e.ref_adoption, Some("not_adopted"));
         assert_eq!(e.refs_left, vec!["user_b".to_string()]);
         assert!(
             e.reason

@@ -132,7 +132,10 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
             crate::review::lasting::apply_recorded(&mut d, &sp.file().decisions);
             to_record =
                 crate::review::lasting::to_record(&d, file, &sp.file().decisions, Utc::now());
-            Some(groups::apply(&mut plan, &d, file))
+            for n in &d.notes {
+                tracing::warn!("{n}");
+            }
+            Some(groups::apply(&mut plan, &d, file, sp.file()))
         }
         None => None,
     };
@@ -181,18 +184,19 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     }
     let info = client.auth_tokens_info().await?;
     let owner = check_owner(&sp, &info.organization.id, cfg.base_url.as_str())?;
+    // The file's not-dup and skip decisions (and its revocations) last from the moment they
+    // are read: recorded once the savepoint is known to be this org's, before the question
+    // (nothing of them is sent to DevRev).
+    for d in to_record {
+        tracing::info!(group = %d.group, email = %d.email, "recorded: {}{}", d.decision.word(),
+            if d.revoked.is_some() { " (revoked)" } else { "" });
+        sp.put_decision(d)?;
+    }
     if !sched.work.is_empty() {
         confirm(cfg, &info.organization, &sched, &sp, &group_plans)?;
         if let Some(owner) = owner {
             sp.set_owner(owner)?;
         }
-    }
-    // The file's not-dup and skip decisions (and its revocations) last: recorded once the
-    // savepoint is known to be this org's (nothing of them is sent to DevRev).
-    for d in to_record {
-        tracing::info!(group = %d.group, email = %d.email, "recorded: {}{}", d.decision.word(),
-            if d.revoked.is_some() { " (revoked)" } else { "" });
-        sp.put_decision(d)?;
     }
 
     // ---- execute ----------------------------------------------------------------------------
@@ -257,6 +261,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let pairs = finish::entries(&sched, &done, &sp);
     let groups = groups::entries(&group_plans, &sp);
     let f = finish::Finish {
+        late_vetoes: crate::review::lasting::late_vetoes(sp.file()),
         groups,
         cfg,
         csv,

@@ -487,6 +487,10 @@ pub struct MergeReport<'p> {
     /// With `--decisions`: every group of the file and how far it got.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<super::groups::GroupEntry>,
+    /// Groups decided `not-dup`/`skip` whose contacts were merged before the decision came
+    /// (any run of this savepoint): each merge and the `--restore` command that undoes it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub late_vetoes: Vec<crate::review::lasting::LateVeto>,
 }
 
 pub struct BuildInput<'a> {
@@ -550,6 +554,7 @@ impl<'a> MergeReport<'a> {
             api: ApiFigures::of(client, cfg, secs, run_now),
             id_map,
             groups,
+            late_vetoes: Vec::new(),
         }
     }
 }

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use super::rules::{self, Cell, Partial, Problem, Verdict};
 use super::{Group, GroupKind, groups, proposal_for};
 use crate::detect::{Contact, Plan, RefClass, display_id};
 use crate::error::AppError;
@@ -111,11 +112,16 @@ pub enum Source {
 }
 
 /// Every group with what happens to it, in the plan's order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Decided {
     pub groups: Vec<(String, String, Outcome)>,
     /// Groups with `revoke` on a row (group id, line): their recorded decision is dropped.
     pub revoked: Vec<(String, u64)>,
+    /// Lines of rows whose contact is in no group of this export (the full review file given
+    /// with a sample, or with a newer export): counted and ignored.
+    pub ignored: Vec<u64>,
+    /// Partly decided groups, in words: what is missing for them to merge.
+    pub notes: Vec<String>,
 }
 
 impl Decided {
@@ -247,7 +253,8 @@ pub(super) fn parse(text: &str, name: &str) -> Result<(Vec<Row>, Vec<String>), A
         {
             None => false,
             Some(v) if v.is_empty() || v == "no" || v == "n" => false,
-            Some(v) if v == "yes" || v == "y" || v == "x" => true,
+            // "TRUE" and "1": what a spreadsheet makes of a ticked or typed yes.
+            Some(v) if matches!(v.as_str(), "yes" | "y" | "x" | "true" | "1") => true,
             Some(v) => {
                 problems.push(format!(
                     "line {line}: adopt_ref {v:?}: write yes (or leave it empty)"
@@ -318,6 +325,7 @@ fn decide_rows(
     }
     let mut by_group: BTreeMap<usize, Vec<&Row>> = BTreeMap::new();
     let mut seen: HashMap<&str, u64> = HashMap::new();
+    let mut ignored = Vec::new();
     for r in rows {
         if let Some(first) = seen.insert(&r.rev_user_id, r.line) {
             problems.push(format!(
@@ -329,16 +337,14 @@ fn decide_rows(
         }
         match where_is.get(r.rev_user_id.as_str()) {
             Some(&g) => by_group.entry(g).or_default().push(r),
-            None => problems.push(format!(
-                "line {}: rev_user_id {} is not in any group of this export (unknown, or no \
-                 other contact has its email): check the id, or take the review file of this \
-                 export",
-                r.line, r.rev_user_id
-            )),
+            // A file may cover more than this export (the full review file with a sample, or
+            // with a newer export where a contact is gone): the row is counted and ignored.
+            None => ignored.push(r.line),
         }
     }
     let mut out = Vec::with_capacity(groups.len());
     let mut revoked = Vec::new();
+    let mut notes = Vec::new();
     for (i, g) in groups.iter().enumerate() {
         let all = by_group.get(&i).map(Vec::as_slice).unwrap_or(&[]);
         if let Some(r) = all.iter().find(|r| r.decision == Some(Decision::Revoke)) {
@@ -350,7 +356,7 @@ fn decide_rows(
             .copied()
             .filter(|r| r.decision != Some(Decision::Revoke))
             .collect();
-        let outcome = match group_outcome(g, &rows, keep, accept_proposed) {
+        let outcome = match group_outcome(g, &rows, keep, accept_proposed, &mut notes) {
             Ok(o) => o,
             Err(mut p) => {
                 problems.append(&mut p);
@@ -363,6 +369,8 @@ fn decide_rows(
     Ok(Decided {
         groups: out,
         revoked,
+        ignored,
+        notes,
     })
 }
 
@@ -405,94 +413,124 @@ fn group_outcome(
     rows: &[&Row],
     keep: Keep,
     accept_proposed: bool,
+    notes: &mut Vec<String>,
 ) -> Result<Outcome, Vec<String>> {
     if let Some(reason) = rows.iter().find_map(|r| stale(g, r)) {
         return Ok(Outcome::Stale { reason });
     }
-    let mut problems = Vec::new();
-    let keeps: Vec<&&Row> = rows
+    let cells: Vec<Cell> = g
+        .contacts
         .iter()
-        .filter(|r| r.decision == Some(Decision::Keep))
+        .map(|c| {
+            let row = rows.iter().find(|r| r.rev_user_id == c.rev_user_id);
+            Cell {
+                line: row.map(|r| r.line),
+                word: row.and_then(|r| r.decision),
+                adopt_ref: row.is_some_and(|r| r.adopt_ref),
+                user_ref: c.ref_class() == RefClass::User,
+            }
+        })
         .collect();
-    let merges: Vec<&&Row> = rows
-        .iter()
-        .filter(|r| r.decision == Some(Decision::Merge))
-        .collect();
-    let adopts: Vec<&&Row> = rows.iter().filter(|r| r.adopt_ref).collect();
-    if keeps.len() > 1 {
-        problems.push(format!(
-            "lines {}: two keep in group {} ({}): exactly one contact survives",
-            keeps
-                .iter()
-                .map(|r| r.line.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            g.id,
-            g.email
-        ));
-    }
-    if keeps.is_empty() && !merges.is_empty() {
-        problems.push(format!(
-            "line {}: merge without a keep in group {} ({}): mark the survivor keep",
-            merges[0].line, g.id, g.email
-        ));
-    }
-    if adopts.len() > 1 {
-        problems.push(format!(
-            "lines {}: adopt_ref on more than one row of group {}: the survivor takes one ref",
-            adopts
-                .iter()
-                .map(|r| r.line.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            g.id
-        ));
-    }
-    for r in &adopts {
-        if contact(g, &r.rev_user_id).ref_class() != RefClass::User {
-            problems.push(format!(
-                "line {}: adopt_ref on {} whose ref is not a user_ ref",
-                r.line,
-                display_id(&r.rev_user_id)
-            ));
+    let clean_pair = g.kind == GroupKind::CleanPair;
+    let verdict = rules::decide(clean_pair, &cells).map_err(|ps| {
+        ps.into_iter()
+            .map(|p| problem_text(g, &cells, p))
+            .collect::<Vec<_>>()
+    })?;
+    let id = |i: usize| g.contacts[i].rev_user_id.clone();
+    match verdict {
+        Verdict::NotDup { line } => Ok(Outcome::NotDup { line }),
+        Verdict::Skipped => Ok(Outcome::Skipped),
+        Verdict::Partial { why } => {
+            notes.push(match why {
+                Partial::KeepWithoutMerge { line } => format!(
+                    "line {line}: group {} ({}) has a keep but no merge row: nothing merges; \
+                     mark the rows to merge (merge) or to leave (skip)",
+                    g.id, g.email
+                ),
+                Partial::SomeSkipped => format!(
+                    "group {} ({}): some rows skip, the others are blank: nothing merges; \
+                     decide the blank rows",
+                    g.id, g.email
+                ),
+            });
+            Ok(Outcome::Undecided)
         }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
-    }
-    if let Some(r) = rows.iter().find(|r| r.decision == Some(Decision::NotDup)) {
-        return Ok(Outcome::NotDup { line: r.line });
-    }
-    let typed = rows.iter().any(|r| r.decision.is_some());
-    if let Some(k) = keeps.first() {
-        if merges.is_empty() {
-            return Ok(Outcome::Skipped);
-        }
-        let merge: Vec<String> = merges.iter().map(|r| r.rev_user_id.clone()).collect();
-        let adopt = adopts.first().map(|r| r.rev_user_id.clone());
-        return Ok(merge_outcome(
-            g,
-            k.rev_user_id.clone(),
+        Verdict::Merge {
+            keep: k,
             merge,
             adopt,
+        } => Ok(merge_outcome(
+            g,
+            id(k),
+            merge.into_iter().map(id).collect(),
+            adopt.map(id),
             Source::Typed,
-        ));
-    }
-    if typed {
-        // Only `skip` rows: decided, nothing to merge.
-        return Ok(Outcome::Skipped);
-    }
-    let proposal = proposal_for(g, keep);
-    let source = match g.kind {
-        GroupKind::CleanPair => Source::CleanPairRule,
-        GroupKind::NeedsReview(_) if accept_proposed && g.contacts.len() <= ACCEPT_PROPOSED_MAX => {
-            Source::Proposed
+        )),
+        Verdict::Blank => {
+            let proposal = proposal_for(g, keep);
+            let source = match g.kind {
+                GroupKind::CleanPair => Source::CleanPairRule,
+                GroupKind::NeedsReview(_)
+                    if accept_proposed && g.contacts.len() <= ACCEPT_PROPOSED_MAX =>
+                {
+                    Source::Proposed
+                }
+                GroupKind::NeedsReview(_) => return Ok(Outcome::Undecided),
+            };
+            match proposal.keep {
+                Some(k) => Ok(merge_outcome(g, k, proposal.merge, None, source)),
+                None => Ok(Outcome::Undecided),
+            }
         }
-        GroupKind::NeedsReview(_) => return Ok(Outcome::Undecided),
+    }
+}
+
+/// A rule's problem in words, with the group's id and email.
+fn problem_text(g: &Group<'_>, cells: &[Cell], p: Problem) -> String {
+    let join = |ls: &[u64]| {
+        ls.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    match proposal.keep {
-        Some(k) => Ok(merge_outcome(g, k, proposal.merge, None, source)),
-        None => Ok(Outcome::Undecided),
+    let who = |line: u64| {
+        cells
+            .iter()
+            .position(|c| c.line == Some(line))
+            .map(|i| display_id(&g.contacts[i].rev_user_id))
+            .unwrap_or_default()
+    };
+    match p {
+        Problem::TwoKeeps(ls) => format!(
+            "lines {}: two keep in group {} ({}): exactly one contact survives",
+            join(&ls),
+            g.id,
+            g.email
+        ),
+        Problem::MergeWithoutKeep(l) => format!(
+            "line {l}: merge without a keep in group {} ({}): mark the survivor keep",
+            g.id, g.email
+        ),
+        Problem::NotDupWithMerge { not_dup, other } => format!(
+            "lines {not_dup}, {other}: not-dup and keep/merge in group {} ({}): a group that is \
+             not a duplicate merges nothing; keep one of the two",
+            g.id, g.email
+        ),
+        Problem::TwoAdopts(ls) => format!(
+            "lines {}: adopt_ref on more than one row of group {}: the survivor takes one ref",
+            join(&ls),
+            g.id
+        ),
+        Problem::AdoptNotOnMerge(l) => format!(
+            "line {l}: adopt_ref on {}, which is not merged: only a row marked merge hands its \
+             user_ ref to the survivor (write merge on that row, or clear adopt_ref)",
+            who(l)
+        ),
+        Problem::AdoptNotUser(l) => format!(
+            "line {l}: adopt_ref on {} whose ref is not a user_ ref",
+            who(l)
+        ),
     }
 }
 
@@ -529,17 +567,25 @@ fn merge_outcome(
 }
 
 /// The `user_` refs a merge leaves without a contact: every merged contact's `user_` ref but
-/// the one the survivor adopts. The next Plug login with one of them creates a new contact.
+/// the one the survivor adopts, and the survivor's own `user_` ref when it takes another one.
+/// The next Plug login with one of them creates a new contact.
 pub fn refs_left(plan_group: &Group<'_>, outcome: &Outcome) -> Vec<String> {
     let Outcome::Merge {
-        merge, adopt_ref, ..
+        keep,
+        merge,
+        adopt_ref,
+        ..
     } = outcome
     else {
         return Vec::new();
     };
-    merge
-        .iter()
-        .filter(|id| Some(*id) != adopt_ref.as_ref())
+    let survivor = adopt_ref
+        .as_ref()
+        .filter(|a| *a != keep)
+        .map(|_| keep);
+    survivor
+        .into_iter()
+        .chain(merge.iter().filter(|id| Some(*id) != adopt_ref.as_ref()))
         .map(|id| contact(plan_group, id))
         .filter(|c| c.ref_class() == RefClass::User)
         .map(|c| c.external_ref.trim().to_string())

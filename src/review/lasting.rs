@@ -63,9 +63,13 @@ pub fn to_record(
             Outcome::Skipped => (LastingDecision::Skip, None),
             _ => continue,
         };
-        let same = recorded
-            .get(group)
-            .is_some_and(|d| d.holds() && d.decision == decision);
+        // A file that revokes a group's decision and decides it anew (`revoke` on one row,
+        // `skip` on the other) records the new decision after the revocation.
+        let revoked_here = decided.revoked.iter().any(|(g, _)| g == group);
+        let same = !revoked_here
+            && recorded
+                .get(group)
+                .is_some_and(|d| d.holds() && d.decision == decision);
         if !same {
             out.push(GroupDecision {
                 group: group.clone(),
@@ -76,6 +80,114 @@ pub fn to_record(
                 line,
                 revoked: None,
             });
+        }
+    }
+    out
+}
+
+/// Records in the savepoint at `savepoint` (taking its lock) what `decided` adds to it: the
+/// `not-dup` and skipped groups of `file` and its revocations. Called by every command that
+/// reads a decisions file (the preview, the test sample, the merge run), so that a veto holds
+/// from the moment the tool has read it, whichever command comes next. Returns the decisions
+/// in force afterwards. A savepoint another run holds is refused (exit 73): the decisions
+/// would not last.
+pub fn record(
+    savepoint: &Path,
+    decided: &Decided,
+    file: &Path,
+) -> Result<BTreeMap<String, GroupDecision>, crate::error::AppError> {
+    let mut sp = crate::merge::savepoint::Savepoint::open(savepoint)?;
+    for d in to_record(decided, file, &sp.file().decisions, Utc::now()) {
+        tracing::info!(group = %d.group, email = %d.email, "recorded: {}{}", d.decision.word(),
+            if d.revoked.is_some() { " (revoked)" } else { "" });
+        sp.put_decision(d)?;
+    }
+    Ok(sp.file().decisions.clone())
+}
+
+/// A `not-dup` or `skip` in force for a group whose contacts a merge of the savepoint already
+/// merged: the veto came after the fact. Nothing undoes a merge but `--restore`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LateVeto {
+    pub group: String,
+    pub email: String,
+    pub decision: &'static str,
+    /// Each merge of the group's contacts the savepoint holds as done.
+    pub merged: Vec<VetoedMerge>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VetoedMerge {
+    pub primary: String,
+    pub secondary: String,
+    /// The command that undoes it: `--restore` with the pair's backup folder.
+    pub restore: String,
+}
+
+/// Every group decided `not-dup`/`skip` (in force in `journal`) whose contacts a record of
+/// `journal` merged (merged, already merged, or merged with its ref adoption pending).
+pub fn late_vetoes(journal: &SavepointFile) -> Vec<LateVeto> {
+    let mut out: Vec<LateVeto> = Vec::new();
+    for rec in journal.pairs.values() {
+        let merged = matches!(
+            rec.status,
+            PairStatus::Merged | PairStatus::AlreadyMerged | PairStatus::RefAdoptionPending
+        );
+        if !merged {
+            continue;
+        }
+        let group = group_id(&crate::detect::normalize_email(&rec.email));
+        let Some(d) = journal.decisions.get(&group).filter(|d| d.holds()) else {
+            continue;
+        };
+        let restore = match &rec.backup {
+            Some(b) => format!(
+                "devrev-merge --restore {}",
+                crate::output::shell_quote(&b.dir.display().to_string())
+            ),
+            None => "devrev-merge --restore <the merge report that lists it>".to_string(),
+        };
+        let m = VetoedMerge {
+            primary: rec.primary.clone(),
+            secondary: rec.secondary.clone(),
+            restore,
+        };
+        match out.iter_mut().find(|v| v.group == group) {
+            Some(v) => v.merged.push(m),
+            None => out.push(LateVeto {
+                group,
+                email: d.email.clone(),
+                decision: d.decision.word(),
+                merged: vec![m],
+            }),
+        }
+    }
+    out
+}
+
+/// The lines that report late vetoes: each merged contact and the command that undoes it.
+pub fn late_vetoes_text(vetoes: &[LateVeto]) -> String {
+    use crate::detect::display_id;
+    use crate::output::safe;
+    if vetoes.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "Decided not to merge after the merge ({}): the contacts were merged before the \
+         decision was given, and nothing undoes a merge but --restore:\n",
+        crate::output::count(vetoes.len() as u64, "group", "groups"),
+    );
+    for v in vetoes {
+        for m in &v.merged {
+            out.push_str(&format!(
+                "  {} {} ({}): {} was merged into {}; to undo: {}\n",
+                v.group,
+                safe(&v.email),
+                v.decision,
+                display_id(&m.secondary),
+                display_id(&m.primary),
+                m.restore
+            ));
         }
     }
     out
@@ -185,6 +297,7 @@ mod tests {
                 .into_iter()
                 .map(|(g, l)| (g.to_string(), l))
                 .collect(),
+            ..Decided::default()
         }
     }
 

@@ -11,6 +11,7 @@ mod file;
 pub mod lasting;
 pub mod live;
 mod propose;
+pub mod rules;
 
 use sha2::{Digest, Sha256};
 
