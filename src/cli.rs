@@ -176,14 +176,15 @@ pub struct Cli {
 
     /// A filled-in review file (reports/review-<time>.csv): keep, merge, skip, not-dup or
     /// revoke per contact. With --preview: show the plan it gives; in a merge run: merge as
-    /// decided, each group one contact at a time. See docs/review.md.
+    /// decided, each group one contact at a time; with --create-test-sample: leave out what
+    /// it keeps from merging. Its not-dup and skip decisions are recorded in the savepoint and
+    /// honoured by every later command. See docs/review.md.
     #[arg(
         help_heading = H_MERGE,
         long,
         value_name = "FILE",
-        requires = "csv",
         conflicts_with_all = [
-            "backup_only", "test_api", "status", "create_test_sample", "demo",
+            "backup_only", "test_api", "status", "demo",
             "export_contacts", "verify_backups", "restore"
         ]
     )]

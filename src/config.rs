@@ -436,6 +436,13 @@ fn command_from_cli(cli: &Cli) -> Result<Command, AppError> {
             against_api: cli.against_api,
         });
     }
+    if cli.decisions.is_some() && cli.csv.is_none() && !cli.create_test_sample {
+        return Err(AppError::Usage(
+            "--decisions FILE goes with --csv FILE (the preview and the merge run) or with \
+             --create-test-sample: the commands that read a decisions file"
+                .into(),
+        ));
+    }
     if cli.create_test_sample {
         return sample_args(cli).map(Command::Sample);
     }

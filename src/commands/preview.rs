@@ -103,6 +103,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             .map(review::lasting::recorded_text)
             .unwrap_or_default(),
         facts.as_ref(),
+        &untouchable(journal.as_ref()),
     )?;
     // The page for people, next to the plan: a failure is warned about, the plan stands.
     let html_path = html::written_or_warn(
@@ -231,6 +232,26 @@ fn held_by_savepoint(journal: Option<&SavepointFile>, plan: &Plan) -> Vec<HeldPa
         }
     }
     out
+}
+
+/// Contacts no new merge may take (merged away, in flight, restored, recreated), with why.
+fn untouchable(journal: Option<&SavepointFile>) -> std::collections::HashMap<String, String> {
+    let Some(j) = journal else {
+        return Default::default();
+    };
+    crate::merge::ledger::Ledger::of(j)
+        .untouchable()
+        .map(|(c, hold)| {
+            let why = match hold {
+                Hold::MergedAway => "merged away",
+                Hold::InFlight => "its merge is not finished",
+                Hold::Restored => "a merge of it was undone by --restore",
+                Hold::Recreated => "recreated by --restore",
+                Hold::Survivor => "survived a merge",
+            };
+            (c.to_string(), why.to_string())
+        })
+        .collect()
 }
 
 fn held_text(held: &[HeldPair], savepoint: &Path) -> String {

@@ -50,6 +50,8 @@ struct SampleReport<'a> {
     rows: usize,
     seed: u64,
     pairs: Vec<&'a Pair>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    left_out: &'a [LeftOut],
 }
 
 /// Runs `--create-test-sample`; `args` were checked by `config.rs` (even size, output not the
@@ -60,8 +62,18 @@ pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
         keep: cfg.keep,
         email_domain: cfg.email_domain.clone(),
     };
-    let plan = detect::plan_from_csv(input, &opts)?;
+    let mut plan = detect::plan_from_csv(input, &opts)?;
+    let left_out = leave_out(cfg, &mut plan)?;
     let want = size / 2;
+    if plan.pairs.is_empty() && !left_out.is_empty() {
+        return Err(AppError::Data(format!(
+            "{} has no clean pair a merge run would take: {} left out by the decisions and the \
+             savepoint ({}), so no test sample can be made",
+            input.display(),
+            left_out.len(),
+            cfg.savepoint.display()
+        )));
+    }
     if plan.pairs.is_empty() {
         return Err(AppError::Data(format!(
             "{} has no clean pair, so no test sample can be made (needs-review groups are \
@@ -71,10 +83,18 @@ pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
     }
     if plan.pairs.len() < want {
         return Err(AppError::Data(format!(
-            "{} has only {} clean pair(s), but --size {size} needs {want}; use --size {} or less \
-             (needs-review groups are never put in a sample)",
+            "{} has only {} clean pair(s){}, but --size {size} needs {want}; use --size {} or \
+             less (needs-review groups are never put in a sample)",
             input.display(),
             plan.pairs.len(),
+            if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " a merge run would take ({} left out by the decisions and the savepoint)",
+                    left_out.len()
+                )
+            },
             plan.pairs.len() * 2
         )));
     }
@@ -138,11 +158,130 @@ pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
             rows: original.rows.len(),
             seed: args.seed,
             pairs: chosen.clone(),
+            left_out: &left_out,
         };
         crate::output::json(&report)
     } else {
-        crate::output::data(|w| print_chosen(w, &chosen, output, plan.pairs.len(), args.seed))
+        crate::output::data(|w| {
+            print_chosen(w, &chosen, output, plan.pairs.len(), args.seed)?;
+            print_left_out(w, &left_out)
+        })
     }
+}
+
+/// A clean pair the sample does not offer, and why.
+#[derive(Debug, Serialize)]
+struct LeftOut {
+    group: String,
+    email: String,
+    why: String,
+}
+
+/// Takes out of `plan.pairs` every clean pair a merge run would not merge by the `--keep`
+/// rule: a group decided `not-dup`/`skip` (recorded in the savepoint, or in `--decisions`,
+/// which is recorded now), a pair the file turns round or leaves (stale, undecided), and a
+/// pair whose contacts the savepoint already holds (merged, in flight, restored). A sample is
+/// run without the decisions file (`--csv test.csv`), so it must hold only what that run does
+/// as the person decided.
+fn leave_out(cfg: &Config, plan: &mut detect::Plan) -> Result<Vec<LeftOut>, AppError> {
+    use crate::review::decisions::{Outcome, Source};
+    let mut why: std::collections::HashMap<String, String> = Default::default();
+    if let Some(file) = &cfg.decisions {
+        let d = crate::review::decisions::decide(file, plan, cfg.keep, false)?;
+        crate::review::lasting::record(&cfg.savepoint, &d, file)?;
+        for (id, _, o) in &d.groups {
+            let reason = match o {
+                Outcome::Merge {
+                    source: Source::CleanPairRule,
+                    ..
+                } => continue,
+                Outcome::Merge { keep, .. } => {
+                    let rule = plan
+                        .pairs
+                        .iter()
+                        .any(|p| p.primary.rev_user_id == *keep);
+                    if rule {
+                        continue;
+                    }
+                    format!(
+                        "{} decides {} survives, not the --keep rule's choice",
+                        file.display(),
+                        crate::detect::display_id(keep)
+                    )
+                }
+                Outcome::NotDup { line } => format!("not-dup in {} line {line}", file.display()),
+                Outcome::Skipped => format!("skip in {}", file.display()),
+                Outcome::Undecided => format!("undecided in {}", file.display()),
+                Outcome::Stale { reason } => format!("stale in {}: {reason}", file.display()),
+                Outcome::Recorded { .. } => continue,
+            };
+            why.insert(id.clone(), reason);
+        }
+    }
+    let journal = crate::merge::savepoint::load(&cfg.savepoint)?;
+    if let Some(j) = &journal {
+        for (id, d) in j.decisions.iter().filter(|(_, d)| d.holds()) {
+            why.entry(id.clone()).or_insert_with(|| {
+                format!(
+                    "{} recorded on {} from {}",
+                    d.decision.word(),
+                    d.at.format("%Y-%m-%d %H:%M UTC"),
+                    d.file.display()
+                )
+            });
+        }
+        let s = crate::merge::schedule::schedule(&plan.pairs, j);
+        for h in &s.held {
+            why.entry(crate::review::group_id(&h.pair.email))
+                .or_insert_with(|| format!("held by the savepoint: {}", h.reason));
+        }
+        let ids: std::collections::HashSet<(&str, &str)> = j
+            .pairs
+            .values()
+            .map(|r| (r.primary.as_str(), r.secondary.as_str()))
+            .collect();
+        for p in &plan.pairs {
+            let (a, b) = (
+                p.primary.rev_user_id.as_str(),
+                p.secondary.rev_user_id.as_str(),
+            );
+            if ids.contains(&(a, b)) || ids.contains(&(b, a)) {
+                why.entry(crate::review::group_id(&p.email))
+                    .or_insert_with(|| "already in the savepoint (merged or started)".into());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    plan.pairs.retain(|p| {
+        let id = crate::review::group_id(&p.email);
+        match why.remove(&id) {
+            Some(why) => {
+                out.push(LeftOut {
+                    group: id,
+                    email: p.email.clone(),
+                    why,
+                });
+                false
+            }
+            None => true,
+        }
+    });
+    Ok(out)
+}
+
+fn print_left_out<W: Write>(w: &mut W, left: &[LeftOut]) -> io::Result<()> {
+    if left.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "Left out {} clean pair(s) a merge run would not merge as decided:",
+        left.len()
+    )?;
+    for l in left {
+        writeln!(w, "  {} {}: {}", l.group, safe(&l.email), safe(&l.why))?;
+    }
+    Ok(())
 }
 
 fn print_chosen<W: Write>(

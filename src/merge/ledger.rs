@@ -62,6 +62,17 @@ impl<'j> Ledger<'j> {
         ledger
     }
 
+    /// Every contact no new merge may take, with why: merged away, in flight, restored or
+    /// recreated by `--restore`. (A survivor is left out: a decided group's survivor takes
+    /// its next member.) What the review file proposes leaves these out.
+    pub fn untouchable(&self) -> impl Iterator<Item = (&'j str, Hold)> + '_ {
+        self.holds.iter().filter_map(|(c, hs)| {
+            hs.iter()
+                .find(|h| h.hold != Hold::Survivor)
+                .map(|h| (*c, h.hold))
+        })
+    }
+
     /// Records a hold; a contact merged away keeps that reason first (it is the one that
     /// matters most to the person reading why a pair was not run).
     fn hold(&mut self, contact: &'j str, key: &'j str, hold: Hold, group: Option<&'j str>) {

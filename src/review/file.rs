@@ -2,12 +2,12 @@
 //! UTF-8 byte-order mark so Excel reads the accents, CRLF line ends, every field quoted where
 //! needed) and read back however a spreadsheet saved it (see `decisions.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::live::Facts;
-use super::{GroupKind, groups, proposal_with, ref_kind};
+use super::{Group, GroupKind, Proposal, groups, proposal_with, ref_kind};
 use crate::detect::Plan;
 use crate::error::AppError;
 use crate::fsutil;
@@ -53,12 +53,14 @@ pub(super) fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
 /// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
 ///
 /// `recorded` is the `recorded` column by group id (see [`EXTRA_COLUMNS`]).
+/// `held` is every contact the savepoint keeps from any new merge, with why: never proposed.
 pub fn write(
     dir: &Path,
     plan: &Plan,
     keep: Keep,
     recorded: &BTreeMap<String, String>,
     facts: Option<&Facts>,
+    held: &HashMap<String, String>,
 ) -> Result<PathBuf, AppError> {
     let path = fsutil::unique_path(dir, "review", "csv");
     let cant = |e: std::io::Error| {
@@ -67,7 +69,7 @@ pub fn write(
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded, facts))
+    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded, facts, held))
         .map_err(cant)?;
     Ok(path)
 }
@@ -78,6 +80,7 @@ fn write_rows(
     keep: Keep,
     recorded: &BTreeMap<String, String>,
     facts: Option<&Facts>,
+    held: &HashMap<String, String>,
 ) -> std::io::Result<()> {
     w.write_all("\u{feff}".as_bytes())?;
     let mut csv = csv::WriterBuilder::new()
@@ -85,7 +88,24 @@ fn write_rows(
         .from_writer(w);
     csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
     for g in groups(plan) {
-        let proposal = proposal_with(&g, keep, facts);
+        // A contact the savepoint holds (merged away, restored, ...) is never proposed: the
+        // run would refuse the merge. The rest of its group is proposed without it.
+        let free = Group {
+            contacts: g
+                .contacts
+                .iter()
+                .copied()
+                .filter(|c| !held.contains_key(&c.rev_user_id))
+                .collect(),
+            ..g.clone()
+        };
+        let proposal = if free.contacts.len() < 2 {
+            Proposal::none("fewer than two contacts the savepoint leaves free")
+        } else if free.contacts.len() < g.contacts.len() && g.kind == GroupKind::CleanPair {
+            Proposal::none("a contact is held by the savepoint")
+        } else {
+            proposal_with(&free, keep, facts)
+        };
         let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
         for c in &g.contacts {
             let proposed = match &proposal.keep {
@@ -95,6 +115,9 @@ fn write_rows(
             };
             let fact = facts.and_then(|f| f.get(&c.rev_user_id));
             let why = match (proposed, &g.kind) {
+                _ if held.contains_key(&c.rev_user_id) => {
+                    format!("held by the savepoint: {}", held[&c.rev_user_id])
+                }
                 ("keep", _) => proposal.why.clone(),
                 ("merge", _) => format!(
                     "merge into {}",

@@ -31,6 +31,17 @@ pub struct Proposal {
     pub why: String,
 }
 
+impl Proposal {
+    /// Nothing proposed, and why.
+    pub fn none(why: &str) -> Self {
+        Proposal {
+            keep: None,
+            merge: Vec::new(),
+            why: why.to_string(),
+        }
+    }
+}
+
 /// Proposes a survivor among `members`, offline (rule 2 needs live facts).
 pub fn propose(members: &[&Contact], keep: Keep) -> Proposal {
     propose_live(members, keep, None)
