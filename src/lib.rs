@@ -22,4 +22,5 @@ pub mod planfile;
 pub mod preview;
 pub mod restore;
 pub mod review;
+pub mod spreadsheet;
 pub mod validate;

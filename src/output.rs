@@ -286,8 +286,9 @@ mod tests {
 /// prints for a person to copy (`--restore <folder>`): a backup folder is named after an email.
 pub fn shell_quote(s: &str) -> std::borrow::Cow<'_, str> {
     let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '/' | ':' | '+' | '-' | '\\'));
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '/' | ':' | '+' | '-' | '\\')
+        });
     if plain {
         s.into()
     } else {

@@ -134,7 +134,13 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
 
 /// The merge run's estimate. `live` (from `--check-live`) replaces the CSV's ticket counts of
 /// the pairs it read.
-pub fn estimate(plan: &Plan, cfg: &Config, live: Option<&LiveSummary>) -> Estimate {
+/// `pairs` are the merges a run would make: the plan's clean pairs, or what the decisions and
+/// the savepoint leave of them with the decided groups' merges.
+pub fn estimate(
+    pairs: &[crate::detect::Pair],
+    cfg: &Config,
+    live: Option<&LiveSummary>,
+) -> Estimate {
     let page = u64::from(cfg.page_size);
     let live_counts: std::collections::HashMap<(&str, &str), KnownTickets> = live
         .into_iter()
@@ -150,7 +156,7 @@ pub fn estimate(plan: &Plan, cfg: &Config, live: Option<&LiveSummary>) -> Estima
         })
         .collect();
     let (mut calls, mut low, mut high, mut refined) = (0, 0, 0, 0);
-    for p in &plan.pairs {
+    for p in pairs {
         calls += calls_for_pair(p, cfg.keep, cfg.backup_scope, page);
         let known = live_counts
             .get(&(
@@ -164,13 +170,12 @@ pub fn estimate(plan: &Plan, cfg: &Config, live: Option<&LiveSummary>) -> Estima
         low += lo;
         high += hi;
     }
-    let unknown = plan
-        .pairs
+    let unknown = pairs
         .iter()
         .flat_map(|p| [&p.primary, &p.secondary])
         .filter(|c| c.ticket_count.is_none())
         .count() as u64;
-    let n = plan.pairs.len() as u64;
+    let n = pairs.len() as u64;
     Estimate {
         pairs: n,
         api_calls: calls,

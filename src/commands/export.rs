@@ -352,7 +352,7 @@ fn write_csv(
         let mut csv = csv::Writer::from_writer(w);
         csv.write_record(COLUMNS)?;
         for r in rows {
-            csv.write_record(&r)?;
+            csv.write_record(r.iter().map(|c| crate::spreadsheet::defuse(c).into_owned()))?;
         }
         csv.flush()
     })

@@ -74,7 +74,11 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         .as_ref()
         .map(review::lasting::late_vetoes)
         .unwrap_or_default();
-    let est = estimate(&plan, cfg, live_summary.as_ref());
+    let est = estimate(
+        &runs_pairs(&plan, decided.as_ref().map(|(_, d)| d), journal.as_ref()),
+        cfg,
+        live_summary.as_ref(),
+    );
 
     let report = PlanReport {
         kind: "devrev-merge plan",
@@ -232,6 +236,63 @@ fn held_by_savepoint(journal: Option<&SavepointFile>, plan: &Plan) -> Vec<HeldPa
         }
     }
     out
+}
+
+/// The merges the merge run would make, for its estimate: what the decisions (the file given,
+/// else those recorded) leave of the clean pairs, each decided group's merges, and of those only
+/// what the savepoint has not finished or held.
+fn runs_pairs(
+    plan: &Plan,
+    decided: Option<&review::decisions::Decided>,
+    journal: Option<&SavepointFile>,
+) -> Vec<crate::detect::Pair> {
+    use review::decisions::Outcome;
+    let mut pairs: Vec<crate::detect::Pair> = match decided {
+        Some(d) => review::groups(plan)
+            .iter()
+            .zip(&d.groups)
+            .filter_map(|(g, (_, _, o))| match o {
+                Outcome::Merge { keep, merge, .. } => Some((g, keep, merge)),
+                _ => None,
+            })
+            .flat_map(|(g, keep, merge)| {
+                let find = |id: &str| g.contacts.iter().find(|c| c.rev_user_id == id);
+                let survivor = find(keep);
+                merge.iter().filter_map(move |m| {
+                    Some(crate::detect::Pair {
+                        email: g.email.to_string(),
+                        primary: (*survivor?).clone(),
+                        secondary: (*find(m)?).clone(),
+                    })
+                })
+            })
+            .collect(),
+        None => {
+            let in_force = |p: &crate::detect::Pair| {
+                journal.is_some_and(|j| {
+                    j.decisions
+                        .get(&review::group_id(&p.email))
+                        .is_some_and(|d| d.holds())
+                })
+            };
+            plan.pairs
+                .iter()
+                .filter(|p| !in_force(p))
+                .cloned()
+                .collect()
+        }
+    };
+    if let Some(j) = journal {
+        let s = schedule::schedule(&pairs, j);
+        let run: std::collections::HashSet<String> = s.work.iter().map(|i| i.key.clone()).collect();
+        pairs.retain(|p| {
+            run.contains(&crate::merge::journal::pair_key(
+                &p.primary.rev_user_id,
+                &p.secondary.rev_user_id,
+            ))
+        });
+    }
+    pairs
 }
 
 /// Contacts no new merge may take (merged away, in flight, restored, recreated), with why.

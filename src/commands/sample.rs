@@ -132,8 +132,14 @@ pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
         .from_writer(Vec::new());
     let write_err = |e: csv::Error| AppError::CantCreate(format!("cannot build the sample: {e}"));
     w.write_record(original.header.iter()).map_err(write_err)?;
+    // The rows as they are, but a cell a spreadsheet would run as a formula (the detection
+    // reads the escape back: `--csv` of the sample sees the same values).
     for r in &original.rows {
-        w.write_record(r.iter()).map_err(write_err)?;
+        w.write_record(r.iter().map(|c| match std::str::from_utf8(c) {
+            Ok(text) => crate::spreadsheet::defuse(text).into_owned().into_bytes(),
+            Err(_) => c.to_vec(),
+        }))
+        .map_err(write_err)?;
     }
     let bytes = w
         .into_inner()
@@ -196,10 +202,7 @@ fn leave_out(cfg: &Config, plan: &mut detect::Plan) -> Result<Vec<LeftOut>, AppE
                     ..
                 } => continue,
                 Outcome::Merge { keep, .. } => {
-                    let rule = plan
-                        .pairs
-                        .iter()
-                        .any(|p| p.primary.rev_user_id == *keep);
+                    let rule = plan.pairs.iter().any(|p| p.primary.rev_user_id == *keep);
                     if rule {
                         continue;
                     }

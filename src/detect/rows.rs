@@ -103,8 +103,10 @@ pub(super) struct RowView<'a> {
 }
 
 impl RowView<'_> {
+    /// The field, without the `'` a spreadsheet-safe writer (the test sample, the export) put
+    /// before a formula-like cell.
     pub(super) fn get(&self, c: Col) -> &str {
-        self.f[c as usize]
+        crate::spreadsheet::undefuse(self.f[c as usize])
     }
 
     pub(super) fn to_contact(&self, line: u64) -> Contact {
@@ -198,7 +200,12 @@ pub(super) fn check_row<'r>(
     let ticket_count = if raw_count.is_empty() {
         None
     } else {
-        let parsed = raw_count
+        // `3.0`: a count a spreadsheet saved as a decimal is still a whole number.
+        let whole = raw_count
+            .split_once(['.', ','])
+            .filter(|(_, frac)| !frac.is_empty() && frac.bytes().all(|b| b == b'0'))
+            .map_or(raw_count, |(w, _)| w);
+        let parsed = whole
             .parse::<u64>()
             .map_err(|e| *e.kind() == std::num::IntErrorKind::PosOverflow);
         match parsed {

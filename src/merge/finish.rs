@@ -147,7 +147,9 @@ pub fn finish(f: Finish<'_>, outcome: RunOutcome, fatal: Option<AppError>) -> Re
     if !cfg.printer.is_quiet() {
         report::print_summary(&report, &path, &cfg.savepoint);
         output::human(&super::groups::summary_text(&report.groups, cfg.max_merges));
-        output::human(&crate::review::lasting::late_vetoes_text(&report.late_vetoes));
+        output::human(&crate::review::lasting::late_vetoes_text(
+            &report.late_vetoes,
+        ));
         if let Some(p) = &html {
             output::human(&format!("  HTML report:     {}\n", p.display()));
         }

@@ -633,7 +633,12 @@ mod tests {
             ],
             ..Decided::default()
         };
-        let w = apply(&mut plan, &decided, Path::new("d.csv"));
+        let w = apply(
+            &mut plan,
+            &decided,
+            Path::new("d.csv"),
+            &super::super::journal::SavepointFile::new(),
+        );
         let pairs: Vec<(&str, &str)> = w
             .pairs
             .iter()
@@ -665,12 +670,13 @@ mod tests {
                 )
             })
             .collect();
-        // In the file's order; the ref adopted on the last merge only, from its holder.
+        // In the members' id order, whatever the file's; the ref adopted on the last merge
+        // only, from its holder.
         assert_eq!(
             members,
             [
-                ("don:a:revu/G3", 0, 2, None),
-                ("don:a:revu/G1", 1, 2, Some("user_g3"))
+                ("don:a:revu/G1", 0, 2, None),
+                ("don:a:revu/G3", 1, 2, Some("user_g3"))
             ]
         );
         assert_eq!(
@@ -678,9 +684,74 @@ mod tests {
             "don:a:revu/G3"
         );
         let g = w.groups.iter().find(|g| g.email == "g@x.com").unwrap();
-        assert_eq!(g.refs_left, ["user_g1"]);
+        // The survivor's own user_ ref, replaced by the one it adopts, is left too.
+        assert_eq!(g.refs_left, ["user_g2", "user_g1"]);
         assert_eq!(g.adopts_ref.as_deref(), Some("user_g3"));
         assert_eq!(w.groups.len(), 4);
+    }
+
+    /// A file re-sorted between two runs: the group's merges keep their order, and the
+    /// adoption goes on the last merge not sent yet, never on one an earlier run merged
+    /// without it.
+    #[test]
+    fn row_order_never_moves_the_adoption_onto_a_merge_already_sent() {
+        use crate::merge::journal::{PairRecord, PairStatus, SavepointFile, pair_key};
+        let decided = |order: &[&str]| Decided {
+            groups: vec![(
+                review::group_id("g@x.com"),
+                "g@x.com".into(),
+                merge("don:a:revu/G1", order, Some("don:a:revu/G3"), Source::Typed),
+            )],
+            ..Decided::default()
+        };
+        let order = |w: &DecidedWork| -> Vec<(String, bool)> {
+            w.members
+                .iter()
+                .map(|(p, g)| (p.secondary.rev_user_id.clone(), g.adopt.is_some()))
+                .collect()
+        };
+        let fresh = SavepointFile::new();
+        let a = apply(
+            &mut plan(),
+            &decided(&["don:a:revu/G2", "don:a:revu/G3"]),
+            Path::new("d.csv"),
+            &fresh,
+        );
+        let b = apply(
+            &mut plan(),
+            &decided(&["don:a:revu/G3", "don:a:revu/G2"]),
+            Path::new("d.csv"),
+            &fresh,
+        );
+        assert_eq!(order(&a), order(&b));
+        assert_eq!(
+            order(&a),
+            [
+                ("don:a:revu/G2".to_string(), false),
+                ("don:a:revu/G3".to_string(), true)
+            ]
+        );
+        // The last in order was merged by an earlier run without the adoption (another file):
+        // the adoption rides on the merge still to come.
+        let mut journal = SavepointFile::new();
+        let mut rec = PairRecord::new("g@x.com", "don:a:revu/G1", "don:a:revu/G3", Keep::Revu);
+        rec.status = PairStatus::Merged;
+        journal
+            .pairs
+            .insert(pair_key("don:a:revu/G1", "don:a:revu/G3"), rec);
+        let c = apply(
+            &mut plan(),
+            &decided(&["don:a:revu/G3", "don:a:revu/G2"]),
+            Path::new("d.csv"),
+            &journal,
+        );
+        assert_eq!(
+            order(&c),
+            [
+                ("don:a:revu/G2".to_string(), true),
+                ("don:a:revu/G3".to_string(), false)
+            ]
+        );
     }
 
     /// The group's adopting member found already merged runs no step after the merge, so its

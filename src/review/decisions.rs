@@ -187,20 +187,7 @@ fn key(name: &str) -> String {
         .collect()
 }
 
-/// Takes off the `'` the writer put before a formula-like cell.
-fn undefuse(cell: &str) -> &str {
-    match cell.strip_prefix('\'') {
-        Some(rest)
-            if matches!(
-                rest.chars().next(),
-                Some('=' | '+' | '-' | '@' | '\t' | '\r')
-            ) =>
-        {
-            rest
-        }
-        _ => cell,
-    }
-}
+use crate::spreadsheet::undefuse;
 
 /// The rows, and the problems found in single rows (reported with the group problems).
 pub(super) fn parse(text: &str, name: &str) -> Result<(Vec<Row>, Vec<String>), AppError> {
@@ -232,8 +219,10 @@ pub(super) fn parse(text: &str, name: &str) -> Result<(Vec<Row>, Vec<String>), A
     for rec in rdr.records() {
         let rec = rec.map_err(|e| AppError::Data(format!("{name}: {e}")))?;
         let line = rec.position().map_or(0, |p| line_of(text, p.byte()));
-        let id = rec.get(id_col).unwrap_or("").trim().to_string();
-        let raw_decision = rec.get(decision_col).unwrap_or("");
+        let id = undefuse(rec.get(id_col).unwrap_or("").trim())
+            .trim()
+            .to_string();
+        let raw_decision = undefuse(rec.get(decision_col).unwrap_or("").trim());
         if id.is_empty() {
             if !rec.iter().all(|f| f.trim().is_empty()) {
                 problems.push(format!("line {line}: rev_user_id is empty"));
@@ -249,7 +238,7 @@ pub(super) fn parse(text: &str, name: &str) -> Result<(Vec<Row>, Vec<String>), A
         };
         let adopt_ref = match adopt_col
             .and_then(|i| rec.get(i))
-            .map(|v| v.trim().to_ascii_lowercase())
+            .map(|v| undefuse(v.trim()).to_ascii_lowercase())
         {
             None => false,
             Some(v) if v.is_empty() || v == "no" || v == "n" => false,
@@ -382,11 +371,13 @@ fn contact<'g>(g: &Group<'g>, id: &str) -> &'g Contact {
         .expect("rows are matched to their group by id")
 }
 
-/// Why a row no longer describes its contact, if it does not.
+/// Why a row no longer describes its contact, if it does not. A spreadsheet's rewriting is
+/// not a change: a date in the user's locale, a number as `1.0`, the case of an email.
 fn stale(g: &Group<'_>, r: &Row) -> Option<String> {
+    use crate::spreadsheet::{same_time, same_value};
     let c = contact(g, &r.rev_user_id);
-    let differs = |what: &str, file: &Option<String>, now: &str| {
-        file.as_deref().filter(|f| f.trim() != now.trim()).map(|f| {
+    let differs = |what: &str, file: &Option<String>, now: &str, same: fn(&str, &str) -> bool| {
+        file.as_deref().filter(|f| !same(f, now)).map(|f| {
             format!(
                 "line {}: {what} was {f:?}, the export now has {now:?}",
                 r.line
@@ -399,13 +390,11 @@ fn stale(g: &Group<'_>, r: &Row) -> Option<String> {
             r.line, g.id
         ));
     }
-    differs("email", &r.email, &crate::detect::normalize_email(&c.email))
-        .filter(|_| {
-            r.email.as_deref().map(crate::detect::normalize_email)
-                != Some(crate::detect::normalize_email(&c.email))
-        })
-        .or_else(|| differs("external_ref", &r.external_ref, &c.external_ref))
-        .or_else(|| differs("updated_at", &r.updated_at, &c.updated_at))
+    let same_email =
+        |a: &str, b: &str| crate::detect::normalize_email(a) == crate::detect::normalize_email(b);
+    differs("email", &r.email, &c.email, same_email)
+        .or_else(|| differs("external_ref", &r.external_ref, &c.external_ref, same_value))
+        .or_else(|| differs("updated_at", &r.updated_at, &c.updated_at, same_time))
 }
 
 fn group_outcome(
@@ -488,12 +477,7 @@ fn group_outcome(
 
 /// A rule's problem in words, with the group's id and email.
 fn problem_text(g: &Group<'_>, cells: &[Cell], p: Problem) -> String {
-    let join = |ls: &[u64]| {
-        ls.iter()
-            .map(u64::to_string)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let join = |ls: &[u64]| ls.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let who = |line: u64| {
         cells
             .iter()
@@ -579,10 +563,7 @@ pub fn refs_left(plan_group: &Group<'_>, outcome: &Outcome) -> Vec<String> {
     else {
         return Vec::new();
     };
-    let survivor = adopt_ref
-        .as_ref()
-        .filter(|a| *a != keep)
-        .map(|_| keep);
+    let survivor = adopt_ref.as_ref().filter(|a| *a != keep).map(|_| keep);
     survivor
         .into_iter()
         .chain(merge.iter().filter(|id| Some(*id) != adopt_ref.as_ref()))

@@ -40,15 +40,7 @@ pub const COLUMNS: [&str; 16] = [
 /// and `rev_org` of each needs-review contact (empty offline), as the proposal used them.
 pub const EXTRA_COLUMNS: [&str; 4] = ["recorded", "verified", "state", "account"];
 
-/// A cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, a tab or a line break
-/// first) gets a leading `'`: a display name from DevRev is anyone's text, and a review file
-/// opened in Excel must not execute it. The reader takes the `'` off again.
-pub(super) fn defuse(cell: &str) -> std::borrow::Cow<'_, str> {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}").into(),
-        _ => cell.into(),
-    }
-}
+use crate::spreadsheet::defuse;
 
 /// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
 ///
@@ -69,8 +61,10 @@ pub fn write(
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| write_rows(w, plan, keep, recorded, facts, held))
-        .map_err(cant)?;
+    fsutil::write_private_atomic_with(&path, false, |w| {
+        write_rows(w, plan, keep, recorded, facts, held)
+    })
+    .map_err(cant)?;
     Ok(path)
 }
 
@@ -148,28 +142,35 @@ fn write_rows(
                 .map(|f| f.state.as_deref().unwrap_or("active"))
                 .unwrap_or("");
             let account = fact.and_then(|f| f.account.as_deref()).unwrap_or("");
-            csv.write_record([
-                g.id.as_str(),
-                g.kind.text(),
-                g.email,
-                &c.rev_user_id,
-                &c.display_id(),
-                &defuse(&c.external_ref),
-                ref_kind(c),
-                &defuse(&c.display_name),
-                &c.created_at,
-                &c.updated_at,
-                &tickets,
-                proposed,
-                &why,
-                "",
-                "",
-                "",
-                &defuse(rec),
-                verified,
-                &defuse(state),
-                &defuse(account),
-            ])?;
+            // Every cell escaped: `why` starts with `--keep ...`, and an email or a name
+            // can start with anything.
+            csv.write_record(
+                [
+                    g.id.as_str(),
+                    g.kind.text(),
+                    g.email,
+                    &c.rev_user_id,
+                    &c.display_id(),
+                    &c.external_ref,
+                    ref_kind(c),
+                    &c.display_name,
+                    &c.created_at,
+                    &c.updated_at,
+                    &tickets,
+                    proposed,
+                    &why,
+                    "",
+                    "",
+                    "",
+                    rec,
+                    verified,
+                    state,
+                    account,
+                ]
+                .map(defuse)
+                .iter()
+                .map(|c| c.as_bytes()),
+            )?;
         }
     }
     csv.flush()

@@ -56,7 +56,10 @@ pub enum Partial {
 pub enum Problem {
     TwoKeeps(Vec<u64>),
     MergeWithoutKeep(u64),
-    NotDupWithMerge { not_dup: u64, other: u64 },
+    NotDupWithMerge {
+        not_dup: u64,
+        other: u64,
+    },
     TwoAdopts(Vec<u64>),
     /// `adopt_ref` on a row that is not `merge`: only a merged contact hands its ref over.
     AdoptNotOnMerge(u64),
@@ -344,7 +347,7 @@ mod tests {
             Err(vec![Problem::AdoptNotOnMerge(4)])
         );
         assert_eq!(
-            pair("keep", "*u"),
+            decide(true, &cells(&[("keep", ""), ("", "u*")])),
             Err(vec![Problem::AdoptNotOnMerge(3)])
         );
     }
