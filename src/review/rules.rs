@@ -67,12 +67,15 @@ pub enum Problem {
     AdoptNotUser(u64),
 }
 
+/// The lines of the cells `want` picks, in the file's order.
 fn lines(cells: &[Cell], want: impl Fn(&Cell) -> bool) -> Vec<u64> {
-    cells
+    let mut out: Vec<u64> = cells
         .iter()
         .filter(|c| want(c))
         .filter_map(|c| c.line)
-        .collect()
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 fn find(cells: &[Cell], word: Decision) -> Vec<usize> {

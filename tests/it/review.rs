@@ -214,7 +214,8 @@ fn bad_decisions_are_refused_with_the_file_and_line() {
     body[0][d] = "keep".into();
     body[1][d] = "keep".into();
     body[2][d] = "delete".into();
-    // An id that is in no group; adopt_ref on a REVU- contact (the first pair's primary).
+    // An id that is in no group (ignored, not a problem); adopt_ref on a row that is not
+    // merged (the first pair's primary).
     let mut stranger = body[4].clone();
     stranger[col(&h, "rev_user_id")] = "don:identity:dvrv-us-1:devo/x:revu/nobody".into();
     body.push(stranger);
@@ -239,7 +240,6 @@ fn bad_decisions_are_refused_with_the_file_and_line() {
         "bad.csv: ",
         "lines 2, 3: two keep in group",
         "line 4: \"delete\" is not a decision",
-        "is not in any group of this export",
         "line 2: adopt_ref on",
     ] {
         assert!(err.contains(want), "lacks {want:?}: {err}");
