@@ -229,6 +229,21 @@ pub fn color_wanted(is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bo
     is_terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+/// `s` as one word a POSIX shell (and PowerShell) reads back as `s`: as it is when it holds only
+/// characters no shell treats specially, otherwise in single quotes. For commands the tool
+/// prints for a person to copy (`--restore <folder>`): a backup folder is named after an email.
+pub fn shell_quote(s: &str) -> std::borrow::Cow<'_, str> {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '/' | ':' | '+' | '-' | '\\')
+        });
+    if plain {
+        s.into()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''")).into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,20 +293,5 @@ mod tests {
             String::from_utf8(w.inner).unwrap(),
             "a\\u{9b}2J\\u{1b}[0mé¢\n"
         );
-    }
-}
-
-/// `s` as one word a POSIX shell (and PowerShell) reads back as `s`: as it is when it holds only
-/// characters no shell treats specially, otherwise in single quotes. For commands the tool
-/// prints for a person to copy (`--restore <folder>`): a backup folder is named after an email.
-pub fn shell_quote(s: &str) -> std::borrow::Cow<'_, str> {
-    let plain = !s.is_empty()
-        && s.chars().all(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, '@' | '.' | '_' | '/' | ':' | '+' | '-' | '\\')
-        });
-    if plain {
-        s.into()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''")).into()
     }
 }

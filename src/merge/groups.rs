@@ -394,7 +394,7 @@ struct Adoption {
 
 impl Adoption {
     fn see(&mut self, r: &super::journal::PairRecord) {
-        if !r.group.as_ref().is_some_and(|g| g.adopt.is_some()) {
+        if r.group.as_ref().is_none_or(|g| g.adopt.is_none()) {
             return;
         }
         self.adopted |= r.external_ref_adopted.is_some();

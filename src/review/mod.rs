@@ -124,6 +124,28 @@ pub fn decided_text(plan: &Plan, decided: &decisions::Decided, file: &std::path:
         undecided,
         stale
     );
+    if !decided.ignored.is_empty() {
+        out.push_str(&format!(
+            "  {} of contacts in no group of this export ignored (line{} {})\n",
+            count(decided.ignored.len() as u64, "row", "rows"),
+            if decided.ignored.len() == 1 { "" } else { "s" },
+            decided
+                .ignored
+                .iter()
+                .take(10)
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+                + if decided.ignored.len() > 10 {
+                    ", ..."
+                } else {
+                    ""
+                }
+        ));
+    }
+    for n in &decided.notes {
+        out.push_str(&format!("  {}\n", safe(n)));
+    }
     let all = groups(plan);
     for ((id, email, outcome), g) in decided.groups.iter().zip(&all) {
         match outcome {

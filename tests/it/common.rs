@@ -10,7 +10,11 @@ use devrev_fake::fake::FakeServer;
 /// The binary with an empty environment except `PATH`, `HOME` (= `dir`) and a 10 ms retry
 /// backoff, run in `dir`: nothing from the developer's shell or `~/.env` leaks into a test.
 pub fn scrubbed_cmd(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_devrev-merge"));
+    // DEVREV_MERGE_TEST_BIN runs the suite against another build (an older commit's binary,
+    // to see a new test fail before its fix).
+    let bin = std::env::var_os("DEVREV_MERGE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_devrev-merge").into());
+    let mut c = Command::new(bin);
     c.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
@@ -38,7 +42,8 @@ pub fn mode(p: &Path) -> u32 {
 }
 
 /// A savepoint journal (version 2: a header line, then one JSON line per change, the last
-/// line of a pair winning) read back as `{"version": .., "pairs": {key: record}}`, the shape
+/// line of a pair or a group decision winning) read back as `{"version": .., "pairs": {key:
+/// record}, "decisions": {group: decision}}`, the shape
 /// the tests check. Every line must be JSON except a torn last one (no line end: a kill in
 /// the middle of an append), which is skipped exactly as the binary skips it; a whole line
 /// that does not parse panics here, as the binary refuses it (exit 65).
@@ -52,10 +57,17 @@ pub fn read_savepoint(path: &Path) -> Option<serde_json::Value> {
     let header: serde_json::Value =
         serde_json::from_str(lines.next()?).expect("the savepoint header is JSON");
     let mut pairs = serde_json::Map::new();
+    let mut decisions = header
+        .get("decisions")
+        .and_then(|d| d.as_object().cloned())
+        .unwrap_or_default();
     for line in lines {
         let v: serde_json::Value =
             serde_json::from_str(line).expect("every whole savepoint line is JSON");
-        if let Some(rec) = v.get("pair") {
+        if let Some(d) = v.get("decision") {
+            let group = d["group"].as_str().expect("a decision names its group");
+            decisions.insert(group.to_string(), d.clone());
+        } else if let Some(rec) = v.get("pair") {
             let key = format!(
                 "{} <- {}",
                 rec["primary"].as_str().unwrap(),
@@ -68,6 +80,7 @@ pub fn read_savepoint(path: &Path) -> Option<serde_json::Value> {
     }
     let mut doc = header;
     doc["pairs"] = serde_json::Value::Object(pairs);
+    doc["decisions"] = serde_json::Value::Object(decisions);
     Some(doc)
 }
 

@@ -7,6 +7,7 @@ mod carry;
 mod cli;
 mod closed_pipe;
 mod common;
+mod decided;
 mod demo;
 mod detect;
 mod estimate;
