@@ -394,7 +394,8 @@ struct Adoption {
 
 impl Adoption {
     fn see(&mut self, r: &super::journal::PairRecord) {
-        if r.group.as_ref().is_none_or(|g| g.adopt.is_none()) {
+        // A group's merge carrying the adoption, or a clean pair under `--keep revu`.
+        if !r.adopts() {
             return;
         }
         self.adopted |= r.external_ref_adopted.is_some();

@@ -63,7 +63,7 @@ fn demo_runs_the_whole_flow_inside_its_own_folder() {
         "$ devrev-merge --csv contacts.csv --preview --decisions decided.csv",
         "Decided groups:      1 from decided.csv",
         "$ devrev-merge --csv contacts.csv --decisions decided.csv",
-        "merged, 0 stopped, 0 in progress",
+        "Decided groups:  1 merged",
         "$ devrev-merge --verify-backups backups",
         "0 FAILED",
         "$ devrev-merge --restore backups/",
