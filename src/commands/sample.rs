@@ -170,7 +170,8 @@ pub fn run(cfg: &Config, args: &SampleArgs) -> Result<(), AppError> {
     } else {
         crate::output::data(|w| {
             print_chosen(w, &chosen, output, plan.pairs.len(), args.seed)?;
-            print_left_out(w, &left_out)
+            print_left_out(w, &left_out)?;
+            writeln!(w, "Next: devrev-merge --csv {} --preview", output.display())
         })
     }
 }
@@ -321,7 +322,7 @@ fn print_chosen<W: Write>(
             t(&p.secondary)
         )?;
     }
-    writeln!(w, "Next: devrev-merge --csv {} --preview", output.display())
+    Ok(())
 }
 
 #[cfg(test)]

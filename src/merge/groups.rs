@@ -499,7 +499,11 @@ pub fn summary_text(groups: &[GroupEntry], canary: Option<usize>) -> String {
         ];
         let parts: Vec<String> = words
             .iter()
-            .filter(|(code, _)| !clean || *code != "merged")
+            // A clean pair that merges is counted with the pairs: here only those the
+            // decisions kept from merging.
+            .filter(|(code, _)| {
+                !clean || matches!(*code, "not_dup" | "skipped" | "undecided" | "stale")
+            })
             .map(|(code, word)| (of.iter().filter(|g| g.outcome == *code).count(), word))
             .filter(|(n, _)| *n > 0)
             .map(|(n, word)| format!("{n} {word}"))

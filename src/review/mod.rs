@@ -112,17 +112,26 @@ pub fn decided_text(plan: &Plan, decided: &decisions::Decided, file: &std::path:
     use crate::detect::display_id;
     use crate::output::{count, safe};
     use decisions::Outcome;
-    let [groups_n, merged, not_dup, skipped, undecided, stale] = decided.counts();
+    let [_, _, not_dup, skipped, undecided, stale] = decided.counts();
+    // Clean pairs and groups counted apart: each once.
+    let (mut pairs_n, mut groups_n, mut merged) = (0, 0, 0);
+    for ((_, _, o), g) in decided.groups.iter().zip(groups(plan)) {
+        if let Outcome::Merge { merge, .. } = o {
+            if g.kind == GroupKind::CleanPair {
+                pairs_n += 1;
+            } else {
+                groups_n += 1;
+                merged += merge.len();
+            }
+        }
+    }
     let mut out = format!(
-        "\nDecisions from {}: {} merging ({} merged away), {} not duplicates, {} skipped, {} \
-         undecided, {} stale\n",
+        "\nDecisions from {}: {} and {} ({} merged away) to merge; {not_dup} not duplicates, \
+         {skipped} skipped, {undecided} undecided, {stale} stale\n",
         file.display(),
+        count(pairs_n as u64, "clean pair", "clean pairs"),
         count(groups_n as u64, "group", "groups"),
         count(merged as u64, "contact", "contacts"),
-        not_dup,
-        skipped,
-        undecided,
-        stale
     );
     if !decided.ignored.is_empty() {
         out.push_str(&format!(
