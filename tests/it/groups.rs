@@ -1103,12 +1103,22 @@ fn keep_auto_never_turns_a_survivor_typed_in_the_decisions_file() {
         .find(|e| e["primary"] == typed_revu.as_str())
         .unwrap();
     assert_eq!(e["status"], "skipped", "{e}");
-    // The other pairs (blank in the file) were turned by --keep auto and merged.
+    // The other pairs (blank in the file) were turned by --keep auto and merged, and the
+    // report's groups say so (not stopped, not skipped).
     for (revu, user) in &pairs[1..] {
         assert_eq!(
             handled.get(&(user.clone(), revu.clone())),
             Some(&1),
             "{handled:?}"
         );
+        let g = r["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| {
+                g["members"].to_string().contains(revu.as_str()) || g["survivor"] == revu.as_str()
+            })
+            .unwrap_or_else(|| panic!("{revu} in {:#}", r["groups"]));
+        assert_eq!(g["outcome"], "merged", "{g:#}");
     }
 }
