@@ -449,6 +449,7 @@ fn confirm(
         &text,
         "refusing to merge without confirmation: no terminal to ask on. Check the organization \
          and counts above, then re-run with --yes.",
-        "Merges cannot be undone. Type \"yes\" to continue: ",
+        "DevRev has no unmerge: only --restore brings a merged contact back, from its backup \
+         (docs/restore.md). Type \"yes\" to continue: ",
     )
 }
