@@ -15,6 +15,33 @@ use std::borrow::Cow;
 
 use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeDelta};
 
+/// The text of a file a spreadsheet saved: UTF-8 (with or without a byte-order mark), UTF-16
+/// with its mark (Excel's "Unicode Text"), or, failing both, Windows-1252 (Excel's plain "CSV"
+/// on Windows). The last is read byte by byte as Latin-1: the columns a decision is matched
+/// by (ids, words, refs, times) are ASCII, and an accented email read wrongly only makes its
+/// row stale, never matches another contact. `None` for a file with NUL bytes in it that is
+/// not UTF-16 (not text at all).
+pub fn decode(bytes: &[u8]) -> Option<String> {
+    let utf16 = |b: &[u8], from: fn([u8; 2]) -> u16| {
+        let units: Vec<u16> = b.chunks_exact(2).map(|c| from([c[0], c[1]])).collect();
+        String::from_utf16(&units).ok()
+    };
+    if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        return utf16(rest, u16::from_le_bytes);
+    }
+    if let Some(rest) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        return utf16(rest, u16::from_be_bytes);
+    }
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(bytes);
+    if bytes.contains(&0) {
+        return None;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Some(s.to_string()),
+        Err(_) => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+    }
+}
+
 /// True when a spreadsheet would take a cell starting with `c` for a formula.
 fn formula_start(c: char) -> bool {
     matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r')
@@ -108,7 +135,7 @@ fn readings(cell: &str) -> Vec<(NaiveDateTime, Precision)> {
 }
 
 fn dates_of(date: &str) -> Vec<NaiveDate> {
-    let sep = match date.chars().find(|c| !c.is_ascii_digit()) {
+    let sep = match date.chars().find(|c| !c.is_ascii_alphanumeric()) {
         Some(c @ ('-' | '/' | '.')) => c,
         _ => return Vec::new(),
     };
@@ -121,6 +148,25 @@ fn dates_of(date: &str) -> Vec<NaiveDate> {
             .then(|| s.parse::<u32>().ok())
             .flatten()
     };
+    // `28-Apr-2024`: a month by its English name is unambiguous.
+    let month = |s: &str| {
+        const NAMES: [&str; 12] = [
+            "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+        ];
+        let s = s.to_ascii_lowercase();
+        NAMES
+            .iter()
+            .position(|m| s.len() >= 3 && s.starts_with(m))
+            .map(|i| i as u32 + 1)
+    };
+    if let (Some(d), Some(m), Some(y)) = (num(a), month(b), num(c)) {
+        let year = match c.len() {
+            4 => y as i32,
+            2 => 2000 + y as i32,
+            _ => return Vec::new(),
+        };
+        return NaiveDate::from_ymd_opt(year, m, d).into_iter().collect();
+    }
     let (Some(x), Some(y), Some(z)) = (num(a), num(b), num(c)) else {
         return Vec::new();
     };
@@ -267,8 +313,32 @@ mod tests {
         // Day and month the other way round are read both ways.
         assert!(same_time("5/4/2024 10:00", "2024-04-05 10:00:00"));
         assert!(same_time("4/5/2024 10:00", "2024-04-05 10:00:00"));
-        // A day-only cell.
+        // A day-only cell; a month by name.
         assert!(same_time("28.04.2024", export));
+        assert!(same_time("28-Apr-2024 15:41", export));
+        assert!(same_time("28-apr-24 3:41 PM", export));
+    }
+
+    #[test]
+    fn files_in_the_encodings_spreadsheets_save_are_read() {
+        let text = "rev_user_id;decision\r\nJosé;keep\r\n";
+        assert_eq!(decode(text.as_bytes()).unwrap(), text);
+        let bom = [&[0xEF, 0xBB, 0xBF][..], text.as_bytes()].concat();
+        assert_eq!(decode(&bom).unwrap(), text);
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        assert_eq!(decode(&le).unwrap(), text);
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        assert_eq!(decode(&be).unwrap(), text);
+        // Windows-1252 "José" (é = 0xE9): read as Latin-1.
+        let ansi = b"rev_user_id;decision\r\nJos\xE9;keep\r\n";
+        assert_eq!(decode(ansi).unwrap(), text);
+        assert_eq!(decode(b"a\0b"), None);
     }
 
     #[test]

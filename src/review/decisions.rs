@@ -164,10 +164,9 @@ pub fn decide(
 fn read_text(path: &Path, name: &str) -> Result<String, AppError> {
     let bytes = std::fs::read(path)
         .map_err(|e| AppError::Data(format!("cannot read the decisions file {name}: {e}")))?;
-    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
-    String::from_utf8(bytes.to_vec()).map_err(|_| {
+    crate::spreadsheet::decode(&bytes).ok_or_else(|| {
         AppError::Data(format!(
-            "{name}: the decisions file is not UTF-8: save it as \"CSV UTF-8\""
+            "{name}: the decisions file is neither UTF-8 nor UTF-16 text: save it as \"CSV UTF-8\""
         ))
     })
 }
