@@ -197,10 +197,14 @@ fn main() -> ExitCode {
     println!("  {users} contacts, {tickets} tickets");
     println!("  token: {}", fake.token());
     println!();
+    // The pace that matches this fake's own limit (9/10 of it, so a run never meets its 429s):
+    // without it the tool paces at DevRev's 45 calls a minute and its estimates say so.
     println!(
-        "export DEVREV_BASE_URL={} DEVREV_API_TOKEN={}",
+        "export DEVREV_BASE_URL={} DEVREV_API_TOKEN={} RATE_LIMIT_CALLS={} RATE_LIMIT_PERIOD={}",
         fake.base_url(),
-        fake.token()
+        fake.token(),
+        (u64::from(args.rate_limit.max(1)) * 9 / 10).max(1),
+        args.rate_window.max(1)
     );
     if let Some(path) = &args.write_csv {
         println!("devrev-merge --test-api");

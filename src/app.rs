@@ -17,6 +17,9 @@ pub fn run(cli: Cli) -> Result<(), AppError> {
     if cli.generate_man {
         return commands::generate::man();
     }
+    if let Some(topic) = &cli.help_topic {
+        return commands::generate::help_topic(topic);
+    }
     let cfg = Config::from_cli(&cli)?;
     match &cfg.command {
         Command::Completions(shell) => commands::generate::completions(*shell),

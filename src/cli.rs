@@ -24,10 +24,33 @@ const H_OUTPUT: &str = "Output";
 
 /// The usage line: the commands as people type them, not one line of every flag.
 const USAGE: &str = "devrev-merge --csv FILE [--preview [--check-live] | --backup-only] [OPTIONS]
-       devrev-merge --create-test-sample --input FILE --output FILE [--size N]
-       devrev-merge --test-api | --status | --export-contacts FILE | --verify-backups DIR
+       devrev-merge --csv FILE [--preview] --decisions FILE [--accept-proposed] [--max-merges N]
+       devrev-merge --create-test-sample --input FILE --output FILE [--size N] [--decisions FILE]
+       devrev-merge --export-contacts FILE [--force]
+       devrev-merge --test-api | --status | --verify-backups DIR [--against-api]
        devrev-merge --restore FOLDER...|REPORT [--preview]
-       devrev-merge --demo";
+       devrev-merge --demo | --help-topic TOPIC
+       devrev-merge --generate-completions SHELL | --generate-man";
+
+/// What a first `devrev-merge` with no arguments shows (stdout, exit 0: a first run is a
+/// question, not a mistake): what the tool does, the commands to start with, and where the
+/// rest is. Short: the whole reference is `--help`.
+pub const FIRST_SCREEN: &str = "\
+devrev-merge safely merges duplicate DevRev contacts (rev users): the same email held by a
+REVU- contact and a user_ contact. It previews first, backs up every contact, ticket and
+conversation before each merge, journals every step, resumes after any stop, and can undo a
+merge with --restore. The API token comes from DEVREV_API_TOKEN (environment or .env).
+
+Start here:
+  devrev-merge --demo                          the whole flow on a built-in fake DevRev
+  devrev-merge --test-api                      check the token and the org (read-only)
+  devrev-merge --csv contacts.csv --preview    the plan and the review file (offline)
+  devrev-merge --create-test-sample --input contacts.csv --output test.csv --size 4
+
+More: devrev-merge --help (every flag, examples, exit codes)
+      devrev-merge --help-topic review         the review file and decisions
+      devrev-merge --help-topic list           every built-in page
+";
 
 /// After `-h`: where the token comes from, and where the rest is.
 const AFTER_HELP: &str = "The API token is read from DEVREV_API_TOKEN, in the environment or in a .env file in \
@@ -62,7 +85,7 @@ Exit codes:
   77  not authorized: DevRev answered 401/403
   78  configuration missing or invalid (no token, a bad setting, another org's savepoint)
 
-Full reference: docs/commands.md in the repository.";
+Full reference: devrev-merge --help-topic commands (the repository's docs/commands.md).";
 
 /// Safely merge duplicate DevRev contacts: preview, back up, verify, merge, resume.
 ///
@@ -75,7 +98,7 @@ Full reference: docs/commands.md in the repository.";
     ArgGroup::new("command")
         .args(["csv", "test_api", "create_test_sample", "verify_backups",
                "generate_completions", "generate_man", "restore", "demo", "export_contacts",
-               "status"])
+               "status", "help_topic"])
         .required(true)
         .multiple(false)
 ))]
@@ -359,12 +382,18 @@ pub struct Cli {
 
     // ---- packaging ----
     /// Print a shell completion script on stdout (see the README to install it).
-    #[arg(help_heading = H_OUTPUT, long, value_name = "SHELL", value_enum, hide = true)]
+    #[arg(help_heading = H_OUTPUT, long, value_name = "SHELL", value_enum)]
     pub generate_completions: Option<clap_complete::Shell>,
 
     /// Print the man page (roff) on stdout (see the README to install it).
-    #[arg(help_heading = H_OUTPUT, long, hide = true)]
+    #[arg(help_heading = H_OUTPUT, long)]
     pub generate_man: bool,
+
+    /// Print a page of the built-in documentation (the docs/ folder of the repository, built
+    /// into the binary): review, restore, commands, files, api, limits, html-report,
+    /// benchmarks; `list` names them.
+    #[arg(help_heading = H_OUTPUT, long, value_name = "TOPIC")]
+    pub help_topic: Option<String>,
 
     /// Where each setting's value came from (filled by [`Cli::parse_args`], not by clap): the
     /// error for a bad value names what the user typed, the flag or the variable.

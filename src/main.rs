@@ -9,6 +9,10 @@ fn main() -> ExitCode {
     // Before anything reads the environment, and from the current folder only: variables
     // already set win over `.env` (flag > environment > .env > default).
     let dotenv = config::load_dotenv(Path::new(".env"));
+    if std::env::args_os().len() <= 1 {
+        print!("{}", devrev_merge::cli::FIRST_SCREEN);
+        return ExitCode::SUCCESS;
+    }
     // clap prints its own usage errors, --help and --version, and exits (2 or 0).
     let cli = Cli::parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit());
     // The generators read no setting, so a malformed `.env` does not stop them; every other

@@ -268,3 +268,52 @@ fn decisions_with_a_command_that_does_not_read_them_is_refused() {
         assert!(err.contains("--decisions"), "{args:?}: {err}");
     }
 }
+
+/// A first `devrev-merge` with nothing after it: a short screen of what the tool does and the
+/// commands to start with (exit 0), not a list of flags joined by pipes.
+#[test]
+fn no_arguments_show_a_short_first_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, err) = output_of(dir.path(), &[], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Start here:"), "{out}");
+    assert!(out.contains("devrev-merge --demo"), "{out}");
+    assert!(out.contains("--help-topic"), "{out}");
+    assert!(out.lines().count() < 25, "{out}");
+    assert!(!out.contains('|'), "no flags joined by pipes: {out}");
+}
+
+/// The docs are reachable from an installed binary: `--help-topic NAME` prints a page built
+/// in; `list` names them; an unknown name is a usage error naming the pages.
+#[test]
+fn help_topics_print_the_built_in_docs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out, _) = output_of(dir.path(), &["--help-topic", "review"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("### What each word does"), "{out}");
+    let (code, out, _) = output_of(dir.path(), &["--help-topic", "list"], &[]);
+    assert_eq!(code, 0);
+    for page in ["review", "restore", "commands", "files", "api"] {
+        assert!(out.contains(page), "{out}");
+    }
+    let (code, _, err) = output_of(dir.path(), &["--help-topic", "nope"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("restore"), "{err}");
+}
+
+/// The usage lines name every mode, decisions and export included, and the generators show.
+#[test]
+fn usage_names_every_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, short, _) = output_of(dir.path(), &["-h"], &[]);
+    for mode in [
+        "--decisions FILE",
+        "--export-contacts FILE",
+        "--generate-completions SHELL",
+        "--help-topic TOPIC",
+        "--status",
+        "--restore",
+    ] {
+        assert!(short.contains(mode), "{mode}: {short}");
+    }
+}
