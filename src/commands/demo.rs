@@ -60,6 +60,9 @@ mod imp {
         why: &'static str,
         args: &'static [&'static str],
         expect: i32,
+        /// Shown whole (tables still cut to their first rows): the decisions' summary is the
+        /// point of its step.
+        whole: bool,
     }
 
     const STEPS: &[Step] = &[
@@ -67,16 +70,26 @@ mod imp {
             why: "Check the token, the org and the rate limit (read-only)",
             args: &["--test-api"],
             expect: 0,
+            whole: false,
         },
         Step {
             why: "Build the contacts CSV from the API (or use your warehouse export)",
             args: &["--export-contacts", "contacts.csv"],
             expect: 0,
+            whole: false,
         },
         Step {
             why: "Preview the plan: pairs, groups that need review, API calls and time (offline)",
             args: &["--csv", "contacts.csv", "--preview"],
             expect: 0,
+            whole: false,
+        },
+        Step {
+            why: "The same plan checked read-only against DevRev: each pair's contacts live, \
+                  its ticket counts, and what the run would refuse",
+            args: &["--csv", "contacts.csv", "--preview", "--check-live"],
+            expect: 0,
+            whole: false,
         },
         Step {
             why: "Pick a small test sample of whole pairs",
@@ -88,21 +101,31 @@ mod imp {
                 "sample.csv",
             ],
             expect: 0,
+            whole: false,
         },
         Step {
             why: "Merge the sample first (backups are taken and verified before each merge)",
             args: &["--csv", "sample.csv", "--yes"],
             expect: 0,
+            whole: false,
         },
         Step {
             why: "A canary on the full file: stop after 2 more merges",
             args: &["--csv", "contacts.csv", "--max-merges", "2", "--yes"],
             expect: 0,
+            whole: false,
         },
         Step {
             why: "The full run: resumes from savepoint.json (finished pairs are not touched)",
             args: &["--csv", "contacts.csv", "--yes"],
             expect: 0,
+            whole: false,
+        },
+        Step {
+            why: "Where the savepoint stands, offline: what is merged, waiting or needs a look",
+            args: &["--status"],
+            expect: 0,
+            whole: false,
         },
         Step {
             why: "Decide one needs-review group: the demo fills the decision column of its rows \
@@ -110,6 +133,7 @@ mod imp {
                   decided.csv, then previews what the decisions give",
             args: &["--csv", "contacts.csv", "--preview", "--decisions", DECIDED],
             expect: 0,
+            whole: true,
         },
         Step {
             why: "Merge as decided: the group's contacts go into its keep one at a time, each \
@@ -122,16 +146,19 @@ mod imp {
                 "--yes",
             ],
             expect: 0,
+            whole: true,
         },
         Step {
             why: "Re-check every backup folder (checksums, sizes, counts)",
             args: &["--verify-backups", "backups"],
             expect: 0,
+            whole: false,
         },
         Step {
             why: "Undo one merge: recreate the merged-away contact from its backup",
             args: &["--restore", FIRST_BACKUP, "--yes"],
             expect: 0,
+            whole: false,
         },
     ];
 
@@ -161,8 +188,15 @@ mod imp {
             if step.args.contains(&"--yes") {
                 say("  (the demo adds --yes; against your org, leave it out and confirm)\n")?;
             }
+            if step.args.contains(&DECIDED) {
+                say(&decided_rows(&dir)?)?;
+            }
             let (code, text) = run_step(&exe, &dir, &fake, &args)?;
-            say(&shorten(&text))?;
+            say(&if step.whole {
+                indent(&cut_tables(&text))
+            } else {
+                shorten(&text)
+            })?;
             if code != step.expect {
                 return Err(AppError::SomeFailed(format!(
                     "demo step {} ({shown}) exited {code}, expected {}; its files are in {}",
@@ -396,6 +430,44 @@ mod imp {
         }
         flush(&mut out, &mut dropped);
         out
+    }
+
+    /// The decisions file the demo wrote, as a person would see it in a spreadsheet: the
+    /// columns that decide, one row per contact.
+    fn decided_rows(dir: &Path) -> Result<String, AppError> {
+        let path = dir.join("decided.csv");
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| AppError::io(format!("cannot read {}", path.display()), e))?;
+        let mut rdr = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+        let header = rdr
+            .headers()
+            .map_err(|e| AppError::SomeFailed(format!("decided.csv: {e}")))?
+            .clone();
+        let want = [
+            "group",
+            "display_id",
+            "external_ref",
+            "proposed",
+            "decision",
+            "adopt_ref",
+        ];
+        let cols: Vec<usize> = want
+            .iter()
+            .filter_map(|w| header.iter().position(|h| h == *w))
+            .collect();
+        let mut out =
+            String::from("  decided.csv (the columns that decide; the demo typed the proposal):\n");
+        out.push_str(&format!("  | {}\n", want.join("  ")));
+        for r in rdr.records().flatten() {
+            let cells: Vec<&str> = cols.iter().map(|&i| r.get(i).unwrap_or("")).collect();
+            out.push_str(&format!("  | {}\n", crate::output::safe(&cells.join("  "))));
+        }
+        Ok(out)
+    }
+
+    /// Lines indented as a step's output.
+    fn indent(lines: &[String]) -> String {
+        lines.iter().map(|l| format!("  | {l}\n")).collect()
     }
 
     /// The output indented, tables cut to their first rows, and the middle cut when it is
