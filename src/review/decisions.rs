@@ -22,44 +22,7 @@ pub const ACCEPT_PROPOSED_MAX: usize = 5;
 /// Most problems listed in one error.
 const SHOWN: usize = 20;
 
-/// What the user wrote in a row's `decision` cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// The survivor: exactly one per group that merges.
-    Keep,
-    /// Merge into the group's `keep`.
-    Merge,
-    /// Leave this contact alone.
-    Skip,
-    /// The whole group is not a duplicate.
-    NotDup,
-    /// Drops the group's `not-dup` or `skip` decision recorded in the savepoint by an
-    /// earlier run; the group's other rows then decide it as if nothing was recorded.
-    Revoke,
-}
-
-impl Decision {
-    fn parse(raw: &str) -> Result<Option<Self>, String> {
-        let w: String = raw
-            .trim()
-            .chars()
-            .filter(|c| !matches!(c, '-' | '_' | ' '))
-            .collect::<String>()
-            .to_ascii_lowercase();
-        match w.as_str() {
-            "" => Ok(None),
-            "keep" => Ok(Some(Decision::Keep)),
-            "merge" => Ok(Some(Decision::Merge)),
-            "skip" => Ok(Some(Decision::Skip)),
-            "notdup" | "notduplicate" => Ok(Some(Decision::NotDup)),
-            "revoke" => Ok(Some(Decision::Revoke)),
-            _ => Err(format!(
-                "{:?} is not a decision: write keep, merge, skip, not-dup or revoke (or leave it empty)",
-                raw.trim()
-            )),
-        }
-    }
-}
+pub use super::rules::Decision;
 
 /// One row of the decisions file.
 #[derive(Debug, Clone)]

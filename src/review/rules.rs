@@ -5,7 +5,44 @@
 //! with an outcome (`merge::groups`) so that there is exactly one place that says what `keep`
 //! on one row of a clean pair means, and a test that fails if it changes.
 
-use super::decisions::Decision;
+/// What the user wrote in a row's `decision` cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The survivor: exactly one per group that merges.
+    Keep,
+    /// Merge into the group's `keep`.
+    Merge,
+    /// Leave this contact alone.
+    Skip,
+    /// The whole group is not a duplicate.
+    NotDup,
+    /// Drops the group's `not-dup` or `skip` decision recorded in the savepoint by an
+    /// earlier run; the group's other rows then decide it as if nothing was recorded.
+    Revoke,
+}
+
+impl Decision {
+    pub(super) fn parse(raw: &str) -> Result<Option<Self>, String> {
+        let w: String = raw
+            .trim()
+            .chars()
+            .filter(|c| !matches!(c, '-' | '_' | ' '))
+            .collect::<String>()
+            .to_ascii_lowercase();
+        match w.as_str() {
+            "" => Ok(None),
+            "keep" => Ok(Some(Decision::Keep)),
+            "merge" => Ok(Some(Decision::Merge)),
+            "skip" => Ok(Some(Decision::Skip)),
+            "notdup" | "notduplicate" => Ok(Some(Decision::NotDup)),
+            "revoke" => Ok(Some(Decision::Revoke)),
+            _ => Err(format!(
+                "{:?} is not a decision: write keep, merge, skip, not-dup or revoke (or leave it empty)",
+                raw.trim()
+            )),
+        }
+    }
+}
 
 /// One contact of the group as the decisions file has it. A contact without a row reads as a
 /// blank cell (`line` is `None`); so does a `revoke` row (its word drops a recorded decision and
