@@ -37,7 +37,7 @@ pub(super) fn reason(r: &Value) -> Value {
 }
 
 /// The summary's counts in reading order (any other count follows).
-const SUMMARY_ORDER: &[&str] = &[
+pub(super) const SUMMARY_ORDER: &[&str] = &[
     "pairs",
     "merged",
     "merged_this_run",
@@ -151,7 +151,7 @@ fn pairs_table() -> Table {
 }
 
 /// A carried value in words (the report's `carry` items).
-fn item_text(i: &Value) -> String {
+pub(super) fn item_text(i: &Value) -> String {
     match at(i, "field").as_str() {
         Some("phone_number") => format!("phone number {}", figure(at(i, "number"))),
         Some("custom_field") => format!("{} = {}", figure(at(i, "key")), at(i, "value")),
@@ -165,7 +165,7 @@ fn item_text(i: &Value) -> String {
 }
 
 /// A list as one sentence per element (`Null` for none, so the column can stay hidden).
-fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
+pub(super) fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
     let parts: Vec<String> = list.as_array().into_iter().flatten().map(f).collect();
     if parts.is_empty() {
         Value::Null
