@@ -66,7 +66,7 @@ pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io:
 
 /// Writes a merge run's page next to `json`.
 pub fn write_merge(json: &Path, r: &MergeReport<'_>) -> io::Result<PathBuf> {
-    let page = write_page(json, |w| merge::write(w, r))?;
+    let page = write_page(json, |w| merge::write(w, json, r))?;
     let summary = serde_json::to_value(&r.summary).unwrap_or_default();
     history::record(
         json,
@@ -76,7 +76,9 @@ pub fn write_merge(json: &Path, r: &MergeReport<'_>) -> io::Result<PathBuf> {
             at: r.started_at.to_rfc3339(),
             line: format!(
                 "{}: {}",
-                words(&figure(&serde_json::to_value(r.outcome).unwrap_or_default())),
+                words(&figure(
+                    &serde_json::to_value(r.outcome).unwrap_or_default()
+                )),
                 counts_line(&summary, merge::SUMMARY_ORDER)
             ),
             savepoint: Some(r.configuration.savepoint.clone()),
@@ -163,6 +165,24 @@ pub(crate) fn words(code: &str) -> String {
         "in_progress" => "in progress".into(),
         other => other.replace(['_', '-'], " "),
     }
+}
+
+/// [`words`] for every code-like word of a sentence (`max_merges_reached: …`).
+pub(crate) fn words_in(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, w) in s.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let core = w.trim_end_matches([':', ',', '.', ';']);
+        if core.contains('_') && core.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            out.push_str(&words(core));
+            out.push_str(&w[core.len()..]);
+        } else {
+            out.push_str(w);
+        }
+    }
+    out
 }
 
 fn write_page<F>(json: &Path, render: F) -> io::Result<PathBuf>

@@ -43,7 +43,9 @@ fn pairs_table(checked_live: bool) -> Table {
             Column::new("Merged into it", Kind::Long, |r| {
                 contact_cell(at(r, "secondary"), at(r, "app"))
             }),
-            Column::new("No longer resolves", Kind::Long, |r| lost(at(r, "secondary"))),
+            Column::new("No longer resolves", Kind::Long, |r| {
+                lost(at(r, "secondary"))
+            }),
             Column::new("Why", Kind::Long, |r| cell(r, "why")),
             Column::new("Conflicts", Kind::Long, |r| {
                 super::merge::sentences(at(r, "carry.conflicts"), |c| {
@@ -270,7 +272,10 @@ fn org_of(json: &Path) -> Org {
             report
                 .as_ref()
                 .and_then(|o| at(o, "slug").as_str().map(str::to_owned))
-                .filter(|s| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                .filter(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
                 .map(|s| format!("https://app.devrev.ai/{s}"))
         })
         .map(|u| u.trim_end_matches('/').to_string());
@@ -325,7 +330,10 @@ pub fn write(
                 "not named by the export (a first run records it; see the history page)".into()
             })
         ),
-        format!("Prepared by {by} on {when}, with devrev-merge {} (--preview)", r.tool_version),
+        format!(
+            "Prepared by {by} on {when}, with devrev-merge {} (--preview)",
+            r.tool_version
+        ),
         format!(
             "Keep: {}. Plan file: {}",
             figure(at(&top, "keep")),
@@ -359,11 +367,7 @@ pub fn write(
         card("emails", figure(at(&top, "emails")), Tone::Plain),
         card("pairs to merge", n(p.pairs.len()), Tone::Good),
         card("groups to merge", n(groups), Tone::Good),
-        card(
-            "groups undecided",
-            n(undecided),
-            warn_if(undecided),
-        ),
+        card("groups undecided", n(undecided), warn_if(undecided)),
         card("vetoed (not duplicates)", n(vetoes), Tone::Plain),
         card("single contacts", singles.to_string(), Tone::Plain),
         card("rows without email", n(p.no_email.len()), Tone::Plain),
@@ -431,7 +435,10 @@ pub fn write(
             "The pairs were not checked against DevRev: check them as they stand now (and see \
              what the carry-over would write and what conflicts):"
                 .into(),
-            Some(format!("devrev-merge --csv {} --preview --check-live", p.source)),
+            Some(format!(
+                "devrev-merge --csv {} --preview --check-live",
+                p.source
+            )),
         ));
     }
     if !r.held_by_savepoint.is_empty() {
@@ -477,10 +484,16 @@ pub fn write(
             }
             if let Some(l) = live_by_email.get(pair.email.as_str()) {
                 if let Some(c) = &l.would_carry {
-                    m.insert("carry".into(), serde_json::to_value(c).map_err(io::Error::other)?);
+                    m.insert(
+                        "carry".into(),
+                        serde_json::to_value(c).map_err(io::Error::other)?,
+                    );
                 }
                 if let Some(t) = &l.turned {
-                    m.insert("why".into(), Value::String(format!("--keep auto turned it: {t}")));
+                    m.insert(
+                        "why".into(),
+                        Value::String(format!("--keep auto turned it: {t}")),
+                    );
                 }
             }
         }
@@ -511,7 +524,13 @@ pub fn write(
             };
             m.insert("decision".into(), Value::String(decision));
             m.insert("decided".into(), Value::String(detail));
-            if let Some((_, Outcome::Merge { merge, adopt_ref, .. })) = by_email.get(g.email.as_str()) {
+            if let Some((
+                _,
+                Outcome::Merge {
+                    merge, adopt_ref, ..
+                },
+            )) = by_email.get(g.email.as_str())
+            {
                 let lost: Vec<String> = g
                     .contacts
                     .iter()
@@ -559,7 +578,13 @@ pub fn write(
 }
 
 /// The note under a list cut at [`MOST_CARDS`]: where the rest is.
-fn more(page: &mut Page<'_>, total: usize, shown: usize, what: &str, json: &Path) -> io::Result<()> {
+fn more(
+    page: &mut Page<'_>,
+    total: usize,
+    shown: usize,
+    what: &str,
+    json: &Path,
+) -> io::Result<()> {
     if total > shown {
         page.para(
             "note more",
@@ -584,9 +609,8 @@ fn lead_sentence(c: &Tally, est: &Value) -> String {
         vetoes,
         left,
     } = *c;
-    let plural = |n: usize, one: &str, many: &str| {
-        format!("{n} {}", if n == 1 { one } else { many })
-    };
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let mut s = match (pairs, groups) {
         (0, 0) => "Nothing to merge".to_string(),
         (p, 0) => format!("{} to merge", plural(p, "pair", "pairs")),
@@ -601,7 +625,10 @@ fn lead_sentence(c: &Tally, est: &Value) -> String {
         ),
     };
     if undecided > 0 {
-        s.push_str(&format!(", {} undecided", plural(undecided, "group", "groups")));
+        s.push_str(&format!(
+            ", {} undecided",
+            plural(undecided, "group", "groups")
+        ));
     }
     if vetoes > 0 {
         s.push_str(&format!(", {}", plural(vetoes, "veto", "vetoes")));
@@ -612,7 +639,11 @@ fn lead_sentence(c: &Tally, est: &Value) -> String {
     if pairs + groups > 0 {
         let calls = at(est, "rate_limit_calls").as_f64().unwrap_or(0.0);
         let period = at(est, "rate_limit_period_s").as_f64().unwrap_or(60.0);
-        let per_min = if period > 0.0 { calls * 60.0 / period } else { 0.0 };
+        let per_min = if period > 0.0 {
+            calls * 60.0 / period
+        } else {
+            0.0
+        };
         s.push_str(&format!(
             "; about {} at {} calls/min",
             duration(at(est, "seconds").as_f64().unwrap_or(0.0)),
@@ -705,10 +736,7 @@ fn outcome_words(o: &Outcome) -> (String, String) {
             format!("not-dup on line {line} of the decisions file: never merged"),
         ),
         Outcome::Skipped => ("skipped".into(), "decided: nothing to merge".into()),
-        Outcome::Undecided => (
-            "undecided".into(),
-            "nobody decided it: left alone".into(),
-        ),
+        Outcome::Undecided => ("undecided".into(), "nobody decided it: left alone".into()),
         Outcome::Stale { reason } => (
             "left alone (changed)".into(),
             format!("a contact changed since the review file was written: {reason}"),
