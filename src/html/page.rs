@@ -785,6 +785,8 @@ function wide(){var out=[],vw=document.documentElement.clientWidth;
  return out;}
 document.body.setAttribute('data-viewport',String(document.documentElement.clientWidth));
 document.body.setAttribute('data-overflow',wide().join(' '));
+var cl=document.querySelector('.cardlist');
+if(cl&&cl.children.length){var top0=cl.children[0].offsetTop,cols=0;for(var c=0;c<cl.children.length&&cl.children[c].offsetTop===top0;c++)cols++;document.body.setAttribute('data-card-columns',String(cols));}
 document.body.setAttribute('data-ready',failed?'error':String(tables.length));
 })();
 "#;
