@@ -484,10 +484,11 @@ pub fn write(w: &mut dyn Write, json: &std::path::Path, r: &MergeReport<'_>) -> 
                 .unwrap_or_default()
                 .to_string(),
         );
-        if let Some(d) = vetoed.get(&(key.0.as_str(), key.1.as_str())) {
-            if let Some(m) = row.as_object_mut() {
-                m.insert("vetoed_later".into(), Value::String(d.to_string()));
-            }
+        if let (Some(d), Some(m)) = (
+            vetoed.get(&(key.0.as_str(), key.1.as_str())),
+            row.as_object_mut(),
+        ) {
+            m.insert("vetoed_later".into(), Value::String(d.to_string()));
         }
         page.row(&t, &row)
     })?;

@@ -232,7 +232,7 @@ impl<'w> Page<'w> {
         let w = &mut *self.w;
         write!(w, "<section class=\"plain-tbl\" id=\"{}\">\n<h2>", text(id))?;
         write_text(w, heading)?;
-        write!(w, " <small>({})</small></h2>\n", rows.len())?;
+        writeln!(w, " <small>({})</small></h2>", rows.len())?;
         w.write_all(b"<table class=\"list\"><thead><tr>")?;
         for h in head {
             w.write_all(b"<th>")?;

@@ -742,7 +742,7 @@ fn outcome_words(o: &Outcome) -> (String, String) {
             format!("a contact changed since the review file was written: {reason}"),
         ),
         Outcome::Recorded { decision, at, file } => (
-            decision.word().replace('-', " ").replace('_', " "),
+            decision.word().replace(['-', '_'], " "),
             format!(
                 "recorded in the savepoint on {} from {}",
                 super::local_time(&at.to_rfc3339()),
