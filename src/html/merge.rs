@@ -4,9 +4,9 @@ use std::io::{self, Write};
 
 use serde_json::{Value, json};
 
-use super::page::{Column, Kind, Page, Table};
+use super::page::{Column, Kind, Page, Table, Tone};
 use super::serial::{fields_without, for_each_element};
-use super::{at, cell, count, figure, first, id_cell, number_cards};
+use super::{at, cell, figure, first, id_cell, number_cards};
 use crate::merge::report::MergeReport;
 
 /// The reason a pair is where it is, in words.
@@ -37,7 +37,7 @@ pub(super) fn reason(r: &Value) -> Value {
 }
 
 /// The summary's counts in reading order (any other count follows).
-const SUMMARY_ORDER: &[&str] = &[
+pub(super) const SUMMARY_ORDER: &[&str] = &[
     "pairs",
     "merged",
     "merged_this_run",
@@ -68,64 +68,49 @@ fn pairs_table() -> Table {
         title: "Pairs".into(),
         note: Some(
             "Every pair of the CSV and of the savepoint. The secondary is merged into the \
-             primary. Click a row for its steps and everything else the report holds."
+             primary, which survives. Click a row for its steps, ticket counts and everything \
+             else the report holds."
                 .into(),
         ),
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
-            Column::new("Status", Kind::Status, |r| cell(r, "status")),
-            Column::new("Reason", Kind::Long, reason),
-            Column::new("Primary", Kind::Text, |r| id_cell(at(r, "primary"))),
-            Column::new("Primary name", Kind::Text, |r| {
-                first(r, &["primary_contact.display_name", "primary_display_name"])
-            })
-            .optional(),
-            Column::new("Primary ref", Kind::Text, |r| {
-                cell(r, "primary_contact.external_ref")
-            })
-            .optional(),
-            Column::new("Primary tickets (CSV)", Kind::Num, |r| {
-                cell(r, "primary_contact.ticket_count")
-            })
-            .optional(),
-            Column::new("Secondary", Kind::Text, |r| id_cell(at(r, "secondary"))),
-            Column::new("Secondary name", Kind::Text, |r| {
-                cell(r, "secondary_contact.display_name")
-            })
-            .optional(),
-            Column::new("Secondary ref", Kind::Text, |r| {
-                first(
-                    r,
-                    &["secondary_contact.external_ref", "secondary_external_ref"],
+            Column::new("Status", Kind::Status, |r| {
+                let st = super::words(&figure(at(r, "status")));
+                Value::String(match at(r, "vetoed_later").as_str() {
+                    Some(d) => format!("{st}, then vetoed ({d})"),
+                    None => st,
+                })
+            }),
+            Column::new("Reason", Kind::Long, |r| match reason(r) {
+                Value::String(s) => Value::String(super::words_in(&s)),
+                other => other,
+            }),
+            Column::new("Survivor (primary)", Kind::Long, |r| {
+                who_cell(
+                    at(r, "primary"),
+                    &first(r, &["primary_contact.display_name", "primary_display_name"]),
+                    &cell(r, "primary_contact.external_ref"),
                 )
-            })
-            .optional(),
-            Column::new("Secondary tickets (CSV)", Kind::Num, |r| {
-                cell(r, "secondary_contact.ticket_count")
-            })
-            .optional(),
+            }),
+            Column::new("Merged away (secondary)", Kind::Long, |r| {
+                who_cell(
+                    at(r, "secondary"),
+                    &cell(r, "secondary_contact.display_name"),
+                    &first(
+                        r,
+                        &["secondary_contact.external_ref", "secondary_external_ref"],
+                    ),
+                )
+            }),
             Column::new("Ref adopted", Kind::Text, |r| {
                 cell(r, "external_ref_adopted")
             })
             .optional(),
-            Column::new("Last step", Kind::Text, |r| cell(r, "last_step")),
-            Column::new("Tickets backed up", Kind::Num, |r| {
-                cell(r, "tickets_backed_up")
-            }),
-            Column::new("Conversations backed up", Kind::Num, |r| {
-                cell(r, "conversations_backed_up")
-            }),
-            Column::new("Tickets repaired", Kind::Num, |r| {
-                cell(r, "tickets_repaired")
-            }),
-            Column::new("Conversations repaired", Kind::Num, |r| {
-                cell(r, "conversations_repaired")
-            }),
             Column::new("Carried over", Kind::Long, |r| {
                 sentences(at(r, "carry.carried"), item_text)
             })
             .optional(),
-            Column::new("Conflicts", Kind::Long, |r| {
+            Column::new("Conflicts (the survivor's kept)", Kind::Long, |r| {
                 sentences(at(r, "carry.conflicts"), |c| {
                     format!(
                         "{}: kept {} (the secondary had {})",
@@ -142,16 +127,34 @@ fn pairs_table() -> Table {
                 })
             })
             .optional(),
-            Column::new("Merge requests", Kind::Num, |r| cell(r, "merge_requests")),
-            Column::new("Steps this run", Kind::Num, |r| count(r, "steps")),
-            Column::new("Backup folder", Kind::Text, |r| cell(r, "backup_dir")),
+            Column::new("Tickets backed up", Kind::Num, |r| {
+                cell(r, "tickets_backed_up")
+            }),
+            Column::new("Backup folder", Kind::Long, |r| cell(r, "backup_dir")),
         ],
         details: true,
     }
 }
 
+/// A contact in one cell: display id (the DON on hover), name, ref.
+fn who_cell(don: &Value, name: &Value, r: &Value) -> Value {
+    let id = id_cell(don);
+    let (short, whole) = match &id {
+        Value::Array(a) => (figure(&a[0]), a.get(1).cloned().unwrap_or(Value::Null)),
+        other => (figure(other), Value::Null),
+    };
+    let mut lines = vec![short];
+    if !name.is_null() {
+        lines.push(figure(name));
+    }
+    if !r.is_null() {
+        lines.push(format!("ref {}", figure(r)));
+    }
+    Value::Array(vec![Value::String(lines.join("\n")), whole])
+}
+
 /// A carried value in words (the report's `carry` items).
-fn item_text(i: &Value) -> String {
+pub(super) fn item_text(i: &Value) -> String {
     match at(i, "field").as_str() {
         Some("phone_number") => format!("phone number {}", figure(at(i, "number"))),
         Some("custom_field") => format!("{} = {}", figure(at(i, "key")), at(i, "value")),
@@ -165,7 +168,7 @@ fn item_text(i: &Value) -> String {
 }
 
 /// A list as one sentence per element (`Null` for none, so the column can stay hidden).
-fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
+pub(super) fn sentences(list: &Value, f: impl Fn(&Value) -> String) -> Value {
     let parts: Vec<String> = list.as_array().into_iter().flatten().map(f).collect();
     if parts.is_empty() {
         Value::Null
@@ -238,6 +241,159 @@ fn groups_table() -> Table {
     }
 }
 
+/// What changed in DevRev, what to check, and each problem with the command that deals
+/// with it.
+fn changed_and_todo(
+    page: &mut Page<'_>,
+    json: &std::path::Path,
+    r: &MergeReport<'_>,
+    top: &Value,
+) -> io::Result<()> {
+    let s = &r.summary;
+    let csv = figure(at(top, "configuration.csv"));
+    let sp = figure(at(top, "configuration.savepoint"));
+    let rerun = format!("devrev-merge --csv {csv} --savepoint {sp}");
+    let mut changed: Vec<(String, Option<String>)> = Vec::new();
+    if s.merged_this_run > 0 {
+        changed.push((
+            format!(
+                "{} contact(s) merged into their survivor this run: each secondary's id now \
+                 leads to its primary (the id map below). Their tickets and conversations were \
+                 backed up first ({} ticket(s) this run).",
+                s.merged_this_run, s.tickets_backed_up_this_run
+            ),
+            None,
+        ));
+    } else {
+        changed.push(("No contact was merged this run.".into(), None));
+    }
+    if s.external_refs_adopted > 0 {
+        changed.push((
+            format!(
+                "{} survivor(s) took the merged contact's user_ ref (Plug logins with it keep \
+                 finding the survivor).",
+                s.external_refs_adopted
+            ),
+            None,
+        ));
+    }
+    if s.tickets_repaired_this_run + s.conversations_repaired_this_run > 0 {
+        changed.push((
+            format!(
+                "{} ticket(s) and {} conversation(s) repaired (moved to the survivor).",
+                s.tickets_repaired_this_run, s.conversations_repaired_this_run
+            ),
+            None,
+        ));
+    }
+    if r.summary.carry != crate::merge::carry::CarryCounts::default() {
+        changed.push((
+            format!(
+                "Carry-over (the secondaries' own data the survivors lacked): {}",
+                r.summary.carry.line()
+            ),
+            None,
+        ));
+    }
+    let left: Vec<String> = r.groups.iter().flat_map(|g| g.refs_left.clone()).collect();
+    if !left.is_empty() {
+        changed.push((
+            format!(
+                "{} ref(s) no longer resolve to a contact (their next Plug login creates a new \
+                 one): {}",
+                left.len(),
+                left.join(", ")
+            ),
+            None,
+        ));
+    }
+    page.points("changed", "What changed in DevRev", Tone::Good, &changed)?;
+
+    let mut todo: Vec<(String, Option<String>)> = Vec::new();
+    for v in &r.late_vetoes {
+        for m in &v.merged {
+            todo.push((
+                format!(
+                    "Group {} ({}) was decided {} after {} was merged into {}: undo that merge \
+                     with",
+                    v.group,
+                    v.email,
+                    v.decision,
+                    crate::detect::display_id(&m.secondary),
+                    crate::detect::display_id(&m.primary)
+                ),
+                Some(m.restore.clone()),
+            ));
+        }
+    }
+    if s.failed > 0 {
+        todo.push((
+            format!(
+                "{} pair(s) failed (the reason is on each row): fix the cause, then run again; \
+                 the savepoint resumes each where it stopped.",
+                s.failed
+            ),
+            Some(rerun.clone()),
+        ));
+    }
+    if s.outcome_unknown > 0 || s.unconfirmed > 0 {
+        todo.push((
+            format!(
+                "{} merge(s) not yet confirmed by DevRev{}: run again to settle them.",
+                s.outcome_unknown + s.unconfirmed,
+                s.rerun_after
+                    .map(|t| format!(" (after {})", super::local_time(&t.to_rfc3339())))
+                    .unwrap_or_default()
+            ),
+            Some(rerun.clone()),
+        ));
+    }
+    if s.ref_adoptions_pending > 0 {
+        todo.push((
+            format!(
+                "{} survivor(s) still to take their merged contact's ref: run again.",
+                s.ref_adoptions_pending
+            ),
+            Some(rerun.clone()),
+        ));
+    }
+    if s.not_started + s.interrupted > 0 {
+        todo.push((
+            format!(
+                "{} pair(s) not started or interrupted (the run stopped early): run again to \
+                 go on.",
+                s.not_started + s.interrupted
+            ),
+            Some(rerun.clone()),
+        ));
+    }
+    if s.needs_review_groups > 0 {
+        todo.push((
+            format!(
+                "{} group(s) need a decision: preview, decide them in the review file, then \
+                 run with it.",
+                s.needs_review_groups
+            ),
+            Some(format!("devrev-merge --csv {csv} --preview")),
+        ));
+    }
+    if s.merged_this_run > 0 {
+        todo.push((
+            "Open two or three survivors in DevRev (the id map below): their tickets, \
+             conversations and ref are there. A merge can be undone with --restore and this \
+             report:"
+                .into(),
+            Some(format!("devrev-merge --restore {}", json.display())),
+        ));
+    }
+    let tone = if s.failed > 0 || !r.late_vetoes.is_empty() {
+        Tone::Bad
+    } else {
+        Tone::Warn
+    };
+    page.points("todo", "What to check, and what to run", tone, &todo)
+}
+
 /// The old→new id table: `labels` are the old id, its DON, the new id, its DON.
 pub(super) fn id_map_table(title: &str, note: &str, labels: [&'static str; 4]) -> Table {
     let [old, old_don, new, new_don] = labels;
@@ -255,7 +411,7 @@ pub(super) fn id_map_table(title: &str, note: &str, labels: [&'static str; 4]) -
     }
 }
 
-pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
+pub fn write(w: &mut dyn Write, json: &std::path::Path, r: &MergeReport<'_>) -> io::Result<()> {
     let top = Value::Object(fields_without(r, &["pairs", "id_map"])?);
     let title = format!("Merge run {}", figure(at(&top, "run_id")));
     let org = at(&top, "organization");
@@ -282,23 +438,60 @@ pub fn write(w: &mut dyn Write, r: &MergeReport<'_>) -> io::Result<()> {
     ];
     let mut page = Page::start(w, "merge-report", &title, &facts)?;
     let summary = at(&top, "summary");
+    let s = &r.summary;
+    page.lead(&format!(
+        "{} of {} pair(s) merged ({} this run){}{}.",
+        s.merged,
+        s.pairs,
+        s.merged_this_run,
+        if s.failed > 0 {
+            format!(", {} failed", s.failed)
+        } else {
+            String::new()
+        },
+        if r.late_vetoes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} group(s) vetoed after their merge",
+                r.late_vetoes.len()
+            )
+        }
+    ))?;
     page.cards("Summary", &number_cards(summary, SUMMARY_ORDER))?;
-    if r.summary.carry != crate::merge::carry::CarryCounts::default() {
-        page.para(
-            "note",
-            &format!(
-                "Carry-over (the secondaries' own data the survivors lacked): {}",
-                r.summary.carry.line()
-            ),
-        )?;
-    }
+    changed_and_todo(&mut page, json, r, &top)?;
     let api = at(&top, "api");
     // The console's API line, word for word.
     page.para("note", &format!("API: {}", r.api.line()))?;
 
+    // A pair merged against a later veto is not shown as plainly merged.
+    let vetoed: std::collections::HashMap<(&str, &str), &str> = r
+        .late_vetoes
+        .iter()
+        .flat_map(|v| {
+            v.merged
+                .iter()
+                .map(move |m| ((m.primary.as_str(), m.secondary.as_str()), v.decision))
+        })
+        .collect();
     let t = pairs_table();
     page.begin_table(&t, r.pairs.len())?;
-    for_each_element(&r.pairs, &mut |row| page.row(&t, &row))?;
+    for_each_element(&r.pairs, &mut |mut row| {
+        let key = (
+            at(&row, "primary").as_str().unwrap_or_default().to_string(),
+            at(&row, "secondary")
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if let (Some(d), Some(m)) = (
+            vetoed.get(&(key.0.as_str(), key.1.as_str())),
+            row.as_object_mut(),
+        ) {
+            m.insert("vetoed_later".into(), Value::String(d.to_string()));
+        }
+        page.row(&t, &row)
+    })?;
     page.end_table()?;
 
     if !r.groups.is_empty() {

@@ -9,6 +9,7 @@
 //! as one page or one JSON value. See docs/html-report.md.
 
 mod escape;
+pub mod history;
 mod merge;
 mod page;
 mod plan;
@@ -36,17 +37,83 @@ pub fn path_for(json: &Path) -> PathBuf {
 
 /// Writes the plan's page next to `json` (with the decisions of `--decisions`, if any).
 pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io::Result<PathBuf> {
-    write_page(json, |w| plan::write(w, r, decided))
+    let page = write_page(json, |w| plan::write(w, json, r, decided))?;
+    let mut line = format!("{} pair(s) to merge", r.plan.pairs.len());
+    if !r.plan.needs_review.is_empty() {
+        line.push_str(&format!(
+            ", {} group(s) need review",
+            r.plan.needs_review.len()
+        ));
+    }
+    if decided.is_some() {
+        line.push_str(" (with a decisions file)");
+    }
+    line.push_str(&format!(" from {}", r.plan.source));
+    history::record(
+        json,
+        history::Entry {
+            kind: "preview".into(),
+            file: file_name(json),
+            at: r.generated_at.clone(),
+            line,
+            savepoint: None,
+            organization: None,
+            by: plan::who(),
+        },
+    );
+    Ok(page)
 }
 
 /// Writes a merge run's page next to `json`.
 pub fn write_merge(json: &Path, r: &MergeReport<'_>) -> io::Result<PathBuf> {
-    write_page(json, |w| merge::write(w, r))
+    let page = write_page(json, |w| merge::write(w, json, r))?;
+    let summary = serde_json::to_value(&r.summary).unwrap_or_default();
+    history::record(
+        json,
+        history::Entry {
+            kind: "merge run".into(),
+            file: file_name(json),
+            at: r.started_at.to_rfc3339(),
+            line: format!(
+                "{}: {}",
+                words(&figure(
+                    &serde_json::to_value(r.outcome).unwrap_or_default()
+                )),
+                counts_line(&summary, merge::SUMMARY_ORDER)
+            ),
+            savepoint: Some(r.configuration.savepoint.clone()),
+            organization: serde_json::to_value(&r.organization).ok(),
+            by: plan::who(),
+        },
+    );
+    Ok(page)
 }
 
 /// Writes a restore's page next to `json`.
 pub fn write_restore(json: &Path, r: &RestoreReport) -> io::Result<PathBuf> {
-    write_page(json, |w| restore::write(w, r))
+    let page = write_page(json, |w| restore::write(w, r))?;
+    let summary = serde_json::to_value(&r.summary).unwrap_or_default();
+    history::record(
+        json,
+        history::Entry {
+            kind: "restore".into(),
+            file: file_name(json),
+            at: r.started_at.to_rfc3339(),
+            line: format!(
+                "{}; from {}",
+                counts_line(&summary, &["restored"]),
+                r.inputs
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            savepoint: Some(r.savepoint.clone()),
+            organization: serde_json::to_value(&r.organization).ok(),
+            by: plan::who(),
+        },
+    );
+    Ok(page)
 }
 
 /// The page is a copy for people; the JSON is the record. A page that could not be written is
@@ -59,6 +126,63 @@ pub fn written_or_warn(json: &Path, res: io::Result<PathBuf>) -> Option<PathBuf>
             None
         }
     }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The non-zero counts of `summary` in words, those of `order` first.
+fn counts_line(summary: &Value, order: &[&str]) -> String {
+    let parts: Vec<String> = number_cards(summary, order)
+        .into_iter()
+        .filter(|c| c.value != "0")
+        .map(|c| format!("{} {}", c.value, c.label))
+        .collect();
+    if parts.is_empty() {
+        "nothing counted".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A status or reason code of the reports in words (`max_merges_reached` → "stopped at
+/// --max-merges"); anything else with its underscores as spaces.
+pub(crate) fn words(code: &str) -> String {
+    match code {
+        "max_merges_reached" => "stopped at --max-merges".into(),
+        "not_started" => "not started".into(),
+        "merged_elsewhere" => "merged by another record".into(),
+        "already_merged" => "already merged".into(),
+        "merged_earlier" => "merged by an earlier run".into(),
+        "left_csv" => "no longer in the export".into(),
+        "outcome_unknown" => "outcome unknown".into(),
+        "not_dup" | "not-dup" => "not duplicates".into(),
+        "completed" => "completed".into(),
+        "in_progress" => "in progress".into(),
+        other => other.replace(['_', '-'], " "),
+    }
+}
+
+/// [`words`] for every code-like word of a sentence (`max_merges_reached: …`).
+pub(crate) fn words_in(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, w) in s.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let core = w.trim_end_matches([':', ',', '.', ';']);
+        if core.contains('_') && core.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            out.push_str(&words(core));
+            out.push_str(&w[core.len()..]);
+        } else {
+            out.push_str(w);
+        }
+    }
+    out
 }
 
 fn write_page<F>(json: &Path, render: F) -> io::Result<PathBuf>
@@ -144,6 +268,18 @@ fn obj_text(v: &Value) -> String {
         parts.push(if k == "kind" { t } else { format!("{k}: {t}") });
     }
     parts.join(", ")
+}
+
+/// An RFC 3339 time as the reader's local time with its zone ("2026-12-07 11:11:43
+/// UTC+01:00"); the text as it is when it does not parse.
+pub(crate) fn local_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t
+            .with_timezone(&chrono::Local)
+            .format("%Y-%m-%d %H:%M:%S UTC%:z")
+            .to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
 }
 
 /// A contact id cell: the display id (`REVU-…`), the whole DON on hover.

@@ -16,6 +16,9 @@ use super::escape::{text, write_script_json, write_text};
 /// Rows shown per table page.
 pub const PAGE_SIZE: usize = 200;
 
+/// Cards shown per page of a card list.
+pub const CARD_PAGE_SIZE: usize = 50;
+
 /// How a column's cells are shown, sorted and filtered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -158,8 +161,9 @@ impl<'w> Page<'w> {
         w.write_all(b"<section id=\"summary\">\n<h2>")?;
         write_text(w, heading)?;
         w.write_all(b"</h2>\n<div class=\"cards\">\n")?;
-        for c in cards {
-            let zero = if c.value == "0" { " zero" } else { "" };
+        // Only the counts that say something: a zero is left out.
+        for c in cards.iter().filter(|c| c.value != "0") {
+            let zero = "";
             write!(
                 w,
                 "<div class=\"{}{zero}\"><span class=\"n\">",
@@ -171,6 +175,109 @@ impl<'w> Page<'w> {
             w.write_all(b"</span></div>\n")?;
         }
         w.write_all(b"</div>\n</section>\n")
+    }
+
+    /// The page's opening sentence: what it all comes to, in the manner of `terraform plan`.
+    pub fn lead(&mut self, body: &str) -> io::Result<()> {
+        self.w.write_all(b"<p class=\"lead\" id=\"lead\">")?;
+        write_text(self.w, body)?;
+        self.w.write_all(b"</p>\n")
+    }
+
+    /// A section of points, each with the exact command that deals with it (if any), shown
+    /// as a line to copy.
+    pub fn points(
+        &mut self,
+        id: &str,
+        heading: &str,
+        tone: Tone,
+        items: &[(String, Option<String>)],
+    ) -> io::Result<()> {
+        let w = &mut *self.w;
+        write!(
+            w,
+            "<section class=\"points {}\" id=\"{}\">\n<h2>",
+            match tone {
+                Tone::Bad => "bad",
+                Tone::Warn => "warn",
+                Tone::Good => "good",
+                Tone::Plain => "plain",
+            },
+            text(id)
+        )?;
+        write_text(w, heading)?;
+        w.write_all(b"</h2>\n<ul>\n")?;
+        for (point, cmd) in items {
+            w.write_all(b"<li>")?;
+            write_text(w, point)?;
+            if let Some(c) = cmd {
+                w.write_all(b"<pre class=\"cmd\">")?;
+                write_text(w, c)?;
+                w.write_all(b"</pre>")?;
+            }
+            w.write_all(b"</li>\n")?;
+        }
+        w.write_all(b"</ul>\n</section>\n")
+    }
+
+    /// A list of links to files next to this page (`href` relative), each with a line of
+    /// text.
+    pub fn link_table(
+        &mut self,
+        id: &str,
+        heading: &str,
+        head: &[&str],
+        rows: &[(Vec<String>, Option<String>)],
+    ) -> io::Result<()> {
+        let w = &mut *self.w;
+        write!(w, "<section class=\"plain-tbl\" id=\"{}\">\n<h2>", text(id))?;
+        write_text(w, heading)?;
+        writeln!(w, " <small>({})</small></h2>", rows.len())?;
+        w.write_all(b"<table class=\"list\"><thead><tr>")?;
+        for h in head {
+            w.write_all(b"<th>")?;
+            write_text(w, h)?;
+            w.write_all(b"</th>")?;
+        }
+        w.write_all(b"</tr></thead><tbody>\n")?;
+        for (cells, href) in rows {
+            w.write_all(b"<tr>")?;
+            for (i, c) in cells.iter().enumerate() {
+                w.write_all(b"<td>")?;
+                match href.as_deref().filter(|_| i == cells.len() - 1) {
+                    Some(h) => {
+                        write!(w, "<a href=\"{}\">", text(h))?;
+                        write_text(w, c)?;
+                        w.write_all(b"</a>")?;
+                    }
+                    None => write_text(w, c)?,
+                }
+                w.write_all(b"</td>")?;
+            }
+            w.write_all(b"</tr>\n")?;
+        }
+        w.write_all(b"</tbody></table>\n</section>\n")
+    }
+
+    /// The sign-off block: who prepared the plan and when (filled in), who approves it and
+    /// on which date (lines to sign on, on screen and on paper).
+    pub fn signoff(&mut self, prepared_by: &str, prepared_at: &str) -> io::Result<()> {
+        let w = &mut *self.w;
+        w.write_all(
+            b"<section id=\"sign-off\" class=\"signoff\">\n<h2>Sign-off</h2>\n\
+              <table class=\"sign\"><tr><th>Prepared by</th><td>",
+        )?;
+        write_text(w, prepared_by)?;
+        w.write_all(b"</td><th>On</th><td>")?;
+        write_text(w, prepared_at)?;
+        w.write_all(
+            b"</td></tr>\n<tr><th>Approved by</th><td class=\"blank\"></td><th>Date</th>\
+              <td class=\"blank\"></td></tr>\n<tr><th>Signature</th>\
+              <td class=\"blank\" colspan=\"3\"></td></tr></table>\n\
+              <p class=\"note\">Approving this plan approves what it lists: a run merges the \
+              pairs and decided groups above, nothing else. Every merge is backed up first and \
+              can be undone with --restore.</p>\n</section>\n",
+        )
     }
 
     /// A paragraph of text (escaped).
@@ -192,11 +299,24 @@ impl<'w> Page<'w> {
 
     /// Opens `t`: its controls, its header row, and the start of its rows.
     pub fn begin_table(&mut self, t: &Table, total: usize) -> io::Result<()> {
+        self.begin(t, total, false)
+    }
+
+    /// Opens `t` shown as compact cards, one per row (a pair, a group): the first column is
+    /// the card's heading, the status a badge beside it, every other column with a value a
+    /// labelled line. [`CARD_PAGE_SIZE`] cards a page; the labels sort.
+    pub fn begin_cards(&mut self, t: &Table, total: usize) -> io::Result<()> {
+        self.begin(t, total, true)
+    }
+
+    fn begin(&mut self, t: &Table, total: usize, cards: bool) -> io::Result<()> {
         let w = &mut *self.w;
+        let size = if cards { CARD_PAGE_SIZE } else { PAGE_SIZE };
         let status = t.columns.iter().position(|c| c.kind == Kind::Status);
         write!(
             w,
-            "<section class=\"tbl\" id=\"{}\" data-total=\"{total}\" data-page-size=\"{PAGE_SIZE}\"",
+            "<section class=\"tbl{}\" id=\"{}\" data-total=\"{total}\" data-page-size=\"{size}\"",
+            if cards { " cards" } else { "" },
             text(t.id)
         )?;
         if let Some(i) = status {
@@ -223,13 +343,28 @@ impl<'w> Page<'w> {
         w.write_all(
             b"<button type=\"button\" class=\"prev\">&#8249; Previous</button>\
               <span class=\"info\"></span>\
-              <button type=\"button\" class=\"next\">Next &#8250;</button></div>\n\
-              <div class=\"wrap\"><table><thead><tr>",
+              <button type=\"button\" class=\"next\">Next &#8250;</button></div>\n",
         )?;
+        let (open, cell, close_cell, close) = if cards {
+            (
+                "<div class=\"heads\"><span class=\"dim\">Sort by:</span> ",
+                "span class=\"h\"",
+                "</span> ",
+                "</div>\n<div class=\"cardlist\"></div>\n",
+            )
+        } else {
+            (
+                "<div class=\"wrap\"><table><thead><tr>",
+                "th",
+                "</th>",
+                "</tr></thead><tbody></tbody></table></div>\n",
+            )
+        };
+        w.write_all(open.as_bytes())?;
         for (i, c) in t.columns.iter().enumerate() {
             write!(
                 w,
-                "<th data-i=\"{i}\" data-t=\"{}\"{} tabindex=\"0\">",
+                "<{cell} data-i=\"{i}\" data-t=\"{}\"{} tabindex=\"0\">",
                 match c.kind {
                     Kind::Num => "num",
                     Kind::Long => "long",
@@ -238,12 +373,10 @@ impl<'w> Page<'w> {
                 if c.optional { " data-opt=\"1\"" } else { "" }
             )?;
             write_text(w, c.label)?;
-            w.write_all(b"</th>")?;
+            w.write_all(close_cell.as_bytes())?;
         }
-        w.write_all(
-            b"</tr></thead><tbody></tbody></table></div>\n\
-              <script type=\"application/json\" class=\"rows\">[",
-        )?;
+        w.write_all(close.as_bytes())?;
+        w.write_all(b"<script type=\"application/json\" class=\"rows\">[")?;
         self.rows = 0;
         Ok(())
     }
@@ -436,8 +569,34 @@ footer{padding:12px 24px;color:var(--dim);font-size:12px;border-top:1px solid va
 .wrap{overflow-x:auto;border:1px solid var(--line);border-radius:6px}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:4px 8px;border-bottom:1px solid var(--line);vertical-align:top}
-.tbl td{white-space:nowrap}
-.tbl td.long{white-space:pre-line;min-width:20em;max-width:40em;overflow-wrap:anywhere}
+.tbl td{overflow-wrap:anywhere}
+.tbl td.long{white-space:pre-line;min-width:12em;max-width:40em}
+.lead{font-size:17px;font-weight:600;margin:14px 0 6px;max-width:70em}
+.heads{margin:4px 0 6px;font-size:12px}
+.heads .h{cursor:pointer;border:1px solid var(--line);border-radius:4px;padding:1px 6px;margin-right:4px;white-space:nowrap}
+.heads .h[aria-sort=ascending]::after{content:" \25B2";font-size:9px}
+.heads .h[aria-sort=descending]::after{content:" \25BC";font-size:9px}
+.cardlist{display:grid;grid-template-columns:repeat(auto-fill,minmax(400px,1fr));gap:10px;align-items:start}
+.pc{border:1px solid var(--line);border-radius:8px;padding:8px 12px;background:#fff;min-width:0}
+.pc h3{font-size:14px;margin:0 0 4px;display:flex;justify-content:space-between;gap:8px;overflow-wrap:anywhere}
+.pc h3 .st{font-size:12px;white-space:nowrap}
+.pc .f{display:grid;grid-template-columns:10em minmax(0,1fr);gap:8px;padding:1px 0;border-top:1px dotted var(--line)}
+.pc .k{color:var(--dim);font-size:12px}
+.pc .v{white-space:pre-line;overflow-wrap:anywhere}
+.pc .f.conflict .v,.pc .f.lost .v{color:var(--warn);font-weight:600}
+.pc pre{white-space:pre-wrap;font-size:11px;background:#fafbfc}
+.pc.has-det{cursor:pointer}
+.points ul{margin:4px 0;padding-left:20px}
+.points li{margin:4px 0}
+.points.bad h2{color:var(--bad)}
+.points.warn h2{color:var(--warn)}
+pre.cmd{background:var(--head);border:1px solid var(--line);border-radius:4px;padding:4px 8px;margin:4px 0;white-space:pre-wrap;overflow-wrap:anywhere}
+table.sign{width:auto;margin:6px 0}
+table.sign th{color:var(--dim);font-weight:normal;width:8em}
+table.sign td{min-width:16em}
+table.sign td.blank{border-bottom:1px solid var(--fg);height:2.4em}
+table.list td,table.list th{overflow-wrap:anywhere}
+table.list th{background:var(--head)}
 td pre,table.kv td{overflow-wrap:anywhere}
 .tbl thead th{background:var(--head);cursor:pointer;white-space:nowrap;user-select:none;position:sticky;top:0}
 .tbl thead th[aria-sort=ascending]::after{content:" \25B2";font-size:10px}
@@ -458,11 +617,17 @@ table.grid{width:auto}
 table.grid th{background:var(--head)}
 pre{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 @media print{
+ @page{size:A4;margin:14mm 12mm}
  header{background:none}
+ .heads,section.kv{display:none}
+ .cardlist{display:block}
+ .pc{break-inside:avoid;margin:0 0 6px}
+ h2{break-after:avoid}
+ #sign-off{break-inside:avoid}
+ a{color:inherit;text-decoration:none}
  .controls,noscript,tr.det{display:none}
  .wrap{overflow:visible;border:none}
  .tbl thead th{position:static}
- .tbl td{white-space:normal}
  .tbl thead{display:table-header-group}
  tr{break-inside:avoid}
  body{font-size:10px}
@@ -478,9 +643,10 @@ function txt(c){if(c===null||c===undefined)return '';if(Array.isArray(c))return 
 function table(sec){
  var rows=JSON.parse(sec.querySelector('script.rows').textContent);
  var size=parseInt(sec.getAttribute('data-page-size'),10)||200;
- var ths=sec.querySelectorAll('thead th'),n=ths.length,types=[],i,j;
+ var cards=sec.classList.contains('cards');
+ var ths=sec.querySelectorAll(cards?'.heads .h':'thead th'),n=ths.length,types=[],labels=[],i,j;
  var st=sec.hasAttribute('data-status')?parseInt(sec.getAttribute('data-status'),10):-1;
- for(i=0;i<n;i++)types.push(ths[i].getAttribute('data-t'));
+ for(i=0;i<n;i++){types.push(ths[i].getAttribute('data-t'));labels.push(ths[i].textContent);}
  var hidden=[];
  for(j=0;j<n;j++){
   var empty=ths[j].getAttribute('data-opt')==='1';
@@ -489,7 +655,7 @@ function table(sec){
   if(empty)ths[j].style.display='none';
  }
  var q=sec.querySelector('input.q'),sel=sec.querySelector('select.st'),info=sec.querySelector('.info'),
-  prev=sec.querySelector('button.prev'),next=sec.querySelector('button.next'),tbody=sec.querySelector('tbody');
+  prev=sec.querySelector('button.prev'),next=sec.querySelector('button.next'),tbody=sec.querySelector(cards?'.cardlist':'tbody');
  if(sel&&st>=0){
   var counts={};
   for(i=0;i<rows.length;i++){var k=txt(rows[i][st]);counts[k]=(counts[k]||0)+1;}
@@ -497,10 +663,16 @@ function table(sec){
  }
  var order=[],view=[],page=0,sortI=-1,dir=1,hay=null;
  for(i=0;i<rows.length;i++)order.push(i);
+ function put(c,el){
+  if(Array.isArray(c)){
+   var h=c.length>2?String(c[2]):'';
+   if(/^https:\/\/[^\s]+$/.test(h)){var a=document.createElement('a');a.href=h;a.rel='noopener noreferrer';a.target='_blank';a.textContent=String(c[0]);el.appendChild(a);}
+   else el.textContent=String(c[0]);
+   if(c[1])el.title=String(c[1]);}
+  else el.textContent=(c===null||c===undefined)?'':String(c);
+ }
  function cell(r,j,td){
-  var c=r[j];
-  if(Array.isArray(c)){td.textContent=String(c[0]);if(c[1])td.title=String(c[1]);}
-  else td.textContent=(c===null||c===undefined)?'':String(c);
+  put(r[j],td);
   if(types[j]==='num')td.className='num';else if(types[j]==='long')td.className='long';
   if(j===st)td.className='st st-'+td.textContent.replace(/[^A-Za-z0-9_]/g,'_');
   if(hidden[j])td.style.display='none';
@@ -513,7 +685,31 @@ function table(sec){
   var pre=document.createElement('pre');pre.textContent=JSON.stringify(d,null,2);
   td.appendChild(pre);dt.appendChild(td);tr.parentNode.insertBefore(dt,tr.nextSibling);
  }
+ function cardEl(r){
+  var art=document.createElement('article');art.className='pc';
+  var h=document.createElement('h3'),t=document.createElement('span');put(r[0],t);h.appendChild(t);
+  if(st>0){var b=document.createElement('span');b.textContent=txt(r[st]);b.className='st st-'+b.textContent.replace(/[^A-Za-z0-9_]/g,'_');h.appendChild(b);}
+  art.appendChild(h);
+  for(var j=1;j<n;j++){
+   if(j===st||txt(r[j])==='')continue;
+   var f=document.createElement('div');f.className='f';
+   var lb=labels[j].toLowerCase();
+   if(lb.indexOf('conflict')>=0)f.className='f conflict';else if(lb.indexOf('no longer')>=0)f.className='f lost';
+   var k=document.createElement('span');k.className='k';k.textContent=labels[j];
+   var v=document.createElement('span');v.className='v';put(r[j],v);
+   f.appendChild(k);f.appendChild(v);art.appendChild(f);
+  }
+  var d=r[n];
+  if(d!==null&&d!==undefined){
+   art.className='pc has-det';art.tabIndex=0;
+   var tog=function(e){if(e.target&&e.target.tagName==='A')return;var x=art.querySelector('pre');if(x){art.removeChild(x);return;}var p=document.createElement('pre');p.textContent=JSON.stringify(d,null,2);art.appendChild(p);};
+   art.addEventListener('click',tog);
+   art.addEventListener('keydown',function(e){if(e.key==='Enter')tog(e);});
+  }
+  return art;
+ }
  function rowEl(r){
+  if(cards)return cardEl(r);
   var tr=document.createElement('tr');
   for(var j=0;j<n;j++){var td=document.createElement('td');cell(r,j,td);tr.appendChild(td);}
   var d=r[n];
@@ -581,6 +777,16 @@ function paged(){tables.forEach(function(t){t.paged();});}
 window.addEventListener('beforeprint',printAll);
 window.addEventListener('afterprint',paged);
 if(window.matchMedia){var m=window.matchMedia('print');if(m.addEventListener)m.addEventListener('change',function(e){if(e.matches)printAll();else paged();});}
+// What a test (or a curious reader) can check: is any part of the page wider than the window?
+function wide(){var out=[],vw=document.documentElement.clientWidth;
+ var els=document.querySelectorAll('section,.wrap,header,footer');
+ for(var i=0;i<els.length;i++){var e=els[i];if(e.scrollWidth>e.clientWidth+1||e.getBoundingClientRect().right>vw+1)out.push(e.id||e.className||e.tagName);}
+ if(document.documentElement.scrollWidth>vw+1)out.push('document');
+ return out;}
+document.body.setAttribute('data-viewport',String(document.documentElement.clientWidth));
+document.body.setAttribute('data-overflow',wide().join(' '));
+var cl=document.querySelector('.cardlist');
+if(cl&&cl.children.length){var top0=cl.children[0].offsetTop,cols=0;for(var c=0;c<cl.children.length&&cl.children[c].offsetTop===top0;c++)cols++;document.body.setAttribute('data-card-columns',String(cols));}
 document.body.setAttribute('data-ready',failed?'error':String(tables.length));
 })();
 "#;

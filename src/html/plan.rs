@@ -1,102 +1,193 @@
 //! The plan's page (`reports/plan-<ts>.html`): what `--preview` found and what a run would do.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
+use std::path::Path;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::page::{Card, Column, Kind, Page, Table, Tone};
 use super::serial::fields_without;
-use super::{at, cell, count, duration, figure, first, id_cell};
+use super::{at, cell, duration, figure, first, id_cell};
 use crate::planfile::PlanReport;
 use crate::review::decisions::{Decided, Outcome, Source};
 
 /// The arrays that can hold one element per CSV row: streamed, never collected.
 const BIG: &[&str] = &["pairs", "needs_review", "no_email", "live_check"];
 
-fn pairs_table() -> Table {
+fn pairs_table(checked_live: bool) -> Table {
     Table {
         id: "pairs",
         title: "Pairs to merge".into(),
-        note: Some(
-            "The secondary is merged into the primary, which survives. Ids are display ids \
-             (hover for the DON); ticket counts are the CSV's TICKET_COUNT."
-                .into(),
-        ),
+        note: Some(if checked_live {
+            "One card per pair: the survivor before and after, the contact merged into it, \
+             the ref that will no longer resolve, why, and what conflicts (as DevRev held the \
+             contacts at --check-live). Click a card for everything the plan holds."
+                .into()
+        } else {
+            "One card per pair: the survivor before and after, the contact merged into it, \
+             the ref that will no longer resolve, and why. Phones, custom fields, tags and \
+             their conflicts are read from DevRev: run the preview with --check-live to see \
+             them here. Click a card for everything the plan holds."
+                .into()
+        }),
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
-            Column::new("Primary", Kind::Text, |r| {
-                id_cell(at(r, "primary.rev_user_id"))
+            Column::new("Decision", Kind::Status, |r| {
+                Value::String(figure(at(r, "decision")))
             }),
-            Column::new("Primary name", Kind::Text, |r| {
-                first(r, &["primary.display_name", "primary.full_name"])
+            Column::new("Survivor before", Kind::Long, |r| {
+                contact_cell(at(r, "primary"), at(r, "app"))
             }),
-            Column::new("Primary ref", Kind::Text, |r| {
-                cell(r, "primary.external_ref")
+            Column::new("Survivor after", Kind::Long, after),
+            Column::new("Merged into it", Kind::Long, |r| {
+                contact_cell(at(r, "secondary"), at(r, "app"))
             }),
-            Column::new("Primary tickets", Kind::Num, |r| {
-                cell(r, "primary.ticket_count")
+            Column::new("No longer resolves", Kind::Long, |r| {
+                lost(at(r, "secondary"))
             }),
-            Column::new("Secondary", Kind::Text, |r| {
-                id_cell(at(r, "secondary.rev_user_id"))
+            Column::new("Why", Kind::Long, |r| cell(r, "why")),
+            Column::new("Conflicts", Kind::Long, |r| {
+                super::merge::sentences(at(r, "carry.conflicts"), |c| {
+                    format!(
+                        "{}: the survivor's {} stays (the merged contact has {})",
+                        figure(at(c, "key")),
+                        at(c, "survivor"),
+                        at(c, "secondary")
+                    )
+                })
             }),
-            Column::new("Secondary name", Kind::Text, |r| {
-                first(r, &["secondary.display_name", "secondary.full_name"])
-            }),
-            Column::new("Secondary ref", Kind::Text, |r| {
-                cell(r, "secondary.external_ref")
-            }),
-            Column::new("Secondary tickets", Kind::Num, |r| {
-                cell(r, "secondary.ticket_count")
+            Column::new("Not carried", Kind::Long, |r| {
+                super::merge::sentences(at(r, "carry.not_carried"), figure)
             }),
         ],
         details: true,
     }
 }
 
-/// A list of the contacts' field `f`, one per contact, `; `-separated.
-fn members(r: &Value, f: fn(&Value) -> Value) -> Value {
-    let Some(cs) = r.get("contacts").and_then(Value::as_array) else {
+/// A contact in lines: name, display id, ref, ticket count; a link to it in the DevRev app
+/// when the app's URL is known (`[text, DON, href]`).
+fn contact_cell(c: &Value, app: &Value) -> Value {
+    if c.is_null() {
         return Value::Null;
+    }
+    let don = at(c, "rev_user_id").as_str().unwrap_or_default();
+    let id = crate::detect::display_id(don);
+    let mut lines = vec![figure(&first(c, &["display_name", "full_name"]))];
+    lines.push(format!("{id} \u{b7} ref {}", figure(at(c, "external_ref"))));
+    lines.push(tickets(at(c, "ticket_count")));
+    let text = Value::String(lines.join("\n"));
+    match app.as_str() {
+        Some(a) if !id.is_empty() => Value::Array(vec![
+            text,
+            Value::String(don.to_string()),
+            Value::String(format!("{a}/contacts/{id}")),
+        ]),
+        _ => Value::Array(vec![text, Value::String(don.to_string())]),
+    }
+}
+
+fn tickets(n: &Value) -> String {
+    match n.as_u64() {
+        Some(1) => "1 ticket".into(),
+        Some(n) => format!("{n} tickets"),
+        None => "tickets not counted in the export".into(),
+    }
+}
+
+/// The survivor as the merge leaves it: its own name and ref, the tickets of both, and what
+/// the carry-over adds (known with --check-live).
+fn after(r: &Value) -> Value {
+    let p = at(r, "primary");
+    let s = at(r, "secondary");
+    let name = first(p, &["display_name", "full_name"]);
+    let name = if name.is_null() {
+        first(s, &["display_name", "full_name"])
+    } else {
+        name
     };
-    let parts: Vec<String> = cs
-        .iter()
-        .map(|c| match f(c) {
-            Value::Array(a) => figure(&a[0]),
-            Value::Null => "\u{2014}".into(),
-            v => figure(&v),
-        })
-        .collect();
-    Value::String(parts.join("; "))
+    let mut lines = vec![figure(&name)];
+    lines.push(format!(
+        "{} \u{b7} ref {}",
+        crate::detect::display_id(at(p, "rev_user_id").as_str().unwrap_or_default()),
+        figure(at(p, "external_ref"))
+    ));
+    let t = match (
+        at(p, "ticket_count").as_u64(),
+        at(s, "ticket_count").as_u64(),
+    ) {
+        (Some(a), Some(b)) => tickets(&Value::from(a + b)),
+        _ => "tickets: both contacts' (a count is missing in the export)".into(),
+    };
+    lines.push(t);
+    if let Some(items) = at(r, "carry.items").as_array().filter(|i| !i.is_empty()) {
+        let carried: Vec<String> = items.iter().map(super::merge::item_text).collect();
+        lines.push(format!("+ {}", carried.join(", ")));
+    }
+    Value::String(lines.join("\n"))
+}
+
+/// What stops resolving once the contact is merged away: its id, and its ref (a `user_` ref's
+/// next Plug login creates a new contact).
+fn lost(c: &Value) -> Value {
+    if c.is_null() {
+        return Value::Null;
+    }
+    let id = crate::detect::display_id(at(c, "rev_user_id").as_str().unwrap_or_default());
+    let r = figure(at(c, "external_ref"));
+    let plug = if r.starts_with("user_") {
+        " (its next Plug login creates a new contact)"
+    } else {
+        ""
+    };
+    Value::String(format!("{id}\nref {r}{plug}"))
 }
 
 fn review_table() -> Table {
     Table {
         id: "needs-review",
-        title: "Needs review".into(),
+        title: "Groups that need a decision".into(),
         note: Some(
-            "Groups detection does not merge on its own: decide them in the review file, then \
-             --decisions FILE. Members are listed in the same order in each column."
+            "Groups detection does not merge on its own: one card per group, its contacts, \
+             why it needs a person, and what the decisions file makes of it. Decide them in \
+             the review file, then --decisions FILE."
                 .into(),
         ),
         columns: vec![
             Column::new("Email", Kind::Text, |r| cell(r, "email")),
-            Column::new("Reason", Kind::Status, |r| cell(r, "reason")),
-            Column::new("Detail", Kind::Long, |r| cell(r, "detail")),
-            Column::new("Contacts", Kind::Num, |r| count(r, "contacts")),
-            Column::new("Ids", Kind::Long, |r| {
-                members(r, |c| id_cell(at(c, "rev_user_id")))
+            Column::new("Decision", Kind::Status, |r| {
+                Value::String(figure(at(r, "decision")))
             }),
-            Column::new("Names", Kind::Long, |r| {
-                members(r, |c| first(c, &["display_name", "full_name"]))
+            Column::new("Why it needs review", Kind::Long, |r| {
+                Value::String(format!(
+                    "{}\n{}",
+                    figure(at(r, "reason_words")),
+                    figure(at(r, "detail"))
+                ))
             }),
-            Column::new("Refs", Kind::Long, |r| {
-                members(r, |c| cell(c, "external_ref"))
+            Column::new("Contacts", Kind::Long, |r| {
+                let app = at(r, "app");
+                let Some(cs) = r.get("contacts").and_then(Value::as_array) else {
+                    return Value::Null;
+                };
+                let lines: Vec<String> = cs
+                    .iter()
+                    .map(|c| figure(&txt(&contact_cell(c, app))).replace('\n', " \u{b7} "))
+                    .collect();
+                Value::String(lines.join("\n"))
             }),
-            Column::new("Tickets", Kind::Long, |r| {
-                members(r, |c| cell(c, "ticket_count"))
-            }),
+            Column::new("Decided", Kind::Long, |r| cell(r, "decided")),
+            Column::new("No longer resolves", Kind::Long, |r| cell(r, "lost")),
         ],
         details: true,
+    }
+}
+
+/// The text of a cell (`[text, title, href]` or a string).
+fn txt(v: &Value) -> Value {
+    match v {
+        Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
+        other => other.clone(),
     }
 }
 
@@ -149,71 +240,6 @@ fn live_table() -> Table {
     }
 }
 
-fn decisions_table() -> Table {
-    Table {
-        id: "decisions",
-        title: "Decisions".into(),
-        note: Some("What --decisions makes of every group.".into()),
-        columns: vec![
-            Column::new("Group", Kind::Text, |r| cell(r, "group")),
-            Column::new("Email", Kind::Text, |r| cell(r, "email")),
-            Column::new("Decision", Kind::Status, |r| cell(r, "decision")),
-            Column::new("Keep", Kind::Text, |r| id_cell(at(r, "keep"))),
-            Column::new("Merged into it", Kind::Long, |r| {
-                let Some(m) = r.get("merge").and_then(Value::as_array) else {
-                    return Value::Null;
-                };
-                let ids: Vec<String> = m
-                    .iter()
-                    .map(|d| crate::detect::display_id(d.as_str().unwrap_or_default()))
-                    .collect();
-                Value::String(ids.join(", "))
-            }),
-            Column::new("Ref adopted from", Kind::Text, |r| {
-                id_cell(at(r, "adopt_ref"))
-            }),
-            Column::new("Source / detail", Kind::Long, |r| {
-                first(r, &["source", "detail"])
-            }),
-        ],
-        details: false,
-    }
-}
-
-/// One decided group as JSON (the decisions have no serialized form of their own).
-fn decision_row(group: &str, email: &str, o: &Outcome) -> Value {
-    match o {
-        Outcome::Merge {
-            keep,
-            merge,
-            adopt_ref,
-            source,
-        } => json!({
-            "group": group, "email": email, "decision": "merge", "keep": keep,
-            "merge": merge, "adopt_ref": adopt_ref,
-            "source": match source {
-                Source::Typed => "typed",
-                Source::Proposed => "proposed (--accept-proposed)",
-                Source::CleanPairRule => "clean pair rule",
-            },
-        }),
-        Outcome::NotDup { line } => json!({
-            "group": group, "email": email, "decision": "not_dup",
-            "detail": format!("not-dup on line {line}"),
-        }),
-        Outcome::Skipped => json!({"group": group, "email": email, "decision": "skipped"}),
-        Outcome::Undecided => json!({"group": group, "email": email, "decision": "undecided"}),
-        Outcome::Stale { reason } => json!({
-            "group": group, "email": email, "decision": "stale", "detail": reason,
-        }),
-        Outcome::Recorded { decision, at, file } => json!({
-            "group": group, "email": email, "decision": decision.word(),
-            "detail": format!("recorded in the savepoint: {} on {} from {}", decision.word(),
-                              at.format("%Y-%m-%d %H:%M UTC"), file.display()),
-        }),
-    }
-}
-
 fn row_each<T: serde::Serialize>(page: &mut Page<'_>, t: &Table, items: &[T]) -> io::Result<()> {
     page.begin_table(t, items.len())?;
     for item in items {
@@ -222,26 +248,115 @@ fn row_each<T: serde::Serialize>(page: &mut Page<'_>, t: &Table, items: &[T]) ->
     page.end_table()
 }
 
-pub fn write(w: &mut dyn Write, r: &PlanReport, decided: Option<&Decided>) -> io::Result<()> {
+/// The organization the plan is for, and the DevRev app's URL, where known: the export does
+/// not name them, so they come from the newest merge report beside the plan (a run of the
+/// same savepoint) and `DEVREV_APP_URL`.
+struct Org {
+    text: Option<String>,
+    app: Option<String>,
+}
+
+fn org_of(json: &Path) -> Org {
+    let report = json.parent().and_then(super::history::newest_org);
+    let text = report.as_ref().map(|o| {
+        let id = figure(&first(o, &["display_id", "id"]));
+        match at(o, "slug").as_str() {
+            Some(s) => format!("{s} ({id})"),
+            None => id,
+        }
+    });
+    let app = std::env::var("DEVREV_APP_URL")
+        .ok()
+        .filter(|u| u.starts_with("https://"))
+        .or_else(|| {
+            report
+                .as_ref()
+                .and_then(|o| at(o, "slug").as_str().map(str::to_owned))
+                .filter(|s| {
+                    s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                })
+                .map(|s| format!("https://app.devrev.ai/{s}"))
+        })
+        .map(|u| u.trim_end_matches('/').to_string());
+    Org { text, app }
+}
+
+/// Who runs the tool, on which machine: `user@host` as far as the environment says.
+pub(super) fn who() -> String {
+    let user = ["USER", "USERNAME", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "someone".into());
+    let host = std::env::var("HOSTNAME")
+        .or_else(|_| std::env::var("COMPUTERNAME"))
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty());
+    match host {
+        Some(h) => format!("{user}@{h}"),
+        None => user,
+    }
+}
+
+/// The most cards a page holds per list: a bigger plan is summarised, and its full list
+/// stays in the plan's JSON and the review file.
+pub const MOST_CARDS: usize = 1000;
+
+pub fn write(
+    w: &mut dyn Write,
+    json: &Path,
+    r: &PlanReport,
+    decided: Option<&Decided>,
+) -> io::Result<()> {
     let top = Value::Object(fields_without(r, BIG)?);
     let live = match r.live_check {
         Some(l) => Some(Value::Object(fields_without(l, &["results"])?)),
         None => None,
     };
     let p = r.plan;
+    let org = org_of(json);
+    let when = super::local_time(&r.generated_at);
+    let by = who();
     let title = format!("Merge plan for {}", p.source);
-    let mut facts = vec![format!(
-        "Written {} by devrev-merge {} (--preview). keep: {}",
-        figure(at(&top, "generated_at")),
-        figure(at(&top, "tool_version")),
-        figure(at(&top, "keep")),
-    )];
+    let mut facts = vec![
+        format!(
+            "Organization: {}",
+            org.text.clone().unwrap_or_else(|| {
+                "not named by the export (a first run records it; see the history page)".into()
+            })
+        ),
+        format!(
+            "Prepared by {by} on {when}, with devrev-merge {} (--preview)",
+            r.tool_version
+        ),
+        format!(
+            "Keep: {}. Plan file: {}",
+            figure(at(&top, "keep")),
+            json.file_name().unwrap_or_default().to_string_lossy()
+        ),
+    ];
     if let Some(d) = at(&top, "email_domain").as_str() {
         facts.push(format!("Only emails of {d}"));
     }
     let mut page = Page::start(w, "plan", &title, &facts)?;
 
     let est = at(&top, "estimate");
+    // What a decisions file makes of the groups, by email.
+    let mut by_email: HashMap<&str, (&str, &Outcome)> = HashMap::new();
+    if let Some(d) = decided {
+        for (g, e, o) in &d.groups {
+            by_email.insert(e.as_str(), (g.as_str(), o));
+        }
+    }
+    let c = tally(p, decided);
+    let (groups, undecided, vetoes) = (c.groups, c.undecided, c.vetoes);
+    page.lead(&lead_sentence(&c, est))?;
+
     let singles: u64 = at(&top, "singles")
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
@@ -251,11 +366,9 @@ pub fn write(w: &mut dyn Write, r: &PlanReport, decided: Option<&Decided>) -> io
         card("rows read", figure(at(&top, "rows_read")), Tone::Plain),
         card("emails", figure(at(&top, "emails")), Tone::Plain),
         card("pairs to merge", n(p.pairs.len()), Tone::Good),
-        card(
-            "needs review (groups)",
-            n(p.needs_review.len()),
-            warn_if(p.needs_review.len()),
-        ),
+        card("groups to merge", n(groups), Tone::Good),
+        card("groups undecided", n(undecided), warn_if(undecided)),
+        card("vetoed (not duplicates)", n(vetoes), Tone::Plain),
         card("single contacts", singles.to_string(), Tone::Plain),
         card("rows without email", n(p.no_email.len()), Tone::Plain),
     ];
@@ -298,20 +411,159 @@ pub fn write(w: &mut dyn Write, r: &PlanReport, decided: Option<&Decided>) -> io
     }
     page.cards("Summary", &cards)?;
 
-    row_each(&mut page, &pairs_table(), &p.pairs)?;
-    row_each(&mut page, &review_table(), &p.needs_review)?;
-    if let Some(d) = decided {
-        let t = decisions_table();
-        page.begin_table(&t, d.groups.len())?;
-        for (group, email, o) in &d.groups {
-            page.row(&t, &decision_row(group, email, o))?;
+    // What is left to do before a run.
+    let review = json
+        .parent()
+        .and_then(super::history::newest_review)
+        .map(|f| format!("reports/{f}"))
+        .unwrap_or_else(|| "reports/review-<timestamp>.csv".into());
+    let mut todo: Vec<(String, Option<String>)> = Vec::new();
+    if undecided > 0 {
+        todo.push((
+            format!(
+                "{undecided} group(s) undecided: decide them in the review file (keep / merge / \
+                 not-dup on each row), then preview again with it:"
+            ),
+            Some(format!(
+                "devrev-merge --csv {} --preview --decisions {review}",
+                p.source
+            )),
+        ));
+    }
+    if r.live_check.is_none() && !p.pairs.is_empty() {
+        todo.push((
+            "The pairs were not checked against DevRev: check them as they stand now (and see \
+             what the carry-over would write and what conflicts):"
+                .into(),
+            Some(format!(
+                "devrev-merge --csv {} --preview --check-live",
+                p.source
+            )),
+        ));
+    }
+    if !r.held_by_savepoint.is_empty() {
+        todo.push((
+            format!(
+                "{} pair(s) are held by the savepoint (restored earlier, or sharing a contact \
+                 with another record): a run skips them.",
+                r.held_by_savepoint.len()
+            ),
+            None,
+        ));
+    }
+    if !todo.is_empty() {
+        page.points("before", "Before approving", Tone::Warn, &todo)?;
+    }
+
+    // The pairs, as cards (the first MOST_CARDS of them).
+    let live_by_email: HashMap<&str, &crate::planfile::LiveResult> = r
+        .live_check
+        .map(|l| l.results.iter().map(|x| (x.email.as_str(), x)).collect())
+        .unwrap_or_default();
+    let t = pairs_table(r.live_check.is_some());
+    let shown = p.pairs.len().min(MOST_CARDS);
+    page.begin_cards(&t, shown)?;
+    for pair in &p.pairs[..shown] {
+        let mut row = serde_json::to_value(pair).map_err(io::Error::other)?;
+        let (decision, why) = match by_email.get(pair.email.as_str()) {
+            Some((_, o)) => outcome_words(o),
+            None => (
+                "merge".to_string(),
+                format!(
+                    "a clean pair: one REVU- and one user_ contact share the email; the plan's \
+                     rule (keep {}) keeps the first",
+                    figure(at(&top, "keep"))
+                ),
+            ),
+        };
+        if let Some(m) = row.as_object_mut() {
+            m.insert("decision".into(), Value::String(decision));
+            m.insert("why".into(), Value::String(why));
+            if let Some(a) = &org.app {
+                m.insert("app".into(), Value::String(a.clone()));
+            }
+            if let Some(l) = live_by_email.get(pair.email.as_str()) {
+                if let Some(c) = &l.would_carry {
+                    m.insert(
+                        "carry".into(),
+                        serde_json::to_value(c).map_err(io::Error::other)?,
+                    );
+                }
+                if let Some(t) = &l.turned {
+                    m.insert(
+                        "why".into(),
+                        Value::String(format!("--keep auto turned it: {t}")),
+                    );
+                }
+            }
         }
-        page.end_table()?;
+        page.row(&t, &row)?;
     }
+    page.end_table()?;
+    more(&mut page, p.pairs.len(), shown, "pairs", json)?;
+
+    let t = review_table();
+    let shown = p.needs_review.len().min(MOST_CARDS);
+    page.begin_cards(&t, shown)?;
+    for g in &p.needs_review[..shown] {
+        let mut row = serde_json::to_value(g).map_err(io::Error::other)?;
+        if let Some(m) = row.as_object_mut() {
+            m.insert(
+                "reason_words".into(),
+                Value::String(g.reason.describe().to_string()),
+            );
+            if let Some(a) = &org.app {
+                m.insert("app".into(), Value::String(a.clone()));
+            }
+            let (decision, detail) = match by_email.get(g.email.as_str()) {
+                Some((_, o)) => outcome_words(o),
+                None => (
+                    "undecided".to_string(),
+                    "no decisions file given: decide it in the review file".to_string(),
+                ),
+            };
+            m.insert("decision".into(), Value::String(decision));
+            m.insert("decided".into(), Value::String(detail));
+            if let Some((
+                _,
+                Outcome::Merge {
+                    merge, adopt_ref, ..
+                },
+            )) = by_email.get(g.email.as_str())
+            {
+                let lost: Vec<String> = g
+                    .contacts
+                    .iter()
+                    .filter(|c| merge.contains(&c.rev_user_id))
+                    .filter(|c| adopt_ref.as_deref() != Some(c.rev_user_id.as_str()))
+                    .map(|c| {
+                        format!(
+                            "{} ref {}",
+                            crate::detect::display_id(&c.rev_user_id),
+                            c.external_ref
+                        )
+                    })
+                    .collect();
+                if !lost.is_empty() {
+                    m.insert("lost".into(), Value::String(lost.join("\n")));
+                }
+            }
+        }
+        page.row(&t, &row)?;
+    }
+    page.end_table()?;
+    more(&mut page, p.needs_review.len(), shown, "groups", json)?;
+
     if let Some(l) = r.live_check {
-        row_each(&mut page, &live_table(), &l.results)?;
+        let shown = l.results.len().min(MOST_CARDS);
+        row_each(&mut page, &live_table(), &l.results[..shown])?;
+        more(&mut page, l.results.len(), shown, "live checks", json)?;
     }
-    row_each(&mut page, &no_email_table(), &p.no_email)?;
+    let shown = p.no_email.len().min(MOST_CARDS);
+    row_each(&mut page, &no_email_table(), &p.no_email[..shown])?;
+    more(&mut page, p.no_email.len(), shown, "rows", json)?;
+
+    page.signoff(&by, &when)?;
 
     page.kv_section("estimate", "Estimate", est)?;
     if let Some(l) = &live {
@@ -323,6 +575,181 @@ pub fn write(w: &mut dyn Write, r: &PlanReport, decided: Option<&Decided>) -> io
     }
     page.kv_section("details", "Plan details", &rest)?;
     page.finish()
+}
+
+/// The note under a list cut at [`MOST_CARDS`]: where the rest is.
+fn more(
+    page: &mut Page<'_>,
+    total: usize,
+    shown: usize,
+    what: &str,
+    json: &Path,
+) -> io::Result<()> {
+    if total > shown {
+        page.para(
+            "note more",
+            &format!(
+                "The first {shown} of {total} {what} are shown. The full list is in the plan {} \
+                 and the review file beside it (one line each, for a spreadsheet or grep).",
+                json.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// The plan in one sentence, in the manner of `terraform plan`: "20 pairs and 4 groups (6
+/// contacts) to merge, 2 groups undecided, 1 veto; about 33 s at 45 calls/min".
+fn lead_sentence(c: &Tally, est: &Value) -> String {
+    let Tally {
+        pairs,
+        groups,
+        group_contacts,
+        undecided,
+        vetoes,
+        left,
+    } = *c;
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let mut s = match (pairs, groups) {
+        (0, 0) => "Nothing to merge".to_string(),
+        (p, 0) => format!("{} to merge", plural(p, "pair", "pairs")),
+        (0, g) => format!(
+            "{} ({group_contacts} contacts) to merge",
+            plural(g, "group", "groups")
+        ),
+        (p, g) => format!(
+            "{} and {} ({group_contacts} contacts) to merge",
+            plural(p, "pair", "pairs"),
+            plural(g, "group", "groups")
+        ),
+    };
+    if undecided > 0 {
+        s.push_str(&format!(
+            ", {} undecided",
+            plural(undecided, "group", "groups")
+        ));
+    }
+    if vetoes > 0 {
+        s.push_str(&format!(", {}", plural(vetoes, "veto", "vetoes")));
+    }
+    if left > 0 {
+        s.push_str(&format!(", {} left alone", plural(left, "group", "groups")));
+    }
+    if pairs + groups > 0 {
+        let calls = at(est, "rate_limit_calls").as_f64().unwrap_or(0.0);
+        let period = at(est, "rate_limit_period_s").as_f64().unwrap_or(60.0);
+        let per_min = if period > 0.0 {
+            calls * 60.0 / period
+        } else {
+            0.0
+        };
+        s.push_str(&format!(
+            "; about {} at {} calls/min",
+            duration(at(est, "seconds").as_f64().unwrap_or(0.0)),
+            (per_min * 10.0).round() / 10.0
+        ));
+    }
+    s.push('.');
+    s
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    /// Clean pairs that merge.
+    pairs: usize,
+    /// Other groups that merge, and their contacts (survivors included).
+    groups: usize,
+    group_contacts: usize,
+    undecided: usize,
+    vetoes: usize,
+    /// Skipped, stale, or recorded as skipped.
+    left: usize,
+}
+
+/// What the plan comes to, with the decisions if any (a clean pair is a group of the
+/// decisions too: counted as a pair).
+fn tally(p: &crate::detect::Plan, decided: Option<&Decided>) -> Tally {
+    let Some(d) = decided else {
+        return Tally {
+            pairs: p.pairs.len(),
+            undecided: p.needs_review.len(),
+            ..Tally::default()
+        };
+    };
+    let pair_emails: std::collections::HashSet<&str> =
+        p.pairs.iter().map(|x| x.email.as_str()).collect();
+    let mut t = Tally::default();
+    let mut decided_pairs = std::collections::HashSet::new();
+    for (_, e, o) in &d.groups {
+        let is_pair = pair_emails.contains(e.as_str());
+        if is_pair {
+            decided_pairs.insert(e.as_str());
+        }
+        match o {
+            Outcome::Merge { .. } if is_pair => t.pairs += 1,
+            Outcome::Merge { merge, .. } => {
+                t.groups += 1;
+                t.group_contacts += 1 + merge.len();
+            }
+            Outcome::NotDup { .. }
+            | Outcome::Recorded {
+                decision: crate::merge::journal::LastingDecision::NotDup,
+                ..
+            } => t.vetoes += 1,
+            Outcome::Undecided => t.undecided += 1,
+            Outcome::Skipped | Outcome::Stale { .. } | Outcome::Recorded { .. } => t.left += 1,
+        }
+    }
+    // Pairs the decisions do not name merge by the plan's rule.
+    t.pairs += pair_emails.len() - decided_pairs.len();
+    t
+}
+
+/// A decision in words: what happens, and where it came from.
+fn outcome_words(o: &Outcome) -> (String, String) {
+    let id = |d: &str| crate::detect::display_id(d);
+    match o {
+        Outcome::Merge {
+            keep,
+            merge,
+            adopt_ref,
+            source,
+        } => {
+            let from = match source {
+                Source::Typed => "typed in the decisions file",
+                Source::Proposed => "the review file's proposal (--accept-proposed)",
+                Source::CleanPairRule => "the clean-pair rule",
+            };
+            let mut d = format!(
+                "keep {}, merge {} into it; {from}",
+                id(keep),
+                merge.iter().map(|m| id(m)).collect::<Vec<_>>().join(", ")
+            );
+            if let Some(a) = adopt_ref {
+                d.push_str(&format!("; the survivor takes the ref of {}", id(a)));
+            }
+            ("merge".into(), d)
+        }
+        Outcome::NotDup { line } => (
+            "not duplicates".into(),
+            format!("not-dup on line {line} of the decisions file: never merged"),
+        ),
+        Outcome::Skipped => ("skipped".into(), "decided: nothing to merge".into()),
+        Outcome::Undecided => ("undecided".into(), "nobody decided it: left alone".into()),
+        Outcome::Stale { reason } => (
+            "left alone (changed)".into(),
+            format!("a contact changed since the review file was written: {reason}"),
+        ),
+        Outcome::Recorded { decision, at, file } => (
+            decision.word().replace(['-', '_'], " "),
+            format!(
+                "recorded in the savepoint on {} from {}",
+                super::local_time(&at.to_rfc3339()),
+                file.display()
+            ),
+        ),
+    }
 }
 
 fn card(label: &str, value: String, tone: Tone) -> Card {
