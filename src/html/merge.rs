@@ -418,14 +418,14 @@ pub fn write(w: &mut dyn Write, json: &std::path::Path, r: &MergeReport<'_>) -> 
     let facts = vec![
         format!(
             "Outcome: {}. Organization {} ({})",
-            figure(at(&top, "outcome")),
+            super::words(&figure(at(&top, "outcome"))),
             figure(&first(org, &["display_id", "id"])),
             figure(&first(org, &["slug"])),
         ),
         format!(
             "From {} to {} ({} s), devrev-merge {}, CSV {}",
-            figure(at(&top, "started_at")),
-            figure(at(&top, "finished_at")),
+            super::local_time(&figure(at(&top, "started_at"))),
+            super::local_time(&figure(at(&top, "finished_at"))),
             figure(at(&top, "duration_s")),
             figure(at(&top, "tool_version")),
             figure(at(&top, "configuration.csv")),

@@ -316,7 +316,7 @@ impl<'w> Page<'w> {
         write!(
             w,
             "<section class=\"tbl{}\" id=\"{}\" data-total=\"{total}\" data-page-size=\"{size}\"",
-            if cards { " cards" } else { "" },
+            if cards { " as-cards" } else { "" },
             text(t.id)
         )?;
         if let Some(i) = status {
@@ -643,7 +643,7 @@ function txt(c){if(c===null||c===undefined)return '';if(Array.isArray(c))return 
 function table(sec){
  var rows=JSON.parse(sec.querySelector('script.rows').textContent);
  var size=parseInt(sec.getAttribute('data-page-size'),10)||200;
- var cards=sec.classList.contains('cards');
+ var cards=sec.classList.contains('as-cards');
  var ths=sec.querySelectorAll(cards?'.heads .h':'thead th'),n=ths.length,types=[],labels=[],i,j;
  var st=sec.hasAttribute('data-status')?parseInt(sec.getAttribute('data-status'),10):-1;
  for(i=0;i<n;i++){types.push(ths[i].getAttribute('data-t'));labels.push(ths[i].textContent);}

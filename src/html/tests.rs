@@ -69,7 +69,7 @@ fn render_plan(plan: &detect::Plan) -> String {
 fn rows_of(page: &str, id: &str) -> Vec<Value> {
     let start = page
         .find(&format!("<section class=\"tbl\" id=\"{id}\""))
-        .or_else(|| page.find(&format!("<section class=\"tbl cards\" id=\"{id}\"")))
+        .or_else(|| page.find(&format!("<section class=\"tbl as-cards\" id=\"{id}\"")))
         .unwrap_or_else(|| panic!("no table {id}"));
     let open = "<script type=\"application/json\" class=\"rows\">";
     let body = &page[start..];
@@ -123,7 +123,7 @@ fn five_thousand_pairs_are_summarised_and_paged() {
     // The first MOST_CARDS are on the page, 50 cards a page; the rest is in the JSON.
     assert!(
         page.contains(
-            "<section class=\"tbl cards\" id=\"pairs\" data-total=\"1000\" data-page-size=\"50\" data-status=\"1\">"
+            "<section class=\"tbl as-cards\" id=\"pairs\" data-total=\"1000\" data-page-size=\"50\" data-status=\"1\">"
         ),
         "paging markup"
     );

@@ -255,7 +255,7 @@ fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
         seen.contains("No longer resolves"),
         "the lost refs are shown"
     );
-    assert!(section_tag(&dom, "pairs cards").contains("data-shown=\"3\""));
+    assert!(section_tag(&dom, "pairs as-cards").contains("data-shown=\"3\""));
     // The name is on the page as the text it is (both contacts of the first pair).
     let as_text = "&lt;script&gt;document.body.setAttribute('data-pwned','1')&lt;/script&gt;\
                    &lt;img src=x onerror=\"document.body.setAttribute('data-pwned','2')\"&gt; \
@@ -390,7 +390,7 @@ fn a_big_plan_is_paged_in_the_browser() {
         .success();
     let dom = dump_dom(&chromium, &page(dir.path(), "plan"));
     assert_rendered_safely(&dom);
-    let tag = section_tag(&dom, "pairs cards");
+    let tag = section_tag(&dom, "pairs as-cards");
     for attr in [
         "data-total=\"450\"",
         "data-page=\"1\"",
@@ -436,4 +436,81 @@ fn a_page_that_cannot_be_written_does_not_fail_the_run() {
     assert!(stderr.contains("the JSON report"), "{stderr}");
     assert!(!stderr.contains("HTML report:"), "{stderr}");
     assert_eq!(w.last_report()["summary"]["merged"], 2);
+}
+
+/// Readable on a laptop and on a wide screen: at 1366 and at 1920 pixels nothing on the plan
+/// page is wider than the window, and the cards fill the width (3 and 4 to a row, not 2 with a
+/// third of the screen empty); printed to PDF by Chromium it is pages with the plan's sentence
+/// and the sign-off in them.
+#[test]
+fn the_plan_page_fits_a_laptop_fills_a_wide_screen_and_prints() {
+    let Some(chromium) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,TICKET_COUNT\n");
+    for i in 0..60 {
+        csv.push_str(&format!(
+            "don:identity:dvrv-us-1:devo/1:revu/r{i},p{i:03}@x.com,REVU-r{i},Person {i},1\n\
+             don:identity:dvrv-us-1:devo/1:revu/u{i},p{i:03}@x.com,user_{i}verylongref{i},P {i},2\n"
+        ));
+    }
+    std::fs::write(dir.path().join("c.csv"), csv).unwrap();
+    scrubbed_assert_cmd(dir.path())
+        .args(["--csv", "c.csv", "--preview"])
+        .assert()
+        .success();
+    let plan = page(dir.path(), "plan");
+    for (width, columns) in [(1366, "3"), (1920, "4")] {
+        let dom = run_chromium(
+            &chromium,
+            &plan,
+            &[&format!("--window-size={width},768"), "--dump-dom"],
+        );
+        assert_rendered_safely(&dom);
+        assert!(
+            dom.contains("data-overflow=\"\""),
+            "something is wider than a {width} px window: {}",
+            dom.split("data-overflow=\"")
+                .nth(1)
+                .unwrap_or("")
+                .split('"')
+                .next()
+                .unwrap_or("")
+        );
+        assert!(
+            dom.contains(&format!("data-card-columns=\"{columns}\"")),
+            "{columns} cards to a row at {width} px: {}",
+            dom.split("data-card-columns=\"")
+                .nth(1)
+                .unwrap_or("?")
+                .split('"')
+                .next()
+                .unwrap_or("")
+        );
+    }
+    let pdf = dir.path().join("plan.pdf");
+    run_chromium(
+        &chromium,
+        &plan,
+        &[
+            "--no-pdf-header-footer",
+            &format!("--print-to-pdf={}", pdf.display()),
+        ],
+    );
+    let bytes = std::fs::read(&pdf).unwrap();
+    assert!(bytes.starts_with(b"%PDF"), "a PDF");
+    let pages = String::from_utf8_lossy(&bytes)
+        .matches("/Type /Page\n")
+        .count()
+        + String::from_utf8_lossy(&bytes)
+            .matches("/Type/Page/")
+            .count()
+        + String::from_utf8_lossy(&bytes)
+            .matches("/Type /Page ")
+            .count()
+        + String::from_utf8_lossy(&bytes)
+            .matches("/Type/Page>")
+            .count();
+    assert!(pages >= 2, "60 cards print on several pages ({pages})");
 }
