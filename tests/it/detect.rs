@@ -221,6 +221,19 @@ fn preview_json_prints_exactly_the_plan_file_and_touches_nothing() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
+    // The history page and its journal, kept across commands in the report folder.
+    let history: Vec<PathBuf> = files
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("history.")
+        })
+        .cloned()
+        .collect();
+    assert_eq!(history.len(), 2, "{files:?}");
+    files.retain(|p| !history.contains(p));
     // The plan's page, the plan, and the review file beside them.
     assert_eq!(files.len(), 3, "{files:?}");
     assert_eq!(
