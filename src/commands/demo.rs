@@ -199,7 +199,7 @@ mod imp {
                 .map_err(|e| AppError::io("cannot create a temporary folder for the demo", e))?
                 .keep(),
         };
-        dir.canonicalize()
+        crate::platform::canonicalize(&dir)
             .map_err(|e| AppError::io(format!("cannot resolve {}", dir.display()), e))
     }
 
