@@ -298,16 +298,20 @@ mod tests {
     }
 
     #[test]
-    fn replacing_a_file_that_is_open_works() {
-        // The savepoint is replaced (compacted) while a handle to it may still be open: on
-        // Windows that needs the share-delete mode std and this crate open files with.
+    fn replacing_a_file_that_was_appended_to_works() {
+        // The savepoint's compaction: append, close the handle (Windows cannot replace a file
+        // that is still open, so `Savepoint::compact` drops its handle first), then replace.
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("savepoint.json");
         write_private_atomic(&p, b"old").unwrap();
-        let held = crate::platform::open_existing_nofollow(&p, true).unwrap();
+        let mut log = crate::platform::open_existing_nofollow(&p, true).unwrap();
+        log.write_all(b"+line").unwrap();
+        log.sync_all().unwrap();
+        drop(log);
+        assert_eq!(fs::read(&p).unwrap(), b"old+line");
         write_private_atomic(&p, b"new").unwrap();
-        drop(held);
         assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_private(&p);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
