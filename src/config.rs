@@ -587,13 +587,9 @@ fn sample_args(cli: &Cli) -> Result<SampleArgs, AppError> {
     })
 }
 
-/// The same file under two names (a link, `./x` and `x`), by device and inode.
+/// The same file under two names (a link, `./x` and `x`).
 fn same_file(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
-        _ => false,
-    }
+    crate::platform::same_file(a, b)
 }
 
 /// Loads `path` (`.env` in the current folder) into the environment without overriding

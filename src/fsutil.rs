@@ -1,84 +1,65 @@
 //! Atomic, owner-only file writes and safe names built from customer data.
 //!
 //! Everything this tool writes (backups, reports, plans, the savepoint, logs) holds PII, so
-//! folders are 0700 and files 0600, and a file is either the old version or the complete new
-//! one: written to a temp file in the same folder, fsynced, then renamed over the target.
+//! folders and files are readable by their owner alone (0700 and 0600 on Unix, an ACL granting
+//! the current user alone on Windows: see [`crate::platform`]), and a file is either the old
+//! version or the complete new one: written to a temp file in the same folder, fsynced, then
+//! renamed over the target. This module is portable; what differs per OS is in `platform`.
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Creates `dir` (and parents) with mode 0700. Existing folders keep their mode (see
-/// [`tighten_private_dir`]). A symbolic link at `dir` is refused: customer data would land
-/// wherever the link points, a place someone else may have chosen.
+use crate::platform::{self, Loosened};
+
+/// Creates `dir` (and parents), owner-only. Existing folders keep their access (see
+/// [`tighten_private_dir`]). A link (symlink, or junction on Windows) at `dir` is refused:
+/// customer data would land wherever the link points, a place someone else may have chosen.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     refuse_symlink(dir)?;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    platform::create_dir_all_private(dir)?;
     // A link created between the check and the creation is caught here.
     refuse_symlink(dir)
 }
 
-/// Creates `dir` like [`create_private_dir`] and, if it already existed with access for group
-/// or others, takes that access away. Returns the old mode when it changed, for a warning.
+/// Creates `dir` like [`create_private_dir`] and, if it already existed with access for
+/// others, takes that access away. Returns what it was when it changed, for a warning.
 /// For the folders this tool owns (backups, reports, logs), not for the savepoint's folder,
 /// which is often the user's working folder.
-pub fn tighten_private_dir(dir: &Path) -> std::io::Result<Option<u32>> {
+pub fn tighten_private_dir(dir: &Path) -> std::io::Result<Option<Loosened>> {
     create_private_dir(dir)?;
-    let mode = fs::metadata(dir)?.permissions().mode() & 0o777;
-    if mode & 0o077 == 0 {
-        return Ok(None);
-    }
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
-    Ok(Some(mode))
+    platform::restrict_dir_to_owner(dir)
 }
 
-/// An error if `path` is a symbolic link (a missing path is fine).
+/// An error if `path` is a link (a missing path is fine).
 pub fn refuse_symlink(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(symlink_error(path)),
+        Ok(m) if platform::is_link(&m) => Err(platform::link_refused(path)),
         _ => Ok(()),
     }
 }
 
-fn symlink_error(path: &Path) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!(
-            "{} is a symbolic link; refusing to write customer data through it \
-             (remove the link or choose another path)",
-            path.display()
-        ),
-    )
-}
-
-/// Opens (creating if needed, mode 0600) a file this tool owns, such as a lock or a log,
-/// without following a symbolic link at its name: a link there is an error saying so.
+/// Opens (creating if needed, owner-only) a file this tool owns, such as a lock or a log,
+/// without following a link at its name: a link there is an error saying so.
 pub fn open_private(path: &Path, append: bool) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = fs::OpenOptions::new();
-    opts.read(!append)
-        .write(true)
-        .append(append)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW);
-    opts.open(path).map_err(|e| {
-        if e.raw_os_error() == Some(libc::ELOOP) {
-            symlink_error(path)
-        } else {
-            e
-        }
-    })
+    let how = if append {
+        platform::Open::Append
+    } else {
+        platform::Open::ReadWrite
+    };
+    platform::open_private(path, how)
 }
 
-/// Writes `bytes` to `path` atomically with mode 0600.
+/// A new temp file in `dir`, owner-only from its creation, deleted on drop unless persisted.
+pub fn private_tempfile_in(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .make_in(dir, platform::create_new_private)
+}
+
+/// Writes `bytes` to `path` atomically, owner-only.
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     write_private_atomic_with(path, true, |w| w.write_all(bytes))
 }
@@ -95,14 +76,13 @@ where
         _ => Path::new("."),
     };
     create_private_dir(dir)?;
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    let tmp = private_tempfile_in(dir, ".tmp-")?;
     // Writes larger than the buffer go straight to the file, without a copy.
     let mut out = std::io::BufWriter::with_capacity(64 << 10, tmp);
     write(&mut out)?;
     let tmp = out.into_inner().map_err(|e| e.into_error())?;
     tmp.as_file().sync_all()?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(0o600))?;
+    // Replaces an existing file on Windows too (MoveFileExW with MOVEFILE_REPLACE_EXISTING).
     if overwrite {
         tmp.persist(path).map_err(|e| e.error)?;
     } else {
@@ -116,7 +96,7 @@ where
 /// caller would otherwise go on (send the next write to DevRev) believing a journal line or
 /// a backup is on disk when it may not survive.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
+    platform::sync_dir(dir)
 }
 
 /// The error for a rename that happened but whose folder could not be synced.
@@ -171,10 +151,35 @@ pub fn safe_component(raw: &str, max: usize) -> String {
     if s.len() > max {
         s.truncate(max);
     }
+    // Windows drops a trailing dot and reserves device names (`con`, `nul`, `com1`, ... with
+    // any extension: `con.txt` opens the console). Sanitized the same on every platform, so a
+    // backup taken on Linux can be copied to Windows and verified there.
+    if s.ends_with('.') {
+        s.pop();
+        s.push('_');
+    }
+    if is_reserved_on_windows(&s) {
+        s.insert(0, '_');
+        s.truncate(max.max(1));
+    }
     if s.is_empty() {
         s.push('_');
     }
     s
+}
+
+/// `CON`, `PRN`, `AUX`, `NUL`, `COM1`-`COM9`, `LPT1`-`LPT9` (and `COM0`/`LPT0`), in any case,
+/// alone or before a dot.
+fn is_reserved_on_windows(name: &str) -> bool {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit())
 }
 
 /// Timestamp used in file names: `YYYYMMDD_HHMMSS` in local time.
@@ -198,6 +203,7 @@ pub fn unique_path(dir: &Path, prefix: &str, ext: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::tests::{assert_private, make_loose, symlink_or_skip};
 
     #[test]
     fn a_folder_that_cannot_be_synced_is_an_error_naming_file_and_folder() {
@@ -225,10 +231,12 @@ mod tests {
             "a\nb",
             "/abs",
             "\\win",
+            "C:\\x",
+            "a:b",
         ] {
             let s = safe_component(raw, 100);
             assert!(
-                !s.contains('/') && !s.contains('\\') && !s.contains('\0'),
+                !s.contains('/') && !s.contains('\\') && !s.contains('\0') && !s.contains(':'),
                 "{raw:?} -> {s:?}"
             );
             assert!(!s.starts_with('.'), "{raw:?} -> {s:?}");
@@ -243,19 +251,43 @@ mod tests {
     }
 
     #[test]
+    fn names_windows_reserves_are_changed_everywhere() {
+        for (raw, want) in [
+            ("con", "_con"),
+            ("CON.txt", "_CON.txt"),
+            ("nul.tar.gz", "_nul.tar.gz"),
+            ("Com1", "_Com1"),
+            ("lpt9.log", "_lpt9.log"),
+            ("aux:x", "aux_x"),
+            ("report.", "report_"),
+            ("console.txt", "console.txt"),
+            ("com10", "com10"),
+        ] {
+            assert_eq!(safe_component(raw, 100), want, "{raw:?}");
+        }
+        // Truncation that leaves a reserved name is caught too.
+        assert_eq!(safe_component("conx", 3), "_co");
+        // Each such name can really be written here (and would be on Windows).
+        let dir = tempfile::tempdir().unwrap();
+        for raw in ["con.txt", "NUL", "prn", "a:b", "x."] {
+            let p = dir.path().join(safe_component(raw, 100));
+            write_private_atomic(&p, raw.as_bytes()).unwrap();
+            assert_eq!(fs::read(&p).unwrap(), raw.as_bytes());
+        }
+    }
+
+    #[test]
     fn streamed_write_is_private_and_can_refuse_to_overwrite() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("plan.json");
         write_private_atomic_with(&p, false, |w| w.write_all(b"one")).unwrap();
-        assert_eq!(
-            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_private(&p);
         let e = write_private_atomic_with(&p, false, |w| w.write_all(b"two")).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"one");
         write_private_atomic_with(&p, true, |w| w.write_all(b"three")).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"three");
+        assert_private(&p);
         // A failing writer leaves nothing behind.
         let q = dir.path().join("q.json");
         assert!(
@@ -266,18 +298,62 @@ mod tests {
     }
 
     #[test]
+    fn replacing_a_file_that_was_appended_to_works() {
+        // The savepoint's compaction: append, close the handle (Windows cannot replace a file
+        // that is still open, so `Savepoint::compact` drops its handle first), then replace.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("savepoint.json");
+        write_private_atomic(&p, b"old").unwrap();
+        let mut log = crate::platform::open_existing_nofollow(&p, true).unwrap();
+        log.write_all(b"+line").unwrap();
+        log.sync_all().unwrap();
+        drop(log);
+        assert_eq!(fs::read(&p).unwrap(), b"old+line");
+        write_private_atomic(&p, b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_private(&p);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn long_paths_are_written_like_short_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = dir.path().to_path_buf();
+        for i in 0..6 {
+            p.push(format!("{i}{}", "d".repeat(60)));
+        }
+        let f = p.join(format!("{}.json", "f".repeat(100)));
+        assert!(f.as_os_str().len() > 400);
+        write_private_atomic(&f, b"far").unwrap();
+        assert_eq!(fs::read(&f).unwrap(), b"far");
+        assert_private(&f);
+        assert_private(&p);
+        let mut lock = open_private(&p.join("x.lock"), false).unwrap();
+        lock.write_all(b"1").unwrap();
+        sync_dir(&p).unwrap();
+    }
+
+    #[test]
     fn symlinks_are_refused_and_loose_folders_tightened() {
-        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("elsewhere");
         fs::create_dir(&target).unwrap();
+        let loose = dir.path().join("reports");
+        fs::create_dir(&loose).unwrap();
+        make_loose(&loose);
+        assert!(tighten_private_dir(&loose).unwrap().is_some());
+        assert_private(&loose);
+        assert_eq!(tighten_private_dir(&loose).unwrap(), None);
+
         let link = dir.path().join("backups");
-        symlink(&target, &link).unwrap();
+        if !symlink_or_skip(&target, &link, true) {
+            return;
+        }
         let e = create_private_dir(&link).unwrap_err();
         assert!(e.to_string().contains("is a symbolic link"), "{e}");
         // A link at a file name: refused, and the target is not created or touched.
         let file_link = dir.path().join("x.lock");
-        symlink(target.join("victim"), &file_link).unwrap();
+        assert!(symlink_or_skip(&target.join("victim"), &file_link, false));
         let e = open_private(&file_link, false).unwrap_err();
         assert!(e.to_string().contains("is a symbolic link"), "{e}");
         assert!(!target.join("victim").exists());
@@ -290,15 +366,6 @@ mod tests {
                 .is_symlink()
         );
         assert!(!target.join("victim").exists());
-        let loose = dir.path().join("reports");
-        fs::create_dir(&loose).unwrap();
-        fs::set_permissions(&loose, fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(tighten_private_dir(&loose).unwrap(), Some(0o755));
-        assert_eq!(
-            fs::metadata(&loose).unwrap().permissions().mode() & 0o777,
-            0o700
-        );
-        assert_eq!(tighten_private_dir(&loose).unwrap(), None);
     }
 
     #[test]
@@ -306,16 +373,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/f.json");
         write_json_atomic(&p, &serde_json::json!({"a": 1})).unwrap();
-        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let dmode = fs::metadata(p.parent().unwrap())
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(dmode, 0o700);
+        assert_private(&p);
+        assert_private(p.parent().unwrap());
         write_private_atomic(&p, b"second").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert_private(&p);
         // No temp files left behind.
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }

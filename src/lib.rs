@@ -19,6 +19,7 @@ pub mod merge;
 pub mod options;
 pub mod output;
 pub mod planfile;
+pub mod platform;
 pub mod preview;
 pub mod restore;
 pub mod review;

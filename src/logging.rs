@@ -74,9 +74,9 @@ pub fn init(
                 AppError::CantCreate(format!("cannot create log folder {}: {e}", dir.display()))
             })?;
             // Logging is not running yet: say it directly.
-            if let Some(mode) = loosened {
+            if let Some(was) = loosened {
                 crate::output::human(&format!(
-                    "warning: log folder {} was open to others (mode {mode:o}); set to 0700\n",
+                    "warning: log folder {} was open to others ({was})\n",
                     dir.display()
                 ));
             }

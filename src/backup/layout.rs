@@ -34,10 +34,10 @@ fn open_lock(root: &Path, create: bool) -> io::Result<fs::File> {
 /// `*.partial` leftovers of crashed runs. Returns the lock and the folders removed.
 pub fn lock_and_clean(root: &Path) -> io::Result<(RootLock, Vec<PathBuf>)> {
     use fs4::fs_std::FileExt;
-    if let Some(mode) = fsutil::tighten_private_dir(root)? {
+    if let Some(was) = fsutil::tighten_private_dir(root)? {
         tracing::warn!(
             folder = %root.display(),
-            "the backups folder was open to others (mode {mode:o}); set to 0700"
+            "the backups folder was open to others ({was})"
         );
     }
     let file = open_lock(root, true)?;
@@ -103,18 +103,17 @@ fn candidate(base: &str, n: u32) -> String {
     }
 }
 
-/// Claims a fresh `<name>.partial` folder (0700) whose final name is also free, and returns
+/// Claims a fresh `<name>.partial` folder (owner-only) whose final name is also free, and returns
 /// (partial path, final name). `create_dir` is atomic, so two backups of the same email in
 /// the same second — in this process or another — never get the same folder.
 pub fn claim_partial(root: &Path, base: &str) -> io::Result<(PathBuf, String)> {
-    use std::os::unix::fs::DirBuilderExt;
     for n in 1..10_000 {
         let name = candidate(base, n);
         if root.join(&name).exists() {
             continue;
         }
         let partial = root.join(format!("{name}{PARTIAL_SUFFIX}"));
-        match fs::DirBuilder::new().mode(0o700).create(&partial) {
+        match crate::platform::create_dir_private(&partial) {
             Ok(()) => return Ok((partial, name)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e),
@@ -147,11 +146,9 @@ pub fn finalize(partial: &Path, root: &Path, name: &str) -> io::Result<PathBuf> 
                     .map_err(|e| fsutil::renamed_but_not_durable(&target, root, e))?;
                 return Ok(target);
             }
-            // Linux refuses to rename a folder over a non-empty one (ENOTEMPTY / EEXIST):
+            // A folder is never renamed over another (Unix: not empty; Windows: exists):
             // someone finished a backup with this name between our check and the rename.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
-                continue;
-            }
+            Err(e) if crate::platform::rename_target_taken(&e, &target) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -200,7 +197,7 @@ pub fn required_space(known_bytes: u64, unknown_attachments: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::platform::tests::assert_private;
 
     #[test]
     fn same_email_same_second_never_collides() {
@@ -213,8 +210,7 @@ mod tests {
         assert_ne!(p1, p2);
         assert_eq!(n1, "a@x.com_20250101_120000");
         assert_eq!(n2, "a@x.com_20250101_120000-2");
-        let mode = fs::metadata(&p1).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
+        assert_private(&p1);
         fs::write(p1.join("f"), b"1").unwrap();
         fs::write(p2.join("f"), b"2").unwrap();
         // The second finishes first and takes the plain name: the first must not replace it.

@@ -667,13 +667,10 @@ async fn download_attachment(
     fsutil::create_private_dir(&folder)
         .map_err(io_err(format!("cannot create {}", folder.display())))?;
     // A private temp file in the same folder, renamed over the final name once checked.
-    let tmp = tempfile::Builder::new()
-        .prefix(".dl-")
-        .tempfile_in(&folder)
-        .map_err(io_err(format!(
-            "cannot create a file in {}",
-            folder.display()
-        )))?;
+    let tmp = fsutil::private_tempfile_in(&folder, ".dl-").map_err(io_err(format!(
+        "cannot create a file in {}",
+        folder.display()
+    )))?;
     let what = format!("attachment {} of {label}", a.id);
     let mut relocated = false;
     let (size, sha) = loop {
@@ -710,9 +707,7 @@ async fn download_attachment(
     tmp.persist(&dest)
         .map_err(|e| e.error)
         .map_err(io_err(format!("cannot save {}", dest.display())))?;
-    if let Ok(d) = std::fs::File::open(&folder) {
-        let _ = d.sync_all();
-    }
+    let _ = fsutil::sync_dir(&folder);
     Ok((size, sha))
 }
 

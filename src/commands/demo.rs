@@ -233,7 +233,7 @@ mod imp {
                 .map_err(|e| AppError::io("cannot create a temporary folder for the demo", e))?
                 .keep(),
         };
-        dir.canonicalize()
+        crate::platform::canonicalize(&dir)
             .map_err(|e| AppError::io(format!("cannot resolve {}", dir.display()), e))
     }
 
@@ -500,7 +500,7 @@ mod imp {
              \x20 savepoint.json, logs/      the journals that make runs resumable, and the logs\n\
              \n\
              Next, against your org:\n\
-             \x20 1. cp .env.example .env and set DEVREV_API_TOKEN (a token of a dev user)\n\
+             \x20 1. copy .env.example to .env and set DEVREV_API_TOKEN (a token of a dev user)\n\
              \x20 2. devrev-merge --test-api\n\
              \x20 3. devrev-merge --export-contacts contacts.csv   (or use your warehouse export)\n\
              \x20 4. devrev-merge --csv contacts.csv --preview --check-live\n\

@@ -268,13 +268,19 @@ async fn count_tickets(
     let mut stream = futures_util::stream::iter(ids.iter().copied())
         .map(|id| async move { (id, count_one(client, id).await) })
         .buffered(CONCURRENCY);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
+    // No listener (it could not be registered) means no press can be seen: count on.
+    let mut ctrl_c = crate::platform::CtrlC::listen().ok();
     let mut counted = 0;
     loop {
+        let pressed = async {
+            match ctrl_c.as_mut() {
+                Some(c) => c.pressed().await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             biased;
-            _ = &mut ctrl_c => {
+            Some(()) = pressed => {
                 tracing::warn!("Ctrl-C: saving the counts made so far");
                 return Err(Stopped { counted, error: None });
             }

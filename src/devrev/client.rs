@@ -867,13 +867,8 @@ impl DevRevClient {
                 });
             }
             // Attachments are customer data: owner-only, whatever the umask.
-            let file = tokio::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(dest)
-                .await
+            let file = crate::platform::open_private(dest, crate::platform::Open::Truncate)
+                .map(tokio::fs::File::from_std)
                 .map_err(werr)?;
             // A trickling server must not hold a download forever either: the request
             // deadline, plus one second per MiB declared (a floor of 1 MiB/s for big files).

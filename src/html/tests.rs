@@ -2,7 +2,6 @@
 //! (What a browser makes of them is tested in tests/it/html.rs, in headless Chromium.)
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 
 use serde_json::{Value, json};
 
@@ -207,10 +206,7 @@ fn the_restore_page_is_private_next_to_its_json_and_never_overwrites() {
     let r = restore_report("a<b>@x.com");
     let p = write_restore(&json, &r).unwrap();
     assert_eq!(p, dir.path().join("restore-report-20250101_000000.html"));
-    assert_eq!(
-        std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    crate::platform::tests::assert_private(&p);
     let page = std::fs::read_to_string(&p).unwrap();
     assert!(page.contains("(&lt;org&gt;)"), "org slug escaped");
     let rows = rows_of(&page, "pairs");

@@ -79,11 +79,14 @@ impl StopSignal {
     }
 }
 
-/// Listens for SIGINT for the rest of the run.
+/// Listens for Ctrl-C (SIGINT, or the Windows console's) for the rest of the run.
 fn listen_for_ctrl_c(tx: watch::Sender<u8>) {
+    // Registered before the first step, so no press meets the default handler.
+    let ctrl_c = crate::platform::CtrlC::listen();
     tokio::spawn(async move {
+        let Ok(mut ctrl_c) = ctrl_c else { return };
         loop {
-            if tokio::signal::ctrl_c().await.is_err() {
+            if ctrl_c.pressed().await.is_none() {
                 return;
             }
             let n = tx.borrow().saturating_add(1);

@@ -762,10 +762,10 @@ pub fn write(dir: &Path, report: &MergeReport<'_>) -> Result<PathBuf, AppError> 
             dir.display()
         ))
     })?;
-    if let Some(mode) = loosened {
+    if let Some(was) = loosened {
         tracing::warn!(
             folder = %dir.display(),
-            "the report folder was open to others (mode {mode:o}); set to 0700"
+            "the report folder was open to others ({was})"
         );
     }
     let path = fsutil::unique_path(dir, "merge-report", "json");

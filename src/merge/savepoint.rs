@@ -22,7 +22,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -87,15 +86,8 @@ impl From<SavepointError> for AppError {
 /// Opens the savepoint file for reading or for appending. Kept as the one place that opens it,
 /// so how it is opened (mode, symlinks) is decided once.
 fn open_file(path: &Path, append: bool) -> std::io::Result<fs::File> {
-    let mut o = fs::OpenOptions::new();
     // Never through a link: the journal must be this file, not one it points at.
-    o.custom_flags(libc::O_NOFOLLOW);
-    if append {
-        o.append(true).mode(0o600);
-    } else {
-        o.read(true);
-    }
-    o.open(path)
+    crate::platform::open_existing_nofollow(path, append)
 }
 
 /// A savepoint as read from disk, with what the next write needs to know about the file.
@@ -584,7 +576,6 @@ mod tests {
     use super::*;
     use crate::merge::journal::{MergeIntent, MergeOutcome, Step};
     use crate::options::Keep;
-    use std::os::unix::fs::PermissionsExt;
 
     fn rec(n: u32) -> PairRecord {
         PairRecord::new(
@@ -623,8 +614,7 @@ mod tests {
                 .push("don:core:dvrv-us-1:devo/1:ticket/1".into());
         })
         .unwrap();
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        crate::platform::tests::assert_private(&path);
         let loaded = load(&path).unwrap().unwrap();
         assert_eq!(loaded, *sp.file());
         assert_eq!(loaded.version, VERSION);
@@ -811,8 +801,7 @@ mod tests {
         assert_eq!(lines(&path).len(), 1 + 601, "appending again after");
         sp.compact_if_superseded().unwrap();
         assert_eq!(lines(&path).len(), 1 + 600, "end-of-run compaction");
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        crate::platform::tests::assert_private(&path);
         let expected = sp.file().clone();
         drop(sp);
         let loaded = load(&path).unwrap().unwrap();

@@ -162,10 +162,10 @@ async fn execute(
 ) -> (Vec<PairEnd>, Option<AppError>) {
     let (tx, presses) = tokio::sync::watch::channel(0u8);
     // Registered here, before the first pair, so no Ctrl-C meets the default handler.
-    let sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let ctrl_c = crate::platform::CtrlC::listen();
     let listener = tokio::spawn(async move {
-        let Ok(mut sigint) = sigint else { return };
-        while sigint.recv().await.is_some() {
+        let Ok(mut ctrl_c) = ctrl_c else { return };
+        while ctrl_c.pressed().await.is_some() {
             let n = tx.borrow().saturating_add(1);
             if n == 1 {
                 tracing::warn!(
