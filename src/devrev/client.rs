@@ -532,6 +532,7 @@ impl DevRevClient {
                     ),
                     ..Default::default()
                 });
+            body.location_raw = super::error::Unshown(location.clone());
             body.location = location;
             Err(Attempt::Status {
                 status,
@@ -614,7 +615,21 @@ impl DevRevClient {
         let r: R = self
             .call("rev-users.get", &json!({ "id": id }), CallKind::Read)
             .await?;
-        Ok(r.rev_user)
+        self.the_one_asked(id, r.rev_user)
+    }
+
+    /// `u` when it is the contact asked for (by id or display id), else
+    /// [`ApiError::OtherContact`]: an answer about someone else is never taken for it.
+    fn the_one_asked(&self, asked: &str, u: RevUser) -> Result<RevUser, ApiError> {
+        if u.id == asked || u.display_id.as_deref() == Some(asked) {
+            return Ok(u);
+        }
+        self.bump("rev-users.get", |s| s.errors += 1);
+        Err(ApiError::OtherContact {
+            endpoint: "rev-users.get".into(),
+            asked: asked.to_string(),
+            answered: u.id,
+        })
     }
 
     /// `rev-users.get` of a contact this tool merged away (or is about to see merged): its
@@ -627,7 +642,7 @@ impl DevRevClient {
         let r: R = self
             .call_expecting("rev-users.get", &json!({ "id": id }), CallKind::Read, true)
             .await?;
-        Ok(r.rev_user)
+        self.the_one_asked(id, r.rev_user)
     }
 
     /// One page of `rev-users.list` with the given filters (for probes and lookups).
@@ -1053,12 +1068,19 @@ pub fn is_loopback(url: &url::Url) -> bool {
 }
 
 /// Why a write's outcome is unknown, in the words of the failure behind it.
-/// `rev-users.update` fields only the beta API has (devrev-api.md §4.3).
-const BETA_UPDATE_FIELDS: [&str; 3] = ["tags", "external_refs", "artifacts"];
-
-/// The request sets a field only the beta API takes, so it goes with the beta scope.
-fn needs_beta(endpoint: &str, body: &Value) -> bool {
-    endpoint == "rev-users.update" && BETA_UPDATE_FIELDS.iter().any(|f| body.get(f).is_some())
+/// Which requests go with `X-Devrev-Scope: beta`: every one about contacts but the merge.
+///
+/// Only DevRev's beta schema has the rev-user fields the tool decides on and must never lose
+/// (`is_verified`, `custom_fields`, `tags`; devrev-api.md §1), so every read of a contact asks
+/// for them in that scope, and every write whose request schema has them only there
+/// (`rev-users.create` with `custom_fields`/`tags`, `rev-users.update` with `tags`) is sent in
+/// it. The beta request schemas of these endpoints hold every public field, so nothing the
+/// public API takes is lost by the scope. `rev-users.merge` takes no beta field.
+fn needs_beta(endpoint: &str, _body: &Value) -> bool {
+    matches!(
+        endpoint,
+        "rev-users.get" | "rev-users.list" | "rev-users.create" | "rev-users.update"
+    )
 }
 
 fn outcome_unknown_reason(err: &ApiError) -> String {

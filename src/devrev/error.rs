@@ -23,6 +23,26 @@ pub struct ErrorBody {
     /// DevRev's body, so never read from it.
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The same `Location` as DevRev sent it, never scrubbed: the id in it is compared (is it
+    /// the primary?), and the scrubber only touches text that is shown or stored. Never
+    /// serialized, and `Debug` does not print it.
+    #[serde(skip)]
+    pub location_raw: Unshown,
+}
+
+/// A server value kept exactly as sent for comparisons only: `Debug` never prints it, so no
+/// log line or error dump can show an echoed token through it.
+#[derive(Clone, Default, PartialEq)]
+pub struct Unshown(pub Option<String>);
+
+impl std::fmt::Debug for Unshown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "[kept, not shown]"
+        } else {
+            "None"
+        })
+    }
 }
 
 impl ErrorBody {
@@ -118,6 +138,18 @@ pub enum ApiError {
     /// permission): retrying the download cannot help, and the next pair would fail the same.
     #[error("cannot write {what}: {reason}")]
     LocalWrite { what: String, reason: String },
+    /// DevRev answered a read of one contact with the record of another (its `id` is not the
+    /// one asked; an API may resolve a merged-away id to its survivor). Never taken for the
+    /// contact asked: a backup or a verdict built on it would be about someone else.
+    #[error(
+        "DevRev {endpoint} for {asked} answered another contact ({answered}); not taken for \
+         the one asked"
+    )]
+    OtherContact {
+        endpoint: String,
+        asked: String,
+        answered: String,
+    },
     /// The run was asked to stop (Ctrl-C) while waiting.
     #[error("cancelled")]
     Cancelled,
@@ -144,6 +176,15 @@ impl ApiError {
     pub fn location(&self) -> Option<&str> {
         match self {
             ApiError::Status { body, .. } => body.location.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `Location` header as DevRev sent it (unscrubbed), for comparing the id in it;
+    /// never for showing (use [`Self::location`]).
+    pub fn location_as_sent(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { body, .. } => body.location_raw.0.as_deref(),
             _ => None,
         }
     }
@@ -222,6 +263,7 @@ mod tests {
             field_name: Some(t.into()),
             retry_after: None,
             location: Some(format!("https://h/x?auth={t}")),
+            location_raw: Unshown(Some(format!("https://h/x?auth={t}"))),
         }
         .scrubbed(t);
         let shown = ApiError::Status {

@@ -58,6 +58,26 @@ impl RevUser {
         self.state.as_deref().is_none_or(|s| s == "active")
     }
 
+    /// The fields a decision about this contact needs (the verified rule, the carry-over,
+    /// the backup a restore recreates it from) that this answer does not carry.
+    ///
+    /// Only DevRev's beta schema declares them (devrev-api.md §1), so an answer by the public
+    /// schema leaves them out: such a field is *unknown*, never empty. Reading it as "no
+    /// custom fields" would plan a carry-over without them and lose them with the secondary,
+    /// and reading a missing `is_verified` as "unverified" would pass a merge DevRev refuses.
+    pub fn unknown_fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.is_verified.is_none() {
+            out.push("is_verified");
+        }
+        for k in ["custom_fields", "tags"] {
+            if self.extra.get(k).is_none_or(Value::is_null) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
     /// The contact's account (`rev_org.id`), when DevRev says: contacts of two accounts are
     /// two customers, never duplicates of each other.
     pub fn account(&self) -> Option<&str> {

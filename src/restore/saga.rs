@@ -365,7 +365,64 @@ fn create_fields(s: &RevUser) -> Map<String, Value> {
             .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
             .cloned(),
     );
+    // Tags as objects show them (`{tag: {id, …}, value?}`), as the create takes them
+    // (`[{id, value?}]`, beta scope like `custom_fields`).
+    let tags: Vec<Value> = s
+        .extra
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let id = t["tag"]["id"].as_str()?;
+            Some(match t.get("value").filter(|v| !v.is_null()) {
+                Some(v) => json!({"id": id, "value": v}),
+                None => json!({"id": id}),
+            })
+        })
+        .collect();
+    put("tags", (!tags.is_empty()).then_some(Value::Array(tags)));
     f
+}
+
+/// What the backup holds of the secondary that `rev-users.create` cannot set, in words: the
+/// restore lists each rather than leave it silently behind.
+fn not_recreatable(s: &RevUser) -> Vec<String> {
+    let mut out = Vec::new();
+    if s.full_name.as_deref().is_some_and(|n| !n.trim().is_empty()) {
+        out.push("full_name: rev-users.create does not take it".to_string());
+    }
+    if s.is_verified == Some(true) {
+        out.push(
+            "is_verified: DevRev sets it when the contact verifies (Plug); the new contact is \
+             unverified"
+                .to_string(),
+        );
+    }
+    let present = |k: &str| {
+        s.extra.get(k).is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::String(t) => !t.is_empty(),
+            _ => true,
+        })
+    };
+    for (k, why) in [
+        (
+            "display_picture",
+            "its artifact belongs to the merged-away contact; upload it again by hand",
+        ),
+        (
+            "artifacts",
+            "artifacts have one parent ever; upload them again by hand",
+        ),
+    ] {
+        if present(k) {
+            out.push(format!("{k}: {why}"));
+        }
+    }
+    out
 }
 
 const IDENTIFYING: [&str; 3] = ["display_name", "email", "external_ref"];
@@ -384,8 +441,8 @@ async fn create(
         set_outcome(j, key, CreateOutcome::NotFound)?;
     }
     let mut fields = create_fields(&item.meta.secondary);
-    if item.meta.secondary.full_name.is_some() {
-        note_once(j, key, "full_name: rev-users.create does not take it")?;
+    for note in not_recreatable(&item.meta.secondary) {
+        note_once(j, key, &note)?;
     }
     loop {
         let attempt = record(j, key).creates.len() + 1;
@@ -824,10 +881,20 @@ mod tests {
             "id": "don:identity:dvrv-us-1:devo/o:revu/S", "display_name": "a@x.com",
             "email": "a@x.com", "external_ref": "user_1", "phone_numbers": [],
             "rev_org": {"id": "don:identity:dvrv-us-1:devo/o:revo/1"},
-            "custom_fields": {"tnt__plan": "pro"}
+            "custom_fields": {"tnt__plan": "pro"},
+            "tags": [{"tag": {"id": "don:core:dvrv-us-1:devo/o:tag/5", "name": "tier"},
+                      "value": "gold"}, {"tag": {"id": "don:core:dvrv-us-1:devo/o:tag/6"}}],
+            "is_verified": true, "full_name": "Ann Lee"
         }))
         .unwrap();
         let f = create_fields(&s);
+        assert_eq!(
+            f["tags"],
+            json!([{"id": "don:core:dvrv-us-1:devo/o:tag/5", "value": "gold"},
+                   {"id": "don:core:dvrv-us-1:devo/o:tag/6"}])
+        );
+        let notes = not_recreatable(&s);
+        assert!(notes[0].starts_with("full_name") && notes[1].starts_with("is_verified"));
         assert_eq!(f["external_ref"], "user_1");
         assert_eq!(f["rev_org"], "don:identity:dvrv-us-1:devo/o:revo/1");
         assert_eq!(f["custom_fields"]["tnt__plan"], "pro");

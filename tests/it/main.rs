@@ -19,6 +19,7 @@ mod html;
 mod keep_auto;
 mod ledger;
 mod limits;
+mod lost;
 mod merge;
 mod merge_crash;
 mod merge_safety;

@@ -102,6 +102,9 @@ pub enum SecondaryAfter {
     PrimaryIdentity,
     /// Still there; `external_ref` rewritten to `<old>-drop-<secondary DON>`.
     DropRef,
+    /// Gone from listings, but `rev-users.get` of its id answers the primary's record (with
+    /// the primary's `id`), as an API that resolves a merged-away id to its survivor may.
+    AnswersPrimary,
     /// One of the four above per secondary, picked by a hash of its id (so the same world
     /// always ends the same way): a random mix of what becomes of merged-away contacts.
     Mixed,
@@ -238,7 +241,29 @@ pub struct Quirks {
     /// The org has no beta API: `X-Devrev-Scope: beta` is ignored, so beta-only fields
     /// (`tags` on `rev-users.update`) are unknown fields (400 `invalid_field`).
     pub no_beta: bool,
+    /// Rev users are answered by the public schema outside the beta scope: `is_verified`,
+    /// `custom_fields`, `tags` and the other beta-only fields (`BETA_REV_USER_FIELDS`) are left
+    /// out of every `rev-users.*` answer without `X-Devrev-Scope: beta`, and
+    /// `rev-users.create` refuses `custom_fields` / `tags` there (400 `invalid_field`), as the
+    /// public OpenAPI file has them. With `no_beta` too, no answer ever carries them.
+    pub public_shape: bool,
+    /// `(asked, answered)`: `rev-users.get` of `asked` answers the record of `answered` (its
+    /// own `id`), as a cache or an id resolver in front of DevRev might.
+    pub get_answers: Vec<(String, String)>,
 }
+
+/// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in
+/// `openapi-beta.yaml` less the public one).
+pub const BETA_REV_USER_FIELDS: [&str; 8] = [
+    "artifacts",
+    "custom_fields",
+    "custom_schema_fragments",
+    "external_refs",
+    "is_verified",
+    "stock_schema_fragment",
+    "subtype",
+    "tags",
+];
 
 impl Default for FakeOptions {
     fn default() -> Self {
@@ -386,6 +411,9 @@ pub struct State {
     pub downloads: BTreeMap<String, DownloadGrant>,
     /// Secondaries a [`MergeBehaviour::side_merges`] entry has merged already.
     pub side_merged: Vec<String>,
+    /// Merged-away ids whose `rev-users.get` answers their primary
+    /// ([`SecondaryAfter::AnswersPrimary`]): secondary → primary.
+    pub answered_by: BTreeMap<String, String>,
 }
 
 fn key_of(v: &Value) -> String {
