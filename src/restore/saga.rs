@@ -16,11 +16,11 @@ use super::journal::{
     CreateIntent, CreateOutcome, Journal, ObjectKind, PendingWrite, RefChange, RestoreRecord,
     RestoreStatus, RestoreStep,
 };
+use super::merge_record::MergeFacts;
 use super::stop::{Stop, api, record, run_wide};
 use crate::devrev::types::{RevUser, UserSummary};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
-use crate::merge::carry::CarryRecord;
 use crate::merge::evidence::{self, Evidence};
 
 /// Create attempts per pair, over all runs: each refused optional field costs one.
@@ -90,7 +90,7 @@ pub async fn restore_pair(
     client: &DevRevClient,
     j: &mut Journal,
     item: &Item,
-    carried: Option<&CarryRecord>,
+    facts: &MergeFacts,
 ) -> Result<PairEnd, AppError> {
     let key = item.key();
     j.insert_new(
@@ -107,7 +107,7 @@ pub async fn restore_pair(
     {
         return Ok(PairEnd::Earlier);
     }
-    let (status, end, fatal) = match steps(client, j, item, &key, carried).await {
+    let (status, end, fatal) = match steps(client, j, item, &key, facts).await {
         Ok(()) => (RestoreStatus::Restored, PairEnd::Restored, None),
         Err(Stop::Skip(why)) => (RestoreStatus::Skipped, PairEnd::Skipped(why), None),
         Err(Stop::Fail(why)) => (RestoreStatus::Failed, PairEnd::Failed(why), None),
@@ -140,7 +140,7 @@ async fn steps(
     j: &mut Journal,
     item: &Item,
     key: &str,
-    carried: Option<&CarryRecord>,
+    facts: &MergeFacts,
 ) -> Result<(), Stop> {
     j.update(key, |r| {
         r.status = RestoreStatus::InProgress;
@@ -153,10 +153,10 @@ async fn steps(
         j.update(key, |r| r.complete(RestoreStep::Check))?;
     }
     if !rec.has(RestoreStep::PrimaryRef) {
-        primary_ref(client, j, item, key, primary).await?;
+        primary_ref(client, j, item, key, primary, facts).await?;
     }
     if !record(j, key).has(RestoreStep::UndoCarry) {
-        super::carry::undo_carry(client, j, item, key, carried).await?;
+        super::carry::undo_carry(client, j, item, key, facts).await?;
     }
     if !record(j, key).has(RestoreStep::Create) {
         create(client, j, item, key).await?;
@@ -290,6 +290,7 @@ async fn primary_ref(
     item: &Item,
     key: &str,
     primary: Option<RevUser>,
+    facts: &MergeFacts,
 ) -> Result<(), Stop> {
     let Some(want) = item.meta.primary.external_ref.clone() else {
         j.update(key, |r| r.complete(RestoreStep::PrimaryRef))?;
@@ -308,6 +309,16 @@ async fn primary_ref(
             if let Some(c) = r.primary_ref.as_mut() {
                 c.done = true;
             }
+            r.complete(RestoreStep::PrimaryRef);
+        })?;
+        return Ok(());
+    }
+    // Decided before a crash: the intent on record goes out again.
+    if record(j, key).primary_ref.is_none()
+        && let Some(note) = ref_left_alone(item, facts, live.external_ref.as_deref(), &want)
+    {
+        j.update(key, |r| {
+            r.not_restored.push(note);
             r.complete(RestoreStep::PrimaryRef);
         })?;
         return Ok(());
@@ -335,6 +346,50 @@ async fn primary_ref(
         r.complete(RestoreStep::PrimaryRef);
     })?;
     Ok(())
+}
+
+/// Why the survivor's ref is left as it is, if it is: it is changed only where it still
+/// holds what this pair's merge put there (the ref AdoptExternalRef gave it; with no merge
+/// record, the secondary's own ref) and no other merge into it that stays gave the same.
+/// Otherwise the ref is someone's since (changed by hand, or another member's): the report
+/// says so with both values.
+fn ref_left_alone(
+    item: &Item,
+    facts: &MergeFacts,
+    live: Option<&str>,
+    own: &str,
+) -> Option<String> {
+    let own_ref = item.meta.secondary.external_ref.clone();
+    let candidates: Vec<String> = if facts.known {
+        // The ref this record's adoption set, and this secondary's own ref where any merge
+        // into the survivor adopted it (a group runs the adoption in one member's merge).
+        facts
+            .adopted_ref
+            .iter()
+            .cloned()
+            .chain(own_ref.filter(|r| facts.adopted_into.contains(r)))
+            .collect()
+    } else {
+        own_ref.into_iter().collect()
+    };
+    let live_s = live.unwrap_or("");
+    let Some(put_there) = candidates.into_iter().find(|r| Some(r.as_str()) == live) else {
+        return Some(format!(
+            "external_ref: the survivor holds {live_s:?}, not a ref this merge gave it (changed \
+             since the merge?); left as it is (its own before the merge: {own:?})"
+        ));
+    };
+    facts
+        .others
+        .iter()
+        .find(|o| o.secondary.external_ref.as_deref() == Some(put_there.as_str()))
+        .map(|o| {
+            format!(
+                "external_ref: the survivor holds {live_s:?}, which {} gave it, and that merge \
+                 stays; left as it is (its own before the merge: {own:?})",
+                o.label
+            )
+        })
 }
 
 /// The fields of `rev-users.create` the backup can fill. The first three identify the

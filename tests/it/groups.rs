@@ -16,7 +16,7 @@ use devrev_fake::fake::{MoveMode, SecondaryAfter};
 
 /// Clean pairs and needs-review groups of the given shapes (one `REVU-` contact first, then
 /// `user_` contacts).
-fn world(pairs: usize, shapes: Vec<GroupShape>) -> World {
+pub(crate) fn world(pairs: usize, shapes: Vec<GroupShape>) -> World {
     let spec = GenSpec {
         shaped_groups: shapes,
         ..spec(pairs, 0, 17)
@@ -24,7 +24,7 @@ fn world(pairs: usize, shapes: Vec<GroupShape>) -> World {
     World::new(spec, behaviour(MoveMode::All, SecondaryAfter::Deactivated))
 }
 
-fn shape(size: usize) -> GroupShape {
+pub(crate) fn shape(size: usize) -> GroupShape {
     GroupShape {
         size,
         unverified: 0,
@@ -33,7 +33,7 @@ fn shape(size: usize) -> GroupShape {
 }
 
 /// `--preview`, then the review file's header and rows.
-fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
+pub(crate) fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
     let before = std::fs::read_dir(w.path("reports"))
         .map(|_| review_files(w.dir.path()))
         .unwrap_or_default();
@@ -53,7 +53,7 @@ fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// The seed's shaped groups, members in order (the `REVU-` contact first).
-fn shaped(w: &World) -> Vec<Vec<String>> {
+pub(crate) fn shaped(w: &World) -> Vec<Vec<String>> {
     w.seed
         .groups
         .iter()
@@ -63,7 +63,13 @@ fn shaped(w: &World) -> Vec<Vec<String>> {
 }
 
 /// Sets `decision` (and `adopt_ref`) of the row of `id`.
-fn decide(h: &[String], rows: &mut [Vec<String>], id: &str, decision: &str, adopt: bool) {
+pub(crate) fn decide(
+    h: &[String],
+    rows: &mut [Vec<String>],
+    id: &str,
+    decision: &str,
+    adopt: bool,
+) {
     let r = rows
         .iter_mut()
         .find(|r| r[col(h, "rev_user_id")] == id)
@@ -75,7 +81,7 @@ fn decide(h: &[String], rows: &mut [Vec<String>], id: &str, decision: &str, adop
 }
 
 /// Saves the rows re-sorted by email (a spreadsheet's sort), as Excel does: BOM, `;`, CRLF.
-fn save(w: &World, name: &str, h: &[String], rows: &[Vec<String>]) {
+pub(crate) fn save(w: &World, name: &str, h: &[String], rows: &[Vec<String>]) {
     let mut body = rows.to_vec();
     body.sort_by(|a, b| {
         a[col(h, "email")]
@@ -87,7 +93,7 @@ fn save(w: &World, name: &str, h: &[String], rows: &[Vec<String>]) {
     save_like_excel(&w.path(name), &file);
 }
 
-fn group_of<'r>(report: &'r Value, keep: &str) -> &'r Value {
+pub(crate) fn group_of<'r>(report: &'r Value, keep: &str) -> &'r Value {
     report["groups"]
         .as_array()
         .expect("groups in the report")

@@ -157,3 +157,217 @@ fn a_merged_away_id_answering_its_primary_is_evidence_of_the_merge() {
     }
     check_carried(&w, &err);
 }
+
+/// The restore report's entry of the pair whose secondary is `secondary`.
+fn restored_entry<'a>(rr: &'a Value, secondary: &str) -> &'a Value {
+    rr["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["old_secondary"] == secondary)
+        .unwrap_or_else(|| panic!("{secondary} in the restore report: {rr}"))
+}
+
+fn notes(e: &Value) -> Vec<String> {
+    e["not_restored"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// Point 3: the carry-over writes the survivor's lists from its live values, read in the same
+/// step: a phone number and a tag the survivor gained after its backup (the merge accepted,
+/// applied late, carried by the next run) are kept. (Before: the lists were written whole from
+/// the backup's copy, and both were dropped, in no backup.)
+#[test]
+fn values_the_survivor_gained_after_its_backup_survive_the_carry_over() {
+    let w = issue_world(false, |o| {
+        o.merge.delay = std::time::Duration::from_secs(600)
+    });
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        a.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    let pairs = w.pairs();
+    let (p0, _) = pairs[0].clone();
+    let (p2, _) = pairs[2].clone();
+    let org = w.seed.org.clone();
+    let gained_tag = json!({"tag": {"id": format!("don:core:dvrv-us-1:devo/{org}:tag/77"),
+                                    "display_id": "TAG-77", "name": "vip"}});
+    w.fake.with_state(|st| {
+        for p in [&p0, &p2] {
+            let u = &mut st.rev_users.get_mut(p).unwrap().json;
+            let mut list = u["phone_numbers"].as_array().cloned().unwrap_or_default();
+            list.push(json!("+14155550177"));
+            u["phone_numbers"] = Value::Array(list);
+            u["tags"].as_array_mut().unwrap().push(gained_tag.clone());
+        }
+    });
+    w.fake.apply_pending_merges();
+    let err = run_ok(&w, &[]);
+    for p in [&p0, &p2] {
+        let now = live(&w, p);
+        assert!(
+            crate::common::phones(&serde_json::to_value(&now).unwrap())
+                .contains(&"+14155550177".to_string()),
+            "{p}: {now:?}\n{err}"
+        );
+        assert!(
+            now.extra["tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["tag"]["id"] == gained_tag["tag"]["id"]),
+            "{p}: {now:?}"
+        );
+    }
+    // And the carried values are there too.
+    let r = w.last_report();
+    let e = crate::carry::entry(&r, &p0);
+    assert!(
+        e["carry"]["carried"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["field"] == "tag"),
+        "{e}"
+    );
+}
+
+/// A group of 3 decided to keep its `REVU-` contact (the first member's ref adopted), whose
+/// two merged members both held a phone number and a custom field the survivor lacked.
+/// Returns the world, the members (survivor first) in merge order.
+fn group_sharing_values() -> (World, Vec<String>) {
+    use crate::groups::{decide, review, save, shape, shaped, world};
+    let w = world(0, vec![shape(3)]);
+    let g = shaped(&w)[0].clone();
+    w.fake.with_state(|st| {
+        for m in &g[1..] {
+            let u = &mut st.rev_users.get_mut(m).unwrap().json;
+            u["phone_numbers"] = json!(["+14155550123"]);
+            u["custom_fields"]["tnt__company"] = json!("Acme Ltd");
+        }
+    });
+    let (h, mut rows) = review(&w);
+    decide(&h, &mut rows, &g[0], "keep", false);
+    decide(&h, &mut rows, &g[1], "merge", true);
+    decide(&h, &mut rows, &g[2], "merge", false);
+    save(&w, "decided.csv", &h, &rows);
+    w.run(&["--decisions", "decided.csv"]).success();
+    let r = w.last_report();
+    let mut order = vec![g[0].clone()];
+    order.extend(
+        crate::groups::group_of(&r, &g[0])["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["rev_user_id"].as_str().unwrap().to_string()),
+    );
+    let s = live(&w, &g[0]);
+    assert_eq!(s.extra["custom_fields"]["tnt__company"], "Acme Ltd");
+    (w, order)
+}
+
+/// `--restore` of one folder (the backup of the merge of `secondary`).
+fn restore_one(w: &World, secondary: &str) -> (Value, String) {
+    let folder = std::fs::read_dir(w.path("backups"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .find(|p| {
+            std::fs::read_to_string(p.join("metadata.json"))
+                .is_ok_and(|t| t.contains(&format!("\"secondary_id\": \"{secondary}\"")))
+        })
+        .expect("the backup of that merge");
+    let rel = folder
+        .strip_prefix(w.dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+    let out = w.std_cmd(&["--restore", &rel, "--yes"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    (last_restore_report(w), err)
+}
+
+/// Point 5: undoing one member of a group keeps on the survivor what the other member, still
+/// merged, also held (its phone number, its custom field), and says so. (Before: the undo
+/// took off every carried value the survivor still held, the other member's too.)
+#[test]
+fn undoing_one_member_keeps_what_another_still_merged_member_gave() {
+    let (w, g) = group_sharing_values();
+    let (rr, err) = restore_one(&w, &g[1]);
+    let s = live(&w, &g[0]);
+    let survivor = serde_json::to_value(&s).unwrap();
+    assert!(
+        crate::common::phones(&survivor).contains(&"+14155550123".to_string()),
+        "{survivor}\n{err}"
+    );
+    assert_eq!(s.extra["custom_fields"]["tnt__company"], "Acme Ltd", "{rr}");
+    let n = notes(restored_entry(&rr, &g[1]));
+    assert!(
+        n.iter()
+            .any(|x| x.contains("is kept") && x.contains("tnt__company")),
+        "{n:?}"
+    );
+}
+
+/// Point 4: `--restore` leaves the survivor's ref alone where it does not hold what this
+/// pair's merge put there: a group member's ref adopted by another member's merge that stays,
+/// or a ref changed by hand after the merge; the report says so with both values. (Before:
+/// it was reset to the backup's value and reported "restored".)
+#[test]
+fn the_restore_changes_the_survivors_ref_only_where_this_merge_put_it() {
+    // The group: undoing the member whose ref was not adopted leaves the adopted one.
+    let (w, g) = group_sharing_values();
+    let adopted = live(&w, &g[0]).external_ref.clone().unwrap();
+    let unadopting = g[1..]
+        .iter()
+        .find(|m| w.seed.rev_user(m).unwrap()["external_ref"].as_str() != Some(adopted.as_str()))
+        .unwrap()
+        .clone();
+    let (rr, _) = restore_one(&w, &unadopting);
+    assert_eq!(
+        live(&w, &g[0]).external_ref.as_deref(),
+        Some(adopted.as_str())
+    );
+    let n = notes(restored_entry(&rr, &unadopting));
+    assert!(
+        n.iter()
+            .any(|x| x.starts_with("external_ref") && x.contains(&adopted)),
+        "{n:?}"
+    );
+
+    // A clean pair whose survivor's ref was changed by hand after the merge.
+    let w = issue_world(false, |_| {});
+    run_ok(&w, &[]);
+    w.fake.apply_pending_merges();
+    let (p0, s0) = w.pairs()[0].clone();
+    w.fake.with_state(|st| {
+        st.rev_users.get_mut(&p0).unwrap().json["external_ref"] = json!("crm-4711");
+    });
+    let (rr, err) = restore_last(&w);
+    assert_eq!(
+        live(&w, &p0).external_ref.as_deref(),
+        Some("crm-4711"),
+        "{err}"
+    );
+    let n = notes(restored_entry(&rr, &s0));
+    let own = w.seed.rev_user(&p0).unwrap()["external_ref"]
+        .as_str()
+        .unwrap();
+    assert!(
+        n.iter()
+            .any(|x| x.starts_with("external_ref") && x.contains("crm-4711") && x.contains(own)),
+        "{n:?}"
+    );
+}

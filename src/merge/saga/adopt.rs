@@ -4,6 +4,7 @@
 //! costs no call of its own under `--keep revu`.
 
 use super::*;
+use crate::merge::carry::CarryItem;
 
 impl Saga<'_, '_> {
     // ---- AdoptExternalRef -----------------------------------------------------------------
@@ -119,8 +120,7 @@ impl Saga<'_, '_> {
         let mut conflicts = 0u32;
         let mut released = false;
         loop {
-            let batch = self.carry_with_adoption();
-            let mut body = self.carry_fields(&batch);
+            let (batch, mut body) = self.carry_with_ref().await?;
             body.insert("external_ref".into(), json!(target));
             if !batch.is_empty() {
                 self.carry_intent(&batch, Some(target))?;
@@ -186,6 +186,25 @@ impl Saga<'_, '_> {
                     }
                 }
                 Err(e) => return Self::api_failure(step, &e).map(Err),
+            }
+        }
+    }
+
+    /// The carried values that ride in the ref's update, as a write onto the survivor read
+    /// just before (see `carry_live`). When that read fails or lacks fields, the ref goes
+    /// alone and the values are left to CarryOver, which reads again and says why.
+    async fn carry_with_ref(
+        &mut self,
+    ) -> Result<(Vec<CarryItem>, serde_json::Map<String, serde_json::Value>), AppError> {
+        let batch = self.carry_with_adoption();
+        if batch.is_empty() {
+            return Ok(Default::default());
+        }
+        match self.carry_live(Step::AdoptExternalRef).await? {
+            Ok(live) => self.carry_write_for(&batch, &live),
+            Err(outcome) => {
+                tracing::debug!(pair = %self.rec().email, ?outcome, "the carried values wait for CarryOver");
+                Ok(Default::default())
             }
         }
     }
