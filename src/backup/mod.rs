@@ -155,6 +155,8 @@ struct PlannedAttachment {
     name: Option<String>,
     mime: Option<String>,
     size: Option<u64>,
+    /// A declared size that is no byte count, as DevRev sent it (`file.size: -1`).
+    odd_size: Option<String>,
     /// Relative to the backup folder.
     path: String,
 }
@@ -278,6 +280,7 @@ async fn plan_object(
             let full = client.artifacts_get(&s.id).await?;
             if let Some(f) = full.file {
                 file.size = f.size;
+                file.odd_size = f.odd_size.or(file.odd_size);
                 file.name = file.name.or(f.name);
                 file.mime = file.mime.or(f.mime);
             }
@@ -291,6 +294,7 @@ async fn plan_object(
             name: file.name,
             mime: file.mime,
             size: file.size,
+            odd_size: file.odd_size.filter(|_| file.size.is_none()),
         });
     }
     Ok(PlannedObject {
@@ -622,11 +626,16 @@ async fn download_all(
         let mut entries = Vec::new();
         for a in &o.attachments {
             let (size, sha) = download_attachment(client, partial, a, label).await?;
-            if a.size.is_none() {
-                warnings.push(format!(
+            match (&a.size, &a.odd_size) {
+                (Some(_), _) => {}
+                (None, Some(odd)) => warnings.push(format!(
+                    "attachment {} of {label}: DevRev's file.size is {odd}, not a byte count, so only the checksum of the {size} bytes received is recorded",
+                    a.id
+                )),
+                (None, None) => warnings.push(format!(
                     "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
                     a.id
-                ));
+                )),
             }
             files.push(FileEntry {
                 path: a.path.clone(),

@@ -854,6 +854,23 @@ impl DevRevClient {
             what: what.clone(),
             reason: e.to_string(),
         };
+        // DevRev's `url` is only typed a string: one that is no absolute http(s) URL fails
+        // here, naming the field (never the value: a URL may carry a signature), not as
+        // reqwest's bare "builder error" after retries.
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => {
+                return Err(derr(format!(
+                    "artifacts.locate answered a `url` with scheme {:?}, not http(s)",
+                    u.scheme()
+                )));
+            }
+            Err(e) => {
+                return Err(derr(format!(
+                    "artifacts.locate answered a `url` that is not a URL ({e})"
+                )));
+            }
+        }
         let mut backoff = self.backoff();
         loop {
             let resp = match self.http.get(url).send().await {
@@ -1102,6 +1119,13 @@ fn parse_retry_after(v: &str) -> Option<u64> {
     if let Ok(s) = v.parse::<u64>() {
         return Some(s);
     }
+    // The spec types it a `number`: a fraction is waited up to the next whole second, a
+    // negative one is "now".
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+    {
+        return Some(f.max(0.0).ceil() as u64);
+    }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let left = at.timestamp() - chrono::Utc::now().timestamp();
     Some(left.max(0) as u64)
@@ -1209,6 +1233,12 @@ mod tests {
         let s = parse_retry_after(&later).unwrap();
         assert!((118..=120).contains(&s), "{s}");
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("1.2"),
+            Some(2),
+            "a number: up to the next second"
+        );
+        assert_eq!(parse_retry_after("-3"), Some(0), "negative: now");
     }
 
     #[test]

@@ -17,7 +17,13 @@ pub struct ErrorBody {
     pub reference_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `int64` in the spec: a negative one reads as 0 and a fractional one (seen from
+    /// proxies) as its next whole second, never as a body that cannot be read at all.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_wait"
+    )]
     pub retry_after: Option<u64>,
     /// The answer's `Location` header (a 301 names the object's new id there). Not part of
     /// DevRev's body, so never read from it.
@@ -43,6 +49,16 @@ impl std::fmt::Debug for Unshown {
             "None"
         })
     }
+}
+
+/// A wait in seconds from any JSON number (negative: 0; fractional: rounded up); any other
+/// value is no wait.
+fn lenient_wait<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().map(|f| f.max(0.0).ceil() as u64))
+    }))
 }
 
 impl ErrorBody {
@@ -250,6 +266,22 @@ pub enum Scope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `retry_after` is `int64`: a negative or fractional one still leaves the body readable.
+    #[test]
+    fn an_odd_retry_after_keeps_the_error_body() {
+        for (raw, want) in [
+            ("-3", Some(0)),
+            ("1.5", Some(2)),
+            ("\"x\"", None),
+            ("7", Some(7)),
+        ] {
+            let text = format!(r#"{{"type":"too_many_requests","retry_after":{raw}}}"#);
+            let b: ErrorBody = serde_json::from_str(&text).unwrap();
+            assert_eq!(b.kind.as_deref(), Some("too_many_requests"));
+            assert_eq!(b.retry_after, want, "{raw}");
+        }
+    }
 
     #[test]
     fn the_token_is_scrubbed_from_every_text_field_in_both_forms() {

@@ -371,3 +371,99 @@ fn the_restore_changes_the_survivors_ref_only_where_this_merge_put_it() {
         "{n:?}"
     );
 }
+
+/// `--backup-only` in `w`: (exit code, stdout).
+fn backup_only(w: &World) -> (Option<i32>, String) {
+    let out = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--backup-only"])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// A world whose secondaries' tickets carry attachments.
+fn attached(tweak: impl FnOnce(&mut devrev_fake::FakeOptions)) -> World {
+    let mut sp = crate::merge::spec(3, 0, 91);
+    sp.attachments_pct = 100;
+    sp.tickets_per_contact = (1, 2);
+    World::with(
+        sp,
+        crate::merge::behaviour(
+            devrev_fake::fake::MoveMode::All,
+            devrev_fake::fake::SecondaryAfter::Gone,
+        ),
+        tweak,
+    )
+}
+
+/// Point 7: `file.size` is `int32` in the spec; a negative one is an unknown size, not a
+/// decode error that fails every listing it is in: the backup completes, and names the
+/// attachment, its ticket and the odd value. (Before: "expected u64", every pair failed.)
+#[test]
+fn a_negative_file_size_costs_only_the_size_check_of_that_attachment() {
+    let w = attached(|o| o.quirks.file_size = Some(-1));
+    let (code, out) = backup_only(&w);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 backed up and verified, 0 failed"), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("attachment")
+            && l.contains("TKT-")
+            && l.contains("file.size is -1")),
+        "{out}"
+    );
+}
+
+/// Point 7: a locate `url` that is no URL fails that backup with a message naming the
+/// attachment, its ticket and the field, at once (no retries). (Before: "builder error".)
+#[test]
+fn a_locate_url_that_is_no_url_is_named_as_such() {
+    let w = attached(|o| o.quirks.locate_url = Some("not a url".into()));
+    let (code, out) = backup_only(&w);
+    assert_ne!(code, Some(0), "{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED")).collect();
+    assert!(!failed.is_empty(), "{out}");
+    for l in failed {
+        assert!(
+            l.contains("attachment")
+                && l.contains("TKT-")
+                && l.contains("artifacts.locate answered a `url` that is not a URL"),
+            "{l}"
+        );
+    }
+}
+
+/// Point 7: a 429 with a fractional `Retry-After` (a `number` in the spec) and a negative
+/// `retry_after` (`int64`) is waited as asked (up to the next second) with its body read.
+/// (Before: the header was ignored and the body unreadable: the retry went out after the
+/// ordinary backoff, before the wait DevRev asked for.)
+#[test]
+fn odd_but_spec_valid_waits_are_honoured() {
+    use devrev_fake::fake::{Fault, ScriptedFault};
+    let w = attached(|o| {
+        o.faults = vec![ScriptedFault {
+            path: Some("/rev-users.get".into()),
+            nth: 1,
+            fault: Fault::OddWait {
+                header: "3.5".into(),
+                body: json!(-3),
+            },
+        }];
+    });
+    let (code, out) = backup_only(&w);
+    assert_eq!(code, Some(0), "{out}");
+    let gets: Vec<_> = w
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/rev-users.get")
+        .collect();
+    let gap = gets[1].at - gets[0].at;
+    assert!(
+        gap >= std::time::Duration::from_millis(3900),
+        "the retry waited {gap:?}, not the asked 3.5 s rounded up"
+    );
+}

@@ -27,6 +27,9 @@ pub enum Fault {
     Status503,
     /// A 429 that the rate limit did not cause, with this `Retry-After`; nothing applied.
     Spurious429 { retry_after_s: u64 },
+    /// A 429 with a spec-valid but odd wait: this `Retry-After` header (the spec types it a
+    /// `number`: `0.5`, `-2`) and this body `retry_after` (`int64`: `-3`); nothing applied.
+    OddWait { header: String, body: Value },
     /// Close the connection without an answer; nothing applied.
     Drop,
     /// Answer normally, but only after this delay (the work is done after the delay too).
@@ -250,6 +253,11 @@ pub struct Quirks {
     /// `(asked, answered)`: `rev-users.get` of `asked` answers the record of `answered` (its
     /// own `id`), as a cache or an id resolver in front of DevRev might.
     pub get_answers: Vec<(String, String)>,
+    /// Every artifact's `file.size` is answered as this spec-valid `int32` (e.g. `-1`) in
+    /// tickets, timeline entries and `artifacts.get`.
+    pub file_size: Option<i64>,
+    /// `artifacts.locate` answers this `url` (a string the spec allows, not necessarily a URL).
+    pub locate_url: Option<String>,
 }
 
 /// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in

@@ -600,9 +600,28 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, ep: &Endpoint, body: &Value) -> Reply 
         if ctx.opts.quirks.public_shape && !ctx.beta && ep.name.starts_with("rev-users.") {
             public_shape(&mut reply.body);
         }
+        if let Some(size) = ctx.opts.quirks.file_size {
+            set_file_sizes(&mut reply.body, size);
+        }
         reply
     });
     r.unwrap_or_else(|e| e)
+}
+
+/// Every `file.size` in an answer set to `size` (`Quirks::file_size`).
+fn set_file_sizes(v: &mut Value, size: i64) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Object(f)) = o.get_mut("file")
+                && f.contains_key("size")
+            {
+                f.insert("size".into(), json!(size));
+            }
+            o.values_mut().for_each(|x| set_file_sizes(x, size));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| set_file_sizes(x, size)),
+        _ => {}
+    }
 }
 
 /// A `rev-users.*` answer as the public schema has it: the beta-only fields left out of every
@@ -1878,6 +1897,9 @@ fn artifacts_locate(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         },
     );
     let expires_at: DateTime<Utc> = expires_wall.into();
+    if let Some(url) = &ctx.opts.quirks.locate_url {
+        return Ok(Reply::ok(json!({ "url": url })));
+    }
     Ok(Reply::ok(json!({
         "url": format!("{}/download/{token}?expires={expires_ms}&sig={sig}", ctx.base_url),
         "expires_at": expires_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),

@@ -492,6 +492,15 @@ fn fault_answer(fault: &Option<Fault>, seq: usize) -> Option<Answer> {
             a.headers.push(("retry-after", retry_after_s.to_string()));
             Some(a)
         }
+        Some(Fault::OddWait { header, body }) => {
+            let mut a = Answer::json(
+                429,
+                &json!({"type": "too_many_requests", "message": "Too many requests",
+                        "retry_after": body}),
+            );
+            a.headers.push(("retry-after", header.clone()));
+            Some(a)
+        }
         _ => None,
     }
 }
