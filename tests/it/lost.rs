@@ -467,3 +467,26 @@ fn odd_but_spec_valid_waits_are_honoured() {
         "the retry waited {gap:?}, not the asked 3.5 s rounded up"
     );
 }
+
+/// Point 8: after `--restore`, `--verify-backups --against-api` compares each backup with the
+/// tickets of the primary and the recreated contact (from the restore journal): every backup
+/// passes. (Before: the tickets named the recreated contact, and each restored backup
+/// failed with "no longer name either contact".)
+#[test]
+fn verify_against_the_api_after_a_restore_knows_the_recreated_contact() {
+    let w = issue_world(false, |_| {});
+    run_ok(&w, &[]);
+    w.fake.apply_pending_merges();
+    let (rr, _) = restore_last(&w);
+    assert_eq!(rr["summary"]["restored"], 4, "{rr}");
+    let out = w
+        .cmd()
+        .args(["--verify-backups", "backups", "--against-api"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("no longer name"), "{text}");
+    assert!(text.contains("undone by --restore"), "{text}");
+}
