@@ -490,3 +490,96 @@ fn verify_against_the_api_after_a_restore_knows_the_recreated_contact() {
     assert!(!text.contains("no longer name"), "{text}");
     assert!(text.contains("undone by --restore"), "{text}");
 }
+
+/// Every request of every command, held against DevRev's official OpenAPI files
+/// (`../shared/devrev-openapi/`, or `DEVREV_OPENAPI_DIR`) by `scripts/openapi_requests.py`
+/// (Python `jsonschema` + `yaml`): each body in the schema of its scope (beta when sent
+/// with `X-Devrev-Scope: beta`), no field the schema does not declare. 0 requests outside.
+/// The log is kept in `target/openapi-requests.jsonl` for the script to be run by hand.
+#[test]
+fn every_request_is_inside_the_openapi_schemas() {
+    let spec_dir = std::env::var_os("DEVREV_OPENAPI_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/devrev-openapi")
+        });
+    let python_ok = std::process::Command::new("python3")
+        .args(["-c", "import jsonschema, yaml"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !spec_dir.join("openapi-beta.yaml").is_file() || !python_ok {
+        eprintln!(
+            "skipped: needs {} and python3 with jsonschema and yaml (pip install jsonschema pyyaml)",
+            spec_dir.display()
+        );
+        return;
+    }
+    let mut log: Vec<Value> = Vec::new();
+    let mut keep = |w: &World| {
+        for r in w.fake.requests() {
+            log.push(json!({"method": r.method, "path": r.path, "body": r.body,
+                            "beta": r.beta_scope}));
+        }
+    };
+    // --keep revu: the read-only commands, the merge (adoption with carried values), the
+    // restore and the check against the API.
+    let w = attached(|_| {});
+    for args in [
+        vec!["--test-api"],
+        vec!["--csv", "contacts.csv", "--preview", "--check-live"],
+        vec!["--csv", "contacts.csv", "--backup-only"],
+        vec!["--export-contacts", "exported.csv"],
+    ] {
+        let out = w.cmd().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+    }
+    keep(&w);
+    let w = issue_world(false, |_| {});
+    run_ok(&w, &[]);
+    w.fake.apply_pending_merges();
+    restore_last(&w);
+    let out = w
+        .cmd()
+        .args(["--verify-backups", "backups", "--against-api"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    keep(&w);
+    // --keep user (the carry-over's own update), a public-shape API, a decided group with
+    // one member undone.
+    keep(&{
+        let w = issue_world(true, |_| {});
+        run_ok(&w, &[]);
+        w
+    });
+    keep(&{
+        let w = issue_world(false, |o| o.quirks.public_shape = true);
+        run_ok(&w, &[]);
+        w
+    });
+    let (w, g) = group_sharing_values();
+    restore_one(&w, &g[1]);
+    keep(&w);
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("..")
+        .join("openapi-requests.jsonl");
+    let text: String = log.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(&file, text).unwrap();
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/openapi_requests.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .arg(&spec_dir)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{report}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(report.contains(" 0 outside the schemas"), "{report}");
+}

@@ -310,6 +310,9 @@ pub struct RequestRecord {
     /// The request carried the accepted token.
     pub authorized: bool,
     pub had_auth_header: bool,
+    /// The request carried `X-Devrev-Scope: beta` (whatever `Quirks::no_beta` makes of it):
+    /// which of DevRev's two OpenAPI files its body must follow.
+    pub beta_scope: bool,
     pub fault: Option<Fault>,
 }
 

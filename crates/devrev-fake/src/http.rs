@@ -383,6 +383,10 @@ async fn process(
             status: 0,
             authorized,
             had_auth_header: auth.is_some(),
+            beta_scope: headers
+                .get("x-devrev-scope")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("beta")),
             fault: None,
         });
         let fault = pick_fault(&mut inner, &path);
