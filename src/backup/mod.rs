@@ -448,7 +448,7 @@ pub async fn take_with(
 
     let mut files = write_json_files(&partial, &json_files)?;
     drop(json_files);
-    let mut warnings = Vec::new();
+    let mut warnings = unknown_field_warnings(input.primary, input.secondary);
     let objects = download_all(client, &partial, &listed, &mut files, &mut warnings).await?;
     let counts = Counts {
         tickets: listed.tickets.len(),
@@ -660,6 +660,26 @@ async fn download_all(
         });
     }
     Ok(objects)
+}
+
+/// A warning for each contact whose copy lacks fields only DevRev's beta schema has (an
+/// answer by the public schema): unknown, so the backup cannot hold them and a restore
+/// cannot recreate them. Said, never passed off as "none".
+fn unknown_field_warnings(primary: &RevUser, secondary: &RevUser) -> Vec<String> {
+    [("primary", primary), ("secondary", secondary)]
+        .into_iter()
+        .filter_map(|(role, u)| {
+            let unknown = u.unknown_fields();
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "DevRev's answer for the {role} contact does not carry {} (public-schema \
+                     answer): unknown, so this backup does not hold them and a restore cannot \
+                     recreate them",
+                    unknown.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Locates and downloads one attachment into the partial folder; returns (size, sha256).

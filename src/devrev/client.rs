@@ -1164,6 +1164,7 @@ mod tests {
             message: Some(format!("gateway saw Authorization: Bearer {t}")),
             detail: Some(format!("token {t}")),
             location: Some(format!("https://h/?t={t}")),
+            location_raw: crate::devrev::Unshown(Some(format!("https://h/?t={t}"))),
             ..Default::default()
         };
         let status = Attempt::Status {
@@ -1177,6 +1178,10 @@ mod tests {
             Attempt::Cut(format!("cut at {t}")),
         ] {
             let (_, e) = attempt.into_error("works.list", 1, t);
+            if let Some(raw) = e.location_as_sent() {
+                // The id compared (is it the primary?) is kept exactly as sent.
+                assert!(raw.contains(t), "{raw}");
+            }
             let shown = format!("{e} {e:?} {:?}", e.location());
             assert!(!shown.contains(t), "{shown}");
             assert!(shown.contains(crate::devrev::REDACTED), "{shown}");

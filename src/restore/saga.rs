@@ -444,6 +444,14 @@ fn create_fields(s: &RevUser) -> Map<String, Value> {
 /// restore lists each rather than leave it silently behind.
 fn not_recreatable(s: &RevUser) -> Vec<String> {
     let mut out = Vec::new();
+    for f in s.unknown_fields() {
+        if f != "is_verified" {
+            out.push(format!(
+                "{f}: the backup does not hold them (DevRev's answer did not carry the field \
+                 when it was taken: unknown, not empty); not recreated"
+            ));
+        }
+    }
     if s.full_name.as_deref().is_some_and(|n| !n.trim().is_empty()) {
         out.push("full_name: rev-users.create does not take it".to_string());
     }

@@ -583,3 +583,25 @@ fn every_request_is_inside_the_openapi_schemas() {
     );
     assert!(report.contains(" 0 outside the schemas"), "{report}");
 }
+
+/// Point 1, the backup: a contact answered without the beta-only fields is backed up with a
+/// warning that says so (a restore cannot recreate what the backup never held), never as a
+/// contact with no custom fields or tags.
+#[test]
+fn a_backup_of_a_public_shape_answer_says_what_it_does_not_hold() {
+    let w = attached(|o| {
+        o.quirks.public_shape = true;
+        o.quirks.no_beta = true;
+    });
+    let (code, out) = backup_only(&w);
+    assert_eq!(code, Some(0), "{out}");
+    let warned = out
+        .lines()
+        .filter(|l| {
+            l.contains("warning")
+                && l.contains("does not carry is_verified, custom_fields, tags")
+                && l.contains("a restore cannot recreate them")
+        })
+        .count();
+    assert_eq!(warned, 6, "both contacts of 3 pairs: {out}");
+}
