@@ -16,7 +16,7 @@ use devrev_fake::fake::{MoveMode, SecondaryAfter};
 
 /// Clean pairs and needs-review groups of the given shapes (one `REVU-` contact first, then
 /// `user_` contacts).
-pub(crate) fn world(pairs: usize, shapes: Vec<GroupShape>) -> World {
+fn world(pairs: usize, shapes: Vec<GroupShape>) -> World {
     let spec = GenSpec {
         shaped_groups: shapes,
         ..spec(pairs, 0, 17)
@@ -24,7 +24,7 @@ pub(crate) fn world(pairs: usize, shapes: Vec<GroupShape>) -> World {
     World::new(spec, behaviour(MoveMode::All, SecondaryAfter::Deactivated))
 }
 
-pub(crate) fn shape(size: usize) -> GroupShape {
+fn shape(size: usize) -> GroupShape {
     GroupShape {
         size,
         unverified: 0,
@@ -33,7 +33,7 @@ pub(crate) fn shape(size: usize) -> GroupShape {
 }
 
 /// `--preview`, then the review file's header and rows.
-pub(crate) fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
+fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
     let before = std::fs::read_dir(w.path("reports"))
         .map(|_| review_files(w.dir.path()))
         .unwrap_or_default();
@@ -53,7 +53,7 @@ pub(crate) fn review(w: &World) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 /// The seed's shaped groups, members in order (the `REVU-` contact first).
-pub(crate) fn shaped(w: &World) -> Vec<Vec<String>> {
+fn shaped(w: &World) -> Vec<Vec<String>> {
     w.seed
         .groups
         .iter()
@@ -81,7 +81,7 @@ pub(crate) fn decide(
 }
 
 /// Saves the rows re-sorted by email (a spreadsheet's sort), as Excel does: BOM, `;`, CRLF.
-pub(crate) fn save(w: &World, name: &str, h: &[String], rows: &[Vec<String>]) {
+fn save(w: &World, name: &str, h: &[String], rows: &[Vec<String>]) {
     let mut body = rows.to_vec();
     body.sort_by(|a, b| {
         a[col(h, "email")]
@@ -960,7 +960,16 @@ fn a_kill_right_after_a_group_merge_request_resumes_the_group_in_one_run() {
 /// into it, the survivor takes the first one's ref) and merged: the world, the group's
 /// members (the `REVU-` contact first) and the run's report.
 fn a_group_of_3_merged_into_its_revu_contact() -> (World, Vec<String>, Value) {
+    group_of_3_merged(|_, _| {})
+}
+
+/// [`a_group_of_3_merged_into_its_revu_contact`], with `tweak` run on the world and the
+/// group's members before the review (to give the members data of their own).
+pub(crate) fn group_of_3_merged(
+    tweak: impl FnOnce(&World, &[String]),
+) -> (World, Vec<String>, Value) {
     let w = world(0, vec![shape(3)]);
+    tweak(&w, &shaped(&w)[0]);
     let (h, mut rows) = review(&w);
     let g = shaped(&w)[0].clone();
     decide(&h, &mut rows, &g[0], "keep", false);

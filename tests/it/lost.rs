@@ -10,10 +10,14 @@ use crate::merge::World;
 use crate::restore::last_restore_report;
 use devrev_merge::devrev::types::RevUser;
 
-/// `--restore` of the world's last report; the restore report.
+/// `--restore` of the world's last report; the restore report and stderr.
 pub(crate) fn restore_last(w: &World) -> (Value, String) {
-    let report = w.reports().pop().expect("a merge report");
-    let rel = report
+    restore_from(w, &w.reports().pop().expect("a merge report"))
+}
+
+/// `--restore <input> --yes` (a report or a backup folder), which must succeed.
+fn restore_from(w: &World, input: &std::path::Path) -> (Value, String) {
+    let rel = input
         .strip_prefix(w.dir.path())
         .unwrap()
         .display()
@@ -247,23 +251,15 @@ fn values_the_survivor_gained_after_its_backup_survive_the_carry_over() {
 /// two merged members both held a phone number and a custom field the survivor lacked.
 /// Returns the world, the members (survivor first) in merge order.
 fn group_sharing_values() -> (World, Vec<String>) {
-    use crate::groups::{decide, review, save, shape, shaped, world};
-    let w = world(0, vec![shape(3)]);
-    let g = shaped(&w)[0].clone();
-    w.fake.with_state(|st| {
-        for m in &g[1..] {
-            let u = &mut st.rev_users.get_mut(m).unwrap().json;
-            u["phone_numbers"] = json!(["+14155550123"]);
-            u["custom_fields"]["tnt__company"] = json!("Acme Ltd");
-        }
+    let (w, g, r) = crate::groups::group_of_3_merged(|w, g| {
+        w.fake.with_state(|st| {
+            for m in &g[1..] {
+                let u = &mut st.rev_users.get_mut(m).unwrap().json;
+                u["phone_numbers"] = json!(["+14155550123"]);
+                u["custom_fields"]["tnt__company"] = json!("Acme Ltd");
+            }
+        });
     });
-    let (h, mut rows) = review(&w);
-    decide(&h, &mut rows, &g[0], "keep", false);
-    decide(&h, &mut rows, &g[1], "merge", true);
-    decide(&h, &mut rows, &g[2], "merge", false);
-    save(&w, "decided.csv", &h, &rows);
-    w.run(&["--decisions", "decided.csv"]).success();
-    let r = w.last_report();
     let mut order = vec![g[0].clone()];
     order.extend(
         crate::groups::group_of(&r, &g[0])["members"]
@@ -288,15 +284,7 @@ fn restore_one(w: &World, secondary: &str) -> (Value, String) {
                 .is_ok_and(|t| t.contains(&format!("\"secondary_id\": \"{secondary}\"")))
         })
         .expect("the backup of that merge");
-    let rel = folder
-        .strip_prefix(w.dir.path())
-        .unwrap()
-        .display()
-        .to_string();
-    let out = w.std_cmd(&["--restore", &rel, "--yes"]).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    (last_restore_report(w), err)
+    restore_from(w, &folder)
 }
 
 /// Point 5: undoing one member of a group keeps on the survivor what the other member, still
