@@ -593,3 +593,38 @@ fn a_backup_of_a_public_shape_answer_says_what_it_does_not_hold() {
         .count();
     assert_eq!(warned, 6, "both contacts of 3 pairs: {out}");
 }
+
+/// Point 6 at Validate: a pair whose secondary someone merged into the primary before the run
+/// (its id answering with the primary's record) is "already merged", never a failure and
+/// never merged again. A pair whose secondary answers with a third contact's record fails
+/// with the error naming both.
+#[test]
+fn validate_reads_an_answer_for_another_contact_by_the_evidence_rule() {
+    use devrev_fake::fake::SecondaryAfter;
+    let probe = issue_world(false, |_| {});
+    let pairs = probe.pairs();
+    drop(probe);
+    let (p0, s0) = pairs[0].clone();
+    let (p1, s1) = pairs[1].clone();
+    let w = issue_world(false, |o| {
+        o.merge.secondary_after = SecondaryAfter::AnswersPrimary;
+        o.quirks.get_answers = vec![(s1.clone(), pairs[2].0.clone())];
+    });
+    assert!(w.fake.merge_from_the_side(&p0, &s0));
+    let out = w.run(&[]).get_output().clone();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let r = w.last_report();
+    let e0 = crate::carry::entry(&r, &p0);
+    assert_eq!(e0["status"], "already_merged", "{e0}\n{err}");
+    let e1 = crate::carry::entry(&r, &p1);
+    assert_eq!(e1["status"], "failed", "{e1}");
+    assert!(e1.to_string().contains("answered another contact"), "{e1}");
+    let merged: Vec<String> = w
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/rev-users.merge")
+        .map(|r| r.body["secondary_user"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!merged.contains(&s0) && !merged.contains(&s1), "{merged:?}");
+}
