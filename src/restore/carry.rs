@@ -33,6 +33,21 @@ pub(super) async fn undo_carry(
         .rev_users_get(primary)
         .await
         .map_err(api("reading the survivor to put its own values back"))?;
+    // A survivor answered without the lists the undo edits cannot be compared: unknown, not
+    // "changed since" (and never written whole from nothing). The next run reads again.
+    let unknown: Vec<&str> = live
+        .unknown_fields()
+        .into_iter()
+        .filter(|f| *f != "is_verified")
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Stop::Fail(format!(
+            "DevRev's answer for the survivor does not carry {}: unknown, not empty, so the \
+             carried values cannot be told from its own; nothing was put back, re-run to read \
+             it again",
+            unknown.join(", ")
+        )));
+    }
     let fields = match record(j, key).carry_undo {
         Some(u) if u.done => Map::new(),
         // Sent before a crash: applied if the survivor shows it.

@@ -628,3 +628,57 @@ fn validate_reads_an_answer_for_another_contact_by_the_evidence_rule() {
         .collect();
     assert!(!merged.contains(&s0) && !merged.contains(&s1), "{merged:?}");
 }
+
+/// Points 1 and 5: an undo whose read of the survivor comes back without `custom_fields` and
+/// `tags` (the API answering by the public schema) puts nothing back and fails the pair with
+/// that reason, never "changed since"; once the fields come back, the re-run finishes it and
+/// the survivor holds its own values again.
+#[test]
+fn an_undo_never_judges_a_survivor_read_without_its_fields() {
+    let w = issue_world(false, |_| {});
+    run_ok(&w, &[]);
+    w.fake.apply_pending_merges();
+    w.fake.set_options(|o| {
+        o.quirks.public_shape = true;
+        o.quirks.no_beta = true;
+    });
+    let report = w.reports().pop().unwrap();
+    let rel = report
+        .strip_prefix(w.dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+    let out = w.std_cmd(&["--restore", &rel, "--yes"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    let rr = last_restore_report(&w);
+    let failed: Vec<String> = rr["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["status"] == "failed")
+        .map(|e| {
+            let text = e.to_string();
+            assert!(text.contains("unknown, not empty"), "{text}");
+            assert!(!text.contains("has changed since"), "{text}");
+            e["primary"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(!failed.is_empty(), "the pairs with carried values: {rr}");
+    w.fake.set_options(|o| {
+        o.quirks.public_shape = false;
+        o.quirks.no_beta = false;
+    });
+    let (rr, _) = restore_last(&w);
+    assert_eq!(rr["summary"]["failed"], 0, "{rr}");
+    for p in &failed {
+        let now = serde_json::to_value(live(&w, p)).unwrap();
+        let seed = w.seed.rev_user(p).unwrap();
+        assert_eq!(now["custom_fields"], seed["custom_fields"], "{p}");
+        assert_eq!(
+            crate::common::phones(&now),
+            crate::common::phones(seed),
+            "{p}"
+        );
+    }
+}
