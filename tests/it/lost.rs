@@ -394,6 +394,18 @@ fn attached(tweak: impl FnOnce(&mut devrev_fake::FakeOptions)) -> World {
 #[test]
 fn a_negative_file_size_costs_only_the_size_check_of_that_attachment() {
     let w = attached(|o| o.quirks.file_size = Some(-1));
+    // The live preview reads the same tickets.
+    let preview = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--preview", "--check-live"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        preview.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&preview.stderr)
+    );
     let (code, out) = backup_only(&w);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("3 backed up and verified, 0 failed"), "{out}");
