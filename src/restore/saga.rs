@@ -437,6 +437,19 @@ fn create_fields(s: &RevUser) -> Map<String, Value> {
         })
         .collect();
     put("tags", (!tags.is_empty()).then_some(Value::Array(tags)));
+    // Beta `external_refs`: only when they hold more than `external_ref` (an org with
+    // multi-association contacts); one that refuses it costs that field, noted.
+    let refs: Vec<Value> = s
+        .extra
+        .get("external_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.as_str().is_some_and(|r| !r.is_empty()))
+        .cloned()
+        .collect();
+    let more = refs.iter().any(|r| r.as_str() != s.external_ref.as_deref());
+    put("external_refs", more.then_some(Value::Array(refs)));
     f
 }
 
@@ -951,6 +964,15 @@ mod tests {
         }))
         .unwrap();
         let f = create_fields(&s);
+        assert!(!f.contains_key("external_refs"), "none beyond external_ref");
+        let mut multi = s.clone();
+        multi
+            .extra
+            .insert("external_refs".into(), json!(["user_1", "crm-9"]));
+        assert_eq!(
+            create_fields(&multi)["external_refs"],
+            json!(["user_1", "crm-9"])
+        );
         assert_eq!(
             f["tags"],
             json!([{"id": "don:core:dvrv-us-1:devo/o:tag/5", "value": "gold"},
