@@ -62,6 +62,10 @@ pub enum LiveProblem {
     /// a duplicate, whatever the email says. Refused whether or not DevRev would take it
     /// (devrev-api.md leaves that open).
     DifferentAccounts { primary: String, secondary: String },
+    /// DevRev's answer for the contact does not carry fields a decision needs
+    /// ([`RevUser::unknown_fields`]): unknown, so neither the verified rule nor the
+    /// carry-over can be judged; refused until an answer carries them.
+    FieldsUnknown { role: Role, fields: Vec<String> },
 }
 
 impl LiveProblem {
@@ -75,6 +79,7 @@ impl LiveProblem {
             LiveProblem::RefChanged { .. } => ReviewReason::LiveRefChanged,
             LiveProblem::UnverifiedIntoVerified => ReviewReason::LiveUnverifiedIntoVerified,
             LiveProblem::DifferentAccounts { .. } => ReviewReason::LiveDifferentAccounts,
+            LiveProblem::FieldsUnknown { .. } => ReviewReason::LiveFieldsUnknown,
         }
     }
 }
@@ -113,6 +118,11 @@ impl fmt::Display for LiveProblem {
                 f,
                 "the contacts are in different accounts (rev_org {primary} and {secondary}): \
                  a different customer, not a duplicate"
+            ),
+            LiveProblem::FieldsUnknown { role, fields } => write!(
+                f,
+                "{}",
+                crate::merge::journal::fields_unknown_text(*role, fields)
             ),
         }
     }
@@ -171,7 +181,7 @@ async fn fetch(client: &DevRevClient, id: &str) -> Result<Option<RevUser>, ApiEr
 /// The checks themselves, on contacts already fetched (pure, so it is tested directly).
 pub fn judge(pair: &Pair, primary: Option<RevUser>, secondary: Option<RevUser>) -> LiveCheck {
     let mut problems = Vec::new();
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     for (role, csv, live) in [
         (Role::Primary, &pair.primary, primary.as_ref()),
         (Role::Secondary, &pair.secondary, secondary.as_ref()),
@@ -181,7 +191,16 @@ pub fn judge(pair: &Pair, primary: Option<RevUser>, secondary: Option<RevUser>) 
                 role,
                 id: csv.rev_user_id.clone(),
             }),
-            Some(u) => check_contact(role, csv, &pair.email, u, &mut problems),
+            Some(u) => {
+                check_contact(role, csv, &pair.email, u, &mut problems);
+                let unknown = u.unknown_fields();
+                if !unknown.is_empty() {
+                    problems.push(LiveProblem::FieldsUnknown {
+                        role,
+                        fields: unknown.into_iter().map(str::to_string).collect(),
+                    });
+                }
+            }
         }
     }
     if let (Some(p), Some(s)) = (&primary, &secondary) {
@@ -193,13 +212,8 @@ pub fn judge(pair: &Pair, primary: Option<RevUser>, secondary: Option<RevUser>) 
                 secondary: b.to_string(),
             });
         }
-        match (p.is_verified, s.is_verified) {
-            (Some(true), Some(false)) => problems.push(LiveProblem::UnverifiedIntoVerified),
-            (Some(true), None) => warnings.push(
-                "DevRev did not report is_verified for the secondary; the merge may be refused"
-                    .into(),
-            ),
-            _ => {}
+        if let (Some(true), Some(false)) = (p.is_verified, s.is_verified) {
+            problems.push(LiveProblem::UnverifiedIntoVerified);
         }
     }
     match (problems.is_empty(), primary, secondary) {
@@ -397,6 +411,10 @@ mod tests {
             external_ref: Some(c.external_ref.clone()),
             state: Some("active".into()),
             is_verified: Some(true),
+            extra: serde_json::json!({"custom_fields": {}, "tags": []})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             ..RevUser::default()
         }
     }
@@ -480,14 +498,27 @@ mod tests {
         assert!(problems(Some(x), Some(s.clone())).is_empty());
     }
 
+    /// A field only the beta schema has, missing from the answer (a public-schema answer), is
+    /// unknown: the pair is refused with the reason, never judged as if it were empty.
     #[test]
-    fn unknown_verification_is_a_warning_not_a_refusal() {
+    fn a_field_the_answer_does_not_carry_is_unknown_not_empty() {
         let pr = pair();
         let mut s = live(&pr.secondary);
         s.is_verified = None;
-        match judge(&pr, Some(live(&pr.primary)), Some(s)) {
-            LiveCheck::Passed(lp) => assert_eq!(lp.warnings.len(), 1),
-            other => panic!("{other:?}"),
-        }
+        s.extra.remove("tags");
+        let found = problems(Some(live(&pr.primary)), Some(s));
+        assert_eq!(
+            found,
+            [LiveProblem::FieldsUnknown {
+                role: Role::Secondary,
+                fields: vec!["is_verified".into(), "tags".into()]
+            }]
+        );
+        assert_eq!(found[0].reason(), ReviewReason::LiveFieldsUnknown);
+        assert!(
+            found[0].to_string().contains("is_verified, tags"),
+            "{}",
+            found[0]
+        );
     }
 }

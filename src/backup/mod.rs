@@ -155,6 +155,8 @@ struct PlannedAttachment {
     name: Option<String>,
     mime: Option<String>,
     size: Option<u64>,
+    /// A declared size that is no byte count, as DevRev sent it (`file.size: -1`).
+    odd_size: Option<String>,
     /// Relative to the backup folder.
     path: String,
 }
@@ -278,6 +280,7 @@ async fn plan_object(
             let full = client.artifacts_get(&s.id).await?;
             if let Some(f) = full.file {
                 file.size = f.size;
+                file.odd_size = f.odd_size.or(file.odd_size);
                 file.name = file.name.or(f.name);
                 file.mime = file.mime.or(f.mime);
             }
@@ -291,6 +294,7 @@ async fn plan_object(
             name: file.name,
             mime: file.mime,
             size: file.size,
+            odd_size: file.odd_size.filter(|_| file.size.is_none()),
         });
     }
     Ok(PlannedObject {
@@ -444,7 +448,7 @@ pub async fn take_with(
 
     let mut files = write_json_files(&partial, &json_files)?;
     drop(json_files);
-    let mut warnings = Vec::new();
+    let mut warnings = unknown_field_warnings(input.primary, input.secondary);
     let objects = download_all(client, &partial, &listed, &mut files, &mut warnings).await?;
     let counts = Counts {
         tickets: listed.tickets.len(),
@@ -622,11 +626,16 @@ async fn download_all(
         let mut entries = Vec::new();
         for a in &o.attachments {
             let (size, sha) = download_attachment(client, partial, a, label).await?;
-            if a.size.is_none() {
-                warnings.push(format!(
+            match (&a.size, &a.odd_size) {
+                (Some(_), _) => {}
+                (None, Some(odd)) => warnings.push(format!(
+                    "attachment {} of {label}: DevRev's file.size is {odd}, not a byte count, so only the checksum of the {size} bytes received is recorded",
+                    a.id
+                )),
+                (None, None) => warnings.push(format!(
                     "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
                     a.id
-                ));
+                )),
             }
             files.push(FileEntry {
                 path: a.path.clone(),
@@ -651,6 +660,26 @@ async fn download_all(
         });
     }
     Ok(objects)
+}
+
+/// A warning for each contact whose copy lacks fields only DevRev's beta schema has (an
+/// answer by the public schema): unknown, so the backup cannot hold them and a restore
+/// cannot recreate them. Said, never passed off as "none".
+fn unknown_field_warnings(primary: &RevUser, secondary: &RevUser) -> Vec<String> {
+    [("primary", primary), ("secondary", secondary)]
+        .into_iter()
+        .filter_map(|(role, u)| {
+            let unknown = u.unknown_fields();
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "DevRev's answer for the {role} contact does not carry {} (public-schema \
+                     answer): unknown, so this backup does not hold them and a restore cannot \
+                     recreate them",
+                    unknown.join(", ")
+                )
+            })
+        })
+        .collect()
 }
 
 /// Locates and downloads one attachment into the partial folder; returns (size, sha256).

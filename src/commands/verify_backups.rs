@@ -1,7 +1,7 @@
 //! `--verify-backups DIR [--against-api]`: re-check every backup folder (checksums, sizes,
 //! counts) and, on request, compare each one's ticket ids with DevRev (read-only).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -142,7 +142,15 @@ pub fn check_root(root: &Path) -> Result<Vec<BackupCheck>, AppError> {
 }
 
 /// Compares one backup's ticket ids with what DevRev lists now for the same two contacts.
-async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Result<(), AppError> {
+///
+/// `restored` maps a merged-away secondary to the contact `--restore` recreated for it (from
+/// the restore journal): after a restore the backed-up tickets name that contact, so it is
+/// the one to list with the primary, never a false "no longer name either contact".
+async fn compare_with_api(
+    client: &DevRevClient,
+    check: &mut BackupCheck,
+    restored: &BTreeMap<String, String>,
+) -> Result<(), AppError> {
     let meta = match crate::backup::load_metadata(&check.dir) {
         Ok(m) => m,
         Err(e) => {
@@ -163,13 +171,21 @@ async fn compare_with_api(client: &DevRevClient, check: &mut BackupCheck) -> Res
     };
     // After the merge DevRev may refuse the secondary's id as a filter: then the primary's
     // tickets are the ones to compare with (the same fallback the merge itself uses).
-    let now: Vec<Value> = match crate::validate::tickets_of_both(
-        client,
-        &meta.primary_id,
-        &meta.secondary_id,
-    )
-    .await
-    {
+    let listed = match restored.get(&meta.secondary_id) {
+        Some(new) => {
+            check.warnings.push(format!(
+                "the merge was undone by --restore: the secondary is back as {new}; compared \
+                 with the tickets of the primary and that contact"
+            ));
+            client
+                .tickets_reported_by_as(&[meta.primary_id.as_str(), new.as_str()])
+                .await
+        }
+        None => {
+            crate::validate::tickets_of_both(client, &meta.primary_id, &meta.secondary_id).await
+        }
+    };
+    let now: Vec<Value> = match listed {
         Ok(v) => v,
         // Authorization and reachability end the command; anything else is this backup's.
         Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(AppError::Api(e)),
@@ -240,11 +256,20 @@ pub async fn run(cfg: &Config, root: &Path, against_api: bool) -> Result<(), App
     }
     if against_api {
         let client = DevRevClient::new(cfg.client_config()?)?;
+        let restored: BTreeMap<String, String> =
+            crate::restore::journal::peek(&crate::restore::journal_path(cfg))
+                .map(|f| {
+                    f.pairs
+                        .into_values()
+                        .filter_map(|r| Some((r.secondary, r.new_id?)))
+                        .collect()
+                })
+                .unwrap_or_default();
         for c in checks
             .iter_mut()
             .filter(|c| matches!(c.status, VerifyStatus::Ok | VerifyStatus::Failed))
         {
-            compare_with_api(&client, c).await?;
+            compare_with_api(&client, c, &restored).await?;
             if !c.problems.is_empty() {
                 c.status = VerifyStatus::Failed;
             }

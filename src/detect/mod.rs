@@ -179,6 +179,9 @@ pub enum ReviewReason {
     LiveUnverifiedIntoVerified,
     /// `--check-live`: the contacts are in different accounts (`rev_org`).
     LiveDifferentAccounts,
+    /// `--check-live`: DevRev's answer lacks `is_verified`, `custom_fields` or `tags`
+    /// (answered by the public schema): unknown, so the pair cannot be judged.
+    LiveFieldsUnknown,
     /// `--check-live`: the check itself failed (an API error after retries).
     LiveCheckFailed,
 }
@@ -200,6 +203,7 @@ impl ReviewReason {
             ReviewReason::LiveRefChanged => "live: external_ref changed",
             ReviewReason::LiveUnverifiedIntoVerified => "live: unverified into verified",
             ReviewReason::LiveDifferentAccounts => "live: different accounts",
+            ReviewReason::LiveFieldsUnknown => "live: fields unknown (public-schema answer)",
             ReviewReason::LiveCheckFailed => "live: check failed (API error)",
         }
     }

@@ -532,6 +532,7 @@ impl DevRevClient {
                     ),
                     ..Default::default()
                 });
+            body.location_raw = super::error::Unshown(location.clone());
             body.location = location;
             Err(Attempt::Status {
                 status,
@@ -614,7 +615,21 @@ impl DevRevClient {
         let r: R = self
             .call("rev-users.get", &json!({ "id": id }), CallKind::Read)
             .await?;
-        Ok(r.rev_user)
+        self.the_one_asked(id, r.rev_user)
+    }
+
+    /// `u` when it is the contact asked for (by id or display id), else
+    /// [`ApiError::OtherContact`]: an answer about someone else is never taken for it.
+    fn the_one_asked(&self, asked: &str, u: RevUser) -> Result<RevUser, ApiError> {
+        if u.id == asked || u.display_id.as_deref() == Some(asked) {
+            return Ok(u);
+        }
+        self.bump("rev-users.get", |s| s.errors += 1);
+        Err(ApiError::OtherContact {
+            endpoint: "rev-users.get".into(),
+            asked: asked.to_string(),
+            answered: u.id,
+        })
     }
 
     /// `rev-users.get` of a contact this tool merged away (or is about to see merged): its
@@ -627,7 +642,7 @@ impl DevRevClient {
         let r: R = self
             .call_expecting("rev-users.get", &json!({ "id": id }), CallKind::Read, true)
             .await?;
-        Ok(r.rev_user)
+        self.the_one_asked(id, r.rev_user)
     }
 
     /// One page of `rev-users.list` with the given filters (for probes and lookups).
@@ -839,6 +854,23 @@ impl DevRevClient {
             what: what.clone(),
             reason: e.to_string(),
         };
+        // DevRev's `url` is only typed a string: one that is no absolute http(s) URL fails
+        // here, naming the field (never the value: a URL may carry a signature), not as
+        // reqwest's bare "builder error" after retries.
+        match url::Url::parse(url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            Ok(u) => {
+                return Err(derr(format!(
+                    "artifacts.locate answered a `url` with scheme {:?}, not http(s)",
+                    u.scheme()
+                )));
+            }
+            Err(e) => {
+                return Err(derr(format!(
+                    "artifacts.locate answered a `url` that is not a URL ({e})"
+                )));
+            }
+        }
         let mut backoff = self.backoff();
         loop {
             let resp = match self.http.get(url).send().await {
@@ -1048,12 +1080,19 @@ pub fn is_loopback(url: &url::Url) -> bool {
 }
 
 /// Why a write's outcome is unknown, in the words of the failure behind it.
-/// `rev-users.update` fields only the beta API has (devrev-api.md §4.3).
-const BETA_UPDATE_FIELDS: [&str; 3] = ["tags", "external_refs", "artifacts"];
-
-/// The request sets a field only the beta API takes, so it goes with the beta scope.
-fn needs_beta(endpoint: &str, body: &Value) -> bool {
-    endpoint == "rev-users.update" && BETA_UPDATE_FIELDS.iter().any(|f| body.get(f).is_some())
+/// Which requests go with `X-Devrev-Scope: beta`: every one about contacts but the merge.
+///
+/// Only DevRev's beta schema has the rev-user fields the tool decides on and must never lose
+/// (`is_verified`, `custom_fields`, `tags`; devrev-api.md §1), so every read of a contact asks
+/// for them in that scope, and every write whose request schema has them only there
+/// (`rev-users.create` with `custom_fields`/`tags`, `rev-users.update` with `tags`) is sent in
+/// it. The beta request schemas of these endpoints hold every public field, so nothing the
+/// public API takes is lost by the scope. `rev-users.merge` takes no beta field.
+fn needs_beta(endpoint: &str, _body: &Value) -> bool {
+    matches!(
+        endpoint,
+        "rev-users.get" | "rev-users.list" | "rev-users.create" | "rev-users.update"
+    )
 }
 
 fn outcome_unknown_reason(err: &ApiError) -> String {
@@ -1074,6 +1113,13 @@ fn parse_retry_after(v: &str) -> Option<u64> {
     let v = v.trim();
     if let Ok(s) = v.parse::<u64>() {
         return Some(s);
+    }
+    // The spec types it a `number`: a fraction is waited up to the next whole second, a
+    // negative one is "now".
+    if let Ok(f) = v.parse::<f64>()
+        && f.is_finite()
+    {
+        return Some(f.max(0.0).ceil() as u64);
     }
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let left = at.timestamp() - chrono::Utc::now().timestamp();
@@ -1113,6 +1159,7 @@ mod tests {
             message: Some(format!("gateway saw Authorization: Bearer {t}")),
             detail: Some(format!("token {t}")),
             location: Some(format!("https://h/?t={t}")),
+            location_raw: crate::devrev::Unshown(Some(format!("https://h/?t={t}"))),
             ..Default::default()
         };
         let status = Attempt::Status {
@@ -1126,6 +1173,10 @@ mod tests {
             Attempt::Cut(format!("cut at {t}")),
         ] {
             let (_, e) = attempt.into_error("works.list", 1, t);
+            if let Some(raw) = e.location_as_sent() {
+                // The id compared (is it the primary?) is kept exactly as sent.
+                assert!(raw.contains(t), "{raw}");
+            }
             let shown = format!("{e} {e:?} {:?}", e.location());
             assert!(!shown.contains(t), "{shown}");
             assert!(shown.contains(crate::devrev::REDACTED), "{shown}");
@@ -1182,6 +1233,12 @@ mod tests {
         let s = parse_retry_after(&later).unwrap();
         assert!((118..=120).contains(&s), "{s}");
         assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(
+            parse_retry_after("1.2"),
+            Some(2),
+            "a number: up to the next second"
+        );
+        assert_eq!(parse_retry_after("-3"), Some(0), "negative: now");
     }
 
     #[test]

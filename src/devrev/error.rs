@@ -17,12 +17,48 @@ pub struct ErrorBody {
     pub reference_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub field_name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `int64` in the spec: a negative one reads as 0 and a fractional one (seen from
+    /// proxies) as its next whole second, never as a body that cannot be read at all.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "lenient_wait"
+    )]
     pub retry_after: Option<u64>,
     /// The answer's `Location` header (a 301 names the object's new id there). Not part of
     /// DevRev's body, so never read from it.
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The same `Location` as DevRev sent it, never scrubbed: the id in it is compared (is it
+    /// the primary?), and the scrubber only touches text that is shown or stored. Never
+    /// serialized, and `Debug` does not print it.
+    #[serde(skip)]
+    pub location_raw: Unshown,
+}
+
+/// A server value kept exactly as sent for comparisons only: `Debug` never prints it, so no
+/// log line or error dump can show an echoed token through it.
+#[derive(Clone, Default, PartialEq)]
+pub struct Unshown(pub Option<String>);
+
+impl std::fmt::Debug for Unshown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "[kept, not shown]"
+        } else {
+            "None"
+        })
+    }
+}
+
+/// A wait in seconds from any JSON number (negative: 0; fractional: rounded up); any other
+/// value is no wait.
+fn lenient_wait<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = Option::<serde_json::Value>::deserialize(d)?;
+    Ok(v.and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_f64().map(|f| f.max(0.0).ceil() as u64))
+    }))
 }
 
 impl ErrorBody {
@@ -118,6 +154,18 @@ pub enum ApiError {
     /// permission): retrying the download cannot help, and the next pair would fail the same.
     #[error("cannot write {what}: {reason}")]
     LocalWrite { what: String, reason: String },
+    /// DevRev answered a read of one contact with the record of another (its `id` is not the
+    /// one asked; an API may resolve a merged-away id to its survivor). Never taken for the
+    /// contact asked: a backup or a verdict built on it would be about someone else.
+    #[error(
+        "DevRev {endpoint} for {asked} answered another contact ({answered}); not taken for \
+         the one asked"
+    )]
+    OtherContact {
+        endpoint: String,
+        asked: String,
+        answered: String,
+    },
     /// The run was asked to stop (Ctrl-C) while waiting.
     #[error("cancelled")]
     Cancelled,
@@ -144,6 +192,15 @@ impl ApiError {
     pub fn location(&self) -> Option<&str> {
         match self {
             ApiError::Status { body, .. } => body.location.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// The `Location` header as DevRev sent it (unscrubbed), for comparing the id in it;
+    /// never for showing (use [`Self::location`]).
+    pub fn location_as_sent(&self) -> Option<&str> {
+        match self {
+            ApiError::Status { body, .. } => body.location_raw.0.as_deref(),
             _ => None,
         }
     }
@@ -210,6 +267,22 @@ pub enum Scope {
 mod tests {
     use super::*;
 
+    /// `retry_after` is `int64`: a negative or fractional one still leaves the body readable.
+    #[test]
+    fn an_odd_retry_after_keeps_the_error_body() {
+        for (raw, want) in [
+            ("-3", Some(0)),
+            ("1.5", Some(2)),
+            ("\"x\"", None),
+            ("7", Some(7)),
+        ] {
+            let text = format!(r#"{{"type":"too_many_requests","retry_after":{raw}}}"#);
+            let b: ErrorBody = serde_json::from_str(&text).unwrap();
+            assert_eq!(b.kind.as_deref(), Some("too_many_requests"));
+            assert_eq!(b.retry_after, want, "{raw}");
+        }
+    }
+
     #[test]
     fn the_token_is_scrubbed_from_every_text_field_in_both_forms() {
         let t = "eyJhbGciOi.s3cr3t-tok";
@@ -222,6 +295,7 @@ mod tests {
             field_name: Some(t.into()),
             retry_after: None,
             location: Some(format!("https://h/x?auth={t}")),
+            location_raw: Unshown(Some(format!("https://h/x?auth={t}"))),
         }
         .scrubbed(t);
         let shown = ApiError::Status {

@@ -11,4 +11,4 @@ pub use client::{
     pacer_quota,
 };
 pub use don::org_of;
-pub use error::{ApiError, ErrorBody, REDACTED, Scope, scrub};
+pub use error::{ApiError, ErrorBody, REDACTED, Scope, Unshown, scrub};

@@ -58,6 +58,26 @@ impl RevUser {
         self.state.as_deref().is_none_or(|s| s == "active")
     }
 
+    /// The fields a decision about this contact needs (the verified rule, the carry-over,
+    /// the backup a restore recreates it from) that this answer does not carry.
+    ///
+    /// Only DevRev's beta schema declares them (devrev-api.md §1), so an answer by the public
+    /// schema leaves them out: such a field is *unknown*, never empty. Reading it as "no
+    /// custom fields" would plan a carry-over without them and lose them with the secondary,
+    /// and reading a missing `is_verified` as "unverified" would pass a merge DevRev refuses.
+    pub fn unknown_fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.is_verified.is_none() {
+            out.push("is_verified");
+        }
+        for k in ["custom_fields", "tags"] {
+            if self.extra.get(k).is_none_or(Value::is_null) {
+                out.push(k);
+            }
+        }
+        out
+    }
+
     /// The contact's account (`rev_org.id`), when DevRev says: contacts of two accounts are
     /// two customers, never duplicates of each other.
     pub fn account(&self) -> Option<&str> {
@@ -81,16 +101,57 @@ pub struct ArtifactSummary {
     pub extra: Map<String, Value>,
 }
 
+/// An artifact's `file`. DevRev's spec types `size` as `int32`, so a negative (or any other
+/// odd) size is spec-valid: it is read as *unknown*, never as a decode error that would fail
+/// the whole listing it came in, and the odd value is kept in `odd_size` so messages can
+/// name it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(from = "RawFileInfo")]
 pub struct FileInfo {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub mime: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The size in bytes, when DevRev declared a usable one (a whole number, not negative).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// A declared `size` that is no byte count (`-1`, `2.5`, `"big"`), as DevRev sent it.
+    #[serde(skip)]
+    pub odd_size: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// [`FileInfo`] as it arrives: `size` any JSON value.
+#[derive(Deserialize)]
+struct RawFileInfo {
+    #[serde(rename = "type", default)]
+    mime: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    size: Option<Value>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+impl From<RawFileInfo> for FileInfo {
+    fn from(r: RawFileInfo) -> Self {
+        let (size, odd_size) = match r.size {
+            None | Some(Value::Null) => (None, None),
+            Some(v) => match v.as_u64() {
+                Some(n) => (Some(n), None),
+                None => (None, Some(v.to_string())),
+            },
+        };
+        FileInfo {
+            mime: r.mime,
+            name: r.name,
+            size,
+            odd_size,
+            extra: r.extra,
+        }
+    }
 }
 
 /// A work item; this tool only asks for tickets.
@@ -230,10 +291,11 @@ pub struct DevUser {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn unknown_fields_survive_a_round_trip() {
-        let raw = serde_json::json!({
+        let raw = json!({
             "id": "don:identity:dvrv-us-1:devo/abc:revu/X1",
             "display_id": "REVU-X1",
             "state": "active",
@@ -254,9 +316,29 @@ mod tests {
         assert!(!format!("{l:?}").contains("s3cr3t"));
     }
 
+    /// `file.size` is `int32` in the spec: a negative or fractional one is an unknown size,
+    /// never a decode error for the ticket (or the whole listing) it came in.
+    #[test]
+    fn an_odd_file_size_is_unknown_not_an_error() {
+        for (raw, odd) in [
+            (json!(-5), "-5"),
+            (json!(2.5), "2.5"),
+            (json!("big"), "\"big\""),
+        ] {
+            let w: Work = serde_json::from_value(json!({
+                "id": "t", "artifacts": [{"id": "a", "file": {"name": "x", "size": raw}}]
+            }))
+            .unwrap();
+            let f = w.artifacts[0].file.as_ref().unwrap();
+            assert_eq!((f.size, f.odd_size.as_deref()), (None, Some(odd)));
+        }
+        let f: FileInfo = serde_json::from_value(json!({"size": 3})).unwrap();
+        assert_eq!((f.size, f.odd_size), (Some(3), None));
+    }
+
     #[test]
     fn work_without_reported_by_parses() {
-        let w: Work = serde_json::from_value(serde_json::json!({"id": "t", "title": "x"})).unwrap();
+        let w: Work = serde_json::from_value(json!({"id": "t", "title": "x"})).unwrap();
         assert!(w.reported_by.is_empty());
         assert_eq!(w.label(), "t");
     }

@@ -80,14 +80,15 @@ pub struct CarryPlan {
     pub items: Vec<CarryItem>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
-    /// The survivor's phone numbers before the merge: every write of `phone_numbers` is
-    /// these plus the carried ones, and `--restore` puts these back.
+    /// The survivor's phone numbers before the merge, as the backup saw them (for the
+    /// record: every write starts from the survivor's live list, read just before it).
     #[serde(default)]
     pub survivor_phones: Vec<String>,
     /// The survivor's display name before the merge (what `--restore` puts back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub survivor_display_name: Option<String>,
-    /// The survivor's tags before the merge, as `CarryItem::Tag`s (`tags` is written whole).
+    /// The survivor's tags before the merge, as `CarryItem::Tag`s (for the record, like
+    /// `survivor_phones`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub survivor_tags: Vec<CarryItem>,
     /// What the secondary held that cannot be carried, in words.
@@ -228,21 +229,31 @@ impl CarryRecord {
         self.write = None;
     }
 
+    /// Items the survivor gained its own value for since the plan (`value`): they become
+    /// conflicts kept as the survivor's, never written.
+    pub fn superseded(&mut self, items: &[(CarryItem, Value)]) {
+        for (it, mine) in items {
+            self.plan.items.retain(|i| i != it);
+            self.alone.retain(|i| i != it);
+            let (key, theirs) = match it {
+                CarryItem::CustomField { key, value } => (key.clone(), value.clone()),
+                CarryItem::Tag { id, value } => (format!("tags.{id}"), json!(value)),
+                CarryItem::DisplayName { name } => ("display_name".into(), json!(name)),
+                CarryItem::PhoneNumber { number } => ("phone_numbers".into(), json!(number)),
+            };
+            let c = Conflict {
+                key,
+                survivor: mine.clone(),
+                secondary: theirs,
+            };
+            push_new(&mut self.plan.conflicts, c);
+        }
+    }
+
     fn refuse(&mut self, item: CarryItem, reason: String) {
         if !self.refused.iter().any(|r| r.item == item) {
             self.refused.push(Refusal { item, reason });
         }
-    }
-
-    /// Phone numbers carried so far (every later `phone_numbers` write keeps them).
-    pub fn carried_phones(&self) -> Vec<String> {
-        self.carried
-            .iter()
-            .filter_map(|i| match i {
-                CarryItem::PhoneNumber { number } => Some(number.clone()),
-                _ => None,
-            })
-            .collect()
     }
 }
 
@@ -376,12 +387,21 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// A phone number compared the way a person reads it: digits and a leading `+` only, so
-/// `+1 415-555 0100` and `+14155550100` are one number.
-fn phone_key(n: &str) -> String {
-    n.chars()
-        .filter(|c| c.is_ascii_digit() || *c == '+')
-        .collect()
+/// A phone number in E.164 form for comparing (`+<digits>`): the spaces, dashes, dots and
+/// brackets people type dropped, and an international `00` prefix read as `+`; so
+/// `+1 415-555 0100`, `+1 (415) 555.0100`, `0014155550100` and `+14155550100` are one number.
+/// A number with no country code (`415-555-0100`) cannot be put in E.164: it is compared by
+/// its digits alone. Only for comparing: a number is always written as DevRev holds it (or as
+/// the secondary held it), never rewritten.
+pub fn phone_key(n: &str) -> String {
+    let t = n.trim();
+    let plus = t.starts_with('+');
+    let digits: String = t.chars().filter(char::is_ascii_digit).collect();
+    match (plus, digits.strip_prefix("00")) {
+        (true, _) => format!("+{digits}"),
+        (false, Some(rest)) if !rest.is_empty() => format!("+{rest}"),
+        _ => digits,
+    }
 }
 
 /// The elements of the contact's list field `key` (none when it is absent or not a list).
@@ -552,55 +572,84 @@ pub fn plan(secondary: &RevUser, survivor: &RevUser) -> CarryPlan {
     }
 }
 
-/// The fields of one `rev-users.update` writing `items` (besides `id`): `phone_numbers` is the
-/// whole list (the survivor's, those `already` carried, and these), custom fields go with the
-/// schema spec DevRev requires for them.
-pub fn body(record: &CarryRecord, items: &[CarryItem]) -> Map<String, Value> {
-    let mut f = Map::new();
-    let mut list: Vec<String> = record.plan.survivor_phones.clone();
-    list.extend(record.carried_phones());
+/// One carry-over write: the fields of its `rev-users.update` (besides `id`), and the items
+/// the survivor no longer lacks (it gained its own value since the plan): never written.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Write {
+    pub fields: Map<String, Value>,
+    /// Each item the survivor now holds another value for, with that value.
+    pub superseded: Vec<(CarryItem, Value)>,
+}
+
+/// The write of `items` onto the survivor as it is `live` (read in the same step, just
+/// before): `phone_numbers` and `tags` are written whole, so each is the survivor's list as
+/// DevRev holds it now plus the carried values it lacks (a number or tag it gained since the
+/// backup is kept: the backup never held it); a custom field or the display name is written
+/// only where the survivor still lacks it. Custom fields go with the schema spec DevRev
+/// requires for them.
+pub fn body(items: &[CarryItem], live: &RevUser) -> Write {
+    let mut w = Write::default();
+    let mut list: Vec<String> = phones(live);
+    let mut keys: BTreeSet<String> = list.iter().map(|p| phone_key(p)).collect();
     let mut any_phone = false;
     let mut cf = Map::new();
-    let mut tag_list: Vec<&CarryItem> = record.plan.survivor_tags.iter().collect();
-    tag_list.extend(record.carried.iter().filter(|i| tag_id(i).is_some()));
+    let live_tags = tags(live);
+    let mut tag_list: Vec<&CarryItem> = live_tags.iter().collect();
     let mut any_tag = false;
+    let mine = custom_fields(live);
     for it in items {
         match it {
-            CarryItem::Tag { .. } => {
-                any_tag = true;
-                if !tag_list.contains(&it) {
+            CarryItem::Tag { id, value } => match tag_list.iter().find(|t| tag_id(t) == Some(id)) {
+                Some(CarryItem::Tag { value: v, .. }) if v != value => {
+                    w.superseded.push((it.clone(), json!(v)));
+                }
+                Some(_) => {}
+                None => {
+                    any_tag = true;
                     tag_list.push(it);
                 }
-            }
+            },
             CarryItem::PhoneNumber { number } => {
-                any_phone = true;
-                if !list.contains(number) {
+                if keys.insert(phone_key(number)) {
+                    any_phone = true;
                     list.push(number.clone());
                 }
             }
-            CarryItem::CustomField { key, value } => {
-                cf.insert(key.clone(), value.clone());
-            }
+            CarryItem::CustomField { key, value } => match mine.get(key) {
+                Some(v) if !is_empty(v) && v != value => {
+                    w.superseded.push((it.clone(), v.clone()));
+                }
+                Some(v) if !is_empty(v) => {}
+                _ => {
+                    cf.insert(key.clone(), value.clone());
+                }
+            },
             CarryItem::DisplayName { name } => {
-                f.insert("display_name".into(), json!(name));
+                if live.display_name.as_deref() == Some(name.as_str()) {
+                } else if name_is_placeholder(live.display_name.as_deref(), live.email.as_deref()) {
+                    w.fields.insert("display_name".into(), json!(name));
+                } else {
+                    w.superseded
+                        .push((it.clone(), json!(live.display_name.clone())));
+                }
             }
         }
     }
     if any_phone {
-        f.insert("phone_numbers".into(), json!(list));
+        w.fields.insert("phone_numbers".into(), json!(list));
     }
     if any_tag {
-        f.insert("tags".into(), tags_field(&tag_list));
+        w.fields.insert("tags".into(), tags_field(&tag_list));
     }
     if !cf.is_empty() {
-        f.insert("custom_fields".into(), Value::Object(cf));
+        w.fields.insert("custom_fields".into(), Value::Object(cf));
         // "Each custom field in the request must have the corresponding schema specified".
-        f.insert(
+        w.fields.insert(
             "custom_schema_spec".into(),
             json!({"tenant_fragment": true, "validate_required_fields": false}),
         );
     }
-    f
+    w
 }
 
 /// `u` holds the carried value (the read-back check of an answer or of a later read).
@@ -669,15 +718,31 @@ fn undo_one<'r>(
     }
 }
 
+/// Another merge into the same survivor that is still in place (not restored): what its
+/// secondary held (its backed-up copy) may be on the survivor through that merge.
+#[derive(Debug, Clone)]
+pub struct OtherMerge {
+    /// How the report names it (the secondary's display id).
+    pub label: String,
+    pub secondary: RevUser,
+}
+
 /// The fields `--restore` writes to put the survivor back: for each carried item the survivor
-/// still holds (`live`), the value from before the merge. Returns the fields and, in words,
-/// each carried value someone has changed since (left as it is).
-pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<String>) {
+/// still holds (`live`, read in the same step), the value from before the merge, unless
+/// another merge into the survivor that stays in place (`others`) holds the same value: that
+/// one is kept. Returns the fields and, in words, each carried value left as it is (changed
+/// since, or another member's too).
+pub fn undo(
+    record: &CarryRecord,
+    live: &RevUser,
+    others: &[OtherMerge],
+) -> (Map<String, Value>, Vec<String>) {
     let mut f = Map::new();
     let mut changed = Vec::new();
     let mut cf = Map::new();
     let mut drop_phones: Vec<String> = Vec::new();
     let mut drop_tags: Vec<&CarryItem> = Vec::new();
+    let also_from = |it: &CarryItem| others.iter().find(|o| held(&o.secondary, it));
     // A write whose answer never came (a crash, a second Ctrl-C) may have applied: its items
     // are undone where the survivor holds them (it lacked each before: that is why it was
     // planned), and otherwise were never written.
@@ -687,23 +752,22 @@ pub fn undo(record: &CarryRecord, live: &RevUser) -> (Map<String, Value>, Vec<St
         .flat_map(|w| &w.items)
         .filter(|i| !record.carried.contains(i))
         .collect();
-    for it in in_doubt {
-        if held(live, it) {
-            undo_one(
-                record,
-                it,
-                &mut f,
-                &mut cf,
-                &mut drop_phones,
-                &mut drop_tags,
-            );
-        }
-    }
-    for it in &record.carried {
+    let carried = record.carried.iter().map(|i| (i, true));
+    for (it, sure) in in_doubt.into_iter().map(|i| (i, false)).chain(carried) {
         if !held(live, it) {
+            if sure {
+                changed.push(format!(
+                    "{} was carried by the merge but has changed since; left as it is",
+                    it.describe()
+                ));
+            }
+            continue;
+        }
+        if let Some(o) = also_from(it) {
             changed.push(format!(
-                "{} was carried by the merge but has changed since; left as it is",
-                it.describe()
+                "{} is kept: {} also held it, and its merge into the survivor stays",
+                it.describe(),
+                o.label
             ));
             continue;
         }
@@ -821,7 +885,7 @@ mod tests {
             "another value: the survivor's stays"
         );
         let r = CarryRecord::new(p);
-        let b = body(&r, std::slice::from_ref(&t1));
+        let b = body(std::slice::from_ref(&t1), &sur).fields;
         assert_eq!(
             b["tags"],
             json!([{"id": "T2"}, {"id": "T3", "value": "b"}, {"id": "T1", "value": "gold"}])
@@ -835,7 +899,7 @@ mod tests {
         );
         let mut r = r;
         r.carried.push(t1);
-        let (f, changed) = undo(&r, &after);
+        let (f, changed) = undo(&r, &after, &[]);
         assert!(changed.is_empty());
         assert_eq!(f["tags"], json!([{"id": "T2"}, {"id": "T3", "value": "b"}]));
     }
@@ -866,22 +930,74 @@ mod tests {
         let sec = user(json!({"phone_numbers": ["+15550001", "+15550002"],
                               "custom_fields": {"tnt__a": 1}}));
         let sur = user(json!({"phone_numbers": ["+15550009"]}));
-        let mut r = CarryRecord::new(plan(&sec, &sur));
-        let b = body(&r, &r.next_batch());
+        let r = CarryRecord::new(plan(&sec, &sur));
+        let b = body(&r.next_batch(), &sur).fields;
         assert_eq!(
             b["phone_numbers"],
             json!(["+15550009", "+15550001", "+15550002"])
         );
         assert_eq!(b["custom_fields"], json!({"tnt__a": 1}));
         assert_eq!(b["custom_schema_spec"]["tenant_fragment"], true);
-        // A later write of one phone keeps those already carried.
-        r.carried.push(phone("+15550001"));
-        let b = body(&r, &[phone("+15550002")]);
+        // A later write of one phone keeps those the survivor holds now.
+        let now = user(json!({"phone_numbers": ["+15550009", "+15550001"]}));
+        let b = body(&[phone("+15550002")], &now).fields;
         assert_eq!(
             b["phone_numbers"],
             json!(["+15550009", "+15550001", "+15550002"])
         );
         assert!(!b.contains_key("custom_fields"));
+    }
+
+    /// The write starts from the survivor's live values, never the backup's: a number or tag
+    /// it gained since is kept; a field or name it gained its own value for is not written.
+    #[test]
+    fn the_write_starts_from_the_live_survivor_and_keeps_what_it_gained() {
+        let sec = user(json!({"email": "a@x.com", "display_name": "Ann Lee",
+                              "phone_numbers": ["+15550001"],
+                              "custom_fields": {"tnt__a": 1, "tnt__b": 2}}));
+        let sur = user(json!({"email": "a@x.com", "display_name": "a@x.com",
+                              "phone_numbers": ["+15550009"]}));
+        let mut r = CarryRecord::new(plan(&sec, &sur));
+        let now = user(json!({"email": "a@x.com", "display_name": "Ann L.",
+                              "phone_numbers": ["+15550009", "+1 555 0007"],
+                              "custom_fields": {"tnt__b": 3},
+                              "tags": [{"tag": {"id": "T9"}}]}));
+        let w = body(&r.next_batch(), &now);
+        assert_eq!(
+            w.fields["phone_numbers"],
+            json!(["+15550009", "+1 555 0007", "+15550001"]),
+            "the number gained since stays, as DevRev holds it"
+        );
+        assert_eq!(w.fields["custom_fields"], json!({"tnt__a": 1}));
+        assert!(!w.fields.contains_key("display_name") && !w.fields.contains_key("tags"));
+        assert_eq!(w.superseded.len(), 2, "{:?}", w.superseded);
+        r.superseded(&w.superseded);
+        assert!(
+            r.plan
+                .conflicts
+                .iter()
+                .any(|c| c.key == "tnt__b" && c.survivor == json!(3) && c.secondary == json!(2))
+        );
+        assert!(r.plan.conflicts.iter().any(|c| c.key == "display_name"));
+        assert_eq!(r.next_batch().len(), 2, "the phone and tnt__a");
+    }
+
+    #[test]
+    fn phone_numbers_compare_in_e164_form() {
+        for same in [
+            "+1 415-555 0100",
+            "+1 (415) 555.0100",
+            "0014155550100",
+            " +14155550100",
+        ] {
+            assert_eq!(phone_key(same), "+14155550100", "{same}");
+        }
+        assert_eq!(
+            phone_key("415-555-0100"),
+            "4155550100",
+            "no country code: digits"
+        );
+        assert_ne!(phone_key("4155550100"), phone_key("+4155550100"));
     }
 
     #[test]
@@ -966,7 +1082,7 @@ mod tests {
             json!({"display_name": "Ann", "phone_numbers": ["+10", "+11", "+12"],
                                "custom_fields": {"tnt__a": "x", "tnt__b": "changed"}}),
         );
-        let (f, changed) = undo(&r, &live);
+        let (f, changed) = undo(&r, &live, &[]);
         assert_eq!(
             f["phone_numbers"],
             json!(["+10", "+12"]),
@@ -993,14 +1109,32 @@ mod tests {
         });
         let applied = user(json!({"phone_numbers": ["+10", "+11"],
                                   "custom_fields": {"tnt__a": "x"}}));
-        let (f, changed) = undo(&r, &applied);
+        let (f, changed) = undo(&r, &applied, &[]);
         assert_eq!(f["phone_numbers"], json!(["+10"]));
         assert_eq!(f["custom_fields"], json!({"tnt__a": null}));
         assert!(changed.is_empty(), "{changed:?}");
         let not_applied = user(json!({"phone_numbers": ["+10"]}));
-        let (f, changed) = undo(&r, &not_applied);
+        let (f, changed) = undo(&r, &not_applied, &[]);
         assert!(f.is_empty(), "{f:?}");
         assert!(changed.is_empty(), "{changed:?}");
+    }
+
+    /// Undoing one member of a group keeps what another member, still merged, also held.
+    #[test]
+    fn undo_keeps_what_another_member_still_merged_also_held() {
+        let mut r = CarryRecord::new(CarryPlan::default());
+        r.carried = vec![phone("+11"), phone("+12"), cf("tnt__a", json!("x"))];
+        let live = user(json!({"phone_numbers": ["+10", "+11", "+12"],
+                               "custom_fields": {"tnt__a": "x"}}));
+        let other = OtherMerge {
+            label: "REVU-B".into(),
+            secondary: user(json!({"phone_numbers": ["+1 2"], "custom_fields": {"tnt__a": "x"}})),
+        };
+        let (f, kept) = undo(&r, &live, &[other]);
+        assert_eq!(f["phone_numbers"], json!(["+10", "+12"]));
+        assert!(!f.contains_key("custom_fields"), "{f:?}");
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.iter().all(|k| k.contains("REVU-B")), "{kept:?}");
     }
 
     #[test]

@@ -76,13 +76,19 @@ pub fn of_answer(
         Err(e) if e.is_not_found() => Ok(Evidence::Unclear(format!(
             "a 404 without DevRev's error type (an unknown route, not evidence): {e}"
         ))),
-        Err(e) if e.status() == Some(301) => Ok(match e.location() {
+        Err(e) if e.status() == Some(301) => Ok(match e.location_as_sent() {
             Some(loc) if names(loc, primary) => Evidence::Merged(MergedSign::Moved),
-            loc => Evidence::Unclear(format!(
+            _ => Evidence::Unclear(format!(
                 "a 301 whose Location ({}) does not name the primary",
-                loc.unwrap_or("none")
+                e.location().unwrap_or("none")
             )),
         }),
+        // The secondary's id answered with the primary's record: DevRev resolves the
+        // merged-away id to its survivor. Any other contact is no evidence: the caller fails
+        // the pair with the error.
+        Err(ApiError::OtherContact { answered, .. }) if answered == primary => {
+            Ok(Evidence::Merged(MergedSign::AnswersAsPrimary))
+        }
         Err(e) => Err(e),
     }
 }
@@ -196,6 +202,7 @@ mod tests {
             body: Box::new(ErrorBody {
                 kind: kind.map(str::to_string),
                 location: location.map(str::to_string),
+                location_raw: crate::devrev::Unshown(location.map(str::to_string)),
                 ..Default::default()
             }),
         }
@@ -247,6 +254,22 @@ mod tests {
             of_user(&s, P, true),
             Evidence::Merged(MergedSign::NotActive { .. })
         ));
+    }
+
+    /// The secondary's id answered with the primary's record is the merge; with a third
+    /// contact's, no evidence at all: the error goes to the caller.
+    #[test]
+    fn an_answer_naming_the_primary_is_evidence_another_is_an_error() {
+        let other = |answered: &str| ApiError::OtherContact {
+            endpoint: "rev-users.get".into(),
+            asked: "S".into(),
+            answered: answered.into(),
+        };
+        assert_eq!(
+            of_answer(Err(other(P)), P, true).unwrap(),
+            Evidence::Merged(MergedSign::AnswersAsPrimary)
+        );
+        assert!(of_answer(Err(other("Q")), P, true).is_err());
     }
 
     #[test]

@@ -571,6 +571,10 @@ pub enum SkipReason {
     UnverifiedIntoVerified,
     /// The contacts are in different accounts (`rev_org`): a different customer.
     DifferentAccounts { primary: String, secondary: String },
+    /// DevRev's answer for the contact lacks fields the merge's decisions need
+    /// (`is_verified`, `custom_fields`, `tags`): unknown, never read as empty. The pair is
+    /// checked again on the next run.
+    FieldsUnknown { role: Role, fields: Vec<String> },
     /// The pair left the CSV before its merge was requested; the journal alone cannot
     /// re-validate it.
     NotInCsv,
@@ -627,6 +631,7 @@ impl SkipReason {
             SkipReason::MergedElsewhere { .. } => "merged_elsewhere",
             SkipReason::UnverifiedIntoVerified => "unverified_into_verified",
             SkipReason::DifferentAccounts { .. } => "different_accounts",
+            SkipReason::FieldsUnknown { .. } => "fields_unknown",
             SkipReason::NotInCsv => "not_in_csv",
             SkipReason::HeldByLedger { .. } => "held_by_another_record",
         }
@@ -667,6 +672,9 @@ impl fmt::Display for SkipReason {
                 "the contacts are in different accounts (rev_org {primary} and {secondary}): a \
                  different customer, not a duplicate; never merged"
             ),
+            SkipReason::FieldsUnknown { role, fields } => {
+                f.write_str(&fields_unknown_text(*role, fields))
+            }
             SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
             SkipReason::HeldByLedger {
                 contact,
@@ -680,6 +688,17 @@ impl fmt::Display for SkipReason {
             ),
         }
     }
+}
+
+/// Why a pair whose contact came back without `fields` is not merged (one text for the live
+/// check and the savepoint).
+pub fn fields_unknown_text(role: Role, fields: &[String]) -> String {
+    format!(
+        "DevRev's answer for the {role} contact does not carry {} (answered by the public \
+         schema, without the beta scope?): unknown, not empty, so neither the verified rule \
+         nor what the merge would lose can be judged; not merged, checked again next run",
+        fields.join(", ")
+    )
 }
 
 /// A failure of one pair, with what DevRev said about it.
@@ -729,6 +748,9 @@ pub enum MergedSign {
     PrimaryIdentity { id: String },
     /// Its external_ref was rewritten with a `-drop-` suffix.
     DropRef { external_ref: String },
+    /// `rev-users.get(secondary)` answers the primary's record (its id resolved to the
+    /// survivor).
+    AnswersAsPrimary,
 }
 
 impl fmt::Display for MergedSign {
@@ -740,6 +762,9 @@ impl fmt::Display for MergedSign {
             MergedSign::PrimaryIdentity { id } => write!(f, "secondary's primary_identity is {id}"),
             MergedSign::DropRef { external_ref } => {
                 write!(f, "secondary's external_ref is {external_ref}")
+            }
+            MergedSign::AnswersAsPrimary => {
+                f.write_str("secondary's id answers with the primary's record")
             }
         }
     }

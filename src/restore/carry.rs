@@ -11,19 +11,20 @@ use serde_json::{Map, Value};
 
 use super::input::Item;
 use super::journal::{CarryUndo, Journal, RestoreStep};
+use super::merge_record::MergeFacts;
 use super::stop::{Stop, api, record};
 use crate::devrev::DevRevClient;
 use crate::devrev::types::RevUser;
-use crate::merge::carry::{self, CarryRecord};
+use crate::merge::carry;
 
 pub(super) async fn undo_carry(
     client: &DevRevClient,
     j: &mut Journal,
     item: &Item,
     key: &str,
-    carried: Option<&CarryRecord>,
+    facts: &MergeFacts,
 ) -> Result<(), Stop> {
-    let Some(c) = carried else {
+    let Some(c) = facts.carry.as_ref() else {
         j.update(key, |r| r.complete(RestoreStep::UndoCarry))?;
         return Ok(());
     };
@@ -32,13 +33,28 @@ pub(super) async fn undo_carry(
         .rev_users_get(primary)
         .await
         .map_err(api("reading the survivor to put its own values back"))?;
+    // A survivor answered without the lists the undo edits cannot be compared: unknown, not
+    // "changed since" (and never written whole from nothing). The next run reads again.
+    let unknown: Vec<&str> = live
+        .unknown_fields()
+        .into_iter()
+        .filter(|f| *f != "is_verified")
+        .collect();
+    if !unknown.is_empty() {
+        return Err(Stop::Fail(format!(
+            "DevRev's answer for the survivor does not carry {}: unknown, not empty, so the \
+             carried values cannot be told from its own; nothing was put back, re-run to read \
+             it again",
+            unknown.join(", ")
+        )));
+    }
     let fields = match record(j, key).carry_undo {
         Some(u) if u.done => Map::new(),
         // Sent before a crash: applied if the survivor shows it.
         Some(u) if shows(&live, &u.fields) => Map::new(),
         Some(u) => u.fields,
         None => {
-            let (fields, changed) = carry::undo(c, &live);
+            let (fields, changed) = carry::undo(c, &live, &facts.others);
             let intent = (!fields.is_empty()).then(|| CarryUndo {
                 requested_at: Utc::now(),
                 fields: fields.clone(),
@@ -92,8 +108,14 @@ fn shows(u: &RevUser, fields: &Map<String, Value>) -> bool {
         l.sort();
         l
     };
+    // Phone numbers compared in E.164 form: DevRev may answer another spelling of a number.
+    let keys = |v: Option<&Value>| -> Vec<String> {
+        let mut k: Vec<String> = strs(v).iter().map(|p| carry::phone_key(p)).collect();
+        k.sort();
+        k
+    };
     let phones_ok = !fields.contains_key("phone_numbers")
-        || strs(fields.get("phone_numbers")) == strs(u.extra.get("phone_numbers"));
+        || keys(fields.get("phone_numbers")) == keys(u.extra.get("phone_numbers"));
     let cf_ok = fields
         .get("custom_fields")
         .and_then(Value::as_object)

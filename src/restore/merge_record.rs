@@ -16,9 +16,26 @@ use chrono::Utc;
 
 use super::input::Item;
 use crate::error::AppError;
+use crate::merge::carry::OtherMerge;
 use crate::merge::journal::{CarryRecord, PairRecord, PairStatus, Restored, pair_key};
 use crate::merge::savepoint::Savepoint;
 use crate::options::Keep;
+
+/// What the merge savepoint says of one pair's merge, for its undo.
+#[derive(Debug, Clone, Default)]
+pub struct MergeFacts {
+    /// What the merge's carry-over wrote onto the survivor, if anything.
+    pub carry: Option<CarryRecord>,
+    /// The ref the merge's AdoptExternalRef put on the survivor (`None`: none, or no record).
+    pub adopted_ref: Option<String>,
+    /// The other merges into the same survivor that stay in place (not restored).
+    pub others: Vec<OtherMerge>,
+    /// The savepoint has a record of this pair (else `adopted_ref` says nothing).
+    pub known: bool,
+    /// Every ref a merge into the same survivor adopted (this pair's and the others'): a
+    /// group adopts one member's ref in whichever member's merge runs the adoption.
+    pub adopted_into: Vec<String>,
+}
 
 /// The merge savepoint, locked for the restore's run.
 pub struct MergeRecords {
@@ -58,13 +75,62 @@ impl MergeRecords {
         ))
     }
 
-    /// What the merge's carry-over wrote onto the survivor, if anything.
-    pub fn carry(&self, item: &Item) -> Option<CarryRecord> {
-        self.sp
-            .get(&key(item))?
-            .carry
-            .clone()
-            .filter(|c| !c.carried.is_empty() || c.write.is_some())
+    /// What the merge savepoint knows of this pair's merge and of the other merges into the
+    /// same survivor that stay in place: the undo changes only what this merge put there.
+    pub fn facts(&self, item: &Item) -> MergeFacts {
+        let rec = self.sp.get(&key(item));
+        let carry = rec
+            .and_then(|r| r.carry.clone())
+            .filter(|c| !c.carried.is_empty() || c.write.is_some());
+        let others = self
+            .sp
+            .file()
+            .pairs
+            .values()
+            .filter(|r| {
+                r.primary == item.meta.primary_id
+                    && r.secondary != item.meta.secondary_id
+                    && r.status != PairStatus::Restored
+                    && (r.merged.is_some()
+                        || matches!(
+                            r.status,
+                            PairStatus::Merged
+                                | PairStatus::AlreadyMerged
+                                | PairStatus::RefAdoptionPending
+                        ))
+            })
+            .filter_map(|r| {
+                let dir = &r.backup.as_ref()?.dir;
+                match crate::backup::load_metadata(dir) {
+                    Ok(m) => Some(OtherMerge {
+                        label: m
+                            .secondary
+                            .display_id
+                            .clone()
+                            .unwrap_or_else(|| m.secondary_id.clone()),
+                        secondary: m.secondary,
+                    }),
+                    Err(e) => {
+                        tracing::warn!(pair = %r.email, error = %e, "cannot read another merge's backup; its values are not known to the undo");
+                        None
+                    }
+                }
+            })
+            .collect();
+        MergeFacts {
+            carry,
+            adopted_ref: rec.and_then(|r| r.external_ref_adopted.clone()),
+            others,
+            known: rec.is_some(),
+            adopted_into: self
+                .sp
+                .file()
+                .pairs
+                .values()
+                .filter(|r| r.primary == item.meta.primary_id)
+                .filter_map(|r| r.external_ref_adopted.clone())
+                .collect(),
+        }
     }
 
     /// Records the pair as restored (with the recreated contact), creating its record when the

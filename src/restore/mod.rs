@@ -192,10 +192,10 @@ async fn execute(
             span.pb_inc(1);
             continue;
         }
-        let carried = records.carry(item);
+        let facts = records.facts(item);
         let mut second = presses.clone();
         let end = tokio::select! {
-            r = saga::restore_pair(client, j, item, carried.as_ref()) => r,
+            r = saga::restore_pair(client, j, item, &facts) => r,
             () = async {
                 // No listener any more means no second press can come.
                 if second.wait_for(|n| *n >= 2).await.is_err() {

@@ -16,11 +16,11 @@ use super::journal::{
     CreateIntent, CreateOutcome, Journal, ObjectKind, PendingWrite, RefChange, RestoreRecord,
     RestoreStatus, RestoreStep,
 };
+use super::merge_record::MergeFacts;
 use super::stop::{Stop, api, record, run_wide};
 use crate::devrev::types::{RevUser, UserSummary};
 use crate::devrev::{ApiError, DevRevClient};
 use crate::error::AppError;
-use crate::merge::carry::CarryRecord;
 use crate::merge::evidence::{self, Evidence};
 
 /// Create attempts per pair, over all runs: each refused optional field costs one.
@@ -90,7 +90,7 @@ pub async fn restore_pair(
     client: &DevRevClient,
     j: &mut Journal,
     item: &Item,
-    carried: Option<&CarryRecord>,
+    facts: &MergeFacts,
 ) -> Result<PairEnd, AppError> {
     let key = item.key();
     j.insert_new(
@@ -107,7 +107,7 @@ pub async fn restore_pair(
     {
         return Ok(PairEnd::Earlier);
     }
-    let (status, end, fatal) = match steps(client, j, item, &key, carried).await {
+    let (status, end, fatal) = match steps(client, j, item, &key, facts).await {
         Ok(()) => (RestoreStatus::Restored, PairEnd::Restored, None),
         Err(Stop::Skip(why)) => (RestoreStatus::Skipped, PairEnd::Skipped(why), None),
         Err(Stop::Fail(why)) => (RestoreStatus::Failed, PairEnd::Failed(why), None),
@@ -140,7 +140,7 @@ async fn steps(
     j: &mut Journal,
     item: &Item,
     key: &str,
-    carried: Option<&CarryRecord>,
+    facts: &MergeFacts,
 ) -> Result<(), Stop> {
     j.update(key, |r| {
         r.status = RestoreStatus::InProgress;
@@ -153,10 +153,10 @@ async fn steps(
         j.update(key, |r| r.complete(RestoreStep::Check))?;
     }
     if !rec.has(RestoreStep::PrimaryRef) {
-        primary_ref(client, j, item, key, primary).await?;
+        primary_ref(client, j, item, key, primary, facts).await?;
     }
     if !record(j, key).has(RestoreStep::UndoCarry) {
-        super::carry::undo_carry(client, j, item, key, carried).await?;
+        super::carry::undo_carry(client, j, item, key, facts).await?;
     }
     if !record(j, key).has(RestoreStep::Create) {
         create(client, j, item, key).await?;
@@ -290,6 +290,7 @@ async fn primary_ref(
     item: &Item,
     key: &str,
     primary: Option<RevUser>,
+    facts: &MergeFacts,
 ) -> Result<(), Stop> {
     let Some(want) = item.meta.primary.external_ref.clone() else {
         j.update(key, |r| r.complete(RestoreStep::PrimaryRef))?;
@@ -308,6 +309,16 @@ async fn primary_ref(
             if let Some(c) = r.primary_ref.as_mut() {
                 c.done = true;
             }
+            r.complete(RestoreStep::PrimaryRef);
+        })?;
+        return Ok(());
+    }
+    // Decided before a crash: the intent on record goes out again.
+    if record(j, key).primary_ref.is_none()
+        && let Some(note) = ref_left_alone(item, facts, live.external_ref.as_deref(), &want)
+    {
+        j.update(key, |r| {
+            r.not_restored.push(note);
             r.complete(RestoreStep::PrimaryRef);
         })?;
         return Ok(());
@@ -335,6 +346,50 @@ async fn primary_ref(
         r.complete(RestoreStep::PrimaryRef);
     })?;
     Ok(())
+}
+
+/// Why the survivor's ref is left as it is, if it is: it is changed only where it still
+/// holds what this pair's merge put there (the ref AdoptExternalRef gave it; with no merge
+/// record, the secondary's own ref) and no other merge into it that stays gave the same.
+/// Otherwise the ref is someone's since (changed by hand, or another member's): the report
+/// says so with both values.
+fn ref_left_alone(
+    item: &Item,
+    facts: &MergeFacts,
+    live: Option<&str>,
+    own: &str,
+) -> Option<String> {
+    let own_ref = item.meta.secondary.external_ref.clone();
+    let candidates: Vec<String> = if facts.known {
+        // The ref this record's adoption set, and this secondary's own ref where any merge
+        // into the survivor adopted it (a group runs the adoption in one member's merge).
+        facts
+            .adopted_ref
+            .iter()
+            .cloned()
+            .chain(own_ref.filter(|r| facts.adopted_into.contains(r)))
+            .collect()
+    } else {
+        own_ref.into_iter().collect()
+    };
+    let live_s = live.unwrap_or("");
+    let Some(put_there) = candidates.into_iter().find(|r| Some(r.as_str()) == live) else {
+        return Some(format!(
+            "external_ref: the survivor holds {live_s:?}, not a ref this merge gave it (changed \
+             since the merge?); left as it is (its own before the merge: {own:?})"
+        ));
+    };
+    facts
+        .others
+        .iter()
+        .find(|o| o.secondary.external_ref.as_deref() == Some(put_there.as_str()))
+        .map(|o| {
+            format!(
+                "external_ref: the survivor holds {live_s:?}, which {} gave it, and that merge \
+                 stays; left as it is (its own before the merge: {own:?})",
+                o.label
+            )
+        })
 }
 
 /// The fields of `rev-users.create` the backup can fill. The first three identify the
@@ -365,7 +420,85 @@ fn create_fields(s: &RevUser) -> Map<String, Value> {
             .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
             .cloned(),
     );
+    // Tags as objects show them (`{tag: {id, …}, value?}`), as the create takes them
+    // (`[{id, value?}]`, beta scope like `custom_fields`).
+    let tags: Vec<Value> = s
+        .extra
+        .get("tags")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let id = t["tag"]["id"].as_str()?;
+            Some(match t.get("value").filter(|v| !v.is_null()) {
+                Some(v) => json!({"id": id, "value": v}),
+                None => json!({"id": id}),
+            })
+        })
+        .collect();
+    put("tags", (!tags.is_empty()).then_some(Value::Array(tags)));
+    // Beta `external_refs`: only when they hold more than `external_ref` (an org with
+    // multi-association contacts); one that refuses it costs that field, noted.
+    let refs: Vec<Value> = s
+        .extra
+        .get("external_refs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|r| r.as_str().is_some_and(|r| !r.is_empty()))
+        .cloned()
+        .collect();
+    let more = refs.iter().any(|r| r.as_str() != s.external_ref.as_deref());
+    put("external_refs", more.then_some(Value::Array(refs)));
     f
+}
+
+/// What the backup holds of the secondary that `rev-users.create` cannot set, in words: the
+/// restore lists each rather than leave it silently behind.
+fn not_recreatable(s: &RevUser) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in s.unknown_fields() {
+        if f != "is_verified" {
+            out.push(format!(
+                "{f}: the backup does not hold them (DevRev's answer did not carry the field \
+                 when it was taken: unknown, not empty); not recreated"
+            ));
+        }
+    }
+    if s.full_name.as_deref().is_some_and(|n| !n.trim().is_empty()) {
+        out.push("full_name: rev-users.create does not take it".to_string());
+    }
+    if s.is_verified == Some(true) {
+        out.push(
+            "is_verified: DevRev sets it when the contact verifies (Plug); the new contact is \
+             unverified"
+                .to_string(),
+        );
+    }
+    let present = |k: &str| {
+        s.extra.get(k).is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            Value::String(t) => !t.is_empty(),
+            _ => true,
+        })
+    };
+    for (k, why) in [
+        (
+            "display_picture",
+            "its artifact belongs to the merged-away contact; upload it again by hand",
+        ),
+        (
+            "artifacts",
+            "artifacts have one parent ever; upload them again by hand",
+        ),
+    ] {
+        if present(k) {
+            out.push(format!("{k}: {why}"));
+        }
+    }
+    out
 }
 
 const IDENTIFYING: [&str; 3] = ["display_name", "email", "external_ref"];
@@ -384,8 +517,8 @@ async fn create(
         set_outcome(j, key, CreateOutcome::NotFound)?;
     }
     let mut fields = create_fields(&item.meta.secondary);
-    if item.meta.secondary.full_name.is_some() {
-        note_once(j, key, "full_name: rev-users.create does not take it")?;
+    for note in not_recreatable(&item.meta.secondary) {
+        note_once(j, key, &note)?;
     }
     loop {
         let attempt = record(j, key).creates.len() + 1;
@@ -824,10 +957,29 @@ mod tests {
             "id": "don:identity:dvrv-us-1:devo/o:revu/S", "display_name": "a@x.com",
             "email": "a@x.com", "external_ref": "user_1", "phone_numbers": [],
             "rev_org": {"id": "don:identity:dvrv-us-1:devo/o:revo/1"},
-            "custom_fields": {"tnt__plan": "pro"}
+            "custom_fields": {"tnt__plan": "pro"},
+            "tags": [{"tag": {"id": "don:core:dvrv-us-1:devo/o:tag/5", "name": "tier"},
+                      "value": "gold"}, {"tag": {"id": "don:core:dvrv-us-1:devo/o:tag/6"}}],
+            "is_verified": true, "full_name": "Ann Lee"
         }))
         .unwrap();
         let f = create_fields(&s);
+        assert!(!f.contains_key("external_refs"), "none beyond external_ref");
+        let mut multi = s.clone();
+        multi
+            .extra
+            .insert("external_refs".into(), json!(["user_1", "crm-9"]));
+        assert_eq!(
+            create_fields(&multi)["external_refs"],
+            json!(["user_1", "crm-9"])
+        );
+        assert_eq!(
+            f["tags"],
+            json!([{"id": "don:core:dvrv-us-1:devo/o:tag/5", "value": "gold"},
+                   {"id": "don:core:dvrv-us-1:devo/o:tag/6"}])
+        );
+        let notes = not_recreatable(&s);
+        assert!(notes[0].starts_with("full_name") && notes[1].starts_with("is_verified"));
         assert_eq!(f["external_ref"], "user_1");
         assert_eq!(f["rev_org"], "don:identity:dvrv-us-1:devo/o:revo/1");
         assert_eq!(f["custom_fields"]["tnt__plan"], "pro");

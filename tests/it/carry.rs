@@ -22,7 +22,7 @@ use devrev_merge::merge::carry::{self, CarryItem, CarryPlan};
 const CRM_FRAGMENT: &str = "tenant_fragment/9";
 const BAD_PHONE: &str = "415-555-0198";
 
-fn contact<'a>(seed: &'a mut Seed, id: &str) -> &'a mut Value {
+pub(crate) fn contact<'a>(seed: &'a mut Seed, id: &str) -> &'a mut Value {
     seed.rev_users
         .iter_mut()
         .find(|u| u["id"] == id)
@@ -35,7 +35,7 @@ fn contact<'a>(seed: &'a mut Seed, id: &str) -> &'a mut Value {
 /// primary lacks (DevRev refuses it), pair 2 a phone number not in E.164 (refused), pair 3 the
 /// very phone numbers its primary has (nothing to add), and a real name where the primary's
 /// display name is only its email.
-fn issue_world(keep_user: bool, tweak: impl FnOnce(&mut FakeOptions)) -> World {
+pub(crate) fn issue_world(keep_user: bool, tweak: impl FnOnce(&mut FakeOptions)) -> World {
     let sp = spec(4, 0, 71);
     let mut seed = Seed::generate(&sp);
     let pairs = seed.pairs();
@@ -86,19 +86,19 @@ fn issue_world(keep_user: bool, tweak: impl FnOnce(&mut FakeOptions)) -> World {
     w
 }
 
-fn user(v: &Value) -> RevUser {
+pub(crate) fn user(v: &Value) -> RevUser {
     serde_json::from_value(v.clone()).unwrap()
 }
 
 /// The carry-over's plan for a pair, from the world as the backup saw it.
-fn plan(w: &World, p: &str, s: &str) -> CarryPlan {
+pub(crate) fn plan(w: &World, p: &str, s: &str) -> CarryPlan {
     carry::plan(
         &user(w.seed.rev_user(s).unwrap()),
         &user(w.seed.rev_user(p).unwrap()),
     )
 }
 
-fn live(w: &World, id: &str) -> RevUser {
+pub(crate) fn live(w: &World, id: &str) -> RevUser {
     user(
         &w.fake
             .with_state(|st| st.rev_user(id).unwrap().json.clone()),
@@ -113,7 +113,7 @@ fn refused_in_this_world(item: &CarryItem) -> bool {
     }
 }
 
-fn entry<'a>(report: &'a Value, primary: &str) -> &'a Value {
+pub(crate) fn entry<'a>(report: &'a Value, primary: &str) -> &'a Value {
     report["pairs"]
         .as_array()
         .unwrap()
@@ -122,7 +122,7 @@ fn entry<'a>(report: &'a Value, primary: &str) -> &'a Value {
         .expect("pair in the report")
 }
 
-fn updates_of<'a>(log: &'a [RequestRecord], id: &str) -> Vec<&'a RequestRecord> {
+pub(crate) fn updates_of<'a>(log: &'a [RequestRecord], id: &str) -> Vec<&'a RequestRecord> {
     log.iter()
         .filter(|r| r.path == "/rev-users.update" && r.body["id"] == id)
         .collect()
@@ -131,7 +131,7 @@ fn updates_of<'a>(log: &'a [RequestRecord], id: &str) -> Vec<&'a RequestRecord> 
 /// Every survivor holds the union, keeps its own value on a conflict, lacks only what DevRev
 /// refused; the report lists per pair what was carried, conflicted and refused, and the
 /// summary counts it. Returns (carried phone numbers, carried custom fields, conflicts).
-fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
+pub(crate) fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
     let r = w.last_report();
     let (mut phones, mut fields, mut conflicts, mut refused, mut names, mut tags) =
         (0, 0, 0, 0, 0, 0);
@@ -236,7 +236,7 @@ fn check_carried(w: &World, stderr: &str) -> (usize, usize, usize) {
     (phones, fields, conflicts)
 }
 
-fn run_ok(w: &World, extra: &[&str]) -> String {
+pub(crate) fn run_ok(w: &World, extra: &[&str]) -> String {
     let a = w.run(extra);
     let out = a.get_output();
     let err = String::from_utf8_lossy(&out.stderr).to_string();

@@ -880,6 +880,7 @@ fn secondary_after_merge_variants() {
         SecondaryAfter::Deactivated,
         SecondaryAfter::PrimaryIdentity,
         SecondaryAfter::DropRef,
+        SecondaryAfter::AnswersPrimary,
     ] {
         let (fake, probe, p, s) = merge_world(MergeBehaviour {
             delay: Duration::ZERO,
@@ -910,6 +911,8 @@ fn secondary_after_merge_variants() {
                 u["external_ref"],
                 format!("{}-drop-{s}", old["external_ref"].as_str().unwrap())
             ),
+            // The merged-away id answers the primary's record, under the primary's id.
+            SecondaryAfter::AnswersPrimary => assert_eq!(u["id"], p.as_str()),
         }
         let primary = probe.call("rev-users.get", json!({"id": p}));
         assert_eq!(

@@ -968,7 +968,16 @@ fn a_kill_right_after_a_group_merge_request_resumes_the_group_in_one_run() {
 /// into it, the survivor takes the first one's ref) and merged: the world, the group's
 /// members (the `REVU-` contact first) and the run's report.
 fn a_group_of_3_merged_into_its_revu_contact() -> (World, Vec<String>, Value) {
+    group_of_3_merged(|_, _| {})
+}
+
+/// [`a_group_of_3_merged_into_its_revu_contact`], with `tweak` run on the world and the
+/// group's members before the review (to give the members data of their own).
+pub(crate) fn group_of_3_merged(
+    tweak: impl FnOnce(&World, &[String]),
+) -> (World, Vec<String>, Value) {
     let w = world(0, vec![shape(3)]);
+    tweak(&w, &shaped(&w)[0]);
     let (h, mut rows) = review(&w);
     let g = shaped(&w)[0].clone();
     decide(&h, &mut rows, &g[0], "keep", false);

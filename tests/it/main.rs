@@ -27,6 +27,7 @@ mod ledger;
 // Unix-only by design: setrlimit, getrusage, SIGXFSZ, file modes.
 #[cfg(unix)]
 mod limits;
+mod lost;
 mod merge;
 // Unix-only by design: kills the binary mid-step and sends SIGINT.
 #[cfg(unix)]

@@ -1283,8 +1283,15 @@ fn api_calls_per_pair_match_the_formula() {
         // + one timeline per conversation | merge 1 | polls | reconcile: 2 lists |
         // adopt 1, whose answer carries the primary's display name (nothing to repair: the
         // merge moved everything, no rename, no 409).
-        want += 2 + (1 + t_s + 1 + c_s) + 1 + polls + 2 + 1;
-        let _ = p;
+        // | one read of the survivor just before the carry-over's write, when there is
+        // something to carry (issue 27: written from its live values).
+        let user = |id: &str| -> devrev_merge::devrev::types::RevUser {
+            serde_json::from_value(w.seed.rev_user(id).unwrap().clone()).unwrap()
+        };
+        let carries = !devrev_merge::merge::carry::plan(&user(&s), &user(&p))
+            .items
+            .is_empty();
+        want += 2 + (1 + t_s + 1 + c_s) + 1 + polls + 2 + 1 + usize::from(carries);
     }
     let pairs = w.pairs().len();
     eprintln!(

@@ -124,7 +124,7 @@ fn writes(log: &[RequestRecord]) -> Vec<&RequestRecord> {
         .collect()
 }
 
-fn restore_reports(w: &World) -> Vec<PathBuf> {
+pub(crate) fn restore_reports(w: &World) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(w.path("reports"))
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -140,7 +140,7 @@ fn restore_reports(w: &World) -> Vec<PathBuf> {
     v
 }
 
-fn last_restore_report(w: &World) -> Value {
+pub(crate) fn last_restore_report(w: &World) -> Value {
     let p = restore_reports(w).pop().expect("a restore report");
     assert_eq!(mode(&p), 0o600);
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()

@@ -27,6 +27,9 @@ pub enum Fault {
     Status503,
     /// A 429 that the rate limit did not cause, with this `Retry-After`; nothing applied.
     Spurious429 { retry_after_s: u64 },
+    /// A 429 with a spec-valid but odd wait: this `Retry-After` header (the spec types it a
+    /// `number`: `0.5`, `-2`) and this body `retry_after` (`int64`: `-3`); nothing applied.
+    OddWait { header: String, body: Value },
     /// Close the connection without an answer; nothing applied.
     Drop,
     /// Answer normally, but only after this delay (the work is done after the delay too).
@@ -102,6 +105,9 @@ pub enum SecondaryAfter {
     PrimaryIdentity,
     /// Still there; `external_ref` rewritten to `<old>-drop-<secondary DON>`.
     DropRef,
+    /// Gone from listings, but `rev-users.get` of its id answers the primary's record (with
+    /// the primary's `id`), as an API that resolves a merged-away id to its survivor may.
+    AnswersPrimary,
     /// One of the four above per secondary, picked by a hash of its id (so the same world
     /// always ends the same way): a random mix of what becomes of merged-away contacts.
     Mixed,
@@ -238,7 +244,34 @@ pub struct Quirks {
     /// The org has no beta API: `X-Devrev-Scope: beta` is ignored, so beta-only fields
     /// (`tags` on `rev-users.update`) are unknown fields (400 `invalid_field`).
     pub no_beta: bool,
+    /// Rev users are answered by the public schema outside the beta scope: `is_verified`,
+    /// `custom_fields`, `tags` and the other beta-only fields (`BETA_REV_USER_FIELDS`) are left
+    /// out of every `rev-users.*` answer without `X-Devrev-Scope: beta`, and
+    /// `rev-users.create` refuses `custom_fields` / `tags` there (400 `invalid_field`), as the
+    /// public OpenAPI file has them. With `no_beta` too, no answer ever carries them.
+    pub public_shape: bool,
+    /// `(asked, answered)`: `rev-users.get` of `asked` answers the record of `answered` (its
+    /// own `id`), as a cache or an id resolver in front of DevRev might.
+    pub get_answers: Vec<(String, String)>,
+    /// Every artifact's `file.size` is answered as this spec-valid `int32` (e.g. `-1`) in
+    /// tickets, timeline entries and `artifacts.get`.
+    pub file_size: Option<i64>,
+    /// `artifacts.locate` answers this `url` (a string the spec allows, not necessarily a URL).
+    pub locate_url: Option<String>,
 }
+
+/// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in
+/// `openapi-beta.yaml` less the public one).
+pub const BETA_REV_USER_FIELDS: [&str; 8] = [
+    "artifacts",
+    "custom_fields",
+    "custom_schema_fragments",
+    "external_refs",
+    "is_verified",
+    "stock_schema_fragment",
+    "subtype",
+    "tags",
+];
 
 impl Default for FakeOptions {
     fn default() -> Self {
@@ -277,6 +310,9 @@ pub struct RequestRecord {
     /// The request carried the accepted token.
     pub authorized: bool,
     pub had_auth_header: bool,
+    /// The request carried `X-Devrev-Scope: beta` (whatever `Quirks::no_beta` makes of it):
+    /// which of DevRev's two OpenAPI files its body must follow.
+    pub beta_scope: bool,
     pub fault: Option<Fault>,
 }
 
@@ -386,6 +422,9 @@ pub struct State {
     pub downloads: BTreeMap<String, DownloadGrant>,
     /// Secondaries a [`MergeBehaviour::side_merges`] entry has merged already.
     pub side_merged: Vec<String>,
+    /// Merged-away ids whose `rev-users.get` answers their primary
+    /// ([`SecondaryAfter::AnswersPrimary`]): secondary → primary.
+    pub answered_by: BTreeMap<String, String>,
 }
 
 fn key_of(v: &Value) -> String {

@@ -596,7 +596,54 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, ep: &Endpoint, body: &Value) -> Reply 
     if let Err(r) = validate(ep, body) {
         return r;
     }
-    let r = match ep.name {
+    let r = dispatch_validated(ctx, ep, body).map(|mut reply| {
+        if ctx.opts.quirks.public_shape && !ctx.beta && ep.name.starts_with("rev-users.") {
+            public_shape(&mut reply.body);
+        }
+        if let Some(size) = ctx.opts.quirks.file_size {
+            set_file_sizes(&mut reply.body, size);
+        }
+        reply
+    });
+    r.unwrap_or_else(|e| e)
+}
+
+/// Every `file.size` in an answer set to `size` (`Quirks::file_size`).
+fn set_file_sizes(v: &mut Value, size: i64) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Object(f)) = o.get_mut("file")
+                && f.contains_key("size")
+            {
+                f.insert("size".into(), json!(size));
+            }
+            o.values_mut().for_each(|x| set_file_sizes(x, size));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| set_file_sizes(x, size)),
+        _ => {}
+    }
+}
+
+/// A `rev-users.*` answer as the public schema has it: the beta-only fields left out of every
+/// contact in it (`Quirks::public_shape`).
+fn public_shape(body: &mut Value) {
+    let strip = |u: &mut Value| {
+        if let Some(o) = u.as_object_mut() {
+            for k in crate::fake::BETA_REV_USER_FIELDS {
+                o.remove(k);
+            }
+        }
+    };
+    if let Some(u) = body.get_mut("rev_user") {
+        strip(u);
+    }
+    if let Some(list) = body.get_mut("rev_users").and_then(Value::as_array_mut) {
+        list.iter_mut().for_each(strip);
+    }
+}
+
+fn dispatch_validated(ctx: &mut Ctx<'_>, ep: &Endpoint, body: &Value) -> Result<Reply, Reply> {
+    match ep.name {
         "auth-tokens.info" => Ok(auth_tokens_info(ctx)),
         "dev-users.self" => Ok(Reply::ok(
             json!({"dev_user": ctx.state.dev_users.first().cloned().unwrap_or(json!({}))}),
@@ -618,8 +665,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx<'_>, ep: &Endpoint, body: &Value) -> Reply 
             status: 404,
             body: json!({"message": "route not found"}),
         }),
-    };
-    r.unwrap_or_else(|e| e)
+    }
 }
 
 fn auth_tokens_info(ctx: &Ctx<'_>) -> Reply {
@@ -812,7 +858,20 @@ fn find_rev_user(ctx: &Ctx<'_>, field: &str, id: &str) -> Result<String, Reply> 
 }
 
 fn rev_users_get(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
-    let id = find_rev_user(ctx, "id", s(body, "id").unwrap_or(""))?;
+    let asked = s(body, "id").unwrap_or("");
+    let don = to_don(ctx.state, "id", asked, Want::RevUser)?;
+    let other = ctx
+        .opts
+        .quirks
+        .get_answers
+        .iter()
+        .find(|(a, _)| *a == don || a == asked)
+        .map(|(_, b)| b.clone())
+        .or_else(|| ctx.state.answered_by.get(&don).cloned());
+    let id = match other {
+        Some(b) if ctx.state.rev_users.contains_key(&b) => b,
+        _ => find_rev_user(ctx, "id", asked)?,
+    };
     let mut u = ctx.state.rev_users[&id].json.clone();
     if ctx.opts.quirks.self_identity && u.get("primary_identity").is_none_or(Value::is_null) {
         u["primary_identity"] = user_summary(&u);
@@ -988,6 +1047,7 @@ fn tag_objects(state: &State, list: &Value) -> Result<Value, Reply> {
         state
             .rev_users
             .values()
+            .chain(state.deleted_rev_users.values())
             .flat_map(|u| u.json["tags"].as_array().cloned().unwrap_or_default())
             .map(|t| t["tag"].clone())
             .find(|t| t["id"] == don)
@@ -1070,6 +1130,18 @@ fn check_own_data(ctx: &Ctx<'_>, id: &str, body: &Value) -> Result<(), Reply> {
 /// `rev-users.create` (public spec: 201 with `{rev_user}`; 409 when the `external_ref` is taken).
 /// Without an `external_ref` the contact gets DevRev's default, its own `REVU-` display id.
 fn rev_users_create(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
+    // Only the beta `rev-users-create-request` has these (the public one does not).
+    if ctx.opts.quirks.public_shape && !ctx.beta {
+        for k in ["custom_fields", "tags"] {
+            if body.get(k).is_some() {
+                return Err(invalid_field(k));
+            }
+        }
+    }
+    let tags = match body.get("tags") {
+        Some(t) => tag_objects(ctx.state, t)?,
+        None => json!([]),
+    };
     let new_ref = s(body, "external_ref");
     if new_ref == Some("") {
         return Err(error(
@@ -1121,7 +1193,8 @@ fn rev_users_create(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         "created_date": stamp,
         "modified_by": by,
         "modified_date": stamp,
-        "tags": [],
+        "tags": tags,
+        "custom_fields": {},
     });
     for k in [
         "display_name",
@@ -1130,7 +1203,6 @@ fn rev_users_create(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         "phone_numbers",
         "custom_fields",
         "external_refs",
-        "tags",
     ] {
         if let Some(v) = body.get(k) {
             u[k] = v.clone();
@@ -1354,6 +1426,12 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
             if let Some(rec) = state.rev_users.remove(&secondary) {
                 state.deleted_rev_users.insert(secondary.clone(), rec);
             }
+        }
+        SecondaryAfter::AnswersPrimary => {
+            if let Some(rec) = state.rev_users.remove(&secondary) {
+                state.deleted_rev_users.insert(secondary.clone(), rec);
+            }
+            state.answered_by.insert(secondary.clone(), primary.clone());
         }
         SecondaryAfter::Deactivated => {
             if let Some(r) = state.rev_users.get_mut(&secondary) {
@@ -1819,6 +1897,9 @@ fn artifacts_locate(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         },
     );
     let expires_at: DateTime<Utc> = expires_wall.into();
+    if let Some(url) = &ctx.opts.quirks.locate_url {
+        return Ok(Reply::ok(json!({ "url": url })));
+    }
     Ok(Reply::ok(json!({
         "url": format!("{}/download/{token}?expires={expires_ms}&sig={sig}", ctx.base_url),
         "expires_at": expires_at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),

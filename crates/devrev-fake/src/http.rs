@@ -383,6 +383,10 @@ async fn process(
             status: 0,
             authorized,
             had_auth_header: auth.is_some(),
+            beta_scope: headers
+                .get("x-devrev-scope")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("beta")),
             fault: None,
         });
         let fault = pick_fault(&mut inner, &path);
@@ -490,6 +494,15 @@ fn fault_answer(fault: &Option<Fault>, seq: usize) -> Option<Answer> {
                         "retry_after": retry_after_s}),
             );
             a.headers.push(("retry-after", retry_after_s.to_string()));
+            Some(a)
+        }
+        Some(Fault::OddWait { header, body }) => {
+            let mut a = Answer::json(
+                429,
+                &json!({"type": "too_many_requests", "message": "Too many requests",
+                        "retry_after": body}),
+            );
+            a.headers.push(("retry-after", header.clone()));
             Some(a)
         }
         _ => None,

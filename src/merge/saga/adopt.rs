@@ -4,6 +4,7 @@
 //! costs no call of its own under `--keep revu`.
 
 use super::*;
+use crate::merge::carry::CarryItem;
 
 impl Saga<'_, '_> {
     // ---- AdoptExternalRef -----------------------------------------------------------------
@@ -118,9 +119,13 @@ impl Saga<'_, '_> {
         let mut delays = poll_delays(self.ctx.min_backoff);
         let mut conflicts = 0u32;
         let mut released = false;
+        // The survivor as read for the carried values: once per step, reused while DevRev
+        // answers 409 (an update it refused changed nothing), so waiting for the ref costs
+        // one call per conflict as before.
+        // `None`: not read yet; `Some(None)`: read, and unusable (the values wait for CarryOver).
+        let mut live: Option<Option<RevUser>> = None;
         loop {
-            let batch = self.carry_with_adoption();
-            let mut body = self.carry_fields(&batch);
+            let (batch, mut body) = self.carry_with_ref(&mut live).await?;
             body.insert("external_ref".into(), json!(target));
             if !batch.is_empty() {
                 self.carry_intent(&batch, Some(target))?;
@@ -187,6 +192,32 @@ impl Saga<'_, '_> {
                 }
                 Err(e) => return Self::api_failure(step, &e).map(Err),
             }
+        }
+    }
+
+    /// The carried values that ride in the ref's update, as a write onto the survivor read
+    /// just before (see `carry_live`). When that read fails or lacks fields, the ref goes
+    /// alone and the values are left to CarryOver, which reads again and says why.
+    async fn carry_with_ref(
+        &mut self,
+        live: &mut Option<Option<RevUser>>,
+    ) -> Result<(Vec<CarryItem>, serde_json::Map<String, serde_json::Value>), AppError> {
+        let batch = self.carry_with_adoption();
+        if batch.is_empty() {
+            return Ok(Default::default());
+        }
+        if live.is_none() {
+            *live = Some(match self.carry_live(Step::AdoptExternalRef).await? {
+                Ok(u) => Some(u),
+                Err(outcome) => {
+                    tracing::debug!(pair = %self.rec().email, ?outcome, "the carried values wait for CarryOver");
+                    None
+                }
+            });
+        }
+        match live.as_ref().and_then(Option::as_ref) {
+            Some(u) => self.carry_write_for(&batch, u),
+            None => Ok(Default::default()),
         }
     }
 

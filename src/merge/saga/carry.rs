@@ -87,12 +87,59 @@ impl Saga<'_, '_> {
         self.carry_mut(|c| c.write = Some(w))
     }
 
-    /// The fields of a write of `items`.
-    pub(super) fn carry_fields(
-        &self,
-        items: &[CarryItem],
-    ) -> serde_json::Map<String, serde_json::Value> {
-        carry::body(&self.carry_rec(), items)
+    /// Reads the survivor for a write of carried values: in the same step as the write, just
+    /// before it, so the lists written whole start from what DevRev holds now (a value the
+    /// survivor gained since the backup is kept). `Ok(Err)`: the read failed, or the answer
+    /// does not carry `custom_fields`/`tags` (unknown, never taken as empty: the step fails
+    /// with the reason and the next run reads again).
+    pub(super) async fn carry_live(&mut self, step: Step) -> Phase<RevUser> {
+        let live = match self.ctx.client.rev_users_get(&self.primary()).await {
+            Ok(u) => u,
+            Err(e) => return phase_api_failure(step, &e),
+        };
+        let unknown: Vec<&str> = live
+            .unknown_fields()
+            .into_iter()
+            .filter(|f| *f != "is_verified")
+            .collect();
+        if !unknown.is_empty() {
+            return phase_failed(
+                step,
+                format!(
+                    "DevRev's answer for the survivor does not carry {}: unknown, not empty, so \
+                     the carry-over cannot tell what the survivor holds; nothing written, \
+                     re-run to read it again",
+                    unknown.join(", ")
+                ),
+            );
+        }
+        Ok(Ok(live))
+    }
+
+    /// The write of `batch` onto the survivor as it is `live`: the items it gained its own
+    /// value for since the plan are journaled as conflicts (never written), the ones it holds
+    /// already as carried. Returns the items still to write and the update's fields.
+    pub(super) fn carry_write_for(
+        &mut self,
+        batch: &[CarryItem],
+        live: &RevUser,
+    ) -> Result<(Vec<CarryItem>, serde_json::Map<String, serde_json::Value>), AppError> {
+        let w = carry::body(batch, live);
+        if !w.superseded.is_empty() {
+            tracing::info!(pair = %self.rec().email, n = w.superseded.len(), "the survivor gained its own values since the plan; kept as its own");
+            self.carry_mut(|c| c.superseded(&w.superseded))?;
+        }
+        let rest: Vec<CarryItem> = batch
+            .iter()
+            .filter(|i| !w.superseded.iter().any(|(s, _)| s == *i))
+            .cloned()
+            .collect();
+        let (held, rest): (Vec<CarryItem>, Vec<CarryItem>) =
+            rest.into_iter().partition(|i| carry::held(live, i));
+        if !held.is_empty() {
+            self.carry_mut(|c| c.resumed(&held, live))?;
+        }
+        Ok((rest, w.fields))
     }
 
     /// Journals an answer: each item is carried if the answer shows it, refused if not.
@@ -189,8 +236,15 @@ impl Saga<'_, '_> {
             if batch.is_empty() {
                 return Ok(Ok(()));
             }
+            let live = match self.carry_live(step).await? {
+                Ok(u) => u,
+                Err(outcome) => return Ok(Err(outcome)),
+            };
+            let (batch, fields) = self.carry_write_for(&batch, &live)?;
+            if batch.is_empty() {
+                continue;
+            }
             self.carry_intent(&batch, None)?;
-            let fields = self.carry_fields(&batch);
             match self
                 .ctx
                 .client

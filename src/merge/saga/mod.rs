@@ -612,6 +612,10 @@ pub fn skip_reason(p: &LiveProblem) -> SkipReason {
             live: live.clone(),
         },
         LiveProblem::UnverifiedIntoVerified => SkipReason::UnverifiedIntoVerified,
+        LiveProblem::FieldsUnknown { role, fields } => SkipReason::FieldsUnknown {
+            role: *role,
+            fields: fields.clone(),
+        },
         LiveProblem::DifferentAccounts { primary, secondary } => SkipReason::DifferentAccounts {
             primary: primary.clone(),
             secondary: secondary.clone(),
@@ -690,6 +694,11 @@ mod tests {
             email: Some(email.into()),
             external_ref: Some(r.into()),
             state: Some("active".into()),
+            is_verified: Some(false),
+            extra: serde_json::json!({"custom_fields": {}, "tags": []})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
             ..Default::default()
         }
     }

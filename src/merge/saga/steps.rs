@@ -17,8 +17,11 @@ impl Saga<'_, '_> {
         };
         // The same live check as `--preview --check-live`, so both refuse the same pairs.
         let (primary, secondary) = match validate::validate_pair(self.ctx.client, pair).await {
-            // A redirect is an answer about the secondary, judged by the one evidence rule.
-            Err(e) if e.status() == Some(301) => return self.validate_moved(&e),
+            // A redirect, or the secondary's id answered with another contact's record, is an
+            // answer about the secondary, judged by the one evidence rule.
+            Err(e) if e.status() == Some(301) || matches!(e, ApiError::OtherContact { .. }) => {
+                return self.validate_moved(&e);
+            }
             Err(e) => return Self::api_failure(Step::Validate, &e),
             Ok(LiveCheck::Passed(live)) => {
                 for w in &live.warnings {
