@@ -513,4 +513,18 @@ fn the_plan_page_fits_a_laptop_fills_a_wide_screen_and_prints() {
             .matches("/Type/Page>")
             .count();
     assert!(pages >= 2, "60 cards print on several pages ({pages})");
+    // The text a reader of the PDF sees (poppler's pdftotext: .ci/run installs it with
+    // Chromium; elsewhere this part runs where it is installed).
+    match Command::new("pdftotext").arg(&pdf).arg("-").output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            for want in ["60 pairs to merge", "Approved by", "p059@x.com"] {
+                assert!(text.contains(want), "{want:?} in the printed plan: {text}");
+            }
+        }
+        _ if std::env::var("DEVREV_MERGE_REQUIRE_BROWSER").as_deref() == Ok("1") => {
+            panic!("pdftotext (poppler-utils) is needed to read the printed plan")
+        }
+        _ => {}
+    }
 }
