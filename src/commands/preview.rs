@@ -74,11 +74,21 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         .as_ref()
         .map(review::lasting::late_vetoes)
         .unwrap_or_default();
-    let est = estimate(
-        &runs_pairs(&plan, decided.as_ref().map(|(_, d)| d), journal.as_ref()),
-        cfg,
-        live_summary.as_ref(),
-    );
+    // Without decisions or a savepoint that holds anything, the run's pairs are the plan's:
+    // no copy of a million-row plan's pairs is made for the estimate.
+    let plain = decided.is_none()
+        && journal
+            .as_ref()
+            .is_none_or(|j| j.pairs.is_empty() && j.decisions.is_empty());
+    let est = if plain {
+        estimate(&plan.pairs, cfg, live_summary.as_ref())
+    } else {
+        estimate(
+            &runs_pairs(&plan, decided.as_ref().map(|(_, d)| d), journal.as_ref()),
+            cfg,
+            live_summary.as_ref(),
+        )
+    };
 
     let report = PlanReport {
         kind: "devrev-merge plan",
@@ -92,23 +102,47 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         held_by_savepoint: held,
     };
     let path = fsutil::unique_path(&cfg.report_dir, "plan", "json");
-    fsutil::write_private_atomic_with(&path, false, |w| planfile::write(w, &report)).map_err(
-        |e| AppError::CantCreate(format!("cannot write the plan to {}: {e}", path.display())),
-    )?;
-
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan file written");
-    // The review file: every group, one row per contact.
-    let review_path = review::write(
-        &cfg.report_dir,
-        &plan,
-        cfg.keep,
-        &journal
-            .as_ref()
-            .map(review::lasting::recorded_text)
-            .unwrap_or_default(),
-        facts.as_ref(),
-        &untouchable(journal.as_ref()),
-    )?;
+    let recorded_text = journal
+        .as_ref()
+        .map(review::lasting::recorded_text)
+        .unwrap_or_default();
+    let held_contacts = untouchable(journal.as_ref());
+    let (dir, keep) = (&cfg.report_dir, cfg.keep);
+    // The plan file and the review file (every group, one row per contact) are written at
+    // once, each on its own thread: for a million-row export each takes about half a second,
+    // and neither needs the other.
+    let (plan_written, review_written) = std::thread::scope(|s| {
+        let review = s.spawn(|| {
+            review::write(
+                dir,
+                &plan,
+                keep,
+                &recorded_text,
+                facts.as_ref(),
+                &held_contacts,
+            )
+        });
+        let plan_written =
+            fsutil::write_private_atomic_with(&path, false, |w| planfile::write(w, &report));
+        let review_written = review.join().unwrap_or_else(|_| {
+            Err(AppError::CantCreate(
+                "the review file's writer stopped unexpectedly".into(),
+            ))
+        });
+        (plan_written, review_written)
+    });
+    if let Err(e) = plan_written {
+        // No review file without its plan.
+        if let Ok(r) = &review_written {
+            let _ = std::fs::remove_file(r);
+        }
+        return Err(AppError::CantCreate(format!(
+            "cannot write the plan to {}: {e}",
+            path.display()
+        )));
+    }
+    let review_path = review_written?;
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan and review files written");
     // The page for people, next to the plan: a failure is warned about, the plan stands.
     let html_path = html::written_or_warn(
         &path,
