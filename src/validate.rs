@@ -122,10 +122,21 @@ impl fmt::Display for LiveProblem {
             LiveProblem::FieldsUnknown { role, fields } => write!(
                 f,
                 "{}",
-                crate::merge::journal::fields_unknown_text(*role, fields)
+                fields_unknown_text(*role, fields)
             ),
         }
     }
+}
+
+/// Why a pair whose contact came back without `fields` is not merged (one text for the live
+/// check and the savepoint).
+pub fn fields_unknown_text(role: Role, fields: &[String]) -> String {
+    format!(
+        "DevRev's answer for the {role} contact does not carry {} (answered by the public \
+         schema, without the beta scope?): unknown, not empty, so neither the verified rule \
+         nor what the merge would lose can be judged; not merged, checked again next run",
+        fields.join(", ")
+    )
 }
 
 /// Both contacts as DevRev has them now, and the plan still holds.

@@ -78,6 +78,14 @@ impl RevUser {
         out
     }
 
+    /// The lists a carry-over or its undo edits (`custom_fields`, `tags`) that the answer does
+    /// not carry: unknown, so what the survivor holds cannot be told from what was carried.
+    pub fn unknown_lists(&self) -> Vec<&'static str> {
+        let mut out = self.unknown_fields();
+        out.retain(|f| *f != "is_verified");
+        out
+    }
+
     /// The contact's account (`rev_org.id`), when DevRev says: contacts of two accounts are
     /// two customers, never duplicates of each other.
     pub fn account(&self) -> Option<&str> {

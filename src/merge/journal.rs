@@ -673,7 +673,7 @@ impl fmt::Display for SkipReason {
                  different customer, not a duplicate; never merged"
             ),
             SkipReason::FieldsUnknown { role, fields } => {
-                f.write_str(&fields_unknown_text(*role, fields))
+                f.write_str(&crate::validate::fields_unknown_text(*role, fields))
             }
             SkipReason::NotInCsv => f.write_str("the pair is no longer in the CSV"),
             SkipReason::HeldByLedger {
@@ -688,17 +688,6 @@ impl fmt::Display for SkipReason {
             ),
         }
     }
-}
-
-/// Why a pair whose contact came back without `fields` is not merged (one text for the live
-/// check and the savepoint).
-pub fn fields_unknown_text(role: Role, fields: &[String]) -> String {
-    format!(
-        "DevRev's answer for the {role} contact does not carry {} (answered by the public \
-         schema, without the beta scope?): unknown, not empty, so neither the verified rule \
-         nor what the merge would lose can be judged; not merged, checked again next run",
-        fields.join(", ")
-    )
 }
 
 /// A failure of one pair, with what DevRev said about it.

@@ -172,12 +172,16 @@ unsafe fn sid_text(sid: PSID) -> io::Result<String> {
 /// from inheritance; for a folder the entry is inherited by everything created inside.
 fn owner_only(folder: bool) -> io::Result<Local> {
     let inherit = if folder { "OICI" } else { "" };
-    let sddl = format!("D:P(A;{inherit};FA;;;{})", my_sid()?);
+    descriptor(&format!("D:P(A;{inherit};FA;;;{})", my_sid()?))
+}
+
+/// The security descriptor an SDDL string describes.
+fn descriptor(sddl: &str) -> io::Result<Local> {
     let mut sd = null_mut();
     // SAFETY: a NUL-terminated string in, a LocalAlloc'd descriptor out (freed by `Local`).
     unsafe {
         check(ConvertStringSecurityDescriptorToSecurityDescriptorW(
-            wide(OsStr::new(&sddl)).as_ptr(),
+            wide(OsStr::new(sddl)).as_ptr(),
             SDDL_REVISION_1,
             &mut sd,
             null_mut(),
@@ -330,18 +334,8 @@ fn set_owner_only(file: &fs::File, folder: bool) -> io::Result<()> {
 /// Tests: lets Everyone read `path` (as a folder made by Explorer in a shared place would).
 #[cfg(test)]
 pub fn grant_everyone_read(path: &Path) -> io::Result<()> {
-    let sddl = format!("D:P(A;;FA;;;{})(A;;FR;;;WD)", my_sid()?);
-    let mut sd = null_mut();
-    // SAFETY: as in `owner_only`.
-    unsafe {
-        check(ConvertStringSecurityDescriptorToSecurityDescriptorW(
-            wide(OsStr::new(&sddl)).as_ptr(),
-            SDDL_REVISION_1,
-            &mut sd,
-            null_mut(),
-        ))?;
-    }
-    set_dacl(&open_for_acl(path, true)?, Local(sd))
+    let sd = descriptor(&format!("D:P(A;;FA;;;{})(A;;FR;;;WD)", my_sid()?))?;
+    set_dacl(&open_for_acl(path, true)?, sd)
 }
 
 /// Sets the DACL of `sd` on the object, protected from inheritance.

@@ -35,11 +35,7 @@ pub(super) async fn undo_carry(
         .map_err(api("reading the survivor to put its own values back"))?;
     // A survivor answered without the lists the undo edits cannot be compared: unknown, not
     // "changed since" (and never written whole from nothing). The next run reads again.
-    let unknown: Vec<&str> = live
-        .unknown_fields()
-        .into_iter()
-        .filter(|f| *f != "is_verified")
-        .collect();
+    let unknown = live.unknown_lists();
     if !unknown.is_empty() {
         return Err(Stop::Fail(format!(
             "DevRev's answer for the survivor does not carry {}: unknown, not empty, so the \

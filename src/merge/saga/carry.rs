@@ -97,11 +97,7 @@ impl Saga<'_, '_> {
             Ok(u) => u,
             Err(e) => return phase_api_failure(step, &e),
         };
-        let unknown: Vec<&str> = live
-            .unknown_fields()
-            .into_iter()
-            .filter(|f| *f != "is_verified")
-            .collect();
+        let unknown = live.unknown_lists();
         if !unknown.is_empty() {
             return phase_failed(
                 step,
