@@ -119,11 +119,9 @@ impl fmt::Display for LiveProblem {
                 "the contacts are in different accounts (rev_org {primary} and {secondary}): \
                  a different customer, not a duplicate"
             ),
-            LiveProblem::FieldsUnknown { role, fields } => write!(
-                f,
-                "{}",
-                fields_unknown_text(*role, fields)
-            ),
+            LiveProblem::FieldsUnknown { role, fields } => {
+                write!(f, "{}", fields_unknown_text(*role, fields))
+            }
         }
     }
 }

@@ -62,8 +62,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
             if let Some(r) = journal.as_ref().map(|j| &j.decisions) {
                 review::lasting::apply_recorded(&mut d, r);
             }
-            review::lasting::record(&cfg.savepoint, &d, file)?;
-            journal = read_journal(cfg);
+            journal = Some(review::lasting::record(&cfg.savepoint, &d, file)?);
             Some((file, d))
         }
         None => None,

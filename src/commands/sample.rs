@@ -193,9 +193,10 @@ struct LeftOut {
 fn leave_out(cfg: &Config, plan: &mut detect::Plan) -> Result<Vec<LeftOut>, AppError> {
     use crate::review::decisions::{Outcome, Source};
     let mut why: std::collections::HashMap<String, String> = Default::default();
+    let mut journal = None;
     if let Some(file) = &cfg.decisions {
         let d = crate::review::decisions::decide(file, plan, cfg.keep, false)?;
-        crate::review::lasting::record(&cfg.savepoint, &d, file)?;
+        journal = Some(crate::review::lasting::record(&cfg.savepoint, &d, file)?);
         for (id, _, o) in &d.groups {
             let reason = match o {
                 Outcome::Merge {
@@ -222,7 +223,10 @@ fn leave_out(cfg: &Config, plan: &mut detect::Plan) -> Result<Vec<LeftOut>, AppE
             why.insert(id.clone(), reason);
         }
     }
-    let journal = crate::merge::savepoint::load(&cfg.savepoint)?;
+    let journal = match journal {
+        Some(j) => Some(j),
+        None => crate::merge::savepoint::load(&cfg.savepoint)?,
+    };
     if let Some(j) = &journal {
         for (id, d) in j.decisions.iter().filter(|(_, d)| d.holds()) {
             why.entry(id.clone()).or_insert_with(|| {

@@ -88,23 +88,21 @@ pub struct Decided {
 }
 
 impl Decided {
-    /// `(merging groups, contacts merged away, not-dup, skipped, undecided, stale)`.
-    pub fn counts(&self) -> [usize; 6] {
-        let mut n = [0; 6];
+    /// `[not-dup, skipped, undecided, stale]`: the groups that merge nothing (what merges is
+    /// counted by kind, clean pairs apart from groups, where the plan is at hand).
+    pub fn counts(&self) -> [usize; 4] {
+        let mut n = [0; 4];
         for (_, _, o) in &self.groups {
             match o {
-                Outcome::Merge { merge, .. } => {
-                    n[0] += 1;
-                    n[1] += merge.len();
-                }
+                Outcome::Merge { .. } => {}
                 Outcome::NotDup { .. }
                 | Outcome::Recorded {
                     decision: crate::merge::journal::LastingDecision::NotDup,
                     ..
-                } => n[2] += 1,
-                Outcome::Skipped | Outcome::Recorded { .. } => n[3] += 1,
-                Outcome::Undecided => n[4] += 1,
-                Outcome::Stale { .. } => n[5] += 1,
+                } => n[0] += 1,
+                Outcome::Skipped | Outcome::Recorded { .. } => n[1] += 1,
+                Outcome::Undecided => n[2] += 1,
+                Outcome::Stale { .. } => n[3] += 1,
             }
         }
         n

@@ -88,21 +88,21 @@ pub fn to_record(
 /// Records in the savepoint at `savepoint` (taking its lock) what `decided` adds to it: the
 /// `not-dup` and skipped groups of `file` and its revocations. Called by every command that
 /// reads a decisions file (the preview, the test sample, the merge run), so that a veto holds
-/// from the moment the tool has read it, whichever command comes next. Returns the decisions
-/// in force afterwards. A savepoint another run holds is refused (exit 73): the decisions
-/// would not last.
+/// from the moment the tool has read it, whichever command comes next. Returns the savepoint
+/// as it stands afterwards (the caller need not read it again). A savepoint another run holds
+/// is refused (exit 73): the decisions would not last.
 pub fn record(
     savepoint: &Path,
     decided: &Decided,
     file: &Path,
-) -> Result<BTreeMap<String, GroupDecision>, crate::error::AppError> {
+) -> Result<SavepointFile, crate::error::AppError> {
     let mut sp = crate::merge::savepoint::Savepoint::open(savepoint)?;
     for d in to_record(decided, file, &sp.file().decisions, Utc::now()) {
         tracing::info!(group = %d.group, email = %d.email, "recorded: {}{}", d.decision.word(),
             if d.revoked.is_some() { " (revoked)" } else { "" });
         sp.put_decision(d)?;
     }
-    Ok(sp.file().decisions.clone())
+    Ok(sp.file().clone())
 }
 
 /// A `not-dup` or `skip` in force for a group whose contacts a merge of the savepoint already

@@ -112,7 +112,7 @@ pub fn decided_text(plan: &Plan, decided: &decisions::Decided, file: &std::path:
     use crate::detect::display_id;
     use crate::output::{count, safe};
     use decisions::Outcome;
-    let [_, _, not_dup, skipped, undecided, stale] = decided.counts();
+    let [not_dup, skipped, undecided, stale] = decided.counts();
     // Clean pairs and groups counted apart: each once.
     let (mut pairs_n, mut groups_n, mut merged) = (0, 0, 0);
     for ((_, _, o), g) in decided.groups.iter().zip(groups(plan)) {

@@ -23,6 +23,16 @@ fn save_rows(w: &World, name: &str, h: &[String], rows: &[Vec<String>]) {
     save_like_excel(&w.path(name), &file);
 }
 
+/// `--csv contacts.csv --preview --decisions FILE`, which must succeed; its stdout and stderr.
+fn preview_with(w: &World, file: &str) -> (String, String) {
+    out_err(
+        &w.cmd()
+            .args(["--csv", "contacts.csv", "--preview", "--decisions", file])
+            .assert()
+            .success(),
+    )
+}
+
 fn run_csv(w: &World, csv: &str, extra: &[&str]) -> assert_cmd::assert::Assert {
     w.cmd()
         .args(["--csv", csv, "--yes", "--merge-timeout", "2"])
@@ -59,16 +69,7 @@ fn a_veto_read_by_the_preview_holds_in_the_sample_and_every_later_run() {
     rows[row][col(&h, "decision")] = "not-dup".into();
     save_rows(&w, "decided.csv", &h, &rows);
 
-    w.cmd()
-        .args([
-            "--csv",
-            "contacts.csv",
-            "--preview",
-            "--decisions",
-            "decided.csv",
-        ])
-        .assert()
-        .success();
+    preview_with(&w, "decided.csv");
     let decisions = savepoint_decisions(&w);
     assert_eq!(
         decisions.as_object().map(|d| d.len()),
@@ -258,18 +259,7 @@ fn a_file_a_spreadsheet_saved_in_any_locale_keeps_its_decisions() {
     let mut us = reformat(&rows, false);
     decide(&h, &mut us, &pairs[0].1, "keep", false);
     save_rows(&w, "us.csv", &h, &us);
-    let preview = w
-        .cmd()
-        .args([
-            "--csv",
-            "contacts.csv",
-            "--preview",
-            "--decisions",
-            "us.csv",
-        ])
-        .assert()
-        .success();
-    let (out, err) = out_err(&preview);
+    let (out, err) = preview_with(&w, "us.csv");
     assert!(out.contains("0 stale"), "{out}{err}");
     assert!(!out.contains("stale, left alone"), "{out}");
 
@@ -300,22 +290,8 @@ fn a_veto_after_the_merge_is_reported_with_the_command_that_undoes_it() {
     decide(&h, &mut rows, &pairs[0].0, "not-dup", false);
     save_rows(&w, "late.csv", &h, &rows);
 
-    let preview = w
-        .cmd()
-        .args([
-            "--csv",
-            "contacts.csv",
-            "--preview",
-            "--decisions",
-            "late.csv",
-        ])
-        .assert()
-        .success();
-    let (out, err) = out_err(&preview);
+    let (out, err) = preview_with(&w, "late.csv");
     let secondary = devrev_merge::detect::display_id(&pairs[0].1);
-    for text in [&out, &err] {
-        let _ = text;
-    }
     assert!(out.contains("after the merge"), "{out}{err}");
     assert!(out.contains(&secondary), "{out}");
     assert!(out.contains("devrev-merge --restore backups"), "{out}");
