@@ -33,10 +33,15 @@ fn pages(n: u64, page: u64) -> u64 {
 
 /// API calls one pair's saga makes (DESIGN §6), from the CSV's ticket counts. The formula is
 /// documented in docs/api.md ("Estimating a run from the CSV"); keep the two in step.
-pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) -> u64 {
+///
+/// `_keep`: `--keep auto`'s turn check reads contacts in the run's batched lists
+/// ([`batched_reads`]), so the direction costs nothing per pair.
+pub fn calls_for_pair(pair: &Pair, _keep: Keep, scope: BackupScope, page: u64) -> u64 {
     let tp = pair.primary.ticket_count.unwrap_or(0);
     let ts = pair.secondary.ticket_count.unwrap_or(0);
-    let validate = 2; // rev-users.get × 2
+    // Validate reads both contacts from the run's batched rev-users.list: counted once per
+    // run by [`batched_reads`], not per pair.
+    let validate = 0;
     let timelines = match scope {
         BackupScope::Secondary => ts,
         BackupScope::Both => tp + ts,
@@ -52,9 +57,15 @@ pub fn calls_for_pair(pair: &Pair, keep: Keep, scope: BackupScope, page: u64) ->
     // The primary's display name is checked once: in the answer of the adoption's
     // rev-users.update under --keep revu, by a rev-users.get under --keep user.
     let last = 1;
-    // --keep auto: rev-users.get × 2 deciding the direction before the saga.
-    let turn = if keep == Keep::Auto { 2 } else { 0 };
-    validate + backup + request_merge + await_merge + reconcile + last + turn
+    validate + backup + request_merge + await_merge + reconcile + last
+}
+
+/// The run's batched contact reads (issue 29): one `rev-users.list` per
+/// [`validate::WINDOW`] contacts for Validate, and as many again under `--keep auto` for the
+/// turn check before the saga.
+pub fn batched_reads(pairs: u64, keep: Keep) -> u64 {
+    let lists = (2 * pairs).div_ceil(validate::WINDOW as u64);
+    if keep == Keep::Auto { 2 * lists } else { lists }
 }
 
 /// Attachments per backed-up ticket or conversation, at most: each costs one
@@ -109,14 +120,16 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
     // The adoption's rev-users.update (--keep revu) or the primary's re-read (--keep user):
     // one or the other (docs/api.md, "API calls per pair").
     let last = 1;
-    // validate 2 + tickets list + timelines + conversations list + merge + polls
-    // + reconcile's tickets and conversations lists + adopt or re-read
-    let low = 2 + list_lo + backed_lo + 1 + 1 + POLLS.0 + list_lo + 1 + last;
+    // tickets list + timelines + conversations list + merge + polls + reconcile's tickets
+    // and conversations lists + adopt or re-read (Validate's reads: [`batched_reads`])
+    let low = list_lo + backed_lo + 1 + 1 + POLLS.0 + list_lo + 1 + last;
     let convs = PRIOR_CONVERSATIONS_PER_CONTACT;
     let attachments = PRIOR_ATTACHMENTS_PER_OBJECT * (backed_hi + convs);
-    // --keep auto may read both contacts once more to decide the direction.
+    // --keep auto may read both contacts once more to decide the direction, each a
+    // rev-users.get when the batched list left it out.
     let turn = if keep == Keep::Auto { 2 } else { 0 };
-    // + a conversation timeline each, two calls per attachment.
+    // + both contacts read alone (a list that ignores its filter, or left them out), a
+    // conversation timeline each, two calls per attachment.
     let high = turn
         + 2
         + list_hi
@@ -155,7 +168,8 @@ pub fn estimate(
             Some(((r.primary.as_str(), r.secondary.as_str()), known))
         })
         .collect();
-    let (mut calls, mut low, mut high, mut refined) = (0, 0, 0, 0);
+    let batched = batched_reads(pairs.len() as u64, cfg.keep);
+    let (mut calls, mut low, mut high, mut refined) = (batched, batched, batched, 0);
     for p in pairs {
         calls += calls_for_pair(p, cfg.keep, cfg.backup_scope, page);
         let known = live_counts
@@ -236,6 +250,7 @@ fn is_fatal(e: &ApiError) -> bool {
 
 async fn check_one(
     client: &DevRevClient,
+    reads: &validate::ContactReads,
     pair: &Pair,
     keep: Keep,
     carry: bool,
@@ -262,7 +277,7 @@ async fn check_one(
         r.error = Some(e.to_string());
         Ok(r)
     };
-    let checked = validate::validate_pair(client, pair).await;
+    let checked = validate::validate_pair(client, pair, reads).await;
     let turned = match (&checked, keep) {
         (Ok(c), Keep::Auto) => validate::turned(pair, c),
         _ => None,
@@ -311,12 +326,15 @@ async fn check_one(
 pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, AppError> {
     let client = DevRevClient::new(cfg.client_config()?)?;
     let n = plan.pairs.len();
+    // Contacts are read a window at a time (one rev-users.list per ten pairs, a get for any
+    // it leaves out); a preview reads each once, so the run's freshness window does not apply.
+    let reads = validate::ContactReads::new(&plan.pairs, Duration::from_secs(24 * 3600));
     if n > 0 {
-        // At least two rev-users.get and one works.list page per pair.
-        let secs = seconds_for(3 * n as u64, cfg);
+        // One list per window of contacts and one works.list page per pair, at least.
+        let calls = (2 * n).div_ceil(validate::WINDOW) + n;
+        let secs = seconds_for(calls as u64, cfg);
         tracing::info!(
-            "checking {n} pair(s) live: at least {} API calls, about {}",
-            3 * n,
+            "checking {n} pair(s) live: at least {calls} API calls, about {}",
             human_duration(secs)
         );
     }
@@ -324,10 +342,11 @@ pub async fn check_live(cfg: &Config, plan: &mut Plan) -> Result<LiveSummary, Ap
     let bar = span.clone();
     let pairs = &plan.pairs;
     let client_ref = &client;
+    let reads_ref = &reads;
     let results = async move {
         let mut out = Vec::with_capacity(n);
         let mut stream = futures_util::stream::iter(pairs.iter())
-            .map(|p| check_one(client_ref, p, cfg.keep, cfg.carry))
+            .map(|p| check_one(client_ref, reads_ref, p, cfg.keep, cfg.carry))
             .buffered(LIVE_CONCURRENCY);
         while let Some(r) = stream.next().await {
             bar.pb_inc(1);
@@ -676,7 +695,8 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
     )?;
     writeln!(
         w,
-        "  Per pair: 8 + 2 x pages(both contacts' tickets) + one timeline per ticket{}{}; ticket counts \
+        "  Per pair: 6 + 2 x pages(both contacts' tickets) + one timeline per ticket{}{}, plus one \
+         rev-users.list per 20 contacts; ticket counts \
          from TICKET_COUNT{}. The range allows up to {PRIOR_CONVERSATIONS_PER_CONTACT} conversations \
          per secondary and {PRIOR_ATTACHMENTS_PER_OBJECT} attachments per ticket or conversation \
          (docs/api.md, \"Estimating a run from the CSV\").",
@@ -686,7 +706,7 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
         },
         match est.keep {
             Keep::Revu | Keep::User => "",
-            Keep::Auto => " + 2 (the live turn check)",
+            Keep::Auto => " (the live turn check: lists once more)",
         },
         if est.unknown_ticket_counts > 0 {
             format!(
@@ -804,31 +824,28 @@ mod tests {
             primary: contact("P", "REVU-P", Some(3)),
             secondary: contact("S", "user_s", Some(2)),
         };
-        // 2 validate + (1 list + 2 timelines + 1 conversations) + 1 merge + 2 polls
-        // + (1 list + 1 conversations) + 1 adopt (whose answer carries the primary's name)
-        assert_eq!(
-            calls_for_pair(&p, Keep::Revu, BackupScope::Secondary, 100),
-            12
-        );
-        assert_eq!(
-            calls_for_pair(&p, Keep::User, BackupScope::Secondary, 100),
-            12
-        );
-        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 15);
-        assert_eq!(
-            calls_for_pair(&p, Keep::Auto, BackupScope::Secondary, 100),
-            14
-        );
+        // (1 list + 2 timelines + 1 conversations) + 1 merge + 2 polls + (1 list + 1
+        // conversations) + 1 adopt (whose answer carries the primary's name); Validate's
+        // reads are the run's batched lists, whatever --keep.
+        for keep in [Keep::Revu, Keep::User, Keep::Auto] {
+            assert_eq!(calls_for_pair(&p, keep, BackupScope::Secondary, 100), 10);
+        }
+        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 13);
+        // One rev-users.list per 20 contacts, twice with --keep auto's turn check.
+        assert_eq!(batched_reads(10, Keep::Revu), 1);
+        assert_eq!(batched_reads(11, Keep::User), 2);
+        assert_eq!(batched_reads(10, Keep::Auto), 2);
+        assert_eq!(batched_reads(0, Keep::Revu), 0);
         let big = Pair {
             email: "j@x.com".into(),
             primary: contact("P", "REVU-P", Some(150)),
             secondary: contact("S", "user_s", None),
         };
         // 150 tickets: 2 pages per listing; the unknown count is taken as 0.
-        // 8 fixed (adopt included) + 2 pages twice + no timelines (0 tickets).
+        // 6 fixed (adopt included) + 2 pages twice + no timelines (0 tickets).
         assert_eq!(
             calls_for_pair(&big, Keep::Revu, BackupScope::Secondary, 100),
-            8 + 2 * 2
+            6 + 2 * 2
         );
     }
 
@@ -847,17 +864,17 @@ mod tests {
             let typical = calls_for_pair(&p, keep, scope, 100);
             assert!(lo < typical && typical < hi, "{lo} {typical} {hi}");
         }
-        // Secondary scope, keep revu: 2 + 1 + 2 + 1 + 1 + 1 poll + 1 + 1 + 1 adopt = 11 at
-        // least; at most 2 conversations and 2 attachments per ticket or conversation
-        // (2 x 2 x 4 = 16 calls) and 4 polls; no re-read of the primary (the adoption's
-        // answer carries it).
+        // Secondary scope, keep revu: 1 + 2 + 1 + 1 + 1 poll + 1 + 1 + 1 adopt = 9 at least;
+        // at most both contacts read alone (2), 2 conversations and 2 attachments per ticket
+        // or conversation (2 x 2 x 4 = 16 calls) and 4 polls; no re-read of the primary (the
+        // adoption's answer carries it).
         let csv = call_range(
             KnownTickets::from_csv(&p),
             Keep::Revu,
             BackupScope::Secondary,
             100,
         );
-        assert_eq!(csv, (11, 11 + 2 + 16 + 3));
+        assert_eq!(csv, (9, 9 + 2 + 2 + 16 + 3));
         // --keep user: the re-read instead of the adoption, the same count.
         let user = call_range(
             KnownTickets::from_csv(&p),

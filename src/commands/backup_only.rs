@@ -13,6 +13,7 @@ use crate::devrev::DevRevClient;
 use crate::devrev::types::RevUser;
 use crate::error::AppError;
 use crate::output;
+use crate::validate::ContactReads;
 
 fn print_backup_only(
     w: &mut impl Write,
@@ -131,33 +132,32 @@ enum PairFailure {
 
 async fn get_contact(
     client: &DevRevClient,
+    reads: &ContactReads,
     contact: &Contact,
     role: &'static str,
 ) -> Result<RevUser, PairFailure> {
-    client
-        .rev_users_get(&contact.rev_user_id)
-        .await
-        .map_err(|e| {
-            if e.is_devrev_not_found() {
-                PairFailure::ContactGone {
-                    role,
-                    display_id: contact.display_id(),
-                    don: contact.rev_user_id.clone(),
-                }
-            } else {
-                PairFailure::Backup(e.into())
+    reads.get(client, &contact.rev_user_id).await.map_err(|e| {
+        if e.is_devrev_not_found() {
+            PairFailure::ContactGone {
+                role,
+                display_id: contact.display_id(),
+                don: contact.rev_user_id.clone(),
             }
-        })
+        } else {
+            PairFailure::Backup(e.into())
+        }
+    })
 }
 
 async fn back_up_pair(
     client: &DevRevClient,
+    reads: &ContactReads,
     cfg: &Config,
     pair: &Pair,
     run_id: &str,
 ) -> Result<BackupSummary, PairFailure> {
-    let primary = get_contact(client, &pair.primary, "primary").await?;
-    let secondary = get_contact(client, &pair.secondary, "secondary").await?;
+    let primary = get_contact(client, reads, &pair.primary, "primary").await?;
+    let secondary = get_contact(client, reads, &pair.secondary, "secondary").await?;
     crate::backup::take(
         client,
         BackupInput {
@@ -186,6 +186,8 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let run_id = format!("backup-{}-{}", crate::fsutil::stamp(), std::process::id());
     tracing::info!(pairs = plan.pairs.len(), dir = %cfg.backup_dir.display(), "backing up every clean pair (no merge)");
 
+    // Each contact is read once, a window at a time, just before its backup.
+    let reads = ContactReads::new(&plan.pairs, crate::merge::fresh_for());
     let span = crate::progress_span!("backup", plan.pairs.len());
     let mut results = Vec::new();
     let mut stopped: Option<BackupError> = None;
@@ -193,7 +195,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         use tracing_indicatif::span_ext::IndicatifSpanExt as _;
         for pair in &plan.pairs {
             tracing::Span::current().pb_set_message(&pair.email);
-            let res = back_up_pair(&client, cfg, pair, &run_id).await;
+            let res = back_up_pair(&client, &reads, cfg, pair, &run_id).await;
             tracing::Span::current().pb_inc(1);
             let mut entry = PairBackup {
                 email: pair.email.clone(),

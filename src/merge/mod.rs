@@ -17,6 +17,7 @@ pub mod groups;
 pub mod journal;
 pub mod ledger;
 mod pipeline;
+pub(crate) use pipeline::fresh_for;
 pub mod report;
 pub mod saga;
 pub mod savepoint;
@@ -206,8 +207,12 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
     let watch = watching::WatchState::default();
+    // The contacts of the pairs to run, read ten pairs at a time (issue 29).
+    let contacts =
+        crate::validate::ContactReads::new(sched.work.iter().filter_map(|i| i.pair), fresh_for());
     let ctx = SagaCtx {
         client: &client,
+        contacts: &contacts,
         scope: cfg.backup_scope,
         backup_root: &cfg.backup_dir,
         run_id: &run_id,
@@ -253,6 +258,12 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         stopped_groups,
     )
     .await;
+    let (lists, served) = contacts.figures().await;
+    if lists > 0 {
+        tracing::info!(
+            "contacts read in batches: {lists} rev-users.list call(s) stood in for {served} rev-users.get"
+        );
+    }
     let mut sp = shared.into_inner();
     // Superseded lines are dropped so the next run loads only live records. Not fatal: the
     // journal as it stands is complete.

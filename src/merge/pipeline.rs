@@ -52,7 +52,7 @@ pub const FRESH_FOR: Duration = Duration::from_secs(90);
 
 /// [`FRESH_FOR`], which only debug builds let the end-to-end tests shorten
 /// (`DEVREV_MERGE_TEST_FRESH_FOR_MS`: a test cannot wait 90 s for a backup to age).
-fn fresh_for() -> Duration {
+pub(crate) fn fresh_for() -> Duration {
     #[cfg(debug_assertions)]
     if let Some(ms) = std::env::var("DEVREV_MERGE_TEST_FRESH_FOR_MS")
         .ok()

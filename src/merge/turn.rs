@@ -4,8 +4,9 @@
 //!
 //! A pair the journal already knows is finished the way it was started: turned if its record
 //! has the turned roles, as planned once a merge was requested. Only the others are looked up
-//! (two `rev-users.get` each, read-only; the saga's Validate checks them again before any
-//! write), so pairs an earlier `--keep revu` run skipped are turned too.
+//! (read-only: one `rev-users.list` per ten pairs, a `rev-users.get` for a contact it leaves
+//! out; the saga's Validate checks them again before any write), so pairs an earlier
+//! `--keep revu` run skipped are turned too.
 
 use futures_util::StreamExt;
 
@@ -48,15 +49,20 @@ pub async fn turn_pairs(
         return Ok(turned);
     }
     tracing::info!(
-        "--keep auto: checking {} new pair(s) live ({} rev-users.get) to see which DevRev merges only the other way",
+        "--keep auto: checking {} new pair(s) live to see which DevRev merges only the other way",
         fresh.len(),
-        2 * fresh.len()
     );
     let shared: &[Pair] = pairs;
+    // Read once, right now: the saga's Validate reads them again before any write.
+    let reads = validate::ContactReads::new(
+        fresh.iter().map(|&i| &shared[i]),
+        std::time::Duration::from_secs(3600),
+    );
+    let reads = &reads;
     let checks: Vec<(usize, Option<Pair>)> = futures_util::stream::iter(fresh)
         .map(|i| async move {
             let pair = &shared[i];
-            match validate::validate_pair(client, pair).await {
+            match validate::validate_pair(client, pair, reads).await {
                 Ok(check) => Ok((i, validate::turned(pair, &check).map(|(p, _)| p))),
                 Err(e) if is_fatal(&e) => Err(AppError::Api(e)),
                 // Anything else is the pair's own problem: the saga's Validate meets it again

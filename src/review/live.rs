@@ -48,9 +48,15 @@ pub async fn read(client: &DevRevClient, plan: &Plan) -> Result<Facts, ApiError>
             ids.len()
         );
     }
+    // A window of contacts per rev-users.list; a get for any it leaves out (gone, moved).
+    let reads = crate::validate::ContactReads::of_contacts(
+        plan.needs_review.iter().flat_map(|g| g.contacts.iter()),
+        std::time::Duration::from_secs(3600),
+    );
+    let reads = &reads;
     let mut out = Facts::with_capacity(ids.len());
     let mut stream = futures_util::stream::iter(ids)
-        .map(|id| async move { (id, client.rev_users_get(id).await) })
+        .map(|id| async move { (id, reads.get(client, id).await) })
         .buffered(CONCURRENCY);
     while let Some((id, r)) = stream.next().await {
         let fact = match r {

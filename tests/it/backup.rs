@@ -1235,8 +1235,9 @@ fn csv_world(pairs: usize, opts: impl FnOnce(&mut FakeOptions)) -> (FakeServer, 
     (fake, tmp)
 }
 
-const READS: [&str; 6] = [
+const READS: [&str; 7] = [
     "/rev-users.get",
+    "/rev-users.list",
     "/works.list",
     "/timeline-entries.list",
     "/conversations.list",

@@ -2,10 +2,13 @@
 //! against the README's per-pair minimum ("API calls per pair"):
 //!
 //! ```text
-//! rev-users.get 3 (+1 with --keep user) · works.list 2 · conversations.list 2 ·
+//! rev-users.get 1 (+1 with --keep user) · works.list 2 · conversations.list 2 ·
 //! timeline-entries.list T + C · artifacts.locate A · artifacts.get A₀ · rev-users.merge 1 ·
-//! rev-users.update 1 (--keep revu; 0 with --keep user)       = 9 + T + C + A + A₀
+//! rev-users.update 1 (--keep revu; 0 with --keep user)       = 7 + T + C + A + A₀
 //! ```
+//!
+//! plus, once per run, one `rev-users.list` per window of 20 contacts (Validate's batched
+//! reads, issue 29) and `auth-tokens.info`;
 //!
 //! plus, with `--keep user` only, one `rev-users.update` when the secondary holds data the
 //! survivor lacks (the carry-over; under `--keep revu` it rides in the ref adoption's update).
@@ -111,7 +114,9 @@ fn minimum(t: &Terms, keep_user: bool, renamed: bool, carried: bool) -> BTreeMap
     // values, never the backup's).
     let c = usize::from(carried);
     [
-        ("/rev-users.get", 3 + k + c),
+        // Validate reads both contacts from the run's batched rev-users.list (issue 29): no
+        // get of its own; the one look after the merge reads the secondary.
+        ("/rev-users.get", 1 + k + c),
         ("/works.list", 2),
         ("/conversations.list", 2),
         ("/timeline-entries.list", t.tickets + t.conversations),
@@ -143,18 +148,14 @@ fn per_pair<'a>(
         contact.insert(p, i);
         contact.insert(s, i);
     }
-    // Pairs in the order their Validate began.
-    let mut started: Vec<(usize, usize)> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, (p, s))| {
+    // Pairs in the order their first own call (the backup's list) was made: Validate reads
+    // from the run's batched rev-users.list, which names refs, not ids.
+    let mut started: Vec<(usize, usize)> = (0..pairs.len())
+        .map(|i| {
             let at = log
                 .iter()
-                .position(|r| {
-                    r.path == "/rev-users.get"
-                        && (r.body["id"] == p.as_str() || r.body["id"] == s.as_str())
-                })
-                .expect("every pair is validated");
+                .position(|r| first_contact(&r.body, &contact) == Some(i))
+                .expect("every pair is backed up");
             (at, i)
         })
         .collect();
@@ -265,10 +266,16 @@ fn check_world(keep_user: bool, renames: bool) {
     let log = w.fake.requests();
     let pairs = w.pairs();
     let (slices, before) = per_pair(&w, &log, &pairs);
+    // The run's own calls: who it is, and one rev-users.list per window of contacts
+    // (Validate's batched reads).
+    let lists = (2 * pairs.len()).div_ceil(devrev_merge::validate::WINDOW);
     assert_eq!(
         counts(&before),
-        BTreeMap::from([("/auth-tokens.info".to_string(), 1)]),
-        "one call per run before the first pair"
+        BTreeMap::from([
+            ("/auth-tokens.info".to_string(), 1),
+            ("/rev-users.list".to_string(), lists)
+        ]),
+        "the run's own calls"
     );
     let (mut sum_t, mut sum_c, mut sum_a, mut sum_a0, mut total) = (0, 0, 0, 0, 0);
     let mut sum_carry = 0;
@@ -282,7 +289,7 @@ fn check_world(keep_user: bool, renames: bool) {
             minimum(&t, keep_user, renames, carried),
             "pair {p} ← {s}: {t:?}"
         );
-        // The same as one sum: the README's `9 + T + C + A + A₀ (+ N) (+ K)`.
+        // The same as one sum: the README's `7 + T + C + A + A₀ (+ N) (+ K)`.
         let calls: usize = got.values().sum();
         let k = usize::from(keep_user && carried);
         sum_carry += k;
@@ -290,7 +297,7 @@ fn check_world(keep_user: bool, renames: bool) {
         let c = usize::from(carried);
         assert_eq!(
             calls,
-            9 + t.tickets
+            7 + t.tickets
                 + t.conversations
                 + t.attachments
                 + t.sizeless
@@ -303,8 +310,8 @@ fn check_world(keep_user: bool, renames: bool) {
             .filter(|r| r.path.starts_with("/download/"))
             .count();
         assert_eq!(downloads, t.attachments, "one download per attachment");
-        // Whose contacts were read: Validate reads both, the one look reads the secondary,
-        // and only --keep user reads the primary again (for its display name).
+        // Whose contacts were read one by one: the one look reads the secondary, and only
+        // --keep user reads the primary (for its display name), as the carry-over does.
         let gets = |id: &str| {
             reqs.iter()
                 .filter(|r| r.path == "/rev-users.get" && r.body["id"] == id)
@@ -312,10 +319,10 @@ fn check_world(keep_user: bool, renames: bool) {
         };
         assert_eq!(
             gets(p),
-            1 + usize::from(keep_user) + usize::from(carried),
+            usize::from(keep_user) + usize::from(carried),
             "primary reads"
         );
-        assert_eq!(gets(s), 2, "secondary reads");
+        assert_eq!(gets(s), 1, "secondary reads");
         sum_t += t.tickets;
         sum_c += t.conversations;
         sum_a += t.attachments;
@@ -346,11 +353,11 @@ fn check_world(keep_user: bool, renames: bool) {
         log.iter()
             .filter(|r| !r.path.starts_with("/download/"))
             .count(),
-        total + 1
+        total + 1 + lists
     );
     eprintln!(
         "calls per pair (--keep {}, renames {renames}): {n} pairs, T = {sum_t}, C = {sum_c}, A = {sum_a} (A₀ = {sum_a0}): \
-         {total} calls = 9·{n} + T + C + A + A₀{} + K + L ({sum_carry} carry-over updates, {sum_live} survivor reads before a carry write), {:.1} per pair, plus 1 auth-tokens.info",
+         {total} calls = 7·{n} + T + C + A + A₀{} + K + L ({sum_carry} carry-over updates, {sum_live} survivor reads before a carry write), {:.1} per pair, plus 1 auth-tokens.info and {lists} rev-users.list",
         if keep_user { "user" } else { "revu" },
         if renames { " + N (1 per pair)" } else { "" },
         total as f64 / n as f64

@@ -715,13 +715,13 @@ fn check_live_moves_pairs_devrev_would_refuse_to_needs_review() {
     // Read-only: nothing but reads reached DevRev.
     let paths: BTreeSet<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
     assert!(
-        paths.contains("/rev-users.get") && paths.contains("/works.list"),
+        paths.contains("/rev-users.list") && paths.contains("/works.list"),
         "{paths:?}"
     );
     assert!(
         paths
             .iter()
-            .all(|p| p == "/rev-users.get" || p == "/works.list"),
+            .all(|p| p == "/rev-users.get" || p == "/rev-users.list" || p == "/works.list"),
         "{paths:?}"
     );
     assert!(fake.with_state(|st| st.merges.is_empty()));

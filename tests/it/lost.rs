@@ -451,7 +451,7 @@ fn odd_but_spec_valid_waits_are_honoured() {
     use devrev_fake::fake::{Fault, ScriptedFault};
     let w = attached(|o| {
         o.faults = vec![ScriptedFault {
-            path: Some("/rev-users.get".into()),
+            path: Some("/rev-users.list".into()),
             nth: 1,
             fault: Fault::OddWait {
                 header: "3.5".into(),
@@ -461,11 +461,12 @@ fn odd_but_spec_valid_waits_are_honoured() {
     });
     let (code, out) = backup_only(&w);
     assert_eq!(code, Some(0), "{out}");
+    // The first read of the run: the batched rev-users.list of the pairs' contacts.
     let gets: Vec<_> = w
         .fake
         .requests()
         .into_iter()
-        .filter(|r| r.path == "/rev-users.get")
+        .filter(|r| r.path == "/rev-users.list")
         .collect();
     let gap = gets[1].at - gets[0].at;
     assert!(

@@ -5,6 +5,7 @@
 //! where").
 
 mod backup;
+mod batched;
 mod calls;
 mod carry;
 mod cli;

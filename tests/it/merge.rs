@@ -1279,7 +1279,7 @@ fn api_calls_per_pair_match_the_formula() {
             })
             .count();
         assert!(polls >= 1);
-        // validate 2 | backup: tickets 1 + one timeline per secondary ticket + conversations 1
+        // validate: from the run's batched lists | backup: tickets 1 + one timeline per secondary ticket + conversations 1
         // + one timeline per conversation | merge 1 | polls | reconcile: 2 lists |
         // adopt 1, whose answer carries the primary's display name (nothing to repair: the
         // merge moved everything, no rename, no 409).
@@ -1291,8 +1291,10 @@ fn api_calls_per_pair_match_the_formula() {
         let carries = !devrev_merge::merge::carry::plan(&user(&s), &user(&p))
             .items
             .is_empty();
-        want += 2 + (1 + t_s + 1 + c_s) + 1 + polls + 2 + 1 + usize::from(carries);
+        want += (1 + t_s + 1 + c_s) + 1 + polls + 2 + 1 + usize::from(carries);
     }
+    // Validate reads the contacts from one rev-users.list per 20 (issue 29).
+    want += (2 * w.pairs().len()).div_ceil(devrev_merge::validate::WINDOW);
     let pairs = w.pairs().len();
     eprintln!(
         "API calls for {pairs} pairs: {calls} ({:.1} per pair, plus 1 auth-tokens.info per run): {per:?}",

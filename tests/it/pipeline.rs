@@ -45,6 +45,20 @@ fn owner(w: &World, pairs: &[(String, String)], r: &RequestRecord) -> Option<usi
     match r.path.as_str() {
         "/rev-users.get" | "/rev-users.update" => of_contact(r.body["id"].as_str()?),
         "/rev-users.merge" => of_contact(r.body["secondary_user"].as_str()?),
+        // A pair's own lists (its backup, its checks, Reconcile) name its contacts. Validate
+        // reads contacts from the run's batched rev-users.list (issue 29), which names refs
+        // and serves several pairs: a pair's first read of its own is its backup's list.
+        "/works.list" | "/conversations.list" => {
+            let field = if r.path == "/works.list" {
+                "reported_by"
+            } else {
+                "members"
+            };
+            r.body[field]
+                .as_array()?
+                .iter()
+                .find_map(|v| of_contact(v.as_str()?))
+        }
         "/works.update" | "/conversations.update" => {
             let id = r.body["id"].as_str()?;
             let (list, field) = if r.path == "/works.update" {
@@ -99,7 +113,7 @@ fn timeline(w: &World) -> Timeline {
         let Some(i) = owner(w, &pairs, r) else {
             continue;
         };
-        if r.path == "/rev-users.get" && !first_read.contains_key(&i) {
+        if !is_write(r) && !first_read.contains_key(&i) {
             first_read.insert(i, r.seq);
             order.push(i);
         }
@@ -243,10 +257,12 @@ fn contact_timeline(w: &World) -> (Vec<usize>, BTreeMap<usize, usize>, BTreeMap<
         let who = match r.path.as_str() {
             "/rev-users.get" | "/rev-users.update" => r.body["id"].as_str().and_then(of_contact),
             "/rev-users.merge" => r.body["secondary_user"].as_str().and_then(of_contact),
+            // Its backup's lists: Validate reads from the run's batched rev-users.list.
+            "/works.list" | "/conversations.list" => owner(w, &pairs, r),
             _ => None,
         };
         let Some(i) = who else { continue };
-        if r.path == "/rev-users.get" && !first_read.contains_key(&i) {
+        if !is_write(r) && !first_read.contains_key(&i) {
             first_read.insert(i, r.seq);
             order.push(i);
         }

@@ -251,13 +251,18 @@ pub struct Quirks {
     /// public OpenAPI file has them. With `no_beta` too, no answer ever carries them.
     pub public_shape: bool,
     /// `(asked, answered)`: `rev-users.get` of `asked` answers the record of `answered` (its
-    /// own `id`), as a cache or an id resolver in front of DevRev might.
+    /// own `id`), as a cache or an id resolver in front of DevRev might; `rev-users.list`
+    /// answers `answered`'s record in `asked`'s place.
     pub get_answers: Vec<(String, String)>,
     /// Every artifact's `file.size` is answered as this spec-valid `int32` (e.g. `-1`) in
     /// tickets, timeline entries and `artifacts.get`.
     pub file_size: Option<i64>,
     /// `artifacts.locate` answers this `url` (a string the spec allows, not necessarily a URL).
     pub locate_url: Option<String>,
+    /// `rev-users.list` ignores its `email` / `external_ref` filters and answers every contact
+    /// (a proxy or an API version that does not know them): a client reading contacts in
+    /// batches must notice rather than take a stranger for the contact it asked about.
+    pub list_ignores_filters: bool,
 }
 
 /// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in

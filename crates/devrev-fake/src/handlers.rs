@@ -895,8 +895,9 @@ fn as_set(opts: &FakeOptions, state: &State, mut list: Vec<Value>) -> Vec<Value>
 }
 
 fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
-    let email = str_list(body.get("email"));
-    let ext = str_list(body.get("external_ref"));
+    let ignore = ctx.opts.quirks.list_ignores_filters;
+    let email = str_list(body.get("email")).filter(|_| !ignore);
+    let ext = str_list(body.get("external_ref")).filter(|_| !ignore);
     let exts = str_list(body.get("external_refs"));
     let phones = str_list(body.get("phone_numbers"));
     let rev_org = str_list(body.get("rev_org"));
@@ -931,6 +932,22 @@ fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         .filter(|u| in_range(&u["modified_date"], body.get("modified_date")))
         .cloned()
         .collect();
+    // A resolver in front of DevRev answers its other contact in the list too.
+    for (asked, answered) in &ctx.opts.quirks.get_answers {
+        if let Some(b) = ctx.state.rev_users.get(answered) {
+            for u in items.iter_mut().filter(|u| u["id"] == asked.as_str()) {
+                *u = b.json.clone();
+            }
+        }
+    }
+    // The same record as `rev-users.get` answers.
+    if ctx.opts.quirks.self_identity {
+        for u in &mut items {
+            if u.get("primary_identity").is_none_or(Value::is_null) {
+                u["primary_identity"] = user_summary(u);
+            }
+        }
+    }
     sort_items(&mut items, str_list(body.get("sort_by")))?;
     paginate(ctx, body, "rev_users", items)
 }

@@ -148,6 +148,8 @@ pub struct PairRun {
 /// What every pair's saga shares.
 pub struct SagaCtx<'a> {
     pub client: &'a DevRevClient,
+    /// The run's batched contact reads (Validate takes each contact from them once).
+    pub contacts: &'a crate::validate::ContactReads,
     pub scope: BackupScope,
     pub backup_root: &'a Path,
     pub run_id: &'a str,

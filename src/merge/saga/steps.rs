@@ -16,7 +16,13 @@ impl Saga<'_, '_> {
             ));
         };
         // The same live check as `--preview --check-live`, so both refuse the same pairs.
-        let (primary, secondary) = match validate::validate_pair(self.ctx.client, pair).await {
+        let (primary, secondary) = match validate::validate_pair(
+            self.ctx.client,
+            pair,
+            self.ctx.contacts,
+        )
+        .await
+        {
             // A redirect, or the secondary's id answered with another contact's record, is an
             // answer about the secondary, judged by the one evidence rule.
             Err(e) if e.status() == Some(301) || matches!(e, ApiError::OtherContact { .. }) => {

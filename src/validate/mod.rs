@@ -15,6 +15,10 @@ use crate::detect::{Contact, Pair, RefClass, ReviewReason, classify_ref, normali
 use crate::devrev::types::RevUser;
 use crate::devrev::{ApiError, DevRevClient};
 
+mod batch;
+
+pub use batch::{ContactReads, WINDOW};
+
 /// Which side of the pair a finding is about (also in the saga's skip reasons, which the
 /// savepoint stores: hence `Deserialize`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,20 +168,32 @@ impl LiveCheck {
     }
 }
 
-/// Fetches both contacts (two `rev-users.get`, read-only) and judges the pair.
+/// Fetches both contacts (read-only: from `reads`' batched lists where they answered them,
+/// else one `rev-users.get` each) and judges the pair.
 ///
 /// `Err` only for API failures that say nothing about the pair (after the client's retries):
 /// 401/403, DevRev unreachable, 5xx, an unknown route. A contact that is gone is a refusal,
 /// not an error.
-pub async fn validate_pair(client: &DevRevClient, pair: &Pair) -> Result<LiveCheck, ApiError> {
+pub async fn validate_pair(
+    client: &DevRevClient,
+    pair: &Pair,
+    reads: &ContactReads,
+) -> Result<LiveCheck, ApiError> {
     let (p, s) = tokio::join!(
-        fetch(client, &pair.primary.rev_user_id),
-        fetch(client, &pair.secondary.rev_user_id)
+        fetch(client, reads, &pair.primary.rev_user_id),
+        fetch(client, reads, &pair.secondary.rev_user_id)
     );
     Ok(judge(pair, p?, s?))
 }
 
-async fn fetch(client: &DevRevClient, id: &str) -> Result<Option<RevUser>, ApiError> {
+async fn fetch(
+    client: &DevRevClient,
+    reads: &ContactReads,
+    id: &str,
+) -> Result<Option<RevUser>, ApiError> {
+    if let Some(u) = reads.take(client, id).await? {
+        return Ok(Some(u));
+    }
     match client.rev_users_get(id).await {
         Ok(u) => Ok(Some(u)),
         // Only DevRev's own `not_found` means the contact is gone: a 404 without a type is an

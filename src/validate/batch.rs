@@ -1,0 +1,199 @@
+//! Contacts read many at a time: one `rev-users.list` filtered by the `external_ref`s of the
+//! next pairs' contacts reads what would otherwise take one `rev-users.get` each (issue 29).
+//!
+//! What a batched read may stand in for, and what it may not:
+//!
+//! - **Only a contact it answered, by its own id.** A contact the list leaves out (gone,
+//!   merged, its ref changed since the export, a ref DevRev rewrote to `-drop-`) is read with
+//!   `rev-users.get` as before, so every 404, redirect and "answered as another contact" is
+//!   judged exactly as it was.
+//! - **Once.** A record is handed to the first check that asks and then forgotten: a contact
+//!   the run may write afterwards (a group's survivor, a primary whose ref is adopted) is read
+//!   again by the next check. A contact handed out once is never put in a later batch either,
+//!   since that batch could be read before this run's own writes to it land.
+//! - **While fresh.** A record older than the run's `FRESH_FOR` (90 s: the freshness window the
+//!   run already grants a prepared backup) is not used; its contact may be batched again.
+//! - **Only from a server that filters.** A list answering any contact whose `external_ref`
+//!   was not asked for ignores the filter: batching is turned off for the rest of the run
+//!   (one warning) and every contact is read with `rev-users.get`. An answer that is no
+//!   list at all (any error the run survives) also falls back, for that window.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use crate::detect::{Contact, Pair};
+use crate::devrev::types::RevUser;
+use crate::devrev::{ApiError, DevRevClient};
+
+/// Contacts asked for in one `rev-users.list`: ten pairs, well inside one page of 100 and
+/// about what the run gets through within the freshness window at DevRev's 45 calls a minute.
+pub const WINDOW: usize = 20;
+
+/// A contact the run will check, in the order the checks come.
+#[derive(Debug, Clone)]
+struct Planned {
+    id: String,
+    external_ref: String,
+}
+
+#[derive(Default)]
+struct State {
+    /// Read by a batch and not handed out yet: id → (record, when read).
+    read: HashMap<String, (RevUser, Instant)>,
+    /// Asked for in a batch (answered or not), with when: not asked again while that is fresh.
+    asked: HashMap<String, Instant>,
+    /// Handed out once: never batched again (see the module doc).
+    handed: HashSet<String>,
+    /// Why batching is off for the rest of the run.
+    off: Option<String>,
+    /// Batched `rev-users.list` calls made and contacts they stood in for (for the log).
+    lists: usize,
+    served: usize,
+}
+
+/// The run's batched contact reads. `Sync`: the preview's live check asks from several tasks.
+pub struct ContactReads {
+    order: Vec<Planned>,
+    at: HashMap<String, usize>,
+    fresh_for: Duration,
+    state: Mutex<State>,
+}
+
+impl ContactReads {
+    /// Batches for `pairs`, in the order their checks will come (primary, then secondary).
+    pub fn new<'a>(pairs: impl IntoIterator<Item = &'a Pair>, fresh_for: Duration) -> Self {
+        Self::of_contacts(
+            pairs.into_iter().flat_map(|p| [&p.primary, &p.secondary]),
+            fresh_for,
+        )
+    }
+
+    /// Batches for `contacts`, in the order they will be asked for.
+    pub fn of_contacts<'a>(
+        contacts: impl IntoIterator<Item = &'a Contact>,
+        fresh_for: Duration,
+    ) -> Self {
+        let mut order = Vec::new();
+        let mut at = HashMap::new();
+        for c in contacts {
+            if c.external_ref.trim().is_empty() || at.contains_key(&c.rev_user_id) {
+                continue;
+            }
+            at.insert(c.rev_user_id.clone(), order.len());
+            order.push(Planned {
+                id: c.rev_user_id.clone(),
+                external_ref: c.external_ref.trim().to_string(),
+            });
+        }
+        Self {
+            order,
+            at,
+            fresh_for,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// No batching: every contact is read with `rev-users.get`.
+    pub fn none() -> Self {
+        Self::new(std::iter::empty(), Duration::ZERO)
+    }
+
+    /// How many `rev-users.list` calls stood in for how many `rev-users.get`s.
+    pub async fn figures(&self) -> (usize, usize) {
+        let s = self.state.lock().await;
+        (s.lists, s.served)
+    }
+
+    /// Contact `id` from a fresh batched read, else one `rev-users.get` (which keeps its
+    /// errors: 404, redirects, another contact's record).
+    pub async fn get(&self, client: &DevRevClient, id: &str) -> Result<RevUser, ApiError> {
+        match self.take(client, id).await? {
+            Some(u) => Ok(u),
+            None => client.rev_users_get(id).await,
+        }
+    }
+
+    /// Contact `id` as a fresh batched read answered it, reading the window that starts at
+    /// it first if need be. `None`: read it with `rev-users.get` (not planned, left out of
+    /// the list, batching off). `Err` only for a run-wide failure (the run stops as it would
+    /// on the `rev-users.get`).
+    pub async fn take(&self, client: &DevRevClient, id: &str) -> Result<Option<RevUser>, ApiError> {
+        let Some(&start) = self.at.get(id) else {
+            return Ok(None);
+        };
+        let mut s = self.state.lock().await;
+        let fresh = |t: &Instant| t.elapsed() < self.fresh_for;
+        if let Some((u, t)) = s.read.remove(id)
+            && fresh(&t)
+        {
+            s.handed.insert(id.to_string());
+            s.served += 1;
+            return Ok(Some(u));
+        }
+        let stale_ask = s.asked.get(id).is_none_or(|t| !fresh(t));
+        if s.off.is_some() || s.handed.contains(id) || !stale_ask {
+            s.handed.insert(id.to_string());
+            return Ok(None);
+        }
+        // From the contact asked onwards, then the ones before it a run passed over.
+        let window: Vec<&Planned> = self.order[start..]
+            .iter()
+            .chain(&self.order[..start])
+            .filter(|c| {
+                !s.handed.contains(&c.id)
+                    && s.read.get(&c.id).is_none_or(|(_, t)| !fresh(t))
+                    && s.asked.get(&c.id).is_none_or(|t| !fresh(t))
+            })
+            .take(WINDOW)
+            .collect();
+        let refs: Vec<&str> = window.iter().map(|c| c.external_ref.as_str()).collect();
+        let now = Instant::now();
+        for c in &window {
+            s.asked.insert(c.id.clone(), now);
+        }
+        s.lists += 1;
+        match client.rev_users_list(json!({ "external_ref": refs })).await {
+            Ok(users) => {
+                if let Some(odd) = users
+                    .iter()
+                    .find(|u| u.external_ref.as_deref().is_none_or(|r| !refs.contains(&r)))
+                {
+                    let why = format!(
+                        "rev-users.list answered {} (external_ref {:?}) to a filter that does not \
+                         name it: it ignores the filter, so every contact is read one by one",
+                        odd.display_id.as_deref().unwrap_or(&odd.id),
+                        odd.external_ref.as_deref().unwrap_or("")
+                    );
+                    tracing::warn!("{why}");
+                    s.off = Some(why);
+                } else {
+                    let wanted: HashMap<&str, &str> = window
+                        .iter()
+                        .map(|c| (c.id.as_str(), c.id.as_str()))
+                        .collect();
+                    for u in users {
+                        let key = [Some(u.id.as_str()), u.display_id.as_deref()]
+                            .into_iter()
+                            .flatten()
+                            .find_map(|k| wanted.get(k).copied());
+                        if let Some(key) = key {
+                            s.read.insert(key.to_string(), (u, now));
+                        }
+                    }
+                }
+            }
+            Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "batched rev-users.list failed; reading these contacts one by one");
+            }
+        }
+        s.handed.insert(id.to_string());
+        Ok(s.read.remove(id).map(|(u, _)| {
+            s.served += 1;
+            u
+        }))
+    }
+}

@@ -1,0 +1,194 @@
+//! Issue 29: contacts are read a window at a time (`rev-users.list` by the pairs'
+//! `external_ref`s) instead of one `rev-users.get` each, and a batched read never stands in
+//! for what it cannot vouch for: a contact it left out, a server that ignores the filter, a
+//! record older than the freshness window.
+
+use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
+
+use crate::merge::{World, behaviour, check_final_state, spec};
+
+fn calls(log: &[RequestRecord], path: &str) -> usize {
+    log.iter().filter(|r| r.path == path).count()
+}
+
+fn gets_of(log: &[RequestRecord], id: &str) -> usize {
+    log.iter()
+        .filter(|r| r.path == "/rev-users.get" && r.body["id"] == id)
+        .count()
+}
+
+fn merge_seq(log: &[RequestRecord], secondary: &str) -> usize {
+    log.iter()
+        .find(|r| r.path == "/rev-users.merge" && r.body["secondary_user"] == secondary)
+        .map(|r| r.seq)
+        .expect("the pair was merged")
+}
+
+fn gets_before(log: &[RequestRecord], id: &str, seq: usize) -> usize {
+    log.iter()
+        .filter(|r| r.path == "/rev-users.get" && r.body["id"] == id && r.seq < seq)
+        .count()
+}
+
+fn stderr(a: &assert_cmd::assert::Assert) -> String {
+    String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+}
+
+#[test]
+fn a_run_reads_its_contacts_ten_pairs_per_call() {
+    let w = World::new(
+        spec(14, 0, 29),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    check_final_state(&w);
+    let log = w.fake.requests();
+    // 28 contacts: two windows of 20 (the test run is far inside the freshness window).
+    assert_eq!(
+        calls(&log, "/rev-users.list"),
+        2,
+        "one list per 20 contacts"
+    );
+    for (p, s) in w.pairs() {
+        let merge = merge_seq(&log, &s);
+        assert_eq!(
+            gets_before(&log, &p, merge) + gets_before(&log, &s, merge),
+            0,
+            "pair {p} <- {s}: validated from the list, no get of its own before its merge"
+        );
+    }
+    // The list asked for exactly the refs of the CSV, nothing else (no prefix search).
+    let asked: Vec<String> = log
+        .iter()
+        .filter(|r| r.path == "/rev-users.list")
+        .flat_map(|r| {
+            r.body["external_ref"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(asked.len(), 28, "{asked:?}");
+    assert!(
+        asked
+            .iter()
+            .all(|r| r.starts_with("REVU-") || r.starts_with("user_")),
+        "{asked:?}"
+    );
+}
+
+#[test]
+fn a_list_that_ignores_its_filter_is_noticed_and_every_contact_read_alone() {
+    let w = World::with(
+        spec(6, 1, 30),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+        |o| o.quirks.list_ignores_filters = true,
+    );
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    assert!(
+        stderr(&a).contains("ignores the filter"),
+        "one warning says why every contact is read alone: {}",
+        stderr(&a)
+    );
+    check_final_state(&w);
+    let log = w.fake.requests();
+    assert_eq!(
+        calls(&log, "/rev-users.list"),
+        1,
+        "batching is off after the first answer"
+    );
+    for (p, s) in w.pairs() {
+        let merge = merge_seq(&log, &s);
+        assert_eq!(gets_before(&log, &p, merge), 1, "{p} read alone");
+        assert_eq!(gets_before(&log, &s, merge), 1, "{s} read alone");
+    }
+}
+
+#[test]
+fn a_contact_the_list_leaves_out_is_read_alone_and_judged_as_before() {
+    let w = World::new(
+        spec(4, 0, 31),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let (p, s) = w.pairs()[1].clone();
+    // Someone changed the secondary's ref since the export: the batched list (by the CSV's
+    // refs) does not answer it, so it is read alone, and the pair is skipped for the change.
+    w.fake.with_state(|st| {
+        st.rev_users.get_mut(&s).unwrap().json["external_ref"] = "user_changed_since".into();
+    });
+    let a = w.run(&[]);
+    assert_eq!(
+        a.get_output().status.code(),
+        Some(1),
+        "one pair skipped: {}",
+        stderr(&a)
+    );
+    let log = w.fake.requests();
+    assert_eq!(gets_of(&log, &s), 1, "the left-out secondary read alone");
+    assert_eq!(gets_of(&log, &p), 0, "its primary came from the list");
+    let r = w.last_report();
+    let pair = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["secondary"] == s.as_str())
+        .expect("the pair is reported");
+    assert_eq!(pair["status"], "skipped", "{pair}");
+    assert!(
+        pair.to_string().contains("ref_changed"),
+        "skipped for the changed ref: {pair}"
+    );
+    assert_eq!(
+        w.fake
+            .with_state(|st| st.merges.iter().filter(|m| m.secondary == s).count()),
+        0,
+        "never merged"
+    );
+}
+
+#[test]
+fn batched_reads_older_than_the_freshness_window_are_read_again() {
+    let w = World::new(
+        spec(5, 0, 32),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let a = w
+        .cmd()
+        .env("DEVREV_MERGE_TEST_FRESH_FOR_MS", "0")
+        .args(w.run_args())
+        .assert();
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    check_final_state(&w);
+    let log = w.fake.requests();
+    // Nothing read is ever fresh: every contact is read anew for its own check (by a list
+    // made for it, or alone), never taken from a list made for an earlier pair.
+    let n = w.pairs().len();
+    let reads = calls(&log, "/rev-users.list") + calls(&log, "/rev-users.get") - n;
+    assert!(
+        reads >= 2 * n,
+        "{reads} contact reads for {n} pairs (one list would have served them all)"
+    );
+}
+
+#[test]
+fn the_live_check_reads_contacts_ten_pairs_per_call() {
+    let w = World::new(
+        spec(12, 0, 33),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--preview", "--check-live"])
+        .assert();
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    let log = w.fake.requests();
+    assert_eq!(
+        calls(&log, "/rev-users.get"),
+        0,
+        "every contact from a list"
+    );
+    assert_eq!(calls(&log, "/rev-users.list"), 2, "24 contacts: two lists");
+}
