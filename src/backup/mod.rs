@@ -26,6 +26,8 @@ use crate::options::BackupScope;
 pub use layout::FAKE_FREE_BYTES_ENV;
 use manifest::*;
 
+use crate::validate::{ListReads, Listing};
+
 /// What a backup needs: the pair and both contacts as `Validate` just read them.
 #[derive(Debug, Clone, Copy)]
 pub struct BackupInput<'a> {
@@ -36,6 +38,9 @@ pub struct BackupInput<'a> {
     pub scope: BackupScope,
     /// The backups folder (`--backup-dir`).
     pub root: &'a Path,
+    /// The run's shared lists: an answer another pair's list already holds may stand in for
+    /// this backup's (`validate::ListReads`; `ListReads::none()` lists anew).
+    pub lists: &'a ListReads,
 }
 
 /// A finished, verified backup.
@@ -314,7 +319,10 @@ async fn list_everything(
     let primary = input.primary.id.as_str();
     let secondary = input.secondary.id.as_str();
     // One list for both contacts: a ticket naming both comes back once instead of twice.
-    let tickets: Vec<Value> = client.tickets_reported_by_as(&[primary, secondary]).await?;
+    let tickets: Vec<Value> = input
+        .lists
+        .list(client, Listing::Tickets, &[primary, secondary])
+        .await?;
     let tickets = dedupe_by_id(tickets);
     let works: Vec<Work> = tickets
         .iter()
@@ -363,7 +371,10 @@ async fn list_everything(
     }
     let tickets_with_timeline = objects.len();
 
-    let conversations: Vec<Value> = client.conversations_with_members_as(&[secondary]).await?;
+    let conversations: Vec<Value> = input
+        .lists
+        .list(client, Listing::Conversations, &[secondary])
+        .await?;
     let conversations = dedupe_by_id(conversations);
     for c in &conversations {
         let conv: Conversation =

@@ -13,7 +13,7 @@ use crate::devrev::DevRevClient;
 use crate::devrev::types::RevUser;
 use crate::error::AppError;
 use crate::output;
-use crate::validate::ContactReads;
+use crate::validate::{ContactReads, ListReads};
 
 fn print_backup_only(
     w: &mut impl Write,
@@ -152,6 +152,7 @@ async fn get_contact(
 async fn back_up_pair(
     client: &DevRevClient,
     reads: &ContactReads,
+    lists: &ListReads,
     cfg: &Config,
     pair: &Pair,
     run_id: &str,
@@ -167,6 +168,7 @@ async fn back_up_pair(
             run_id,
             scope: cfg.backup_scope,
             root: &cfg.backup_dir,
+            lists,
         },
     )
     .await
@@ -188,6 +190,8 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     // Each contact is read once, a window at a time, just before its backup.
     let reads = ContactReads::new(&plan.pairs, crate::merge::fresh_for());
+    // Nothing is merged: one pair's tickets list serves the next pairs' backups while fresh.
+    let lists = ListReads::new(&plan.pairs, Vec::new(), crate::merge::fresh_for());
     let span = crate::progress_span!("backup", plan.pairs.len());
     let mut results = Vec::new();
     let mut stopped: Option<BackupError> = None;
@@ -195,7 +199,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         use tracing_indicatif::span_ext::IndicatifSpanExt as _;
         for pair in &plan.pairs {
             tracing::Span::current().pb_set_message(&pair.email);
-            let res = back_up_pair(&client, &reads, cfg, pair, &run_id).await;
+            let res = back_up_pair(&client, &reads, &lists, cfg, pair, &run_id).await;
             tracing::Span::current().pb_inc(1);
             let mut entry = PairBackup {
                 email: pair.email.clone(),

@@ -182,7 +182,13 @@ async fn compare_with_api(
                 .await
         }
         None => {
-            crate::validate::tickets_of_both(client, &meta.primary_id, &meta.secondary_id).await
+            crate::validate::tickets_of_both(
+                client,
+                &crate::validate::ListReads::none(),
+                &meta.primary_id,
+                &meta.secondary_id,
+            )
+            .await
         }
     };
     let now: Vec<Value> = match listed {

@@ -210,9 +210,36 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     // The contacts of the pairs to run, read ten pairs at a time (issue 29).
     let contacts =
         crate::validate::ContactReads::new(sched.work.iter().filter_map(|i| i.pair), fresh_for());
+    // Their tickets and conversations, listed for several pairs at once; merges an earlier
+    // run sent and did not reconcile count as under way.
+    let unreconciled = sp
+        .file()
+        .pairs
+        .values()
+        .filter(|r| {
+            r.merge.is_some()
+                && !r.status.is_final()
+                && !matches!(
+                    r.last_step,
+                    Some(
+                        journal::Step::Reconcile
+                            | journal::Step::AdoptExternalRef
+                            | journal::Step::CarryOver
+                            | journal::Step::Done
+                    )
+                )
+        })
+        .map(|r| (r.primary.clone(), r.secondary.clone()))
+        .collect();
+    let lists = crate::validate::ListReads::new(
+        sched.work.iter().filter_map(|i| i.pair),
+        unreconciled,
+        fresh_for(),
+    );
     let ctx = SagaCtx {
         client: &client,
         contacts: &contacts,
+        lists: &lists,
         scope: cfg.backup_scope,
         backup_root: &cfg.backup_dir,
         run_id: &run_id,
@@ -260,7 +287,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     .await;
     let (lists, served) = contacts.figures().await;
     if lists > 0 {
-        tracing::info!(
+        tracing::debug!(
             "contacts read in batches: {lists} rev-users.list call(s) stood in for {served} rev-users.get"
         );
     }

@@ -16,8 +16,10 @@ use crate::devrev::types::RevUser;
 use crate::devrev::{ApiError, DevRevClient};
 
 mod batch;
+mod lists;
 
 pub use batch::{ContactReads, WINDOW};
+pub use lists::{ListReads, Listing};
 
 /// Which side of the pair a finding is about (also in the saga's skip reasons, which the
 /// savepoint stores: hence `Deserialize`).
@@ -332,37 +334,56 @@ fn filter_refused(e: &ApiError) -> bool {
 
 /// Tickets naming the primary or the secondary (after a merge too, which is why it is shared by
 /// the saga and `--verify-backups --against-api`); if DevRev refuses the secondary's id (it may
-/// be gone), tickets naming the primary.
+/// be gone), tickets naming the primary. Through `lists`: an answer the run already has may
+/// stand in (see [`ListReads`]).
 pub async fn tickets_of_both<T: DeserializeOwned>(
     client: &DevRevClient,
+    lists: &ListReads,
     primary: &str,
     secondary: &str,
 ) -> Result<Vec<T>, ApiError> {
-    match client.tickets_reported_by_as(&[primary, secondary]).await {
-        Err(e) if filter_refused(&e) => {
-            tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
-            client.tickets_reported_by_as(&[primary]).await
-        }
-        other => other,
-    }
+    of_both(client, lists, Listing::Tickets, primary, secondary).await
 }
 
 /// Conversations with either contact as a member (same fallback as [`tickets_of_both`]).
 pub async fn conversations_of_both<T: DeserializeOwned>(
     client: &DevRevClient,
+    lists: &ListReads,
     primary: &str,
     secondary: &str,
 ) -> Result<Vec<T>, ApiError> {
-    match client
-        .conversations_with_members_as(&[primary, secondary])
-        .await
-    {
+    of_both(client, lists, Listing::Conversations, primary, secondary).await
+}
+
+async fn of_both<T: DeserializeOwned>(
+    client: &DevRevClient,
+    lists: &ListReads,
+    listing: Listing,
+    primary: &str,
+    secondary: &str,
+) -> Result<Vec<T>, ApiError> {
+    let values = match lists.list(client, listing, &[primary, secondary]).await {
         Err(e) if filter_refused(&e) => {
             tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
-            client.conversations_with_members_as(&[primary]).await
+            lists.list(client, listing, &[primary]).await
         }
         other => other,
-    }
+    }?;
+    let endpoint = match listing {
+        Listing::Tickets => "works.list",
+        Listing::Conversations => "conversations.list",
+    };
+    values
+        .into_iter()
+        .map(|v| {
+            serde_json::from_value(v).map_err(|e| {
+                client.scrub_error(ApiError::Decode {
+                    endpoint: endpoint.into(),
+                    reason: e.to_string(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// How many tickets DevRev lists for each contact of a pair.

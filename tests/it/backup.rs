@@ -142,6 +142,7 @@ impl<'a> Run<'a> {
                 .await
                 .unwrap();
             let start = self.fake.requests().len();
+            let lists = devrev_merge::validate::ListReads::none();
             let input = BackupInput {
                 pair: &self.pair,
                 primary: &primary,
@@ -149,6 +150,7 @@ impl<'a> Run<'a> {
                 run_id: "test-run",
                 scope: self.scope,
                 root: &self.root,
+                lists: &lists,
             };
             let futs = (0..n).map(|_| backup::take_with(&c, input, &self.opts));
             let results = futures_util::future::join_all(futs).await;

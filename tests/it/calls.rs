@@ -2,13 +2,17 @@
 //! against the README's per-pair minimum ("API calls per pair"):
 //!
 //! ```text
-//! rev-users.get 1 (+1 with --keep user) · works.list 2 · conversations.list 2 ·
-//! timeline-entries.list T + C · artifacts.locate A · artifacts.get A₀ · rev-users.merge 1 ·
-//! rev-users.update 1 (--keep revu; 0 with --keep user)       = 7 + T + C + A + A₀
+//! rev-users.get 1 (+1 with --keep user) · timeline-entries.list T + C ·
+//! artifacts.locate A · artifacts.get A₀ · rev-users.merge 1 ·
+//! rev-users.update 1 (--keep revu; 0 with --keep user)       = 3 + T + C + A + A₀
 //! ```
 //!
 //! plus, once per run, one `rev-users.list` per window of 20 contacts (Validate's batched
-//! reads, issue 29) and `auth-tokens.info`;
+//! reads, issue 29) and `auth-tokens.info`; the ticket and conversation lists are shared by
+//! the pairs (issue 29): each pair's Reconcile lists both anew after its merge (one
+//! `works.list` and one `conversations.list` each), and the backups take their share from
+//! lists that ask for the next pairs' contacts too, so the whole run makes fewer than one
+//! backup list of each per pair;
 //!
 //! plus, with `--keep user` only, one `rev-users.update` when the secondary holds data the
 //! survivor lacks (the carry-over; under `--keep revu` it rides in the ref adoption's update).
@@ -117,8 +121,6 @@ fn minimum(t: &Terms, keep_user: bool, renamed: bool, carried: bool) -> BTreeMap
         // Validate reads both contacts from the run's batched rev-users.list (issue 29): no
         // get of its own; the one look after the merge reads the secondary.
         ("/rev-users.get", 1 + k + c),
-        ("/works.list", 2),
-        ("/conversations.list", 2),
         ("/timeline-entries.list", t.tickets + t.conversations),
         ("/artifacts.locate", t.attachments),
         ("/artifacts.get", t.sizeless),
@@ -203,6 +205,8 @@ fn per_pair<'a>(
                 who
             }
             p if p.starts_with("/download/") => last_locate,
+            // Shared by the pairs whose contacts they name: counted run-wide.
+            "/works.list" | "/conversations.list" => None,
             _ => first_contact(&r.body, &contact),
         };
         match who {
@@ -269,13 +273,40 @@ fn check_world(keep_user: bool, renames: bool) {
     // The run's own calls: who it is, and one rev-users.list per window of contacts
     // (Validate's batched reads).
     let lists = (2 * pairs.len()).div_ceil(devrev_merge::validate::WINDOW);
+    let mut run_wide = counts(&before);
+    let works = run_wide.remove("/works.list").unwrap_or(0);
+    let convs = run_wide.remove("/conversations.list").unwrap_or(0);
     assert_eq!(
-        counts(&before),
+        run_wide,
         BTreeMap::from([
             ("/auth-tokens.info".to_string(), 1),
             ("/rev-users.list".to_string(), lists)
         ]),
         "the run's own calls"
+    );
+    // Each Reconcile lists anew after its merge: one list of each naming its contacts first.
+    for (p, s) in &pairs {
+        let merge = log
+            .iter()
+            .find(|r| r.path == "/rev-users.merge" && r.body["secondary_user"] == s.as_str())
+            .expect("merged")
+            .seq;
+        for (path, field) in [
+            ("/works.list", "reported_by"),
+            ("/conversations.list", "members"),
+        ] {
+            let reconcile = log
+                .iter()
+                .filter(|r| r.path == path && r.seq > merge)
+                .filter(|r| r.body[field][0] == p.as_str() && r.body[field][1] == s.as_str())
+                .count();
+            assert_eq!(reconcile, 1, "{path} of Reconcile for {p} <- {s}");
+        }
+    }
+    let n = pairs.len();
+    assert!(
+        works < 2 * n && convs < 2 * n,
+        "backups share their lists: {works} works.list and {convs} conversations.list for {n} pairs"
     );
     let (mut sum_t, mut sum_c, mut sum_a, mut sum_a0, mut total) = (0, 0, 0, 0, 0);
     let mut sum_carry = 0;
@@ -289,7 +320,7 @@ fn check_world(keep_user: bool, renames: bool) {
             minimum(&t, keep_user, renames, carried),
             "pair {p} ← {s}: {t:?}"
         );
-        // The same as one sum: the README's `7 + T + C + A + A₀ (+ N) (+ K)`.
+        // The same as one sum: the README's `3 + T + C + A + A₀ (+ N) (+ K)`.
         let calls: usize = got.values().sum();
         let k = usize::from(keep_user && carried);
         sum_carry += k;
@@ -297,7 +328,7 @@ fn check_world(keep_user: bool, renames: bool) {
         let c = usize::from(carried);
         assert_eq!(
             calls,
-            7 + t.tickets
+            3 + t.tickets
                 + t.conversations
                 + t.attachments
                 + t.sizeless
@@ -353,14 +384,14 @@ fn check_world(keep_user: bool, renames: bool) {
         log.iter()
             .filter(|r| !r.path.starts_with("/download/"))
             .count(),
-        total + 1 + lists
+        total + 1 + lists + works + convs
     );
     eprintln!(
         "calls per pair (--keep {}, renames {renames}): {n} pairs, T = {sum_t}, C = {sum_c}, A = {sum_a} (A₀ = {sum_a0}): \
-         {total} calls = 7·{n} + T + C + A + A₀{} + K + L ({sum_carry} carry-over updates, {sum_live} survivor reads before a carry write), {:.1} per pair, plus 1 auth-tokens.info and {lists} rev-users.list",
+         {total} calls = 3·{n} + T + C + A + A₀{} + K + L ({sum_carry} carry-over updates, {sum_live} survivor reads before a carry write), plus {works} works.list, {convs} conversations.list, {lists} rev-users.list and 1 auth-tokens.info: {:.1} per pair",
         if keep_user { "user" } else { "revu" },
         if renames { " + N (1 per pair)" } else { "" },
-        total as f64 / n as f64
+        (total + works + convs + lists + 1) as f64 / n as f64
     );
 }
 

@@ -173,9 +173,11 @@ fn preview_summarizes_lists_and_saves_the_plan_offline() {
         .map(|p| {
             let t = |c: &Value| c["ticket_count"].as_u64().unwrap_or(0);
             let (tp, ts) = (t(&p["primary"]), t(&p["secondary"]));
-            8 + 2 * (tp + ts).div_ceil(100).max(1) + ts
+            6 + 2 * (tp + ts).div_ceil(100).max(1) + ts
         })
-        .sum();
+        .sum::<u64>()
+        // Validate's batched reads: one rev-users.list per 20 contacts, per run.
+        + (2 * 12u64).div_ceil(20);
     assert_eq!(plan["estimate"]["api_calls"], json!(expected));
     // Its calls at the configured pace, plus the wait for the last merge to apply: twice
     // the tests' 10 ms backoff (the others are spent preparing the next pairs).

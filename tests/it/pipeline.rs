@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -94,35 +96,66 @@ fn is_write(r: &RequestRecord) -> bool {
     )
 }
 
-/// Each pair's first Validate read and its writes, from the fake's request log.
+/// When each pair's Validate first started, from the run's reports (on the wall clock).
+/// Contacts are read from the run's batched lists and a backup may take its tickets from a
+/// list another pair made (issue 29), so the request log no longer shows when a pair began.
+fn validate_started(w: &World) -> BTreeMap<usize, SystemTime> {
+    let pairs = w.pairs();
+    let mut out: BTreeMap<usize, SystemTime> = BTreeMap::new();
+    for path in w.reports() {
+        let report: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        for e in report["pairs"].as_array().into_iter().flatten() {
+            let Some(i) = pairs.iter().position(|(_, s)| e["secondary"] == s.as_str()) else {
+                continue;
+            };
+            let started = e["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["step"] == "validate")
+                .filter_map(|s| s["started_at"].as_str()?.parse::<DateTime<Utc>>().ok())
+                .map(SystemTime::from)
+                .min();
+            if let Some(t) = started {
+                let at = out.entry(i).or_insert(t);
+                *at = (*at).min(t);
+            }
+        }
+    }
+    out
+}
+
+/// The pairs in the order their Validate started.
+fn in_order(started: &BTreeMap<usize, SystemTime>) -> Vec<usize> {
+    let mut order: Vec<usize> = started.keys().copied().collect();
+    order.sort_by_key(|i| started[i]);
+    order
+}
+
+/// Each pair's first Validate and its writes.
 struct Timeline {
     /// Pair indices in the order the run started them.
     order: Vec<usize>,
-    first_read: BTreeMap<usize, usize>,
-    /// (seq, pair) of every write, in arrival order.
-    writes: Vec<(usize, usize)>,
+    first_read: BTreeMap<usize, SystemTime>,
+    /// (arrival, pair) of every write, in arrival order.
+    writes: Vec<(SystemTime, usize)>,
 }
 
 fn timeline(w: &World) -> Timeline {
     let pairs = w.pairs();
     let log = w.fake.requests();
-    let mut first_read = BTreeMap::new();
-    let mut order = Vec::new();
+    let first_read = validate_started(w);
     let mut writes = Vec::new();
     for r in &log {
         let Some(i) = owner(w, &pairs, r) else {
             continue;
         };
-        if !is_write(r) && !first_read.contains_key(&i) {
-            first_read.insert(i, r.seq);
-            order.push(i);
-        }
         if is_write(r) && r.status == 200 {
-            writes.push((r.seq, i));
+            writes.push((w.fake.wall_time(r), i));
         }
     }
     Timeline {
-        order,
+        order: in_order(&first_read),
         first_read,
         writes,
     }
@@ -137,13 +170,13 @@ impl Timeline {
         g
     }
 
-    fn last_write(&self, pair: usize) -> usize {
+    fn last_write(&self, pair: usize) -> SystemTime {
         self.writes
             .iter()
             .filter(|(_, i)| *i == pair)
             .map(|(s, _)| *s)
             .max()
-            .unwrap_or(0)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
     }
 
     /// Pairs validated before the pair ahead of them had made its last write.
@@ -247,30 +280,30 @@ fn a_pair_named_on_a_ticket_the_pair_in_flight_rewrites_waits_for_it() {
 /// From the requests that name a contact (`rev-users.get`, `.update`, `.merge`): the pairs
 /// (indices into `w.pairs()`) in the order their first read came, the seq of that read, and
 /// the seq of each pair's last write to a contact.
-fn contact_timeline(w: &World) -> (Vec<usize>, BTreeMap<usize, usize>, BTreeMap<usize, usize>) {
+fn contact_timeline(
+    w: &World,
+) -> (
+    Vec<usize>,
+    BTreeMap<usize, SystemTime>,
+    BTreeMap<usize, SystemTime>,
+) {
     let pairs = w.pairs();
     let of_contact = |id: &str| pairs.iter().position(|(p, s)| p == id || s == id);
-    let mut order: Vec<usize> = Vec::new();
-    let mut first_read = BTreeMap::new();
+    let first_read = validate_started(w);
     let mut last_write = BTreeMap::new();
     for r in &w.fake.requests() {
         let who = match r.path.as_str() {
-            "/rev-users.get" | "/rev-users.update" => r.body["id"].as_str().and_then(of_contact),
+            "/rev-users.update" => r.body["id"].as_str().and_then(of_contact),
             "/rev-users.merge" => r.body["secondary_user"].as_str().and_then(of_contact),
-            // Its backup's lists: Validate reads from the run's batched rev-users.list.
-            "/works.list" | "/conversations.list" => owner(w, &pairs, r),
             _ => None,
         };
-        let Some(i) = who else { continue };
-        if !is_write(r) && !first_read.contains_key(&i) {
-            first_read.insert(i, r.seq);
-            order.push(i);
-        }
-        if is_write(r) {
-            last_write.insert(i, r.seq);
+        if let Some(i) = who
+            && is_write(r)
+        {
+            last_write.insert(i, w.fake.wall_time(r));
         }
     }
-    (order, first_read, last_write)
+    (in_order(&first_read), first_read, last_write)
 }
 
 /// A seed's pairs `(revu, user)` in the schedule's order: by email.
@@ -369,6 +402,35 @@ fn a_pair_held_by_the_one_in_flight_is_passed_over_and_runs_after_it() {
         })
         .collect();
     assert_eq!(merges, [a, c, b], "the merges in the same order");
+    // b's backup holds the ticket it shares with a as a's merge and Reconcile left it (a's
+    // primary in a's secondary's place), never a list answer read before a's writes.
+    let pairs = w.pairs();
+    let (pa, sa) = &pairs[a];
+    let pb = &pairs[b].0;
+    let report = w.last_report();
+    let eb = report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["secondary"] == pairs[b].1.as_str())
+        .expect("b is reported");
+    let dir = w.path(eb["backup_dir"].as_str().expect("b's backup"));
+    let tickets = devrev_merge::backup::load_tickets(&dir).unwrap();
+    let shared: Vec<_> = tickets
+        .iter()
+        .filter(|t| t.reported_by.iter().any(|u| &u.id == pb))
+        .filter(|t| t.reported_by.iter().any(|u| &u.id == pa || &u.id == sa))
+        .collect();
+    assert_eq!(shared.len(), 1, "the one ticket a and b share: {tickets:?}");
+    let names: Vec<&str> = shared[0]
+        .reported_by
+        .iter()
+        .map(|u| u.id.as_str())
+        .collect();
+    assert!(
+        names.contains(&pa.as_str()) && !names.contains(&sa.as_str()),
+        "b backed up the shared ticket as it was before a's writes: {names:?}"
+    );
 }
 
 #[test]

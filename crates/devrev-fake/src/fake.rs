@@ -552,6 +552,9 @@ pub(crate) struct Shared {
     pub inner: Mutex<Inner>,
     pub trip_wires: Mutex<Vec<(usize, TripWire)>>,
     pub started: Instant,
+    /// The same moment on the wall clock (to set a request's arrival beside a time the
+    /// binary wrote in its report).
+    pub started_wall: std::time::SystemTime,
     pub base_url: String,
 }
 
@@ -596,6 +599,7 @@ impl FakeServer {
             }),
             trip_wires: Mutex::new(Vec::new()),
             started: Instant::now(),
+            started_wall: std::time::SystemTime::now(),
             base_url: format!("http://{addr}"),
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -641,6 +645,11 @@ impl FakeServer {
     }
 
     /// Every request so far, in arrival order.
+    /// When request `r` arrived, on the wall clock.
+    pub fn wall_time(&self, r: &RequestRecord) -> std::time::SystemTime {
+        self.shared.started_wall + r.at
+    }
+
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared.lock().log.clone()
     }

@@ -150,6 +150,8 @@ pub struct SagaCtx<'a> {
     pub client: &'a DevRevClient,
     /// The run's batched contact reads (Validate takes each contact from them once).
     pub contacts: &'a crate::validate::ContactReads,
+    /// The run's shared ticket and conversation lists (Backup, its check, Reconcile).
+    pub lists: &'a crate::validate::ListReads,
     pub scope: BackupScope,
     pub backup_root: &'a Path,
     pub run_id: &'a str,

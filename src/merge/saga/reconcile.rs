@@ -61,6 +61,8 @@ impl Saga<'_, '_> {
                 r.repairs.display_name_restored = true;
             }
         })?;
+        let (primary, secondary) = (self.primary(), self.secondary());
+        self.ctx.lists.merge_settled(&primary, &secondary).await;
         let detail = format!(
             "{repaired_now} ticket(s) and {convs_now} conversation(s) repaired{}",
             if renamed {
@@ -204,10 +206,13 @@ impl Saga<'_, '_> {
         let step = Step::Reconcile;
         let (primary, secondary) = (self.primary(), self.secondary());
         let client = self.ctx.client;
-        let listed = match validate::tickets_of_both::<Work>(client, &primary, &secondary).await {
-            Ok(v) => v,
-            Err(e) => return phase_api_failure(step, &e),
-        };
+        let listed =
+            match validate::tickets_of_both::<Work>(client, self.ctx.lists, &primary, &secondary)
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => return phase_api_failure(step, &e),
+            };
         let mut listed: BTreeMap<String, Work> =
             listed.into_iter().map(|w| (w.id.clone(), w)).collect();
         let mut todo: Vec<(String, Option<usize>)> = Vec::new();
@@ -286,13 +291,17 @@ impl Saga<'_, '_> {
         let step = Step::Reconcile;
         let (primary, secondary) = (self.primary(), self.secondary());
         let client = self.ctx.client;
-        let listed =
-            match validate::conversations_of_both::<Conversation>(client, &primary, &secondary)
-                .await
-            {
-                Ok(v) => v,
-                Err(e) => return phase_api_failure(step, &e),
-            };
+        let listed = match validate::conversations_of_both::<Conversation>(
+            client,
+            self.ctx.lists,
+            &primary,
+            &secondary,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return phase_api_failure(step, &e),
+        };
         let mut listed: BTreeMap<String, Conversation> =
             listed.into_iter().map(|c| (c.id.clone(), c)).collect();
         let mut todo: Vec<Conversation> = Vec::new();

@@ -156,6 +156,7 @@ impl Saga<'_, '_> {
             run_id: self.ctx.run_id,
             scope: self.ctx.scope,
             root: self.ctx.backup_root,
+            lists: self.ctx.lists,
         };
         match backup::take(self.ctx.client, input).await {
             Ok(summary) => {
@@ -248,17 +249,24 @@ impl Saga<'_, '_> {
         };
         let (primary, secondary) = (self.primary(), self.secondary());
         let client = self.ctx.client;
-        let live_t = match validate::tickets_of_both::<Work>(client, &primary, &secondary).await {
-            Ok(v) => v,
-            Err(e) => return phase_api_failure(step, &e),
-        };
-        let live_c =
-            match validate::conversations_of_both::<Conversation>(client, &primary, &secondary)
+        let live_t =
+            match validate::tickets_of_both::<Work>(client, self.ctx.lists, &primary, &secondary)
                 .await
             {
                 Ok(v) => v,
                 Err(e) => return phase_api_failure(step, &e),
             };
+        let live_c = match validate::conversations_of_both::<Conversation>(
+            client,
+            self.ctx.lists,
+            &primary,
+            &secondary,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return phase_api_failure(step, &e),
+        };
         // Which tickets and conversations name the secondary: what the merge moves and
         // Reconcile repairs. (Other reporters may change as other pairs merge; that does
         // not make this pair's backup stale.)
@@ -326,6 +334,9 @@ impl Saga<'_, '_> {
         })?;
         self.merge_sent = true;
         self.ctx.watch.restart(&self.key);
+        // From here on no list answer about these two (or their tickets' other contacts) is
+        // reused until Reconcile has finished.
+        self.ctx.lists.merge_sent(&primary, &secondary).await;
         // 2. The request, exactly once (the client never repeats a `Write` whose answer may
         //    have followed the work).
         let res = self.ctx.client.rev_users_merge(&primary, &secondary).await;

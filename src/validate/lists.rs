@@ -1,0 +1,317 @@
+//! Tickets and conversations listed for many contacts at once (issue 29): a list a pair
+//! needs (its backup's, its check before the merge, its Reconcile's) also asks for the next
+//! pairs' contacts (`reported_by` / `members` are OR filters), and a later pair's backup takes
+//! its share from that answer instead of listing again.
+//!
+//! An answer stands in for a later list of contact `c` only while it still says what DevRev
+//! holds:
+//!
+//! - **Fresh**: read less than the run's `FRESH_FOR` ago (the window it already grants a
+//!   prepared backup; a ticket added by someone else within it is caught as it is today, by
+//!   Reconcile's own list after the merge).
+//! - **No merge of this run in between touches it.** From the moment a merge is sent until
+//!   its Reconcile has finished, nothing is taken from an answer for the merge's two contacts
+//!   or for any contact on a ticket or conversation that names one of them (DevRev moves those
+//!   tickets, Reconcile rewrites them); when Reconcile finishes, every such answer read before
+//!   is dropped. Merges an earlier run sent and did not reconcile count from the start.
+//! - **Every object is attributed by what it names**, never by the filter: an object naming
+//!   none of the contacts asked about (a server ignoring the filter) is left out, and a
+//!   contact's share is exactly the objects naming it.
+//!
+//! A list a pair needs after its own merge (Reconcile) is always read anew. A contact
+//! expected to have many tickets (`TICKET_COUNT` over [`MANY`], or unknown) is never added to
+//! another pair's list, so one large customer is not read again and again.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::detect::Pair;
+use crate::devrev::{ApiError, DevRevClient};
+
+/// Contacts asked about in one list, at most (ten pairs).
+const WINDOW: usize = 20;
+
+/// Tickets a contact added to another pair's list may be expected to have, at most (in all,
+/// the list stays about one page of 100).
+const MANY: u64 = 10;
+
+impl std::fmt::Debug for ListReads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListReads")
+            .field("contacts", &self.order.len())
+            .field("fresh_for", &self.fresh_for)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Listing {
+    /// `works.list {type: [ticket], reported_by: [...]}`
+    Tickets,
+    /// `conversations.list {members: [...]}`
+    Conversations,
+}
+
+impl Listing {
+    fn field(self) -> &'static str {
+        match self {
+            Listing::Tickets => "reported_by",
+            Listing::Conversations => "members",
+        }
+    }
+}
+
+/// The contacts an object names (`reported_by` / `members` ids).
+fn named(object: &Value, field: &str) -> Vec<String> {
+    object[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|u| u["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[derive(Default)]
+struct Side {
+    /// Contact → the objects naming it, and when that was read.
+    covered: HashMap<String, (BTreeSet<String>, Instant)>,
+    /// Object id → as last read.
+    objects: HashMap<String, Value>,
+}
+
+#[derive(Default)]
+struct State {
+    sides: HashMap<Listing, Side>,
+    /// Merges sent and not reconciled yet: (primary, secondary).
+    pending: Vec<(String, String)>,
+    lists: usize,
+    served: usize,
+}
+
+/// The run's shared lists. `ListReads::none()` reads exactly what is asked, every time.
+pub struct ListReads {
+    order: Vec<(String, u64)>,
+    at: HashMap<String, usize>,
+    fresh_for: Duration,
+    state: Mutex<State>,
+}
+
+impl ListReads {
+    /// For `pairs` in the order they run; `pending`: merges sent by an earlier run and not
+    /// reconciled yet.
+    pub fn new<'a>(
+        pairs: impl IntoIterator<Item = &'a Pair>,
+        pending: Vec<(String, String)>,
+        fresh_for: Duration,
+    ) -> Self {
+        let mut order = Vec::new();
+        let mut at = HashMap::new();
+        for p in pairs {
+            for c in [&p.primary, &p.secondary] {
+                if at.contains_key(&c.rev_user_id) {
+                    continue;
+                }
+                at.insert(c.rev_user_id.clone(), order.len());
+                order.push((c.rev_user_id.clone(), c.ticket_count.unwrap_or(u64::MAX)));
+            }
+        }
+        Self {
+            order,
+            at,
+            fresh_for,
+            state: Mutex::new(State {
+                pending,
+                ..State::default()
+            }),
+        }
+    }
+
+    /// No sharing: every list asks for exactly its contacts.
+    pub fn none() -> Self {
+        Self::new(std::iter::empty(), Vec::new(), Duration::ZERO)
+    }
+
+    /// Lists made, and lists another pair's answer stood in for.
+    pub async fn figures(&self) -> (usize, usize) {
+        let s = self.state.lock().await;
+        (s.lists, s.served)
+    }
+
+    /// A merge of `primary` ← `secondary` is about to be sent: nothing touching them is taken
+    /// from an answer until [`Self::merge_settled`].
+    pub async fn merge_sent(&self, primary: &str, secondary: &str) {
+        let mut s = self.state.lock().await;
+        forget_around(&mut s, primary, secondary);
+        if !s
+            .pending
+            .iter()
+            .any(|(p, q)| p == primary && q == secondary)
+        {
+            s.pending.push((primary.to_string(), secondary.to_string()));
+        }
+    }
+
+    /// The merge's Reconcile has finished: answers read while it was under way are dropped.
+    pub async fn merge_settled(&self, primary: &str, secondary: &str) {
+        let mut s = self.state.lock().await;
+        forget_around(&mut s, primary, secondary);
+        s.pending.retain(|(p, q)| !(p == primary && q == secondary));
+    }
+
+    /// Every object of `listing` naming any of `contacts`, as DevRev answers it now (or as
+    /// an answer that still holds said it). `Err` as the list itself would fail (a refused
+    /// filter included: the caller's fallback sees the same error).
+    pub async fn list(
+        &self,
+        client: &DevRevClient,
+        listing: Listing,
+        contacts: &[&str],
+    ) -> Result<Vec<Value>, ApiError> {
+        let field = listing.field();
+        let mut s = self.state.lock().await;
+        if !contacts.is_empty() && contacts.iter().all(|c| self.servable(&s, listing, c)) {
+            s.served += 1;
+            let side = s.sides.entry(listing).or_default();
+            let ids: BTreeSet<&String> = contacts
+                .iter()
+                .flat_map(|c| side.covered[*c].0.iter())
+                .collect();
+            return Ok(ids.into_iter().map(|id| side.objects[id].clone()).collect());
+        }
+        let ask = self.ask(&s, listing, contacts);
+        s.lists += 1;
+        let (answer, asked) = match self.read(client, listing, &ask).await {
+            Ok(a) => (a, ask),
+            Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(e),
+            // The added contacts may be what DevRev refuses (one merged meanwhile): the list
+            // as asked decides.
+            Err(_) if ask.len() > contacts.len() => {
+                s.lists += 1;
+                (
+                    self.read(client, listing, contacts).await?,
+                    contacts.to_vec(),
+                )
+            }
+            Err(e) => return Err(e),
+        };
+        let now = Instant::now();
+        let side = s.sides.entry(listing).or_default();
+        let mut out = Vec::new();
+        let mut shares: HashMap<&str, BTreeSet<String>> =
+            asked.iter().map(|c| (*c, BTreeSet::new())).collect();
+        for o in answer {
+            let Some(id) = o["id"].as_str().map(str::to_string) else {
+                continue;
+            };
+            let names = named(&o, field);
+            let mut any = false;
+            for n in &names {
+                if let Some(share) = shares.get_mut(n.as_str()) {
+                    share.insert(id.clone());
+                    any = true;
+                }
+            }
+            if !any {
+                continue; // names no contact asked about: not this list's
+            }
+            if names.iter().any(|n| contacts.contains(&n.as_str())) {
+                out.push(o.clone());
+            }
+            side.objects.insert(id, o);
+        }
+        for (c, share) in shares {
+            side.covered.insert(c.to_string(), (share, now));
+        }
+        Ok(out)
+    }
+
+    async fn read(
+        &self,
+        client: &DevRevClient,
+        listing: Listing,
+        contacts: &[&str],
+    ) -> Result<Vec<Value>, ApiError> {
+        match listing {
+            Listing::Tickets => client.tickets_reported_by_as(contacts).await,
+            Listing::Conversations => client.conversations_with_members_as(contacts).await,
+        }
+    }
+
+    /// Whether an earlier answer may stand in for a list of `contact`.
+    fn servable(&self, s: &State, listing: Listing, contact: &str) -> bool {
+        let Some(side) = s.sides.get(&listing) else {
+            return false;
+        };
+        let Some((share, at)) = side.covered.get(contact) else {
+            return false;
+        };
+        if at.elapsed() >= self.fresh_for {
+            return false;
+        }
+        !s.pending.iter().any(|(p, q)| {
+            contact == p
+                || contact == q
+                || share.iter().any(|id| {
+                    side.objects
+                        .get(id)
+                        .is_some_and(|o| named(o, listing.field()).iter().any(|n| n == p || n == q))
+                })
+        })
+    }
+
+    /// `contacts`, and the next contacts of the run not covered yet, few tickets expected,
+    /// no merge of theirs under way.
+    fn ask<'a>(&'a self, s: &State, listing: Listing, contacts: &[&'a str]) -> Vec<&'a str> {
+        let mut ask: Vec<&str> = contacts.to_vec();
+        let Some(&start) = contacts.iter().filter_map(|c| self.at.get(*c)).min() else {
+            return ask;
+        };
+        let busy = |c: &str| s.pending.iter().any(|(p, q)| c == p || c == q);
+        let mut expected: u64 = contacts
+            .iter()
+            .filter_map(|c| self.at.get(*c))
+            .map(|&i| self.order[i].1.min(MANY))
+            .sum();
+        for (c, tickets) in &self.order[start..] {
+            if ask.len() >= WINDOW {
+                break;
+            }
+            if ask.contains(&c.as_str())
+                || busy(c)
+                || *tickets > MANY
+                || expected + tickets > 10 * MANY
+                || self.servable(s, listing, c)
+            {
+                continue;
+            }
+            expected += tickets;
+            ask.push(c);
+        }
+        ask
+    }
+}
+
+/// Drops every answer about `primary`, `secondary` and the contacts sharing an object with
+/// them.
+fn forget_around(s: &mut State, primary: &str, secondary: &str) {
+    for (listing, side) in s.sides.iter_mut() {
+        let field = listing.field();
+        let touching: BTreeSet<&String> = side
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                named(o, field)
+                    .iter()
+                    .any(|n| n == primary || n == secondary)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        side.covered.retain(|c, (share, _)| {
+            c != primary && c != secondary && !share.iter().any(|id| touching.contains(id))
+        });
+    }
+}
