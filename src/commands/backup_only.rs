@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::backup::{BackupError, BackupInput, BackupSummary, ticket_counts_line};
+use crate::backup::{
+    BackupError, BackupInput, BackupSummary, RunReads, reused_line, ticket_counts_line,
+};
 use crate::config::Config;
 use crate::detect::{Contact, DetectOptions, Pair};
 use crate::devrev::DevRevClient;
@@ -59,6 +61,13 @@ fn print_backup_only(
     if differ > 0 {
         writeln!(w, "{}", ticket_counts_line(differ))?;
     }
+    if report.timelines_reused + report.attachments_reused > 0 {
+        writeln!(
+            w,
+            "{}",
+            reused_line(report.timelines_reused, report.attachments_reused)
+        )?;
+    }
     let not_reached = planned - report.pairs.len();
     writeln!(
         w,
@@ -92,6 +101,10 @@ pub struct BackupOnlyReport {
     pub pairs: Vec<PairBackup>,
     pub ok: usize,
     pub failed: usize,
+    /// Timelines and attachments shared with an earlier pair of this run, taken from its read
+    /// instead of read from DevRev again (summed over the pairs' backups).
+    pub timelines_reused: usize,
+    pub attachments_reused: usize,
     /// Set when the run stopped before the last pair (no space, no permission, no DevRev).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -155,6 +168,7 @@ async fn back_up_pair(
     cfg: &Config,
     pair: &Pair,
     run_id: &str,
+    reads: &RunReads,
 ) -> Result<BackupSummary, PairFailure> {
     let primary = get_contact(client, &pair.primary, "primary").await?;
     let secondary = get_contact(client, &pair.secondary, "secondary").await?;
@@ -167,6 +181,7 @@ async fn back_up_pair(
             run_id,
             scope: cfg.backup_scope,
             root: &cfg.backup_dir,
+            reads: Some(reads),
         },
     )
     .await
@@ -186,6 +201,8 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let run_id = format!("backup-{}-{}", crate::fsutil::stamp(), std::process::id());
     tracing::info!(pairs = plan.pairs.len(), dir = %cfg.backup_dir.display(), "backing up every clean pair (no merge)");
 
+    // One for the run: pairs sharing a ticket or an attachment read it once.
+    let reads = RunReads::new();
     let span = crate::progress_span!("backup", plan.pairs.len());
     let mut results = Vec::new();
     let mut stopped: Option<BackupError> = None;
@@ -193,7 +210,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         use tracing_indicatif::span_ext::IndicatifSpanExt as _;
         for pair in &plan.pairs {
             tracing::Span::current().pb_set_message(&pair.email);
-            let res = back_up_pair(&client, cfg, pair, &run_id).await;
+            let res = back_up_pair(&client, cfg, pair, &run_id, &reads).await;
             tracing::Span::current().pb_inc(1);
             let mut entry = PairBackup {
                 email: pair.email.clone(),
@@ -229,8 +246,13 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     let ok = results.iter().filter(|p| p.ok).count();
     let failed = results.len() - ok;
+    let summaries = || results.iter().filter_map(|p| p.backup.as_ref());
+    let timelines_reused = summaries().map(|b| b.timelines_reused).sum();
+    let attachments_reused = summaries().map(|b| b.attachments_reused).sum();
     let report = BackupOnlyReport {
         run_id,
+        timelines_reused,
+        attachments_reused,
         backup_dir: cfg.backup_dir.clone(),
         ok,
         failed,

@@ -206,6 +206,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
     let watch = watching::WatchState::default();
+    let reads = crate::backup::RunReads::new();
     let ctx = SagaCtx {
         client: &client,
         scope: cfg.backup_scope,
@@ -218,6 +219,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         resend_unapplied: cfg.resend_unapplied,
         carry: cfg.carry,
         stop: &stop,
+        reads: &reads,
     };
     // A merge held by the ledger keeps the rest of its group waiting too.
     let stopped_groups = sched
@@ -254,6 +256,14 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     )
     .await;
     let mut sp = shared.into_inner();
+    let reused = reads.reused();
+    if reused.timelines + reused.attachments > 0 {
+        tracing::info!(
+            artifact_gets_reused = reused.artifact_gets,
+            "{}",
+            crate::backup::reused_line(reused.timelines, reused.attachments)
+        );
+    }
     // Superseded lines are dropped so the next run loads only live records. Not fatal: the
     // journal as it stands is complete.
     if let Err(e) = sp.compact_if_superseded() {

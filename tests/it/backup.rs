@@ -149,6 +149,7 @@ impl<'a> Run<'a> {
                 run_id: "test-run",
                 scope: self.scope,
                 root: &self.root,
+                reads: None,
             };
             let futs = (0..n).map(|_| backup::take_with(&c, input, &self.opts));
             let results = futures_util::future::join_all(futs).await;

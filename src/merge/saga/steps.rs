@@ -150,6 +150,7 @@ impl Saga<'_, '_> {
             run_id: self.ctx.run_id,
             scope: self.ctx.scope,
             root: self.ctx.backup_root,
+            reads: Some(self.ctx.reads),
         };
         match backup::take(self.ctx.client, input).await {
             Ok(summary) => {
