@@ -282,6 +282,16 @@ fn check_world(keep_user: bool, renames: bool) {
         String::from_utf8_lossy(&out.stderr)
     );
     let log = w.fake.requests();
+    let mut endpoints: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &log {
+        let k = if r.path.starts_with("/download/") {
+            "(downloads)"
+        } else {
+            r.path.as_str()
+        };
+        *endpoints.entry(k).or_default() += 1;
+    }
+    eprintln!("calls per endpoint (--keep user {keep_user}, renames {renames}): {endpoints:?}");
     let pairs = w.pairs();
     let (slices, before) = per_pair(&w, &log, &pairs);
     assert_eq!(

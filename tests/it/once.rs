@@ -175,6 +175,12 @@ fn shared_tickets_and_attachments_are_read_once_and_every_folder_stands_alone() 
         String::from_utf8_lossy(&out.stderr)
     );
     let log = w.fake.requests();
+    eprintln!(
+        "calls per endpoint, {} pairs sharing {} tickets and conversations: {:?}",
+        pairs.len(),
+        holders.len(),
+        per_endpoint(&log)
+    );
 
     // Each timeline listed once (one page each), each attachment located once, downloaded
     // once, its size looked up at most once.
@@ -269,11 +275,9 @@ fn shared_tickets_and_attachments_are_read_once_and_every_folder_stands_alone() 
         "the secondary is back as {new}"
     );
 
-    let counts = per_endpoint(&log);
     eprintln!(
-        "issue 29, {} pairs sharing {} objects ({} attachments): {counts:?}; reused {reused_t} timelines and {reused_a} attachments",
-        pairs.len(),
-        holders.len(),
+        "reused {reused_t} timelines and {reused_a} attachments; {} timelines and {} attachments read",
+        timelines.len(),
         located.len()
     );
 }
