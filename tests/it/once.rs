@@ -315,3 +315,34 @@ fn a_timeline_older_than_the_window_is_read_again() {
     assert_eq!(reused_t, 0);
     run_ok(w.cmd().args(["--verify-backups", "backups"]));
 }
+
+/// `--backup-only` shares one read cache over its pairs too, and says what it spared.
+#[test]
+fn backup_only_reads_each_shared_thing_once() {
+    let w = threaded_world(3, 31);
+    let out = run_ok(w.cmd().args(["--csv", "contacts.csv", "--backup-only"]));
+    let log = w.fake.requests();
+    let timelines = per_id(&log, "/timeline-entries.list", "object");
+    assert!(timelines.values().all(|&k| k == 1), "{timelines:?}");
+    let located = per_id(&log, "/artifacts.locate", "id");
+    assert!(located.values().all(|&k| k == 1), "{located:?}");
+    let manifests: Vec<Manifest> = backup_folders(&w).iter().map(|f| manifest(f)).collect();
+    let reused_t: usize = manifests.iter().map(|m| m.counts.timelines_reused).sum();
+    let reused_a: usize = manifests.iter().map(|m| m.counts.attachments_reused).sum();
+    assert!(reused_t > 0 && reused_a > 0);
+    let line = format!(
+        "{reused_t} timelines and {reused_a} attachments reused from earlier backups in this run"
+    );
+    assert!(out.contains(&line), "{line:?} not in: {out}");
+    let json: Value = serde_json::from_str(&run_ok(w.cmd().args([
+        "--csv",
+        "contacts.csv",
+        "--backup-only",
+        "--json",
+    ])))
+    .unwrap();
+    // A second process starts afresh, and reuses within itself the same way.
+    assert_eq!(json["timelines_reused"], reused_t);
+    assert_eq!(json["attachments_reused"], reused_a);
+    run_ok(w.cmd().args(["--verify-backups", "backups"]));
+}
