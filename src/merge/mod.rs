@@ -259,7 +259,6 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     let reused = reads.reused();
     if reused.timelines + reused.attachments > 0 {
         tracing::info!(
-            artifact_gets_reused = reused.artifact_gets,
             "{}",
             crate::backup::reused_line(reused.timelines, reused.attachments)
         );
