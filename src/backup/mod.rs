@@ -5,6 +5,11 @@
 //! `metadata.json`, `tickets.json`, `conversations.json`,
 //! `conversations/<TKT-n | conversation display id>/messages.json` and `.../attachments/`,
 //! and `verification.json` with the size and sha256 of every file and the counts.
+//!
+//! Pairs share tickets and conversations, so one run's backups share what they read
+//! (`reuse.rs`): an attachment is located and downloaded once per run and linked (or copied)
+//! into the next folders that need it, checked against its sha256; a timeline read earlier in
+//! the run is reused while younger than [`FRESH_FOR`]. Each folder still stands alone.
 
 pub mod layout;
 pub mod manifest;
