@@ -181,6 +181,12 @@ fn main() {
         "  wall in the range          : {}",
         yes((f("seconds_low")..=f("seconds_high")).contains(&wall))
     );
+    // Per endpoint, the figures the issues compare (e.g. each shared timeline read once).
+    let mut per: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in &reqs {
+        *per.entry(r.path.as_str()).or_default() += 1;
+    }
+    println!("  calls per endpoint         : {per:?}");
     if !run.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&run.stderr));
     }

@@ -44,6 +44,8 @@ fn record(n: usize) -> PairRecord {
         bytes: 48_213,
         warnings: vec![],
         ticket_counts_differ: vec![],
+        timelines_reused: 0,
+        attachments_reused: 0,
     });
     r.merge = Some(MergeIntent {
         attempt: 1,

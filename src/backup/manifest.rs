@@ -66,6 +66,15 @@ pub struct Counts {
     pub timeline_entries: usize,
     /// Attachment files over all saved objects.
     pub attachments: usize,
+    /// Of the saved timelines, those taken from a read earlier in the same run (younger
+    /// than `backup::FRESH_FOR`) instead of listed again. Absent (0) in older manifests.
+    #[serde(default)]
+    pub timelines_reused: usize,
+    /// Of the attachment files, those linked or copied from an earlier backup of the same
+    /// run (checked against its sha256) instead of located and downloaded again; each is a
+    /// file of this folder all the same. Absent (0) in older manifests.
+    #[serde(default)]
+    pub attachments_reused: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,13 +5,21 @@
 //! `metadata.json`, `tickets.json`, `conversations.json`,
 //! `conversations/<TKT-n | conversation display id>/messages.json` and `.../attachments/`,
 //! and `verification.json` with the size and sha256 of every file and the counts.
+//!
+//! Pairs share tickets and conversations, so one run's backups share what they read
+//! (`reuse.rs`): an attachment is located and downloaded once per run and linked (or copied)
+//! into the next folders that need it, checked against its sha256; a timeline read earlier in
+//! the run is reused while younger than [`FRESH_FOR`]. Each folder still stands alone.
 
 pub mod layout;
 pub mod manifest;
+pub mod reuse;
 pub mod verify;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,6 +33,7 @@ use crate::options::BackupScope;
 
 pub use layout::FAKE_FREE_BYTES_ENV;
 use manifest::*;
+pub use reuse::{FRESH_FOR, RunReads, fresh_for};
 
 use crate::validate::{ListReads, Listing};
 
@@ -41,6 +50,10 @@ pub struct BackupInput<'a> {
     /// The run's shared lists: an answer another pair's list already holds may stand in for
     /// this backup's (`validate::ListReads`; `ListReads::none()` lists anew).
     pub lists: &'a ListReads,
+    /// What this run has already read (one per run, shared by every pair's backup), so a
+    /// ticket, conversation or attachment several pairs share is read once; `None` reads
+    /// everything afresh.
+    pub reads: Option<&'a RunReads>,
 }
 
 /// A finished, verified backup.
@@ -58,6 +71,29 @@ pub struct BackupSummary {
     /// differently and age), so the run sums them in one line instead of warning per pair.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ticket_counts_differ: Vec<String>,
+    /// Of `tickets`' and `conversations`' timelines, those taken from a read earlier in this
+    /// run (younger than [`FRESH_FOR`]) instead of listed again. Left out when 0, so the
+    /// savepoint's pinned format is unchanged for a backup that reused nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub timelines_reused: usize,
+    /// Of `attachments`, those linked or copied from an earlier backup of this run (checked
+    /// against its recorded sha256) instead of located and downloaded again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attachments_reused: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// The one summary line for the reads a run spared: "3 timelines and 5 attachments reused
+/// from earlier backups in this run".
+pub fn reused_line(timelines: usize, attachments: usize) -> String {
+    format!(
+        "{} and {} reused from earlier backups in this run",
+        crate::output::count(timelines as u64, "timeline", "timelines"),
+        crate::output::count(attachments as u64, "attachment", "attachments")
+    )
 }
 
 /// The one summary line for [`BackupSummary::ticket_counts_differ`] over a run.
@@ -173,7 +209,9 @@ struct PlannedObject {
     id: String,
     display_id: Option<String>,
     dir: String,
-    entries: Vec<Value>,
+    entries: Arc<Vec<Value>>,
+    /// The timeline came from an earlier read in this run.
+    timeline_reused: bool,
     attachments: Vec<PlannedAttachment>,
 }
 
@@ -251,8 +289,46 @@ fn id_tail(id: &str) -> &str {
     id.rsplit(['/', ':']).find(|s| !s.is_empty()).unwrap_or(id)
 }
 
+/// An object's whole timeline: from an earlier read in this run while it is fresh, else
+/// listed (and kept for the next backups). Returns the entries and whether they were reused.
+async fn timeline(
+    client: &DevRevClient,
+    reads: Option<&RunReads>,
+    id: &str,
+) -> Result<(Arc<Vec<Value>>, bool), ApiError> {
+    if let Some(entries) = reads.and_then(|r| r.timeline(id)) {
+        tracing::debug!(object = %id, "timeline reused from an earlier read in this run");
+        return Ok((entries, true));
+    }
+    // The read's start is its age: whatever DevRev wrote after it may be missing.
+    let read_at = Instant::now();
+    let entries: Vec<Value> = client.timeline_entries_as(id).await?;
+    let entries = Arc::new(dedupe_by_id(entries));
+    if let Some(r) = reads {
+        r.keep_timeline(id, read_at, entries.clone());
+    }
+    Ok((entries, false))
+}
+
+/// An artifact's `file` by `artifacts.get`, once per run: an artifact never changes.
+async fn artifact_file(
+    client: &DevRevClient,
+    reads: Option<&RunReads>,
+    id: &str,
+) -> Result<Option<crate::devrev::types::FileInfo>, ApiError> {
+    if let Some(file) = reads.and_then(|r| r.artifact_file(id)) {
+        return Ok(file);
+    }
+    let file = client.artifacts_get(id).await?.file;
+    if let Some(r) = reads {
+        r.keep_artifact_file(id, file.clone());
+    }
+    Ok(file)
+}
+
 async fn plan_object(
     client: &DevRevClient,
+    reads: Option<&RunReads>,
     kind: ObjectKind,
     id: &str,
     display_id: Option<String>,
@@ -260,15 +336,14 @@ async fn plan_object(
     used_dirs: &mut BTreeSet<String>,
 ) -> Result<PlannedObject, ApiError> {
     let label = display_id.clone().unwrap_or_else(|| id.to_string());
-    let entries: Vec<Value> = client.timeline_entries_as(id).await?;
-    let entries = dedupe_by_id(entries);
+    let (entries, timeline_reused) = timeline(client, reads, id).await?;
     let dir = format!(
         "{OBJECTS_DIR}/{}",
         unique_name(used_dirs, fsutil::safe_component(&label, 100))
     );
 
     let mut summaries = own_artifacts;
-    for e in &entries {
+    for e in entries.iter() {
         summaries.extend(entry_artifacts(e, &label).map_err(|e| client.scrub_error(e))?);
     }
     let mut seen = BTreeSet::new();
@@ -281,14 +356,13 @@ async fn plan_object(
         let mut file = s.file.clone().unwrap_or_default();
         // The embedded summary is enough when it carries the size; otherwise one
         // artifacts.get for name and size (the check after the download needs the size).
-        if file.size.is_none() {
-            let full = client.artifacts_get(&s.id).await?;
-            if let Some(f) = full.file {
-                file.size = f.size;
-                file.odd_size = f.odd_size.or(file.odd_size);
-                file.name = file.name.or(f.name);
-                file.mime = file.mime.or(f.mime);
-            }
+        if file.size.is_none()
+            && let Some(f) = artifact_file(client, reads, &s.id).await?
+        {
+            file.size = f.size;
+            file.odd_size = f.odd_size.or(file.odd_size);
+            file.name = file.name.or(f.name);
+            file.mime = file.mime.or(f.mime);
         }
         let safe = fsutil::safe_component(file.name.as_deref().unwrap_or("attachment"), 120);
         let wanted = format!("{}_{safe}", fsutil::safe_component(id_tail(&s.id), 60));
@@ -308,6 +382,7 @@ async fn plan_object(
         display_id,
         dir,
         entries,
+        timeline_reused,
         attachments,
     })
 }
@@ -359,6 +434,7 @@ async fn list_everything(
             objects.push(
                 plan_object(
                     client,
+                    input.reads,
                     ObjectKind::Ticket,
                     &w.id,
                     w.display_id.clone(),
@@ -386,6 +462,7 @@ async fn list_everything(
         objects.push(
             plan_object(
                 client,
+                input.reads,
                 ObjectKind::Conversation,
                 &conv.id,
                 conv.display_id.clone(),
@@ -460,13 +537,25 @@ pub async fn take_with(
     let mut files = write_json_files(&partial, &json_files)?;
     drop(json_files);
     let mut warnings = unknown_field_warnings(input.primary, input.secondary);
-    let objects = download_all(client, &partial, &listed, &mut files, &mut warnings).await?;
+    let mut attachments = Attachments {
+        client,
+        reads: input.reads,
+        partial: &partial,
+        files: &mut files,
+        warnings: &mut warnings,
+        here: BTreeMap::new(),
+        reused: 0,
+    };
+    let objects = attachments.download_all(&listed).await?;
+    let (here, attachments_reused) = (attachments.here, attachments.reused);
     let counts = Counts {
         tickets: listed.tickets.len(),
         tickets_with_timeline: listed.tickets_with_timeline,
         conversations: listed.conversations.len(),
         timeline_entries: objects.iter().map(|o| o.timeline_entries).sum(),
         attachments: objects.iter().map(|o| o.attachments.len()).sum(),
+        timelines_reused: listed.objects.iter().filter(|o| o.timeline_reused).count(),
+        attachments_reused,
     };
     let bytes = files.iter().map(|f| f.size).sum();
     let manifest = Manifest {
@@ -498,6 +587,13 @@ pub async fn take_with(
         partial.display()
     )))?;
     guard.path = None;
+    // Only a finished, verified backup is a source for the next backups' attachments.
+    if let Some(reads) = input.reads {
+        reads.keep_saved(here.into_iter().map(|(id, mut f)| {
+            f.path = dir.join(&f.path);
+            (id, f)
+        }));
+    }
     for w in &warnings {
         tracing::warn!(email = %input.pair.email, "{w}");
     }
@@ -511,6 +607,8 @@ pub async fn take_with(
         timeline_entries = counts.timeline_entries,
         attachments = counts.attachments,
         conversations = counts.conversations,
+        timelines_reused = counts.timelines_reused,
+        attachments_reused = counts.attachments_reused,
         bytes,
         "backup written and verified"
     );
@@ -523,6 +621,8 @@ pub async fn take_with(
         bytes,
         warnings,
         ticket_counts_differ: listed.ticket_counts_differ.clone(),
+        timelines_reused: counts.timelines_reused,
+        attachments_reused: counts.attachments_reused,
     })
 }
 
@@ -559,7 +659,7 @@ fn render_json_files(
             object: o.id.clone(),
             object_display_id: o.display_id.clone(),
             object_kind: o.kind,
-            timeline_entries: o.entries.clone(),
+            timeline_entries: o.entries.to_vec(),
         };
         json_files.push((
             format!("{}/{MESSAGES_FILE}", o.dir),
@@ -622,55 +722,110 @@ fn write_json_files(
     Ok(files)
 }
 
-/// Downloads every attachment into the partial folder, adding its file entry (and a warning
-/// where DevRev declared no size); returns the manifest's timeline entries.
-async fn download_all(
-    client: &DevRevClient,
-    partial: &Path,
-    listed: &Listed,
-    files: &mut Vec<FileEntry>,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<ObjectEntry>, BackupError> {
-    let mut objects = Vec::with_capacity(listed.objects.len());
-    for o in &listed.objects {
-        let label = o.display_id.as_deref().unwrap_or(&o.id);
-        let mut entries = Vec::new();
-        for a in &o.attachments {
-            let (size, sha) = download_attachment(client, partial, a, label).await?;
-            match (&a.size, &a.odd_size) {
-                (Some(_), _) => {}
-                (None, Some(odd)) => warnings.push(format!(
-                    "attachment {} of {label}: DevRev's file.size is {odd}, not a byte count, so only the checksum of the {size} bytes received is recorded",
-                    a.id
-                )),
-                (None, None) => warnings.push(format!(
-                    "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
-                    a.id
-                )),
+/// Puts every attachment of one backup into its partial folder: from this backup or an
+/// earlier one of the run where it already holds the artifact (linked or copied, checked
+/// against the recorded sha256), else located and downloaded.
+struct Attachments<'b> {
+    client: &'b DevRevClient,
+    reads: Option<&'b RunReads>,
+    partial: &'b Path,
+    files: &'b mut Vec<FileEntry>,
+    warnings: &'b mut Vec<String>,
+    /// Artifact id -> its file in this backup (path relative to the folder).
+    here: BTreeMap<String, reuse::SavedFile>,
+    /// Attachments taken from an earlier backup of the run.
+    reused: usize,
+}
+
+impl Attachments<'_> {
+    /// Every attachment, adding its file entry (and a warning where DevRev declared no
+    /// size); returns the manifest's timeline entries.
+    async fn download_all(&mut self, listed: &Listed) -> Result<Vec<ObjectEntry>, BackupError> {
+        let mut objects = Vec::with_capacity(listed.objects.len());
+        for o in &listed.objects {
+            let label = o.display_id.as_deref().unwrap_or(&o.id);
+            let mut entries = Vec::new();
+            for a in &o.attachments {
+                let (size, sha) = self.one(a, label).await?;
+                match (&a.size, &a.odd_size) {
+                    (Some(_), _) => {}
+                    (None, Some(odd)) => self.warnings.push(format!(
+                        "attachment {} of {label}: DevRev's file.size is {odd}, not a byte count, so only the checksum of the {size} bytes received is recorded",
+                        a.id
+                    )),
+                    (None, None) => self.warnings.push(format!(
+                        "attachment {} of {label}: DevRev declared no size, so only the checksum of the {size} bytes received is recorded",
+                        a.id
+                    )),
+                }
+                self.here.entry(a.id.clone()).or_insert(reuse::SavedFile {
+                    path: PathBuf::from(&a.path),
+                    size,
+                    sha256: sha.clone(),
+                });
+                self.files.push(FileEntry {
+                    path: a.path.clone(),
+                    size,
+                    sha256: sha,
+                });
+                entries.push(AttachmentEntry {
+                    artifact_id: a.id.clone(),
+                    name: a.name.clone(),
+                    mime: a.mime.clone(),
+                    path: a.path.clone(),
+                    declared_size: a.size,
+                });
             }
-            files.push(FileEntry {
-                path: a.path.clone(),
-                size,
-                sha256: sha,
-            });
-            entries.push(AttachmentEntry {
-                artifact_id: a.id.clone(),
-                name: a.name.clone(),
-                mime: a.mime.clone(),
-                path: a.path.clone(),
-                declared_size: a.size,
+            objects.push(ObjectEntry {
+                kind: o.kind,
+                id: o.id.clone(),
+                display_id: o.display_id.clone(),
+                dir: o.dir.clone(),
+                timeline_entries: o.entries.len(),
+                attachments: entries,
             });
         }
-        objects.push(ObjectEntry {
-            kind: o.kind,
-            id: o.id.clone(),
-            display_id: o.display_id.clone(),
-            dir: o.dir.clone(),
-            timeline_entries: o.entries.len(),
-            attachments: entries,
-        });
+        Ok(objects)
     }
-    Ok(objects)
+
+    /// One attachment into the partial folder; returns (size, sha256).
+    async fn one(
+        &mut self,
+        a: &PlannedAttachment,
+        label: &str,
+    ) -> Result<(u64, String), BackupError> {
+        let dest = self.partial.join(&a.path);
+        // The same artifact twice in this backup (two timelines refer to it).
+        if let Some(f) = self.here.get(&a.id) {
+            let src = reuse::SavedFile {
+                path: self.partial.join(&f.path),
+                ..f.clone()
+            };
+            if reuse::link_or_copy_verified(&src, &dest).is_ok() {
+                return Ok((src.size, src.sha256));
+            }
+        }
+        if let Some(reads) = self.reads
+            && let Some(src) = reads.saved(&a.id)
+        {
+            // Its declared size is the same artifact's, but a mismatch is DevRev's to report.
+            let fits = a.size.is_none_or(|d| d == src.size);
+            match fits.then(|| reuse::link_or_copy_verified(&src, &dest)) {
+                Some(Ok(())) => {
+                    reads.note_attachment_reused();
+                    self.reused += 1;
+                    tracing::debug!(artifact = %a.id, source = %src.path.display(), "attachment taken from an earlier backup of this run");
+                    return Ok((src.size, src.sha256));
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(artifact = %a.id, error = %e, "the earlier copy of an attachment cannot be reused; downloading it again");
+                    reads.forget_saved(&a.id);
+                }
+                None => reads.forget_saved(&a.id),
+            }
+        }
+        download_attachment(self.client, self.partial, a, label).await
+    }
 }
 
 /// A warning for each contact whose copy lacks fields only DevRev's beta schema has (an

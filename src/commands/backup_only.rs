@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use tracing::Instrument;
 
-use crate::backup::{BackupError, BackupInput, BackupSummary, ticket_counts_line};
+use crate::backup::{
+    BackupError, BackupInput, BackupSummary, RunReads, reused_line, ticket_counts_line,
+};
 use crate::config::Config;
 use crate::detect::{Contact, DetectOptions, Pair};
 use crate::devrev::DevRevClient;
@@ -60,6 +62,13 @@ fn print_backup_only(
     if differ > 0 {
         writeln!(w, "{}", ticket_counts_line(differ))?;
     }
+    if report.timelines_reused + report.attachments_reused > 0 {
+        writeln!(
+            w,
+            "{}",
+            reused_line(report.timelines_reused, report.attachments_reused)
+        )?;
+    }
     let not_reached = planned - report.pairs.len();
     writeln!(
         w,
@@ -93,6 +102,10 @@ pub struct BackupOnlyReport {
     pub pairs: Vec<PairBackup>,
     pub ok: usize,
     pub failed: usize,
+    /// Timelines and attachments shared with an earlier pair of this run, taken from its read
+    /// instead of read from DevRev again (summed over the pairs' backups).
+    pub timelines_reused: usize,
+    pub attachments_reused: usize,
     /// Set when the run stopped before the last pair (no space, no permission, no DevRev).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
@@ -151,14 +164,15 @@ async fn get_contact(
 
 async fn back_up_pair(
     client: &DevRevClient,
-    reads: &ContactReads,
+    contacts: &ContactReads,
     lists: &ListReads,
     cfg: &Config,
     pair: &Pair,
     run_id: &str,
+    reads: &RunReads,
 ) -> Result<BackupSummary, PairFailure> {
-    let primary = get_contact(client, reads, &pair.primary, "primary").await?;
-    let secondary = get_contact(client, reads, &pair.secondary, "secondary").await?;
+    let primary = get_contact(client, contacts, &pair.primary, "primary").await?;
+    let secondary = get_contact(client, contacts, &pair.secondary, "secondary").await?;
     crate::backup::take(
         client,
         BackupInput {
@@ -169,6 +183,7 @@ async fn back_up_pair(
             scope: cfg.backup_scope,
             root: &cfg.backup_dir,
             lists,
+            reads: Some(reads),
         },
     )
     .await
@@ -189,9 +204,11 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     tracing::info!(pairs = plan.pairs.len(), dir = %cfg.backup_dir.display(), "backing up every clean pair (no merge)");
 
     // Each contact is read once, a window at a time, just before its backup.
-    let reads = ContactReads::new(&plan.pairs, crate::merge::fresh_for());
+    let contacts = ContactReads::new(&plan.pairs, crate::merge::fresh_for());
     // Nothing is merged: one pair's tickets list serves the next pairs' backups while fresh.
     let lists = ListReads::new(&plan.pairs, Vec::new(), crate::merge::fresh_for());
+    // One for the run: pairs sharing a ticket or an attachment read it once.
+    let reads = RunReads::new();
     let span = crate::progress_span!("backup", plan.pairs.len());
     let mut results = Vec::new();
     let mut stopped: Option<BackupError> = None;
@@ -199,7 +216,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         use tracing_indicatif::span_ext::IndicatifSpanExt as _;
         for pair in &plan.pairs {
             tracing::Span::current().pb_set_message(&pair.email);
-            let res = back_up_pair(&client, &reads, &lists, cfg, pair, &run_id).await;
+            let res = back_up_pair(&client, &contacts, &lists, cfg, pair, &run_id, &reads).await;
             tracing::Span::current().pb_inc(1);
             let mut entry = PairBackup {
                 email: pair.email.clone(),
@@ -235,8 +252,13 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
 
     let ok = results.iter().filter(|p| p.ok).count();
     let failed = results.len() - ok;
+    let summaries = || results.iter().filter_map(|p| p.backup.as_ref());
+    let timelines_reused = summaries().map(|b| b.timelines_reused).sum();
+    let attachments_reused = summaries().map(|b| b.attachments_reused).sum();
     let report = BackupOnlyReport {
         run_id,
+        timelines_reused,
+        attachments_reused,
         backup_dir: cfg.backup_dir.clone(),
         ok,
         failed,

@@ -800,6 +800,8 @@ mod tests {
             bytes: 99,
             warnings: vec!["w".into()],
             ticket_counts_differ: Vec::new(),
+            timelines_reused: 0,
+            attachments_reused: 0,
         });
         r.earlier_merges = vec![MergeIntent {
             attempt: 1,

@@ -17,7 +17,7 @@ pub mod groups;
 pub mod journal;
 pub mod ledger;
 mod pipeline;
-pub(crate) use pipeline::fresh_for;
+pub(crate) use crate::backup::fresh_for;
 pub mod report;
 pub mod saga;
 pub mod savepoint;
@@ -236,6 +236,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         unreconciled,
         fresh_for(),
     );
+    let reads = crate::backup::RunReads::new();
     let ctx = SagaCtx {
         client: &client,
         contacts: &contacts,
@@ -250,6 +251,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         resend_unapplied: cfg.resend_unapplied,
         carry: cfg.carry,
         stop: &stop,
+        reads: &reads,
     };
     // A merge held by the ledger keeps the rest of its group waiting too.
     let stopped_groups = sched
@@ -292,6 +294,13 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         );
     }
     let mut sp = shared.into_inner();
+    let reused = reads.reused();
+    if reused.timelines + reused.attachments > 0 {
+        tracing::info!(
+            "{}",
+            crate::backup::reused_line(reused.timelines, reused.attachments)
+        );
+    }
     // Superseded lines are dropped so the next run loads only live records. Not fatal: the
     // journal as it stands is complete.
     if let Err(e) = sp.compact_if_superseded() {

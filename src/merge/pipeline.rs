@@ -19,8 +19,9 @@
 //! keep. Never passed over: a pair resumed with its merge in flight, one merge of a decided
 //! group (`--decisions`: its members run in order and are never prepared ahead), and a pair
 //! under `--max-merges` (which pairs a canary merges stays the schedule's first ones).
-//! A prepared backup that waited longer than [`FRESH_FOR`] for its turn is checked against
-//! DevRev's current lists before its merge (the re-check a backup of an earlier run gets).
+//! A prepared backup that waited longer than [`crate::backup::FRESH_FOR`] for its turn is
+//! checked against DevRev's current lists before its merge (the re-check a backup of an
+//! earlier run gets).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
@@ -46,22 +47,10 @@ pub const DEPTH: usize = 1;
 /// tickets, near enough that the turns stay close to the schedule's order.
 pub const LOOKAHEAD: usize = 8;
 
-/// A prepared backup older than this when its pair's turn comes is checked against DevRev
-/// again before the merge.
-pub const FRESH_FOR: Duration = Duration::from_secs(90);
-
-/// [`FRESH_FOR`], which only debug builds let the end-to-end tests shorten
-/// (`DEVREV_MERGE_TEST_FRESH_FOR_MS`: a test cannot wait 90 s for a backup to age).
-pub(crate) fn fresh_for() -> Duration {
-    #[cfg(debug_assertions)]
-    if let Some(ms) = std::env::var("DEVREV_MERGE_TEST_FRESH_FOR_MS")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        return Duration::from_millis(ms);
-    }
-    FRESH_FOR
-}
+// A prepared backup older than `backup::FRESH_FOR` when its pair's turn comes is checked
+// against DevRev again before the merge. The window lives in `backup`, which also reuses a
+// timeline read earlier in the run only while it is younger: one window for both.
+use crate::backup::fresh_for;
 
 type Preparing<'a> = LocalBoxFuture<'a, Result<Prepared, AppError>>;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use assert_cmd::Command;
 use devrev_merge::backup::manifest::Manifest;
-use devrev_merge::backup::{self, BackupError, BackupInput, BackupSummary, TakeOptions};
+use devrev_merge::backup::{self, BackupError, BackupInput, BackupSummary, RunReads, TakeOptions};
 use devrev_merge::detect::{Contact, Pair};
 use devrev_merge::devrev::types::RevUser;
 use devrev_merge::devrev::{ClientConfig, DevRevClient};
@@ -101,6 +101,8 @@ struct Run<'a> {
     scope: BackupScope,
     page_size: u32,
     opts: TakeOptions,
+    /// The run's read cache, when the test shares one between backups.
+    reads: Option<&'a RunReads>,
 }
 
 impl<'a> Run<'a> {
@@ -112,6 +114,7 @@ impl<'a> Run<'a> {
             scope: BackupScope::Secondary,
             page_size: 100,
             opts: TakeOptions::default(),
+            reads: None,
         }
     }
 
@@ -151,6 +154,7 @@ impl<'a> Run<'a> {
                 scope: self.scope,
                 root: &self.root,
                 lists: &lists,
+                reads: self.reads,
             };
             let futs = (0..n).map(|_| backup::take_with(&c, input, &self.opts));
             let results = futures_util::future::join_all(futs).await;
@@ -1420,4 +1424,129 @@ fn a_killed_backup_leaves_a_partial_folder_that_the_next_run_removes() {
     assert!(!dirs[0].to_string_lossy().ends_with(".partial"));
     let out = verify_cmd(tmp.path());
     assert_eq!(out.code, 0, "{}", out.stdout);
+}
+
+// ---- each thing read once per run (issue 29) -------------------------------------------
+
+/// The paths of the requests from `start` on.
+fn paths_from(fake: &FakeServer, start: usize) -> Vec<String> {
+    fake.requests()[start..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect()
+}
+
+fn reads_of(paths: &[String], what: &str) -> usize {
+    paths.iter().filter(|p| p.starts_with(what)).count()
+}
+
+/// Within one run, a second backup of the same objects reads none of them again: timelines
+/// come from the first read, attachments are linked from the first folder (checked against
+/// its sha256). Once that folder is gone, the attachments are downloaded again; with no
+/// freshness window, the timelines are read again.
+#[test]
+fn a_later_backup_in_the_run_reuses_what_an_earlier_one_read() {
+    let (fake, p, s) = world(spec(), |_| {});
+    let tmp = tempfile::tempdir().unwrap();
+    let reads = RunReads::with_window(Duration::from_secs(600));
+    let mut run = Run::new(&fake, &p, &s, tmp.path());
+    run.reads = Some(&reads);
+
+    let (r1, _, _, start1) = run.take();
+    let first = r1.unwrap();
+    let first_paths = paths_from(&fake, start1);
+    let timelines = reads_of(&first_paths, "/timeline-entries.list");
+    assert!(first.attachments > 0 && timelines > 0, "{first:?}");
+    assert_eq!(
+        reads_of(&first_paths, "/artifacts.locate"),
+        first.attachments
+    );
+    assert_eq!((first.timelines_reused, first.attachments_reused), (0, 0));
+
+    let (r2, _, _, start2) = run.take();
+    let second = r2.unwrap();
+    let paths = paths_from(&fake, start2);
+    for what in [
+        "/timeline-entries.list",
+        "/artifacts.locate",
+        "/artifacts.get",
+        "/download/",
+    ] {
+        assert_eq!(reads_of(&paths, what), 0, "{what} again: {paths:?}");
+    }
+    assert_eq!(second.timelines_reused, timelines);
+    assert_eq!(second.attachments_reused, second.attachments);
+    assert_eq!(
+        manifest(&second.dir).counts.attachments_reused,
+        second.attachments
+    );
+    backup::verify::verify_dir(&first.dir).unwrap();
+    backup::verify::verify_dir(&second.dir).unwrap();
+    // The same files as the first backup's, byte for byte.
+    let m = manifest(&second.dir);
+    for o in &m.objects {
+        for a in &o.attachments {
+            assert_eq!(
+                std::fs::read(second.dir.join(&a.path)).unwrap(),
+                std::fs::read(first.dir.join(&a.path)).unwrap()
+            );
+        }
+    }
+
+    // Both earlier folders dropped: the attachments come from DevRev again.
+    std::fs::remove_dir_all(&first.dir).unwrap();
+    std::fs::remove_dir_all(&second.dir).unwrap();
+    let (r3, _, _, start3) = run.take();
+    let third = r3.unwrap();
+    let paths = paths_from(&fake, start3);
+    assert_eq!(reads_of(&paths, "/artifacts.locate"), third.attachments);
+    assert_eq!(reads_of(&paths, "/download/"), third.attachments);
+    assert_eq!(reads_of(&paths, "/timeline-entries.list"), 0);
+    assert_eq!(third.attachments_reused, 0);
+    backup::verify::verify_dir(&third.dir).unwrap();
+
+    // No window: every timeline is read again, the attachments still linked.
+    let no_window = RunReads::with_window(Duration::ZERO);
+    run.reads = Some(&no_window);
+    let (r4, _, _, _) = run.take();
+    r4.unwrap();
+    let (r5, _, _, start5) = run.take();
+    let fifth = r5.unwrap();
+    let paths = paths_from(&fake, start5);
+    assert_eq!(reads_of(&paths, "/timeline-entries.list"), timelines);
+    assert_eq!(reads_of(&paths, "/artifacts.locate"), 0);
+    assert_eq!(fifth.timelines_reused, 0);
+    assert_eq!(fifth.attachments_reused, fifth.attachments);
+    backup::verify::verify_dir(&fifth.dir).unwrap();
+}
+
+/// An earlier folder whose attachment changed on disk is not a source: the attachment is
+/// downloaded again and the new backup verifies.
+#[test]
+fn a_changed_earlier_file_is_downloaded_again() {
+    let (fake, p, s) = world(spec(), |_| {});
+    let tmp = tempfile::tempdir().unwrap();
+    let reads = RunReads::with_window(Duration::from_secs(600));
+    let mut run = Run::new(&fake, &p, &s, tmp.path());
+    run.reads = Some(&reads);
+    let first = run.take().0.unwrap();
+    let m = manifest(&first.dir);
+    let a = m
+        .objects
+        .iter()
+        .flat_map(|o| &o.attachments)
+        .find(|a| a.declared_size.is_some_and(|n| n > 0))
+        .expect("an attachment with bytes");
+    // Same size, other bytes (someone edited the file in place).
+    let path = first.dir.join(&a.path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let (r, _, _, start) = run.take();
+    let second = r.unwrap();
+    let paths = paths_from(&fake, start);
+    assert_eq!(reads_of(&paths, "/artifacts.locate"), 1, "{paths:?}");
+    assert_eq!(second.attachments_reused, second.attachments - 1);
+    backup::verify::verify_dir(&second.dir).unwrap();
+    assert!(backup::verify::verify_dir(&first.dir).is_err());
 }

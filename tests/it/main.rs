@@ -34,6 +34,7 @@ mod merge;
 #[cfg(unix)]
 mod merge_crash;
 mod merge_safety;
+mod once;
 mod pipeline;
 mod probe;
 mod restore;

@@ -169,6 +169,9 @@ pub struct SagaCtx<'a> {
     /// Carry the secondary's own data over to the survivor (`--no-carry` turns it off).
     pub carry: bool,
     pub stop: &'a StopSignal,
+    /// What the run's backups have read so far: a ticket, conversation or attachment that
+    /// several pairs share is read once per run (timelines while fresh).
+    pub reads: &'a backup::RunReads,
 }
 
 /// A step's result as the driver sees it: fatal errors stop the whole run.

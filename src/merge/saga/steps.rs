@@ -157,6 +157,7 @@ impl Saga<'_, '_> {
             scope: self.ctx.scope,
             root: self.ctx.backup_root,
             lists: self.ctx.lists,
+            reads: Some(self.ctx.reads),
         };
         match backup::take(self.ctx.client, input).await {
             Ok(summary) => {
