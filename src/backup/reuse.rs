@@ -136,6 +136,11 @@ impl RunReads {
         hit
     }
 
+    /// Drops the timeline of `object`: it changed since it was read.
+    pub fn forget_timeline(&self, object: &str) {
+        self.lock().timelines.remove(object);
+    }
+
     /// Keeps a timeline whose read began at `read_at`.
     pub fn keep_timeline(&self, object: &str, read_at: Instant, entries: Arc<Vec<Value>>) {
         if self.fresh_for.is_zero() {

@@ -171,9 +171,33 @@ impl ListReads {
         listing: Listing,
         contacts: &[&str],
     ) -> Result<Vec<Value>, ApiError> {
+        self.list_since(client, listing, contacts, None).await
+    }
+
+    /// [`Self::list`], taking an earlier answer only if it was read after `since` (a check
+    /// of a backup taken at `since` needs an answer newer than the backup).
+    pub async fn list_since(
+        &self,
+        client: &DevRevClient,
+        listing: Listing,
+        contacts: &[&str],
+        since: Option<Instant>,
+    ) -> Result<Vec<Value>, ApiError> {
         let field = listing.field();
         let mut s = self.state.lock().await;
-        if !contacts.is_empty() && contacts.iter().all(|c| self.servable(&s, listing, c)) {
+        let newer = |s: &State, c: &str| {
+            since.is_none_or(|t| {
+                s.sides
+                    .get(&listing)
+                    .and_then(|side| side.covered.get(c))
+                    .is_some_and(|(_, at)| *at > t)
+            })
+        };
+        if !contacts.is_empty()
+            && contacts
+                .iter()
+                .all(|c| self.servable(&s, listing, c) && newer(&s, c))
+        {
             s.served += 1;
             let side = s.sides.entry(listing).or_default();
             let ids: BTreeSet<&String> = contacts
@@ -182,7 +206,7 @@ impl ListReads {
                 .collect();
             return Ok(ids.into_iter().map(|id| side.objects[id].clone()).collect());
         }
-        let ask = self.ask(&s, listing, contacts);
+        let ask = self.ask(&s, contacts);
         s.lists += 1;
         let (answer, asked) = match self.read(client, listing, &ask).await {
             Ok(a) => (a, ask),
@@ -263,9 +287,9 @@ impl ListReads {
         })
     }
 
-    /// `contacts`, and the next contacts of the run not covered yet, few tickets expected,
-    /// no merge of theirs under way.
-    fn ask<'a>(&'a self, s: &State, listing: Listing, contacts: &[&'a str]) -> Vec<&'a str> {
+    /// `contacts`, and the next contacts of the run (few tickets expected, no merge of theirs
+    /// under way).
+    fn ask<'a>(&'a self, s: &State, contacts: &[&'a str]) -> Vec<&'a str> {
         let mut ask: Vec<&str> = contacts.to_vec();
         let Some(&start) = contacts.iter().filter_map(|c| self.at.get(*c)).min() else {
             return ask;
@@ -280,11 +304,12 @@ impl ListReads {
             if ask.len() >= WINDOW {
                 break;
             }
+            // Contacts already covered are asked again: the fresh answer is what a check of
+            // their backup before their merge compares it with (and costs no call more).
             if ask.contains(&c.as_str())
                 || busy(c)
                 || *tickets > MANY
                 || expected + tickets > 10 * MANY
-                || self.servable(s, listing, c)
             {
                 continue;
             }

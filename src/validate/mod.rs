@@ -342,7 +342,7 @@ pub async fn tickets_of_both<T: DeserializeOwned>(
     primary: &str,
     secondary: &str,
 ) -> Result<Vec<T>, ApiError> {
-    of_both(client, lists, Listing::Tickets, primary, secondary).await
+    of_both(client, lists, Listing::Tickets, primary, secondary, None).await
 }
 
 /// Conversations with either contact as a member (same fallback as [`tickets_of_both`]).
@@ -352,20 +352,34 @@ pub async fn conversations_of_both<T: DeserializeOwned>(
     primary: &str,
     secondary: &str,
 ) -> Result<Vec<T>, ApiError> {
-    of_both(client, lists, Listing::Conversations, primary, secondary).await
+    of_both(
+        client,
+        lists,
+        Listing::Conversations,
+        primary,
+        secondary,
+        None,
+    )
+    .await
 }
 
-async fn of_both<T: DeserializeOwned>(
+/// Tickets or conversations naming either contact, from an answer read after `since` when
+/// given (see [`ListReads::list_since`]), with [`tickets_of_both`]'s fallback.
+pub async fn of_both<T: DeserializeOwned>(
     client: &DevRevClient,
     lists: &ListReads,
     listing: Listing,
     primary: &str,
     secondary: &str,
+    since: Option<std::time::Instant>,
 ) -> Result<Vec<T>, ApiError> {
-    let values = match lists.list(client, listing, &[primary, secondary]).await {
+    let values = match lists
+        .list_since(client, listing, &[primary, secondary], since)
+        .await
+    {
         Err(e) if filter_refused(&e) => {
             tracing::debug!(error = %e, "listing by the merged secondary refused; listing by the primary");
-            lists.list(client, listing, &[primary]).await
+            lists.list_since(client, listing, &[primary], since).await
         }
         other => other,
     }?;

@@ -19,6 +19,7 @@ pub struct Prepared {
     pub(super) live: Option<(RevUser, RevUser)>,
     pub(super) validated: bool,
     pub(super) verified: bool,
+    pub(super) backed_up_at: Option<Instant>,
 }
 
 impl Prepared {
@@ -36,6 +37,7 @@ impl Prepared {
             live: None,
             validated: false,
             verified: false,
+            backed_up_at: None,
             ..self
         }
     }
@@ -57,5 +59,6 @@ pub async fn prepare_pair(
         live: saga.live,
         validated: saga.validated,
         verified: saga.verified,
+        backed_up_at: saga.backed_up_at,
     })
 }

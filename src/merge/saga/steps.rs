@@ -149,6 +149,7 @@ impl Saga<'_, '_> {
                 None,
             ));
         };
+        let backup_started = Instant::now();
         let input = BackupInput {
             pair,
             primary,
@@ -171,6 +172,8 @@ impl Saga<'_, '_> {
                 );
                 self.complete(Step::Backup, |r| r.backup = Some(summary))?;
                 self.ctx.watch.note_backup(&self.key);
+                self.backed_up_at = Some(backup_started);
+                self.recheck_since = None;
                 // A backup verified by `take` itself still gets VerifyBackup: re-reading from
                 // disk is the check that counts.
                 self.verified = false;
@@ -214,10 +217,16 @@ impl Saga<'_, '_> {
                 None,
             ));
         }
-        // A backup taken by an earlier process may be stale by now: what it would restore
-        // must still be what DevRev holds when the merge is sent.
-        if !self.ctx.watch.backed_up_in_run(&self.key) {
-            match self.backup_is_current(&summary.dir).await? {
+        // A backup taken by an earlier process may be stale by now, and one prepared ahead of
+        // its turn is compared with lists read since: what it would restore must still be
+        // what DevRev holds when the merge is sent.
+        let since = if self.ctx.watch.backed_up_in_run(&self.key) {
+            self.recheck_since.take().map(Some)
+        } else {
+            Some(None)
+        };
+        if let Some(since) = since {
+            match self.backup_is_current(&summary.dir, since).await? {
                 Err(outcome) => return Ok((outcome, None)),
                 Ok(None) => {}
                 Ok(Some(change)) => {
@@ -240,9 +249,14 @@ impl Saga<'_, '_> {
         ))
     }
 
-    /// Compares which tickets and conversations name the secondary in the backup with
-    /// DevRev's current lists. `Some(what)`: something changed.
-    pub(super) async fn backup_is_current(&self, dir: &Path) -> Phase<Option<String>> {
+    /// Compares which tickets and conversations name the secondary in the backup, and when
+    /// each was last modified, with DevRev's current lists (read after `since`, when given).
+    /// `Some(what)`: something changed.
+    pub(super) async fn backup_is_current(
+        &self,
+        dir: &Path,
+        since: Option<Instant>,
+    ) -> Phase<Option<String>> {
         let step = Step::VerifyBackup;
         let (tickets, convs) = match load_backup(dir) {
             Ok(v) => v,
@@ -250,45 +264,79 @@ impl Saga<'_, '_> {
         };
         let (primary, secondary) = (self.primary(), self.secondary());
         let client = self.ctx.client;
-        let live_t =
-            match validate::tickets_of_both::<Work>(client, self.ctx.lists, &primary, &secondary)
-                .await
-            {
-                Ok(v) => v,
-                Err(e) => return phase_api_failure(step, &e),
-            };
-        let live_c = match validate::conversations_of_both::<Conversation>(
+        let lists = self.ctx.lists;
+        let live_t = match validate::of_both::<Work>(
             client,
-            self.ctx.lists,
+            lists,
+            Listing::Tickets,
             &primary,
             &secondary,
+            since,
         )
         .await
         {
             Ok(v) => v,
             Err(e) => return phase_api_failure(step, &e),
         };
-        // Which tickets and conversations name the secondary: what the merge moves and
-        // Reconcile repairs. (Other reporters may change as other pairs merge; that does
-        // not make this pair's backup stale.)
+        let live_c = match validate::of_both::<Conversation>(
+            client,
+            lists,
+            Listing::Conversations,
+            &primary,
+            &secondary,
+            since,
+        )
+        .await
+        {
+            Ok(v) => v,
+            Err(e) => return phase_api_failure(step, &e),
+        };
+        // Which tickets and conversations name the secondary, and when each was last
+        // modified: what the merge moves and Reconcile repairs. (Other reporters may change
+        // as other pairs merge; that does not make this pair's backup stale.)
         let naming = |users: &[UserSummary]| users.iter().any(|u| u.id == secondary);
-        let t_of = |v: &[Work]| -> BTreeSet<String> {
+        let modified = |extra: &serde_json::Map<String, serde_json::Value>| {
+            extra
+                .get("modified_date")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let t_of = |v: &[Work]| -> BTreeMap<String, Option<String>> {
             v.iter()
                 .filter(|w| naming(&w.reported_by))
-                .map(|w| w.id.clone())
+                .map(|w| (w.id.clone(), modified(&w.extra)))
                 .collect()
         };
-        let c_of = |v: &[Conversation]| -> BTreeSet<String> {
+        let c_of = |v: &[Conversation]| -> BTreeMap<String, Option<String>> {
             v.iter()
                 .filter(|c| naming(&c.members))
-                .map(|c| c.id.clone())
+                .map(|c| (c.id.clone(), modified(&c.extra)))
                 .collect()
         };
-        if t_of(&tickets) != t_of(&live_t) {
+        let (then_t, now_t) = (t_of(&tickets), t_of(&live_t));
+        if then_t.keys().ne(now_t.keys()) {
             return Ok(Ok(Some("the secondary's tickets changed".into())));
         }
-        if c_of(&convs) != c_of(&live_c) {
+        let (then_c, now_c) = (c_of(&convs), c_of(&live_c));
+        if then_c.keys().ne(now_c.keys()) {
             return Ok(Ok(Some("the secondary's conversations changed".into())));
+        }
+        let changed: Vec<&String> = then_t
+            .iter()
+            .chain(&then_c)
+            .filter(|(id, at)| now_t.get(*id).or_else(|| now_c.get(*id)) != Some(*at))
+            .map(|(id, _)| id)
+            .collect();
+        if !changed.is_empty() {
+            // Their timelines are read again too, not taken from earlier in the run.
+            for id in &changed {
+                self.ctx.reads.forget_timeline(id);
+            }
+            return Ok(Ok(Some(format!(
+                "{} of the secondary's tickets or conversations modified since (first: {})",
+                changed.len(),
+                changed[0]
+            ))));
         }
         // The carry-over plans from the backup's copy of the survivor and writes its lists
         // whole: a survivor changed since the backup needs a new one.
