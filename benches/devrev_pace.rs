@@ -2,7 +2,8 @@
 //! uses, and whether the preview's estimate holds it.
 //!
 //! Run: `cargo bench --profile dev --bench devrev_pace` (optionally `-- PAIRS APPLY_DELAY_S
-//! [apart]`, default 10 pairs and 2 s; `apart`: no ticket names a contact of another pair; `DEVREV_MERGE_BIN=path` runs another build of the binary, e.g.
+//! [apart|bare]`, default 10 pairs and 2 s; `apart`: no ticket names a contact of another pair;
+//! `bare`: no contact has a ticket or a conversation; `DEVREV_MERGE_BIN=path` runs another build of the binary, e.g.
 //! one of `main`; `DEVREV_PACE_GAPS=1` lists where the budget went unused). Not a test and
 //! not in CI: one run takes minutes, as a real one does.
 //!
@@ -36,6 +37,8 @@ fn main() {
     // other reporters drawn from the whole small world, so neighbouring pairs often share one
     // and must run one after the other.
     let apart = std::env::args().any(|a| a == "apart");
+    // `bare`: no contact has a ticket or a conversation (issue 29's "pair without tickets").
+    let bare = std::env::args().any(|a| a == "bare");
     let pairs = args.first().copied().unwrap_or(10.0) as usize;
     let delay = Duration::from_secs_f64(args.get(1).copied().unwrap_or(2.0));
     let bin = std::env::var("DEVREV_MERGE_BIN")
@@ -46,13 +49,13 @@ fn main() {
             pairs,
             review_groups: 0,
             singles: 3,
-            tickets_per_contact: (0, 3),
+            tickets_per_contact: if bare { (0, 0) } else { (0, 3) },
             shared_ticket_pct: 40,
             other_reporters: if apart { (0, 0) } else { (0, 2) },
             timeline_entries: (1, 2),
             attachments_pct: 20,
             attachment_size_max: 2048,
-            conversations_per_secondary: (0, 2),
+            conversations_per_secondary: if bare { (0, 0) } else { (0, 2) },
             unverified_secondary_pct: 0,
             shaped_groups: Vec::new(),
             rng_seed: 19,

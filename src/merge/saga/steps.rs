@@ -225,6 +225,7 @@ impl Saga<'_, '_> {
         } else {
             Some(None)
         };
+        let at_turn = matches!(since, Some(Some(_)));
         if let Some(since) = since {
             match self.backup_is_current(&summary.dir, since).await? {
                 Err(outcome) => return Ok((outcome, None)),
@@ -243,10 +244,15 @@ impl Saga<'_, '_> {
         }
         self.complete(Step::VerifyBackup, |_| {})?;
         self.verified = true;
-        Ok((
-            StepOutcome::Completed,
-            Some(summary.dir.display().to_string()),
-        ))
+        let detail = if at_turn {
+            format!(
+                "{}: prepared ahead, checked again at its turn against DevRev's lists read since: unchanged",
+                summary.dir.display()
+            )
+        } else {
+            summary.dir.display().to_string()
+        };
+        Ok((StepOutcome::Completed, Some(detail)))
     }
 
     /// Compares which tickets and conversations name the secondary in the backup, and when
