@@ -44,150 +44,45 @@ pub async fn execute(
     work: &[Item<'_>],
     max_merges: Option<usize>,
     keep: Keep,
-    mut stopped_groups: HashMap<String, String>,
+    stopped_groups: HashMap<String, String>,
 ) -> Executed {
     // Entered once to show the bar, then updated from outside: log lines written during the
     // run stay free of the span's name, and the bar is cleared when the span is dropped.
     let span = crate::progress_span!("merging", work.len());
     span.pb_set_style(&crate::logging::measured_progress_style());
     span.in_scope(|| {});
-    let mut ran = Vec::new();
-    let mut merges_sent = 0usize;
+    let mut turns = Turns {
+        ctx,
+        sp,
+        work,
+        keep,
+        max_merges,
+        span: span.clone(),
+        ran: Vec::new(),
+        merges_sent: 0,
+        meter: CallMeter::new(ctx.client),
+        eta: String::new(),
+        parked: Vec::new(),
+        pipe: Pipeline::new(ctx, sp, work, keep, max_merges),
+        group_waits: Vec::new(),
+        turns: 0,
+        stopped_groups,
+    };
     let mut stop = None;
-    let mut meter = CallMeter::new(ctx.client);
-    let mut eta = String::new();
-    let mut parked: Vec<(&Item<'_>, String)> = Vec::new();
-    let mut pipe = Pipeline::new(ctx, sp, work, keep, max_merges);
-    let mut group_waits = Vec::new();
-    let mut turns = 0usize;
-    while let Some(i) = pipe.next_turn() {
-        let item = &work[i];
-        turns += 1;
-        if let Some(e) = pipe.take_fatal() {
-            stop = Some(Stop::Fatal(e));
-            break;
-        }
-        if let Some(g) = &item.group
-            && let Some(why) = stopped_groups.get(&g.id)
-        {
-            group_waits.push((item.key.clone(), why.clone()));
-            continue;
-        }
-        if ctx.stop.requested() {
-            stop = Some(Stop::Outcome(RunOutcome::Interrupted));
-            break;
-        }
-        if schedule::held_back(item, merges_sent, max_merges) {
-            tracing::info!(
-                "--max-merges {} reached: stopping; re-run to continue with the rest",
-                max_merges.unwrap_or_default()
-            );
-            stop = Some(Stop::Outcome(RunOutcome::MaxMergesReached));
-            break;
-        }
-        let email = item
-            .pair
-            .map(|p| p.email.clone())
-            .or_else(|| sp.get(&item.key).map(|r| r.email))
-            .unwrap_or_default();
-        // The estimate first: on a narrow terminal the end of the line is what gets cut.
-        span.pb_set_message(&format!("{eta}{email}"));
-        if let Err(e) = sp.journal_new_pair(item, keep) {
-            stop = Some(Stop::Fatal(e));
-            break;
-        }
-        pipe.set_current(i, merges_sent);
-        // Its preparation may still be under way: a second Ctrl-C stops at once here too.
-        let taken = tokio::select! {
-            biased;
-            _ = ctx.stop.hard() => None,
-            t = pipe.take(i) => Some(t),
-        };
-        let prepared = match taken {
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
-                stop = Some(Stop::Fatal(e));
-                break;
-            }
-            None => {
-                stop = Some(Stop::Outcome(RunOutcome::Interrupted));
-                break;
-            }
-        };
-        // A parked pair whose merge DevRev may still apply is settled first when it meets
-        // this one: otherwise this pair's repairs could write a ticket naming its
-        // secondary just as DevRev removes it.
-        if let Some(s) =
-            settle_parked_meeting(ctx, sp, &mut pipe, item, &mut parked, &mut ran, &span).await
-        {
+    while let Some(i) = turns.pipe.next_turn() {
+        if let Err(s) = turns.turn(i).await {
             stop = Some(s);
             break;
         }
-        let (mut run, mut stopped) = pipe
-            .alongside(run_one(ctx, sp, item, &email, prepared))
-            .await;
-        if item.group.is_some() && stopped.is_none() {
-            // The next member of a group starts only once this one is merged and reconciled:
-            // a parked member is watched in place, not left for the end of the run.
-            (run, stopped) = pipe
-                .alongside(settle_in_place(ctx, sp, item, &email, run))
-                .await;
-        }
-        if let (Some(g), Some(run)) = (&item.group, &run)
-            && !matches!(
-                run.result,
-                PairResult::Merged | PairResult::AlreadyMerged | PairResult::RefPending
-            )
-        {
-            let who = sp
-                .get(&item.key)
-                .map(|r| crate::detect::display_id(&r.secondary))
-                .unwrap_or_default();
-            stopped_groups.insert(
-                g.id.clone(),
-                format!(
-                    "the group stopped at {who} (merge {} of {}): {}; re-run to resume after fixing it",
-                    g.index + 1,
-                    g.len,
-                    result_words(&run.result)
-                ),
-            );
-        }
-        if let Some(run) = &run {
-            merges_sent += usize::from(run.merge_sent);
-            if run.result == PairResult::Parked {
-                parked.push((item, email.clone()));
-                pipe.park(i);
-            } else {
-                span.pb_inc(1);
-            }
-            eta = meter.pair_done(ctx, work.len() - turns);
-        }
-        ran.push((item.key.clone(), run));
-        if stopped.is_some() {
-            stop = stopped;
-            break;
-        }
     }
-    // Prepared pairs that never had their turn are not started as far as DevRev goes (no
-    // merge intent): reported as not started, from their records, and checked again by the
-    // next run. Those that preparing settled (skipped, failed) are reported as such.
-    let drop_running = matches!(stop, Some(Stop::Fatal(_)));
-    for (i, prepared) in pipe.wind_down(drop_running).await {
-        let Some(result) = prepared
-            .ended()
-            .filter(|r| **r != PairResult::Interrupted)
-            .cloned()
-        else {
-            continue;
-        };
-        let run = PairRun {
-            steps: prepared.steps,
-            result,
-            merge_sent: false,
-        };
-        ran.push((work[i].key.clone(), Some(run)));
-    }
+    let Turns {
+        pipe,
+        mut ran,
+        parked,
+        group_waits,
+        ..
+    } = turns;
+    wind_down(pipe, work, &mut ran, matches!(stop, Some(Stop::Fatal(_)))).await;
     // Pairs whose merge was sent are finished also when --max-merges stopped the run: "pairs
     // already in flight are still finished" (a canary must not end with its last merge
     // unconfirmed and unrepaired).
@@ -212,6 +107,161 @@ pub async fn execute(
         outcome,
         fatal,
         group_waits,
+    }
+}
+
+/// The run loop's state between two turns: what ran, what waits (parked, prepared ahead),
+/// which groups stopped, the merges sent (for `--max-merges`) and the progress shown.
+struct Turns<'a, 'p> {
+    ctx: &'a SagaCtx<'a>,
+    sp: &'a SharedSavepoint,
+    work: &'a [Item<'p>],
+    keep: Keep,
+    max_merges: Option<usize>,
+    span: tracing::Span,
+    ran: Vec<(String, Option<PairRun>)>,
+    merges_sent: usize,
+    meter: CallMeter,
+    eta: String,
+    parked: Vec<(&'a Item<'p>, String)>,
+    pipe: Pipeline<'a, 'p>,
+    group_waits: Vec<(String, String)>,
+    turns: usize,
+    stopped_groups: HashMap<String, String>,
+}
+
+impl<'a, 'p> Turns<'a, 'p> {
+    /// Pair `i`'s turn: `Err` stops the run.
+    async fn turn(&mut self, i: usize) -> Result<(), Stop> {
+        let (ctx, sp) = (self.ctx, self.sp);
+        let item = &self.work[i];
+        self.turns += 1;
+        if let Some(e) = self.pipe.take_fatal() {
+            return Err(Stop::Fatal(e));
+        }
+        if let Some(g) = &item.group
+            && let Some(why) = self.stopped_groups.get(&g.id)
+        {
+            self.group_waits.push((item.key.clone(), why.clone()));
+            return Ok(());
+        }
+        if ctx.stop.requested() {
+            return Err(Stop::Outcome(RunOutcome::Interrupted));
+        }
+        if schedule::held_back(item, self.merges_sent, self.max_merges) {
+            tracing::info!(
+                "--max-merges {} reached: stopping; re-run to continue with the rest",
+                self.max_merges.unwrap_or_default()
+            );
+            return Err(Stop::Outcome(RunOutcome::MaxMergesReached));
+        }
+        let email = item
+            .pair
+            .map(|p| p.email.clone())
+            .or_else(|| sp.get(&item.key).map(|r| r.email))
+            .unwrap_or_default();
+        // The estimate first: on a narrow terminal the end of the line is what gets cut.
+        self.span.pb_set_message(&format!("{}{email}", self.eta));
+        sp.journal_new_pair(item, self.keep).map_err(Stop::Fatal)?;
+        self.pipe.set_current(i, self.merges_sent);
+        // Its preparation may still be under way: a second Ctrl-C stops at once here too.
+        let prepared = tokio::select! {
+            biased;
+            _ = ctx.stop.hard() => return Err(Stop::Outcome(RunOutcome::Interrupted)),
+            t = self.pipe.take(i) => t.map_err(Stop::Fatal)?,
+        };
+        // A parked pair whose merge DevRev may still apply is settled first when it meets
+        // this one: otherwise this pair's repairs could write a ticket naming its
+        // secondary just as DevRev removes it.
+        if let Some(s) = settle_parked_meeting(
+            ctx,
+            sp,
+            &mut self.pipe,
+            item,
+            &mut self.parked,
+            &mut self.ran,
+            &self.span,
+        )
+        .await
+        {
+            return Err(s);
+        }
+        let (mut run, mut stopped) = self
+            .pipe
+            .alongside(run_one(ctx, sp, item, &email, prepared))
+            .await;
+        if item.group.is_some() && stopped.is_none() {
+            // The next member of a group starts only once this one is merged and reconciled:
+            // a parked member is watched in place, not left for the end of the run.
+            (run, stopped) = self
+                .pipe
+                .alongside(settle_in_place(ctx, sp, item, &email, run))
+                .await;
+        }
+        self.ended(i, item, email, run);
+        stopped.map_or(Ok(()), Err)
+    }
+
+    /// Pair `i`'s turn ended with `run` (`None`: cut off before its saga returned).
+    fn ended(&mut self, i: usize, item: &'a Item<'p>, email: String, run: Option<PairRun>) {
+        if let (Some(g), Some(run)) = (&item.group, &run)
+            && !matches!(
+                run.result,
+                PairResult::Merged | PairResult::AlreadyMerged | PairResult::RefPending
+            )
+        {
+            let who = self
+                .sp
+                .get(&item.key)
+                .map(|r| crate::detect::display_id(&r.secondary))
+                .unwrap_or_default();
+            self.stopped_groups.insert(
+                g.id.clone(),
+                format!(
+                    "the group stopped at {who} (merge {} of {}): {}; re-run to resume after fixing it",
+                    g.index + 1,
+                    g.len,
+                    result_words(&run.result)
+                ),
+            );
+        }
+        if let Some(run) = &run {
+            self.merges_sent += usize::from(run.merge_sent);
+            if run.result == PairResult::Parked {
+                self.parked.push((item, email));
+                self.pipe.park(i);
+            } else {
+                self.span.pb_inc(1);
+            }
+            self.eta = self.meter.pair_done(self.ctx, self.work.len() - self.turns);
+        }
+        self.ran.push((item.key.clone(), run));
+    }
+}
+
+/// Prepared pairs that never had their turn are not started as far as DevRev goes (no merge
+/// intent): reported as not started, from their records, and checked again by the next run.
+/// Those that preparing settled (skipped, failed) are reported as such.
+async fn wind_down(
+    pipe: Pipeline<'_, '_>,
+    work: &[Item<'_>],
+    ran: &mut Vec<(String, Option<PairRun>)>,
+    drop_running: bool,
+) {
+    for (i, prepared) in pipe.wind_down(drop_running).await {
+        let Some(result) = prepared
+            .ended()
+            .filter(|r| **r != PairResult::Interrupted)
+            .cloned()
+        else {
+            continue;
+        };
+        let run = PairRun {
+            steps: prepared.steps,
+            result,
+            merge_sent: false,
+        };
+        ran.push((work[i].key.clone(), Some(run)));
     }
 }
 

@@ -113,61 +113,15 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         rand::random::<u32>() & 0xff_ffff
     );
 
-    // The run reads only the clean pairs and the number of groups left for a person: the
-    // groups' rows and the rows without an email are let go at once, not held for the run.
-    let mut plan = detect::plan_from_csv(
-        csv,
-        &DetectOptions {
-            keep: cfg.keep,
-            email_domain: cfg.email_domain.clone(),
-        },
-    )?;
-    let mut needs_review_groups = plan.needs_review.len();
     let client_cfg = cfg.client_config()?;
     let mut sp = Savepoint::open(&cfg.savepoint)?;
-    // A decisions file is read and checked whole before anything is sent (exit 65 naming
-    // the file and line): the clean pairs follow it, and every decided group becomes its
-    // chain of merges. Decisions recorded by earlier files hold unless this one revokes them.
-    let mut to_record = Vec::new();
-    let decided = match &cfg.decisions {
-        Some(file) => {
-            let mut d =
-                crate::review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
-            crate::review::lasting::apply_recorded(&mut d, &sp.file().decisions);
-            to_record =
-                crate::review::lasting::to_record(&d, file, &sp.file().decisions, Utc::now());
-            for n in &d.notes {
-                tracing::warn!("{n}");
-            }
-            Some(groups::apply(&mut plan, &d, file, sp.file()))
-        }
-        None => None,
-    };
-    if let Some(w) = &decided {
-        // Left for a person: the groups the file leaves undecided, or whose rows went stale.
-        needs_review_groups = w
-            .groups
-            .iter()
-            .filter(|g| {
-                !g.clean_pair
-                    && matches!(
-                        g.outcome,
-                        crate::review::decisions::Outcome::Undecided
-                            | crate::review::decisions::Outcome::Stale { .. }
-                    )
-            })
-            .count();
-    }
-    let (mut plan_pairs, members, group_plans) = match decided {
-        Some(w) => (w.pairs, w.members, w.groups),
-        None => {
-            // Without a file, the recorded decisions still hold: their clean pairs are left.
-            let mut pairs = std::mem::take(&mut plan.pairs);
-            let held = groups::honour_recorded(&mut pairs, &sp.file().decisions);
-            (pairs, Vec::new(), held)
-        }
-    };
-    drop(plan);
+    let Planned {
+        mut plan_pairs,
+        members,
+        group_plans,
+        needs_review_groups,
+        to_record,
+    } = read_plan(cfg, csv, &sp)?;
     let client = DevRevClient::new(client_cfg)?;
     if cfg.keep == Keep::Auto {
         turn_rule_pairs(&client, &mut plan_pairs, &group_plans, sp.file()).await?;
@@ -204,6 +158,37 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     }
 
     // ---- execute ----------------------------------------------------------------------------
+    let (mut done, sp) = execute_scheduled(cfg, &client, sp, &sched, &run_id).await;
+
+    // ---- finish -----------------------------------------------------------------------------
+    let pairs = finish::entries(&sched, &done, &sp);
+    let groups = groups::entries(&group_plans, &sp);
+    let f = finish::Finish {
+        late_vetoes: crate::review::lasting::late_vetoes(sp.file()),
+        groups,
+        cfg,
+        csv,
+        run_id: &run_id,
+        started_at,
+        elapsed: t0.elapsed(),
+        organization: info.organization,
+        needs_review_groups,
+        client: &client,
+        pairs,
+    };
+    finish::finish(f, done.outcome, done.fatal.take())
+}
+
+
+/// Runs the scheduled pairs with the run's shared reads (contacts, lists, timelines and
+/// attachments read once: issue 29) and Ctrl-C handling; hands the savepoint back compacted.
+async fn execute_scheduled(
+    cfg: &Config,
+    client: &DevRevClient,
+    sp: Savepoint,
+    sched: &schedule::Schedule<'_>,
+    run_id: &str,
+) -> (execute::Executed, Savepoint) {
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
     let watch = watching::WatchState::default();
@@ -212,25 +197,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         crate::validate::ContactReads::new(sched.work.iter().filter_map(|i| i.pair), fresh_for());
     // Their tickets and conversations, listed for several pairs at once; merges an earlier
     // run sent and did not reconcile count as under way.
-    let unreconciled = sp
-        .file()
-        .pairs
-        .values()
-        .filter(|r| {
-            r.merge.is_some()
-                && !r.status.is_final()
-                && !matches!(
-                    r.last_step,
-                    Some(
-                        journal::Step::Reconcile
-                            | journal::Step::AdoptExternalRef
-                            | journal::Step::CarryOver
-                            | journal::Step::Done
-                    )
-                )
-        })
-        .map(|r| (r.primary.clone(), r.secondary.clone()))
-        .collect();
+    let unreconciled = unreconciled(sp.file());
     let lists = crate::validate::ListReads::new(
         sched.work.iter().filter_map(|i| i.pair),
         unreconciled,
@@ -238,12 +205,12 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     );
     let reads = crate::backup::RunReads::new();
     let ctx = SagaCtx {
-        client: &client,
+        client,
         contacts: &contacts,
         lists: &lists,
         scope: cfg.backup_scope,
         backup_root: &cfg.backup_dir,
-        run_id: &run_id,
+        run_id,
         merge_timeout: cfg.merge_timeout,
         merge_watch: cfg.merge_watch,
         watch: &watch,
@@ -253,24 +220,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         stop: &stop,
         reads: &reads,
     };
-    // A merge held by the ledger keeps the rest of its group waiting too.
-    let stopped_groups = sched
-        .held
-        .iter()
-        .filter_map(|h| {
-            let g = h.group.as_ref()?;
-            Some((
-                g.id.clone(),
-                format!(
-                    "the group stopped at {} (merge {} of {}): {}",
-                    crate::detect::display_id(&h.pair.secondary.rev_user_id),
-                    g.index + 1,
-                    g.len,
-                    h.reason
-                ),
-            ))
-        })
-        .collect();
+    let stopped_groups = held_groups(sched);
     // Decided pairs may keep either contact: each record takes the direction of its pair.
     let keep = if cfg.decisions.is_some() {
         Keep::Auto
@@ -278,7 +228,7 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         cfg.keep
     };
     let shared = shared::SharedSavepoint::new(sp);
-    let mut done = execute::execute(
+    let done = execute::execute(
         &ctx,
         &shared,
         &sched.work,
@@ -307,23 +257,122 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
         tracing::warn!("the savepoint was not compacted: {e}");
     }
 
-    // ---- finish -----------------------------------------------------------------------------
-    let pairs = finish::entries(&sched, &done, &sp);
-    let groups = groups::entries(&group_plans, &sp);
-    let f = finish::Finish {
-        late_vetoes: crate::review::lasting::late_vetoes(sp.file()),
-        groups,
-        cfg,
+    (done, sp)
+}
+
+/// What the run merges, from the CSV and the decisions file (with the decisions recorded
+/// before): the clean pairs, the decided groups' merges, and what is left for a person.
+struct Planned {
+    plan_pairs: Vec<detect::Pair>,
+    members: Vec<(detect::Pair, journal::GroupLink)>,
+    group_plans: Vec<groups::GroupPlan>,
+    needs_review_groups: usize,
+    to_record: Vec<journal::GroupDecision>,
+}
+
+fn read_plan(cfg: &Config, csv: &Path, sp: &Savepoint) -> Result<Planned, AppError> {
+    // The run reads only the clean pairs and the number of groups left for a person: the
+    // groups' rows and the rows without an email are let go at once, not held for the run.
+    let mut plan = detect::plan_from_csv(
         csv,
-        run_id: &run_id,
-        started_at,
-        elapsed: t0.elapsed(),
-        organization: info.organization,
-        needs_review_groups,
-        client: &client,
-        pairs,
+        &DetectOptions {
+            keep: cfg.keep,
+            email_domain: cfg.email_domain.clone(),
+        },
+    )?;
+    let mut needs_review_groups = plan.needs_review.len();
+    // A decisions file is read and checked whole before anything is sent (exit 65 naming
+    // the file and line): the clean pairs follow it, and every decided group becomes its
+    // chain of merges. Decisions recorded by earlier files hold unless this one revokes them.
+    let mut to_record = Vec::new();
+    let decided = match &cfg.decisions {
+        Some(file) => {
+            let mut d =
+                crate::review::decisions::decide(file, &plan, cfg.keep, cfg.accept_proposed)?;
+            crate::review::lasting::apply_recorded(&mut d, &sp.file().decisions);
+            to_record =
+                crate::review::lasting::to_record(&d, file, &sp.file().decisions, Utc::now());
+            for n in &d.notes {
+                tracing::warn!("{n}");
+            }
+            Some(groups::apply(&mut plan, &d, file, sp.file()))
+        }
+        None => None,
     };
-    finish::finish(f, done.outcome, done.fatal.take())
+    if let Some(w) = &decided {
+        // Left for a person: the groups the file leaves undecided, or whose rows went stale.
+        needs_review_groups = w
+            .groups
+            .iter()
+            .filter(|g| {
+                !g.clean_pair
+                    && matches!(
+                        g.outcome,
+                        crate::review::decisions::Outcome::Undecided
+                            | crate::review::decisions::Outcome::Stale { .. }
+                    )
+            })
+            .count();
+    }
+    let (plan_pairs, members, group_plans) = match decided {
+        Some(w) => (w.pairs, w.members, w.groups),
+        None => {
+            // Without a file, the recorded decisions still hold: their clean pairs are left.
+            let mut pairs = std::mem::take(&mut plan.pairs);
+            let held = groups::honour_recorded(&mut pairs, &sp.file().decisions);
+            (pairs, Vec::new(), held)
+        }
+    };
+    Ok(Planned {
+        plan_pairs,
+        members,
+        group_plans,
+        needs_review_groups,
+        to_record,
+    })
+}
+
+/// Merges an earlier run sent and did not reconcile: under way from the run's start for the
+/// shared lists (`validate::ListReads`).
+fn unreconciled(sp: &journal::SavepointFile) -> Vec<(String, String)> {
+    sp.pairs
+        .values()
+        .filter(|r| {
+            r.merge.is_some()
+                && !r.status.is_final()
+                && !matches!(
+                    r.last_step,
+                    Some(
+                        journal::Step::Reconcile
+                            | journal::Step::AdoptExternalRef
+                            | journal::Step::CarryOver
+                            | journal::Step::Done
+                    )
+                )
+        })
+        .map(|r| (r.primary.clone(), r.secondary.clone()))
+        .collect()
+}
+
+/// A merge held by the ledger keeps the rest of its group waiting too: group id -> why.
+fn held_groups(sched: &schedule::Schedule<'_>) -> std::collections::HashMap<String, String> {
+    sched
+        .held
+        .iter()
+        .filter_map(|h| {
+            let g = h.group.as_ref()?;
+            Some((
+                g.id.clone(),
+                format!(
+                    "the group stopped at {} (merge {} of {}): {}",
+                    crate::detect::display_id(&h.pair.secondary.rev_user_id),
+                    g.index + 1,
+                    g.len,
+                    h.reason
+                ),
+            ))
+        })
+        .collect()
 }
 
 /// `--keep auto`: turns round the clean pairs DevRev would refuse, among those the `--keep`
