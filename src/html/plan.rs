@@ -307,72 +307,101 @@ pub(super) fn who() -> String {
 /// stays in the plan's JSON and the review file.
 pub const MOST_CARDS: usize = 1000;
 
+/// What every section of the plan page reads: the report, its top-level fields as JSON, the
+/// organization, and what a decisions file made of each group (by email).
+struct Ctx<'a> {
+    json: &'a Path,
+    r: &'a PlanReport<'a>,
+    top: Value,
+    org: Org,
+    by_email: HashMap<&'a str, &'a Outcome>,
+}
+
+/// Writes the plan page: the header, the sentence, the counts, what is left to do, the pairs
+/// and groups as cards, the other lists, the sign-off, then the plan's details.
 pub fn write(
     w: &mut dyn Write,
     json: &Path,
     r: &PlanReport,
     decided: Option<&Decided>,
 ) -> io::Result<()> {
-    let top = Value::Object(fields_without(r, BIG)?);
+    // What a decisions file makes of the groups, by email.
+    let by_email = decided
+        .map(|d| d.groups.iter().map(|(_, e, o)| (e.as_str(), o)).collect())
+        .unwrap_or_default();
+    let cx = Ctx {
+        json,
+        r,
+        top: Value::Object(fields_without(r, BIG)?),
+        org: org_of(json),
+        by_email,
+    };
     let live = match r.live_check {
         Some(l) => Some(Value::Object(fields_without(l, &["results"])?)),
         None => None,
     };
-    let p = r.plan;
-    let org = org_of(json);
     let when = super::local_time(&r.generated_at);
     let by = who();
-    let title = format!("Merge plan for {}", p.source);
+    let title = format!("Merge plan for {}", r.plan.source);
+    let mut page = Page::start(w, "plan", &title, &header_facts(&cx, &by, &when))?;
+    let est = at(&cx.top, "estimate");
+    let c = tally(r.plan, decided);
+    page.lead(&lead_sentence(&c, est))?;
+    page.cards("Summary", &summary_cards(&cx, &c, live.as_ref()))?;
+    before_approving(&mut page, &cx, c.undecided)?;
+    pair_cards(&mut page, &cx)?;
+    review_cards(&mut page, &cx)?;
+    other_lists(&mut page, &cx)?;
+    page.signoff(&by, &when)?;
+    details(&mut page, &cx, live.as_ref())?;
+    page.finish()
+}
+
+/// The header's lines: the organization, who prepared the plan and when, the rule and the file.
+fn header_facts(cx: &Ctx<'_>, by: &str, when: &str) -> Vec<String> {
     let mut facts = vec![
         format!(
             "Organization: {}",
-            org.text.clone().unwrap_or_else(|| {
+            cx.org.text.clone().unwrap_or_else(|| {
                 "not named by the export (a first run records it; see the history page)".into()
             })
         ),
         format!(
             "Prepared by {by} on {when}, with devrev-merge {} (--preview)",
-            r.tool_version
+            cx.r.tool_version
         ),
         format!(
             "Keep: {}. Plan file: {}",
-            figure(at(&top, "keep")),
-            json.file_name().unwrap_or_default().to_string_lossy()
+            figure(at(&cx.top, "keep")),
+            cx.json.file_name().unwrap_or_default().to_string_lossy()
         ),
     ];
-    if let Some(d) = at(&top, "email_domain").as_str() {
+    if let Some(d) = at(&cx.top, "email_domain").as_str() {
         facts.push(format!("Only emails of {d}"));
     }
-    let mut page = Page::start(w, "plan", &title, &facts)?;
+    facts
+}
 
-    let est = at(&top, "estimate");
-    // What a decisions file makes of the groups, by email.
-    let mut by_email: HashMap<&str, (&str, &Outcome)> = HashMap::new();
-    if let Some(d) = decided {
-        for (g, e, o) in &d.groups {
-            by_email.insert(e.as_str(), (g.as_str(), o));
-        }
-    }
-    let c = tally(p, decided);
-    let (groups, undecided, vetoes) = (c.groups, c.undecided, c.vetoes);
-    page.lead(&lead_sentence(&c, est))?;
-
-    let singles: u64 = at(&top, "singles")
+/// The summary's counts (the page shows only those that are not zero) and the estimate.
+fn summary_cards(cx: &Ctx<'_>, c: &Tally, live: Option<&Value>) -> Vec<Card> {
+    let (top, p) = (&cx.top, cx.r.plan);
+    let est = at(top, "estimate");
+    let singles: u64 = at(top, "singles")
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
     let n = |x: usize| x.to_string();
     let mut cards = vec![
-        card("rows read", figure(at(&top, "rows_read")), Tone::Plain),
-        card("emails", figure(at(&top, "emails")), Tone::Plain),
+        card("rows read", figure(at(top, "rows_read")), Tone::Plain),
+        card("emails", figure(at(top, "emails")), Tone::Plain),
         card("pairs to merge", n(p.pairs.len()), Tone::Good),
-        card("groups to merge", n(groups), Tone::Good),
-        card("groups undecided", n(undecided), warn_if(undecided)),
-        card("vetoed (not duplicates)", n(vetoes), Tone::Plain),
+        card("groups to merge", n(c.groups), Tone::Good),
+        card("groups undecided", n(c.undecided), warn_if(c.undecided)),
+        card("vetoed (not duplicates)", n(c.vetoes), Tone::Plain),
         card("single contacts", singles.to_string(), Tone::Plain),
         card("rows without email", n(p.no_email.len()), Tone::Plain),
     ];
-    if let Some(out) = at(&top, "outside_domain").as_u64().filter(|&o| o > 0) {
+    if let Some(out) = at(top, "outside_domain").as_u64().filter(|&o| o > 0) {
         cards.push(card("outside the domain", out.to_string(), Tone::Plain));
     }
     cards.push(card(
@@ -395,7 +424,7 @@ pub fn write(
         ),
         Tone::Plain,
     ));
-    if let Some(l) = &live {
+    if let Some(l) = live {
         for (k, label) in [
             ("passed", "live check passed"),
             ("refused", "live check refused"),
@@ -409,10 +438,15 @@ pub fn write(
             ));
         }
     }
-    page.cards("Summary", &cards)?;
+    cards
+}
 
-    // What is left to do before a run.
-    let review = json
+/// What is left to do before a run, each with the command that does it (nothing when
+/// nothing is left).
+fn before_approving(page: &mut Page<'_>, cx: &Ctx<'_>, undecided: usize) -> io::Result<()> {
+    let (r, p) = (cx.r, cx.r.plan);
+    let review = cx
+        .json
         .parent()
         .and_then(super::history::newest_review)
         .map(|f| format!("reports/{f}"))
@@ -451,11 +485,15 @@ pub fn write(
             None,
         ));
     }
-    if !todo.is_empty() {
-        page.points("before", "Before approving", Tone::Warn, &todo)?;
+    if todo.is_empty() {
+        return Ok(());
     }
+    page.points("before", "Before approving", Tone::Warn, &todo)
+}
 
-    // The pairs, as cards (the first MOST_CARDS of them).
+/// The pairs, one card each (the first [`MOST_CARDS`] of them).
+fn pair_cards(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
+    let (r, p) = (cx.r, cx.r.plan);
     let live_by_email: HashMap<&str, &crate::planfile::LiveResult> = r
         .live_check
         .map(|l| l.results.iter().map(|x| (x.email.as_str(), x)).collect())
@@ -465,21 +503,21 @@ pub fn write(
     page.begin_cards(&t, shown)?;
     for pair in &p.pairs[..shown] {
         let mut row = serde_json::to_value(pair).map_err(io::Error::other)?;
-        let (decision, why) = match by_email.get(pair.email.as_str()) {
-            Some((_, o)) => outcome_words(o),
+        let (decision, why) = match cx.by_email.get(pair.email.as_str()) {
+            Some(o) => outcome_words(o),
             None => (
                 "merge".to_string(),
                 format!(
                     "a clean pair: one REVU- and one user_ contact share the email; the plan's \
                      rule (keep {}) keeps the first",
-                    figure(at(&top, "keep"))
+                    figure(at(&cx.top, "keep"))
                 ),
             ),
         };
         if let Some(m) = row.as_object_mut() {
             m.insert("decision".into(), Value::String(decision));
             m.insert("why".into(), Value::String(why));
-            if let Some(a) = &org.app {
+            if let Some(a) = &cx.org.app {
                 m.insert("app".into(), Value::String(a.clone()));
             }
             if let Some(l) = live_by_email.get(pair.email.as_str()) {
@@ -500,81 +538,95 @@ pub fn write(
         page.row(&t, &row)?;
     }
     page.end_table()?;
-    more(&mut page, p.pairs.len(), shown, "pairs", json)?;
+    more(page, p.pairs.len(), shown, "pairs", cx.json)
+}
 
+/// The groups that need a person, one card each (the first [`MOST_CARDS`] of them).
+fn review_cards(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
+    let p = cx.r.plan;
     let t = review_table();
     let shown = p.needs_review.len().min(MOST_CARDS);
     page.begin_cards(&t, shown)?;
     for g in &p.needs_review[..shown] {
-        let mut row = serde_json::to_value(g).map_err(io::Error::other)?;
-        if let Some(m) = row.as_object_mut() {
-            m.insert(
-                "reason_words".into(),
-                Value::String(g.reason.describe().to_string()),
-            );
-            if let Some(a) = &org.app {
-                m.insert("app".into(), Value::String(a.clone()));
-            }
-            let (decision, detail) = match by_email.get(g.email.as_str()) {
-                Some((_, o)) => outcome_words(o),
-                None => (
-                    "undecided".to_string(),
-                    "no decisions file given: decide it in the review file".to_string(),
-                ),
-            };
-            m.insert("decision".into(), Value::String(decision));
-            m.insert("decided".into(), Value::String(detail));
-            if let Some((
-                _,
-                Outcome::Merge {
-                    merge, adopt_ref, ..
-                },
-            )) = by_email.get(g.email.as_str())
-            {
-                let lost: Vec<String> = g
-                    .contacts
-                    .iter()
-                    .filter(|c| merge.contains(&c.rev_user_id))
-                    .filter(|c| adopt_ref.as_deref() != Some(c.rev_user_id.as_str()))
-                    .map(|c| {
-                        format!(
-                            "{} ref {}",
-                            crate::detect::display_id(&c.rev_user_id),
-                            c.external_ref
-                        )
-                    })
-                    .collect();
-                if !lost.is_empty() {
-                    m.insert("lost".into(), Value::String(lost.join("\n")));
-                }
-            }
-        }
-        page.row(&t, &row)?;
+        page.row(&t, &review_row(cx, g)?)?;
     }
     page.end_table()?;
-    more(&mut page, p.needs_review.len(), shown, "groups", json)?;
+    more(page, p.needs_review.len(), shown, "groups", cx.json)
+}
 
-    if let Some(l) = r.live_check {
+/// One needs-review group as its card reads it: the reason in words, the decision and the
+/// refs a merge would leave without a contact.
+fn review_row(cx: &Ctx<'_>, g: &crate::detect::ReviewGroup) -> io::Result<Value> {
+    let mut row = serde_json::to_value(g).map_err(io::Error::other)?;
+    let Some(m) = row.as_object_mut() else {
+        return Ok(row);
+    };
+    m.insert(
+        "reason_words".into(),
+        Value::String(g.reason.describe().to_string()),
+    );
+    if let Some(a) = &cx.org.app {
+        m.insert("app".into(), Value::String(a.clone()));
+    }
+    let outcome = cx.by_email.get(g.email.as_str());
+    let (decision, detail) = match outcome {
+        Some(o) => outcome_words(o),
+        None => (
+            "undecided".to_string(),
+            "no decisions file given: decide it in the review file".to_string(),
+        ),
+    };
+    m.insert("decision".into(), Value::String(decision));
+    m.insert("decided".into(), Value::String(detail));
+    if let Some(Outcome::Merge {
+        merge, adopt_ref, ..
+    }) = outcome
+    {
+        let lost: Vec<String> = g
+            .contacts
+            .iter()
+            .filter(|c| merge.contains(&c.rev_user_id))
+            .filter(|c| adopt_ref.as_deref() != Some(c.rev_user_id.as_str()))
+            .map(|c| {
+                format!(
+                    "{} ref {}",
+                    crate::detect::display_id(&c.rev_user_id),
+                    c.external_ref
+                )
+            })
+            .collect();
+        if !lost.is_empty() {
+            m.insert("lost".into(), Value::String(lost.join("\n")));
+        }
+    }
+    Ok(row)
+}
+
+/// The live check's results (with --check-live) and the rows without an email, as tables.
+fn other_lists(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
+    let p = cx.r.plan;
+    if let Some(l) = cx.r.live_check {
         let shown = l.results.len().min(MOST_CARDS);
-        row_each(&mut page, &live_table(), &l.results[..shown])?;
-        more(&mut page, l.results.len(), shown, "live checks", json)?;
+        row_each(page, &live_table(), &l.results[..shown])?;
+        more(page, l.results.len(), shown, "live checks", cx.json)?;
     }
     let shown = p.no_email.len().min(MOST_CARDS);
-    row_each(&mut page, &no_email_table(), &p.no_email[..shown])?;
-    more(&mut page, p.no_email.len(), shown, "rows", json)?;
+    row_each(page, &no_email_table(), &p.no_email[..shown])?;
+    more(page, p.no_email.len(), shown, "rows", cx.json)
+}
 
-    page.signoff(&by, &when)?;
-
-    page.kv_section("estimate", "Estimate", est)?;
-    if let Some(l) = &live {
+/// The estimate, the live check's figures and the plan's other fields, for whoever asks
+/// (hidden in print).
+fn details(page: &mut Page<'_>, cx: &Ctx<'_>, live: Option<&Value>) -> io::Result<()> {
+    page.kv_section("estimate", "Estimate", at(&cx.top, "estimate"))?;
+    if let Some(l) = live {
         page.kv_section("live", "Live check", l)?;
     }
-    let mut rest = top.clone();
+    let mut rest = cx.top.clone();
     if let Some(m) = rest.as_object_mut() {
         m.remove("estimate");
     }
-    page.kv_section("details", "Plan details", &rest)?;
-    page.finish()
+    page.kv_section("details", "Plan details", &rest)
 }
 
 /// The note under a list cut at [`MOST_CARDS`]: where the rest is.
