@@ -145,7 +145,16 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     // The page for people, next to the plan: a failure is warned about, the plan stands.
     let html_path = html::written_or_warn(
         &path,
-        html::write_plan(&path, &report, decided.as_ref().map(|(_, d)| d)),
+        html::write_plan(
+            &path,
+            &report,
+            decided.as_ref().map(|(_, d)| d),
+            &review::Proposer {
+                keep,
+                facts: facts.as_ref(),
+                held: &held_contacts,
+            },
+        ),
     );
     if cfg.json {
         // The very bytes of the plan file: what is printed is what was saved.

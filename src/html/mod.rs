@@ -36,8 +36,13 @@ pub fn path_for(json: &Path) -> PathBuf {
 }
 
 /// Writes the plan's page next to `json` (with the decisions of `--decisions`, if any).
-pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io::Result<PathBuf> {
-    let page = write_page(json, |w| plan::write(w, json, r, decided))?;
+pub fn write_plan(
+    json: &Path,
+    r: &PlanReport,
+    decided: Option<&Decided>,
+    proposer: &crate::review::Proposer<'_>,
+) -> io::Result<PathBuf> {
+    let page = write_page(json, |w| plan::write(w, json, r, decided, proposer))?;
     let mut line = format!("{} pair(s) to merge", r.plan.pairs.len());
     if !r.plan.needs_review.is_empty() {
         line.push_str(&format!(

@@ -9,8 +9,10 @@ use serde_json::Value;
 use super::page::{Card, Column, Kind, Page, Table, Tone};
 use super::serial::fields_without;
 use super::{at, cell, duration, figure, first, id_cell};
+use crate::detect::{ReviewGroup, ReviewReason};
 use crate::planfile::PlanReport;
 use crate::review::decisions::{Decided, Outcome, Source};
+use crate::review::{Proposal, Proposer};
 
 /// The arrays that can hold one element per CSV row: streamed, never collected.
 const BIG: &[&str] = &["pairs", "needs_review", "no_email", "live_check"];
@@ -40,6 +42,9 @@ fn pairs_table(checked_live: bool) -> Table {
                 contact_cell(at(r, "primary"), at(r, "app"))
             }),
             Column::new("Survivor after", Kind::Long, after),
+            Column::new("Phones, custom fields, tags", Kind::Long, |r| {
+                cell(r, "not_in_export")
+            }),
             Column::new("Merged into it", Kind::Long, |r| {
                 contact_cell(at(r, "secondary"), at(r, "app"))
             }),
@@ -149,8 +154,9 @@ fn review_table() -> Table {
         title: "Groups that need a decision".into(),
         note: Some(
             "Groups detection does not merge on its own: one card per group, its contacts, \
-             why it needs a person, and what the decisions file makes of it. Decide them in \
-             the review file, then --decisions FILE."
+             why it needs a person, what the review file proposes (its proposed and why \
+             columns), and what the decisions file makes of it. Decide them in the review \
+             file (or take its proposals with --accept-proposed), then --decisions FILE."
                 .into(),
         ),
         columns: vec![
@@ -158,12 +164,15 @@ fn review_table() -> Table {
             Column::new("Decision", Kind::Status, |r| {
                 Value::String(figure(at(r, "decision")))
             }),
-            Column::new("Why it needs review", Kind::Long, |r| {
+            Column::new("Why it needs a person", Kind::Long, |r| {
                 Value::String(format!(
                     "{}\n{}",
-                    figure(at(r, "reason_words")),
+                    figure(at(r, "reason")),
                     figure(at(r, "detail"))
                 ))
+            }),
+            Column::new("The review file proposes", Kind::Long, |r| {
+                cell(r, "proposal")
             }),
             Column::new("Contacts", Kind::Long, |r| {
                 let app = at(r, "app");
@@ -315,6 +324,8 @@ struct Ctx<'a> {
     top: Value,
     org: Org,
     by_email: HashMap<&'a str, &'a Outcome>,
+    /// What the review file proposes for a group (the same rules, the same held contacts).
+    proposer: &'a Proposer<'a>,
 }
 
 /// Writes the plan page: the header, the sentence, the counts, what is left to do, the pairs
@@ -324,6 +335,7 @@ pub fn write(
     json: &Path,
     r: &PlanReport,
     decided: Option<&Decided>,
+    proposer: &Proposer<'_>,
 ) -> io::Result<()> {
     // What a decisions file makes of the groups, by email.
     let by_email = decided
@@ -335,6 +347,7 @@ pub fn write(
         top: Value::Object(fields_without(r, BIG)?),
         org: org_of(json),
         by_email,
+        proposer,
     };
     let live = match r.live_check {
         Some(l) => Some(Value::Object(fields_without(l, &["results"])?)),
@@ -520,6 +533,9 @@ fn pair_cards(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
             if let Some(a) = &cx.org.app {
                 m.insert("app".into(), Value::String(a.clone()));
             }
+            if r.live_check.is_none() {
+                m.insert("not_in_export".into(), Value::String(NOT_IN_EXPORT.into()));
+            }
             if let Some(l) = live_by_email.get(pair.email.as_str()) {
                 if let Some(c) = &l.would_carry {
                     m.insert(
@@ -556,14 +572,19 @@ fn review_cards(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
 
 /// One needs-review group as its card reads it: the reason in words, the decision and the
 /// refs a merge would leave without a contact.
-fn review_row(cx: &Ctx<'_>, g: &crate::detect::ReviewGroup) -> io::Result<Value> {
+fn review_row(cx: &Ctx<'_>, g: &ReviewGroup) -> io::Result<Value> {
     let mut row = serde_json::to_value(g).map_err(io::Error::other)?;
     let Some(m) = row.as_object_mut() else {
         return Ok(row);
     };
+    // The reason in words, never its code (the card's details show the row as it is).
     m.insert(
-        "reason_words".into(),
-        Value::String(g.reason.describe().to_string()),
+        "reason".into(),
+        Value::String(plain_reason(g.reason).into()),
+    );
+    m.insert(
+        "proposal".into(),
+        Value::String(proposal_words(&cx.proposer.propose_review(g), g)),
     );
     if let Some(a) = &cx.org.app {
         m.insert("app".into(), Value::String(a.clone()));
@@ -600,6 +621,87 @@ fn review_row(cx: &Ctx<'_>, g: &crate::detect::ReviewGroup) -> io::Result<Value>
         }
     }
     Ok(row)
+}
+
+/// Where a card would list the contacts' phones, custom fields and tags: the export holds
+/// none of them, only DevRev does.
+const NOT_IN_EXPORT: &str =
+    "not in the export: run --preview --check-live to see them and what the merge carries over";
+
+/// Why a group needs a person, in words a reviewer reads without the code's glossary.
+fn plain_reason(r: ReviewReason) -> &'static str {
+    match r {
+        ReviewReason::DuplicateId => {
+            "the same contact id is on several rows of the export: the export needs fixing first"
+        }
+        ReviewReason::DropRef => {
+            "one contact is what an earlier merge left behind (its ref holds -drop-): it is \
+             never merged again, and no rule says what to do with the others"
+        }
+        ReviewReason::OtherRef => {
+            "a contact's ref is neither DevRev's (REVU-) nor your app's (user_), so no rule \
+             says which contact should survive"
+        }
+        ReviewReason::SeveralRevu => {
+            "several contacts DevRev created (REVU-) share this email: no rule says which one \
+             survives"
+        }
+        ReviewReason::RevuWithSeveralUser => {
+            "one contact DevRev created (REVU-) and several your app created (user_) share this \
+             email: only a person can say which are the same customer"
+        }
+        ReviewReason::SeveralUser => {
+            "several contacts your app created (user_), and none DevRev created, share this \
+             email: no rule says which one survives"
+        }
+        ReviewReason::LiveNotFound => "a contact no longer exists in DevRev",
+        ReviewReason::LiveNotActive => {
+            "a contact is not active in DevRev (deactivated, deleted or locked)"
+        }
+        ReviewReason::LiveAlreadyMerged => "a contact already shows as merged in DevRev",
+        ReviewReason::LiveEmailChanged => {
+            "a contact's email in DevRev no longer matches the export"
+        }
+        ReviewReason::LiveRefChanged => "a contact's ref in DevRev differs from the export",
+        ReviewReason::LiveUnverifiedIntoVerified => {
+            "DevRev refuses to merge an unverified contact into a verified one"
+        }
+        ReviewReason::LiveDifferentAccounts => {
+            "the contacts belong to different customer accounts in DevRev"
+        }
+        ReviewReason::LiveFieldsUnknown => {
+            "DevRev's answer lacked what a merge is judged by (verified, custom fields, tags): \
+             checked again by the next preview or run"
+        }
+        ReviewReason::LiveCheckFailed => {
+            "the live check failed (an API error after retries): run the preview again"
+        }
+    }
+}
+
+/// The review file's proposal for a group in one line: who survives, who merges into it,
+/// who is left alone, and the rule that decided (or why nothing is proposed).
+fn proposal_words(p: &Proposal, g: &ReviewGroup) -> String {
+    let id = |d: &str| crate::detect::display_id(d);
+    let Some(keep) = &p.keep else {
+        return format!("nothing: {}", p.why);
+    };
+    let mut s = format!(
+        "keep {}, merge {} into it. Why: {}",
+        id(keep),
+        p.merge.iter().map(|m| id(m)).collect::<Vec<_>>().join(", "),
+        p.why
+    );
+    let alone: Vec<String> = g
+        .contacts
+        .iter()
+        .filter(|c| c.rev_user_id != *keep && !p.merge.contains(&c.rev_user_id))
+        .map(|c| id(&c.rev_user_id))
+        .collect();
+    if !alone.is_empty() {
+        s.push_str(&format!(". Left alone: {}", alone.join(", ")));
+    }
+    s
 }
 
 /// The live check's results (with --check-live) and the rows without an email, as tables.

@@ -42,6 +42,50 @@ pub const EXTRA_COLUMNS: [&str; 4] = ["recorded", "verified", "state", "account"
 
 use crate::spreadsheet::defuse;
 
+/// What the review file proposes for a group, the same wherever it is shown (the file, the
+/// plan page): the rules of [`proposal_with`], with the savepoint's held contacts left out.
+pub struct Proposer<'a> {
+    pub keep: Keep,
+    /// `--check-live`'s facts of the needs-review contacts (none offline).
+    pub facts: Option<&'a Facts>,
+    /// Every contact the savepoint keeps from any new merge, with why.
+    pub held: &'a HashMap<String, String>,
+}
+
+impl Proposer<'_> {
+    /// The proposal for `g`. A contact the savepoint holds (merged away, restored, ...) is
+    /// never proposed: the run would refuse the merge. The rest of its group is proposed
+    /// without it.
+    pub fn propose(&self, g: &Group<'_>) -> Proposal {
+        let free = Group {
+            contacts: g
+                .contacts
+                .iter()
+                .copied()
+                .filter(|c| !self.held.contains_key(&c.rev_user_id))
+                .collect(),
+            ..g.clone()
+        };
+        if free.contacts.len() < 2 {
+            Proposal::none("fewer than two contacts the savepoint leaves free")
+        } else if free.contacts.len() < g.contacts.len() && g.kind == GroupKind::CleanPair {
+            Proposal::none("a contact is held by the savepoint")
+        } else {
+            proposal_with(&free, self.keep, self.facts)
+        }
+    }
+
+    /// [`Proposer::propose`] for a needs-review group of the plan.
+    pub fn propose_review(&self, g: &crate::detect::ReviewGroup) -> Proposal {
+        self.propose(&Group {
+            id: super::group_id(&g.email),
+            kind: GroupKind::NeedsReview(g.reason.describe()),
+            email: &g.email,
+            contacts: g.contacts.iter().collect(),
+        })
+    }
+}
+
 /// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
 ///
 /// `recorded` is the `recorded` column by group id (see [`EXTRA_COLUMNS`]).
@@ -81,25 +125,9 @@ fn write_rows(
         .terminator(csv::Terminator::CRLF)
         .from_writer(w);
     csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
+    let proposer = Proposer { keep, facts, held };
     for g in groups(plan) {
-        // A contact the savepoint holds (merged away, restored, ...) is never proposed: the
-        // run would refuse the merge. The rest of its group is proposed without it.
-        let free = Group {
-            contacts: g
-                .contacts
-                .iter()
-                .copied()
-                .filter(|c| !held.contains_key(&c.rev_user_id))
-                .collect(),
-            ..g.clone()
-        };
-        let proposal = if free.contacts.len() < 2 {
-            Proposal::none("fewer than two contacts the savepoint leaves free")
-        } else if free.contacts.len() < g.contacts.len() && g.kind == GroupKind::CleanPair {
-            Proposal::none("a contact is held by the savepoint")
-        } else {
-            proposal_with(&free, keep, facts)
-        };
+        let proposal = proposer.propose(&g);
         let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
         for c in &g.contacts {
             let proposed = match &proposal.keep {
