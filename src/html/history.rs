@@ -87,15 +87,6 @@ pub fn newest_org(dir: &Path) -> Option<Value> {
         .find_map(|e| e.organization.filter(|o| !o.is_null()))
 }
 
-/// The newest review file of `dir` (`review-<ts>.csv`), by name.
-pub fn newest_review(dir: &Path) -> Option<String> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("review-") && n.ends_with(".csv"))
-        .max()
-}
-
 /// The savepoint the history names last (else `savepoint.json` where the tool runs).
 fn savepoint_of(all: &[Entry]) -> PathBuf {
     all.iter()

@@ -326,6 +326,8 @@ struct Ctx<'a> {
     by_email: HashMap<&'a str, &'a Outcome>,
     /// What the review file proposes for a group (the same rules, the same held contacts).
     proposer: &'a Proposer<'a>,
+    /// The review file written beside the plan.
+    review: &'a Path,
 }
 
 /// Writes the plan page: the header, the sentence, the counts, what is left to do, the pairs
@@ -336,6 +338,7 @@ pub fn write(
     r: &PlanReport,
     decided: Option<&Decided>,
     proposer: &Proposer<'_>,
+    review: &Path,
 ) -> io::Result<()> {
     // What a decisions file makes of the groups, by email.
     let by_email = decided
@@ -348,6 +351,7 @@ pub fn write(
         org: org_of(json),
         by_email,
         proposer,
+        review,
     };
     let live = match r.live_check {
         Some(l) => Some(Value::Object(fields_without(l, &["results"])?)),
@@ -458,12 +462,7 @@ fn summary_cards(cx: &Ctx<'_>, c: &Tally, live: Option<&Value>) -> Vec<Card> {
 /// nothing is left).
 fn before_approving(page: &mut Page<'_>, cx: &Ctx<'_>, undecided: usize) -> io::Result<()> {
     let (r, p) = (cx.r, cx.r.plan);
-    let review = cx
-        .json
-        .parent()
-        .and_then(super::history::newest_review)
-        .map(|f| format!("reports/{f}"))
-        .unwrap_or_else(|| "reports/review-<timestamp>.csv".into());
+    let review = cx.review.display();
     let mut todo: Vec<(String, Option<String>)> = Vec::new();
     if undecided > 0 {
         todo.push((

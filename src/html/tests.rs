@@ -64,6 +64,7 @@ fn render_plan(plan: &detect::Plan) -> String {
             facts: None,
             held: &Default::default(),
         },
+        std::path::Path::new("reports/review-x.csv"),
     )
     .unwrap();
     String::from_utf8(out).unwrap()

@@ -86,30 +86,31 @@ impl Proposer<'_> {
     }
 }
 
-/// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
+/// Writes the review file for `plan` at `path` (0600, atomically; a new name from
+/// `fsutil::unique_path`, known before it is written so the plan page can name it) and
+/// returns the path.
 ///
 /// `recorded` is the `recorded` column by group id (see [`EXTRA_COLUMNS`]).
 /// `held` is every contact the savepoint keeps from any new merge, with why: never proposed.
 pub fn write(
-    dir: &Path,
+    path: &Path,
     plan: &Plan,
     keep: Keep,
     recorded: &BTreeMap<String, String>,
     facts: Option<&Facts>,
     held: &HashMap<String, String>,
 ) -> Result<PathBuf, AppError> {
-    let path = fsutil::unique_path(dir, "review", "csv");
     let cant = |e: std::io::Error| {
         AppError::CantCreate(format!(
             "cannot write the review file {}: {e}",
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| {
+    fsutil::write_private_atomic_with(path, false, |w| {
         write_rows(w, plan, keep, recorded, facts, held)
     })
     .map_err(cant)?;
-    Ok(path)
+    Ok(path.to_path_buf())
 }
 
 fn write_rows(

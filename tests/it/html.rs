@@ -574,6 +574,14 @@ fn the_plan_page_shows_each_groups_proposal_and_reason_in_words() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|x| x == "csv"))
         .unwrap();
+    // The page names the very review file written beside it, in the command to run next.
+    assert!(
+        dom.contains(&format!(
+            "--preview --decisions reports/{}</pre>",
+            review.file_name().unwrap().to_string_lossy()
+        )),
+        "{dom}"
+    );
     let text = std::fs::read_to_string(review).unwrap();
     let mut rows = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
     let mut proposed: std::collections::BTreeMap<String, (String, Vec<String>)> =
