@@ -646,8 +646,8 @@ fn plain_reason(r: ReviewReason) -> &'static str {
              survives"
         }
         ReviewReason::RevuWithSeveralUser => {
-            "one contact DevRev created (REVU-) and several your app created (user_) share this \
-             email: only a person can say which are the same customer"
+            "one contact DevRev created (REVU-) and several that your app created (user_) share \
+             this email: only a person can say which are the same customer"
         }
         ReviewReason::SeveralUser => {
             "several contacts your app created (user_), and none DevRev created, share this \

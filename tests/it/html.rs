@@ -618,8 +618,8 @@ fn the_plan_page_shows_each_groups_proposal_and_reason_in_words() {
     );
     assert!(
         seen.contains(
-            "one contact DevRev created (REVU-) and several your app created (user_) share \
-             this email: only a person can say which are the same customer"
+            "one contact DevRev created (REVU-) and several that your app created (user_) \
+             share this email: only a person can say which are the same customer"
         ),
         "{seen}"
     );
