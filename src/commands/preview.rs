@@ -210,20 +210,31 @@ fn write_files(
     recorded_text: &BTreeMap<String, String>,
 ) -> Result<(PathBuf, Option<PathBuf>), AppError> {
     let plan = report.plan;
+    let started = std::time::Instant::now();
+    let done = |what: &str| {
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "{what} written");
+    };
     let (plan_written, review_written, page_written) = std::thread::scope(|s| {
         let review = s.spawn(|| {
-            review::write(
+            let r = review::write(
                 &to.review,
                 plan,
                 proposer.keep,
                 recorded_text,
                 proposer.facts,
                 proposer.held,
-            )
+            );
+            done("review file");
+            r
         });
-        let page = s.spawn(|| html::write_plan(&to.plan, report, decided, proposer, &to.review));
+        let page = s.spawn(|| {
+            let p = html::write_plan(&to.plan, report, decided, proposer, &to.review);
+            done("plan page");
+            p
+        });
         let plan_written =
             fsutil::write_private_atomic_with(&to.plan, false, |w| planfile::write(w, report));
+        done("plan file");
         let stopped = |what: &str| format!("the {what}'s writer stopped unexpectedly");
         let review_written = review
             .join()

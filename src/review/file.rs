@@ -2,7 +2,9 @@
 //! UTF-8 byte-order mark so Excel reads the accents, CRLF line ends, every field quoted where
 //! needed) and read back however a spreadsheet saved it (see `decisions.rs`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +59,15 @@ impl Proposer<'_> {
     /// never proposed: the run would refuse the merge. The rest of its group is proposed
     /// without it.
     pub fn propose(&self, g: &Group<'_>) -> Proposal {
+        // Nothing held (the usual case): the group as it is, without a copy.
+        if g.contacts.len() >= 2
+            && !g
+                .contacts
+                .iter()
+                .any(|c| self.held.contains_key(&c.rev_user_id))
+        {
+            return proposal_with(g, self.keep, self.facts);
+        }
         let free = Group {
             contacts: g
                 .contacts
@@ -127,9 +138,17 @@ fn write_rows(
         .from_writer(w);
     csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
     let proposer = Proposer { keep, facts, held };
+    // Reused for every row: no allocation per row for what is formatted.
+    let (mut tickets, mut display_id) = (String::new(), String::new());
     for g in groups(plan) {
         let proposal = proposer.propose(&g);
         let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
+        // Once per group, not per row: a million-row export has about a million rows here.
+        let merge_why = proposal
+            .keep
+            .as_deref()
+            .map(|k| format!("merge into {}", crate::detect::display_id(k)))
+            .unwrap_or_else(|| "merge into ".into());
         for c in &g.contacts {
             let proposed = match &proposal.keep {
                 Some(k) if *k == c.rev_user_id => "keep",
@@ -137,31 +156,29 @@ fn write_rows(
                 _ => "",
             };
             let fact = facts.and_then(|f| f.get(&c.rev_user_id));
-            let why = match (proposed, &g.kind) {
+            let why: Cow<'_, str> = match (proposed, &g.kind) {
                 _ if held.contains_key(&c.rev_user_id) => {
-                    format!("held by the savepoint: {}", held[&c.rev_user_id])
+                    format!("held by the savepoint: {}", held[&c.rev_user_id]).into()
                 }
-                ("keep", _) => proposal.why.clone(),
-                ("merge", _) => format!(
-                    "merge into {}",
-                    proposal
-                        .keep
-                        .as_deref()
-                        .map(crate::detect::display_id)
-                        .unwrap_or_default()
-                ),
-                (_, GroupKind::CleanPair) => String::new(),
+                ("keep", _) => proposal.why.as_str().into(),
+                ("merge", _) => merge_why.as_str().into(),
+                (_, GroupKind::CleanPair) => "".into(),
                 _ if c.ref_class() == crate::detect::RefClass::Drop => {
-                    "a -drop- ref: left alone".to_string()
+                    "a -drop- ref: left alone".into()
                 }
-                _ if fact.is_some_and(|f| !f.active()) => "not active: left alone".to_string(),
+                _ if fact.is_some_and(|f| !f.active()) => "not active: left alone".into(),
                 _ if proposal.keep.is_some() && fact.and_then(|f| f.verified) == Some(false) => {
-                    "unverified: DevRev refuses it into the verified survivor".to_string()
+                    "unverified: DevRev refuses it into the verified survivor".into()
                 }
-                _ if proposal.keep.is_some() => "left alone".to_string(),
-                _ => proposal.why.clone(),
+                _ if proposal.keep.is_some() => "left alone".into(),
+                _ => proposal.why.as_str().into(),
             };
-            let tickets = c.ticket_count.map(|n| n.to_string()).unwrap_or_default();
+            tickets.clear();
+            if let Some(n) = c.ticket_count {
+                let _ = write!(tickets, "{n}");
+            }
+            display_id.clear();
+            crate::detect::push_display_id(&c.rev_user_id, &mut display_id);
             let verified = match fact.and_then(|f| f.verified) {
                 Some(true) => "yes",
                 Some(false) => "no",
@@ -179,7 +196,7 @@ fn write_rows(
                     g.kind.text(),
                     g.email,
                     &c.rev_user_id,
-                    &c.display_id(),
+                    &display_id,
                     &c.external_ref,
                     ref_kind(c),
                     &c.display_name,
