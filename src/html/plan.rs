@@ -71,7 +71,9 @@ fn pairs_table(checked_live: bool) -> Table {
 }
 
 /// A contact in lines: name, display id, ref, ticket count; a link to it in the DevRev app
-/// when the app's URL is known (`[text, DON, href]`).
+/// when the app's URL is known (`[text, DON, href]`). The `<app>/contacts/<REVU-…>` path is
+/// unverified: DevRev documents no contact URL (public code shows only
+/// `<app>/<org-slug>/works/<display id>` for work items; docs/html-report.md).
 fn contact_cell(c: &Value, app: &Value) -> Value {
     if c.is_null() {
         return Value::Null;
