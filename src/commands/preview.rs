@@ -1,8 +1,9 @@
 //! `--csv FILE --preview [--check-live]`: build the plan, check it live on request, save it to
 //! `reports/plan-<timestamp>.json` and show it (the tables are formatted in `preview.rs`).
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::config::Config;
 use crate::detect::Plan;
@@ -106,47 +107,23 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         .map(review::lasting::recorded_text)
         .unwrap_or_default();
     let held_contacts = untouchable(journal.as_ref());
-    let (dir, keep) = (&cfg.report_dir, cfg.keep);
-    // The plan file and the review file (every group, one row per contact) are written at
-    // once, each on its own thread: for a million-row export each takes about half a second,
-    // and neither needs the other.
-    let (plan_written, review_written) = std::thread::scope(|s| {
-        let review = s.spawn(|| {
-            review::write(
-                dir,
-                &plan,
-                keep,
-                &recorded_text,
-                facts.as_ref(),
-                &held_contacts,
-            )
-        });
-        let plan_written =
-            fsutil::write_private_atomic_with(&path, false, |w| planfile::write(w, &report));
-        let review_written = review.join().unwrap_or_else(|_| {
-            Err(AppError::CantCreate(
-                "the review file's writer stopped unexpectedly".into(),
-            ))
-        });
-        (plan_written, review_written)
-    });
-    if let Err(e) = plan_written {
-        // No review file without its plan.
-        if let Ok(r) = &review_written {
-            let _ = std::fs::remove_file(r);
-        }
-        return Err(AppError::CantCreate(format!(
-            "cannot write the plan to {}: {e}",
-            path.display()
-        )));
-    }
-    let review_path = review_written?;
-    tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan and review files written");
-    // The page for people, next to the plan: a failure is warned about, the plan stands.
-    let html_path = html::written_or_warn(
-        &path,
-        html::write_plan(&path, &report, decided.as_ref().map(|(_, d)| d)),
+    let written = write_files(
+        &Files {
+            plan: path.clone(),
+            review: fsutil::unique_path(&cfg.report_dir, "review", "csv"),
+        },
+        &report,
+        decided.as_ref().map(|(_, d)| d),
+        &review::Proposer {
+            keep: cfg.keep,
+            facts: facts.as_ref(),
+            held: &held_contacts,
+        },
+        &recorded_text,
     );
+    let (review_path, html_path) = written?;
+    html::record_plan(&path, &report, decided.is_some());
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, path = %path.display(), "plan, review file and page written");
     if cfg.json {
         // The very bytes of the plan file: what is printed is what was saved.
         let mut saved = std::fs::File::open(&path).map_err(|e| {
@@ -198,6 +175,7 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
         ));
         cfg.printer.note(&review::lasting::late_vetoes_text(&late));
     }
+    tracing::debug!(ms = started.elapsed().as_millis() as u64, "plan shown");
     let outcome = match &live_summary {
         Some(s) if s.errors > 0 => Err(AppError::SomeFailed(format!(
             "{} pair(s) could not be checked live (API errors after retries); they are listed \
@@ -211,6 +189,85 @@ pub async fn run(cfg: &Config, csv: &Path, live: bool) -> Result<(), AppError> {
     // a noticeable fraction of the run and gives nothing back.
     std::mem::forget(plan);
     outcome
+}
+
+/// Where the preview writes its plan and its review file.
+struct Files {
+    plan: PathBuf,
+    review: PathBuf,
+}
+
+/// Writes the plan file, the review file (every group, one row per contact) and the plan's
+/// page at once, each on its own thread: for a million-row export the first two take about
+/// half a second each, and none needs another (the page names the review file by the path
+/// chosen before). A plan that cannot be written leaves neither of the others behind; a page
+/// that cannot be written is warned about (the plan stands): its path is `None`.
+fn write_files(
+    to: &Files,
+    report: &PlanReport,
+    decided: Option<&review::decisions::Decided>,
+    proposer: &review::Proposer<'_>,
+    recorded_text: &BTreeMap<String, String>,
+) -> Result<(PathBuf, Option<PathBuf>), AppError> {
+    let plan = report.plan;
+    let started = std::time::Instant::now();
+    let done = |what: &str| {
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "{what} written");
+    };
+    let (plan_written, review_written, page_written) = std::thread::scope(|s| {
+        let review = s.spawn(|| {
+            let r = review::write(
+                &to.review,
+                plan,
+                proposer.keep,
+                recorded_text,
+                proposer.facts,
+                proposer.held,
+            );
+            done("review file");
+            r
+        });
+        let page = s.spawn(|| {
+            let p = html::write_plan(&to.plan, report, decided, proposer, &to.review);
+            done("plan page");
+            p
+        });
+        let plan_written =
+            fsutil::write_private_atomic_with(&to.plan, false, |w| planfile::write(w, report));
+        done("plan file");
+        let stopped = |what: &str| format!("the {what}'s writer stopped unexpectedly");
+        let review_written = review
+            .join()
+            .unwrap_or_else(|_| Err(AppError::CantCreate(stopped("review file"))));
+        let page_written = page
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other(stopped("plan page"))));
+        (plan_written, review_written, page_written)
+    });
+    if let Err(e) = plan_written {
+        // No review file and no page without their plan.
+        if let Ok(r) = &review_written {
+            let _ = std::fs::remove_file(r);
+        }
+        if let Ok(p) = &page_written {
+            let _ = std::fs::remove_file(p);
+        }
+        return Err(AppError::CantCreate(format!(
+            "cannot write the plan to {}: {e}",
+            to.plan.display()
+        )));
+    }
+    let review_path = match review_written {
+        Ok(p) => p,
+        Err(e) => {
+            // The page names the review file: no page without it.
+            if let Ok(p) = &page_written {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+    };
+    Ok((review_path, html::written_or_warn(&to.plan, page_written)))
 }
 
 /// The savepoint (`--savepoint`), read only and without the lock: a preview never blocks a

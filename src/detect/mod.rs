@@ -348,9 +348,19 @@ pub fn classify_ref(raw: &str) -> RefClass {
 
 /// The human display id of a contact: `REVU-<id>` for a DON, else the id as given.
 pub fn display_id(rev_user_id: &str) -> String {
+    let mut out = String::with_capacity(rev_user_id.len());
+    push_display_id(rev_user_id, &mut out);
+    out
+}
+
+/// [`display_id`] appended to `out`: for writers of a row per contact, which reuse one buffer.
+pub fn push_display_id(rev_user_id: &str, out: &mut String) {
     match rev_user_id.rsplit_once(":revu/") {
-        Some((_, id)) if !id.is_empty() => format!("REVU-{id}"),
-        _ => rev_user_id.to_string(),
+        Some((_, id)) if !id.is_empty() => {
+            out.push_str("REVU-");
+            out.push_str(id);
+        }
+        _ => out.push_str(rev_user_id),
     }
 }
 

@@ -87,15 +87,6 @@ pub fn newest_org(dir: &Path) -> Option<Value> {
         .find_map(|e| e.organization.filter(|o| !o.is_null()))
 }
 
-/// The newest review file of `dir` (`review-<ts>.csv`), by name.
-pub fn newest_review(dir: &Path) -> Option<String> {
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("review-") && n.ends_with(".csv"))
-        .max()
-}
-
 /// The savepoint the history names last (else `savepoint.json` where the tool runs).
 fn savepoint_of(all: &[Entry]) -> PathBuf {
     all.iter()
@@ -137,7 +128,41 @@ fn write(w: &mut dyn io::Write, dir: &Path, all: &[Entry]) -> io::Result<()> {
         decisions.len()
     ))?;
 
-    // Every report, oldest first: the listed ones, then any other report of the folder.
+    let rows = report_rows(dir, all);
+    page.link_table(
+        "reports",
+        "Previews, runs and restores",
+        &["When", "What", "Outcome", "By", "Report"],
+        &rows,
+    )?;
+
+    let drows = decision_rows(&decisions);
+    page.link_table(
+        "decisions",
+        "Decisions recorded in the savepoint",
+        &["When", "Group", "Email", "Decision", "State", "From file"],
+        &drows,
+    )?;
+    if journal.is_none() {
+        page.points(
+            "no-savepoint",
+            "Savepoint",
+            Tone::Plain,
+            &[(
+                format!(
+                    "No savepoint at {} (none yet, or elsewhere): its decisions are not listed.",
+                    savepoint.display()
+                ),
+                None,
+            )],
+        )?;
+    }
+    page.finish()
+}
+
+/// One row per report, oldest first: the listed ones, then any other report of the folder
+/// (written before the history was kept).
+fn report_rows(dir: &Path, all: &[Entry]) -> Vec<(Vec<String>, Option<String>)> {
     let mut rows: Vec<(String, Vec<String>, Option<String>)> = all
         .iter()
         .map(|e| {
@@ -182,16 +207,15 @@ fn write(w: &mut dyn io::Write, dir: &Path, all: &[Entry]) -> io::Result<()> {
         }
     }
     rows.sort_by(|a, b| stamp_of(&a.0).cmp(&stamp_of(&b.0)).then(a.0.cmp(&b.0)));
-    let rows: Vec<(Vec<String>, Option<String>)> =
-        rows.into_iter().map(|(_, c, l)| (c, l)).collect();
-    page.link_table(
-        "reports",
-        "Previews, runs and restores",
-        &["When", "What", "Outcome", "By", "Report"],
-        &rows,
-    )?;
+    rows.into_iter().map(|(_, c, l)| (c, l)).collect()
+}
 
-    let drows: Vec<(Vec<String>, Option<String>)> = decisions
+/// One row per decision the savepoint holds: when, which group, what, whether it still holds,
+/// and from which file.
+fn decision_rows(
+    decisions: &[&crate::merge::journal::GroupDecision],
+) -> Vec<(Vec<String>, Option<String>)> {
+    decisions
         .iter()
         .map(|d| {
             let state = match &d.revoked {
@@ -217,28 +241,7 @@ fn write(w: &mut dyn io::Write, dir: &Path, all: &[Entry]) -> io::Result<()> {
                 None,
             )
         })
-        .collect();
-    page.link_table(
-        "decisions",
-        "Decisions recorded in the savepoint",
-        &["When", "Group", "Email", "Decision", "State", "From file"],
-        &drows,
-    )?;
-    if journal.is_none() {
-        page.points(
-            "no-savepoint",
-            "Savepoint",
-            Tone::Plain,
-            &[(
-                format!(
-                    "No savepoint at {} (none yet, or elsewhere): its decisions are not listed.",
-                    savepoint.display()
-                ),
-                None,
-            )],
-        )?;
-    }
-    page.finish()
+        .collect()
 }
 
 /// The page of a report when there is one, else its JSON (relative to the history page).

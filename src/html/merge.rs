@@ -250,9 +250,24 @@ fn changed_and_todo(
     top: &Value,
 ) -> io::Result<()> {
     let s = &r.summary;
-    let csv = figure(at(top, "configuration.csv"));
-    let sp = figure(at(top, "configuration.savepoint"));
-    let rerun = format!("devrev-merge --csv {csv} --savepoint {sp}");
+    page.points("changed", "What changed in DevRev", Tone::Good, &changed(r))?;
+    let tone = if s.failed > 0 || !r.late_vetoes.is_empty() {
+        Tone::Bad
+    } else {
+        Tone::Warn
+    };
+    page.points(
+        "todo",
+        "What to check, and what to run",
+        tone,
+        &todo(json, r, top),
+    )
+}
+
+/// What the run changed in DevRev, one line each (merges, adopted refs, repairs, carry-over,
+/// refs left without a contact).
+fn changed(r: &MergeReport<'_>) -> Vec<(String, Option<String>)> {
+    let s = &r.summary;
     let mut changed: Vec<(String, Option<String>)> = Vec::new();
     if s.merged_this_run > 0 {
         changed.push((
@@ -307,8 +322,15 @@ fn changed_and_todo(
             None,
         ));
     }
-    page.points("changed", "What changed in DevRev", Tone::Good, &changed)?;
+    changed
+}
 
+/// What is left to check or do after the run, each with the exact command that does it.
+fn todo(json: &std::path::Path, r: &MergeReport<'_>, top: &Value) -> Vec<(String, Option<String>)> {
+    let s = &r.summary;
+    let csv = figure(at(top, "configuration.csv"));
+    let sp = figure(at(top, "configuration.savepoint"));
+    let rerun = format!("devrev-merge --csv {csv} --savepoint {sp}");
     let mut todo: Vec<(String, Option<String>)> = Vec::new();
     for v in &r.late_vetoes {
         for m in &v.merged {
@@ -386,12 +408,7 @@ fn changed_and_todo(
             Some(format!("devrev-merge --restore {}", json.display())),
         ));
     }
-    let tone = if s.failed > 0 || !r.late_vetoes.is_empty() {
-        Tone::Bad
-    } else {
-        Tone::Warn
-    };
-    page.points("todo", "What to check, and what to run", tone, &todo)
+    todo
 }
 
 /// The old→new id table: `labels` are the old id, its DON, the new id, its DON.
@@ -464,35 +481,7 @@ pub fn write(w: &mut dyn Write, json: &std::path::Path, r: &MergeReport<'_>) -> 
     // The console's API line, word for word.
     page.para("note", &format!("API: {}", r.api.line()))?;
 
-    // A pair merged against a later veto is not shown as plainly merged.
-    let vetoed: std::collections::HashMap<(&str, &str), &str> = r
-        .late_vetoes
-        .iter()
-        .flat_map(|v| {
-            v.merged
-                .iter()
-                .map(move |m| ((m.primary.as_str(), m.secondary.as_str()), v.decision))
-        })
-        .collect();
-    let t = pairs_table();
-    page.begin_table(&t, r.pairs.len())?;
-    for_each_element(&r.pairs, &mut |mut row| {
-        let key = (
-            at(&row, "primary").as_str().unwrap_or_default().to_string(),
-            at(&row, "secondary")
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
-        );
-        if let (Some(d), Some(m)) = (
-            vetoed.get(&(key.0.as_str(), key.1.as_str())),
-            row.as_object_mut(),
-        ) {
-            m.insert("vetoed_later".into(), Value::String(d.to_string()));
-        }
-        page.row(&t, &row)
-    })?;
-    page.end_table()?;
+    pair_rows(&mut page, r)?;
 
     if !r.groups.is_empty() {
         let t = groups_table();
@@ -525,4 +514,37 @@ pub fn write(w: &mut dyn Write, json: &std::path::Path, r: &MergeReport<'_>) -> 
     }
     page.kv_section("details", "Run details", &rest)?;
     page.finish()
+}
+
+/// Every pair of the run, one row each; a pair merged against a later veto is not shown as
+/// plainly merged.
+fn pair_rows(page: &mut Page<'_>, r: &MergeReport<'_>) -> io::Result<()> {
+    let vetoed: std::collections::HashMap<(&str, &str), &str> = r
+        .late_vetoes
+        .iter()
+        .flat_map(|v| {
+            v.merged
+                .iter()
+                .map(move |m| ((m.primary.as_str(), m.secondary.as_str()), v.decision))
+        })
+        .collect();
+    let t = pairs_table();
+    page.begin_table(&t, r.pairs.len())?;
+    for_each_element(&r.pairs, &mut |mut row| {
+        let key = (
+            at(&row, "primary").as_str().unwrap_or_default().to_string(),
+            at(&row, "secondary")
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+        if let (Some(d), Some(m)) = (
+            vetoed.get(&(key.0.as_str(), key.1.as_str())),
+            row.as_object_mut(),
+        ) {
+            m.insert("vetoed_later".into(), Value::String(d.to_string()));
+        }
+        page.row(&t, &row)
+    })?;
+    page.end_table()
 }

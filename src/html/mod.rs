@@ -35,9 +35,23 @@ pub fn path_for(json: &Path) -> PathBuf {
     json.with_extension("html")
 }
 
-/// Writes the plan's page next to `json` (with the decisions of `--decisions`, if any).
-pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io::Result<PathBuf> {
-    let page = write_page(json, |w| plan::write(w, json, r, decided))?;
+/// Writes the plan's page next to `json` (with the decisions of `--decisions`, if any);
+/// `review` is the review file written beside the plan (the page names it). The preview
+/// writes it while the plan and the review file are being written, and records it in the
+/// history ([`record_plan`]) once they are.
+pub fn write_plan(
+    json: &Path,
+    r: &PlanReport,
+    decided: Option<&Decided>,
+    proposer: &crate::review::Proposer<'_>,
+    review: &Path,
+) -> io::Result<PathBuf> {
+    write_page(json, |w| plan::write(w, json, r, decided, proposer, review))
+}
+
+/// Records the preview whose plan is `json` in the folder's history, and writes the history
+/// page again.
+pub fn record_plan(json: &Path, r: &PlanReport, decided: bool) {
     let mut line = format!("{} pair(s) to merge", r.plan.pairs.len());
     if !r.plan.needs_review.is_empty() {
         line.push_str(&format!(
@@ -45,7 +59,7 @@ pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io:
             r.plan.needs_review.len()
         ));
     }
-    if decided.is_some() {
+    if decided {
         line.push_str(" (with a decisions file)");
     }
     line.push_str(&format!(" from {}", r.plan.source));
@@ -61,7 +75,6 @@ pub fn write_plan(json: &Path, r: &PlanReport, decided: Option<&Decided>) -> io:
             by: plan::who(),
         },
     );
-    Ok(page)
 }
 
 /// Writes a merge run's page next to `json`.

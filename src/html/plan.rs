@@ -9,8 +9,10 @@ use serde_json::Value;
 use super::page::{Card, Column, Kind, Page, Table, Tone};
 use super::serial::fields_without;
 use super::{at, cell, duration, figure, first, id_cell};
+use crate::detect::{ReviewGroup, ReviewReason};
 use crate::planfile::PlanReport;
 use crate::review::decisions::{Decided, Outcome, Source};
+use crate::review::{Proposal, Proposer};
 
 /// The arrays that can hold one element per CSV row: streamed, never collected.
 const BIG: &[&str] = &["pairs", "needs_review", "no_email", "live_check"];
@@ -40,6 +42,9 @@ fn pairs_table(checked_live: bool) -> Table {
                 contact_cell(at(r, "primary"), at(r, "app"))
             }),
             Column::new("Survivor after", Kind::Long, after),
+            Column::new("Phones, custom fields, tags", Kind::Long, |r| {
+                cell(r, "not_in_export")
+            }),
             Column::new("Merged into it", Kind::Long, |r| {
                 contact_cell(at(r, "secondary"), at(r, "app"))
             }),
@@ -66,7 +71,9 @@ fn pairs_table(checked_live: bool) -> Table {
 }
 
 /// A contact in lines: name, display id, ref, ticket count; a link to it in the DevRev app
-/// when the app's URL is known (`[text, DON, href]`).
+/// when the app's URL is known (`[text, DON, href]`). The `<app>/contacts/<REVU-…>` path is
+/// unverified: DevRev documents no contact URL (public code shows only
+/// `<app>/<org-slug>/works/<display id>` for work items; docs/html-report.md).
 fn contact_cell(c: &Value, app: &Value) -> Value {
     if c.is_null() {
         return Value::Null;
@@ -149,8 +156,9 @@ fn review_table() -> Table {
         title: "Groups that need a decision".into(),
         note: Some(
             "Groups detection does not merge on its own: one card per group, its contacts, \
-             why it needs a person, and what the decisions file makes of it. Decide them in \
-             the review file, then --decisions FILE."
+             why it needs a person, what the review file proposes (its proposed and why \
+             columns), and what the decisions file makes of it. Decide them in the review \
+             file (or take its proposals with --accept-proposed), then --decisions FILE."
                 .into(),
         ),
         columns: vec![
@@ -158,12 +166,15 @@ fn review_table() -> Table {
             Column::new("Decision", Kind::Status, |r| {
                 Value::String(figure(at(r, "decision")))
             }),
-            Column::new("Why it needs review", Kind::Long, |r| {
+            Column::new("Why it needs a person", Kind::Long, |r| {
                 Value::String(format!(
                     "{}\n{}",
-                    figure(at(r, "reason_words")),
+                    figure(at(r, "reason")),
                     figure(at(r, "detail"))
                 ))
+            }),
+            Column::new("The review file proposes", Kind::Long, |r| {
+                cell(r, "proposal")
             }),
             Column::new("Contacts", Kind::Long, |r| {
                 let app = at(r, "app");
@@ -307,72 +318,109 @@ pub(super) fn who() -> String {
 /// stays in the plan's JSON and the review file.
 pub const MOST_CARDS: usize = 1000;
 
+/// What every section of the plan page reads: the report, its top-level fields as JSON, the
+/// organization, and what a decisions file made of each group (by email).
+struct Ctx<'a> {
+    json: &'a Path,
+    r: &'a PlanReport<'a>,
+    top: Value,
+    org: Org,
+    by_email: HashMap<&'a str, &'a Outcome>,
+    /// What the review file proposes for a group (the same rules, the same held contacts).
+    proposer: &'a Proposer<'a>,
+    /// The review file written beside the plan.
+    review: &'a Path,
+}
+
+/// Writes the plan page: the header, the sentence, the counts, what is left to do, the pairs
+/// and groups as cards, the other lists, the sign-off, then the plan's details.
 pub fn write(
     w: &mut dyn Write,
     json: &Path,
     r: &PlanReport,
     decided: Option<&Decided>,
+    proposer: &Proposer<'_>,
+    review: &Path,
 ) -> io::Result<()> {
-    let top = Value::Object(fields_without(r, BIG)?);
+    // What a decisions file makes of the groups, by email.
+    let by_email = decided
+        .map(|d| d.groups.iter().map(|(_, e, o)| (e.as_str(), o)).collect())
+        .unwrap_or_default();
+    let cx = Ctx {
+        json,
+        r,
+        top: Value::Object(fields_without(r, BIG)?),
+        org: org_of(json),
+        by_email,
+        proposer,
+        review,
+    };
     let live = match r.live_check {
         Some(l) => Some(Value::Object(fields_without(l, &["results"])?)),
         None => None,
     };
-    let p = r.plan;
-    let org = org_of(json);
     let when = super::local_time(&r.generated_at);
     let by = who();
-    let title = format!("Merge plan for {}", p.source);
+    let title = format!("Merge plan for {}", r.plan.source);
+    let mut page = Page::start(w, "plan", &title, &header_facts(&cx, &by, &when))?;
+    let est = at(&cx.top, "estimate");
+    let c = tally(r.plan, decided);
+    page.lead(&lead_sentence(&c, est))?;
+    page.cards("Summary", &summary_cards(&cx, &c, live.as_ref()))?;
+    before_approving(&mut page, &cx, c.undecided)?;
+    pair_cards(&mut page, &cx)?;
+    review_cards(&mut page, &cx)?;
+    other_lists(&mut page, &cx)?;
+    page.signoff(&by, &when)?;
+    details(&mut page, &cx, live.as_ref())?;
+    page.finish()
+}
+
+/// The header's lines: the organization, who prepared the plan and when, the rule and the file.
+fn header_facts(cx: &Ctx<'_>, by: &str, when: &str) -> Vec<String> {
     let mut facts = vec![
         format!(
             "Organization: {}",
-            org.text.clone().unwrap_or_else(|| {
+            cx.org.text.clone().unwrap_or_else(|| {
                 "not named by the export (a first run records it; see the history page)".into()
             })
         ),
         format!(
             "Prepared by {by} on {when}, with devrev-merge {} (--preview)",
-            r.tool_version
+            cx.r.tool_version
         ),
         format!(
             "Keep: {}. Plan file: {}",
-            figure(at(&top, "keep")),
-            json.file_name().unwrap_or_default().to_string_lossy()
+            figure(at(&cx.top, "keep")),
+            cx.json.file_name().unwrap_or_default().to_string_lossy()
         ),
     ];
-    if let Some(d) = at(&top, "email_domain").as_str() {
+    if let Some(d) = at(&cx.top, "email_domain").as_str() {
         facts.push(format!("Only emails of {d}"));
     }
-    let mut page = Page::start(w, "plan", &title, &facts)?;
+    facts
+}
 
-    let est = at(&top, "estimate");
-    // What a decisions file makes of the groups, by email.
-    let mut by_email: HashMap<&str, (&str, &Outcome)> = HashMap::new();
-    if let Some(d) = decided {
-        for (g, e, o) in &d.groups {
-            by_email.insert(e.as_str(), (g.as_str(), o));
-        }
-    }
-    let c = tally(p, decided);
-    let (groups, undecided, vetoes) = (c.groups, c.undecided, c.vetoes);
-    page.lead(&lead_sentence(&c, est))?;
-
-    let singles: u64 = at(&top, "singles")
+/// The summary's counts (the page shows only those that are not zero) and the estimate.
+fn summary_cards(cx: &Ctx<'_>, c: &Tally, live: Option<&Value>) -> Vec<Card> {
+    let (top, p) = (&cx.top, cx.r.plan);
+    let est = at(top, "estimate");
+    let singles: u64 = at(top, "singles")
         .as_object()
         .map(|m| m.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
     let n = |x: usize| x.to_string();
     let mut cards = vec![
-        card("rows read", figure(at(&top, "rows_read")), Tone::Plain),
-        card("emails", figure(at(&top, "emails")), Tone::Plain),
+        card("rows read", figure(at(top, "rows_read")), Tone::Plain),
+        card("emails", figure(at(top, "emails")), Tone::Plain),
         card("pairs to merge", n(p.pairs.len()), Tone::Good),
-        card("groups to merge", n(groups), Tone::Good),
-        card("groups undecided", n(undecided), warn_if(undecided)),
-        card("vetoed (not duplicates)", n(vetoes), Tone::Plain),
+        card("groups to merge", n(c.groups), Tone::Good),
+        card("groups undecided", n(c.undecided), warn_if(c.undecided)),
+        card("vetoed (not duplicates)", n(c.vetoes), Tone::Plain),
         card("single contacts", singles.to_string(), Tone::Plain),
         card("rows without email", n(p.no_email.len()), Tone::Plain),
     ];
-    if let Some(out) = at(&top, "outside_domain").as_u64().filter(|&o| o > 0) {
+    if let Some(out) = at(top, "outside_domain").as_u64().filter(|&o| o > 0) {
         cards.push(card("outside the domain", out.to_string(), Tone::Plain));
     }
     cards.push(card(
@@ -395,7 +443,7 @@ pub fn write(
         ),
         Tone::Plain,
     ));
-    if let Some(l) = &live {
+    if let Some(l) = live {
         for (k, label) in [
             ("passed", "live check passed"),
             ("refused", "live check refused"),
@@ -409,14 +457,14 @@ pub fn write(
             ));
         }
     }
-    page.cards("Summary", &cards)?;
+    cards
+}
 
-    // What is left to do before a run.
-    let review = json
-        .parent()
-        .and_then(super::history::newest_review)
-        .map(|f| format!("reports/{f}"))
-        .unwrap_or_else(|| "reports/review-<timestamp>.csv".into());
+/// What is left to do before a run, each with the command that does it (nothing when
+/// nothing is left).
+fn before_approving(page: &mut Page<'_>, cx: &Ctx<'_>, undecided: usize) -> io::Result<()> {
+    let (r, p) = (cx.r, cx.r.plan);
+    let review = cx.review.display();
     let mut todo: Vec<(String, Option<String>)> = Vec::new();
     if undecided > 0 {
         todo.push((
@@ -451,11 +499,15 @@ pub fn write(
             None,
         ));
     }
-    if !todo.is_empty() {
-        page.points("before", "Before approving", Tone::Warn, &todo)?;
+    if todo.is_empty() {
+        return Ok(());
     }
+    page.points("before", "Before approving", Tone::Warn, &todo)
+}
 
-    // The pairs, as cards (the first MOST_CARDS of them).
+/// The pairs, one card each (the first [`MOST_CARDS`] of them).
+fn pair_cards(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
+    let (r, p) = (cx.r, cx.r.plan);
     let live_by_email: HashMap<&str, &crate::planfile::LiveResult> = r
         .live_check
         .map(|l| l.results.iter().map(|x| (x.email.as_str(), x)).collect())
@@ -465,22 +517,25 @@ pub fn write(
     page.begin_cards(&t, shown)?;
     for pair in &p.pairs[..shown] {
         let mut row = serde_json::to_value(pair).map_err(io::Error::other)?;
-        let (decision, why) = match by_email.get(pair.email.as_str()) {
-            Some((_, o)) => outcome_words(o),
+        let (decision, why) = match cx.by_email.get(pair.email.as_str()) {
+            Some(o) => outcome_words(o),
             None => (
                 "merge".to_string(),
                 format!(
                     "a clean pair: one REVU- and one user_ contact share the email; the plan's \
                      rule (keep {}) keeps the first",
-                    figure(at(&top, "keep"))
+                    figure(at(&cx.top, "keep"))
                 ),
             ),
         };
         if let Some(m) = row.as_object_mut() {
             m.insert("decision".into(), Value::String(decision));
             m.insert("why".into(), Value::String(why));
-            if let Some(a) = &org.app {
+            if let Some(a) = &cx.org.app {
                 m.insert("app".into(), Value::String(a.clone()));
+            }
+            if r.live_check.is_none() {
+                m.insert("not_in_export".into(), Value::String(NOT_IN_EXPORT.into()));
             }
             if let Some(l) = live_by_email.get(pair.email.as_str()) {
                 if let Some(c) = &l.would_carry {
@@ -500,81 +555,181 @@ pub fn write(
         page.row(&t, &row)?;
     }
     page.end_table()?;
-    more(&mut page, p.pairs.len(), shown, "pairs", json)?;
+    more(page, p.pairs.len(), shown, "pairs", cx.json)
+}
 
+/// The groups that need a person, one card each (the first [`MOST_CARDS`] of them).
+fn review_cards(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
+    let p = cx.r.plan;
     let t = review_table();
     let shown = p.needs_review.len().min(MOST_CARDS);
     page.begin_cards(&t, shown)?;
     for g in &p.needs_review[..shown] {
-        let mut row = serde_json::to_value(g).map_err(io::Error::other)?;
-        if let Some(m) = row.as_object_mut() {
-            m.insert(
-                "reason_words".into(),
-                Value::String(g.reason.describe().to_string()),
-            );
-            if let Some(a) = &org.app {
-                m.insert("app".into(), Value::String(a.clone()));
-            }
-            let (decision, detail) = match by_email.get(g.email.as_str()) {
-                Some((_, o)) => outcome_words(o),
-                None => (
-                    "undecided".to_string(),
-                    "no decisions file given: decide it in the review file".to_string(),
-                ),
-            };
-            m.insert("decision".into(), Value::String(decision));
-            m.insert("decided".into(), Value::String(detail));
-            if let Some((
-                _,
-                Outcome::Merge {
-                    merge, adopt_ref, ..
-                },
-            )) = by_email.get(g.email.as_str())
-            {
-                let lost: Vec<String> = g
-                    .contacts
-                    .iter()
-                    .filter(|c| merge.contains(&c.rev_user_id))
-                    .filter(|c| adopt_ref.as_deref() != Some(c.rev_user_id.as_str()))
-                    .map(|c| {
-                        format!(
-                            "{} ref {}",
-                            crate::detect::display_id(&c.rev_user_id),
-                            c.external_ref
-                        )
-                    })
-                    .collect();
-                if !lost.is_empty() {
-                    m.insert("lost".into(), Value::String(lost.join("\n")));
-                }
-            }
-        }
-        page.row(&t, &row)?;
+        page.row(&t, &review_row(cx, g)?)?;
     }
     page.end_table()?;
-    more(&mut page, p.needs_review.len(), shown, "groups", json)?;
+    more(page, p.needs_review.len(), shown, "groups", cx.json)
+}
 
-    if let Some(l) = r.live_check {
+/// One needs-review group as its card reads it: the reason in words, the decision and the
+/// refs a merge would leave without a contact.
+fn review_row(cx: &Ctx<'_>, g: &ReviewGroup) -> io::Result<Value> {
+    let mut row = serde_json::to_value(g).map_err(io::Error::other)?;
+    let Some(m) = row.as_object_mut() else {
+        return Ok(row);
+    };
+    // The reason in words, never its code (the card's details show the row as it is).
+    m.insert(
+        "reason".into(),
+        Value::String(plain_reason(g.reason).into()),
+    );
+    m.insert(
+        "proposal".into(),
+        Value::String(proposal_words(&cx.proposer.propose_review(g), g)),
+    );
+    if let Some(a) = &cx.org.app {
+        m.insert("app".into(), Value::String(a.clone()));
+    }
+    let outcome = cx.by_email.get(g.email.as_str());
+    let (decision, detail) = match outcome {
+        Some(o) => outcome_words(o),
+        None => (
+            "undecided".to_string(),
+            "no decisions file given: decide it in the review file".to_string(),
+        ),
+    };
+    m.insert("decision".into(), Value::String(decision));
+    m.insert("decided".into(), Value::String(detail));
+    if let Some(Outcome::Merge {
+        merge, adopt_ref, ..
+    }) = outcome
+    {
+        let lost: Vec<String> = g
+            .contacts
+            .iter()
+            .filter(|c| merge.contains(&c.rev_user_id))
+            .filter(|c| adopt_ref.as_deref() != Some(c.rev_user_id.as_str()))
+            .map(|c| {
+                format!(
+                    "{} ref {}",
+                    crate::detect::display_id(&c.rev_user_id),
+                    c.external_ref
+                )
+            })
+            .collect();
+        if !lost.is_empty() {
+            m.insert("lost".into(), Value::String(lost.join("\n")));
+        }
+    }
+    Ok(row)
+}
+
+/// Where a card would list the contacts' phones, custom fields and tags: the export holds
+/// none of them, only DevRev does.
+const NOT_IN_EXPORT: &str =
+    "not in the export: run --preview --check-live to see them and what the merge carries over";
+
+/// Why a group needs a person, in words a reviewer reads without the code's glossary.
+fn plain_reason(r: ReviewReason) -> &'static str {
+    match r {
+        ReviewReason::DuplicateId => {
+            "the same contact id is on several rows of the export: the export needs fixing first"
+        }
+        ReviewReason::DropRef => {
+            "one contact is what an earlier merge left behind (its ref holds -drop-): it is \
+             never merged again, and no rule says what to do with the others"
+        }
+        ReviewReason::OtherRef => {
+            "a contact's ref is neither DevRev's (REVU-) nor your app's (user_), so no rule \
+             says which contact should survive"
+        }
+        ReviewReason::SeveralRevu => {
+            "several contacts DevRev created (REVU-) share this email: no rule says which one \
+             survives"
+        }
+        ReviewReason::RevuWithSeveralUser => {
+            "one contact DevRev created (REVU-) and several that your app created (user_) share \
+             this email: only a person can say which are the same customer"
+        }
+        ReviewReason::SeveralUser => {
+            "several contacts your app created (user_), and none DevRev created, share this \
+             email: no rule says which one survives"
+        }
+        ReviewReason::LiveNotFound => "a contact no longer exists in DevRev",
+        ReviewReason::LiveNotActive => {
+            "a contact is not active in DevRev (deactivated, deleted or locked)"
+        }
+        ReviewReason::LiveAlreadyMerged => "a contact already shows as merged in DevRev",
+        ReviewReason::LiveEmailChanged => {
+            "a contact's email in DevRev no longer matches the export"
+        }
+        ReviewReason::LiveRefChanged => "a contact's ref in DevRev differs from the export",
+        ReviewReason::LiveUnverifiedIntoVerified => {
+            "DevRev refuses to merge an unverified contact into a verified one"
+        }
+        ReviewReason::LiveDifferentAccounts => {
+            "the contacts belong to different customer accounts in DevRev"
+        }
+        ReviewReason::LiveFieldsUnknown => {
+            "DevRev's answer lacked what a merge is judged by (verified, custom fields, tags): \
+             checked again by the next preview or run"
+        }
+        ReviewReason::LiveCheckFailed => {
+            "the live check failed (an API error after retries): run the preview again"
+        }
+    }
+}
+
+/// The review file's proposal for a group in one line: who survives, who merges into it,
+/// who is left alone, and the rule that decided (or why nothing is proposed).
+fn proposal_words(p: &Proposal, g: &ReviewGroup) -> String {
+    let id = |d: &str| crate::detect::display_id(d);
+    let Some(keep) = &p.keep else {
+        return format!("nothing: {}", p.why);
+    };
+    let mut s = format!(
+        "keep {}, merge {} into it. Why: {}",
+        id(keep),
+        p.merge.iter().map(|m| id(m)).collect::<Vec<_>>().join(", "),
+        p.why
+    );
+    let alone: Vec<String> = g
+        .contacts
+        .iter()
+        .filter(|c| c.rev_user_id != *keep && !p.merge.contains(&c.rev_user_id))
+        .map(|c| id(&c.rev_user_id))
+        .collect();
+    if !alone.is_empty() {
+        s.push_str(&format!(". Left alone: {}", alone.join(", ")));
+    }
+    s
+}
+
+/// The live check's results (with --check-live) and the rows without an email, as tables.
+fn other_lists(page: &mut Page<'_>, cx: &Ctx<'_>) -> io::Result<()> {
+    let p = cx.r.plan;
+    if let Some(l) = cx.r.live_check {
         let shown = l.results.len().min(MOST_CARDS);
-        row_each(&mut page, &live_table(), &l.results[..shown])?;
-        more(&mut page, l.results.len(), shown, "live checks", json)?;
+        row_each(page, &live_table(), &l.results[..shown])?;
+        more(page, l.results.len(), shown, "live checks", cx.json)?;
     }
     let shown = p.no_email.len().min(MOST_CARDS);
-    row_each(&mut page, &no_email_table(), &p.no_email[..shown])?;
-    more(&mut page, p.no_email.len(), shown, "rows", json)?;
+    row_each(page, &no_email_table(), &p.no_email[..shown])?;
+    more(page, p.no_email.len(), shown, "rows", cx.json)
+}
 
-    page.signoff(&by, &when)?;
-
-    page.kv_section("estimate", "Estimate", est)?;
-    if let Some(l) = &live {
+/// The estimate, the live check's figures and the plan's other fields, for whoever asks
+/// (hidden in print).
+fn details(page: &mut Page<'_>, cx: &Ctx<'_>, live: Option<&Value>) -> io::Result<()> {
+    page.kv_section("estimate", "Estimate", at(&cx.top, "estimate"))?;
+    if let Some(l) = live {
         page.kv_section("live", "Live check", l)?;
     }
-    let mut rest = top.clone();
+    let mut rest = cx.top.clone();
     if let Some(m) = rest.as_object_mut() {
         m.remove("estimate");
     }
-    page.kv_section("details", "Plan details", &rest)?;
-    page.finish()
+    page.kv_section("details", "Plan details", &rest)
 }
 
 /// The note under a list cut at [`MOST_CARDS`]: where the rest is.

@@ -59,6 +59,12 @@ fn render_plan(plan: &detect::Plan) -> String {
         std::path::Path::new("reports/plan-x.json"),
         &report,
         None,
+        &crate::review::Proposer {
+            keep: Keep::Revu,
+            facts: None,
+            held: &Default::default(),
+        },
+        std::path::Path::new("reports/review-x.csv"),
     )
     .unwrap();
     String::from_utf8(out).unwrap()
@@ -104,7 +110,10 @@ fn hostile_names_stay_data_and_come_back_exactly() {
     );
     assert_eq!(first[2][1], "don:identity:dvrv-us-1:devo/1:revu/r0");
     // The last element is the whole pair for its details.
-    assert_eq!(first[9]["primary"]["display_name"], EVIL);
+    assert_eq!(
+        first.as_array().unwrap().last().unwrap()["primary"]["display_name"],
+        EVIL
+    );
     // Only the page's own script may run.
     let nonce = page
         .split("'nonce-")

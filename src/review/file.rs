@@ -2,7 +2,9 @@
 //! UTF-8 byte-order mark so Excel reads the accents, CRLF line ends, every field quoted where
 //! needed) and read back however a spreadsheet saved it (see `decisions.rs`).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -42,30 +44,84 @@ pub const EXTRA_COLUMNS: [&str; 4] = ["recorded", "verified", "state", "account"
 
 use crate::spreadsheet::defuse;
 
-/// Writes the review file for `plan` into `dir` (0600, atomically) and returns its path.
+/// What the review file proposes for a group, the same wherever it is shown (the file, the
+/// plan page): the rules of [`proposal_with`], with the savepoint's held contacts left out.
+pub struct Proposer<'a> {
+    pub keep: Keep,
+    /// `--check-live`'s facts of the needs-review contacts (none offline).
+    pub facts: Option<&'a Facts>,
+    /// Every contact the savepoint keeps from any new merge, with why.
+    pub held: &'a HashMap<String, String>,
+}
+
+impl Proposer<'_> {
+    /// The proposal for `g`. A contact the savepoint holds (merged away, restored, ...) is
+    /// never proposed: the run would refuse the merge. The rest of its group is proposed
+    /// without it.
+    pub fn propose(&self, g: &Group<'_>) -> Proposal {
+        // Nothing held (the usual case): the group as it is, without a copy.
+        if g.contacts.len() >= 2
+            && !g
+                .contacts
+                .iter()
+                .any(|c| self.held.contains_key(&c.rev_user_id))
+        {
+            return proposal_with(g, self.keep, self.facts);
+        }
+        let free = Group {
+            contacts: g
+                .contacts
+                .iter()
+                .copied()
+                .filter(|c| !self.held.contains_key(&c.rev_user_id))
+                .collect(),
+            ..g.clone()
+        };
+        if free.contacts.len() < 2 {
+            Proposal::none("fewer than two contacts the savepoint leaves free")
+        } else if free.contacts.len() < g.contacts.len() && g.kind == GroupKind::CleanPair {
+            Proposal::none("a contact is held by the savepoint")
+        } else {
+            proposal_with(&free, self.keep, self.facts)
+        }
+    }
+
+    /// [`Proposer::propose`] for a needs-review group of the plan.
+    pub fn propose_review(&self, g: &crate::detect::ReviewGroup) -> Proposal {
+        self.propose(&Group {
+            id: super::group_id(&g.email),
+            kind: GroupKind::NeedsReview(g.reason.describe()),
+            email: &g.email,
+            contacts: g.contacts.iter().collect(),
+        })
+    }
+}
+
+/// Writes the review file for `plan` at `path` (0600, atomically; a new name from
+/// `fsutil::unique_path`, known before it is written so the plan page can name it) and
+/// returns the path.
 ///
 /// `recorded` is the `recorded` column by group id (see [`EXTRA_COLUMNS`]).
 /// `held` is every contact the savepoint keeps from any new merge, with why: never proposed.
 pub fn write(
-    dir: &Path,
+    path: &Path,
     plan: &Plan,
     keep: Keep,
     recorded: &BTreeMap<String, String>,
     facts: Option<&Facts>,
     held: &HashMap<String, String>,
 ) -> Result<PathBuf, AppError> {
-    let path = fsutil::unique_path(dir, "review", "csv");
     let cant = |e: std::io::Error| {
         AppError::CantCreate(format!(
             "cannot write the review file {}: {e}",
             path.display()
         ))
     };
-    fsutil::write_private_atomic_with(&path, false, |w| {
+    fsutil::write_private_atomic_with(path, false, |w| {
         write_rows(w, plan, keep, recorded, facts, held)
     })
     .map_err(cant)?;
-    Ok(path)
+    Ok(path.to_path_buf())
 }
 
 fn write_rows(
@@ -81,26 +137,18 @@ fn write_rows(
         .terminator(csv::Terminator::CRLF)
         .from_writer(w);
     csv.write_record(COLUMNS.iter().chain(&EXTRA_COLUMNS))?;
+    let proposer = Proposer { keep, facts, held };
+    // Reused for every row: no allocation per row for what is formatted.
+    let (mut tickets, mut display_id) = (String::new(), String::new());
     for g in groups(plan) {
-        // A contact the savepoint holds (merged away, restored, ...) is never proposed: the
-        // run would refuse the merge. The rest of its group is proposed without it.
-        let free = Group {
-            contacts: g
-                .contacts
-                .iter()
-                .copied()
-                .filter(|c| !held.contains_key(&c.rev_user_id))
-                .collect(),
-            ..g.clone()
-        };
-        let proposal = if free.contacts.len() < 2 {
-            Proposal::none("fewer than two contacts the savepoint leaves free")
-        } else if free.contacts.len() < g.contacts.len() && g.kind == GroupKind::CleanPair {
-            Proposal::none("a contact is held by the savepoint")
-        } else {
-            proposal_with(&free, keep, facts)
-        };
+        let proposal = proposer.propose(&g);
         let rec = recorded.get(&g.id).map(String::as_str).unwrap_or("");
+        // Once per group, not per row: a million-row export has about a million rows here.
+        let merge_why = proposal
+            .keep
+            .as_deref()
+            .map(|k| format!("merge into {}", crate::detect::display_id(k)))
+            .unwrap_or_else(|| "merge into ".into());
         for c in &g.contacts {
             let proposed = match &proposal.keep {
                 Some(k) if *k == c.rev_user_id => "keep",
@@ -108,31 +156,29 @@ fn write_rows(
                 _ => "",
             };
             let fact = facts.and_then(|f| f.get(&c.rev_user_id));
-            let why = match (proposed, &g.kind) {
+            let why: Cow<'_, str> = match (proposed, &g.kind) {
                 _ if held.contains_key(&c.rev_user_id) => {
-                    format!("held by the savepoint: {}", held[&c.rev_user_id])
+                    format!("held by the savepoint: {}", held[&c.rev_user_id]).into()
                 }
-                ("keep", _) => proposal.why.clone(),
-                ("merge", _) => format!(
-                    "merge into {}",
-                    proposal
-                        .keep
-                        .as_deref()
-                        .map(crate::detect::display_id)
-                        .unwrap_or_default()
-                ),
-                (_, GroupKind::CleanPair) => String::new(),
+                ("keep", _) => proposal.why.as_str().into(),
+                ("merge", _) => merge_why.as_str().into(),
+                (_, GroupKind::CleanPair) => "".into(),
                 _ if c.ref_class() == crate::detect::RefClass::Drop => {
-                    "a -drop- ref: left alone".to_string()
+                    "a -drop- ref: left alone".into()
                 }
-                _ if fact.is_some_and(|f| !f.active()) => "not active: left alone".to_string(),
+                _ if fact.is_some_and(|f| !f.active()) => "not active: left alone".into(),
                 _ if proposal.keep.is_some() && fact.and_then(|f| f.verified) == Some(false) => {
-                    "unverified: DevRev refuses it into the verified survivor".to_string()
+                    "unverified: DevRev refuses it into the verified survivor".into()
                 }
-                _ if proposal.keep.is_some() => "left alone".to_string(),
-                _ => proposal.why.clone(),
+                _ if proposal.keep.is_some() => "left alone".into(),
+                _ => proposal.why.as_str().into(),
             };
-            let tickets = c.ticket_count.map(|n| n.to_string()).unwrap_or_default();
+            tickets.clear();
+            if let Some(n) = c.ticket_count {
+                let _ = write!(tickets, "{n}");
+            }
+            display_id.clear();
+            crate::detect::push_display_id(&c.rev_user_id, &mut display_id);
             let verified = match fact.and_then(|f| f.verified) {
                 Some(true) => "yes",
                 Some(false) => "no",
@@ -150,7 +196,7 @@ fn write_rows(
                     g.kind.text(),
                     g.email,
                     &c.rev_user_id,
-                    &c.display_id(),
+                    &display_id,
                     &c.external_ref,
                     ref_kind(c),
                     &c.display_name,

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::detect::{Contact, Plan, RefClass};
 use crate::options::Keep;
 
-pub use file::{COLUMNS, write};
+pub use file::{COLUMNS, Proposer, write};
 pub use propose::{Proposal, propose, propose_live};
 
 /// What kind of group a review row belongs to (the `kind` column).

@@ -250,7 +250,10 @@ fn the_plan_and_the_run_render_in_chromium_with_hostile_names_as_text() {
     }
     let seen = visible(&dom);
     assert!(!seen.contains("several_user"), "an internal code shown");
-    assert!(seen.contains("several user_ rows, no REVU-"), "{seen}");
+    assert!(
+        seen.contains("several contacts your app created (user_), and none DevRev created"),
+        "{seen}"
+    );
     assert!(
         seen.contains("No longer resolves"),
         "the lost refs are shown"
@@ -527,4 +530,121 @@ fn the_plan_page_fits_a_laptop_fills_a_wide_screen_and_prints() {
         }
         _ => {}
     }
+}
+
+/// The groups that need a person show, on their card, the reason in words (never its code)
+/// and what the review file proposes for them, the same survivor and merges as its
+/// `proposed` column; the pair cards say in one line where phones, custom fields and tags
+/// are (not in the export: `--check-live`).
+#[test]
+fn the_plan_page_shows_each_groups_proposal_and_reason_in_words() {
+    let Some(chromium) = browser_or_skip() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let don = |x: &str| format!("don:identity:dvrv-us-1:devo/1:revu/{x}");
+    let csv = format!(
+        "REV_USER_ID,EMAIL,EXTERNAL_REF,DISPLAY_NAME,TICKET_COUNT,CREATED_AT\n\
+         {},ann@x.com,REVU-r1,Ann,1,2024-01-01 10:00:00\n\
+         {},ann@x.com,user_1,Ann,2,2024-02-01 10:00:00\n\
+         {},bob@x.com,REVU-r2,Bob,1,2024-01-01 10:00:00\n\
+         {},bob@x.com,user_2,Bob,3,2024-02-01 10:00:00\n\
+         {},bob@x.com,user_3,Bob,0,2024-03-01 10:00:00\n\
+         {},cy@x.com,user_4,Cy,0,2024-03-01 10:00:00\n\
+         {},cy@x.com,user_5,Cy,5,2024-03-01 10:00:00\n",
+        don("r1"),
+        don("u1"),
+        don("r2"),
+        don("u2"),
+        don("u3"),
+        don("u4"),
+        don("u5")
+    );
+    std::fs::write(dir.path().join("c.csv"), csv).unwrap();
+    scrubbed_assert_cmd(dir.path())
+        .args(["--csv", "c.csv", "--preview"])
+        .assert()
+        .success();
+    let dom = dump_dom(&chromium, &page(dir.path(), "plan"));
+    assert_rendered_safely(&dom);
+
+    // What the review file proposes, by email: (keep, [merge]).
+    let review = std::fs::read_dir(dir.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "csv"))
+        .unwrap();
+    // The page names the very review file written beside it, in the command to run next.
+    assert!(
+        dom.contains(&format!(
+            "--preview --decisions reports/{}</pre>",
+            review.file_name().unwrap().to_string_lossy()
+        )),
+        "{dom}"
+    );
+    let text = std::fs::read_to_string(review).unwrap();
+    let mut rows = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    let mut proposed: std::collections::BTreeMap<String, (String, Vec<String>)> =
+        Default::default();
+    for row in rows.deserialize::<std::collections::HashMap<String, String>>() {
+        let row = row.unwrap();
+        let e = proposed.entry(row["email"].clone()).or_default();
+        match row["proposed"].as_str() {
+            "keep" => e.0 = row["display_id"].clone(),
+            "merge" => e.1.push(row["display_id"].clone()),
+            _ => {}
+        }
+    }
+    for (email, (keep, merge)) in [
+        ("bob@x.com", ("REVU-r2", "REVU-u2, REVU-u3")),
+        ("cy@x.com", ("REVU-u5", "REVU-u4")),
+    ] {
+        assert_eq!(proposed[email].0, keep, "{text}");
+        assert_eq!(proposed[email].1.join(", "), merge, "{text}");
+    }
+
+    let seen = visible(&dom);
+    assert!(seen.contains("The review file proposes"), "{seen}");
+    assert!(
+        seen.contains(
+            "keep REVU-r2, merge REVU-u2, REVU-u3 into it. Why: --keep revu: the only REVU- \
+             contact"
+        ),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("keep REVU-u5, merge REVU-u4 into it. Why: the most tickets (5)"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(
+            "one contact DevRev created (REVU-) and several that your app created (user_) \
+             share this email: only a person can say which are the same customer"
+        ),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("several contacts your app created (user_), and none DevRev created"),
+        "{seen}"
+    );
+    // No reason code anywhere, not even in a card's details (the row data in the page).
+    for code in [
+        "duplicate_id",
+        "drop_ref",
+        "other_ref",
+        "several_revu",
+        "revu_with_several_user",
+        "several_user",
+        "live_",
+    ] {
+        assert!(!dom.contains(code), "the code {code} is on the page");
+    }
+    // Where the pair's phones, custom fields and tags would be: one plain line.
+    assert!(
+        seen.contains(
+            "Phones, custom fields, tags</span><span class=\"v\">not in the export: run \
+             --preview --check-live to see them"
+        ),
+        "{seen}"
+    );
 }
