@@ -227,6 +227,12 @@ pub struct Cli {
     #[arg(help_heading = H_MERGE, long, value_name = "N")]
     pub max_merges: Option<usize>,
 
+    /// Send each merge only after the one before it is finished. By default a pair that
+    /// shares no contact, ticket or conversation with the pairs in flight may merge while
+    /// another merge is applied (two at a time).
+    #[arg(help_heading = H_MERGE, long)]
+    pub one_merge_at_a_time: bool,
+
     /// How long to wait for DevRev to apply one merge, in seconds.
     // Text, checked in `config.rs`: an out-of-range number is exit 78 naming it, not clap's 2.
     #[arg(help_heading = H_MERGE, long, value_name = "SECS", default_value = "120")]

@@ -111,6 +111,8 @@ pub struct Config {
     pub savepoint: PathBuf,
     pub yes: bool,
     pub max_merges: Option<usize>,
+    /// `--one-merge-at-a-time`: no pair merges ahead of its turn.
+    pub one_merge_at_a_time: bool,
     pub merge_timeout: Duration,
     /// The "was it applied?" window after a lost merge answer (`--merge-watch`).
     pub merge_watch: Duration,
@@ -364,6 +366,7 @@ impl Config {
             savepoint: cli.savepoint.clone(),
             yes: cli.yes,
             max_merges: cli.max_merges,
+            one_merge_at_a_time: cli.one_merge_at_a_time,
             merge_timeout,
             merge_watch,
             json: cli.json,

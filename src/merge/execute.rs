@@ -249,9 +249,11 @@ async fn wind_down(
     drop_running: bool,
 ) {
     for (i, prepared) in pipe.wind_down(drop_running).await {
+        // One that went on to its merge ahead of its turn is reported whatever stopped it.
+        let merge_sent = prepared.merge_sent();
         let Some(result) = prepared
             .ended()
-            .filter(|r| **r != PairResult::Interrupted)
+            .filter(|r| merge_sent || **r != PairResult::Interrupted)
             .cloned()
         else {
             continue;
@@ -259,7 +261,7 @@ async fn wind_down(
         let run = PairRun {
             steps: prepared.steps,
             result,
-            merge_sent: false,
+            merge_sent,
         };
         ran.push((work[i].key.clone(), Some(run)));
     }

@@ -179,7 +179,6 @@ pub async fn run(cfg: &Config, csv: &Path) -> Result<(), AppError> {
     finish::finish(f, done.outcome, done.fatal.take())
 }
 
-
 /// Runs the scheduled pairs with the run's shared reads (contacts, lists, timelines and
 /// attachments read once: issue 29) and Ctrl-C handling; hands the savepoint back compacted.
 async fn execute_scheduled(
@@ -217,6 +216,7 @@ async fn execute_scheduled(
         min_backoff: cfg.min_backoff,
         resend_unapplied: cfg.resend_unapplied,
         carry: cfg.carry,
+        merge_ahead: !cfg.one_merge_at_a_time,
         stop: &stop,
         reads: &reads,
     };

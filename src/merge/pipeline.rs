@@ -165,7 +165,9 @@ impl<'a, 'p> Pipeline<'a, 'p> {
     /// way), or `None` if it was not prepared.
     pub async fn take(&mut self, index: usize) -> Result<Option<Prepared>, AppError> {
         if let Some(mut r) = self.running.take_if(|r| r.index == index) {
-            let res = Pin::new(&mut r.fut).await;
+            // Its saga may be well under way (a merge sent ahead of its turn, waiting to
+            // apply): the next pairs are prepared meanwhile, as alongside any pair in hand.
+            let res = self.alongside(&mut r.fut).await;
             self.prepared(r.index, res);
         }
         if let Some(e) = self.fatal.take() {
@@ -276,6 +278,21 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             .any(|b| theirs(b).meets(mine))
     }
 
+    /// The pairs whose writes may still come besides `j`: the pair in hand, those ahead, the
+    /// parked.
+    fn in_flight_footprints(&self, j: usize) -> Vec<Footprint> {
+        std::iter::once(self.current)
+            .chain(self.ahead.iter().copied())
+            .chain(self.parked.iter().copied())
+            .filter(|&b| b != j)
+            .map(|b| {
+                self.sp
+                    .get(&self.work[b].key)
+                    .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
+            })
+            .collect()
+    }
+
     /// Starts preparing a pair ahead of its turn if one may be: the schedule's next one, or
     /// the first within [`LOOKAHEAD`] that nothing in flight meets.
     fn refill(&mut self) {
@@ -314,9 +331,15 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         self.ahead.push_back(j);
         let (ctx, sp, key) = (self.ctx, self.sp, item.key.clone());
         tracing::debug!(pair = %pair.email, "preparing ahead of its turn");
+        // It may go on to its merge if it meets nothing in flight (never under --max-merges:
+        // a canary's merges stay the schedule's first ones, one at a time).
+        let in_flight = (self.ctx.merge_ahead && self.max_merges.is_none())
+            .then(|| self.in_flight_footprints(j));
         self.running = Some(Running {
             index: j,
-            fut: Box::pin(async move { saga::prepare_pair(ctx, sp, &key, Some(pair)).await }),
+            fut: Box::pin(
+                async move { saga::prepare_pair(ctx, sp, &key, Some(pair), in_flight).await },
+            ),
         });
     }
 

@@ -189,9 +189,14 @@ impl Timeline {
 }
 
 #[test]
-fn the_next_pair_is_prepared_during_the_wait_and_writes_never_interleave() {
+fn one_merge_at_a_time_prepares_the_next_pair_during_the_wait_and_writes_never_interleave() {
     let w = world(6, 300, 41);
-    let a = run(&w);
+    let a = w
+        .cmd()
+        .args(["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"])
+        .arg("--one-merge-at-a-time")
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .assert();
     let out = a.get_output();
     assert_eq!(
         out.status.code(),
@@ -223,6 +228,96 @@ fn the_next_pair_is_prepared_during_the_wait_and_writes_never_interleave() {
         assert_eq!(steps[..3], ["validate", "backup", "verify_backup"], "{e}");
         assert_eq!(steps.iter().filter(|s| **s == "validate").count(), 1, "{e}");
     }
+}
+
+/// Issue 29: a pair whose backup shows it meets nothing in flight merges while the merge
+/// before it is applied; the run stays exactly one merge per pair with nothing lost.
+#[test]
+fn a_pair_that_meets_nothing_in_flight_merges_while_another_merge_applies() {
+    let w = world(6, 300, 41);
+    let a = run(&w);
+    let out = a.get_output();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    let log = w.fake.requests();
+    assert!(merges_handled(&log).values().all(|n| *n == 1));
+    // Two merges in flight: a merge request sent before the pair merged before it had made
+    // its last write (its Reconcile and ref adoption).
+    let pairs = w.pairs();
+    let t = timeline(&w);
+    let merge_at = |i: usize| {
+        log.iter()
+            .find(|r| {
+                r.path == "/rev-users.merge" && r.body["secondary_user"] == pairs[i].1.as_str()
+            })
+            .map(|r| w.fake.wall_time(r))
+            .unwrap()
+    };
+    let mut by_merge: Vec<usize> = (0..pairs.len()).collect();
+    by_merge.sort_by_key(|&i| merge_at(i));
+    let overlapped = by_merge
+        .windows(2)
+        .filter(|p| merge_at(p[1]) < t.last_write(p[0]))
+        .count();
+    assert!(
+        overlapped >= 2,
+        "merges sent while the one before was still in flight: {overlapped} of 5"
+    );
+    for e in w.last_report()["pairs"].as_array().unwrap() {
+        assert_eq!(e["status"], "merged", "{e}");
+        assert_eq!(e["merge_requests"], 1, "{e}");
+    }
+}
+
+/// SIGKILL with two merges in flight: the next run resolves both from the journal and sends
+/// no merge twice.
+#[test]
+fn a_kill_with_two_merges_in_flight_resumes_with_one_merge_per_pair() {
+    let w = world(4, 60_000, 59);
+    let mut cmd = w.std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "60"]);
+    cmd.env("DEVREV_MERGE_MIN_BACKOFF_MS", "400");
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "two merges were never in flight");
+        let sp = read_savepoint(&w.path("savepoint.json"));
+        let in_flight = sp.as_ref().map_or(0, |sp| {
+            sp["pairs"]
+                .as_object()
+                .unwrap()
+                .values()
+                .filter(|r| r["merge"]["outcome"]["kind"] == "accepted" && r["merged"].is_null())
+                .count()
+        });
+        if in_flight >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), None, "killed");
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(
+        merges_handled(&w.fake.requests()).values().all(|n| *n == 1),
+        "one merge per pair: {:?}",
+        merges_handled(&w.fake.requests())
+    );
 }
 
 #[test]
@@ -500,9 +595,17 @@ fn wait_for_a_prepared_pair(w: &World) -> (String, String) {
 }
 
 /// The run's arguments with a first look 0.8 s after each request (so a wait is long enough
-/// to catch), the savepoint being watched by the test.
+/// to catch), the savepoint being watched by the test; one merge at a time, so a pair
+/// prepared during a wait stays prepared (not merged) until its turn.
 fn slow_watch_cmd(w: &World) -> std::process::Command {
-    let mut c = w.std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "60"]);
+    let mut c = w.std_cmd(&[
+        "--csv",
+        "contacts.csv",
+        "--yes",
+        "--merge-timeout",
+        "60",
+        "--one-merge-at-a-time",
+    ]);
     c.env("DEVREV_MERGE_MIN_BACKOFF_MS", "400");
     c
 }

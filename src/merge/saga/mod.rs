@@ -168,6 +168,9 @@ pub struct SagaCtx<'a> {
     pub resend_unapplied: bool,
     /// Carry the secondary's own data over to the survivor (`--no-carry` turns it off).
     pub carry: bool,
+    /// A pair prepared ahead that meets nothing in flight may go on to its merge
+    /// (`--one-merge-at-a-time` turns it off).
+    pub merge_ahead: bool,
     pub stop: &'a StopSignal,
     /// What the run's backups have read so far: a ticket, conversation or attachment that
     /// several pairs share is read once per run (timelines while fresh).
@@ -298,7 +301,7 @@ pub async fn run_pair(
             return Ok(PairRun {
                 steps: p.steps,
                 result,
-                merge_sent: false,
+                merge_sent: p.merge_sent,
             });
         }
         saga.steps = p.steps;

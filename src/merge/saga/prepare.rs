@@ -20,12 +20,19 @@ pub struct Prepared {
     pub(super) validated: bool,
     pub(super) verified: bool,
     pub(super) backed_up_at: Option<Instant>,
+    /// It went on to its merge ahead of its turn (issue 29: several merges in flight).
+    pub(super) merge_sent: bool,
 }
 
 impl Prepared {
     /// How preparing ended when the pair is settled already.
     pub fn ended(&self) -> Option<&PairResult> {
         self.ended.as_ref()
+    }
+
+    /// A merge request was sent while it ran ahead of its turn.
+    pub fn merge_sent(&self) -> bool {
+        self.merge_sent
     }
 
     /// The checks no longer count (the backup was dropped because an earlier pair's writes
@@ -38,6 +45,7 @@ impl Prepared {
             validated: false,
             verified: false,
             backed_up_at: None,
+            merge_sent: false,
             ..self
         }
     }
@@ -45,14 +53,31 @@ impl Prepared {
 
 /// Runs the pair's saga up to its first write to DevRev. The record must already be in the
 /// savepoint. `Err`: the whole run must stop (as in [`run_pair`]).
+///
+/// `in_flight`: the pairs whose writes may still come (the pair in hand, the parked ones).
+/// When given and the pair's backup shows it meets none of them either way (no shared
+/// contact, no object one rewrites naming the other's contacts, no object both rewrite), the
+/// saga goes on to its merge and to the end without waiting for its turn: their writes
+/// cannot touch the same thing, so their order does not matter, and the apply waits overlap.
 pub async fn prepare_pair(
     ctx: &SagaCtx<'_>,
     sp: &SharedSavepoint,
     key: &str,
     pair: Option<&Pair>,
+    in_flight: Option<Vec<crate::merge::footprint::Footprint>>,
 ) -> Result<Prepared, AppError> {
     let mut saga = Saga::new(ctx, sp, key, pair);
-    let ended = saga.drive_until(Reach::BeforeWrites).await?;
+    let mut ended = saga.drive_until(Reach::BeforeWrites).await?;
+    if ended.is_none()
+        && let Some(others) = in_flight
+        && let Some(mine) = sp
+            .get(key)
+            .map(|r| crate::merge::footprint::Footprint::of_record(&r))
+        && !others.iter().any(|o| o.meets(&mine) || mine.meets(o))
+    {
+        tracing::debug!(pair = %saga.rec().email, "meets nothing in flight: merging ahead of its turn");
+        ended = saga.drive_until(Reach::Done).await?;
+    }
     Ok(Prepared {
         steps: saga.steps,
         ended,
@@ -60,5 +85,6 @@ pub async fn prepare_pair(
         validated: saga.validated,
         verified: saga.verified,
         backed_up_at: saga.backed_up_at,
+        merge_sent: saga.merge_sent,
     })
 }
