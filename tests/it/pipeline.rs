@@ -274,14 +274,9 @@ fn a_pair_that_meets_nothing_in_flight_merges_while_another_merge_applies() {
     }
 }
 
-/// SIGKILL with two merges in flight: the next run resolves both from the journal and sends
-/// no merge twice.
-#[test]
-fn a_kill_with_two_merges_in_flight_resumes_with_one_merge_per_pair() {
-    let w = world(4, 60_000, 59);
-    let mut cmd = w.std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "60"]);
-    cmd.env("DEVREV_MERGE_MIN_BACKOFF_MS", "400");
-    let child = cmd.spawn().unwrap();
+/// Waits (polling the savepoint as the run writes it) until two merges are accepted and not
+/// seen applied.
+fn wait_for_two_merges_in_flight(w: &World) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "two merges were never in flight");
@@ -295,10 +290,61 @@ fn a_kill_with_two_merges_in_flight_resumes_with_one_merge_per_pair() {
                 .count()
         });
         if in_flight >= 2 {
-            break;
+            return;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Ctrl-C with two merges in flight: both are journaled as sent and reported, the run exits
+/// 75, and the next run finishes them without sending either again.
+#[test]
+fn ctrl_c_with_two_merges_in_flight_reports_both_and_resumes_cleanly() {
+    let w = world(4, 60_000, 63);
+    let mut cmd = w.std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "60"]);
+    cmd.env("DEVREV_MERGE_MIN_BACKOFF_MS", "400");
+    let child = cmd.spawn().unwrap();
+    wait_for_two_merges_in_flight(&w);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    let report = w.last_report();
+    assert_eq!(report["outcome"], "interrupted");
+    let sent: Vec<&Value> = report["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["merge_requests"] == 1)
+        .collect();
+    assert_eq!(
+        sent.len(),
+        2,
+        "both merges in flight are reported: {report}"
+    );
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+}
+
+/// SIGKILL with two merges in flight: the next run resolves both from the journal and sends
+/// no merge twice.
+#[test]
+fn a_kill_with_two_merges_in_flight_resumes_with_one_merge_per_pair() {
+    let w = world(4, 60_000, 59);
+    let mut cmd = w.std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "60"]);
+    cmd.env("DEVREV_MERGE_MIN_BACKOFF_MS", "400");
+    let child = cmd.spawn().unwrap();
+    wait_for_two_merges_in_flight(&w);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), None, "killed");
