@@ -19,7 +19,8 @@
 //!   contact's share is exactly the objects naming it.
 //!
 //! A list a pair needs after its own merge (Reconcile) is always read anew. A contact
-//! expected to have many tickets (`TICKET_COUNT` over [`MANY`], or unknown) is never added to
+//! expected to have many tickets (`TICKET_COUNT` over [`MANY`], or unknown), or one DevRev
+//! answered more than that for once (the export's count was wrong), is never added to
 //! another pair's list, so one large customer is not read again and again.
 
 use std::collections::{BTreeSet, HashMap};
@@ -88,6 +89,9 @@ struct State {
     sides: HashMap<Listing, Side>,
     /// Merges sent and not reconciled yet: (primary, secondary).
     pending: Vec<(String, String)>,
+    /// Contacts DevRev answered more than [`MANY`] objects for (the export's count was
+    /// wrong): never added to another pair's list again.
+    large: std::collections::HashSet<String>,
     lists: usize,
     served: usize,
 }
@@ -247,9 +251,14 @@ impl ListReads {
             }
             side.objects.insert(id, o);
         }
+        let mut large = Vec::new();
         for (c, share) in shares {
+            if share.len() > MANY as usize && !contacts.contains(&c) {
+                large.push(c.to_string());
+            }
             side.covered.insert(c.to_string(), (share, now));
         }
+        s.large.extend(large);
         Ok(out)
     }
 
@@ -308,6 +317,7 @@ impl ListReads {
             // their backup before their merge compares it with (and costs no call more).
             if ask.contains(&c.as_str())
                 || busy(c)
+                || s.large.contains(c)
                 || *tickets > MANY
                 || expected + tickets > 10 * MANY
             {

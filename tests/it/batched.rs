@@ -192,3 +192,59 @@ fn the_live_check_reads_contacts_ten_pairs_per_call() {
     );
     assert_eq!(calls(&log, "/rev-users.list"), 2, "24 contacts: two lists");
 }
+
+/// A contact the export says has few tickets but DevRev answers many for is added to another
+/// pair's list once, then never again: one large customer is not read with every list.
+#[test]
+fn a_contact_with_more_tickets_than_the_export_says_is_asked_for_once() {
+    let w = World::new(
+        spec(8, 0, 34),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+    );
+    let pairs = w.pairs();
+    // The schedule runs the pairs by email; take the last one's primary, which every earlier
+    // pair's lists ask for as an upcoming contact.
+    let by_email = {
+        let mut v = pairs.clone();
+        let email = |id: &str| {
+            w.seed.rev_user(id).unwrap()["email"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+        };
+        v.sort_by_key(|(p, _)| email(p));
+        v
+    };
+    let (big, big_secondary) = by_email.last().unwrap().clone();
+    w.fake.with_state(|st| {
+        let template = st.works.values().next().unwrap().clone();
+        for n in 0..15 {
+            let mut t = template.clone();
+            let id = format!("{}-bulk{n}", template.json["id"].as_str().unwrap());
+            t.json["id"] = id.clone().into();
+            t.json["display_id"] = format!("TKT-8{n:03}").into();
+            t.json["reported_by"] = serde_json::json!([{ "id": big, "type": "rev_user" }]);
+            st.works.insert(id, t);
+        }
+    });
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    let log = w.fake.requests();
+    let asked_for_others = log
+        .iter()
+        .filter(|r| r.path == "/works.list")
+        .filter(|r| {
+            let ids: Vec<&str> = r.body["reported_by"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            ids.contains(&big.as_str())
+                && !ids[..2.min(ids.len())].contains(&big.as_str())
+                && !ids[..2.min(ids.len())].contains(&big_secondary.as_str())
+        })
+        .count();
+    assert_eq!(
+        asked_for_others, 1,
+        "the large contact was added to other pairs' lists once"
+    );
+}
