@@ -302,83 +302,91 @@ fn entry(g: &GroupPlan, sp: &Savepoint) -> GroupEntry {
             merge,
             source,
             ..
-        } => {
-            e.decided_by = Some(match source {
-                Source::Typed => "typed",
-                Source::Proposed => "proposed",
-                Source::CleanPairRule => "keep rule",
-            });
-            e.survivor = Some(keep.clone());
-            e.refs_left = g.refs_left.clone();
-            let mut done = 0;
-            let mut adoption = Adoption::default();
-            for m in merge {
-                // Either direction (a clean pair `--keep auto` turned round is journaled as
-                // turned): the one that merged tells, else the one there is.
-                let ways = [
-                    sp.get(&super::journal::pair_key(keep, m)),
-                    sp.get(&super::journal::pair_key(m, keep)),
-                ];
-                let rec = ways
-                    .iter()
-                    .flatten()
-                    .find(|r| r.status.is_final() || r.status == PairStatus::RefAdoptionPending)
-                    .or(ways.iter().flatten().next())
-                    .copied();
-                if let Some(r) = rec {
-                    adoption.see(r);
-                }
-                let status =
-                    rec.map_or_else(|| "not_started".to_string(), |r| status_word(r.status));
-                let merged = rec.is_some_and(|r| {
-                    matches!(
-                        r.status,
-                        PairStatus::Merged
-                            | PairStatus::AlreadyMerged
-                            | PairStatus::RefAdoptionPending
-                    )
-                });
-                if merged {
-                    done += 1;
-                } else if e.stopped_at.is_none()
-                    && let Some(r) = rec
-                    && r.status != PairStatus::InProgress
-                {
-                    e.stopped_at = Some(GroupStop {
-                        rev_user_id: m.clone(),
-                        display_id: display_id(m),
-                        status: status.clone(),
-                        reason: r
-                            .skip
-                            .as_ref()
-                            .map(ToString::to_string)
-                            .or_else(|| r.error.as_ref().map(ToString::to_string))
-                            .unwrap_or_else(|| status.replace('_', " ")),
-                    });
-                }
-                e.members.push(GroupMember {
-                    rev_user_id: m.clone(),
-                    display_id: display_id(m),
-                    status,
-                });
-            }
-            let all_merged = done == merge.len();
-            if let Some(r) = g.adopts_ref.clone() {
-                adoption.report(&mut e, r, all_merged);
-            }
-            let started = e.members.iter().any(|m| m.status != "not_started");
-            e.outcome = if all_merged {
-                "merged"
-            } else if e.stopped_at.is_some() {
-                "stopped"
-            } else if started {
-                "in_progress"
-            } else {
-                "not_started"
-            };
-        }
+        } => merge_entry(&mut e, g, sp, keep, merge, source),
     }
     e
+}
+
+/// A decided group's entry: its members as their records stand, where it stopped, its
+/// adoption, and its outcome.
+fn merge_entry(
+    e: &mut GroupEntry,
+    g: &GroupPlan,
+    sp: &Savepoint,
+    keep: &str,
+    merge: &[String],
+    source: &Source,
+) {
+    e.decided_by = Some(match source {
+        Source::Typed => "typed",
+        Source::Proposed => "proposed",
+        Source::CleanPairRule => "keep rule",
+    });
+    e.survivor = Some(keep.to_string());
+    e.refs_left = g.refs_left.clone();
+    let mut done = 0;
+    let mut adoption = Adoption::default();
+    for m in merge {
+        // Either direction (a clean pair `--keep auto` turned round is journaled as
+        // turned): the one that merged tells, else the one there is.
+        let ways = [
+            sp.get(&super::journal::pair_key(keep, m)),
+            sp.get(&super::journal::pair_key(m, keep)),
+        ];
+        let rec = ways
+            .iter()
+            .flatten()
+            .find(|r| r.status.is_final() || r.status == PairStatus::RefAdoptionPending)
+            .or(ways.iter().flatten().next())
+            .copied();
+        if let Some(r) = rec {
+            adoption.see(r);
+        }
+        let status = rec.map_or_else(|| "not_started".to_string(), |r| status_word(r.status));
+        let merged = rec.is_some_and(|r| {
+            matches!(
+                r.status,
+                PairStatus::Merged | PairStatus::AlreadyMerged | PairStatus::RefAdoptionPending
+            )
+        });
+        if merged {
+            done += 1;
+        } else if e.stopped_at.is_none()
+            && let Some(r) = rec
+            && r.status != PairStatus::InProgress
+        {
+            e.stopped_at = Some(GroupStop {
+                rev_user_id: m.clone(),
+                display_id: display_id(m),
+                status: status.clone(),
+                reason: r
+                    .skip
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or_else(|| r.error.as_ref().map(ToString::to_string))
+                    .unwrap_or_else(|| status.replace('_', " ")),
+            });
+        }
+        e.members.push(GroupMember {
+            rev_user_id: m.clone(),
+            display_id: display_id(m),
+            status,
+        });
+    }
+    let all_merged = done == merge.len();
+    if let Some(r) = g.adopts_ref.clone() {
+        adoption.report(e, r, all_merged);
+    }
+    let started = e.members.iter().any(|m| m.status != "not_started");
+    e.outcome = if all_merged {
+        "merged"
+    } else if e.stopped_at.is_some() {
+        "stopped"
+    } else if started {
+        "in_progress"
+    } else {
+        "not_started"
+    };
 }
 
 /// What a group's records say of its ref adoption, member by member.
