@@ -411,9 +411,14 @@ impl<'w> Page<'w> {
     }
 }
 
-/// A label from a JSON key (`tickets_backed_up` → "tickets backed up").
+/// A label from a JSON key (`tickets_backed_up` → "tickets backed up"); a key that is words
+/// already (it has a space: "… your app created (user_) …") is kept as it is.
 pub fn label(key: &str) -> String {
-    key.replace('_', " ")
+    if key.contains(' ') {
+        key.to_string()
+    } else {
+        key.replace('_', " ")
+    }
 }
 
 fn scalar(v: &Value) -> Option<String> {

@@ -728,6 +728,21 @@ fn details(page: &mut Page<'_>, cx: &Ctx<'_>, live: Option<&Value>) -> io::Resul
     let mut rest = cx.top.clone();
     if let Some(m) = rest.as_object_mut() {
         m.remove("estimate");
+        // The groups a person decides, counted by why in words (the JSON keeps the codes).
+        if let Some(Value::Object(counts)) = m.remove("review_counts") {
+            let by_why: serde_json::Map<String, Value> = counts
+                .into_iter()
+                .map(|(code, n)| {
+                    let why = serde_json::from_value::<ReviewReason>(Value::String(code.clone()))
+                        .map_or_else(|_| super::words(&code), |r| plain_reason(r).to_string());
+                    (why, n)
+                })
+                .collect();
+            m.insert(
+                "groups that need a decision, by why".into(),
+                Value::Object(by_why),
+            );
+        }
     }
     page.kv_section("details", "Plan details", &rest)
 }

@@ -638,7 +638,17 @@ fn the_plan_page_shows_each_groups_proposal_and_reason_in_words() {
         "live_",
     ] {
         assert!(!dom.contains(code), "the code {code} is on the page");
+        // Nor spelt with spaces (the plan details' counts of groups by why).
+        let spaced = code.replace('_', " ");
+        assert!(
+            !seen.contains(spaced.trim()) || spaced.trim() == "live",
+            "the code {code} is on the page as {spaced:?}"
+        );
     }
+    assert!(
+        seen.contains("groups that need a decision, by why"),
+        "the plan details count the groups by why, in words: {seen}"
+    );
     // Where the pair's phones, custom fields and tags would be: one plain line.
     assert!(
         seen.contains(
