@@ -307,11 +307,8 @@ pub async fn run_pair(
         saga.steps = p.steps;
         saga.live = p.live;
         saga.validated = p.validated;
-        // Checked again at its turn, against lists newer than the backup.
-        if p.verified && p.backed_up_at.is_some() {
-            saga.recheck_since = p.backed_up_at;
-        }
-        saga.backed_up_at = p.backed_up_at;
+        // A verified backup is checked again at its turn, against lists read since.
+        saga.recheck_since = p.verified_at;
         saga.verified = false;
     }
     let result = saga.drive_until(Reach::Done).await;
@@ -361,11 +358,12 @@ struct Saga<'a, 'b> {
     /// after the request: told to the run's first-look wait when the visit ends, with when a
     /// later look found it (if one did).
     first_miss: Option<Duration>,
-    /// When this process took the pair's backup.
-    backed_up_at: Option<Instant>,
-    /// A backup prepared ahead of the pair's turn: VerifyBackup runs again at the turn and
-    /// compares it with lists read after this moment (issue 29: what changed between the
-    /// read and the merge is in the backup, or the backup is taken again).
+    /// When VerifyBackup passed in this process.
+    verified_at: Option<Instant>,
+    /// A backup verified while its pair was prepared ahead: at the turn VerifyBackup compares
+    /// it with lists read after this moment, without reading the folder again (issue 29:
+    /// what changed between the read and the merge is in the backup, or the backup is taken
+    /// again).
     recheck_since: Option<Instant>,
 }
 
@@ -387,7 +385,7 @@ impl<'a, 'b> Saga<'a, 'b> {
             verified: false,
             merge_sent: false,
             first_miss: None,
-            backed_up_at: None,
+            verified_at: None,
             recheck_since: None,
         }
     }

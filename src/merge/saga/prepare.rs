@@ -18,8 +18,8 @@ pub struct Prepared {
     pub(super) ended: Option<PairResult>,
     pub(super) live: Option<(RevUser, RevUser)>,
     pub(super) validated: bool,
-    pub(super) verified: bool,
-    pub(super) backed_up_at: Option<Instant>,
+    /// When VerifyBackup passed, if it did.
+    pub(super) verified_at: Option<Instant>,
     /// It went on to its merge ahead of its turn (issue 29: several merges in flight).
     pub(super) merge_sent: bool,
 }
@@ -43,8 +43,7 @@ impl Prepared {
             ended: None,
             live: None,
             validated: false,
-            verified: false,
-            backed_up_at: None,
+            verified_at: None,
             merge_sent: false,
             ..self
         }
@@ -83,8 +82,7 @@ pub async fn prepare_pair(
         ended,
         live: saga.live,
         validated: saga.validated,
-        verified: saga.verified,
-        backed_up_at: saga.backed_up_at,
+        verified_at: saga.verified_at.filter(|_| saga.verified),
         merge_sent: saga.merge_sent,
     })
 }

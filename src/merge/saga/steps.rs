@@ -149,7 +149,6 @@ impl Saga<'_, '_> {
                 None,
             ));
         };
-        let backup_started = Instant::now();
         let input = BackupInput {
             pair,
             primary,
@@ -172,7 +171,6 @@ impl Saga<'_, '_> {
                 );
                 self.complete(Step::Backup, |r| r.backup = Some(summary))?;
                 self.ctx.watch.note_backup(&self.key);
-                self.backed_up_at = Some(backup_started);
                 self.recheck_since = None;
                 // A backup verified by `take` itself still gets VerifyBackup: re-reading from
                 // disk is the check that counts.
@@ -203,7 +201,12 @@ impl Saga<'_, '_> {
                 None,
             ));
         };
-        if let Err(msg) = backup::verify::verify_dir(&summary.dir) {
+        // At the turn of a pair verified while prepared, the folder was read moments ago:
+        // only what DevRev holds may have changed since.
+        let recheck = self.recheck_since.take();
+        if recheck.is_none()
+            && let Err(msg) = backup::verify::verify_dir(&summary.dir)
+        {
             // A backup that does not verify is never merged over; the next run takes a new
             // one.
             self.save(|r| r.backup = None)?;
@@ -220,12 +223,11 @@ impl Saga<'_, '_> {
         // A backup taken by an earlier process may be stale by now, and one prepared ahead of
         // its turn is compared with lists read since: what it would restore must still be
         // what DevRev holds when the merge is sent.
-        let since = if self.ctx.watch.backed_up_in_run(&self.key) {
-            self.recheck_since.take().map(Some)
-        } else {
-            Some(None)
+        let since = match recheck {
+            Some(t) => Some(Some(t)),
+            None if !self.ctx.watch.backed_up_in_run(&self.key) => Some(None),
+            None => None,
         };
-        let at_turn = matches!(since, Some(Some(_)));
         if let Some(since) = since {
             match self.backup_is_current(&summary.dir, since).await? {
                 Err(outcome) => return Ok((outcome, None)),
@@ -233,18 +235,22 @@ impl Saga<'_, '_> {
                 Ok(Some(change)) => {
                     tracing::info!(pair = %self.rec().email, %change, "backup is stale; taking a new one");
                     self.save(|r| r.backup = None)?;
+                    let which = if recheck.is_some() {
+                        "backup prepared ahead"
+                    } else {
+                        "backup from an earlier run"
+                    };
                     return Ok((
                         StepOutcome::Completed,
-                        Some(format!(
-                            "backup from an earlier run is stale ({change}); taking a new one"
-                        )),
+                        Some(format!("{which} is stale ({change}); taking a new one")),
                     ));
                 }
             }
         }
         self.complete(Step::VerifyBackup, |_| {})?;
         self.verified = true;
-        let detail = if at_turn {
+        self.verified_at = Some(Instant::now());
+        let detail = if recheck.is_some() {
             format!(
                 "{}: prepared ahead, checked again at its turn against DevRev's lists read since: unchanged",
                 summary.dir.display()
