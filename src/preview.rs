@@ -33,10 +33,9 @@ fn pages(n: u64, page: u64) -> u64 {
 
 /// API calls one pair's saga makes (DESIGN §6), from the CSV's ticket counts. The formula is
 /// documented in docs/api.md ("Estimating a run from the CSV"); keep the two in step.
-///
-/// `_keep`: `--keep auto`'s turn check reads contacts in the run's batched lists
-/// ([`batched_reads`]), so the direction costs nothing per pair.
-pub fn calls_for_pair(pair: &Pair, _keep: Keep, scope: BackupScope, page: u64) -> u64 {
+/// The same for every `--keep`: `--keep auto`'s turn check reads contacts in the run's
+/// batched lists ([`batched_reads`]), so the direction costs nothing per pair.
+pub fn calls_for_pair(pair: &Pair, scope: BackupScope, page: u64) -> u64 {
     let tp = pair.primary.ticket_count.unwrap_or(0);
     let ts = pair.secondary.ticket_count.unwrap_or(0);
     // Validate reads both contacts from the run's batched rev-users.list: counted once per
@@ -172,7 +171,7 @@ pub fn estimate(
     let batched = batched_reads(pairs.len() as u64, cfg.keep);
     let (mut calls, mut low, mut high, mut refined) = (batched, batched, batched, 0);
     for p in pairs {
-        calls += calls_for_pair(p, cfg.keep, cfg.backup_scope, page);
+        calls += calls_for_pair(p, cfg.backup_scope, page);
         let known = live_counts
             .get(&(
                 p.primary.rev_user_id.as_str(),
@@ -828,10 +827,8 @@ mod tests {
         // (1 list + 2 timelines + 1 conversations) + 1 merge + 2 polls + (1 list + 1
         // conversations) + 1 adopt (whose answer carries the primary's name); Validate's
         // reads are the run's batched lists, whatever --keep.
-        for keep in [Keep::Revu, Keep::User, Keep::Auto] {
-            assert_eq!(calls_for_pair(&p, keep, BackupScope::Secondary, 100), 10);
-        }
-        assert_eq!(calls_for_pair(&p, Keep::Revu, BackupScope::Both, 100), 13);
+        assert_eq!(calls_for_pair(&p, BackupScope::Secondary, 100), 10);
+        assert_eq!(calls_for_pair(&p, BackupScope::Both, 100), 13);
         // One rev-users.list per 20 contacts, twice with --keep auto's turn check.
         assert_eq!(batched_reads(10, Keep::Revu), 1);
         assert_eq!(batched_reads(11, Keep::User), 2);
@@ -844,10 +841,7 @@ mod tests {
         };
         // 150 tickets: 2 pages per listing; the unknown count is taken as 0.
         // 6 fixed (adopt included) + 2 pages twice + no timelines (0 tickets).
-        assert_eq!(
-            calls_for_pair(&big, Keep::Revu, BackupScope::Secondary, 100),
-            6 + 2 * 2
-        );
+        assert_eq!(calls_for_pair(&big, BackupScope::Secondary, 100), 6 + 2 * 2);
     }
 
     #[test]
@@ -862,7 +856,7 @@ mod tests {
             (Keep::User, BackupScope::Both),
         ] {
             let (lo, hi) = call_range(KnownTickets::from_csv(&p), keep, scope, 100);
-            let typical = calls_for_pair(&p, keep, scope, 100);
+            let typical = calls_for_pair(&p, scope, 100);
             assert!(lo < typical && typical < hi, "{lo} {typical} {hi}");
         }
         // Secondary scope, keep revu: 2 timelines + 1 merge + 1 poll + 1 + 1 (Reconcile's

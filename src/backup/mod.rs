@@ -225,13 +225,6 @@ struct Listed {
     ticket_counts_differ: Vec<String>,
 }
 
-fn decode<T: serde::de::DeserializeOwned>(endpoint: &str, v: &Value) -> Result<T, ApiError> {
-    serde_json::from_value(v.clone()).map_err(|e| ApiError::Decode {
-        endpoint: endpoint.into(),
-        reason: e.to_string(),
-    })
-}
-
 /// Keeps the first occurrence of each `id`: a list that changes while it is paged through
 /// can repeat an item, and a repeated ticket would be counted twice.
 fn dedupe_by_id(items: Vec<Value>) -> Vec<Value> {
@@ -401,7 +394,7 @@ async fn list_everything(
     let tickets = dedupe_by_id(tickets);
     let works: Vec<Work> = tickets
         .iter()
-        .map(|t| decode::<Work>("works.list", t).map_err(|e| client.scrub_error(e)))
+        .map(|t| client.decode::<Work>("works.list", t.clone()))
         .collect::<Result<_, _>>()?;
 
     let mut ticket_counts_differ = Vec::new();
@@ -453,8 +446,7 @@ async fn list_everything(
         .await?;
     let conversations = dedupe_by_id(conversations);
     for c in &conversations {
-        let conv: Conversation =
-            decode("conversations.list", c).map_err(|e| client.scrub_error(e))?;
+        let conv: Conversation = client.decode("conversations.list", c.clone())?;
         let own = match c.get("artifacts") {
             Some(_) => entry_artifacts(c, conv.label()).map_err(|e| client.scrub_error(e))?,
             None => vec![],

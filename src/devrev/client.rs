@@ -208,6 +208,15 @@ impl DevRevClient {
         }
     }
 
+    /// One item of a list answer (kept as DevRev sent it) decoded as `T`; serde's reason
+    /// quotes the server's values, so it is scrubbed like every server text.
+    pub fn decode<T: DeserializeOwned>(&self, endpoint: &str, v: Value) -> Result<T, ApiError> {
+        serde_json::from_value(v).map_err(|e| ApiError::Decode {
+            endpoint: endpoint.into(),
+            reason: self.scrub(&e.to_string()),
+        })
+    }
+
     /// Counters per endpoint so far.
     pub fn stats(&self) -> BTreeMap<String, EndpointStats> {
         self.stats.lock().expect("stats lock").clone()

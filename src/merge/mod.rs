@@ -338,7 +338,7 @@ fn unreconciled(sp: &journal::SavepointFile) -> Vec<(String, String)> {
     sp.pairs
         .values()
         .filter(|r| {
-            r.merge.is_some()
+            r.merge_in_flight()
                 && !r.status.is_final()
                 && !matches!(
                     r.last_step,

@@ -96,11 +96,6 @@ impl ContactReads {
         }
     }
 
-    /// No batching: every contact is read with `rev-users.get`.
-    pub fn none() -> Self {
-        Self::new(std::iter::empty(), Duration::ZERO)
-    }
-
     /// How many `rev-users.list` calls stood in for how many `rev-users.get`s.
     pub async fn figures(&self) -> (usize, usize) {
         let s = self.state.lock().await;
@@ -170,17 +165,16 @@ impl ContactReads {
                     tracing::warn!("{why}");
                     s.off = Some(why);
                 } else {
-                    let wanted: HashMap<&str, &str> = window
-                        .iter()
-                        .map(|c| (c.id.as_str(), c.id.as_str()))
-                        .collect();
+                    let wanted: HashSet<&str> = window.iter().map(|c| c.id.as_str()).collect();
                     for u in users {
+                        // By its id, or its display id when the export holds those.
                         let key = [Some(u.id.as_str()), u.display_id.as_deref()]
                             .into_iter()
                             .flatten()
-                            .find_map(|k| wanted.get(k).copied());
+                            .find(|k| wanted.contains(k))
+                            .map(str::to_string);
                         if let Some(key) = key {
-                            s.read.insert(key.to_string(), (u, now));
+                            s.read.insert(key, (u, now));
                         }
                     }
                 }

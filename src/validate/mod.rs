@@ -389,14 +389,7 @@ pub async fn of_both<T: DeserializeOwned>(
     };
     values
         .into_iter()
-        .map(|v| {
-            serde_json::from_value(v).map_err(|e| {
-                client.scrub_error(ApiError::Decode {
-                    endpoint: endpoint.into(),
-                    reason: e.to_string(),
-                })
-            })
-        })
+        .map(|v| client.decode(endpoint, v))
         .collect()
 }
 

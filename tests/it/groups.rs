@@ -466,7 +466,6 @@ fn a_group_of_50_merges_whole_and_its_calls_per_contact_match_the_pair_formula()
                     primary: keep.clone(),
                     secondary: m.clone(),
                 },
-                Keep::Revu,
                 BackupScope::Secondary,
                 100,
             )
