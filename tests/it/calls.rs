@@ -167,7 +167,7 @@ fn per_pair<'a>(
     // Backed-up object -> the pairs backing it up, in the order they started (only the first
     // reads it, the others reuse its read).
     let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for i in started(w, pairs) {
+    for i in started(w) {
         for o in objects(w, &pairs[i].1) {
             holders.entry(o).or_default().push(i);
         }
@@ -220,34 +220,12 @@ fn per_pair<'a>(
     (out, rest)
 }
 
-/// The pairs (indexes into `pairs`) in the order their Validate began.
-fn started(w: &World, pairs: &[(String, String)]) -> Vec<usize> {
-    // From the report: Validate reads contacts from the run's batched rev-users.list and a
-    // backup may take its lists from another pair's answer (issue 29), so no request of a
-    // pair's own marks its start any more.
-    let report = w.last_report();
-    let mut started: Vec<(chrono::DateTime<chrono::Utc>, usize)> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, (_, s))| {
-            let e = report["pairs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["secondary"] == s.as_str())
-                .expect("every pair is reported");
-            let at = e["steps"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|st| st["step"] == "validate")
-                .and_then(|st| st["started_at"].as_str()?.parse().ok())
-                .expect("every pair is validated");
-            (at, i)
-        })
-        .collect();
-    started.sort();
-    started.into_iter().map(|(_, i)| i).collect()
+/// The pairs (indexes into `w.pairs()`) in the order their Validate began.
+fn started(w: &World) -> Vec<usize> {
+    let started = w.validate_started();
+    let mut order: Vec<usize> = started.keys().copied().collect();
+    order.sort_by_key(|i| started[i]);
+    order
 }
 
 /// The tickets and conversations naming `secondary`: what its pair's backup reads the
@@ -358,7 +336,7 @@ fn check_world(keep_user: bool, renames: bool) {
     let mut earlier_of = vec![BTreeSet::new(); pairs.len()];
     let mut read = BTreeSet::new();
     let mut shared = 0;
-    for i in started(&w, &pairs) {
+    for i in started(&w) {
         earlier_of[i] = read.clone();
         let mine = objects(&w, &pairs[i].1);
         shared += mine.intersection(&read).count();

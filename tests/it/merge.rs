@@ -185,6 +185,41 @@ impl World {
         v
     }
 
+    /// When each pair (index into [`Self::pairs`]) first started Validate, over every
+    /// report, on the wall clock. Contacts come from the run's batched lists and a backup may
+    /// take its lists from another pair's answer (issue 29), so the request log no longer
+    /// shows when a pair began; its report does.
+    pub fn validate_started(&self) -> BTreeMap<usize, std::time::SystemTime> {
+        let pairs = self.pairs();
+        let mut out: BTreeMap<usize, std::time::SystemTime> = BTreeMap::new();
+        for path in self.reports() {
+            let report: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+            for e in report["pairs"].as_array().into_iter().flatten() {
+                let Some(i) = pairs.iter().position(|(_, s)| e["secondary"] == s.as_str()) else {
+                    continue;
+                };
+                let started = e["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s["step"] == "validate")
+                    .filter_map(|s| {
+                        s["started_at"]
+                            .as_str()?
+                            .parse::<chrono::DateTime<chrono::Utc>>()
+                            .ok()
+                    })
+                    .map(std::time::SystemTime::from)
+                    .min();
+                if let Some(t) = started {
+                    let at = out.entry(i).or_insert(t);
+                    *at = (*at).min(t);
+                }
+            }
+        }
+        out
+    }
+
     pub fn last_report(&self) -> Value {
         let p = self.reports().pop().expect("a merge report");
         serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()

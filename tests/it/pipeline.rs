@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use chrono::{DateTime, Utc};
-
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -96,35 +94,6 @@ fn is_write(r: &RequestRecord) -> bool {
     )
 }
 
-/// When each pair's Validate first started, from the run's reports (on the wall clock).
-/// Contacts are read from the run's batched lists and a backup may take its tickets from a
-/// list another pair made (issue 29), so the request log no longer shows when a pair began.
-fn validate_started(w: &World) -> BTreeMap<usize, SystemTime> {
-    let pairs = w.pairs();
-    let mut out: BTreeMap<usize, SystemTime> = BTreeMap::new();
-    for path in w.reports() {
-        let report: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
-        for e in report["pairs"].as_array().into_iter().flatten() {
-            let Some(i) = pairs.iter().position(|(_, s)| e["secondary"] == s.as_str()) else {
-                continue;
-            };
-            let started = e["steps"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["step"] == "validate")
-                .filter_map(|s| s["started_at"].as_str()?.parse::<DateTime<Utc>>().ok())
-                .map(SystemTime::from)
-                .min();
-            if let Some(t) = started {
-                let at = out.entry(i).or_insert(t);
-                *at = (*at).min(t);
-            }
-        }
-    }
-    out
-}
-
 /// The pairs in the order their Validate started.
 fn in_order(started: &BTreeMap<usize, SystemTime>) -> Vec<usize> {
     let mut order: Vec<usize> = started.keys().copied().collect();
@@ -144,7 +113,7 @@ struct Timeline {
 fn timeline(w: &World) -> Timeline {
     let pairs = w.pairs();
     let log = w.fake.requests();
-    let first_read = validate_started(w);
+    let first_read = w.validate_started();
     let mut writes = Vec::new();
     for r in &log {
         let Some(i) = owner(w, &pairs, r) else {
@@ -430,7 +399,7 @@ fn contact_timeline(
 ) {
     let pairs = w.pairs();
     let of_contact = |id: &str| pairs.iter().position(|(p, s)| p == id || s == id);
-    let first_read = validate_started(w);
+    let first_read = w.validate_started();
     let mut last_write = BTreeMap::new();
     for r in &w.fake.requests() {
         let who = match r.path.as_str() {
