@@ -23,7 +23,7 @@
 //! answered more than that for once (the export's count was wrong), is never added to
 //! another pair's list, so one large customer is not read again and again.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -189,6 +189,7 @@ impl ListReads {
     ) -> Result<Vec<Value>, ApiError> {
         let field = listing.field();
         let mut s = self.state.lock().await;
+        self.prune(&mut s);
         let newer = |s: &State, c: &str| {
             since.is_none_or(|t| {
                 s.sides
@@ -260,6 +261,17 @@ impl ListReads {
         }
         s.large.extend(large);
         Ok(out)
+    }
+
+    /// Forgets answers older than the freshness window and the objects only they held: a
+    /// long run keeps about one window of lists, not every ticket it ever read.
+    fn prune(&self, s: &mut State) {
+        for side in s.sides.values_mut() {
+            side.covered
+                .retain(|_, (_, at)| at.elapsed() < self.fresh_for);
+            let held: HashSet<&String> = side.covered.values().flat_map(|(ids, _)| ids).collect();
+            side.objects.retain(|id, _| held.contains(id));
+        }
     }
 
     async fn read(
@@ -348,5 +360,41 @@ fn forget_around(s: &mut State, primary: &str, secondary: &str) {
         side.covered.retain(|c, (share, _)| {
             c != primary && c != secondary && !share.iter().any(|id| touching.contains(id))
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_answer(lists: &ListReads, read_at: Instant) {
+        let mut s = lists.state.blocking_lock();
+        let side = s.sides.entry(Listing::Tickets).or_default();
+        side.objects
+            .insert("t1".into(), serde_json::json!({"id": "t1"}));
+        side.objects
+            .insert("t2".into(), serde_json::json!({"id": "t2"}));
+        side.covered
+            .insert("c1".into(), (BTreeSet::from(["t1".to_string()]), read_at));
+    }
+
+    #[test]
+    fn a_long_run_keeps_only_the_answers_still_fresh_and_their_objects() {
+        let lists = ListReads::new(std::iter::empty(), Vec::new(), Duration::from_secs(90));
+        with_answer(&lists, Instant::now());
+        let mut s = lists.state.blocking_lock();
+        lists.prune(&mut s);
+        let side = &s.sides[&Listing::Tickets];
+        assert!(side.covered.contains_key("c1"));
+        // t2 is named by no answer still held.
+        assert_eq!(side.objects.keys().collect::<Vec<_>>(), ["t1"]);
+        drop(s);
+
+        let stale = ListReads::none();
+        with_answer(&stale, Instant::now());
+        let mut s = stale.state.blocking_lock();
+        stale.prune(&mut s);
+        let side = &s.sides[&Listing::Tickets];
+        assert!(side.covered.is_empty() && side.objects.is_empty());
     }
 }
