@@ -4,7 +4,9 @@
 //! Run: `cargo bench --profile dev --bench devrev_pace` (optionally `-- PAIRS APPLY_DELAY_S
 //! [apart|bare]`, default 10 pairs and 2 s; `apart`: no ticket names a contact of another pair;
 //! `bare`: no contact has a ticket or a conversation; `DEVREV_MERGE_BIN=path` runs another build of the binary, e.g.
-//! one of `main`; `DEVREV_PACE_GAPS=1` lists where the budget went unused). Not a test and
+//! one of `main`; `DEVREV_PACE_GAPS=1` lists where the budget went unused; `DEVREV_PACE_DUMP=file` writes
+//! every call the fake saw, with its body; `DEVREV_PACE_KEEP=1` keeps the run's folder, logs
+//! included). Not a test and
 //! not in CI: one run takes minutes, as a real one does.
 //!
 //! It starts the fake DevRev enforcing 45 calls per 60 s (what DevRev allows) with merges
@@ -190,10 +192,44 @@ fn main() {
         *per.entry(r.path.as_str()).or_default() += 1;
     }
     println!("  calls per endpoint         : {per:?}");
+    // What the reads asked for: a thing read twice shows as more calls than distinct things.
+    let mut distinct: std::collections::BTreeMap<&str, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for r in &reqs {
+        let key = ["id", "object", "artifact"]
+            .iter()
+            .find_map(|k| r.body.get(*k))
+            .map(|v| v.to_string());
+        if let Some(key) = key {
+            distinct.entry(r.path.as_str()).or_default().insert(key);
+        }
+    }
+    let distinct: std::collections::BTreeMap<&str, usize> =
+        distinct.into_iter().map(|(k, v)| (k, v.len())).collect();
+    println!("  distinct things read       : {distinct:?}");
+    if let Some(path) = std::env::var_os("DEVREV_PACE_DUMP") {
+        let lines: Vec<String> = reqs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{:7.2} {} {} {}",
+                    r.at.as_secs_f64(),
+                    r.status,
+                    r.path,
+                    r.body
+                )
+            })
+            .collect();
+        let _ = std::fs::write(path, lines.join("\n"));
+    }
     if !run.status.success() {
         eprintln!("{}", String::from_utf8_lossy(&run.stderr));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("DEVREV_PACE_KEEP").is_some() {
+        println!("  work dir kept              : {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 fn yes(b: bool) -> &'static str {

@@ -126,6 +126,8 @@ pub struct DevRevClient {
     http: reqwest::Client,
     cfg: ClientConfig,
     limiter: DefaultDirectRateLimiter,
+    /// Who waits for the pacer next: the most urgent call first (`line.rs`).
+    line: super::line::Line,
     /// When the server said the budget is spent (remaining 0), no call goes out before this.
     blocked_until: Mutex<Option<Instant>>,
     stats: Mutex<BTreeMap<String, EndpointStats>>,
@@ -140,6 +142,12 @@ impl std::fmt::Debug for DevRevClient {
             .finish()
     }
 }
+
+/// A place in the pacer's line already waited for ([`DevRevClient::turn`]): the request
+/// sent with it goes out without waiting again. Not `Clone`: one turn, one request.
+#[derive(Debug)]
+#[must_use = "a turn not used is a call's share of the rate budget wasted"]
+pub struct Turn(());
 
 /// Builds the pacer: at most `calls` requests in any window of `period`.
 ///
@@ -179,6 +187,7 @@ impl DevRevClient {
             http,
             cfg,
             limiter,
+            line: super::line::Line::default(),
             blocked_until: Mutex::new(None),
             stats: Mutex::new(BTreeMap::new()),
             last_rate: Mutex::new(None),
@@ -259,6 +268,8 @@ impl DevRevClient {
     /// late on an old cell could bunch requests and break the "N in any window" promise.
     async fn pace(&self, endpoint: &str) {
         let t0 = Instant::now();
+        // Only the first in line waits for the pacer; the others wait for their place.
+        let _place = self.line.first(super::line::urgency(endpoint)).await;
         loop {
             if let Some(until) = self.blocked_until() {
                 tokio::time::sleep_until(until.into()).await;
@@ -342,7 +353,16 @@ impl DevRevClient {
         body: &Value,
         kind: CallKind,
     ) -> Result<T, ApiError> {
-        self.call_expecting(endpoint, body, kind, false).await
+        self.call_expecting(endpoint, body, kind, false, None).await
+    }
+
+    /// Waits for a place in the pacer's line, as a call would, without sending anything yet:
+    /// the request sent with the [`Turn`] goes out at once. A read that gathers what several
+    /// tasks need (one list for many contacts) decides what to ask only when its turn comes,
+    /// so that it asks for everything needed by then.
+    pub async fn turn(&self, endpoint: &str) -> Turn {
+        self.pace(endpoint).await;
+        Turn(())
     }
 
     /// [`Self::call`], where a `404` or a redirect is an answer the caller hopes for (a look
@@ -353,6 +373,7 @@ impl DevRevClient {
         body: &Value,
         kind: CallKind,
         gone_expected: bool,
+        mut turn: Option<Turn>,
     ) -> Result<T, ApiError> {
         let url = self
             .cfg
@@ -366,7 +387,12 @@ impl DevRevClient {
         let mut attempts = 0u32;
         loop {
             attempts += 1;
-            let failure = match self.attempt::<T>(endpoint, &url, body, attempts).await {
+            // A retry waits for the pacer again, as every attempt does.
+            let paced = turn.take().is_some();
+            let failure = match self
+                .attempt::<T>(endpoint, &url, body, attempts, paced)
+                .await
+            {
                 Ok(v) => return Ok(v),
                 Err(f) => f,
             };
@@ -424,8 +450,11 @@ impl DevRevClient {
         url: &url::Url,
         body: &Value,
         attempts: u32,
+        paced: bool,
     ) -> Result<T, Attempt> {
-        self.pace(endpoint).await;
+        if !paced {
+            self.pace(endpoint).await;
+        }
         self.bump(endpoint, |s| {
             s.calls += 1;
             if attempts > 1 {
@@ -559,6 +588,18 @@ impl DevRevClient {
     pub async fn list_all<T: DeserializeOwned>(
         &self,
         endpoint: &str,
+        body: Value,
+        key: &str,
+    ) -> Result<Vec<T>, ApiError> {
+        self.list_all_in(None, endpoint, body, key).await
+    }
+
+    /// [`Self::list_all`], its first page sent with `turn` (the later pages wait for the
+    /// pacer as usual).
+    pub async fn list_all_in<T: DeserializeOwned>(
+        &self,
+        mut turn: Option<Turn>,
+        endpoint: &str,
         mut body: Value,
         key: &str,
     ) -> Result<Vec<T>, ApiError> {
@@ -571,7 +612,9 @@ impl DevRevClient {
             reason: self.scrub(&reason),
         };
         for page_no in 1..=self.cfg.limits.max_pages {
-            let mut page: Value = self.call(endpoint, &body, CallKind::Read).await?;
+            let mut page: Value = self
+                .call_expecting(endpoint, &body, CallKind::Read, false, turn.take())
+                .await?;
             let items = page.get_mut(key).map(Value::take).ok_or_else(|| {
                 broken(format!(
                     "page {page_no} has no `{key}` list; refusing to treat it as empty"
@@ -649,7 +692,13 @@ impl DevRevClient {
             rev_user: RevUser,
         }
         let r: R = self
-            .call_expecting("rev-users.get", &json!({ "id": id }), CallKind::Read, true)
+            .call_expecting(
+                "rev-users.get",
+                &json!({ "id": id }),
+                CallKind::Read,
+                true,
+                None,
+            )
             .await?;
         self.the_one_asked(id, r.rev_user)
     }
@@ -661,6 +710,16 @@ impl DevRevClient {
 
     pub async fn rev_users_list(&self, filters: Value) -> Result<Vec<RevUser>, ApiError> {
         self.list_all("rev-users.list", filters, "rev_users").await
+    }
+
+    /// [`Self::rev_users_list`], sent with `turn`.
+    pub async fn rev_users_list_in(
+        &self,
+        turn: Option<Turn>,
+        filters: Value,
+    ) -> Result<Vec<RevUser>, ApiError> {
+        self.list_all_in(turn, "rev-users.list", filters, "rev_users")
+            .await
     }
 
     /// Sets fields of a contact (`external_ref`, `display_name`, ...). Setting a value is
@@ -717,7 +776,17 @@ impl DevRevClient {
         &self,
         user_ids: &[&str],
     ) -> Result<Vec<T>, ApiError> {
-        self.list_all(
+        self.tickets_reported_by_in(None, user_ids).await
+    }
+
+    /// [`Self::tickets_reported_by_as`], sent with `turn`.
+    pub async fn tickets_reported_by_in<T: DeserializeOwned>(
+        &self,
+        turn: Option<Turn>,
+        user_ids: &[&str],
+    ) -> Result<Vec<T>, ApiError> {
+        self.list_all_in(
+            turn,
             "works.list",
             json!({ "type": ["ticket"], "reported_by": user_ids }),
             "works",
@@ -791,7 +860,17 @@ impl DevRevClient {
         &self,
         user_ids: &[&str],
     ) -> Result<Vec<T>, ApiError> {
-        self.list_all(
+        self.conversations_with_members_in(None, user_ids).await
+    }
+
+    /// [`Self::conversations_with_members_as`], sent with `turn`.
+    pub async fn conversations_with_members_in<T: DeserializeOwned>(
+        &self,
+        turn: Option<Turn>,
+        user_ids: &[&str],
+    ) -> Result<Vec<T>, ApiError> {
+        self.list_all_in(
+            turn,
             "conversations.list",
             json!({ "members": user_ids }),
             "conversations",

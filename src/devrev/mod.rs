@@ -3,11 +3,12 @@
 mod client;
 mod don;
 mod error;
+mod line;
 mod retry;
 pub mod types;
 
 pub use client::{
-    CallKind, ClientConfig, DevRevClient, EndpointStats, Limits, RateHeaders, is_loopback,
+    CallKind, ClientConfig, DevRevClient, EndpointStats, Limits, RateHeaders, Turn, is_loopback,
     pacer_quota,
 };
 pub use don::org_of;

@@ -23,8 +23,9 @@
 //! checked against DevRev's current lists before its merge (the re-check a backup of an
 //! earlier run gets).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
-use std::pin::Pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
@@ -35,12 +36,18 @@ use super::schedule::{self, Item};
 use super::shared::SharedSavepoint;
 use crate::error::AppError;
 
-/// How many pairs ahead of the one in hand may be prepared. One: a pair's checks and backup
-/// (about 7 calls, 9 s at 45 calls a minute) fill one 10 s apply wait, and a pair prepared
-/// outside a wait (during the repairs of the pair in hand) only takes calls the repairs
-/// needed, leaving less to fill the later waits (measured: 0.867 of the budget with two
-/// ahead, 0.900 with one, default world at 10 s, docs/benchmarks.md).
-pub const DEPTH: usize = 1;
+/// How many pairs ahead of the one in hand may be in flight. Of those, at most one waits for
+/// its turn with only its checks and backup done ([`PREPARED`]); the others went on to their
+/// merge because they meet nothing in flight (issue 29: several merges in flight, their apply
+/// waits overlapping).
+pub const DEPTH: usize = 4;
+
+/// How many pairs ahead may wait for their turn prepared but not merged. One: a pair's checks
+/// and backup (about 7 calls, 9 s at 45 calls a minute) fill one 10 s apply wait, and a pair
+/// prepared outside a wait (during the repairs of the pair in hand) only takes calls the
+/// repairs needed, leaving less to fill the later waits (measured: 0.867 of the budget with
+/// two ahead, 0.900 with one, default world at 10 s, docs/benchmarks.md).
+pub const PREPARED: usize = 1;
 
 /// How many pairs not yet started are looked at for one that may be prepared when the next
 /// one is held: far enough to find one in a world where neighbouring pairs often share
@@ -59,6 +66,27 @@ struct Running<'a> {
     fut: Preparing<'a>,
 }
 
+/// The pairs whose writes may still come: shared with the preparations under way, which
+/// decide whether they may go on to their merge only once their own backup is known (the
+/// set then, not the one when they started).
+#[derive(Default)]
+struct Flight {
+    /// The pair in hand.
+    current: usize,
+    /// Pairs prepared (or being prepared) ahead of their turn, in the order their turns come.
+    ahead: VecDeque<usize>,
+    /// Parked pairs: their writes come later, at the end of the run.
+    parked: Vec<usize>,
+}
+
+impl Flight {
+    fn all(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.current)
+            .chain(self.ahead.iter().copied())
+            .chain(self.parked.iter().copied())
+    }
+}
+
 /// A prepared pair waiting for its turn.
 struct Ready {
     prepared: Prepared,
@@ -71,18 +99,14 @@ pub struct Pipeline<'a, 'p> {
     work: &'a [Item<'p>],
     keep: crate::options::Keep,
     max_merges: Option<usize>,
-    /// The pair in hand, and the merges sent before it.
-    current: usize,
+    /// The merges sent before the pair in hand.
     merges_sent: usize,
-    /// Parked pairs: their writes come later, at the end of the run.
-    parked: Vec<usize>,
-    /// Pairs prepared (or being prepared) ahead of their turn, in the order their turns come.
-    ahead: VecDeque<usize>,
+    flight: Rc<RefCell<Flight>>,
     /// Pairs that had their turn or are in `ahead`.
     claimed: Vec<bool>,
     /// Every pair before this index is claimed.
     cursor: usize,
-    running: Option<Running<'a>>,
+    running: Vec<Running<'a>>,
     ready: BTreeMap<usize, Ready>,
     /// A run-wide error met while preparing: the run stops at the end of the pair in hand.
     fatal: Option<AppError>,
@@ -91,7 +115,7 @@ pub struct Pipeline<'a, 'p> {
 
 enum Event<T> {
     Main(T),
-    Prepared(Box<Result<Prepared, AppError>>),
+    Prepared(usize, Box<Result<Prepared, AppError>>),
     Requested,
 }
 
@@ -109,13 +133,11 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             work,
             keep,
             max_merges,
-            current: 0,
             merges_sent: 0,
-            parked: Vec::new(),
-            ahead: VecDeque::new(),
+            flight: Rc::default(),
             claimed: vec![false; work.len()],
             cursor: 0,
-            running: None,
+            running: Vec::new(),
             ready: BTreeMap::new(),
             fatal: None,
             fresh_for: fresh_for(),
@@ -130,7 +152,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
     /// The pair whose turn comes next: the first one prepared ahead, or else the schedule's
     /// first one not started. `None` when every pair had its turn.
     pub fn next_turn(&mut self) -> Option<usize> {
-        if let Some(i) = self.ahead.pop_front() {
+        if let Some(i) = self.flight.borrow_mut().ahead.pop_front() {
             return Some(i);
         }
         let i = self.first_unclaimed()?;
@@ -147,26 +169,30 @@ impl<'a, 'p> Pipeline<'a, 'p> {
 
     /// Pair `index` is now in hand.
     pub fn set_current(&mut self, index: usize, merges_sent: usize) {
-        self.current = index;
+        self.flight.borrow_mut().current = index;
         self.merges_sent = merges_sent;
     }
 
     pub fn park(&mut self, index: usize) {
-        self.parked.push(index);
+        self.flight.borrow_mut().parked.push(index);
     }
 
     /// A parked pair was settled before its time (a pair it meets had its turn).
     pub fn unpark(&mut self, key: &str) {
         let work = self.work;
-        self.parked.retain(|&b| work[b].key != key);
+        self.flight
+            .borrow_mut()
+            .parked
+            .retain(|&b| work[b].key != key);
     }
 
     /// What was prepared for pair `index` (waiting for its preparation to end if it is under
     /// way), or `None` if it was not prepared.
     pub async fn take(&mut self, index: usize) -> Result<Option<Prepared>, AppError> {
-        if let Some(mut r) = self.running.take_if(|r| r.index == index) {
+        if let Some(at) = self.running.iter().position(|r| r.index == index) {
             // Its saga may be well under way (a merge sent ahead of its turn, waiting to
             // apply): the next pairs are prepared meanwhile, as alongside any pair in hand.
+            let mut r = self.running.remove(at);
             let res = self.alongside(&mut r.fut).await;
             self.prepared(r.index, res);
         }
@@ -195,24 +221,26 @@ impl<'a, 'p> Pipeline<'a, 'p> {
                 let running = &mut self.running;
                 let watch = self.ctx.watch;
                 let preparing = async move {
-                    match running.as_mut() {
-                        Some(r) => Pin::new(&mut r.fut).await,
-                        None => std::future::pending().await,
+                    if running.is_empty() {
+                        return std::future::pending().await;
                     }
+                    let (res, at, _) =
+                        futures_util::future::select_all(running.iter_mut().map(|r| &mut r.fut))
+                            .await;
+                    (at, res)
                 };
                 tokio::select! {
                     biased;
                     out = &mut main => Event::Main(out),
-                    res = preparing => Event::Prepared(Box::new(res)),
+                    (at, res) = preparing => Event::Prepared(at, Box::new(res)),
                     _ = watch.merge_requested() => Event::Requested,
                 }
             };
             match ev {
                 Event::Main(out) => return out,
-                Event::Prepared(res) => {
-                    if let Some(r) = self.running.take() {
-                        self.prepared(r.index, *res);
-                    }
+                Event::Prepared(at, res) => {
+                    let r = self.running.remove(at);
+                    self.prepared(r.index, *res);
                     self.refill();
                 }
                 Event::Requested => self.refill(),
@@ -220,20 +248,21 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         }
     }
 
-    /// The run stops: lets a preparation under way finish its step (it stops before the
-    /// next one once Ctrl-C was pressed; dropped at a second Ctrl-C or after a run-wide
+    /// The run stops: lets the preparations under way finish their step (they stop before
+    /// the next one once Ctrl-C was pressed; dropped at a second Ctrl-C or after a run-wide
     /// error), then hands back every prepared pair that never had its turn.
     pub async fn wind_down(mut self, drop_running: bool) -> Vec<(usize, Prepared)> {
-        if let Some(mut r) = self.running.take()
-            && !drop_running
-        {
-            let res = tokio::select! {
+        let running = std::mem::take(&mut self.running);
+        if !running.is_empty() && !drop_running {
+            let (indices, futs): (Vec<usize>, Vec<Preparing<'_>>) =
+                running.into_iter().map(|r| (r.index, r.fut)).unzip();
+            let all = tokio::select! {
                 biased;
                 _ = self.ctx.stop.hard() => None,
-                res = Pin::new(&mut r.fut) => Some(res),
+                all = futures_util::future::join_all(futs) => Some(all),
             };
-            if let Some(res) = res {
-                self.prepared(r.index, res);
+            for (index, res) in indices.into_iter().zip(all.into_iter().flatten()) {
+                self.prepared(index, res);
             }
         }
         self.ready
@@ -267,49 +296,52 @@ impl<'a, 'p> Pipeline<'a, 'p> {
     /// DevRev may apply its merge at any moment, and it is settled before the turn of a pair
     /// it meets (`execute.rs`).
     fn held_by_in_flight(&self, mine: &Footprint) -> bool {
-        let theirs = |b: usize| {
-            self.sp
-                .get(&self.work[b].key)
-                .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
-        };
-        std::iter::once(self.current)
-            .chain(self.ahead.iter().copied())
-            .chain(self.parked.iter().copied())
-            .any(|b| theirs(b).meets(mine))
-    }
-
-    /// The pairs whose writes may still come besides `j`: the pair in hand, those ahead, the
-    /// parked.
-    fn in_flight_footprints(&self, j: usize) -> Vec<Footprint> {
-        std::iter::once(self.current)
-            .chain(self.ahead.iter().copied())
-            .chain(self.parked.iter().copied())
-            .filter(|&b| b != j)
-            .map(|b| {
-                self.sp
-                    .get(&self.work[b].key)
-                    .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
-            })
-            .collect()
+        in_flight_footprints(self.sp, self.work, &self.flight.borrow(), usize::MAX)
+            .iter()
+            .any(|theirs| theirs.meets(mine))
     }
 
     /// Starts preparing a pair ahead of its turn if one may be: the schedule's next one, or
     /// the first within [`LOOKAHEAD`] that nothing in flight meets.
     fn refill(&mut self) {
-        if self.running.is_some() || self.fatal.is_some() || self.ctx.stop.requested() {
-            return;
+        while self.start_one() {}
+    }
+
+    /// Whether pair `b` has asked for its merge (its backup, what a later pair must not
+    /// meet, is known then).
+    fn merge_asked(&self, b: usize) -> bool {
+        self.sp
+            .get(&self.work[b].key)
+            .is_some_and(|r| r.merge.is_some())
+    }
+
+    /// Starts preparing one pair if one may be; `true` if it did.
+    fn start_one(&mut self) -> bool {
+        if self.fatal.is_some() || self.ctx.stop.requested() {
+            return false;
         }
-        if self.ahead.len() >= DEPTH {
-            return;
+        // One preparation reads at a time: the next starts once every one under way has
+        // asked for its merge (or ended), so each knows the others' backups when it decides
+        // whether it may merge ahead too.
+        if self.running.iter().any(|r| !self.merge_asked(r.index)) {
+            return false;
+        }
+        let (current, ahead) = {
+            let f = self.flight.borrow();
+            (f.current, f.ahead.clone())
+        };
+        let waiting = ahead.iter().filter(|&&b| !self.merge_asked(b)).count();
+        if ahead.len() >= DEPTH || waiting >= PREPARED {
+            return false;
         }
         // Only once the pair in hand has asked for its merge: before, its own checks use the
         // whole budget, and its backup (what the next pair must not meet) is not known.
-        let in_hand = &self.work[self.current];
-        if self.sp.get(&in_hand.key).is_none_or(|r| r.merge.is_none()) {
-            return;
+        let in_hand = &self.work[current];
+        if !self.merge_asked(current) {
+            return false;
         }
         // Every fresh pair from the one in hand to the one prepared may send a merge first.
-        let before = usize::from(!in_hand.in_flight) + self.ahead.len();
+        let before = usize::from(!in_hand.in_flight) + ahead.len();
         let look = if self.max_merges.is_some() {
             1
         } else {
@@ -319,28 +351,33 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             !schedule::held_back(&self.work[j], self.merges_sent + before, self.max_merges)
                 && !self.held_by_in_flight(&self.footprint_of(j))
         }) else {
-            return;
+            return false;
         };
         let item = &self.work[j];
-        let Some(pair) = item.pair else { return };
+        let Some(pair) = item.pair else { return false };
         if let Err(e) = self.sp.journal_new_pair(item, self.keep) {
             self.fatal = Some(e);
-            return;
+            return false;
         }
         self.claimed[j] = true;
-        self.ahead.push_back(j);
-        let (ctx, sp, key) = (self.ctx, self.sp, item.key.clone());
+        self.flight.borrow_mut().ahead.push_back(j);
+        let (ctx, sp, work, key) = (self.ctx, self.sp, self.work, item.key.clone());
         tracing::debug!(pair = %pair.email, "preparing ahead of its turn");
-        // It may go on to its merge if it meets nothing in flight (never under --max-merges:
-        // a canary's merges stay the schedule's first ones, one at a time).
-        let in_flight = (self.ctx.merge_ahead && self.max_merges.is_none())
-            .then(|| self.in_flight_footprints(j));
-        self.running = Some(Running {
+        // It may go on to its merge if it meets nothing in flight when its backup is known
+        // (never under --max-merges: a canary's merges stay the schedule's first ones, one
+        // at a time).
+        let flight = Rc::clone(&self.flight);
+        let in_flight = (self.ctx.merge_ahead && self.max_merges.is_none()).then(|| {
+            Box::new(move || in_flight_footprints(sp, work, &flight.borrow(), j))
+                as Box<dyn Fn() -> Vec<Footprint> + 'a>
+        });
+        self.running.push(Running {
             index: j,
             fut: Box::pin(
                 async move { saga::prepare_pair(ctx, sp, &key, Some(pair), in_flight).await },
             ),
         });
+        true
     }
 
     /// The next `n` pairs not started, in the schedule's order, up to the first that may not
@@ -365,4 +402,22 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             pair.secondary.rev_user_id.clone(),
         ])
     }
+}
+
+/// The footprints of the pairs whose writes may still come besides `j`: the pair in hand,
+/// those ahead, the parked.
+fn in_flight_footprints(
+    sp: &SharedSavepoint,
+    work: &[Item<'_>],
+    flight: &Flight,
+    j: usize,
+) -> Vec<Footprint> {
+    flight
+        .all()
+        .filter(|&b| b != j)
+        .map(|b| {
+            sp.get(&work[b].key)
+                .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
+        })
+        .collect()
 }

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::gather::Gathering;
 use crate::detect::{Contact, Pair};
 use crate::devrev::types::RevUser;
 use crate::devrev::{ApiError, DevRevClient};
@@ -52,6 +53,12 @@ struct State {
     /// Batched `rev-users.list` calls made and contacts they stood in for (for the log).
     lists: usize,
     served: usize,
+    /// Survivors read after their merge by a gathered list: id → (record, when read).
+    survivors: HashMap<String, (RevUser, Instant)>,
+    /// Survivors whose read after the merge is still to come: id → `external_ref`.
+    expected: HashMap<String, String>,
+    /// A survivor read waiting for its turn (or under way), which others join.
+    gathering: Option<Gathering<String>>,
 }
 
 /// The run's batched contact reads. `Sync`: the preview's live check asks from several tasks.
@@ -189,5 +196,144 @@ impl ContactReads {
             s.served += 1;
             u
         }))
+    }
+    /// Survivor `id` (its `external_ref` now) will be read after its merge, for the
+    /// carry-over: a survivor read of another pair made meanwhile asks for it too.
+    pub async fn survivor_expected(&self, id: &str, external_ref: &str) {
+        let r = external_ref.trim();
+        if !r.is_empty() {
+            let mut s = self.state.lock().await;
+            s.expected.insert(id.to_string(), r.to_string());
+        }
+    }
+
+    /// Survivor `id` as DevRev holds it after `since` (its merge applied, this run's last
+    /// write to it): from a gathered `rev-users.list` read after `since`, handed out once,
+    /// else one `rev-users.get`. A read that must be made waits for its turn at the pacer
+    /// and asks, by `external_ref`, for every survivor expected by then; reads needed while
+    /// it waits join it.
+    ///
+    /// Only a record the list answered by the contact's own id, with its `custom_fields`
+    /// and `tags` (what the carry-over writes whole), stands in for the `rev-users.get`;
+    /// any other case reads with `rev-users.get` as before.
+    pub async fn survivor(
+        &self,
+        client: &DevRevClient,
+        id: &str,
+        since: Instant,
+    ) -> Result<RevUser, ApiError> {
+        let mut joined_once = false;
+        loop {
+            let mut s = self.state.lock().await;
+            if let Some((_, at)) = s.survivors.get(id)
+                && *at > since
+            {
+                s.served += 1;
+                s.expected.remove(id);
+                return Ok(s.survivors.remove(id).expect("checked").0);
+            }
+            if s.off.is_some() || !s.expected.contains_key(id) {
+                drop(s);
+                return client.rev_users_get(id).await;
+            }
+            let key = [id.to_string()];
+            if !joined_once && let Some(joined) = s.gathering.as_mut().and_then(|g| g.join(&key)) {
+                drop(s);
+                joined_once = true;
+                joined.wait().await;
+                continue;
+            }
+            drop(s);
+            self.read_survivors(client, id).await?;
+            let mut s = self.state.lock().await;
+            s.expected.remove(id);
+            if let Some((u, at)) = s.survivors.remove(id)
+                && at > since
+            {
+                s.served += 1;
+                return Ok(u);
+            }
+            drop(s);
+            return client.rev_users_get(id).await;
+        }
+    }
+
+    /// One gathered read of the survivors expected when its turn comes (`id` first).
+    async fn read_survivors(&self, client: &DevRevClient, id: &str) -> Result<(), ApiError> {
+        let mut s = self.state.lock().await;
+        let gathers = s.gathering.as_ref().is_none_or(Gathering::abandoned);
+        let done = gathers.then(|| {
+            let (g, done) = Gathering::start();
+            s.gathering = Some(g);
+            done
+        });
+        drop(s);
+        let turn = client.turn("rev-users.list").await;
+        let mut s = self.state.lock().await;
+        let joined = match s.gathering.as_mut().filter(|_| gathers) {
+            Some(g) => g.take_joined(),
+            None => Vec::new(),
+        };
+        let mut ids = vec![id.to_string()];
+        let rest = joined
+            .into_iter()
+            .chain(s.expected.keys().cloned().collect::<Vec<_>>());
+        for other in rest {
+            if ids.len() < WINDOW && !ids.contains(&other) && s.expected.contains_key(&other) {
+                ids.push(other);
+            }
+        }
+        if gathers && let Some(g) = s.gathering.as_mut() {
+            g.asked(ids.clone());
+        }
+        let refs: Vec<String> = ids.iter().map(|i| s.expected[i].clone()).collect();
+        s.lists += 1;
+        drop(s);
+        let answer = client
+            .rev_users_list_in(Some(turn), json!({ "external_ref": refs }))
+            .await;
+        let mut s = self.state.lock().await;
+        if let Some(done) = done {
+            s.gathering = None;
+            done.now();
+        }
+        let users = match answer {
+            Ok(users) => users,
+            Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "gathered survivor read failed; reading them one by one");
+                return Ok(());
+            }
+        };
+        if let Some(odd) = users.iter().find(|u| {
+            u.external_ref
+                .as_deref()
+                .is_none_or(|r| !refs.iter().any(|x| x == r))
+        }) {
+            let why = format!(
+                "rev-users.list answered {} (external_ref {:?}) to a filter that does not name \
+                 it: it ignores the filter, so every contact is read one by one",
+                odd.display_id.as_deref().unwrap_or(&odd.id),
+                odd.external_ref.as_deref().unwrap_or("")
+            );
+            tracing::warn!("{why}");
+            s.off = Some(why);
+            return Ok(());
+        }
+        let now = Instant::now();
+        for u in users {
+            // By its id, or its display id when the export holds those.
+            let key = [Some(u.id.as_str()), u.display_id.as_deref()]
+                .into_iter()
+                .flatten()
+                .find(|k| ids.iter().any(|i| i == k))
+                .map(str::to_string);
+            if let Some(key) = key
+                && u.unknown_lists().is_empty()
+            {
+                s.survivors.insert(key, (u, now));
+            }
+        }
+        Ok(())
     }
 }

@@ -29,8 +29,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::gather::Gathering;
 use crate::detect::Pair;
-use crate::devrev::{ApiError, DevRevClient};
+use crate::devrev::{ApiError, DevRevClient, Turn};
 
 /// Contacts asked about in one list, at most (ten pairs).
 const WINDOW: usize = 20;
@@ -58,6 +59,13 @@ pub enum Listing {
 }
 
 impl Listing {
+    fn endpoint(self) -> &'static str {
+        match self {
+            Listing::Tickets => "works.list",
+            Listing::Conversations => "conversations.list",
+        }
+    }
+
     fn field(self) -> &'static str {
         match self {
             Listing::Tickets => "reported_by",
@@ -89,6 +97,12 @@ struct State {
     sides: HashMap<Listing, Side>,
     /// Merges sent and not reconciled yet: (primary, secondary).
     pending: Vec<(String, String)>,
+    /// Pending merges DevRev was seen to apply, and when: their Reconcile's lists may come
+    /// from an answer read after that, so one list serves the Reconciles of several merges
+    /// applied about together.
+    applied: HashMap<(String, String), Instant>,
+    /// A list of each kind waiting for its turn (or under way), which others join.
+    gathering: HashMap<Listing, Gathering<String>>,
     /// Contacts DevRev answered more than [`MANY`] objects for (the export's count was
     /// wrong): never added to another pair's list again.
     large: std::collections::HashSet<String>,
@@ -150,6 +164,8 @@ impl ListReads {
     pub async fn merge_sent(&self, primary: &str, secondary: &str) {
         let mut s = self.state.lock().await;
         forget_around(&mut s, primary, secondary);
+        s.applied
+            .remove(&(primary.to_string(), secondary.to_string()));
         if !s
             .pending
             .iter()
@@ -159,11 +175,25 @@ impl ListReads {
         }
     }
 
+    /// DevRev was seen to apply the merge of `primary` ← `secondary` (it stays pending until
+    /// [`Self::merge_settled`]). From now on an answer read later may stand in for its
+    /// Reconcile's lists, and other lists ask for its contacts too. The first sighting
+    /// counts.
+    pub async fn merge_applied(&self, primary: &str, secondary: &str) {
+        let mut s = self.state.lock().await;
+        let key = (primary.to_string(), secondary.to_string());
+        if s.pending.contains(&key) {
+            s.applied.entry(key).or_insert_with(Instant::now);
+        }
+    }
+
     /// The merge's Reconcile has finished: answers read while it was under way are dropped.
     pub async fn merge_settled(&self, primary: &str, secondary: &str) {
         let mut s = self.state.lock().await;
         forget_around(&mut s, primary, secondary);
         s.pending.retain(|(p, q)| !(p == primary && q == secondary));
+        s.applied
+            .remove(&(primary.to_string(), secondary.to_string()));
     }
 
     /// Every object of `listing` naming any of `contacts`, as DevRev answers it now (or as
@@ -180,6 +210,10 @@ impl ListReads {
 
     /// [`Self::list`], taking an earlier answer only if it was read after `since` (a check
     /// of a backup taken at `since` needs an answer newer than the backup).
+    ///
+    /// A list that must be read waits for its turn at the pacer first, and a list needed
+    /// while one waits joins it: what the turn asks is decided when it comes (the contacts
+    /// joined, the merges seen applied by then, the next pairs' contacts).
     pub async fn list_since(
         &self,
         client: &DevRevClient,
@@ -187,9 +221,34 @@ impl ListReads {
         contacts: &[&str],
         since: Option<Instant>,
     ) -> Result<Vec<Value>, ApiError> {
-        let field = listing.field();
-        let mut s = self.state.lock().await;
-        self.prune(&mut s);
+        let mut joined_once = false;
+        loop {
+            let mut s = self.state.lock().await;
+            self.prune(&mut s);
+            if let Some(out) = self.serve(&mut s, listing, contacts, since) {
+                return Ok(out);
+            }
+            let keys: Vec<String> = contacts.iter().map(|c| c.to_string()).collect();
+            if !joined_once
+                && let Some(joined) = s.gathering.get_mut(&listing).and_then(|g| g.join(&keys))
+            {
+                drop(s);
+                joined_once = true;
+                joined.wait().await;
+                continue;
+            }
+            return self.lead(s, client, listing, contacts).await;
+        }
+    }
+
+    /// Every contact's share from answers that still hold, if all of them have one.
+    fn serve(
+        &self,
+        s: &mut State,
+        listing: Listing,
+        contacts: &[&str],
+        since: Option<Instant>,
+    ) -> Option<Vec<Value>> {
         let newer = |s: &State, c: &str| {
             since.is_none_or(|t| {
                 s.sides
@@ -198,69 +257,76 @@ impl ListReads {
                     .is_some_and(|(_, at)| *at > t)
             })
         };
-        if !contacts.is_empty()
-            && contacts
+        if contacts.is_empty()
+            || !contacts
                 .iter()
-                .all(|c| self.servable(&s, listing, c) && newer(&s, c))
+                .all(|c| self.servable(s, listing, c) && newer(s, c))
         {
-            s.served += 1;
-            let side = s.sides.entry(listing).or_default();
-            let ids: BTreeSet<&String> = contacts
-                .iter()
-                .flat_map(|c| side.covered[*c].0.iter())
-                .collect();
-            return Ok(ids.into_iter().map(|id| side.objects[id].clone()).collect());
+            return None;
         }
-        let ask = self.ask(&s, contacts);
+        s.served += 1;
+        let side = s.sides.entry(listing).or_default();
+        let ids: BTreeSet<&String> = contacts
+            .iter()
+            .flat_map(|c| side.covered[*c].0.iter())
+            .collect();
+        Some(ids.into_iter().map(|id| side.objects[id].clone()).collect())
+    }
+
+    /// Reads the list for `contacts` (and whatever joined it while it waited for its turn).
+    async fn lead(
+        &self,
+        mut s: tokio::sync::MutexGuard<'_, State>,
+        client: &DevRevClient,
+        listing: Listing,
+        contacts: &[&str],
+    ) -> Result<Vec<Value>, ApiError> {
+        // One gathering a listing at a time; one whose reader was dropped is replaced.
+        let gathers = s.gathering.get(&listing).is_none_or(Gathering::abandoned);
+        let done = gathers.then(|| {
+            let (g, done) = Gathering::start();
+            s.gathering.insert(listing, g);
+            done
+        });
+        drop(s);
+        let turn = client.turn(listing.endpoint()).await;
+        let mut s = self.state.lock().await;
+        let joined = match s.gathering.get_mut(&listing).filter(|_| gathers) {
+            Some(g) => g.take_joined(),
+            None => Vec::new(),
+        };
+        let ask: Vec<String> = self
+            .ask(&s, contacts, &joined)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        if gathers && let Some(g) = s.gathering.get_mut(&listing) {
+            g.asked(ask.clone());
+        }
         s.lists += 1;
-        let (answer, asked) = match self.read(client, listing, &ask).await {
-            Ok(a) => (a, ask),
+        drop(s);
+        let asked: Vec<&str> = ask.iter().map(String::as_str).collect();
+        let answer = self.read(client, listing, Some(turn), &asked).await;
+        let mut s = self.state.lock().await;
+        if let Some(done) = done {
+            s.gathering.remove(&listing);
+            done.now();
+        }
+        let (answer, asked) = match answer {
+            Ok(a) => (a, asked),
             Err(e) if e.scope() == crate::devrev::Scope::Run => return Err(e),
             // The added contacts may be what DevRev refuses (one merged meanwhile): the list
             // as asked decides.
-            Err(_) if ask.len() > contacts.len() => {
+            Err(_) if asked.len() > contacts.len() => {
                 s.lists += 1;
                 (
-                    self.read(client, listing, contacts).await?,
+                    self.read(client, listing, None, contacts).await?,
                     contacts.to_vec(),
                 )
             }
             Err(e) => return Err(e),
         };
-        let now = Instant::now();
-        let side = s.sides.entry(listing).or_default();
-        let mut out = Vec::new();
-        let mut shares: HashMap<&str, BTreeSet<String>> =
-            asked.iter().map(|c| (*c, BTreeSet::new())).collect();
-        for o in answer {
-            let Some(id) = o["id"].as_str().map(str::to_string) else {
-                continue;
-            };
-            let names = named(&o, field);
-            let mut any = false;
-            for n in &names {
-                if let Some(share) = shares.get_mut(n.as_str()) {
-                    share.insert(id.clone());
-                    any = true;
-                }
-            }
-            if !any {
-                continue; // names no contact asked about: not this list's
-            }
-            if names.iter().any(|n| contacts.contains(&n.as_str())) {
-                out.push(o.clone());
-            }
-            side.objects.insert(id, o);
-        }
-        let mut large = Vec::new();
-        for (c, share) in shares {
-            if share.len() > MANY as usize && !contacts.contains(&c) {
-                large.push(c.to_string());
-            }
-            side.covered.insert(c.to_string(), (share, now));
-        }
-        s.large.extend(large);
-        Ok(out)
+        Ok(record(&mut s, listing, contacts, &asked, answer))
     }
 
     /// Forgets answers older than the freshness window and the objects only they held: a
@@ -278,11 +344,12 @@ impl ListReads {
         &self,
         client: &DevRevClient,
         listing: Listing,
+        turn: Option<Turn>,
         contacts: &[&str],
     ) -> Result<Vec<Value>, ApiError> {
         match listing {
-            Listing::Tickets => client.tickets_reported_by_as(contacts).await,
-            Listing::Conversations => client.conversations_with_members_as(contacts).await,
+            Listing::Tickets => client.tickets_reported_by_in(turn, contacts).await,
+            Listing::Conversations => client.conversations_with_members_in(turn, contacts).await,
         }
     }
 
@@ -298,20 +365,33 @@ impl ListReads {
             return false;
         }
         !s.pending.iter().any(|(p, q)| {
-            contact == p
-                || contact == q
-                || share.iter().any(|id| {
-                    side.objects
-                        .get(id)
-                        .is_some_and(|o| named(o, listing.field()).iter().any(|n| n == p || n == q))
-                })
+            if contact == p || contact == q {
+                // Its own merge: only an answer read after DevRev was seen to apply it
+                // (what its Reconcile would read).
+                return s
+                    .applied
+                    .get(&(p.clone(), q.clone()))
+                    .is_none_or(|applied| at <= applied);
+            }
+            share.iter().any(|id| {
+                side.objects
+                    .get(id)
+                    .is_some_and(|o| named(o, listing.field()).iter().any(|n| n == p || n == q))
+            })
         })
     }
 
-    /// `contacts`, and the next contacts of the run (few tickets expected, no merge of theirs
-    /// under way).
-    fn ask<'a>(&'a self, s: &State, contacts: &[&'a str]) -> Vec<&'a str> {
+    /// `contacts`, those `joined` while the list waited for its turn, the contacts of merges
+    /// seen applied and not reconciled yet (their Reconciles' lists), and the next contacts of
+    /// the run (few tickets expected, no merge of theirs under way).
+    fn ask<'a>(&'a self, s: &'a State, contacts: &[&'a str], joined: &'a [String]) -> Vec<&'a str> {
         let mut ask: Vec<&str> = contacts.to_vec();
+        let applied = s.applied.keys().flat_map(|(p, q)| [p.as_str(), q.as_str()]);
+        for c in joined.iter().map(String::as_str).chain(applied) {
+            if ask.len() < WINDOW && !ask.contains(&c) {
+                ask.push(c);
+            }
+        }
         let Some(&start) = contacts.iter().filter_map(|c| self.at.get(*c)).min() else {
             return ask;
         };
@@ -340,6 +420,52 @@ impl ListReads {
         }
         ask
     }
+}
+
+/// Records an answer to a list that asked for `asked` (each contact's share is exactly the
+/// objects naming it) and returns the objects naming any of `contacts`.
+fn record(
+    s: &mut State,
+    listing: Listing,
+    contacts: &[&str],
+    asked: &[&str],
+    answer: Vec<Value>,
+) -> Vec<Value> {
+    let field = listing.field();
+    let now = Instant::now();
+    let side = s.sides.entry(listing).or_default();
+    let mut out = Vec::new();
+    let mut shares: HashMap<&str, BTreeSet<String>> =
+        asked.iter().map(|c| (*c, BTreeSet::new())).collect();
+    for o in answer {
+        let Some(id) = o["id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        let names = named(&o, field);
+        let mut any = false;
+        for n in &names {
+            if let Some(share) = shares.get_mut(n.as_str()) {
+                share.insert(id.clone());
+                any = true;
+            }
+        }
+        if !any {
+            continue; // names no contact asked about: not this list's
+        }
+        if names.iter().any(|n| contacts.contains(&n.as_str())) {
+            out.push(o.clone());
+        }
+        side.objects.insert(id, o);
+    }
+    let mut large = Vec::new();
+    for (c, share) in shares {
+        if share.len() > MANY as usize && !contacts.contains(&c) {
+            large.push(c.to_string());
+        }
+        side.covered.insert(c.to_string(), (share, now));
+    }
+    s.large.extend(large);
+    out
 }
 
 /// Drops every answer about `primary`, `secondary` and the contacts sharing an object with

@@ -16,6 +16,7 @@ use crate::devrev::types::RevUser;
 use crate::devrev::{ApiError, DevRevClient};
 
 mod batch;
+mod gather;
 mod lists;
 
 pub use batch::{ContactReads, WINDOW};

@@ -3,6 +3,8 @@
 //! for what it cannot vouch for: a contact it left out, a server that ignores the filter, a
 //! record older than the freshness window.
 
+use std::collections::BTreeSet;
+
 use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
 
 use crate::merge::{World, behaviour, check_final_state, spec};
@@ -45,11 +47,20 @@ fn a_run_reads_its_contacts_ten_pairs_per_call() {
     check_final_state(&w);
     let log = w.fake.requests();
     // 28 contacts: two windows of 20 (the test run is far inside the freshness window).
-    assert_eq!(
-        calls(&log, "/rev-users.list"),
-        2,
-        "one list per 20 contacts"
-    );
+    // Validate's lists ask for secondaries (`user_` refs); the survivors' reads after their
+    // merges (gathered lists too) ask only for primaries.
+    let validating = log
+        .iter()
+        .filter(|r| r.path == "/rev-users.list")
+        .filter(|r| {
+            r.body["external_ref"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x.as_str().is_some_and(|x| x.starts_with("user_")))
+        })
+        .count();
+    assert_eq!(validating, 2, "one list per 20 contacts");
     for (p, s) in w.pairs() {
         let merge = merge_seq(&log, &s);
         assert_eq!(
@@ -59,9 +70,17 @@ fn a_run_reads_its_contacts_ten_pairs_per_call() {
         );
     }
     // The list asked for exactly the refs of the CSV, nothing else (no prefix search).
-    let asked: Vec<String> = log
+    let lists: Vec<&RequestRecord> = log.iter().filter(|r| r.path == "/rev-users.list").collect();
+    let (validated, survivors): (Vec<&RequestRecord>, Vec<&RequestRecord>) =
+        lists.into_iter().partition(|r| {
+            r.body["external_ref"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|x| x.as_str().is_some_and(|x| x.starts_with("user_")))
+        });
+    let asked: Vec<String> = validated
         .iter()
-        .filter(|r| r.path == "/rev-users.list")
         .flat_map(|r| {
             r.body["external_ref"]
                 .as_array()
@@ -76,6 +95,19 @@ fn a_run_reads_its_contacts_ten_pairs_per_call() {
             .iter()
             .all(|r| r.starts_with("REVU-") || r.starts_with("user_")),
         "{asked:?}"
+    );
+    // Each survivor is read once after its merge, several to a list (issue 29: the pairs
+    // whose merges applied together are read together).
+    let survivors_asked: BTreeSet<&str> = survivors
+        .iter()
+        .flat_map(|r| r.body["external_ref"].as_array().unwrap())
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(survivors_asked.len(), 14, "{survivors_asked:?}");
+    assert!(
+        survivors.len() < 14,
+        "{} survivor reads for 14 pairs",
+        survivors.len()
     );
 }
 

@@ -135,6 +135,7 @@ impl Saga<'_, '_> {
                 .client
                 .rev_users_update(&primary, serde_json::Value::Object(body))
                 .await;
+            self.wrote_survivor();
             if let Ok(u) = &res
                 && !batch.is_empty()
             {

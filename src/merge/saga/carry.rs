@@ -64,7 +64,7 @@ impl Saga<'_, '_> {
         let Some(w) = self.carry_rec().write else {
             return Ok(Ok(None));
         };
-        let live = match self.ctx.client.rev_users_get(&self.primary()).await {
+        let live = match self.survivor_now().await {
             Ok(u) => u,
             Err(e) => return phase_api_failure(step, &e),
         };
@@ -93,7 +93,7 @@ impl Saga<'_, '_> {
     /// does not carry `custom_fields`/`tags` (unknown, never taken as empty: the step fails
     /// with the reason and the next run reads again).
     pub(super) async fn carry_live(&mut self, step: Step) -> Phase<RevUser> {
-        let live = match self.ctx.client.rev_users_get(&self.primary()).await {
+        let live = match self.survivor_now().await {
             Ok(u) => u,
             Err(e) => return phase_api_failure(step, &e),
         };
@@ -241,12 +241,13 @@ impl Saga<'_, '_> {
                 continue;
             }
             self.carry_intent(&batch, None)?;
-            match self
+            let written = self
                 .ctx
                 .client
                 .rev_users_update(&primary, serde_json::Value::Object(fields))
-                .await
-            {
+                .await;
+            self.wrote_survivor();
+            match written {
                 Ok(u) => self.carry_answered(&batch, &u)?,
                 Err(e) if e.status() == Some(400) => self.carry_refused(&batch, &e)?,
                 Err(e) => return Self::api_failure(step, &e).map(|(o, _)| Err(o)),

@@ -365,6 +365,10 @@ struct Saga<'a, 'b> {
     /// what changed between the read and the merge is in the backup, or the backup is taken
     /// again).
     recheck_since: Option<Instant>,
+    /// The survivor as DevRev holds it now is what a read after this instant says: set when
+    /// the merge shows applied, moved on by each of this saga's writes to the survivor.
+    /// A read gathered with other pairs' (`ContactReads::survivor`) counts only if later.
+    survivor_since: Option<Instant>,
 }
 
 impl<'a, 'b> Saga<'a, 'b> {
@@ -387,6 +391,7 @@ impl<'a, 'b> Saga<'a, 'b> {
             first_miss: None,
             verified_at: None,
             recheck_since: None,
+            survivor_since: None,
         }
     }
 }
@@ -405,6 +410,46 @@ impl Saga<'_, '_> {
 
     fn secondary(&self) -> String {
         self.rec().secondary.clone()
+    }
+
+    /// The merge shows applied: other pairs' gathered reads may now answer for this pair's
+    /// Reconcile lists and its survivor read.
+    async fn merge_shows_applied(&mut self) {
+        let (primary, secondary) = (self.primary(), self.secondary());
+        self.ctx.lists.merge_applied(&primary, &secondary).await;
+        if self.survivor_since.is_none() {
+            self.survivor_since = Some(Instant::now());
+        }
+        let known = self
+            .live
+            .as_ref()
+            .map(|(p, _)| p)
+            .filter(|p| p.id == primary)
+            .and_then(|p| p.external_ref.clone())
+            .or_else(|| {
+                self.pair
+                    .into_iter()
+                    .flat_map(|p| [&p.primary, &p.secondary])
+                    .find(|c| c.rev_user_id == primary)
+                    .map(|c| c.external_ref.clone())
+            });
+        if let Some(r) = known {
+            self.ctx.contacts.survivor_expected(&primary, &r).await;
+        }
+    }
+
+    /// The survivor as DevRev holds it now (after the merge and this saga's own writes).
+    async fn survivor_now(&self) -> Result<RevUser, ApiError> {
+        let since = self.survivor_since.unwrap_or_else(Instant::now);
+        self.ctx
+            .contacts
+            .survivor(self.ctx.client, &self.primary(), since)
+            .await
+    }
+
+    /// This saga wrote to the survivor: only a read after now says what it holds.
+    fn wrote_survivor(&mut self) {
+        self.survivor_since = Some(Instant::now());
     }
 
     /// Changes the record and writes the savepoint before returning.

@@ -53,8 +53,8 @@ impl Prepared {
 /// Runs the pair's saga up to its first write to DevRev. The record must already be in the
 /// savepoint. `Err`: the whole run must stop (as in [`run_pair`]).
 ///
-/// `in_flight`: the pairs whose writes may still come (the pair in hand, the parked ones).
-/// When given and the pair's backup shows it meets none of them either way (no shared
+/// `in_flight`: the pairs whose writes may still come (the pair in hand, those ahead, the
+/// parked ones), asked once the pair's own backup is known. When given and the pair's backup shows it meets none of them either way (no shared
 /// contact, no object one rewrites naming the other's contacts, no object both rewrite), the
 /// saga goes on to its merge and to the end without waiting for its turn: their writes
 /// cannot touch the same thing, so their order does not matter, and the apply waits overlap.
@@ -63,12 +63,12 @@ pub async fn prepare_pair(
     sp: &SharedSavepoint,
     key: &str,
     pair: Option<&Pair>,
-    in_flight: Option<Vec<crate::merge::footprint::Footprint>>,
+    in_flight: Option<Box<dyn Fn() -> Vec<crate::merge::footprint::Footprint> + '_>>,
 ) -> Result<Prepared, AppError> {
     let mut saga = Saga::new(ctx, sp, key, pair);
     let mut ended = saga.drive_until(Reach::BeforeWrites).await?;
     if ended.is_none()
-        && let Some(others) = in_flight
+        && let Some(others) = in_flight.map(|f| f())
         && let Some(mine) = sp
             .get(key)
             .map(|r| crate::merge::footprint::Footprint::of_record(&r))

@@ -37,6 +37,8 @@ impl Saga<'_, '_> {
                 Err(outcome) => return Ok((outcome, None)),
             }
         }
+        // Applied (journaled so): a list read from now on stands in for this Reconcile's.
+        self.merge_shows_applied().await;
         let merged = self.merged_map();
         let repaired_now = match self.repair_tickets(&backed_up, &merged).await? {
             Ok(n) => n,
@@ -372,7 +374,7 @@ impl Saga<'_, '_> {
         let client = self.ctx.client;
         let current = match seen {
             Some(u) if u.id == primary => u,
-            _ => match client.rev_users_get(&primary).await {
+            _ => match self.survivor_now().await {
                 Ok(u) => u,
                 Err(e) => return phase_api_failure(step, &e),
             },
@@ -380,10 +382,11 @@ impl Saga<'_, '_> {
         if current.display_name.as_deref() == Some(original.as_str()) {
             return Ok(Ok(false));
         }
-        match client
+        let written = client
             .rev_users_update(&primary, json!({ "display_name": original }))
-            .await
-        {
+            .await;
+        self.wrote_survivor();
+        match written {
             Ok(u) if u.display_name.as_deref() == Some(original.as_str()) => Ok(Ok(true)),
             Ok(u) => phase_failed(
                 step,

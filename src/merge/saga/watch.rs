@@ -72,7 +72,10 @@ impl Saga<'_, '_> {
                 self.note_first_look(&seen);
             }
             match seen {
-                Ok(Evidence::Merged(sign)) => return self.seen_merged(sign, lost),
+                Ok(Evidence::Merged(sign)) => {
+                    self.merge_shows_applied().await;
+                    return self.seen_merged(sign, lost);
+                }
                 Ok(Evidence::Unmerged) => {
                     last_error = None;
                     if lost {
