@@ -4,6 +4,7 @@
 //! record older than the freshness window.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
 
@@ -279,4 +280,99 @@ fn a_contact_with_more_tickets_than_the_export_says_is_asked_for_once() {
         asked_for_others, 1,
         "the large contact was added to other pairs' lists once"
     );
+}
+
+/// Issue 29: pairs that meet nothing have their merges in flight together, and what they
+/// read after their merges (Reconcile's lists, the survivor before the carry-over) is read
+/// for several at once; each of those reads still comes after DevRev was seen to apply the
+/// merges it stands in for.
+#[test]
+fn merges_that_meet_nothing_fly_together_and_their_reads_after_them_are_shared() {
+    let mut sp = spec(8, 0, 41);
+    sp.tickets_per_contact = (0, 0);
+    sp.conversations_per_secondary = (0, 0);
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Gone);
+    // Long enough that the next pairs' merges go out while the first ones apply.
+    b.delay = Duration::from_millis(400);
+    let w = World::new(sp, b);
+    // Paced (ten calls a second): calls wait for their turn, as at DevRev's pace, which is
+    // when reads gather.
+    let a = w.run(&["--rate-limit-calls", "600"]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    check_final_state(&w);
+    let log = w.fake.requests();
+    let pairs = w.pairs();
+    assert_eq!(
+        calls(&log, "/rev-users.merge"),
+        pairs.len(),
+        "one merge per pair"
+    );
+    // Several merges were sent before DevRev was first seen to apply one.
+    let first_applied = log
+        .iter()
+        .find(|r| r.path == "/rev-users.get" && r.status == 404)
+        .expect("a look found a merged secondary")
+        .seq;
+    let in_flight = log
+        .iter()
+        .filter(|r| r.path == "/rev-users.merge" && r.seq < first_applied)
+        .count();
+    assert!(in_flight >= 3, "{in_flight} merges in flight together");
+    // Each pair's Reconcile lists and survivor read come after the look that found its
+    // secondary merged, and fewer calls than pairs serve them.
+    let seen_applied = |s: &str| {
+        log.iter()
+            .find(|r| r.path == "/rev-users.get" && r.body["id"] == s && r.status == 404)
+            .expect("seen merged")
+            .seq
+    };
+    let names = |r: &RequestRecord, field: &str, id: &str| {
+        r.body[field]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == id))
+    };
+    for (p, s) in &pairs {
+        let applied = seen_applied(s);
+        for (path, field) in [
+            ("/works.list", "reported_by"),
+            ("/conversations.list", "members"),
+        ] {
+            assert!(
+                log.iter()
+                    .any(|r| r.path == path && r.seq > applied && names(r, field, s)),
+                "{path} for the Reconcile of {p} <- {s}"
+            );
+        }
+    }
+    let after_first = |path: &str| {
+        log.iter()
+            .filter(|r| r.path == path && r.seq > first_applied)
+            .count()
+    };
+    let reconcile_lists = after_first("/works.list") + after_first("/conversations.list");
+    let survivor_reads = after_first("/rev-users.list");
+    eprintln!(
+        "{} pairs: {in_flight} merges in flight together; {reconcile_lists} Reconcile lists, \
+         {survivor_reads} survivor reads; {} calls in all",
+        pairs.len(),
+        log.len()
+    );
+    assert!(
+        reconcile_lists < 2 * pairs.len(),
+        "{reconcile_lists} Reconcile lists for {} pairs",
+        pairs.len()
+    );
+    assert!(
+        survivor_reads < pairs.len(),
+        "{survivor_reads} survivor reads for {} pairs",
+        pairs.len()
+    );
+    // No primary read one by one: every survivor came from a shared list.
+    for (p, _) in &pairs {
+        assert!(
+            !log.iter()
+                .any(|r| r.path == "/rev-users.get" && r.body["id"] == p.as_str()),
+            "primary {p} read on its own"
+        );
+    }
 }
