@@ -67,6 +67,19 @@ pub fn batched_reads(pairs: u64, keep: Keep) -> u64 {
     if keep == Keep::Auto { 2 * lists } else { lists }
 }
 
+/// Pairs whose merges may be in flight, and so share their reads after the merge, together
+/// (`merge/pipeline.rs`: the pair in hand and [`crate::merge::pipeline::DEPTH`] ahead), and
+/// about how many pairs one shared list covers at most.
+const SHARED_BY: u64 = 10;
+
+/// The lists and survivor reads a run shares between pairs, at fewest: per ten pairs one
+/// `works.list` and one `conversations.list` for the backups, as many for the Reconciles,
+/// and one `rev-users.list` for the survivors (issue 29). Only reached when no pair meets
+/// another (no shared ticket), so that all their merges fly together.
+pub fn shared_reads_low(pairs: u64) -> u64 {
+    5 * pairs.div_ceil(SHARED_BY)
+}
+
 /// Attachments per backed-up ticket or conversation, at most: each costs one
 /// `artifacts.locate`, plus one `artifacts.get` when DevRev's summary omits the size. A prior
 /// (docs/api.md, "Estimating a run from the CSV"): the CSV does not say, and reading every timeline to count
@@ -111,7 +124,7 @@ impl KnownTickets {
 /// One pair's API calls, lowest and highest (see [`PRIOR_ATTACHMENTS_PER_OBJECT`]).
 pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) -> (u64, u64) {
     let (d_lo, d_hi) = t.distinct();
-    let (list_lo, list_hi) = (pages(d_lo, page), pages(d_hi, page));
+    let list_hi = pages(d_hi, page);
     let (backed_lo, backed_hi) = match scope {
         BackupScope::Secondary => (t.secondary, t.secondary),
         BackupScope::Both => (d_lo, d_hi),
@@ -119,10 +132,10 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
     // The adoption's rev-users.update (--keep revu) or the primary's re-read (--keep user):
     // one or the other (docs/api.md, "API calls per pair").
     let last = 1;
-    // timelines + merge + polls + Reconcile's tickets and conversations lists + adopt or
-    // re-read; the backup's lists taken from another pair's (issue 29: shared when pairs do
-    // not meet); Validate's reads: [`batched_reads`].
-    let low = backed_lo + 1 + POLLS.0 + list_lo + 1 + last;
+    // timelines + merge + one look + adopt or re-read. The lists (the backup's, Reconcile's)
+    // and the survivor's read may all be shared with other pairs' (issue 29: merges applied
+    // together are reconciled together): [`shared_reads_low`], run-wide.
+    let low = backed_lo + 1 + POLLS.0 + last;
     let convs = PRIOR_CONVERSATIONS_PER_CONTACT;
     let attachments = PRIOR_ATTACHMENTS_PER_OBJECT * (backed_hi + convs);
     // --keep auto may read both contacts once more to decide the direction, each a
@@ -169,7 +182,8 @@ pub fn estimate(
         })
         .collect();
     let batched = batched_reads(pairs.len() as u64, cfg.keep);
-    let (mut calls, mut low, mut high, mut refined) = (batched, batched, batched, 0);
+    let shared_low = shared_reads_low(pairs.len() as u64);
+    let (mut calls, mut low, mut high, mut refined) = (batched, batched + shared_low, batched, 0);
     for p in pairs {
         calls += calls_for_pair(p, cfg.backup_scope, page);
         let known = live_counts
@@ -859,8 +873,8 @@ mod tests {
             let typical = calls_for_pair(&p, scope, 100);
             assert!(lo < typical && typical < hi, "{lo} {typical} {hi}");
         }
-        // Secondary scope, keep revu: 2 timelines + 1 merge + 1 poll + 1 + 1 (Reconcile's
-        // lists) + 1 adopt = 7 at least (the backup's lists shared with another pair's); at
+        // Secondary scope, keep revu: 2 timelines + 1 merge + 1 poll + 1 adopt = 5 at least
+        // (the backup's and Reconcile's lists shared with other pairs': run-wide); at
         // most its own lists (2), both contacts read alone (2), 2 conversations and 2
         // attachments per ticket or conversation (2 x 2 x 4 = 16 calls) and 4 polls; no
         // re-read of the primary (the adoption's answer carries it).
@@ -870,7 +884,9 @@ mod tests {
             BackupScope::Secondary,
             100,
         );
-        assert_eq!(csv, (7, 9 + 2 + 2 + 16 + 3));
+        assert_eq!(csv, (5, 9 + 2 + 2 + 16 + 3));
+        assert_eq!(shared_reads_low(10), 5);
+        assert_eq!(shared_reads_low(11), 10);
         // --keep user: the re-read instead of the adoption, the same count.
         let user = call_range(
             KnownTickets::from_csv(&p),

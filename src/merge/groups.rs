@@ -106,55 +106,88 @@ pub fn apply(
     }
     for group in std::mem::take(&mut plan.needs_review) {
         let id = review::group_id(&group.email);
-        let Some(Outcome::Merge {
+        if let Some(Outcome::Merge {
             keep,
             merge,
             adopt_ref,
             ..
         }) = outcomes.get(id.as_str())
-        else {
-            continue;
-        };
-        let find = |rid: &str| group.contacts.iter().find(|c| c.rev_user_id == rid);
-        let Some(survivor) = find(keep) else { continue };
-        let mut members: Vec<&Contact> = merge.iter().filter_map(|m| find(m)).collect();
-        members.sort_by(|a, b| a.rev_user_id.cmp(&b.rev_user_id));
-        // A record whose merge may have left keeps the link it was sent with.
-        let sent = |m: &Contact| {
-            journal
-                .pairs
-                .get(&super::journal::pair_key(keep, &m.rev_user_id))
-                .is_some_and(|r| r.merge_in_flight() || r.status.is_final())
-        };
-        let adopter = members.iter().rposition(|m| !sent(m));
-        let adopt = adopt_ref
-            .as_deref()
-            .filter(|a| *a != keep.as_str() && merge.iter().any(|m| m == a))
-            .and_then(find)
-            .map(|c| AdoptRef {
-                external_ref: c.external_ref.trim().to_string(),
-                holder: c.rev_user_id.clone(),
-            });
-        let len = members.len() as u32;
-        for (i, m) in members.iter().enumerate() {
-            let last = Some(i) == adopter;
-            work.members.push((
-                Pair {
-                    email: group.email.clone(),
-                    primary: survivor.clone(),
-                    secondary: (*m).clone(),
-                },
-                GroupLink {
-                    id: id.clone(),
-                    index: i as u32,
-                    len,
-                    adopt: if last { adopt.clone() } else { None },
-                    decisions: file.to_path_buf(),
-                },
-            ));
+        {
+            let decided = MergeDecision {
+                keep,
+                merge,
+                adopt_ref: adopt_ref.as_deref(),
+            };
+            work.members
+                .extend(group_members(&group, &id, decided, file, journal));
         }
     }
     work
+}
+
+/// What one needs-review group's decision merges.
+#[derive(Clone, Copy)]
+struct MergeDecision<'a> {
+    keep: &'a str,
+    merge: &'a [String],
+    adopt_ref: Option<&'a str>,
+}
+
+/// A decided group's merges, one per member into the survivor, in a fixed order; the last
+/// member whose merge was not sent yet adopts the chosen ref.
+fn group_members(
+    group: &crate::detect::ReviewGroup,
+    id: &str,
+    decided: MergeDecision<'_>,
+    file: &Path,
+    journal: &super::journal::SavepointFile,
+) -> Vec<(Pair, GroupLink)> {
+    let MergeDecision {
+        keep,
+        merge,
+        adopt_ref,
+    } = decided;
+    let mut out = Vec::new();
+    let find = |rid: &str| group.contacts.iter().find(|c| c.rev_user_id == rid);
+    let Some(survivor) = find(keep) else {
+        return out;
+    };
+    let mut members: Vec<&Contact> = merge.iter().filter_map(|m| find(m)).collect();
+    members.sort_by(|a, b| a.rev_user_id.cmp(&b.rev_user_id));
+    // A record whose merge may have left keeps the link it was sent with.
+    let sent = |m: &Contact| {
+        journal
+            .pairs
+            .get(&super::journal::pair_key(keep, &m.rev_user_id))
+            .is_some_and(|r| r.merge_in_flight() || r.status.is_final())
+    };
+    let adopter = members.iter().rposition(|m| !sent(m));
+    let adopt = adopt_ref
+        .filter(|a| *a != keep && merge.iter().any(|m| m == a))
+        .and_then(find)
+        .map(|c| AdoptRef {
+            external_ref: c.external_ref.trim().to_string(),
+            holder: c.rev_user_id.clone(),
+        });
+    let len = members.len() as u32;
+    for (i, m) in members.iter().enumerate() {
+        let last = Some(i) == adopter;
+        out.push((
+            Pair {
+                email: group.email.clone(),
+                primary: survivor.clone(),
+                secondary: (*m).clone(),
+            },
+            GroupLink {
+                id: id.to_string(),
+                index: i as u32,
+                len,
+                adopt: if last { adopt.clone() } else { None },
+                decisions: file.to_path_buf(),
+            },
+        ));
+    }
+    out
 }
 
 /// A run without `--decisions`: clean pairs of a group with a recorded `not-dup` or `skip`

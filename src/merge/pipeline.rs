@@ -1,15 +1,21 @@
 //! Never idle: while the pair in hand waits for DevRev to apply its merge, the next pairs are
 //! prepared (Validate, Backup, VerifyBackup: `saga/prepare.rs`) with the rate budget the wait
-//! leaves unused. One client, so one rate limiter, paces every call of both.
+//! leaves unused, and a prepared pair whose backup meets nothing in flight goes on to its own
+//! merge (issue 29: several merges in flight, their apply waits overlapping). One client, so
+//! one rate limiter, paces every call of all of them, the most urgent first
+//! (`devrev/line.rs`).
 //!
-//! What stays strictly in order: every write to DevRev (merge, reconcile, ref adoption) is
-//! made by the pair in hand, one pair at a time; a prepared pair only reads DevRev and writes
-//! its backup and its journal record. Preparing runs one pair at a time, at most [`DEPTH`]
-//! pairs ahead, and only once the pair in hand has sent its merge. A pair is not prepared
-//! while a pair whose writes come before its turn (the pair in hand, the ones prepared before
-//! it) meets it: shares a contact, or rewrites a ticket or conversation that names one of its
-//! contacts (`footprint.rs`), nor while a parked pair (its merge accepted, not seen applied
-//! yet) meets it: that one is settled in place before the turn of a pair it meets.
+//! What stays strictly in order: two pairs that meet never write to DevRev at the same time.
+//! A pair is prepared only once the pair in hand has sent its merge, one preparation reads at
+//! a time (the next starts once every one under way has sent its merge or stopped before it),
+//! at most [`DEPTH`] pairs ahead and at most [`PREPARED`] of them waiting for their turn
+//! unmerged. A pair is not prepared while a pair whose writes come before its turn (the pair
+//! in hand, the ones ahead of it) meets it: shares a contact, or rewrites a ticket or
+//! conversation that names one of its contacts (`footprint.rs`), nor while a parked pair (its
+//! merge accepted, not seen applied yet) meets it: that one is settled in place before the
+//! turn of a pair it meets. A prepared pair goes on to its merge only if, once its own backup
+//! is known, it meets none of the pairs in flight then, either way; otherwise it waits for its
+//! turn.
 //!
 //! The turns follow the schedule's order, except that a pair held that way is passed over:
 //! the first pair within [`LOOKAHEAD`] that nothing in flight meets is prepared instead and
@@ -40,7 +46,7 @@ use crate::error::AppError;
 /// its turn with only its checks and backup done ([`PREPARED`]); the others went on to their
 /// merge because they meet nothing in flight (issue 29: several merges in flight, their apply
 /// waits overlapping).
-pub const DEPTH: usize = 4;
+pub const DEPTH: usize = 9;
 
 /// How many pairs ahead may wait for their turn prepared but not merged. One: a pair's checks
 /// and backup (about 7 calls, 9 s at 45 calls a minute) fill one 10 s apply wait, and a pair
