@@ -62,7 +62,6 @@ pub async fn execute(
         merges_sent: 0,
         meter: CallMeter::new(ctx.client),
         eta: String::new(),
-        parked: Vec::new(),
         pipe: Pipeline::new(ctx, sp, work, keep, max_merges),
         group_waits: Vec::new(),
         turns: 0,
@@ -75,10 +74,15 @@ pub async fn execute(
             break;
         }
     }
+    let parked: Vec<(&Item<'_>, String)> = turns
+        .pipe
+        .parked()
+        .into_iter()
+        .map(|i| (&work[i], email_of(&work[i], sp)))
+        .collect();
     let Turns {
         pipe,
         mut ran,
-        parked,
         group_waits,
         ..
     } = turns;
@@ -110,8 +114,9 @@ pub async fn execute(
     }
 }
 
-/// The run loop's state between two turns: what ran, what waits (parked, prepared ahead),
-/// which groups stopped, the merges sent (for `--max-merges`) and the progress shown.
+/// The run loop's state between two turns: what ran, which groups stopped, the merges sent
+/// (for `--max-merges`) and the progress shown; where each pair stands (ahead, in hand,
+/// parked) is the pipeline's.
 struct Turns<'a, 'p> {
     ctx: &'a SagaCtx<'a>,
     sp: &'a SharedSavepoint,
@@ -123,7 +128,6 @@ struct Turns<'a, 'p> {
     merges_sent: usize,
     meter: CallMeter,
     eta: String,
-    parked: Vec<(&'a Item<'p>, String)>,
     pipe: Pipeline<'a, 'p>,
     group_waits: Vec<(String, String)>,
     turns: usize,
@@ -155,15 +159,11 @@ impl<'a, 'p> Turns<'a, 'p> {
             );
             return Err(Stop::Outcome(RunOutcome::MaxMergesReached));
         }
-        let email = item
-            .pair
-            .map(|p| p.email.clone())
-            .or_else(|| sp.get(&item.key).map(|r| r.email))
-            .unwrap_or_default();
+        let email = email_of(item, sp);
         // The estimate first: on a narrow terminal the end of the line is what gets cut.
         self.span.pb_set_message(&format!("{}{email}", self.eta));
         sp.journal_new_pair(item, self.keep).map_err(Stop::Fatal)?;
-        self.pipe.set_current(i, self.merges_sent);
+        self.pipe.set_merges_sent(self.merges_sent);
         // Its preparation may still be under way: a second Ctrl-C stops at once here too.
         let prepared = tokio::select! {
             biased;
@@ -173,16 +173,8 @@ impl<'a, 'p> Turns<'a, 'p> {
         // A parked pair whose merge DevRev may still apply is settled first when it meets
         // this one: otherwise this pair's repairs could write a ticket naming its
         // secondary just as DevRev removes it.
-        if let Some(s) = settle_parked_meeting(
-            ctx,
-            sp,
-            &mut self.pipe,
-            item,
-            &mut self.parked,
-            &mut self.ran,
-            &self.span,
-        )
-        .await
+        if let Some(s) =
+            settle_parked_meeting(ctx, sp, &mut self.pipe, item, &mut self.ran, &self.span).await
         {
             return Err(s);
         }
@@ -198,12 +190,12 @@ impl<'a, 'p> Turns<'a, 'p> {
                 .alongside(settle_in_place(ctx, sp, item, &email, run))
                 .await;
         }
-        self.ended(i, item, email, run);
+        self.ended(i, item, run);
         stopped.map_or(Ok(()), Err)
     }
 
     /// Pair `i`'s turn ended with `run` (`None`: cut off before its saga returned).
-    fn ended(&mut self, i: usize, item: &'a Item<'p>, email: String, run: Option<PairRun>) {
+    fn ended(&mut self, i: usize, item: &'a Item<'p>, run: Option<PairRun>) {
         if let (Some(g), Some(run)) = (&item.group, &run)
             && !matches!(
                 run.result,
@@ -228,7 +220,6 @@ impl<'a, 'p> Turns<'a, 'p> {
         if let Some(run) = &run {
             self.merges_sent += usize::from(run.merge_sent);
             if run.result == PairResult::Parked {
-                self.parked.push((item, email));
                 self.pipe.park(i);
             } else {
                 self.span.pb_inc(1);
@@ -447,24 +438,29 @@ fn absorb(ran: &mut [(String, Option<PairRun>)], key: &str, run: Option<PairRun>
 /// Settles, in place, every parked pair that meets `item` (`footprint.rs`: its writes name
 /// one of `item`'s contacts, or they share one): watched until merged and repaired, or until
 /// its `--merge-timeout` in this run is over. Returns why the run must stop, if it must.
-async fn settle_parked_meeting<'p>(
+async fn settle_parked_meeting(
     ctx: &SagaCtx<'_>,
     sp: &SharedSavepoint,
     pipe: &mut Pipeline<'_, '_>,
-    item: &Item<'p>,
-    parked: &mut Vec<(&Item<'p>, String)>,
+    item: &Item<'_>,
     ran: &mut [(String, Option<PairRun>)],
     span: &tracing::Span,
 ) -> Option<Stop> {
+    let work = pipe.work();
     let mine = sp
         .get(&item.key)
         .map(|r| Footprint::of_contacts([r.primary, r.secondary]))?;
-    while let Some(at) = parked.iter().position(|(p, _)| {
-        sp.get(&p.key)
-            .is_some_and(|r| Footprint::of_record(&r).meets(&mine))
-    }) {
-        let (p, email) = parked.remove(at);
-        pipe.unpark(&p.key);
+    // Each parked pair once: one that stays parked (stopped) is left for the end of the run.
+    let meeting: Vec<usize> = pipe
+        .parked()
+        .into_iter()
+        .filter(|&b| {
+            sp.get(&work[b].key)
+                .is_some_and(|r| Footprint::of_record(&r).meets(&mine))
+        })
+        .collect();
+    for b in meeting {
+        let (p, email) = (&work[b], email_of(&work[b], sp));
         tracing::info!(pair = %email, "parked pair met by the next one: watching it until it settles");
         let parked_run = Some(PairRun {
             steps: Vec::new(),
@@ -476,8 +472,8 @@ async fn settle_parked_meeting<'p>(
             .await;
         if run.as_ref().is_some_and(|r| r.result == PairResult::Parked) {
             // Stopped while still parked: the end of the run comes back to it.
-            parked.push((p, email));
         } else if let Some(now) = run {
+            pipe.settled(b);
             span.pb_inc(1);
             absorb(ran, &p.key, Some(now));
         }
@@ -537,6 +533,15 @@ fn log_result(email: &str, r: &PairResult) {
             tracing::warn!(pair = %email, %reason, "merged elsewhere")
         }
     }
+}
+
+/// The pair's email, for the log and the progress bar: the CSV's, or (a pair that left the
+/// CSV) its record's.
+fn email_of(item: &Item<'_>, sp: &SharedSavepoint) -> String {
+    item.pair
+        .map(|p| p.email.clone())
+        .or_else(|| sp.get(&item.key).map(|r| r.email))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

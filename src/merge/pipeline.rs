@@ -72,22 +72,71 @@ struct Running<'a> {
     fut: Preparing<'a>,
 }
 
-/// The pairs whose writes may still come: shared with the preparations under way, which
-/// decide whether they may go on to their merge only once their own backup is known (the
-/// set then, not the one when they started).
-#[derive(Default)]
-struct Flight {
-    /// The pair in hand.
-    current: usize,
-    /// Pairs prepared (or being prepared) ahead of their turn, in the order their turns come.
+/// Where a pair of the run stands. The scheduler orders pairs by these; what a pair's saga
+/// has done (merge sent, applied, reconciled, adopted) is its journal's `Step`, each step
+/// written to the savepoint before the next starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Not started: its turn comes in the schedule's order, unless it is passed over.
+    Waiting,
+    /// Prepared ahead of its turn: reading (Validate, Backup, VerifyBackup), then waiting for
+    /// its turn, or (meeting nothing in flight) gone on to its merge and the rest of its saga.
+    Ahead,
+    /// Its turn: the pair in hand.
+    InHand,
+    /// Its merge is accepted but not seen applied: settled in place before the turn of a
+    /// pair it meets, else watched at the end of the run.
+    Parked,
+    /// Its turn is over.
+    Done,
+}
+
+/// Every pair's stage, shared with the preparations under way: each decides whether it may
+/// go on to its merge once its own backup is known, against the pairs in flight then.
+struct Board {
+    stage: Vec<Stage>,
+    /// The pairs [`Stage::Ahead`], in the order their turns come.
     ahead: VecDeque<usize>,
-    /// Parked pairs: their writes come later, at the end of the run.
+    /// The pairs [`Stage::Parked`], in the order they parked.
     parked: Vec<usize>,
 }
 
-impl Flight {
-    fn all(&self) -> impl Iterator<Item = usize> + '_ {
-        std::iter::once(self.current)
+impl Board {
+    fn new(pairs: usize) -> Self {
+        Self {
+            stage: vec![Stage::Waiting; pairs],
+            ahead: VecDeque::new(),
+            parked: Vec::new(),
+        }
+    }
+
+    /// Moves pair `i` to `stage`; the only place stages change.
+    fn set(&mut self, i: usize, stage: Stage) {
+        let was = std::mem::replace(&mut self.stage[i], stage);
+        if was == stage {
+            return;
+        }
+        match was {
+            Stage::Ahead => self.ahead.retain(|&b| b != i),
+            Stage::Parked => self.parked.retain(|&b| b != i),
+            _ => {}
+        }
+        match stage {
+            Stage::Ahead => self.ahead.push_back(i),
+            Stage::Parked => self.parked.push(i),
+            _ => {}
+        }
+    }
+
+    /// The pair in hand, if one is.
+    fn in_hand(&self) -> Option<usize> {
+        self.stage.iter().position(|s| *s == Stage::InHand)
+    }
+
+    /// The pairs whose writes may still come: the pair in hand, those ahead, the parked.
+    fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
+        self.in_hand()
+            .into_iter()
             .chain(self.ahead.iter().copied())
             .chain(self.parked.iter().copied())
     }
@@ -107,10 +156,8 @@ pub struct Pipeline<'a, 'p> {
     max_merges: Option<usize>,
     /// The merges sent before the pair in hand.
     merges_sent: usize,
-    flight: Rc<RefCell<Flight>>,
-    /// Pairs that had their turn or are in `ahead`.
-    claimed: Vec<bool>,
-    /// Every pair before this index is claimed.
+    board: Rc<RefCell<Board>>,
+    /// Every pair before this index is no longer [`Stage::Waiting`].
     cursor: usize,
     running: Vec<Running<'a>>,
     ready: BTreeMap<usize, Ready>,
@@ -140,8 +187,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             keep,
             max_merges,
             merges_sent: 0,
-            flight: Rc::default(),
-            claimed: vec![false; work.len()],
+            board: Rc::new(RefCell::new(Board::new(work.len()))),
             cursor: 0,
             running: Vec::new(),
             ready: BTreeMap::new(),
@@ -155,41 +201,60 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         self.fatal.take()
     }
 
-    /// The pair whose turn comes next: the first one prepared ahead, or else the schedule's
-    /// first one not started. `None` when every pair had its turn.
+    /// The pair whose turn comes next, now in hand: the first one prepared ahead, or else
+    /// the schedule's first one not started. `None` when every pair had its turn. The pair
+    /// in hand before it is done with its turn (or parked already).
     pub fn next_turn(&mut self) -> Option<usize> {
-        if let Some(i) = self.flight.borrow_mut().ahead.pop_front() {
-            return Some(i);
-        }
-        let i = self.first_unclaimed()?;
-        self.claimed[i] = true;
+        let ahead = {
+            let mut board = self.board.borrow_mut();
+            if let Some(i) = board.in_hand() {
+                board.set(i, Stage::Done);
+            }
+            board.ahead.front().copied()
+        };
+        let i = match ahead {
+            Some(i) => i,
+            None => self.first_waiting()?,
+        };
+        self.board.borrow_mut().set(i, Stage::InHand);
         Some(i)
     }
 
-    fn first_unclaimed(&mut self) -> Option<usize> {
-        while self.claimed.get(self.cursor).is_some_and(|c| *c) {
+    fn first_waiting(&mut self) -> Option<usize> {
+        let board = self.board.borrow();
+        while board
+            .stage
+            .get(self.cursor)
+            .is_some_and(|s| *s != Stage::Waiting)
+        {
             self.cursor += 1;
         }
         (self.cursor < self.work.len()).then_some(self.cursor)
     }
 
-    /// Pair `index` is now in hand.
-    pub fn set_current(&mut self, index: usize, merges_sent: usize) {
-        self.flight.borrow_mut().current = index;
+    /// The merges sent before the pair in hand.
+    pub fn set_merges_sent(&mut self, merges_sent: usize) {
         self.merges_sent = merges_sent;
     }
 
+    /// Pair `index`'s turn ended with its merge not seen applied.
     pub fn park(&mut self, index: usize) {
-        self.flight.borrow_mut().parked.push(index);
+        self.board.borrow_mut().set(index, Stage::Parked);
     }
 
-    /// A parked pair was settled before its time (a pair it meets had its turn).
-    pub fn unpark(&mut self, key: &str) {
-        let work = self.work;
-        self.flight
-            .borrow_mut()
-            .parked
-            .retain(|&b| work[b].key != key);
+    /// A parked pair settled (in place, or at the end of the run).
+    pub fn settled(&mut self, index: usize) {
+        self.board.borrow_mut().set(index, Stage::Done);
+    }
+
+    /// The run's pairs, in the schedule's order.
+    pub fn work(&self) -> &'a [Item<'p>] {
+        self.work
+    }
+
+    /// The parked pairs, in the order they parked.
+    pub fn parked(&self) -> Vec<usize> {
+        self.board.borrow().parked.clone()
     }
 
     /// What was prepared for pair `index` (waiting for its preparation to end if it is under
@@ -302,7 +367,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
     /// DevRev may apply its merge at any moment, and it is settled before the turn of a pair
     /// it meets (`execute.rs`).
     fn held_by_in_flight(&self, mine: &Footprint) -> bool {
-        in_flight_footprints(self.sp, self.work, &self.flight.borrow(), usize::MAX)
+        in_flight_footprints(self.sp, self.work, &self.board.borrow(), usize::MAX)
             .iter()
             .any(|theirs| theirs.meets(mine))
     }
@@ -332,9 +397,11 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         if self.running.iter().any(|r| !self.merge_asked(r.index)) {
             return false;
         }
-        let (current, ahead) = {
-            let f = self.flight.borrow();
-            (f.current, f.ahead.clone())
+        let (Some(current), ahead) = ({
+            let b = self.board.borrow();
+            (b.in_hand(), b.ahead.clone())
+        }) else {
+            return false;
         };
         let waiting = ahead.iter().filter(|&&b| !self.merge_asked(b)).count();
         if ahead.len() >= DEPTH || waiting >= PREPARED {
@@ -365,16 +432,15 @@ impl<'a, 'p> Pipeline<'a, 'p> {
             self.fatal = Some(e);
             return false;
         }
-        self.claimed[j] = true;
-        self.flight.borrow_mut().ahead.push_back(j);
+        self.board.borrow_mut().set(j, Stage::Ahead);
         let (ctx, sp, work, key) = (self.ctx, self.sp, self.work, item.key.clone());
         tracing::debug!(pair = %pair.email, "preparing ahead of its turn");
         // It may go on to its merge if it meets nothing in flight when its backup is known
         // (never under --max-merges: a canary's merges stay the schedule's first ones, one
         // at a time).
-        let flight = Rc::clone(&self.flight);
+        let board = Rc::clone(&self.board);
         let in_flight = (self.ctx.merge_ahead && self.max_merges.is_none()).then(|| {
-            Box::new(move || in_flight_footprints(sp, work, &flight.borrow(), j))
+            Box::new(move || in_flight_footprints(sp, work, &board.borrow(), j))
                 as Box<dyn Fn() -> Vec<Footprint> + 'a>
         });
         self.running.push(Running {
@@ -390,9 +456,10 @@ impl<'a, 'p> Pipeline<'a, 'p> {
     /// be prepared ahead or passed over (resumed in flight, left the CSV, a decided group's
     /// merge).
     fn candidates(&mut self, n: usize) -> Vec<usize> {
-        let from = self.first_unclaimed().unwrap_or(self.work.len());
+        let from = self.first_waiting().unwrap_or(self.work.len());
+        let board = self.board.borrow();
         (from..self.work.len())
-            .filter(|&j| !self.claimed[j])
+            .filter(|&j| board.stage[j] == Stage::Waiting)
             .take(n)
             .take_while(|&j| {
                 let item = &self.work[j];
@@ -415,15 +482,44 @@ impl<'a, 'p> Pipeline<'a, 'p> {
 fn in_flight_footprints(
     sp: &SharedSavepoint,
     work: &[Item<'_>],
-    flight: &Flight,
+    board: &Board,
     j: usize,
 ) -> Vec<Footprint> {
-    flight
-        .all()
+    board
+        .in_flight()
         .filter(|&b| b != j)
         .map(|b| {
             sp.get(&work[b].key)
                 .map_or_else(Footprint::default, |r| Footprint::of_record(&r))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Board, Stage};
+
+    #[test]
+    fn a_pair_is_in_flight_from_ahead_through_its_turn_and_while_parked() {
+        let mut b = Board::new(4);
+        assert_eq!(b.in_flight().count(), 0, "nothing started");
+        b.set(0, Stage::InHand);
+        b.set(2, Stage::Ahead);
+        b.set(1, Stage::Ahead);
+        // Turns come in the order pairs went ahead (2 was passed over 1's held turn).
+        assert_eq!(b.in_flight().collect::<Vec<_>>(), [0, 2, 1]);
+        b.set(0, Stage::Parked);
+        b.set(2, Stage::InHand);
+        assert_eq!(b.in_hand(), Some(2));
+        assert_eq!(b.in_flight().collect::<Vec<_>>(), [2, 1, 0]);
+        // Settled in place, or done: out of flight, and out of both lists.
+        b.set(0, Stage::Done);
+        b.set(2, Stage::Done);
+        assert_eq!(b.in_flight().collect::<Vec<_>>(), [1]);
+        assert!(b.parked.is_empty() && b.ahead == [1]);
+        assert_eq!(
+            b.stage,
+            [Stage::Done, Stage::Ahead, Stage::Done, Stage::Waiting]
+        );
+    }
 }
