@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::journal::{PairRecord, Step};
+use super::journal::PairRecord;
 use crate::backup;
 use crate::devrev::types::UserSummary;
 
@@ -52,15 +52,9 @@ impl Footprint {
         self
     }
 
-    /// A journaled pair: its contacts, and what its recorded backup says it rewrites. Once
-    /// its Reconcile is done it rewrites no ticket or conversation any more (the ref adoption
-    /// and the carry-over write only its own two contacts), so from then on it meets only a
-    /// pair sharing a contact.
+    /// A journaled pair: its contacts, and what its recorded backup says it rewrites.
     pub fn of_record(rec: &PairRecord) -> Self {
         let base = Self::of_contacts([rec.primary.clone(), rec.secondary.clone()]);
-        if rec.merged.is_some() && rec.last_step.is_some_and(reconciled) {
-            return base.with_writes(Vec::<(String, Vec<String>)>::new());
-        }
         match rec
             .backup
             .as_ref()
@@ -88,15 +82,6 @@ impl Footprint {
                 .as_ref()
                 .is_some_and(|theirs| theirs.keys().any(|k| mine.contains_key(k)))
     }
-}
-
-/// Whether a pair whose last completed step is `last` has finished rewriting tickets and
-/// conversations.
-fn reconciled(last: Step) -> bool {
-    matches!(
-        last,
-        Step::Reconcile | Step::AdoptExternalRef | Step::CarryOver | Step::Done
-    )
 }
 
 /// The tickets and conversations of a backup that name `secondary` (what Reconcile
@@ -158,25 +143,6 @@ mod tests {
         // The same object rewritten by both.
         let b = fp(["P3", "S3"], &[("T1", &["S3"])]);
         assert!(a.meets(&b));
-    }
-
-    #[test]
-    fn a_pair_whose_reconcile_is_done_meets_only_a_shared_contact() {
-        use crate::merge::journal::{MergeConfirmation, MergedSign};
-        use crate::options::Keep;
-        // No readable backup: its writes are unknown, so it meets everyone until its
-        // Reconcile is done; after that only its own contacts are written (ref adoption,
-        // carry-over).
-        let mut rec = PairRecord::new("a@x.com", "P1", "S1", Keep::Revu);
-        rec.merged = Some(MergeConfirmation::now(MergedSign::NotFound));
-        rec.last_step = Some(Step::AwaitMerge);
-        let other = Footprint::of_contacts(["P2", "S2"]);
-        assert!(Footprint::of_record(&rec).meets(&other));
-        for done in [Step::Reconcile, Step::AdoptExternalRef, Step::CarryOver] {
-            rec.last_step = Some(done);
-            assert!(!Footprint::of_record(&rec).meets(&other), "{done:?}");
-            assert!(Footprint::of_record(&rec).meets(&Footprint::of_contacts(["P1", "S9"])));
-        }
     }
 
     #[test]

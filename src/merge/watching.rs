@@ -80,14 +80,7 @@ impl WatchState {
         self.requested.notify_one();
     }
 
-    /// A pair in flight finished its Reconcile: it rewrites no ticket any more, so a pair
-    /// it held may now be prepared (wakes [`Self::merge_requested`] too).
-    pub fn reconciled(&self) {
-        self.requested.notify_one();
-    }
-
-    /// Resolves at the next merge request or finished Reconcile (or at once if one came
-    /// since the last call).
+    /// Resolves at the next merge request (or at once if one came since the last call).
     pub async fn merge_requested(&self) {
         self.requested.notified().await;
     }

@@ -190,11 +190,6 @@ impl World {
     /// take its lists from another pair's answer (issue 29), so the request log no longer
     /// shows when a pair began; its report does.
     pub fn validate_started(&self) -> BTreeMap<usize, std::time::SystemTime> {
-        self.step_times("validate", false)
-    }
-
-    /// When each pair's `step` first started (`ended`: last ended), from the run reports.
-    pub fn step_times(&self, step: &str, ended: bool) -> BTreeMap<usize, std::time::SystemTime> {
         let pairs = self.pairs();
         let mut out: BTreeMap<usize, std::time::SystemTime> = BTreeMap::new();
         for path in self.reports() {
@@ -203,26 +198,22 @@ impl World {
                 let Some(i) = pairs.iter().position(|(_, s)| e["secondary"] == s.as_str()) else {
                     continue;
                 };
-                let times = e["steps"]
+                let started = e["steps"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|s| s["step"] == step)
+                    .filter(|s| s["step"] == "validate")
                     .filter_map(|s| {
-                        let at = s["started_at"]
+                        s["started_at"]
                             .as_str()?
                             .parse::<chrono::DateTime<chrono::Utc>>()
-                            .ok()?;
-                        let took = std::time::Duration::from_millis(s["duration_ms"].as_u64()?);
-                        Some(
-                            std::time::SystemTime::from(at)
-                                + if ended { took } else { Default::default() },
-                        )
-                    });
-                let t = if ended { times.max() } else { times.min() };
-                if let Some(t) = t {
+                            .ok()
+                    })
+                    .map(std::time::SystemTime::from)
+                    .min();
+                if let Some(t) = started {
                     let at = out.entry(i).or_insert(t);
-                    *at = if ended { (*at).max(t) } else { (*at).min(t) };
+                    *at = (*at).min(t);
                 }
             }
         }

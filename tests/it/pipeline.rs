@@ -387,9 +387,9 @@ fn a_pair_named_on_a_ticket_the_pair_in_flight_rewrites_waits_for_it() {
     }
 }
 
-/// The pairs (indices into `w.pairs()`) in the order their first read came (Validate's
-/// start), when that was, and when each pair's last write another pair could see ended (its
-/// merge, or its Reconcile).
+/// From the requests that name a contact (`rev-users.get`, `.update`, `.merge`): the pairs
+/// (indices into `w.pairs()`) in the order their first read came, the seq of that read, and
+/// the seq of each pair's last write to a contact.
 fn contact_timeline(
     w: &World,
 ) -> (
@@ -400,21 +400,17 @@ fn contact_timeline(
     let pairs = w.pairs();
     let of_contact = |id: &str| pairs.iter().position(|(p, s)| p == id || s == id);
     let first_read = w.validate_started();
-    // The writes another pair's backup could see: the merge, and Reconcile's rewrites of
-    // tickets and conversations (done when its step ends; what comes after, the ref
-    // adoption and the carry-over, writes only the pair's own contacts).
-    let mut last_write = w.step_times("reconcile", true);
+    let mut last_write = BTreeMap::new();
     for r in &w.fake.requests() {
         let who = match r.path.as_str() {
+            "/rev-users.update" => r.body["id"].as_str().and_then(of_contact),
             "/rev-users.merge" => r.body["secondary_user"].as_str().and_then(of_contact),
             _ => None,
         };
         if let Some(i) = who
             && is_write(r)
         {
-            let at = w.fake.wall_time(r);
-            let last = last_write.entry(i).or_insert(at);
-            *last = (*last).max(at);
+            last_write.insert(i, w.fake.wall_time(r));
         }
     }
     (in_order(&first_read), first_read, last_write)

@@ -65,7 +65,6 @@ impl Saga<'_, '_> {
         })?;
         let (primary, secondary) = (self.primary(), self.secondary());
         self.ctx.lists.merge_settled(&primary, &secondary).await;
-        self.ctx.watch.reconciled();
         let detail = format!(
             "{repaired_now} ticket(s) and {convs_now} conversation(s) repaired{}",
             if renamed {
