@@ -274,11 +274,12 @@ impl ContactReads {
             Some(g) => g.take_joined(),
             None => Vec::new(),
         };
-        let mut ids = vec![id.to_string()];
+        let mut ids: Vec<String> = Vec::new();
         let rest = joined
             .into_iter()
             .chain(s.expected.keys().cloned().collect::<Vec<_>>());
-        for other in rest {
+        // Only ids whose ref is known (`id` first): each asked for by its own ref.
+        for other in std::iter::once(id.to_string()).chain(rest) {
             if ids.len() < WINDOW && !ids.contains(&other) && s.expected.contains_key(&other) {
                 ids.push(other);
             }
@@ -286,7 +287,18 @@ impl ContactReads {
         if gathers && let Some(g) = s.gathering.as_mut() {
             g.asked(ids.clone());
         }
-        let refs: Vec<String> = ids.iter().map(|i| s.expected[i].clone()).collect();
+        let refs: Vec<String> = ids
+            .iter()
+            .filter_map(|i| s.expected.get(i).cloned())
+            .collect();
+        if refs.is_empty() {
+            // Nothing left to ask (read meanwhile): the turn goes unused.
+            if let Some(done) = done {
+                s.gathering = None;
+                done.now();
+            }
+            return Ok(());
+        }
         s.lists += 1;
         drop(s);
         let answer = client
