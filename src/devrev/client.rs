@@ -852,18 +852,11 @@ impl DevRevClient {
         &self,
         user_ids: &[&str],
     ) -> Result<Vec<Conversation>, ApiError> {
-        self.conversations_with_members_as(user_ids).await
-    }
-
-    /// [`Self::conversations_with_members`], decoded as `T` (`Value` for backups).
-    pub async fn conversations_with_members_as<T: DeserializeOwned>(
-        &self,
-        user_ids: &[&str],
-    ) -> Result<Vec<T>, ApiError> {
         self.conversations_with_members_in(None, user_ids).await
     }
 
-    /// [`Self::conversations_with_members_as`], sent with `turn`.
+    /// [`Self::conversations_with_members`], decoded as `T` (`Value` for backups), sent with
+    /// `turn` (`None`: it waits for the pacer like any call).
     pub async fn conversations_with_members_in<T: DeserializeOwned>(
         &self,
         turn: Option<Turn>,

@@ -107,7 +107,8 @@ impl Line {
                     s.waiting.remove(&key);
                     s.held = true;
                     drop(s);
-                    std::mem::forget(waiting);
+                    // No longer waiting (its key is gone): dropping it changes nothing.
+                    drop(waiting);
                     return Place { line: self };
                 }
             }

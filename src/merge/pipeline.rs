@@ -361,17 +361,6 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         );
     }
 
-    /// Whether a pair in flight keeps a pair (footprint `mine`) from being prepared now. The
-    /// pairs whose writes come between now and its turn (the pair in hand and the ones
-    /// prepared ahead, all before it) must not meet it at all, and neither may a parked pair:
-    /// DevRev may apply its merge at any moment, and it is settled before the turn of a pair
-    /// it meets (`execute.rs`).
-    fn held_by_in_flight(&self, mine: &Footprint) -> bool {
-        in_flight_footprints(self.sp, self.work, &self.board.borrow(), usize::MAX)
-            .iter()
-            .any(|theirs| theirs.meets(mine))
-    }
-
     /// Starts preparing a pair ahead of its turn if one may be: the schedule's next one, or
     /// the first within [`LOOKAHEAD`] that nothing in flight meets.
     fn refill(&mut self) {
@@ -420,9 +409,17 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         } else {
             LOOKAHEAD
         };
+        // A pair in flight keeps a candidate from being prepared now if it meets it. The
+        // pairs whose writes come between now and its turn (the pair in hand and the ones
+        // ahead, all before it) must not meet it at all, and neither may a parked pair:
+        // DevRev may apply its merge at any moment, and it is settled before the turn of a
+        // pair it meets (`execute.rs`). Their footprints (read from their backups) once for
+        // all candidates.
+        let flying = in_flight_footprints(self.sp, self.work, &self.board.borrow(), None);
         let Some(j) = self.candidates(look).into_iter().find(|&j| {
+            let mine = self.footprint_of(j);
             !schedule::held_back(&self.work[j], self.merges_sent + before, self.max_merges)
-                && !self.held_by_in_flight(&self.footprint_of(j))
+                && !flying.iter().any(|theirs| theirs.meets(&mine))
         }) else {
             return false;
         };
@@ -440,7 +437,7 @@ impl<'a, 'p> Pipeline<'a, 'p> {
         // at a time).
         let board = Rc::clone(&self.board);
         let in_flight = (self.ctx.merge_ahead && self.max_merges.is_none()).then(|| {
-            Box::new(move || in_flight_footprints(sp, work, &board.borrow(), j))
+            Box::new(move || in_flight_footprints(sp, work, &board.borrow(), Some(j)))
                 as Box<dyn Fn() -> Vec<Footprint> + 'a>
         });
         self.running.push(Running {
@@ -477,17 +474,17 @@ impl<'a, 'p> Pipeline<'a, 'p> {
     }
 }
 
-/// The footprints of the pairs whose writes may still come besides `j`: the pair in hand,
-/// those ahead, the parked.
+/// The footprints of the pairs whose writes may still come (besides `except`): the pair in
+/// hand, those ahead, the parked.
 fn in_flight_footprints(
     sp: &SharedSavepoint,
     work: &[Item<'_>],
     board: &Board,
-    j: usize,
+    except: Option<usize>,
 ) -> Vec<Footprint> {
     board
         .in_flight()
-        .filter(|&b| b != j)
+        .filter(|&b| Some(b) != except)
         .map(|b| {
             sp.get(&work[b].key)
                 .map_or_else(Footprint::default, |r| Footprint::of_record(&r))

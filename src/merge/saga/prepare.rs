@@ -54,7 +54,8 @@ impl Prepared {
 /// savepoint. `Err`: the whole run must stop (as in [`run_pair`]).
 ///
 /// `in_flight`: the pairs whose writes may still come (the pair in hand, those ahead, the
-/// parked ones), asked once the pair's own backup is known. When given and the pair's backup shows it meets none of them either way (no shared
+/// parked ones), asked once the pair's own backup is known. When given and the pair's
+/// backup shows it meets none of them either way (no shared
 /// contact, no object one rewrites naming the other's contacts, no object both rewrite), the
 /// saga goes on to its merge and to the end without waiting for its turn: their writes
 /// cannot touch the same thing, so their order does not matter, and the apply waits overlap.
