@@ -68,7 +68,7 @@ pub fn batched_reads(pairs: u64, keep: Keep) -> u64 {
 }
 
 /// Pairs whose merges may be in flight, and so share their reads after the merge, together
-/// (`merge/pipeline.rs`: the pair in hand and [`crate::merge::pipeline::DEPTH`] ahead), and
+/// (`merge/scheduler/ahead.rs`: the pair in hand and `DEPTH` ahead), and
 /// about how many pairs one shared list covers at most.
 const SHARED_BY: u64 = 10;
 
@@ -226,7 +226,7 @@ pub fn estimate(
 /// How much of the merge waits a run's length shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waits {
-    /// Each wait is spent preparing the next pair (`merge/pipeline.rs`): only the last
+    /// Each wait is spent preparing the next pair (`merge/scheduler/ahead.rs`): only the last
     /// pair's wait adds to the calls' time.
     Hidden,
     /// No wait is hidden (every pair meets the one before it): one wait per pair.

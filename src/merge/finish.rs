@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::execute::Executed;
 use super::report::{self, EntryStatus, MergeReport, PairEntry, ReportPairs, RunOutcome};
 use super::savepoint::Savepoint;
 use super::schedule::{Item, Schedule};
+use super::scheduler::Executed;
 use crate::config::Config;
 use crate::devrev::DevRevClient;
 use crate::devrev::types::Organization;

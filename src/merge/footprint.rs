@@ -1,6 +1,6 @@
 //! What a pair's writes can touch, and whether a later pair's checks and backup could see
 //! them: two pairs whose footprints meet run strictly one after the other. A pair is
-//! prepared ahead of its turn (`pipeline.rs`) only when no pair still in flight before it
+//! prepared ahead of its turn (`scheduler/ahead.rs`) only when no pair still in flight before it
 //! meets it.
 //!
 //! A pair's writes are the merge of its two contacts and Reconcile's rewrite of the tickets

@@ -6,7 +6,7 @@
 //! saga as a clean pair (backup verified first, one journaled merge request, exact evidence,
 //! reconcile, resume after any crash). Each is its own record so that a crash in the middle of
 //! a group resumes exactly where it stood, and the ledger still sees every contact. The run
-//! starts a member only once the one before it is merged and reconciled (`execute.rs`), and
+//! starts a member only once the one before it is merged and reconciled (`scheduler/hand.rs`), and
 //! only the last record adopts the `user_` ref the decisions chose: moved earlier, the ref
 //! would have to be moved again by every later merge.
 

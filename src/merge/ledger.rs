@@ -115,7 +115,7 @@ impl<'j> Ledger<'j> {
             .find(|h| {
                 // The same survivor in an earlier merge of the same group, merged or still
                 // in flight: the run finishes that one first and starts this one only if it
-                // ended merged (`execute.rs`), so it holds nothing against this one.
+                // ended merged (`scheduler/`), so it holds nothing against this one.
                 let same_group_survivor = matches!(h.hold, Hold::Survivor | Hold::InFlight)
                     && contact == primary
                     && group.is_some()

@@ -3,20 +3,19 @@
 //!
 //! Order of a run: read the plan (offline) → lock and read the savepoint → schedule (pure:
 //! `schedule.rs`) → check the token and show the org (`auth-tokens.info`) → ask for
-//! confirmation → execute the pairs one by one (`execute.rs`, each through its saga in
+//! confirmation → run the pairs (`scheduler/`: one loop over each pair's stage, each pair through its saga in
 //! `saga.rs`, journaled in the format of `journal.rs` by `savepoint.rs`) → finish: report and
 //! exit status (`finish.rs`, `report.rs`).
 
 pub mod apply_wait;
 pub mod carry;
 pub mod evidence;
-mod execute;
 mod finish;
 pub mod footprint;
 pub mod groups;
 pub mod journal;
 pub mod ledger;
-mod pipeline;
+mod scheduler;
 pub(crate) use crate::backup::fresh_for;
 pub mod report;
 pub mod saga;
@@ -187,7 +186,7 @@ async fn execute_scheduled(
     sp: Savepoint,
     sched: &schedule::Schedule<'_>,
     run_id: &str,
-) -> (execute::Executed, Savepoint) {
+) -> (scheduler::Executed, Savepoint) {
     let (tx, stop) = StopSignal::new();
     listen_for_ctrl_c(tx);
     let watch = watching::WatchState::default();
@@ -228,7 +227,7 @@ async fn execute_scheduled(
         cfg.keep
     };
     let shared = shared::SharedSavepoint::new(sp);
-    let done = execute::execute(
+    let done = scheduler::execute(
         &ctx,
         &shared,
         &sched.work,

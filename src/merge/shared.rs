@@ -1,5 +1,5 @@
 //! The savepoint as the sagas of one run share it: the pair being merged and the pairs being
-//! prepared alongside it (`pipeline.rs`) each journal their own record. Every change is made
+//! prepared alongside it (`scheduler/`) each journal their own record. Every change is made
 //! and written (fsynced) under the lock and never across an `await`, so the journal's
 //! "intent before the write, outcome after" holds for each record as before, and a crash at
 //! any instant leaves it as consistent as one saga at a time did.

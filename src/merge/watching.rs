@@ -4,7 +4,7 @@
 //! deadline), and whether the run is revisiting parked pairs.
 //!
 //! A pair whose merge is not seen applied within a few looks is *parked*: the run goes on with
-//! the other pairs and comes back to it at the end (see `execute.rs`), so one slow or
+//! the other pairs and comes back to it at the end (see `scheduler/parked.rs`), so one slow or
 //! uncertain merge costs the run seconds, not `--merge-timeout`.
 
 use std::collections::{HashMap, HashSet};

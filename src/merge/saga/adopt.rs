@@ -101,21 +101,8 @@ impl Saga<'_, '_> {
     ) -> Result<Result<(RevUser, u32), (StepOutcome, Option<String>)>, AppError> {
         let step = Step::AdoptExternalRef;
         let primary = self.primary();
-        // DevRev keeps the merged secondary's ref unique for a while (409 until it frees it).
-        // Wait a few seconds for that; a secondary that keeps it is then released by hand.
-        // Seconds, not minutes, whatever the merges' apply delay: a ref that is not freed by
-        // then is released, and one DevRev will not free is left pending (never a stall).
-        let bounds = crate::merge::apply_wait::Bounds {
-            floor: self.ctx.min_backoff,
-            cap: self.ctx.merge_timeout,
-        };
-        let wait = self
-            .ctx
-            .watch
-            .pass_budget(self.ctx.min_backoff * 2, bounds)
-            .min(self.ctx.min_backoff * 10);
-        let t0 = Instant::now();
-        let mut deadline = t0 + wait;
+        let wait = self.ref_wait();
+        let mut deadline = Instant::now() + wait;
         let mut delays = poll_delays(self.ctx.min_backoff);
         let mut conflicts = 0u32;
         let mut released = false;
@@ -194,6 +181,21 @@ impl Saga<'_, '_> {
                 Err(e) => return Self::api_failure(step, &e).map(Err),
             }
         }
+    }
+
+    /// How long to wait for DevRev to free the merged secondary's ref: it keeps refs unique
+    /// for a while (409 until it frees it), and one still taken then is released by hand.
+    /// Seconds, not minutes, whatever the merges' apply delay: a ref that is not freed by
+    /// then is released, and one DevRev will not free is left pending (never a stall).
+    fn ref_wait(&self) -> Duration {
+        let bounds = crate::merge::apply_wait::Bounds {
+            floor: self.ctx.min_backoff,
+            cap: self.ctx.merge_timeout,
+        };
+        self.ctx
+            .watch
+            .pass_budget(self.ctx.min_backoff * 2, bounds)
+            .min(self.ctx.min_backoff * 10)
     }
 
     /// The carried values that ride in the ref's update, as a write onto the survivor read

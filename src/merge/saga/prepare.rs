@@ -1,6 +1,6 @@
 //! A pair prepared ahead of its turn: Validate, Backup and VerifyBackup run while an earlier
 //! pair's merge is being applied, with the rate budget its wait leaves unused
-//! (`merge/pipeline.rs` decides which pairs and when). They only read DevRev and write the
+//! (`merge/scheduler/ahead.rs` decides which pairs and when). They only read DevRev and write the
 //! backup and the journal, so running them early changes nothing in DevRev; every write
 //! (RequestMerge onwards) waits for the pair's turn, in order.
 //!
