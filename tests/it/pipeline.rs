@@ -844,6 +844,59 @@ fn a_parked_pair_is_settled_before_the_turn_of_a_pair_it_meets() {
     }
 }
 
+/// A parked pair is looked at again while the run goes on, not only at its end: once DevRev
+/// applies its merge, its repairs and ref adoption come while the later pairs still run, so it
+/// stops holding back the pairs it meets (issue 29: one scheduler).
+#[test]
+fn a_parked_pair_is_visited_and_repaired_while_the_run_goes_on() {
+    // a's merge takes 3 s to apply, longer than its first watch: it is parked. The next
+    // five pairs' merges take 1 s each, one merge at a time: the run goes on for 5 s more.
+    let w = world(6, 3_000, 71);
+    let order = by_email(&w);
+    let child = w
+        .std_cmd(&[
+            "--csv",
+            "contacts.csv",
+            "--yes",
+            "--merge-timeout",
+            "30",
+            "--one-merge-at-a-time",
+        ])
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        w.fake
+            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
+    );
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_secs(1));
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    check_final_state(&w);
+    let requests = w.fake.requests();
+    assert!(merges_handled(&requests).values().all(|n| *n == 1));
+    assert!(log.contains("coming back to it"), "a was parked: {log}");
+    let pairs = w.pairs();
+    let (a, last) = (order[0], order[order.len() - 1]);
+    let (_, _, last_write) = contact_timeline(&w);
+    let last_merge = requests
+        .iter()
+        .filter(|r| r.path == "/rev-users.merge" && r.body["secondary_user"] == pairs[last].1)
+        .map(|r| w.fake.wall_time(r))
+        .max()
+        .expect("the last pair's merge");
+    assert!(
+        last_write[&a] < last_merge,
+        "the parked pair's repairs waited for the end of the run\n{log}"
+    );
+    for e in w.last_report()["pairs"].as_array().unwrap() {
+        assert_eq!(e["status"], "merged", "{e}\n{log}");
+    }
+}
+
 /// Issue 29: a backup prepared ahead of its turn may come from a list several pairs shared;
 /// a ticket changed or added between that read and the pair's merge is in the backup all the
 /// same: at its turn the backup is compared with a list read since, and taken again.

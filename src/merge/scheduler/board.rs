@@ -18,9 +18,13 @@ pub enum Stage {
     Ready,
     /// Its turn: the pair in hand.
     InHand,
-    /// Its merge is accepted but not seen applied: settled in place before the turn of a
-    /// pair it meets, else watched at the end of the run.
+    /// Its merge is accepted but not seen applied: looked at again once DevRev has usually
+    /// applied a merge (in the background, [`Stage::Visiting`]), settled in place before the
+    /// turn of a pair it meets, and watched at the end of the run if it is still parked.
     Parked,
+    /// A parked pair looked at again in the background while other pairs run; parked again,
+    /// or done, when the visit ends.
+    Visiting,
     /// Its turn is over.
     Done,
 }
@@ -33,6 +37,8 @@ pub(super) struct Board {
     pub(super) ahead: VecDeque<usize>,
     /// The pairs [`Stage::Parked`], in the order they parked.
     pub(super) parked: Vec<usize>,
+    /// The pairs [`Stage::Visiting`].
+    pub(super) visiting: Vec<usize>,
 }
 
 impl Board {
@@ -41,6 +47,7 @@ impl Board {
             stage: vec![Stage::Waiting; pairs],
             ahead: VecDeque::new(),
             parked: Vec::new(),
+            visiting: Vec::new(),
         }
     }
 
@@ -54,14 +61,18 @@ impl Board {
         if queued(was) && !queued(stage) {
             self.ahead.retain(|&b| b != i);
         }
-        if was == Stage::Parked {
-            self.parked.retain(|&b| b != i);
+        match was {
+            Stage::Parked => self.parked.retain(|&b| b != i),
+            Stage::Visiting => self.visiting.retain(|&b| b != i),
+            _ => {}
         }
         if queued(stage) && !queued(was) {
             self.ahead.push_back(i);
         }
-        if stage == Stage::Parked {
-            self.parked.push(i);
+        match stage {
+            Stage::Parked => self.parked.push(i),
+            Stage::Visiting => self.visiting.push(i),
+            _ => {}
         }
     }
 
@@ -70,12 +81,14 @@ impl Board {
         self.stage.iter().position(|s| *s == Stage::InHand)
     }
 
-    /// The pairs whose writes may still come: the pair in hand, those ahead, the parked.
+    /// The pairs whose writes may still come: the pair in hand, those ahead, the parked (and
+    /// those being visited).
     pub(super) fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
         self.in_hand()
             .into_iter()
             .chain(self.ahead.iter().copied())
             .chain(self.parked.iter().copied())
+            .chain(self.visiting.iter().copied())
     }
 }
 
@@ -99,11 +112,17 @@ mod tests {
         b.set(2, Stage::InHand);
         assert_eq!(b.in_hand(), Some(2));
         assert_eq!(b.in_flight().collect::<Vec<_>>(), [2, 1, 0]);
+        // Visited in the background: still in flight, no longer parked; parked again after.
+        b.set(0, Stage::Visiting);
+        assert!(b.parked.is_empty() && b.visiting == [0]);
+        assert_eq!(b.in_flight().collect::<Vec<_>>(), [2, 1, 0]);
+        b.set(0, Stage::Parked);
+        assert!(b.parked == [0] && b.visiting.is_empty());
         // Settled in place, or done: out of flight, and out of both lists.
         b.set(0, Stage::Done);
         b.set(2, Stage::Done);
         assert_eq!(b.in_flight().collect::<Vec<_>>(), [1]);
-        assert!(b.parked.is_empty() && b.ahead == [1]);
+        assert!(b.parked.is_empty() && b.visiting.is_empty() && b.ahead == [1]);
         assert_eq!(
             b.stage,
             [Stage::Done, Stage::Ahead, Stage::Done, Stage::Waiting]

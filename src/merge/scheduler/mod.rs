@@ -18,13 +18,14 @@ mod parked;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::future::LocalBoxFuture;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use board::Stage;
 
+use super::footprint::Footprint;
 use super::report::RunOutcome;
 use super::saga::{PairResult, PairRun, Prepared, SagaCtx};
 use super::schedule::{self, Item};
@@ -35,7 +36,7 @@ use ahead::{Ready, Running};
 use board::Board;
 use hand::{Env, TurnEnd, email_of, result_words};
 use meter::CallMeter;
-use parked::{absorb, revisit};
+use parked::{Visit, absorb, revisit};
 
 /// How the pairs went.
 pub struct Executed {
@@ -82,6 +83,8 @@ pub async fn execute(
         cursor: 0,
         running: Vec::new(),
         ready: BTreeMap::new(),
+        visits: Vec::new(),
+        due: HashMap::new(),
         fatal: None,
         fresh_for: crate::backup::fresh_for(),
         hand: Hand::Free,
@@ -113,7 +116,8 @@ pub async fn execute(
 enum Hand<'a> {
     /// None: the next turn is taken.
     Free,
-    /// Pair `i`'s turn has come while its start ahead still runs.
+    /// Pair `i`'s turn has come while its start ahead still runs, or while a parked pair it
+    /// meets is being visited.
     Awaiting(usize),
     /// Pair `i`'s turn is under way.
     Turn(usize, LocalBoxFuture<'a, TurnEnd>),
@@ -127,6 +131,10 @@ enum Event {
     Started(usize, Box<Result<Prepared, AppError>>),
     /// A pair asked for its merge: another may be started ahead now.
     MergeRequested,
+    /// A visit of a parked pair ended (its place in `visits`).
+    Visited(usize, Box<(Option<PairRun>, Option<Stop>)>),
+    /// A parked pair is due for a visit.
+    Due,
     /// A second Ctrl-C while the pair in hand still waits for its start.
     HardStop,
 }
@@ -147,6 +155,10 @@ struct Scheduler<'a, 'p> {
     running: Vec<Running<'a>>,
     /// Pairs started ahead whose start ended, waiting for their turn.
     ready: BTreeMap<usize, Ready>,
+    /// Parked pairs looked at again in the background (`parked.rs`).
+    visits: Vec<Visit<'a>>,
+    /// When each parked pair is next looked at.
+    due: HashMap<usize, Instant>,
     /// A run-wide error met while starting a pair ahead: the run stops at the next turn.
     fatal: Option<AppError>,
     fresh_for: Duration,
@@ -173,17 +185,21 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
                 continue;
             }
             self.refill();
+            self.start_due_visits();
             match self.next_event().await {
                 Event::Started(at, res) => {
                     let index = self.running.remove(at).index;
                     self.started(index, *res);
-                    if matches!(self.hand, Hand::Awaiting(i) if i == index)
-                        && let Err(stop) = self.turn_starts(index)
-                    {
+                }
+                Event::Visited(at, ended) => {
+                    let index = self.visits.remove(at).index;
+                    let (run, stopped) = *ended;
+                    self.visited(index, run);
+                    if let Some(stop) = stopped {
                         return Some(stop);
                     }
                 }
-                Event::MergeRequested => {}
+                Event::MergeRequested | Event::Due => {}
                 Event::HardStop => return Some(Stop::Outcome(RunOutcome::Interrupted)),
                 Event::TurnEnded(end) => {
                     let Hand::Turn(i, _) = std::mem::replace(&mut self.hand, Hand::Free) else {
@@ -200,13 +216,21 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
                     }
                 }
             }
+            if let Hand::Awaiting(i) = self.hand
+                && self.may_take_turn(i)
+                && let Err(stop) = self.turn_starts(i)
+            {
+                return Some(stop);
+            }
         }
     }
 
     /// Waits for the turn of the pair in hand to end, a start ahead to end, or a merge to be
     /// requested (a pair may be started ahead then).
     async fn next_event(&mut self) -> Event {
+        let due = self.next_due();
         let running = &mut self.running;
+        let visits = &mut self.visits;
         let (watch, stop) = (self.ctx.watch, self.ctx.stop);
         let starting = async move {
             if running.is_empty() {
@@ -216,21 +240,60 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
                 futures_util::future::select_all(running.iter_mut().map(|r| &mut r.fut)).await;
             (at, res)
         };
-        match &mut self.hand {
-            Hand::Turn(_, turn) => tokio::select! {
-                biased;
-                end = turn => Event::TurnEnded(end),
-                (at, res) = starting => Event::Started(at, Box::new(res)),
-                _ = watch.merge_requested() => Event::MergeRequested,
-            },
-            Hand::Awaiting(_) => tokio::select! {
-                biased;
-                _ = stop.hard() => Event::HardStop,
-                (at, res) = starting => Event::Started(at, Box::new(res)),
-                _ = watch.merge_requested() => Event::MergeRequested,
-            },
-            Hand::Free => unreachable!("no pair in hand"),
+        let visiting = async move {
+            if visits.is_empty() {
+                return std::future::pending().await;
+            }
+            let (res, at, _) =
+                futures_util::future::select_all(visits.iter_mut().map(|v| &mut v.fut)).await;
+            (at, res)
+        };
+        let due = async move {
+            match due {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        let hand = &mut self.hand;
+        let hand = async move {
+            match hand {
+                Hand::Turn(_, turn) => Event::TurnEnded(turn.await),
+                Hand::Awaiting(_) => {
+                    stop.hard().await;
+                    Event::HardStop
+                }
+                Hand::Free => unreachable!("no pair in hand"),
+            }
+        };
+        tokio::select! {
+            biased;
+            ev = hand => ev,
+            (at, res) = starting => Event::Started(at, Box::new(res)),
+            (at, ended) = visiting => Event::Visited(at, Box::new(ended)),
+            _ = watch.merge_requested() => Event::MergeRequested,
+            _ = due => Event::Due,
         }
+    }
+
+    /// Whether pair `i`, in hand, may have its turn now: its start ahead has ended, and no
+    /// parked pair it meets is being visited.
+    fn may_take_turn(&self, i: usize) -> bool {
+        !self.running.iter().any(|r| r.index == i)
+            && !self.visits.iter().any(|v| self.meets(v.index, i))
+    }
+
+    /// Whether pair `p`'s writes (its backup's footprint) meet pair `i`'s contacts.
+    fn meets(&self, p: usize, i: usize) -> bool {
+        let Some(mine) = self
+            .sp
+            .get(&self.work[i].key)
+            .map(|r| Footprint::of_contacts([r.primary, r.secondary]))
+        else {
+            return true;
+        };
+        self.sp
+            .get(&self.work[p].key)
+            .is_none_or(|r| Footprint::of_record(&r).meets(&mine))
     }
 
     /// The pair whose turn comes next, now in hand: the first one started ahead, or else
@@ -289,7 +352,7 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         self.sp
             .journal_new_pair(item, self.keep)
             .map_err(Stop::Fatal)?;
-        if self.running.iter().any(|r| r.index == i) {
+        if !self.may_take_turn(i) {
             self.hand = Hand::Awaiting(i);
             return Ok(());
         }
@@ -338,9 +401,11 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
             );
         }
         let parked = run.as_ref().is_some_and(|r| r.result == PairResult::Parked);
-        self.board
-            .borrow_mut()
-            .set(i, if parked { Stage::Parked } else { Stage::Done });
+        if parked {
+            self.park(i);
+        } else {
+            self.board.borrow_mut().set(i, Stage::Done);
+        }
         if let Some(run) = &run {
             self.merges_sent += usize::from(run.merge_sent);
             if !parked {
@@ -356,6 +421,10 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
     /// stopped the run: "pairs already in flight are still finished"; a canary must not end
     /// with its last merge unconfirmed and unrepaired). Returns why the run stopped.
     async fn finish(&mut self, mut stop: Option<Stop>) -> Option<Stop> {
+        let drop_running = matches!(stop, Some(Stop::Fatal(_)));
+        if let Some(s) = self.end_visits(drop_running).await {
+            stop = stop.or(Some(s));
+        }
         let parked: Vec<(&Item<'_>, String)> = self
             .board
             .borrow()
@@ -367,7 +436,6 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         // intent), reported as not started from their records and checked again by the next
         // run; those whose start settled them (skipped, failed) or merged ahead are reported
         // as such.
-        let drop_running = matches!(stop, Some(Stop::Fatal(_)));
         for (i, prepared) in self.wind_down(drop_running).await {
             let merge_sent = prepared.merge_sent();
             let Some(result) = prepared

@@ -1,17 +1,130 @@
-//! Parked pairs left at the end of the run: their merge is accepted but DevRev was not seen
-//! to apply it within the watch. They are visited again, one look each per round, spaced
-//! like any poll loop, until each settles or its `--merge-timeout` in this run is over (a
-//! parked pair that meets a later pair, or a decided group's member, is settled in place
-//! instead: `hand.rs`).
+//! Parked pairs: their merge is accepted but DevRev was not seen to apply it within the
+//! watch. While the run goes on, each is looked at again in the background once DevRev has
+//! usually applied a merge (the run's learned first-look wait after it parked), so that its
+//! repairs are done and it stops holding back the pairs it meets long before the end of the
+//! run. A visit runs beside the pair in hand only if the two do not meet (every other pair in
+//! flight was checked against it when it started); a pair whose turn comes while a parked
+//! pair it meets is being visited waits for that visit, and one that meets a parked pair
+//! settles it in place first (`hand.rs`). Those still parked at the end are visited again,
+//! one look each per round, spaced like any poll loop, until each settles or its
+//! `--merge-timeout` in this run is over.
+
+use std::time::Instant;
+
+use futures_util::future::LocalBoxFuture;
 
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use super::Stop;
-use super::hand::run_one;
+use super::board::Stage;
+use super::hand::{email_of, run_one};
+use super::{Scheduler, Stop};
 use crate::merge::report::RunOutcome;
 use crate::merge::saga::{self, PairResult, PairRun, SagaCtx};
 use crate::merge::schedule::Item;
 use crate::merge::shared::SharedSavepoint;
+
+/// A parked pair's visit under way in the background.
+pub(super) struct Visit<'a> {
+    pub index: usize,
+    pub fut: LocalBoxFuture<'a, (Option<PairRun>, Option<Stop>)>,
+}
+
+impl<'a, 'p: 'a> Scheduler<'a, 'p> {
+    /// Pair `i`'s turn (or visit) ended with its merge not seen applied: it is looked at again
+    /// once DevRev has usually applied a merge.
+    pub(super) fn park(&mut self, i: usize) {
+        self.board.borrow_mut().set(i, Stage::Parked);
+        self.due
+            .insert(i, Instant::now() + saga::first_look_wait(self.ctx));
+    }
+
+    /// When the next parked pair is due for a visit that may start then.
+    pub(super) fn next_due(&self) -> Option<Instant> {
+        self.due
+            .iter()
+            .filter(|&(&p, _)| self.may_visit(p))
+            .map(|(_, &at)| at)
+            .min()
+    }
+
+    /// Starts the visits that are due.
+    pub(super) fn start_due_visits(&mut self) {
+        if self.fatal.is_some() || self.ctx.stop.requested() {
+            return;
+        }
+        let now = Instant::now();
+        let due: Vec<usize> = self
+            .due
+            .iter()
+            .filter(|&(&p, &at)| at <= now && self.may_visit(p))
+            .map(|(&p, _)| p)
+            .collect();
+        for p in due {
+            self.due.remove(&p);
+            self.board.borrow_mut().set(p, Stage::Visiting);
+            let (ctx, sp, item) = (self.ctx, self.sp, &self.work[p]);
+            let email = email_of(item, sp);
+            tracing::debug!(pair = %email, "looking at a parked pair again");
+            self.visits.push(Visit {
+                index: p,
+                fut: Box::pin(async move { run_one(ctx, sp, item, &email, None).await }),
+            });
+        }
+    }
+
+    /// A parked pair may be visited now: still parked (not settled in place meanwhile), and
+    /// it does not meet the pair in hand (whose turn settles it in place instead).
+    fn may_visit(&self, p: usize) -> bool {
+        let board = self.board.borrow();
+        board.stage[p] == Stage::Parked && board.in_hand().is_none_or(|h| !self.meets(p, h))
+    }
+
+    /// Pair `p`'s visit ended with `run` (`None`: cut off before its saga returned).
+    pub(super) fn visited(&mut self, p: usize, run: Option<PairRun>) {
+        let again = run.as_ref().is_none_or(|r| r.result == PairResult::Parked);
+        absorb(&mut self.ran, &self.work[p].key, run);
+        if again {
+            self.park(p);
+        } else {
+            self.board.borrow_mut().set(p, Stage::Done);
+            self.span.pb_inc(1);
+        }
+    }
+
+    /// The run stops: lets the visits under way end (dropped at a second Ctrl-C or after a
+    /// run-wide error), the pairs they leave parked are visited again at the end. Returns
+    /// why the run must stop, if a visit says so.
+    pub(super) async fn end_visits(&mut self, drop_running: bool) -> Option<Stop> {
+        let visits = std::mem::take(&mut self.visits);
+        let (indices, futs): (Vec<usize>, Vec<_>) =
+            visits.into_iter().map(|v| (v.index, v.fut)).unzip();
+        let all = if drop_running || futs.is_empty() {
+            None
+        } else {
+            tokio::select! {
+                biased;
+                _ = self.ctx.stop.hard() => None,
+                all = futures_util::future::join_all(futs) => Some(all),
+            }
+        };
+        let mut stop = None;
+        match all {
+            Some(all) => {
+                for (p, (run, stopped)) in indices.into_iter().zip(all) {
+                    self.visited(p, run);
+                    stop = stop.or(stopped);
+                }
+            }
+            // Cut off: parked as they were (the journal says where each stands).
+            None => {
+                for p in indices {
+                    self.board.borrow_mut().set(p, Stage::Parked);
+                }
+            }
+        }
+        stop
+    }
+}
 
 /// Comes back to the parked pairs left at the end of the run, one look each per round, until
 /// each is settled or its `--merge-timeout` in this run is over (the saga then leaves it
