@@ -187,13 +187,18 @@ impl ListReads {
         }
     }
 
-    /// The merge's Reconcile has finished: answers read while it was under way are dropped.
-    pub async fn merge_settled(&self, primary: &str, secondary: &str) {
+    /// The merge's Reconcile has finished. Answers read while it was under way are dropped,
+    /// but for those read after DevRev was seen to apply the merge when Reconcile wrote
+    /// nothing (`clean`): such an answer is what Reconcile itself read, and nothing of this
+    /// run changed the objects since (DevRev's moves came before it, and Reconcile found
+    /// nothing to repair), so it still says what DevRev holds for the next pairs' backups.
+    pub async fn merge_settled(&self, primary: &str, secondary: &str, clean: bool) {
         let mut s = self.state.lock().await;
-        forget_around(&mut s, primary, secondary);
+        let key = (primary.to_string(), secondary.to_string());
+        let keep_after = s.applied.get(&key).copied().filter(|_| clean);
+        forget_around_read_before(&mut s, primary, secondary, keep_after);
         s.pending.retain(|(p, q)| !(p == primary && q == secondary));
-        s.applied
-            .remove(&(primary.to_string(), secondary.to_string()));
+        s.applied.remove(&key);
     }
 
     /// Every object of `listing` naming any of `contacts`, as DevRev answers it now (or as
@@ -471,6 +476,16 @@ fn record(
 /// Drops every answer about `primary`, `secondary` and the contacts sharing an object with
 /// them.
 fn forget_around(s: &mut State, primary: &str, secondary: &str) {
+    forget_around_read_before(s, primary, secondary, None);
+}
+
+/// [`forget_around`], keeping the answers read after `keep_after` when it is given.
+fn forget_around_read_before(
+    s: &mut State,
+    primary: &str,
+    secondary: &str,
+    keep_after: Option<Instant>,
+) {
     for (listing, side) in s.sides.iter_mut() {
         let field = listing.field();
         let touching: BTreeSet<&String> = side
@@ -483,8 +498,9 @@ fn forget_around(s: &mut State, primary: &str, secondary: &str) {
             })
             .map(|(id, _)| id)
             .collect();
-        side.covered.retain(|c, (share, _)| {
-            c != primary && c != secondary && !share.iter().any(|id| touching.contains(id))
+        side.covered.retain(|c, (share, at)| {
+            keep_after.is_some_and(|t| *at > t)
+                || (c != primary && c != secondary && !share.iter().any(|id| touching.contains(id)))
         });
     }
 }
@@ -502,6 +518,51 @@ mod tests {
             .insert("t2".into(), serde_json::json!({"id": "t2"}));
         side.covered
             .insert("c1".into(), (BTreeSet::from(["t1".to_string()]), read_at));
+    }
+
+    /// Contact `c`'s share: one ticket naming `c` and `other`, read at `at`.
+    fn cover(lists: &ListReads, c: &str, other: &str, at: Instant) {
+        let mut s = lists.state.blocking_lock();
+        let side = s.sides.entry(Listing::Tickets).or_default();
+        let id = format!("t-{c}");
+        side.objects.insert(
+            id.clone(),
+            serde_json::json!({"id": id, "reported_by": [{"id": c}, {"id": other}]}),
+        );
+        side.covered.insert(c.into(), (BTreeSet::from([id]), at));
+    }
+
+    #[test]
+    fn a_clean_reconcile_keeps_only_the_answers_read_after_its_merge_applied() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for clean in [true, false] {
+            let lists = ListReads::new(std::iter::empty(), Vec::new(), Duration::from_secs(90));
+            rt.block_on(lists.merge_sent("p", "s"));
+            // c1's share (a ticket also naming the secondary) was read before DevRev was
+            // seen to apply the merge; c2's after, as Reconcile's own list is.
+            cover(&lists, "c1", "s", Instant::now());
+            rt.block_on(lists.merge_applied("p", "s"));
+            let applied = lists.state.blocking_lock().applied[&("p".into(), "s".into())];
+            cover(&lists, "c2", "s", applied + Duration::from_millis(1));
+            {
+                let s = lists.state.blocking_lock();
+                assert!(!lists.servable(&s, Listing::Tickets, "c2"), "pending merge");
+            }
+            rt.block_on(lists.merge_settled("p", "s", clean));
+            let s = lists.state.blocking_lock();
+            assert!(
+                !lists.servable(&s, Listing::Tickets, "c1"),
+                "read before applied"
+            );
+            assert_eq!(
+                lists.servable(&s, Listing::Tickets, "c2"),
+                clean,
+                "read after applied, Reconcile wrote {}",
+                if clean { "nothing" } else { "something" }
+            );
+        }
     }
 
     #[test]

@@ -64,7 +64,11 @@ impl Saga<'_, '_> {
             }
         })?;
         let (primary, secondary) = (self.primary(), self.secondary());
-        self.ctx.lists.merge_settled(&primary, &secondary).await;
+        let clean = repaired_now == 0 && convs_now == 0;
+        self.ctx
+            .lists
+            .merge_settled(&primary, &secondary, clean)
+            .await;
         let detail = format!(
             "{repaired_now} ticket(s) and {convs_now} conversation(s) repaired{}",
             if renamed {
