@@ -809,20 +809,8 @@ fn a_parked_pair_is_settled_before_the_turn_of_a_pair_it_meets() {
     let [a, b] = by_email(&w)[..] else {
         panic!("two pairs")
     };
-    let child = w
-        .std_cmd(&["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"])
-        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
     // Only a's merge is slow.
-    assert!(
-        w.fake
-            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
-    );
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_millis(30));
-    let out = child.wait_with_output().unwrap();
+    let out = slow_first_merge(&w, &[], Duration::from_millis(30));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -853,26 +841,7 @@ fn a_parked_pair_is_visited_and_repaired_while_the_run_goes_on() {
     // five pairs' merges take 1 s each, one merge at a time: the run goes on for 5 s more.
     let w = world(6, 3_000, 71);
     let order = by_email(&w);
-    let child = w
-        .std_cmd(&[
-            "--csv",
-            "contacts.csv",
-            "--yes",
-            "--merge-timeout",
-            "30",
-            "--one-merge-at-a-time",
-        ])
-        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        w.fake
-            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
-    );
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_secs(1));
-    let out = child.wait_with_output().unwrap();
+    let out = slow_first_merge(&w, &["--one-merge-at-a-time"], Duration::from_secs(1));
     let log = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(0), "{log}");
     check_final_state(&w);
@@ -968,4 +937,23 @@ fn a_ticket_changed_or_added_after_a_prepared_backup_is_in_the_backup_merged_ove
         Some("opened while the pair waited"),
         "the new ticket is in the backup"
     );
+}
+
+/// A merge run (`--merge-timeout 30`, 200 ms backoff, `extra`) whose first merge applies
+/// with the world's delay and every later one `then` after it is accepted.
+fn slow_first_merge(w: &World, extra: &[&str], then: Duration) -> std::process::Output {
+    let mut args = vec!["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"];
+    args.extend(extra);
+    let child = w
+        .std_cmd(&args)
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        w.fake
+            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
+    );
+    w.fake.set_options(|o| o.merge.delay = then);
+    child.wait_with_output().unwrap()
 }

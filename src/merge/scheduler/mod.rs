@@ -232,22 +232,8 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         let running = &mut self.running;
         let visits = &mut self.visits;
         let (watch, stop) = (self.ctx.watch, self.ctx.stop);
-        let starting = async move {
-            if running.is_empty() {
-                return std::future::pending().await;
-            }
-            let (res, at, _) =
-                futures_util::future::select_all(running.iter_mut().map(|r| &mut r.fut)).await;
-            (at, res)
-        };
-        let visiting = async move {
-            if visits.is_empty() {
-                return std::future::pending().await;
-            }
-            let (res, at, _) =
-                futures_util::future::select_all(visits.iter_mut().map(|v| &mut v.fut)).await;
-            (at, res)
-        };
+        let starting = first_of(running.iter_mut().map(|r| &mut r.fut).collect());
+        let visiting = first_of(visits.iter_mut().map(|v| &mut v.fut).collect());
         let due = async move {
             match due {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -464,4 +450,13 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         }
         stop
     }
+}
+
+/// The first of `futs` to finish, and its place among them; never, when there are none.
+async fn first_of<T>(futs: Vec<&mut LocalBoxFuture<'_, T>>) -> (usize, T) {
+    if futs.is_empty() {
+        return std::future::pending().await;
+    }
+    let (res, at, _) = futures_util::future::select_all(futs).await;
+    (at, res)
 }
