@@ -214,7 +214,7 @@ pub fn estimate(
         seconds: run_seconds(calls, n, cfg, Waits::Hidden),
         api_calls_low: low,
         api_calls_high: high,
-        seconds_low: run_seconds(low, n, cfg, Waits::Hidden),
+        seconds_low: run_seconds(low, n, cfg, Waits::Overlapped),
         seconds_high: run_seconds(high, n, cfg, Waits::Exposed),
         live_ticket_counts: refined,
         rate_limit_calls: cfg.rate_limit_calls,
@@ -234,6 +234,9 @@ enum Waits {
     Hidden,
     /// No wait is hidden (every pair meets the one before it): one wait per pair.
     Exposed,
+    /// Every wait overlaps other pairs' calls, the last one's too (pairs that meet nothing
+    /// have their merges in flight together): the calls alone.
+    Overlapped,
 }
 
 /// A merge run's length: its calls at the configured pacing plus the waits for merges to
@@ -243,6 +246,7 @@ fn run_seconds(calls: u64, pairs: u64, cfg: &Config, waits: Waits) -> f64 {
     let wait = merge_wait(cfg);
     let exposed = match waits {
         _ if pairs == 0 => 0,
+        Waits::Overlapped => 0,
         Waits::Hidden => 1,
         Waits::Exposed => pairs,
     };
@@ -690,7 +694,7 @@ fn print_estimate<W: Write>(w: &mut W, est: &Estimate) -> io::Result<()> {
         writeln!(
             w,
             "  Merge waits: about {} after each merge, spent preparing the next pair; the \
-             time includes the last one, the top of the range one per pair.",
+             time includes the last one, the bottom of the range none, the top one per pair.",
             human_duration(est.merge_wait_s)
         )?;
     }
