@@ -866,6 +866,74 @@ fn a_parked_pair_is_visited_and_repaired_while_the_run_goes_on() {
     }
 }
 
+/// Ctrl-C while parked pairs are visited beside the pair in hand: the pair in hand finishes
+/// its step and is reported, every pair whose merge was sent is reported as such (none as
+/// not started), and the next run finishes them all with one merge per pair.
+#[test]
+fn ctrl_c_while_a_parked_pair_is_visited_reports_every_sent_merge_and_resumes_cleanly() {
+    // a's merge never applies in this run; the others apply 1 s after their request, one
+    // merge at a time, while a is visited again and again.
+    let w = world(5, 60_000, 73);
+    let child = w
+        .std_cmd(&[
+            "--csv",
+            "contacts.csv",
+            "--yes",
+            "--merge-timeout",
+            "60",
+            "--one-merge-at-a-time",
+        ])
+        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        w.fake
+            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
+    );
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_secs(1));
+    assert!(
+        w.fake
+            .wait_for(|st| st.merges.len() >= 3, Duration::from_secs(60)),
+        "three merges sent"
+    );
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(75), "{log}");
+    let report = w.last_report();
+    assert_eq!(report["outcome"], "interrupted", "{log}");
+    let sent = merges_handled(&w.fake.requests());
+    let pairs = report["pairs"].as_array().unwrap();
+    for e in pairs
+        .iter()
+        .filter(|e| e["merge_requests"].as_u64() > Some(0))
+    {
+        assert_ne!(e["status"], "not_started", "{e}\n{log}");
+    }
+    assert_eq!(
+        pairs
+            .iter()
+            .filter(|e| e["merge_requests"].as_u64() > Some(0))
+            .count(),
+        sent.len(),
+        "every merge sent is reported: {report}"
+    );
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = run(&w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(&w);
+    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+}
+
 /// Issue 29: a backup prepared ahead of its turn may come from a list several pairs shared;
 /// a ticket changed or added between that read and the pair's merge is in the backup all the
 /// same: at its turn the backup is compared with a list read since, and taken again.

@@ -295,6 +295,29 @@ pub async fn run_pair(
     pair: Option<&Pair>,
     prepared: Option<Prepared>,
 ) -> Result<PairRun, AppError> {
+    drive_pair(ctx, sp, key, pair, prepared, Reach::Done).await
+}
+
+/// A parked pair's visit beside other pairs: its saga up to the end of the merge in flight
+/// (watched, reconciled, ref adopted), never a new backup or request (those wait for the end
+/// of the run: `PairResult::Parked`). `Err` as in [`run_pair`].
+pub async fn visit_parked(
+    ctx: &SagaCtx<'_>,
+    sp: &SharedSavepoint,
+    key: &str,
+    pair: Option<&Pair>,
+) -> Result<PairRun, AppError> {
+    drive_pair(ctx, sp, key, pair, None, Reach::Settled).await
+}
+
+async fn drive_pair(
+    ctx: &SagaCtx<'_>,
+    sp: &SharedSavepoint,
+    key: &str,
+    pair: Option<&Pair>,
+    prepared: Option<Prepared>,
+    reach: Reach,
+) -> Result<PairRun, AppError> {
     let mut saga = Saga::new(ctx, sp, key, pair);
     if let Some(p) = prepared {
         if let Some(result) = p.ended {
@@ -311,7 +334,7 @@ pub async fn run_pair(
         saga.recheck_since = p.verified_at;
         saga.verified = false;
     }
-    let result = saga.drive_until(Reach::Done).await;
+    let result = saga.drive_until(reach).await;
     let Saga {
         steps, merge_sent, ..
     } = saga;
@@ -327,6 +350,11 @@ pub async fn run_pair(
 enum Reach {
     /// To the end.
     Done,
+    /// To the end of the merge in flight (AwaitMerge, Reconcile, the ref adoption), never
+    /// back to Validate, Backup or a new request: a parked pair visited beside other pairs,
+    /// which were checked against its backup's footprint; a new backup could widen it. One
+    /// that needs a new request stays parked for the end of the run, when nothing else runs.
+    Settled,
     /// Up to the first step that may write to DevRev (RequestMerge, or Reconcile of a merge
     /// found applied), which it leaves to the run in order: only Validate, Backup and
     /// VerifyBackup, which read DevRev and write only local files and the journal.
@@ -516,6 +544,14 @@ impl Saga<'_, '_> {
             };
             if reach == Reach::BeforeWrites && !step.reads_only() {
                 return Ok(None);
+            }
+            if reach == Reach::Settled
+                && matches!(
+                    step,
+                    Step::Validate | Step::Backup | Step::VerifyBackup | Step::RequestMerge
+                )
+            {
+                return Ok(Some(PairResult::Parked));
             }
             // Ctrl-C: finish the step in hand, never start a new one. Checked before every
             // step, so in particular before a merge request.

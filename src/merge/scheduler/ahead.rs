@@ -117,29 +117,6 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         );
     }
 
-    /// The run stops: lets the starts under way finish their step (they stop before the
-    /// next one once Ctrl-C was pressed; dropped at a second Ctrl-C or after a run-wide
-    /// error), then hands back every pair started ahead that never had its turn.
-    pub(super) async fn wind_down(&mut self, drop_running: bool) -> Vec<(usize, Prepared)> {
-        let running = std::mem::take(&mut self.running);
-        if !running.is_empty() && !drop_running {
-            let (indices, futs): (Vec<usize>, Vec<Starting<'_>>) =
-                running.into_iter().map(|r| (r.index, r.fut)).unzip();
-            let all = tokio::select! {
-                biased;
-                _ = self.ctx.stop.hard() => None,
-                all = futures_util::future::join_all(futs) => Some(all),
-            };
-            for (index, res) in indices.into_iter().zip(all.into_iter().flatten()) {
-                self.started(index, res);
-            }
-        }
-        std::mem::take(&mut self.ready)
-            .into_iter()
-            .map(|(i, r)| (i, r.prepared))
-            .collect()
-    }
-
     /// Whether pair `b` has asked for its merge (its backup, what a later pair must not
     /// meet, is known then).
     fn merge_asked(&self, b: usize) -> bool {
@@ -150,7 +127,7 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
 
     /// Starts one pair ahead if one may be; `true` if it did.
     fn start_one(&mut self) -> bool {
-        if self.fatal.is_some() || self.ctx.stop.requested() {
+        if self.stopping() {
             return false;
         }
         // One start reads at a time: the next begins once every one under way has asked for

@@ -58,7 +58,8 @@ pub(super) fn turn<'a, 'p: 'a>(
             };
         }
         let (ctx, sp) = (env.ctx, env.sp);
-        let (mut run, mut stopped) = run_one(ctx, sp, item, &email, prepared).await;
+        let (mut run, mut stopped) =
+            run_one(ctx, sp, item, &email, Drive::Turn(prepared.map(Box::new))).await;
         if item.group.is_some() && stopped.is_none() {
             (run, stopped) = settle_in_place(ctx, sp, item, &email, run).await;
         }
@@ -138,7 +139,7 @@ async fn settle_in_place(
             _ = tokio::time::sleep(saga::next_delay(&mut delays)) => {}
             _ = ctx.stop.soft() => return (run, Some(Stop::Outcome(RunOutcome::Interrupted))),
         }
-        let (now, stopped) = run_one(ctx, sp, item, email, None).await;
+        let (now, stopped) = run_one(ctx, sp, item, email, Drive::Turn(None)).await;
         let (Some(before), Some(now)) = (run.as_mut(), now) else {
             return (run, stopped);
         };
@@ -151,6 +152,15 @@ async fn settle_in_place(
     }
 }
 
+/// How far a pair's saga may go.
+pub(super) enum Drive {
+    /// Its turn (or a visit in place): to the end, from what was read ahead, if anything.
+    Turn(Option<Box<Prepared>>),
+    /// A parked pair's visit beside other pairs: to the end of the merge in flight only
+    /// (`saga::visit_parked`).
+    Visit,
+}
+
 /// One pair's saga, dropped at a second Ctrl-C. Returns its run (if it returned) and why
 /// the whole run must stop after it (if it must).
 pub(super) async fn run_one(
@@ -158,12 +168,20 @@ pub(super) async fn run_one(
     sp: &SharedSavepoint,
     item: &Item<'_>,
     email: &str,
-    prepared: Option<saga::Prepared>,
+    drive: Drive,
 ) -> (Option<PairRun>, Option<Stop>) {
+    let saga = async {
+        match drive {
+            Drive::Turn(prepared) => {
+                saga::run_pair(ctx, sp, &item.key, item.pair, prepared.map(|p| *p)).await
+            }
+            Drive::Visit => saga::visit_parked(ctx, sp, &item.key, item.pair).await,
+        }
+    };
     let res = tokio::select! {
         biased;
         _ = ctx.stop.hard() => None,
-        r = saga::run_pair(ctx, sp, &item.key, item.pair, prepared) => Some(r),
+        r = saga => Some(r),
     };
     match res {
         // Dropped mid-step: every savepoint change is written as it is made, so the journal

@@ -85,7 +85,9 @@ pub async fn execute(
         ready: BTreeMap::new(),
         visits: Vec::new(),
         due: HashMap::new(),
+        parkings: HashMap::new(),
         fatal: None,
+        stop_after_turn: None,
         fresh_for: crate::backup::fresh_for(),
         hand: Hand::Free,
         ran: Vec::new(),
@@ -159,8 +161,13 @@ struct Scheduler<'a, 'p> {
     visits: Vec<Visit<'a>>,
     /// When each parked pair is next looked at.
     due: HashMap<usize, Instant>,
+    /// How many times each pair parked in this run (its visits back off).
+    parkings: HashMap<usize, u32>,
     /// A run-wide error met while starting a pair ahead: the run stops at the next turn.
     fatal: Option<AppError>,
+    /// Why a visit says the run must stop (Ctrl-C, a run-wide error): it stops once the turn
+    /// of the pair in hand has ended, never cutting that turn off.
+    stop_after_turn: Option<Stop>,
     fresh_for: Duration,
     hand: Hand<'a>,
     ran: Vec<(String, Option<PairRun>)>,
@@ -178,6 +185,9 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
     async fn run(&mut self) -> Option<Stop> {
         loop {
             if matches!(self.hand, Hand::Free) {
+                if let Some(stop) = self.stop_after_turn.take() {
+                    return Some(stop);
+                }
                 let i = self.next_turn()?;
                 if let Err(stop) = self.begin_turn(i) {
                     return Some(stop);
@@ -196,7 +206,7 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
                     let (run, stopped) = *ended;
                     self.visited(index, run);
                     if let Some(stop) = stopped {
-                        return Some(stop);
+                        self.stop_after_turn = Some(worse(self.stop_after_turn.take(), stop));
                     }
                 }
                 Event::MergeRequested | Event::Due => {}
@@ -212,15 +222,20 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
                         self.ended(i, run);
                     }
                     if let Some(stop) = end.stopped {
-                        return Some(stop);
+                        return Some(worse(self.stop_after_turn.take(), stop));
                     }
                 }
             }
-            if let Hand::Awaiting(i) = self.hand
-                && self.may_take_turn(i)
-                && let Err(stop) = self.turn_starts(i)
-            {
-                return Some(stop);
+            if let Hand::Awaiting(i) = self.hand {
+                // No turn under way to let end: a visit's stop stops the run now.
+                if let Some(stop) = self.stop_after_turn.take() {
+                    return Some(stop);
+                }
+                if self.may_take_turn(i)
+                    && let Err(stop) = self.turn_starts(i)
+                {
+                    return Some(stop);
+                }
             }
         }
     }
@@ -402,14 +417,74 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         self.ran.push((item.key.clone(), run));
     }
 
+    /// No new start ahead nor visit: Ctrl-C, or a run-wide error met beside the pair in hand.
+    fn stopping(&self) -> bool {
+        self.fatal.is_some() || self.stop_after_turn.is_some() || self.ctx.stop.requested()
+    }
+
+    /// The run stops: lets the starts ahead and the visits under way end, together (they
+    /// share the rate limiter and the gathered reads, so one left unpolled could hold up the
+    /// others), each stopping before its next step once Ctrl-C was pressed; dropped at a
+    /// second Ctrl-C or after a run-wide error. Hands back every pair started ahead that
+    /// never had its turn, and why a visit says the run must stop, if one does.
+    async fn wind_down(&mut self, drop_running: bool) -> (Vec<(usize, Prepared)>, Option<Stop>) {
+        let (starts, start_futs): (Vec<usize>, Vec<_>) = std::mem::take(&mut self.running)
+            .into_iter()
+            .map(|r| (r.index, r.fut))
+            .unzip();
+        let (visits, visit_futs): (Vec<usize>, Vec<_>) = std::mem::take(&mut self.visits)
+            .into_iter()
+            .map(|v| (v.index, v.fut))
+            .unzip();
+        let all = if drop_running || (starts.is_empty() && visits.is_empty()) {
+            None
+        } else {
+            let both = futures_util::future::join(
+                futures_util::future::join_all(start_futs),
+                futures_util::future::join_all(visit_futs),
+            );
+            tokio::select! {
+                biased;
+                _ = self.ctx.stop.hard() => None,
+                all = both => Some(all),
+            }
+        };
+        let mut stop = None;
+        match all {
+            Some((started, visited)) => {
+                for (i, res) in starts.into_iter().zip(started) {
+                    self.started(i, res);
+                }
+                for (p, (run, stopped)) in visits.into_iter().zip(visited) {
+                    self.visited(p, run);
+                    if let Some(s) = stopped {
+                        stop = Some(worse(stop, s));
+                    }
+                }
+            }
+            // Cut off: the visited pairs stay parked (the journal says where each stands).
+            None => {
+                for p in visits {
+                    self.board.borrow_mut().set(p, Stage::Parked);
+                }
+            }
+        }
+        let ready = std::mem::take(&mut self.ready)
+            .into_iter()
+            .map(|(i, r)| (i, r.prepared))
+            .collect();
+        (ready, stop)
+    }
+
     /// The loop stopped (`stop`): pairs started ahead that never had their turn are
     /// reported, and the parked ones watched until they settle (also when --max-merges
     /// stopped the run: "pairs already in flight are still finished"; a canary must not end
     /// with its last merge unconfirmed and unrepaired). Returns why the run stopped.
     async fn finish(&mut self, mut stop: Option<Stop>) -> Option<Stop> {
         let drop_running = matches!(stop, Some(Stop::Fatal(_)));
-        if let Some(s) = self.end_visits(drop_running).await {
-            stop = stop.or(Some(s));
+        let (ready, visit_stop) = self.wind_down(drop_running).await;
+        if let Some(s) = visit_stop {
+            stop = Some(worse(stop, s));
         }
         let parked: Vec<(&Item<'_>, String)> = self
             .board
@@ -422,7 +497,7 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         // intent), reported as not started from their records and checked again by the next
         // run; those whose start settled them (skipped, failed) or merged ahead are reported
         // as such.
-        for (i, prepared) in self.wind_down(drop_running).await {
+        for (i, prepared) in ready {
             let merge_sent = prepared.merge_sent();
             let Some(result) = prepared
                 .ended()
@@ -459,4 +534,12 @@ async fn first_of<T>(futs: Vec<&mut LocalBoxFuture<'_, T>>) -> (usize, T) {
     }
     let (res, at, _) = futures_util::future::select_all(futs).await;
     (at, res)
+}
+
+/// Of two reasons to stop, the one the report must give: a run-wide error over Ctrl-C.
+fn worse(a: Option<Stop>, b: Stop) -> Stop {
+    match (a, b) {
+        (Some(a @ Stop::Fatal(_)), _) => a,
+        (_, b) => b,
+    }
 }

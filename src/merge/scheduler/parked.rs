@@ -16,12 +16,16 @@ use futures_util::future::LocalBoxFuture;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
 
 use super::board::Stage;
-use super::hand::{email_of, run_one};
+use super::hand::{Drive, email_of, run_one};
 use super::{Scheduler, Stop};
 use crate::merge::report::RunOutcome;
 use crate::merge::saga::{self, PairResult, PairRun, SagaCtx};
 use crate::merge::schedule::Item;
 use crate::merge::shared::SharedSavepoint;
+
+/// The longest a parked pair waits for its next visit during the run: each visit costs a few
+/// looks, so a merge DevRev is slow to apply does not take the budget the other pairs need.
+const MAX_VISIT_GAP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A parked pair's visit under way in the background.
 pub(super) struct Visit<'a> {
@@ -31,15 +35,21 @@ pub(super) struct Visit<'a> {
 
 impl<'a, 'p: 'a> Scheduler<'a, 'p> {
     /// Pair `i`'s turn (or visit) ended with its merge not seen applied: it is looked at again
-    /// once DevRev has usually applied a merge.
+    /// once DevRev has usually applied a merge (the run's first-look wait), twice as late
+    /// after each visit that still did not see it, at most [`MAX_VISIT_GAP`] later.
     pub(super) fn park(&mut self, i: usize) {
         self.board.borrow_mut().set(i, Stage::Parked);
-        self.due
-            .insert(i, Instant::now() + saga::first_look_wait(self.ctx));
+        let times = self.parkings.entry(i).or_insert(0);
+        let wait = saga::first_look_wait(self.ctx) * 2u32.saturating_pow((*times).min(16));
+        *times += 1;
+        self.due.insert(i, Instant::now() + wait.min(MAX_VISIT_GAP));
     }
 
     /// When the next parked pair is due for a visit that may start then.
     pub(super) fn next_due(&self) -> Option<Instant> {
+        if self.stopping() {
+            return None;
+        }
         self.due
             .iter()
             .filter(|&(&p, _)| self.may_visit(p))
@@ -49,7 +59,7 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
 
     /// Starts the visits that are due.
     pub(super) fn start_due_visits(&mut self) {
-        if self.fatal.is_some() || self.ctx.stop.requested() {
+        if self.stopping() {
             return;
         }
         let now = Instant::now();
@@ -67,7 +77,7 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
             tracing::debug!(pair = %email, "looking at a parked pair again");
             self.visits.push(Visit {
                 index: p,
-                fut: Box::pin(async move { run_one(ctx, sp, item, &email, None).await }),
+                fut: Box::pin(async move { run_one(ctx, sp, item, &email, Drive::Visit).await }),
             });
         }
     }
@@ -81,6 +91,14 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
 
     /// Pair `p`'s visit ended with `run` (`None`: cut off before its saga returned).
     pub(super) fn visited(&mut self, p: usize, run: Option<PairRun>) {
+        // Stopped by Ctrl-C while watching: still parked, as the end of the run would
+        // have left it.
+        let run = run.map(|mut r| {
+            if r.result == PairResult::Interrupted {
+                r.result = PairResult::Parked;
+            }
+            r
+        });
         let again = run.as_ref().is_none_or(|r| r.result == PairResult::Parked);
         absorb(&mut self.ran, &self.work[p].key, run);
         if again {
@@ -89,40 +107,6 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
             self.board.borrow_mut().set(p, Stage::Done);
             self.span.pb_inc(1);
         }
-    }
-
-    /// The run stops: lets the visits under way end (dropped at a second Ctrl-C or after a
-    /// run-wide error), the pairs they leave parked are visited again at the end. Returns
-    /// why the run must stop, if a visit says so.
-    pub(super) async fn end_visits(&mut self, drop_running: bool) -> Option<Stop> {
-        let visits = std::mem::take(&mut self.visits);
-        let (indices, futs): (Vec<usize>, Vec<_>) =
-            visits.into_iter().map(|v| (v.index, v.fut)).unzip();
-        let all = if drop_running || futs.is_empty() {
-            None
-        } else {
-            tokio::select! {
-                biased;
-                _ = self.ctx.stop.hard() => None,
-                all = futures_util::future::join_all(futs) => Some(all),
-            }
-        };
-        let mut stop = None;
-        match all {
-            Some(all) => {
-                for (p, (run, stopped)) in indices.into_iter().zip(all) {
-                    self.visited(p, run);
-                    stop = stop.or(stopped);
-                }
-            }
-            // Cut off: parked as they were (the journal says where each stands).
-            None => {
-                for p in indices {
-                    self.board.borrow_mut().set(p, Stage::Parked);
-                }
-            }
-        }
-        stop
     }
 }
 
@@ -150,7 +134,7 @@ pub(super) async fn revisit(
         }
         let mut still = Vec::new();
         for (item, email) in parked {
-            let (run, stopped) = run_one(ctx, sp, item, &email, None).await;
+            let (run, stopped) = run_one(ctx, sp, item, &email, Drive::Turn(None)).await;
             let again = run.as_ref().is_some_and(|r| r.result == PairResult::Parked);
             absorb(ran, &item.key, run);
             if stopped.is_some() {
