@@ -291,18 +291,7 @@ fn ctrl_c_with_two_merges_in_flight_reports_both_and_resumes_cleanly() {
         2,
         "both merges in flight are reported: {report}"
     );
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_millis(30));
-    w.fake.apply_pending_merges();
-    let out = run(&w).get_output().clone();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_final_state(&w);
-    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    resume_and_finish(&w);
 }
 
 /// SIGKILL with two merges in flight: the next run resolves both from the journal and sends
@@ -317,22 +306,7 @@ fn a_kill_with_two_merges_in_flight_resumes_with_one_merge_per_pair() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), None, "killed");
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_millis(30));
-    w.fake.apply_pending_merges();
-    let out = run(&w).get_output().clone();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_final_state(&w);
-    assert!(
-        merges_handled(&w.fake.requests()).values().all(|n| *n == 1),
-        "one merge per pair: {:?}",
-        merges_handled(&w.fake.requests())
-    );
+    resume_and_finish(&w);
 }
 
 #[test]
@@ -651,22 +625,7 @@ fn a_kill_while_a_pair_is_prepared_resumes_with_one_merge_per_pair() {
         "nothing was written for the prepared pair"
     );
     // DevRev applies what it accepted; the rerun finishes every pair.
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_millis(30));
-    w.fake.apply_pending_merges();
-    let out = run(&w).get_output().clone();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_final_state(&w);
-    assert!(
-        merges_handled(&w.fake.requests()).values().all(|n| *n == 1),
-        "one merge per pair: {:?}",
-        merges_handled(&w.fake.requests())
-    );
+    resume_and_finish(&w);
 }
 
 #[test]
@@ -696,18 +655,7 @@ fn ctrl_c_while_a_pair_is_prepared_stops_before_its_merge_and_resumes_cleanly() 
     let rec = &sp["pairs"][format!("{p} <- {s}")];
     assert!(!rec["backup"].is_null() && rec["merge"].is_null(), "{rec}");
 
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_millis(30));
-    w.fake.apply_pending_merges();
-    let out = run(&w).get_output().clone();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_final_state(&w);
-    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    resume_and_finish(&w);
 }
 
 /// A ticket naming `secondary` added to DevRev while the run is under way.
@@ -874,25 +822,8 @@ fn ctrl_c_while_a_parked_pair_is_visited_reports_every_sent_merge_and_resumes_cl
     // a's merge never applies in this run; the others apply 1 s after their request, one
     // merge at a time, while a is visited again and again.
     let w = world(5, 60_000, 73);
-    let child = w
-        .std_cmd(&[
-            "--csv",
-            "contacts.csv",
-            "--yes",
-            "--merge-timeout",
-            "60",
-            "--one-merge-at-a-time",
-        ])
-        .env("DEVREV_MERGE_MIN_BACKOFF_MS", "200")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        w.fake
-            .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
-    );
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_secs(1));
+    let child =
+        spawn_slow_first_merge(&w, "60", &["--one-merge-at-a-time"], Duration::from_secs(1));
     assert!(
         w.fake
             .wait_for(|st| st.merges.len() >= 3, Duration::from_secs(60)),
@@ -920,18 +851,7 @@ fn ctrl_c_while_a_parked_pair_is_visited_reports_every_sent_merge_and_resumes_cl
         sent.len(),
         "every merge sent is reported: {report}"
     );
-    w.fake
-        .set_options(|o| o.merge.delay = Duration::from_millis(30));
-    w.fake.apply_pending_merges();
-    let out = run(&w).get_output().clone();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    check_final_state(&w);
-    assert!(merges_handled(&w.fake.requests()).values().all(|n| *n == 1));
+    resume_and_finish(&w);
 }
 
 /// Issue 29: a backup prepared ahead of its turn may come from a list several pairs shared;
@@ -1010,7 +930,20 @@ fn a_ticket_changed_or_added_after_a_prepared_backup_is_in_the_backup_merged_ove
 /// A merge run (`--merge-timeout 30`, 200 ms backoff, `extra`) whose first merge applies
 /// with the world's delay and every later one `then` after it is accepted.
 fn slow_first_merge(w: &World, extra: &[&str], then: Duration) -> std::process::Output {
-    let mut args = vec!["--csv", "contacts.csv", "--yes", "--merge-timeout", "30"];
+    spawn_slow_first_merge(w, "30", extra, then)
+        .wait_with_output()
+        .unwrap()
+}
+
+/// [`slow_first_merge`] with `--merge-timeout timeout`, still running once the first merge
+/// is accepted.
+fn spawn_slow_first_merge(
+    w: &World,
+    timeout: &str,
+    extra: &[&str],
+    then: Duration,
+) -> std::process::Child {
+    let mut args = vec!["--csv", "contacts.csv", "--yes", "--merge-timeout", timeout];
     args.extend(extra);
     let child = w
         .std_cmd(&args)
@@ -1023,5 +956,26 @@ fn slow_first_merge(w: &World, extra: &[&str], then: Duration) -> std::process::
             .wait_for(|st| !st.merges.is_empty(), Duration::from_secs(60))
     );
     w.fake.set_options(|o| o.merge.delay = then);
-    child.wait_with_output().unwrap()
+    child
+}
+
+/// DevRev applies what it accepted (and the next merges quickly); a plain rerun then finishes
+/// every pair, right and with one merge request each.
+fn resume_and_finish(w: &World) {
+    w.fake
+        .set_options(|o| o.merge.delay = Duration::from_millis(30));
+    w.fake.apply_pending_merges();
+    let out = run(w).get_output().clone();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_final_state(w);
+    assert!(
+        merges_handled(&w.fake.requests()).values().all(|n| *n == 1),
+        "one merge per pair: {:?}",
+        merges_handled(&w.fake.requests())
+    );
 }

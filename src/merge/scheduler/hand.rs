@@ -31,7 +31,6 @@ pub(super) struct TurnEnd {
 }
 
 /// What a turn needs besides the pair.
-#[derive(Clone)]
 pub(super) struct Env<'a, 'p> {
     pub ctx: &'a SagaCtx<'a>,
     pub sp: &'a SharedSavepoint,

@@ -18,7 +18,7 @@ mod parked;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::LocalBoxFuture;
 use tracing_indicatif::span_ext::IndicatifSpanExt;
@@ -36,7 +36,7 @@ use ahead::{Ready, Running};
 use board::Board;
 use hand::{Env, TurnEnd, email_of, result_words};
 use meter::CallMeter;
-use parked::{Visit, absorb, revisit};
+use parked::{Due, Visit, absorb, revisit};
 
 /// How the pairs went.
 pub struct Executed {
@@ -159,8 +159,8 @@ struct Scheduler<'a, 'p> {
     ready: BTreeMap<usize, Ready>,
     /// Parked pairs looked at again in the background (`parked.rs`).
     visits: Vec<Visit<'a>>,
-    /// When each parked pair is next looked at.
-    due: HashMap<usize, Instant>,
+    /// When each parked pair is next looked at, and what it writes.
+    due: HashMap<usize, Due>,
     /// How many times each pair parked in this run (its visits back off).
     parkings: HashMap<usize, u32>,
     /// A run-wide error met while starting a pair ahead: the run stops at the next turn.
@@ -280,21 +280,14 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
     /// parked pair it meets is being visited.
     fn may_take_turn(&self, i: usize) -> bool {
         !self.running.iter().any(|r| r.index == i)
-            && !self.visits.iter().any(|v| self.meets(v.index, i))
+            && !self.visits.iter().any(|v| self.meets(&v.footprint, i))
     }
 
-    /// Whether pair `p`'s writes (its backup's footprint) meet pair `i`'s contacts.
-    fn meets(&self, p: usize, i: usize) -> bool {
-        let Some(mine) = self
-            .sp
-            .get(&self.work[i].key)
-            .map(|r| Footprint::of_contacts([r.primary, r.secondary]))
-        else {
-            return true;
-        };
+    /// Whether a parked pair's writes (`footprint`, its backup's) meet pair `i`'s contacts.
+    fn meets(&self, footprint: &Footprint, i: usize) -> bool {
         self.sp
-            .get(&self.work[p].key)
-            .is_none_or(|r| Footprint::of_record(&r).meets(&mine))
+            .get(&self.work[i].key)
+            .is_none_or(|r| footprint.meets(&Footprint::of_contacts([r.primary, r.secondary])))
     }
 
     /// The pair whose turn comes next, now in hand: the first one started ahead, or else

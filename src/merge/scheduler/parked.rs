@@ -18,6 +18,7 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 use super::board::Stage;
 use super::hand::{Drive, email_of, run_one};
 use super::{Scheduler, Stop};
+use crate::merge::footprint::Footprint;
 use crate::merge::report::RunOutcome;
 use crate::merge::saga::{self, PairResult, PairRun, SagaCtx};
 use crate::merge::schedule::Item;
@@ -30,7 +31,16 @@ const MAX_VISIT_GAP: std::time::Duration = std::time::Duration::from_secs(60);
 /// A parked pair's visit under way in the background.
 pub(super) struct Visit<'a> {
     pub index: usize,
+    /// What the pair writes (read from its backup when it parked: a visit never takes a
+    /// new one).
+    pub footprint: Footprint,
     pub fut: LocalBoxFuture<'a, (Option<PairRun>, Option<Stop>)>,
+}
+
+/// A parked pair's next visit.
+pub(super) struct Due {
+    at: Instant,
+    footprint: Footprint,
 }
 
 impl<'a, 'p: 'a> Scheduler<'a, 'p> {
@@ -42,7 +52,13 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         let times = self.parkings.entry(i).or_insert(0);
         let wait = saga::first_look_wait(self.ctx) * 2u32.saturating_pow((*times).min(16));
         *times += 1;
-        self.due.insert(i, Instant::now() + wait.min(MAX_VISIT_GAP));
+        let footprint = self
+            .sp
+            .get(&self.work[i].key)
+            .map(|r| Footprint::of_record(&r))
+            .unwrap_or_default();
+        let at = Instant::now() + wait.min(MAX_VISIT_GAP);
+        self.due.insert(i, Due { at, footprint });
     }
 
     /// When the next parked pair is due for a visit that may start then.
@@ -52,8 +68,8 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         }
         self.due
             .iter()
-            .filter(|&(&p, _)| self.may_visit(p))
-            .map(|(_, &at)| at)
+            .filter(|&(&p, due)| self.may_visit(p, due))
+            .map(|(_, due)| due.at)
             .min()
     }
 
@@ -62,21 +78,28 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
         if self.stopping() {
             return;
         }
+        // Settled in place meanwhile: no visit is due.
+        let board = self.board.borrow();
+        self.due.retain(|&p, _| board.stage[p] == Stage::Parked);
+        drop(board);
         let now = Instant::now();
         let due: Vec<usize> = self
             .due
             .iter()
-            .filter(|&(&p, &at)| at <= now && self.may_visit(p))
+            .filter(|&(&p, due)| due.at <= now && self.may_visit(p, due))
             .map(|(&p, _)| p)
             .collect();
         for p in due {
-            self.due.remove(&p);
+            let Some(Due { footprint, .. }) = self.due.remove(&p) else {
+                continue;
+            };
             self.board.borrow_mut().set(p, Stage::Visiting);
             let (ctx, sp, item) = (self.ctx, self.sp, &self.work[p]);
             let email = email_of(item, sp);
             tracing::debug!(pair = %email, "looking at a parked pair again");
             self.visits.push(Visit {
                 index: p,
+                footprint,
                 fut: Box::pin(async move { run_one(ctx, sp, item, &email, Drive::Visit).await }),
             });
         }
@@ -84,9 +107,12 @@ impl<'a, 'p: 'a> Scheduler<'a, 'p> {
 
     /// A parked pair may be visited now: still parked (not settled in place meanwhile), and
     /// it does not meet the pair in hand (whose turn settles it in place instead).
-    fn may_visit(&self, p: usize) -> bool {
+    fn may_visit(&self, p: usize, due: &Due) -> bool {
         let board = self.board.borrow();
-        board.stage[p] == Stage::Parked && board.in_hand().is_none_or(|h| !self.meets(p, h))
+        board.stage[p] == Stage::Parked
+            && board
+                .in_hand()
+                .is_none_or(|h| !self.meets(&due.footprint, h))
     }
 
     /// Pair `p`'s visit ended with `run` (`None`: cut off before its saga returned).
