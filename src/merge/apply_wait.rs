@@ -4,9 +4,10 @@
 //! A first look that finds the merge applied says only that DevRev's apply delay was at most
 //! that long: it is a bound, not a measurement. Scheduling the next look from such bounds can
 //! only ever grow the wait (each wait becomes the next "delay seen"), so the wait is instead
-//! steered: shortened a little after every first look that found the merge applied, lengthened
-//! by half after one that did not (but never past the look that then found it applied: the
-//! delay was at most that). A miss costs one more `rev-users.get`; a wait too long
+//! steered: shortened a little after every first look that found the merge applied when it
+//! came about when planned (one the rate budget held back much longer tested nothing),
+//! lengthened by half after one that did not (but never past the look that then found it
+//! applied: the delay was at most that). A miss costs one more look; a wait too long
 //! costs time only when nothing else can use the budget, so the wait comes down slowly and
 //! goes up fast. It stays within [`Bounds`]: never below the poll loop's first delay, never
 //! above half of `--merge-timeout`.
@@ -41,12 +42,20 @@ impl Bounds {
 
 /// After a hit the next wait is this fraction of the wait that worked.
 const SHORTEN: (u32, u32) = (9, 10);
+/// A hit shortens the wait only if the look came within this multiple of the wait planned:
+/// one the rate budget held back much longer found the merge applied after a longer time
+/// than planned, which says nothing about whether the planned wait would have been enough
+/// (and shortening on it led, in a busy run, to a miss as soon as the run went idle).
+const TESTED: (u32, u32) = (3, 2);
 /// After a miss the next wait is this multiple of the wait that was too short.
 const LENGTHEN: (u32, u32) = (3, 2);
 
 /// The wait after `look`, given the wait `current` that was planned for it.
 pub fn next_wait(current: Duration, look: FirstLook, bounds: Bounds) -> Duration {
-    let next = if look.applied {
+    let next = if look.applied && look.after > current * TESTED.0 / TESTED.1 {
+        // Applied, but the look came much later than planned: the planned wait is untested.
+        current
+    } else if look.applied {
         // Applied by then: the delay was at most the earlier of the two.
         current.min(look.after) * SHORTEN.0 / SHORTEN.1
     } else {
@@ -153,10 +162,17 @@ mod tests {
     }
 
     #[test]
-    fn a_look_delayed_by_the_budget_does_not_lengthen_the_next_wait() {
-        // Planned at 2 s, made at 3.5 s, applied: the delay was at most 3.5 s, but 2 s is the
-        // wait that is known to have been enough at most; it shrinks from that.
-        assert_eq!(learn(ms(2000), [hit(3500)], B), ms(1800));
+    fn a_look_delayed_by_the_budget_neither_lengthens_nor_shortens_the_next_wait() {
+        // Planned at 2 s, made at 3.5 s, applied: the delay was at most 3.5 s, which says
+        // nothing of whether 2 s was enough: the wait stays.
+        assert_eq!(learn(ms(2000), [hit(3500)], B), ms(2000));
+        // Made a little late (within half again the wait): it counts as a test of the wait.
+        assert_eq!(learn(ms(2000), [hit(2900)], B), ms(1800));
+        // A busy run's looks all come late: the wait does not creep down to a miss.
+        assert_eq!(
+            learn(ms(2000), std::iter::repeat_n(hit(4080), 9), B),
+            ms(2000)
+        );
     }
 
     #[test]

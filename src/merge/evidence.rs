@@ -9,7 +9,11 @@
 //!   route (a misrouting proxy) and says nothing about the contact;
 //! - a 301 counts only when its `Location` names the primary;
 //! - a `-drop-` ref or a non-active state counts only after this tool requested the merge
-//!   (otherwise it may be someone else's merge, or a deactivation by hand).
+//!   (otherwise it may be someone else's merge, or a deactivation by hand);
+//! - absence from `rev-users.list` by the secondary's `external_ref` counts only in an answer
+//!   that holds the primary under its own ref (the filter held), and only after a merge
+//!   request this tool sent and saw accepted (not after a lost answer): then it is the 404 or
+//!   the `-drop-` ref a look with `rev-users.get` would have seen.
 
 use super::journal::MergedSign;
 use crate::devrev::ApiError;
@@ -60,6 +64,16 @@ pub fn of_user(secondary: &RevUser, primary: &str, requested: bool) -> Evidence 
         Some(sign) if requested => Evidence::Merged(sign),
         Some(sign) => Evidence::Unclear(format!("{sign}, but no merge was requested by this tool")),
         None => Evidence::Unmerged,
+    }
+}
+
+/// Judges a look by `rev-users.list` ([`crate::validate::ContactReads::look`]): the
+/// secondary as listed under its ref, or `None` when it no longer is. Only for a merge
+/// request this tool sent and saw accepted.
+pub fn of_listing(secondary: Option<&RevUser>, primary: &str) -> Evidence {
+    match secondary {
+        Some(u) => of_user(u, primary, true),
+        None => Evidence::Merged(MergedSign::Unlisted),
     }
 }
 
@@ -126,7 +140,10 @@ pub enum Destination {
 pub fn names_no_destination(sign: &MergedSign) -> bool {
     matches!(
         sign,
-        MergedSign::NotFound | MergedSign::NotActive { .. } | MergedSign::DropRef { .. }
+        MergedSign::NotFound
+            | MergedSign::NotActive { .. }
+            | MergedSign::DropRef { .. }
+            | MergedSign::Unlisted
     )
 }
 

@@ -740,6 +740,10 @@ pub enum MergedSign {
     /// `rev-users.get(secondary)` answers the primary's record (its id resolved to the
     /// survivor).
     AnswersAsPrimary,
+    /// `rev-users.list` by its external_ref no longer answers it, while the same answer holds
+    /// the primary under its own (a look that reads the survivor too): DevRev removed it, or
+    /// rewrote its ref, as a merge does.
+    Unlisted,
 }
 
 impl fmt::Display for MergedSign {
@@ -754,6 +758,9 @@ impl fmt::Display for MergedSign {
             }
             MergedSign::AnswersAsPrimary => {
                 f.write_str("secondary's id answers with the primary's record")
+            }
+            MergedSign::Unlisted => {
+                f.write_str("secondary no longer listed under its external_ref")
             }
         }
     }

@@ -61,6 +61,18 @@ struct State {
     gathering: Option<Gathering<String>>,
 }
 
+/// What one [`ContactReads::look`] answered.
+#[derive(Debug)]
+pub struct Look {
+    /// The secondary as listed under the ref it had, by its own id; `None`: no longer
+    /// listed under it while the survivor was (DevRev removed it, or rewrote its ref).
+    pub secondary: Option<RevUser>,
+    /// The survivor, when the answer carries the lists a carry-over writes whole.
+    pub survivor: Option<RevUser>,
+    /// When the answer came.
+    pub at: Instant,
+}
+
 /// The run's batched contact reads. `Sync`: the preview's live check asks from several tasks.
 pub struct ContactReads {
     order: Vec<Planned>,
@@ -140,17 +152,7 @@ impl ContactReads {
             s.handed.insert(id.to_string());
             return Ok(None);
         }
-        // From the contact asked onwards, then the ones before it a run passed over.
-        let window: Vec<&Planned> = self.order[start..]
-            .iter()
-            .chain(&self.order[..start])
-            .filter(|c| {
-                !s.handed.contains(&c.id)
-                    && s.read.get(&c.id).is_none_or(|(_, t)| !fresh(t))
-                    && s.asked.get(&c.id).is_none_or(|t| !fresh(t))
-            })
-            .take(WINDOW)
-            .collect();
+        let window = self.window(&s, start, WINDOW);
         let refs: Vec<&str> = window.iter().map(|c| c.external_ref.as_str()).collect();
         let now = Instant::now();
         for c in &window {
@@ -197,6 +199,22 @@ impl ContactReads {
             u
         }))
     }
+    /// Up to `n` contacts to batch, from the one at `start` onwards, then the ones before it
+    /// a run passed over: never handed out, neither read nor asked for while fresh.
+    fn window(&self, s: &State, start: usize, n: usize) -> Vec<&Planned> {
+        let fresh = |t: &Instant| t.elapsed() < self.fresh_for;
+        self.order[start..]
+            .iter()
+            .chain(&self.order[..start])
+            .filter(|c| {
+                !s.handed.contains(&c.id)
+                    && s.read.get(&c.id).is_none_or(|(_, t)| !fresh(t))
+                    && s.asked.get(&c.id).is_none_or(|t| !fresh(t))
+            })
+            .take(n)
+            .collect()
+    }
+
     /// Survivor `id` (its `external_ref` now) will be read after its merge, for the
     /// carry-over: a survivor read of another pair made meanwhile asks for it too.
     pub async fn survivor_expected(&self, id: &str, external_ref: &str) {
@@ -256,6 +274,130 @@ impl ContactReads {
             drop(s);
             return client.rev_users_get(id).await;
         }
+    }
+
+    /// One look at a secondary after its merge was requested that also reads its survivor:
+    /// one `rev-users.list` by both contacts' `external_ref`s, where the look (a
+    /// `rev-users.get`) and the survivor read after it took two calls.
+    ///
+    /// `None`: this answer cannot stand in for the look (batching off, the list failed or
+    /// answered another contact under either ref, or the survivor is missing from it, so
+    /// the secondary's absence would prove nothing); the caller looks with
+    /// `rev-users.get`. A refused filter turns batching off for the rest of the run, so a
+    /// server without it costs one call more once, not at every look.
+    pub async fn look(
+        &self,
+        client: &DevRevClient,
+        secondary: (&str, &str),
+        survivor: (&str, &str),
+    ) -> Result<Option<Look>, ApiError> {
+        let refs = [secondary.1.trim(), survivor.1.trim()];
+        if refs.iter().any(|r| r.is_empty()) || refs[0] == refs[1] {
+            return Ok(None);
+        }
+        let mut s = self.state.lock().await;
+        if s.off.is_some() {
+            return Ok(None);
+        }
+        // The next contacts Validate will ask for ride along (what their own batch would
+        // read), so a look also stands in for the next batched read.
+        let next = self
+            .order
+            .iter()
+            .position(|c| !s.handed.contains(&c.id))
+            .map(|start| {
+                self.window(&s, start, WINDOW - refs.len())
+                    .into_iter()
+                    .filter(|c| !refs.contains(&c.external_ref.as_str()))
+                    .cloned()
+                    .collect::<Vec<Planned>>()
+            })
+            .unwrap_or_default();
+        let asked_at = Instant::now();
+        for c in &next {
+            s.asked.insert(c.id.clone(), asked_at);
+        }
+        drop(s);
+        let all: Vec<&str> = refs
+            .iter()
+            .copied()
+            .chain(next.iter().map(|c| c.external_ref.as_str()))
+            .collect();
+        let answer = client.rev_users_list(json!({ "external_ref": all })).await;
+        let at = Instant::now();
+        let mut s = self.state.lock().await;
+        s.lists += 1;
+        let users = match answer {
+            Ok(users) => users,
+            // A typeless 404 (a misrouting proxy) proves nothing here: the look falls back to
+            // `rev-users.get`, which judges its own answer.
+            Err(e) if e.scope() == crate::devrev::Scope::Run && !e.is_not_found() => {
+                return Err(e);
+            }
+            Err(e) => {
+                if matches!(e.status(), Some(400 | 422)) {
+                    let why = format!(
+                        "rev-users.list refused a filter by external_ref ({e}): every contact is read one by one"
+                    );
+                    tracing::warn!("{why}");
+                    s.off = Some(why);
+                } else {
+                    tracing::debug!(error = %e, "look by rev-users.list failed; looking with rev-users.get");
+                }
+                return Ok(None);
+            }
+        };
+        let is = |u: &RevUser, id: &str| u.id == id || u.display_id.as_deref() == Some(id);
+        let mut look = Look {
+            secondary: None,
+            survivor: None,
+            at,
+        };
+        let mut survivor_listed = false;
+        for u in users {
+            match u.external_ref.as_deref().map(str::trim) {
+                Some(r) if r == refs[0] && is(&u, secondary.0) => look.secondary = Some(u),
+                Some(r) if r == refs[1] && is(&u, survivor.0) => {
+                    survivor_listed = true;
+                    if u.unknown_lists().is_empty() {
+                        look.survivor = Some(u);
+                    }
+                }
+                Some(r) if refs.contains(&r) => {
+                    // Another contact under one of the refs: only `rev-users.get` judges that.
+                    return Ok(None);
+                }
+                Some(r) if all.contains(&r) => {
+                    // By its id, or its display id when the export holds those.
+                    if let Some(c) = next.iter().find(|c| is(&u, &c.id)) {
+                        s.read.insert(c.id.clone(), (u, at));
+                    }
+                }
+                other => {
+                    let why = format!(
+                        "rev-users.list answered {} (external_ref {:?}) to a filter that does not \
+                         name it: it ignores the filter, so every contact is read one by one",
+                        u.display_id.as_deref().unwrap_or(&u.id),
+                        other.unwrap_or("")
+                    );
+                    tracing::warn!("{why}");
+                    s.off = Some(why);
+                    return Ok(None);
+                }
+            }
+        }
+        if look.secondary.is_none() && !survivor_listed {
+            return Ok(None);
+        }
+        s.served += 1;
+        Ok(Some(look))
+    }
+
+    /// A survivor read by a [`Self::look`] that showed its merge applied: it stands in for
+    /// the survivor read after the merge ([`Self::survivor`] with `since` before `at`).
+    pub async fn keep_survivor(&self, id: &str, user: RevUser, at: Instant) {
+        let mut s = self.state.lock().await;
+        s.survivors.insert(id.to_string(), (user, at));
     }
 
     /// One gathered read of the survivors expected when its turn comes (`id` first).

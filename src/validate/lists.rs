@@ -11,8 +11,9 @@
 //!   Reconcile's own list after the merge).
 //! - **No merge of this run in between touches it.** From the moment a merge is sent until
 //!   its Reconcile has finished, nothing is taken from an answer for the merge's two contacts
-//!   or for any contact on a ticket or conversation that names one of them (DevRev moves those
-//!   tickets, Reconcile rewrites them); when Reconcile finishes, every such answer read before
+//!   or for any contact on a ticket or conversation that names its secondary (DevRev moves
+//!   those, Reconcile rewrites them; one naming only the primary is written by neither, as
+//!   `merge/footprint.rs` counts it); when Reconcile finishes, every such answer read before
 //!   is dropped. Merges an earlier run sent and did not reconcile count from the start.
 //! - **Every object is attributed by what it names**, never by the filter: an object naming
 //!   none of the contacts asked about (a server ignoring the filter) is left out, and a
@@ -378,10 +379,12 @@ impl ListReads {
                     .get(&(p.clone(), q.clone()))
                     .is_none_or(|applied| at <= applied);
             }
+            // An object naming the secondary is what the merge moves and Reconcile rewrites;
+            // one naming only the primary is not written (footprint.rs says the same).
             share.iter().any(|id| {
                 side.objects
                     .get(id)
-                    .is_some_and(|o| named(o, listing.field()).iter().any(|n| n == p || n == q))
+                    .is_some_and(|o| named(o, listing.field()).iter().any(|n| n == q))
             })
         })
     }
@@ -491,11 +494,7 @@ fn forget_around_read_before(
         let touching: BTreeSet<&String> = side
             .objects
             .iter()
-            .filter(|(_, o)| {
-                named(o, field)
-                    .iter()
-                    .any(|n| n == primary || n == secondary)
-            })
+            .filter(|(_, o)| named(o, field).iter().any(|n| n == secondary))
             .map(|(id, _)| id)
             .collect();
         side.covered.retain(|c, (share, at)| {

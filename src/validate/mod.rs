@@ -19,7 +19,7 @@ mod batch;
 mod gather;
 mod lists;
 
-pub use batch::{ContactReads, WINDOW};
+pub use batch::{ContactReads, Look, WINDOW};
 pub use lists::{ListReads, Listing};
 
 /// Which side of the pair a finding is about (also in the saga's skip reasons, which the

@@ -2,13 +2,15 @@
 //! against the README's per-pair minimum ("API calls per pair"):
 //!
 //! ```text
-//! rev-users.get 1 (+1 with --keep user) · timeline-entries.list T + C ·
-//! artifacts.locate A · artifacts.get A₀ · rev-users.merge 1 ·
-//! rev-users.update 1 (--keep revu; 0 with --keep user)       = 3 + T + C + A + A₀
+//! rev-users.list 1 (the look) · rev-users.get 0 (+1 with --keep user) ·
+//! timeline-entries.list T + C · artifacts.locate A · artifacts.get A₀ ·
+//! rev-users.merge 1 · rev-users.update 1 (--keep revu; 0 with --keep user)
+//!                                                             = 3 + T + C + A + A₀
 //! ```
 //!
-//! plus, once per run, one `rev-users.list` per window of 20 contacts (Validate's batched
-//! reads, issue 29) and `auth-tokens.info`; the ticket and conversation lists are shared by
+//! plus, once per run, at most one `rev-users.list` per window of 20 contacts (Validate's
+//! batched reads, issue 29; the next contacts also ride in the looks' lists) and
+//! `auth-tokens.info`; the ticket and conversation lists are shared by
 //! the pairs (issue 29): each pair's Reconcile lists both anew after its merge (one
 //! `works.list` and one `conversations.list` each), and the backups take their share from
 //! lists that ask for the next pairs' contacts too, so the whole run makes fewer than one
@@ -129,14 +131,15 @@ fn minimum(t: &Terms, keep_user: bool, renamed: bool, carried: bool) -> BTreeMap
     let k = usize::from(keep_user);
     let n = usize::from(renamed) + usize::from(keep_user && carried);
     // The survivor is read after the merge (issue 27: from the live values, never the
-    // backup's) by a `rev-users.list` gathered with other pairs' (counted run-wide); under
-    // --keep user it is read twice (its name in Reconcile, then the carry-over), the second
-    // time on its own.
+    // backup's) by the look that found the merge applied; under --keep user it is read
+    // twice (its name in Reconcile, then the carry-over), the second time on its own.
     let kc = usize::from(keep_user && carried);
     [
         // Validate reads both contacts from the run's batched rev-users.list (issue 29): no
-        // get of its own; the one look after the merge reads the secondary.
-        ("/rev-users.get", 1 + kc),
+        // get of its own; the one look after the merge, a rev-users.list by both contacts'
+        // refs, reads the secondary and the survivor.
+        ("/rev-users.list", 1),
+        ("/rev-users.get", kc),
         ("/timeline-entries.list", t.tickets + t.conversations),
         ("/artifacts.locate", t.attachments),
         ("/artifacts.get", t.sizeless),
@@ -212,6 +215,9 @@ fn per_pair<'a>(
             p if p.starts_with("/download/") => last_locate,
             // Shared by the pairs whose contacts they name: counted run-wide.
             "/works.list" | "/conversations.list" => None,
+            // A look at a secondary after its merge (by its ref and its primary's), which
+            // reads the survivor too: its pair's. Validate's batched lists: run-wide.
+            "/rev-users.list" => pairs.iter().position(|(_, s)| w.is_look(r, s)),
             _ => first_contact(&r.body, &contact),
         };
         match who {
@@ -299,7 +305,12 @@ fn check_world(keep_user: bool, renames: bool) {
     let mut run_wide = counts(&before);
     let works = run_wide.remove("/works.list").unwrap_or(0);
     let convs = run_wide.remove("/conversations.list").unwrap_or(0);
-    let survivor_lists = run_wide.remove("/rev-users.list").unwrap_or(0) - lists;
+    let validate_lists = run_wide.remove("/rev-users.list").unwrap_or(0);
+    assert!(
+        (1..=lists).contains(&validate_lists),
+        "{validate_lists} rev-users.list for Validate: one per 20 contacts at most (the next \
+         contacts ride in the looks)"
+    );
     assert_eq!(
         run_wide,
         BTreeMap::from([("/auth-tokens.info".to_string(), 1)]),
@@ -310,7 +321,7 @@ fn check_world(keep_user: bool, renames: bool) {
     for (p, s) in &pairs {
         let look = log
             .iter()
-            .rfind(|r| r.path == "/rev-users.get" && r.body["id"] == s.as_str())
+            .rfind(|r| w.is_look(r, s))
             .expect("looked at")
             .seq;
         for (path, field) in [
@@ -329,16 +340,6 @@ fn check_world(keep_user: bool, renames: bool) {
             assert!(reconcile >= 1, "{path} of Reconcile for {p} <- {s}");
         }
     }
-    // The survivors read after their merges: gathered, at most one list a pair that reads
-    // its survivor.
-    let readers = pairs
-        .iter()
-        .filter(|(p, s)| keep_user || carries(&w, p, s))
-        .count();
-    assert!(
-        survivor_lists <= readers && (readers == 0 || survivor_lists > 0),
-        "{survivor_lists} survivor reads for {readers} pairs"
-    );
     let n = pairs.len();
     assert!(
         works < 2 * n && convs < 2 * n,
@@ -386,15 +387,20 @@ fn check_world(keep_user: bool, renames: bool) {
             .filter(|r| r.path.starts_with("/download/"))
             .count();
         assert_eq!(downloads, t.attachments, "one download per attachment");
-        // Whose contacts were read one by one: the one look reads the secondary; the
-        // survivor's reads are gathered lists, but for --keep user's second one.
+        // Whose contacts were read one by one: none but --keep user's second survivor read;
+        // the one look reads the secondary and the survivor.
         let gets = |id: &str| {
             reqs.iter()
                 .filter(|r| r.path == "/rev-users.get" && r.body["id"] == id)
                 .count()
         };
         assert_eq!(gets(p), usize::from(keep_user && carried), "primary reads");
-        assert_eq!(gets(s), 1, "secondary reads");
+        assert_eq!(gets(s), 0, "secondary reads");
+        assert_eq!(
+            reqs.iter().filter(|r| w.is_look(r, s)).count(),
+            1,
+            "one look"
+        );
         sum_t += t.tickets;
         sum_c += t.conversations;
         sum_a += t.attachments;
@@ -426,14 +432,14 @@ fn check_world(keep_user: bool, renames: bool) {
         log.iter()
             .filter(|r| !r.path.starts_with("/download/"))
             .count(),
-        total + 1 + lists + survivor_lists + works + convs
+        total + 1 + validate_lists + works + convs
     );
     eprintln!(
         "calls per pair (--keep {}, renames {renames}): {n} pairs, T = {sum_t}, C = {sum_c}, A = {sum_a} (A₀ = {sum_a0}) distinct in the run, \
-         {shared} timelines shared with an earlier pair not read again: {total} calls = 3·{n} + T + C + A + A₀{} + 2K − U ({sum_carry} carry-over updates, {sum_live} carry-overs), plus {works} works.list, {convs} conversations.list, {lists} + {survivor_lists} rev-users.list (Validate, survivors) and 1 auth-tokens.info: {:.1} per pair",
+         {shared} timelines shared with an earlier pair not read again: {total} calls = 3·{n} + T + C + A + A₀{} + 2K − U ({sum_carry} carry-over updates, {sum_live} carry-overs), plus {works} works.list, {convs} conversations.list, {validate_lists} rev-users.list (Validate) and 1 auth-tokens.info: {:.1} per pair",
         if keep_user { "user" } else { "revu" },
         if renames { " + N (1 per pair)" } else { "" },
-        (total + works + convs + lists + survivor_lists + 1) as f64 / n as f64
+        (total + works + convs + validate_lists + 1) as f64 / n as f64
     );
 }
 

@@ -112,26 +112,31 @@ fn a_merge_applied_late_resumes_at_reconcile() {
 }
 
 /// Point 2: `primary_identity` naming the contact itself, a typeless 404 and a 301 elsewhere
-/// are not evidence of a merge; the pair is merged only once DevRev really applied it.
+/// are not evidence of a merge, whether a look by `rev-users.list` or the `rev-users.get` it
+/// falls back to meets them; the pair is merged only once DevRev really applied it.
 #[test]
 fn only_exact_evidence_counts_as_merged() {
     let mut b = behaviour(MoveMode::Partial, SecondaryAfter::PrimaryIdentity);
     b.delay = Duration::from_millis(600);
     let w = World::with(spec(1, 0, 33), b, |o| {
         o.quirks.self_identity = true;
-        // rev-users.get #1 and #2 are Validate's; #3 and #4 the first looks after the merge.
-        o.faults.push(ScriptedFault {
-            path: Some("/rev-users.get".into()),
-            nth: 3,
-            fault: Fault::TypelessNotFound,
-        });
-        o.faults.push(ScriptedFault {
-            path: Some("/rev-users.get".into()),
-            nth: 4,
-            fault: Fault::Moved {
-                location: "https://elsewhere.example/rev-users.get?id=someone-else".into(),
-            },
-        });
+        // rev-users.list #1 is Validate's; #2 and #3 the first looks after the merge, each
+        // falling back to a rev-users.get (#1, #2) that meets a false sign too.
+        let moved = Fault::Moved {
+            location: "https://elsewhere.example/rev-users.get?id=someone-else".into(),
+        };
+        for (path, nth, fault) in [
+            ("/rev-users.list", 2, Fault::TypelessNotFound),
+            ("/rev-users.get", 1, Fault::TypelessNotFound),
+            ("/rev-users.list", 3, moved.clone()),
+            ("/rev-users.get", 2, moved),
+        ] {
+            o.faults.push(ScriptedFault {
+                path: Some(path.into()),
+                nth,
+                fault,
+            });
+        }
     });
     let a = w.run(&[]);
     assert_eq!(code(&a), 0, "{}", stderr(&a));
@@ -146,9 +151,20 @@ fn only_exact_evidence_counts_as_merged() {
         .find(|r| r.path == "/rev-users.merge")
         .unwrap()
         .seq;
+    let faulted = |path: &str| {
+        log.iter()
+            .filter(|r| r.path == path && r.seq > merge_seq && r.fault.is_some())
+            .count()
+    };
+    assert_eq!(
+        (faulted("/rev-users.list"), faulted("/rev-users.get")),
+        (2, 2),
+        "every false sign was met"
+    );
     let looks = log
         .iter()
-        .filter(|r| r.path == "/rev-users.get" && r.seq > merge_seq && r.fault.is_none())
+        .filter(|r| r.path.starts_with("/rev-users.") && r.seq > merge_seq)
+        .filter(|r| r.path != "/rev-users.update" && r.fault.is_none())
         .count();
     assert!(looks >= 1, "kept looking past the false signs");
 }

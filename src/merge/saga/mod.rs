@@ -331,7 +331,7 @@ async fn drive_pair(
         saga.live = p.live;
         saga.validated = p.validated;
         // A verified backup is checked again at its turn, against lists read since.
-        saga.recheck_since = p.verified_at;
+        saga.recheck_since = p.current_from;
         saga.verified = false;
     }
     let result = saga.drive_until(reach).await;
@@ -386,8 +386,14 @@ struct Saga<'a, 'b> {
     /// after the request: told to the run's first-look wait when the visit ends, with when a
     /// later look found it (if one did).
     first_miss: Option<Duration>,
-    /// When VerifyBackup passed in this process.
-    verified_at: Option<Instant>,
+    /// When VerifyBackup passed in this process, the moment from which a list says whether
+    /// the backup is still current: when this process began taking the backup (its own
+    /// lists were read after it), else when the check began. A list read after it that
+    /// still holds ([`crate::validate::ListReads`] drops any answer a write of this run may
+    /// have changed) says what DevRev holds now as well as a new one would.
+    current_from: Option<Instant>,
+    /// When this process began taking the pair's backup.
+    backup_began: Option<Instant>,
     /// A backup verified while its pair was prepared ahead: at the turn VerifyBackup compares
     /// it with lists read after this moment, without reading the folder again (issue 29:
     /// what changed between the read and the merge is in the backup, or the backup is taken
@@ -417,7 +423,8 @@ impl<'a, 'b> Saga<'a, 'b> {
             verified: false,
             merge_sent: false,
             first_miss: None,
-            verified_at: None,
+            current_from: None,
+            backup_began: None,
             recheck_since: None,
             survivor_since: None,
         }
@@ -448,22 +455,28 @@ impl Saga<'_, '_> {
         if self.survivor_since.is_none() {
             self.survivor_since = Some(Instant::now());
         }
-        let known = self
-            .live
-            .as_ref()
-            .map(|(p, _)| p)
-            .filter(|p| p.id == primary)
-            .and_then(|p| p.external_ref.clone())
+        if let Some(r) = self.ref_of(&primary) {
+            self.ctx.contacts.survivor_expected(&primary, &r).await;
+        }
+    }
+
+    /// Contact `id`'s `external_ref` as this pair last read it (Validate), else as the export
+    /// gave it.
+    fn ref_of(&self, id: &str) -> Option<String> {
+        self.live
+            .iter()
+            .flat_map(|(p, s)| [p, s])
+            .find(|u| u.id == id)
+            .and_then(|u| u.external_ref.clone())
             .or_else(|| {
                 self.pair
                     .into_iter()
                     .flat_map(|p| [&p.primary, &p.secondary])
-                    .find(|c| c.rev_user_id == primary)
+                    .find(|c| c.rev_user_id == id)
                     .map(|c| c.external_ref.clone())
-            });
-        if let Some(r) = known {
-            self.ctx.contacts.survivor_expected(&primary, &r).await;
-        }
+            })
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
     }
 
     /// The survivor as DevRev holds it now (after the merge and this saga's own writes).

@@ -18,8 +18,9 @@ pub struct Prepared {
     pub(super) ended: Option<PairResult>,
     pub(super) live: Option<(RevUser, RevUser)>,
     pub(super) validated: bool,
-    /// When VerifyBackup passed, if it did.
-    pub(super) verified_at: Option<Instant>,
+    /// When VerifyBackup passed, if it did: the moment from which DevRev's lists say whether
+    /// the backup is still current (see `Saga::current_from`).
+    pub(super) current_from: Option<Instant>,
     /// It went on to its merge ahead of its turn (issue 29: several merges in flight).
     pub(super) merge_sent: bool,
 }
@@ -43,7 +44,7 @@ impl Prepared {
             ended: None,
             live: None,
             validated: false,
-            verified_at: None,
+            current_from: None,
             merge_sent: false,
             ..self
         }
@@ -83,7 +84,7 @@ pub async fn prepare_pair(
         ended,
         live: saga.live,
         validated: saga.validated,
-        verified_at: saga.verified_at.filter(|_| saga.verified),
+        current_from: saga.current_from.filter(|_| saga.verified),
         merge_sent: saga.merge_sent,
     })
 }

@@ -159,6 +159,7 @@ impl Saga<'_, '_> {
             lists: self.ctx.lists,
             reads: Some(self.ctx.reads),
         };
+        self.backup_began = Some(Instant::now());
         match backup::take(self.ctx.client, input).await {
             Ok(summary) => {
                 let detail = format!(
@@ -201,6 +202,7 @@ impl Saga<'_, '_> {
                 None,
             ));
         };
+        let check_began = Instant::now();
         // At the turn of a pair verified while prepared, the folder was read moments ago:
         // only what DevRev holds may have changed since.
         let recheck = self.recheck_since.take();
@@ -249,7 +251,7 @@ impl Saga<'_, '_> {
         }
         self.complete(Step::VerifyBackup, |_| {})?;
         self.verified = true;
-        self.verified_at = Some(Instant::now());
+        self.current_from = Some(self.backup_began.unwrap_or(check_began));
         let detail = if recheck.is_some() {
             format!(
                 "{}: prepared ahead, checked again at its turn against DevRev's lists read since: unchanged",

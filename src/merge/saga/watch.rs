@@ -67,7 +67,7 @@ impl Saga<'_, '_> {
             }
         }
         loop {
-            let seen = self.observe().await;
+            let seen = self.observe(lost).await;
             if std::mem::take(&mut first_look) {
                 self.note_first_look(&seen);
             }
@@ -323,10 +323,39 @@ impl Saga<'_, '_> {
     }
 
     /// One look at the secondary after this tool requested its merge, judged by the one
-    /// rule of [`evidence`].
-    pub(super) async fn observe(&self) -> Result<Evidence, ApiError> {
-        let answer = self.ctx.client.rev_users_look(&self.secondary()).await;
-        evidence::of_answer(answer, &self.primary(), true)
+    /// rule of [`evidence`]. After an accepted request (not `lost`) the look is one
+    /// `rev-users.list` by both contacts' refs, which also reads the survivor for the
+    /// carry-over: when it shows the merge applied, that record is the survivor read after
+    /// it (one call, not two). Otherwise, and whenever that answer proves nothing, one
+    /// `rev-users.get`.
+    pub(super) async fn observe(&mut self, lost: bool) -> Result<Evidence, ApiError> {
+        let (primary, secondary) = (self.primary(), self.secondary());
+        if !lost
+            && let (Some(sec_ref), Some(surv_ref)) =
+                (self.ref_of(&secondary), self.ref_of(&primary))
+        {
+            let sent = Instant::now();
+            let contacts = self.ctx.contacts;
+            if let Some(look) = contacts
+                .look(
+                    self.ctx.client,
+                    (&secondary, &sec_ref),
+                    (&primary, &surv_ref),
+                )
+                .await?
+            {
+                let seen = evidence::of_listing(look.secondary.as_ref(), &primary);
+                if matches!(seen, Evidence::Merged(_))
+                    && let Some(survivor) = look.survivor
+                {
+                    contacts.keep_survivor(&primary, survivor, look.at).await;
+                    self.survivor_since = Some(self.survivor_since.map_or(sent, |t| t.max(sent)));
+                }
+                return Ok(seen);
+            }
+        }
+        let answer = self.ctx.client.rev_users_look(&secondary).await;
+        evidence::of_answer(answer, &primary, true)
     }
 }
 
