@@ -48,7 +48,8 @@ pub fn calls_for_pair(pair: &Pair, scope: BackupScope, page: u64) -> u64 {
     // works.list (both contacts) + one timeline-entries.list per ticket + conversations.list
     let backup = pages(tp + ts, page) + timelines + 1;
     let request_merge = 1; // rev-users.merge
-    // rev-users.get of the secondary until the merge shows: about 2 polls with DevRev's ~2 s
+    // Looks at the secondary until the merge shows (each one rev-users.list by both contacts'
+    // refs, which also reads the survivor for the carry-over): about 2 with DevRev's ~2 s
     // merge delay and the saga's 1 s first backoff (measured on the merge branch).
     let await_merge = 2;
     // works.list (primary) + conversations.list
@@ -72,12 +73,12 @@ pub fn batched_reads(pairs: u64, keep: Keep) -> u64 {
 /// about how many pairs one shared list covers at most.
 const SHARED_BY: u64 = 10;
 
-/// The lists and survivor reads a run shares between pairs, at fewest: per ten pairs one
-/// `works.list` and one `conversations.list` for the backups, as many for the Reconciles,
-/// and one `rev-users.list` for the survivors (issue 29). Only reached when no pair meets
+/// The lists a run shares between pairs, at fewest: per ten pairs one `works.list` and one
+/// `conversations.list` for the backups, as many for the Reconciles (issue 29; the survivor
+/// is read by the look that finds its merge applied). Only reached when no pair meets
 /// another (no shared ticket), so that all their merges fly together.
 pub fn shared_reads_low(pairs: u64) -> u64 {
-    5 * pairs.div_ceil(SHARED_BY)
+    4 * pairs.div_ceil(SHARED_BY)
 }
 
 /// Attachments per backed-up ticket or conversation, at most: each costs one
@@ -88,8 +89,9 @@ pub const PRIOR_ATTACHMENTS_PER_OBJECT: u64 = 2;
 /// Conversations a secondary is a member of, at most: each is backed up with one
 /// `timeline-entries.list`.
 pub const PRIOR_CONVERSATIONS_PER_CONTACT: u64 = 2;
-/// Looks at the secondary until the merge shows (`rev-users.get`): one when the first comes
-/// after DevRev applied it, up to four when DevRev is slow.
+/// Looks at the secondary until the merge shows (one `rev-users.list` each, a
+/// `rev-users.get` when that proves nothing): one when the first comes after DevRev applied
+/// it, up to four when DevRev is slow.
 const POLLS: (u64, u64) = (1, 4);
 
 /// What is known of one pair's tickets: the CSV's counts (`shared` unknown, so the distinct
@@ -135,9 +137,9 @@ pub fn call_range(t: KnownTickets, keep: Keep, scope: BackupScope, page: u64) ->
     // merge + one look + adopt or re-read. No timeline: each of the pair's tickets may have
     // been read by an earlier pair of the run (threads naming several customers are read once
     // per run), and the export's TICKET_COUNT may count tickets DevRev no longer lists (it is
-    // older than DevRev: a warehouse lags). The lists (the backup's, Reconcile's) and the
-    // survivor's read may all be shared with other pairs' (issue 29: merges applied together
-    // are reconciled together): [`shared_reads_low`], run-wide.
+    // older than DevRev: a warehouse lags). The lists (the backup's, Reconcile's) may all be
+    // shared with other pairs' (issue 29: merges applied together are reconciled together),
+    // and the survivor is read by the look: [`shared_reads_low`], run-wide.
     let low = 1 + POLLS.0 + last;
     let convs = PRIOR_CONVERSATIONS_PER_CONTACT;
     let attachments = PRIOR_ATTACHMENTS_PER_OBJECT * (backed_hi + convs);
@@ -893,8 +895,8 @@ mod tests {
             100,
         );
         assert_eq!(csv, (3, 9 + 2 + 2 + 16 + 3));
-        assert_eq!(shared_reads_low(10), 5);
-        assert_eq!(shared_reads_low(11), 10);
+        assert_eq!(shared_reads_low(10), 4);
+        assert_eq!(shared_reads_low(11), 8);
         // --keep user: the re-read instead of the adoption, the same count.
         let user = call_range(
             KnownTickets::from_csv(&p),
