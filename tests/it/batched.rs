@@ -379,3 +379,48 @@ fn merges_that_meet_nothing_fly_together_and_their_reads_after_them_are_shared()
         );
     }
 }
+
+/// The look after a merge is a `rev-users.list` by the secondary's and the survivor's refs
+/// (it reads the survivor too). A list that lags behind DevRev's own records (a search
+/// index) keeps answering the merged-away secondary as it was: after two such looks the
+/// next ones are `rev-users.get`s, which see the merge, so the pairs are merged, not left
+/// unconfirmed.
+#[test]
+fn a_list_that_lags_behind_merges_cannot_keep_them_from_being_seen() {
+    let w = World::with(
+        spec(3, 0, 52),
+        behaviour(MoveMode::All, SecondaryAfter::Gone),
+        |o| o.quirks.list_lags_merges = true,
+    );
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    check_final_state(&w);
+    let log = w.fake.requests();
+    let r = w.last_report();
+    for (p, s) in w.pairs() {
+        let merge = merge_seq(&log, &s);
+        let looks: Vec<&str> = log
+            .iter()
+            .filter(|r| r.seq > merge && w.is_look(r, &s))
+            .map(|r| r.path.as_str())
+            .collect();
+        assert_eq!(
+            looks[..2],
+            ["/rev-users.list", "/rev-users.list"],
+            "{p} <- {s}: {looks:?}"
+        );
+        assert_eq!(
+            looks.last(),
+            Some(&"/rev-users.get"),
+            "{p} <- {s}: {looks:?}"
+        );
+        let e = r["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["secondary"] == s.as_str())
+            .unwrap();
+        assert_eq!(e["status"], "merged", "{e}");
+        assert_eq!(e["merged_sign"]["kind"], "not_found", "{e}");
+    }
+}

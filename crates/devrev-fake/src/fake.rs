@@ -263,6 +263,10 @@ pub struct Quirks {
     /// (a proxy or an API version that does not know them): a client reading contacts in
     /// batches must notice rather than take a stranger for the contact it asked about.
     pub list_ignores_filters: bool,
+    /// `rev-users.list` answers every merged-away secondary as it was before its merge, for
+    /// good (a search index behind DevRev's own records); `rev-users.get` shows the merge. A
+    /// client judging merges from lists alone would never see one applied.
+    pub list_lags_merges: bool,
 }
 
 /// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in
@@ -430,6 +434,9 @@ pub struct State {
     /// Merged-away ids whose `rev-users.get` answers their primary
     /// ([`SecondaryAfter::AnswersPrimary`]): secondary → primary.
     pub answered_by: BTreeMap<String, String>,
+    /// Secondaries as they were before their merge, answered by `rev-users.list` under
+    /// [`Quirks::list_lags_merges`].
+    pub listed_before_merge: BTreeMap<String, Value>,
 }
 
 fn key_of(v: &Value) -> String {

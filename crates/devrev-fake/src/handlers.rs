@@ -903,11 +903,14 @@ fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let rev_org = str_list(body.get("rev_org"));
     let created_by = user_id_filter(ctx, body, "created_by")?;
     let verified = body.get("is_verified").and_then(Value::as_bool);
+    let lagging = &ctx.state.listed_before_merge;
     let mut items: Vec<Value> = ctx
         .state
         .rev_users
         .values()
         .map(|u| &u.json)
+        .filter(|u| !lagging.contains_key(u["id"].as_str().unwrap_or_default()))
+        .chain(lagging.values())
         .filter(|u| matches_any(&u["email"], &email))
         .filter(|u| matches_any(&u["external_ref"], &ext))
         .filter(|u| matches_any(&u["external_ref"], &exts))
@@ -1387,6 +1390,11 @@ pub(crate) fn apply_merge(state: &mut State, i: usize, opts: &FakeOptions, now: 
     ) else {
         return; // one side vanished meanwhile (merged twice): nothing to do
     };
+    if opts.quirks.list_lags_merges {
+        state
+            .listed_before_merge
+            .insert(secondary.clone(), sec.clone());
+    }
     let b = &opts.merge;
     let p_sum = user_summary(&p);
     // Affected objects in a stable order; Partial skips every other one (the 1st, 3rd, ...).

@@ -386,6 +386,10 @@ struct Saga<'a, 'b> {
     /// after the request: told to the run's first-look wait when the visit ends, with when a
     /// later look found it (if one did).
     first_miss: Option<Duration>,
+    /// Looks by `rev-users.list` that still listed the secondary unmerged: after
+    /// `watch::LIST_LOOKS` of them the looks are `rev-users.get`s, so a list that lags behind
+    /// DevRev's own records (a search index) cannot keep a merge from being seen.
+    unmerged_list_looks: u32,
     /// When VerifyBackup passed in this process, the moment from which a list says whether
     /// the backup is still current: when this process began taking the backup (its own
     /// lists were read after it), else when the check began. A list read after it that
@@ -423,6 +427,7 @@ impl<'a, 'b> Saga<'a, 'b> {
             verified: false,
             merge_sent: false,
             first_miss: None,
+            unmerged_list_looks: 0,
             current_from: None,
             backup_began: None,
             recheck_since: None,

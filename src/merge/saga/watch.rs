@@ -331,6 +331,7 @@ impl Saga<'_, '_> {
     pub(super) async fn observe(&mut self, lost: bool) -> Result<Evidence, ApiError> {
         let (primary, secondary) = (self.primary(), self.secondary());
         if !lost
+            && self.unmerged_list_looks < LIST_LOOKS
             && let (Some(sec_ref), Some(surv_ref)) =
                 (self.ref_of(&secondary), self.ref_of(&primary))
         {
@@ -345,6 +346,9 @@ impl Saga<'_, '_> {
                 .await?
             {
                 let seen = evidence::of_listing(look.secondary.as_ref(), &primary);
+                if seen == Evidence::Unmerged {
+                    self.unmerged_list_looks += 1;
+                }
                 if matches!(seen, Evidence::Merged(_))
                     && let Some(survivor) = look.survivor
                 {
@@ -358,6 +362,11 @@ impl Saga<'_, '_> {
         evidence::of_answer(answer, &primary, true)
     }
 }
+
+/// Looks by `rev-users.list` a pair gets while they show its secondary unmerged; the next
+/// ones are `rev-users.get`s (see `Saga::unmerged_list_looks`). Two: a first look that came
+/// too early and the one after it, which usually finds the merge.
+const LIST_LOOKS: u32 = 2;
 
 /// The first look's initial wait and the bounds it is steered within (see
 /// `Saga::first_look_bounds`).
