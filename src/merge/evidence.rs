@@ -273,6 +273,21 @@ mod tests {
         ));
     }
 
+    /// A look by `rev-users.list`: the secondary listed is judged as a `rev-users.get` answer
+    /// after our request; gone from the list, it is merged (`unlisted`).
+    #[test]
+    fn a_look_by_list_judges_the_listed_secondary_and_counts_its_absence() {
+        assert_eq!(of_listing(None, P), Evidence::Merged(MergedSign::Unlisted));
+        assert_eq!(of_listing(Some(&sec()), P), Evidence::Unmerged);
+        let mut s = sec();
+        s.state = Some("deactivated".into());
+        assert!(matches!(
+            of_listing(Some(&s), P),
+            Evidence::Merged(MergedSign::NotActive { .. })
+        ));
+        assert!(names_no_destination(&MergedSign::Unlisted));
+    }
+
     /// The secondary's id answered with the primary's record is the merge; with a third
     /// contact's, no evidence at all: the error goes to the caller.
     #[test]
