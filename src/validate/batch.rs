@@ -61,6 +61,21 @@ struct State {
     gathering: Option<Gathering<String>>,
 }
 
+impl State {
+    /// `answered` came back for a filter by `external_ref` that does not name it: the server
+    /// ignores the filter, so batching is off for the rest of the run (one warning).
+    fn filter_ignored(&mut self, answered: &RevUser) {
+        let why = format!(
+            "rev-users.list answered {} (external_ref {:?}) to a filter that does not name it: \
+             it ignores the filter, so every contact is read one by one",
+            answered.display_id.as_deref().unwrap_or(&answered.id),
+            answered.external_ref.as_deref().unwrap_or("")
+        );
+        tracing::warn!("{why}");
+        self.off = Some(why);
+    }
+}
+
 /// What one [`ContactReads::look`] answered.
 #[derive(Debug)]
 pub struct Look {
@@ -165,14 +180,7 @@ impl ContactReads {
                     .iter()
                     .find(|u| u.external_ref.as_deref().is_none_or(|r| !refs.contains(&r)))
                 {
-                    let why = format!(
-                        "rev-users.list answered {} (external_ref {:?}) to a filter that does not \
-                         name it: it ignores the filter, so every contact is read one by one",
-                        odd.display_id.as_deref().unwrap_or(&odd.id),
-                        odd.external_ref.as_deref().unwrap_or("")
-                    );
-                    tracing::warn!("{why}");
-                    s.off = Some(why);
+                    s.filter_ignored(odd);
                 } else {
                     let wanted: HashSet<&str> = window.iter().map(|c| c.id.as_str()).collect();
                     for u in users {
@@ -199,6 +207,24 @@ impl ContactReads {
             u
         }))
     }
+    /// The next contacts Validate will ask for (up to `n`, none of `but`), marked asked.
+    fn ask_next(&self, s: &mut State, n: usize, but: &[&str]) -> Vec<Planned> {
+        let Some(start) = self.order.iter().position(|c| !s.handed.contains(&c.id)) else {
+            return Vec::new();
+        };
+        let next: Vec<Planned> = self
+            .window(s, start, n)
+            .into_iter()
+            .filter(|c| !but.contains(&c.external_ref.as_str()))
+            .cloned()
+            .collect();
+        let now = Instant::now();
+        for c in &next {
+            s.asked.insert(c.id.clone(), now);
+        }
+        next
+    }
+
     /// Up to `n` contacts to batch, from the one at `start` onwards, then the ones before it
     /// a run passed over: never handed out, neither read nor asked for while fresh.
     fn window(&self, s: &State, start: usize, n: usize) -> Vec<&Planned> {
@@ -301,22 +327,7 @@ impl ContactReads {
         }
         // The next contacts Validate will ask for ride along (what their own batch would
         // read), so a look also stands in for the next batched read.
-        let next = self
-            .order
-            .iter()
-            .position(|c| !s.handed.contains(&c.id))
-            .map(|start| {
-                self.window(&s, start, WINDOW - refs.len())
-                    .into_iter()
-                    .filter(|c| !refs.contains(&c.external_ref.as_str()))
-                    .cloned()
-                    .collect::<Vec<Planned>>()
-            })
-            .unwrap_or_default();
-        let asked_at = Instant::now();
-        for c in &next {
-            s.asked.insert(c.id.clone(), asked_at);
-        }
+        let next = self.ask_next(&mut s, WINDOW - refs.len(), &refs);
         drop(s);
         let all: Vec<&str> = refs
             .iter()
@@ -373,15 +384,8 @@ impl ContactReads {
                         s.read.insert(c.id.clone(), (u, at));
                     }
                 }
-                other => {
-                    let why = format!(
-                        "rev-users.list answered {} (external_ref {:?}) to a filter that does not \
-                         name it: it ignores the filter, so every contact is read one by one",
-                        u.display_id.as_deref().unwrap_or(&u.id),
-                        other.unwrap_or("")
-                    );
-                    tracing::warn!("{why}");
-                    s.off = Some(why);
+                _ => {
+                    s.filter_ignored(&u);
                     return Ok(None);
                 }
             }
@@ -464,14 +468,7 @@ impl ContactReads {
                 .as_deref()
                 .is_none_or(|r| !refs.iter().any(|x| x == r))
         }) {
-            let why = format!(
-                "rev-users.list answered {} (external_ref {:?}) to a filter that does not name \
-                 it: it ignores the filter, so every contact is read one by one",
-                odd.display_id.as_deref().unwrap_or(&odd.id),
-                odd.external_ref.as_deref().unwrap_or("")
-            );
-            tracing::warn!("{why}");
-            s.off = Some(why);
+            s.filter_ignored(odd);
             return Ok(());
         }
         let now = Instant::now();
