@@ -88,6 +88,12 @@ pub struct Look {
     pub at: Instant,
 }
 
+/// How long a survivor's record read after its merge (by a look or a gathered list) stands
+/// in for the read right before the carry-over's write, which writes `custom_fields` and
+/// `tags` whole and so must start from what DevRev holds now. Seconds cover a Reconcile with
+/// nothing or little to repair; after a longer one the survivor is read again.
+pub const SURVIVOR_FRESH: Duration = Duration::from_secs(20);
+
 /// The run's batched contact reads. `Sync`: the preview's live check asks from several tasks.
 pub struct ContactReads {
     order: Vec<Planned>,
@@ -271,6 +277,7 @@ impl ContactReads {
             let mut s = self.state.lock().await;
             if let Some((_, at)) = s.survivors.get(id)
                 && *at > since
+                && at.elapsed() < SURVIVOR_FRESH
             {
                 s.served += 1;
                 s.expected.remove(id);
@@ -317,8 +324,9 @@ impl ContactReads {
         secondary: (&str, &str),
         survivor: (&str, &str),
     ) -> Result<Option<Look>, ApiError> {
-        let refs = [secondary.1.trim(), survivor.1.trim()];
-        if refs.iter().any(|r| r.is_empty()) || refs[0] == refs[1] {
+        // Exactly as DevRev holds them (the filter matches exact values): never trimmed.
+        let refs = [secondary.1, survivor.1];
+        if refs.iter().any(|r| r.trim().is_empty()) || refs[0] == refs[1] {
             return Ok(None);
         }
         let mut s = self.state.lock().await;
@@ -366,7 +374,7 @@ impl ContactReads {
         };
         let mut survivor_listed = false;
         for u in users {
-            match u.external_ref.as_deref().map(str::trim) {
+            match u.external_ref.as_deref() {
                 Some(r) if r == refs[0] && is(&u, secondary.0) => look.secondary = Some(u),
                 Some(r) if r == refs[1] && is(&u, survivor.0) => {
                     survivor_listed = true;

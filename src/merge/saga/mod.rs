@@ -465,6 +465,19 @@ impl Saga<'_, '_> {
         }
     }
 
+    /// Contact `id`'s `external_ref` exactly as DevRev answered it to this process's Validate
+    /// of the pair, if it did: a look by list counts the secondary's absence only under a ref
+    /// DevRev was seen to hold for it (not the export's, which may be stale or differ in
+    /// whitespace, and not one a saga that did not validate, such as a visit, never read).
+    fn live_ref(&self, id: &str) -> Option<String> {
+        self.live
+            .iter()
+            .flat_map(|(p, s)| [p, s])
+            .find(|u| u.id == id)
+            .and_then(|u| u.external_ref.clone())
+            .filter(|r| !r.trim().is_empty())
+    }
+
     /// Contact `id`'s `external_ref` as this pair last read it (Validate), else as the export
     /// gave it.
     fn ref_of(&self, id: &str) -> Option<String> {

@@ -326,14 +326,15 @@ impl Saga<'_, '_> {
     /// rule of [`evidence`]. After an accepted request (not `lost`) the look is one
     /// `rev-users.list` by both contacts' refs, which also reads the survivor for the
     /// carry-over: when it shows the merge applied, that record is the survivor read after
-    /// it (one call, not two). Otherwise, and whenever that answer proves nothing, one
-    /// `rev-users.get`.
+    /// it (one call, not two). Only under both refs exactly as this process's Validate read
+    /// them (a visit or a resumed pair looks with `rev-users.get`). Otherwise, and whenever
+    /// that answer proves nothing, one `rev-users.get`.
     pub(super) async fn observe(&mut self, lost: bool) -> Result<Evidence, ApiError> {
         let (primary, secondary) = (self.primary(), self.secondary());
         if !lost
             && self.unmerged_list_looks < LIST_LOOKS
             && let (Some(sec_ref), Some(surv_ref)) =
-                (self.ref_of(&secondary), self.ref_of(&primary))
+                (self.live_ref(&secondary), self.live_ref(&primary))
         {
             let sent = Instant::now();
             let contacts = self.ctx.contacts;
