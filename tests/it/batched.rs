@@ -424,3 +424,40 @@ fn a_list_that_lags_behind_merges_cannot_keep_them_from_being_seen() {
         assert_eq!(e["merged_sign"]["kind"], "not_found", "{e}");
     }
 }
+
+/// The look by list sends both refs exactly as Validate read them from DevRev. A secondary
+/// whose stored ref has a trailing space (the export trims it, Validate compares trimmed) is
+/// listed under that exact ref: a merge that leaves it listed, deactivated, is seen by its
+/// state, never taken as "gone from the list" because a trimmed ref matched nothing.
+#[test]
+fn a_look_asks_for_the_ref_as_devrev_holds_it_not_as_the_export_trims_it() {
+    let w = World::new(
+        spec(2, 0, 53),
+        behaviour(MoveMode::All, SecondaryAfter::Deactivated),
+    );
+    let (_, s) = w.pairs()[0].clone();
+    w.fake.with_state(|st| {
+        let u = st.rev_users.get_mut(&s).unwrap();
+        let r = u.external_ref().unwrap();
+        u.json["external_ref"] = format!("{r} ").into();
+    });
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    let r = w.last_report();
+    let e = r["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["secondary"] == s.as_str())
+        .unwrap();
+    assert_eq!(e["status"], "merged", "{e}");
+    assert_eq!(e["merged_sign"]["kind"], "not_active", "{e}");
+    let log = w.fake.requests();
+    assert!(
+        log.iter().any(|r| r.path == "/rev-users.list"
+            && r.body["external_ref"][0]
+                .as_str()
+                .is_some_and(|x| x.ends_with(' '))),
+        "a look asked for the ref with its space"
+    );
+}
