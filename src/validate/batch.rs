@@ -65,12 +65,16 @@ impl State {
     /// `answered` came back for a filter by `external_ref` that does not name it: the server
     /// ignores the filter, so batching is off for the rest of the run (one warning).
     fn filter_ignored(&mut self, answered: &RevUser) {
-        let why = format!(
+        self.turn_off(format!(
             "rev-users.list answered {} (external_ref {:?}) to a filter that does not name it: \
              it ignores the filter, so every contact is read one by one",
             answered.display_id.as_deref().unwrap_or(&answered.id),
             answered.external_ref.as_deref().unwrap_or("")
-        );
+        ));
+    }
+
+    /// Batching is off for the rest of the run, for `why` (one warning).
+    fn turn_off(&mut self, why: String) {
         tracing::warn!("{why}");
         self.off = Some(why);
     }
@@ -355,11 +359,9 @@ impl ContactReads {
             }
             Err(e) => {
                 if matches!(e.status(), Some(400 | 422)) {
-                    let why = format!(
+                    s.turn_off(format!(
                         "rev-users.list refused a filter by external_ref ({e}): every contact is read one by one"
-                    );
-                    tracing::warn!("{why}");
-                    s.off = Some(why);
+                    ));
                 } else {
                     tracing::debug!(error = %e, "look by rev-users.list failed; looking with rev-users.get");
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use devrev_fake::fake::{MoveMode, RequestRecord, SecondaryAfter};
 
-use crate::merge::{World, behaviour, check_final_state, spec};
+use crate::merge::{World, behaviour, check_final_state, find, spec};
 
 fn calls(log: &[RequestRecord], path: &str) -> usize {
     log.iter().filter(|r| r.path == path).count()
@@ -414,12 +414,7 @@ fn a_list_that_lags_behind_merges_cannot_keep_them_from_being_seen() {
             Some(&"/rev-users.get"),
             "{p} <- {s}: {looks:?}"
         );
-        let e = r["pairs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["secondary"] == s.as_str())
-            .unwrap();
+        let e = find(&r["pairs"], "secondary", &s);
         assert_eq!(e["status"], "merged", "{e}");
         assert_eq!(e["merged_sign"]["kind"], "not_found", "{e}");
     }
@@ -444,12 +439,7 @@ fn a_look_asks_for_the_ref_as_devrev_holds_it_not_as_the_export_trims_it() {
     let a = w.run(&[]);
     assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
     let r = w.last_report();
-    let e = r["pairs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["secondary"] == s.as_str())
-        .unwrap();
+    let e = find(&r["pairs"], "secondary", &s);
     assert_eq!(e["status"], "merged", "{e}");
     assert_eq!(e["merged_sign"]["kind"], "not_active", "{e}");
     let log = w.fake.requests();

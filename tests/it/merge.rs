@@ -1109,7 +1109,8 @@ fn changing_keep_between_runs_never_merges_a_pair_the_other_way() {
 
 // ---- the report -------------------------------------------------------------------------
 
-fn find<'a>(v: &'a Value, key: &str, want: &str) -> &'a Value {
+/// The entry of the report list `v` whose `key` is `want`.
+pub fn find<'a>(v: &'a Value, key: &str, want: &str) -> &'a Value {
     v.as_array()
         .unwrap()
         .iter()

@@ -481,11 +481,7 @@ impl Saga<'_, '_> {
     /// Contact `id`'s `external_ref` as this pair last read it (Validate), else as the export
     /// gave it.
     fn ref_of(&self, id: &str) -> Option<String> {
-        self.live
-            .iter()
-            .flat_map(|(p, s)| [p, s])
-            .find(|u| u.id == id)
-            .and_then(|u| u.external_ref.clone())
+        self.live_ref(id)
             .or_else(|| {
                 self.pair
                     .into_iter()
