@@ -499,13 +499,15 @@ fn all_moved_secondary_gone_with_renamed_primary_and_unverified_pairs() {
     // A merged-away secondary gone from the looks' lists is what the watch waits for, not
     // an API error.
     assert_eq!(r["api"]["errors"], 0, "{}", r["api"]);
-    let gone = r["pairs"]
+    let merged: Vec<Value> = r["pairs"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["merged_sign"]["kind"] == "unlisted")
-        .count();
-    assert_eq!(gone, w.mergeable().len(), "{}", r["pairs"]);
+        .filter(|p| p["status"] == "merged")
+        .cloned()
+        .collect();
+    assert_eq!(merged.len(), w.mergeable().len(), "{}", r["pairs"]);
+    assert_look_signs(&merged, "not_found");
     assert!(stderr(&a).contains(" 0 error(s)"), "{}", stderr(&a));
 
     // Re-running resumes: finished pairs are skipped, nothing is written again.
@@ -565,11 +567,15 @@ fn nothing_moved_secondary_keeps_a_drop_ref() {
     let pairs = r["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 20, "every pair is in the report");
     // Its `-drop-` ref takes it out of the list by its old ref: the look that also reads the
-    // survivor sees it gone (the sign `-drop-` gives a look by `rev-users.get`).
-    assert!(
-        pairs.iter().all(|p| p["merged_sign"]["kind"] == "unlisted"),
-        "{pairs:?}"
-    );
+    // survivor sees it gone; a look by `rev-users.get` sees the `-drop-` ref.
+    assert_look_signs(pairs, "drop_ref");
+    for p in pairs
+        .iter()
+        .filter(|p| p["merged_sign"]["kind"] == "drop_ref")
+    {
+        let r = p["merged_sign"]["external_ref"].as_str().unwrap();
+        assert!(r.contains("-drop-"), "{p}");
+    }
 }
 
 #[test]
@@ -1110,6 +1116,24 @@ fn changing_keep_between_runs_never_merges_a_pair_the_other_way() {
 // ---- the report -------------------------------------------------------------------------
 
 /// The entry of the report list `v` whose `key` is `want`.
+/// Each merged pair's `merged_sign` is one a look gives for the world's merge behaviour:
+/// `unlisted` from the look by list that also reads the survivor, or `by_get` from a look by
+/// `rev-users.get`. A pair gets the latter at a visit after it was parked, or after two list
+/// looks still showed it unmerged: what a loaded machine (CI) does to the fake's merge delay.
+/// The list look must still have found some merge in the run.
+pub fn assert_look_signs(pairs: &[Value], by_get: &str) {
+    for p in pairs {
+        let kind = &p["merged_sign"]["kind"];
+        assert!(kind == "unlisted" || kind == by_get, "{p}");
+    }
+    if pairs.len() > 1 {
+        assert!(
+            pairs.iter().any(|p| p["merged_sign"]["kind"] == "unlisted"),
+            "no merge was seen by the look that reads the survivor too: {pairs:?}"
+        );
+    }
+}
+
 pub fn find<'a>(v: &'a Value, key: &str, want: &str) -> &'a Value {
     v.as_array()
         .unwrap()
@@ -1167,6 +1191,7 @@ fn the_report_field_by_field() {
 
     let pairs = r["pairs"].as_array().unwrap();
     assert_eq!(pairs.len(), 4);
+    assert_look_signs(pairs, "not_found");
     let order = [
         "validate",
         "backup",
@@ -1187,7 +1212,6 @@ fn the_report_field_by_field() {
         assert_eq!(e["finished_earlier"], false);
         assert_eq!(e["last_step"], "done");
         assert_eq!(e["merge_requests"], 1);
-        assert_eq!(e["merged_sign"]["kind"], "unlisted");
         let steps: Vec<&str> = e["steps"]
             .as_array()
             .unwrap()
@@ -1217,6 +1241,11 @@ fn the_report_field_by_field() {
             );
         }
         for st in e["steps"].as_array().unwrap() {
+            // A loaded machine may park a pair whose merge the fake had not applied yet.
+            if st["outcome"] == "parked" {
+                assert_eq!(st["step"], "await_merge", "{st}");
+                continue;
+            }
             assert_eq!(st["outcome"], "completed");
             assert!(st["duration_ms"].is_u64());
             chrono::DateTime::parse_from_rfc3339(st["started_at"].as_str().unwrap()).unwrap();
