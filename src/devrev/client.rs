@@ -708,6 +708,34 @@ impl DevRevClient {
         self.call("rev-users.list", &body, CallKind::Read).await
     }
 
+    /// The first page of a `rev-users.list`, and whether the server says more follow
+    /// (a `next_cursor`). For a look whose *absences* count: only an answer known to be
+    /// whole may show that a contact is missing, and one page is all a look needs (it asks
+    /// for at most a window of refs), so a server that pages oddly costs one call, never a
+    /// walk through pages.
+    pub async fn rev_users_list_page_one(
+        &self,
+        filters: Value,
+    ) -> Result<(Vec<RevUser>, bool), ApiError> {
+        let mut body = filters;
+        body["limit"] = json!(self.cfg.page_size);
+        let mut page = self.rev_users_list_page(body).await?;
+        let broken = |reason: String| ApiError::Decode {
+            endpoint: "rev-users.list".into(),
+            reason: self.scrub(&reason),
+        };
+        let items = page.get_mut("rev_users").map(Value::take).ok_or_else(|| {
+            broken("the page has no `rev_users` list; refusing to treat it as empty".into())
+        })?;
+        let users: Vec<RevUser> =
+            serde_json::from_value(items).map_err(|e| broken(format!("`rev_users`: {e}")))?;
+        let more = page
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .is_some_and(|c| !c.is_empty());
+        Ok((users, more))
+    }
+
     pub async fn rev_users_list(&self, filters: Value) -> Result<Vec<RevUser>, ApiError> {
         self.list_all("rev-users.list", filters, "rev_users").await
     }

@@ -70,7 +70,8 @@ fn a_run_reads_its_contacts_ten_pairs_per_call() {
         );
     }
     // The list asked for exactly the refs of the CSV, nothing else (no prefix search).
-    // Each contact asked for once for Validate: in a list of its own or after a look's two.
+    // Each contact asked for once for Validate: in a list of its own or after a look's two
+    // and the `-drop-` ref a merge gives its secondary.
     let lists: Vec<&RequestRecord> = log.iter().filter(|r| r.path == "/rev-users.list").collect();
     let asked: Vec<String> = lists
         .iter()
@@ -79,7 +80,7 @@ fn a_run_reads_its_contacts_ten_pairs_per_call() {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
-            refs.into_iter().skip(if is_look(r) { 2 } else { 0 })
+            refs.into_iter().skip(if is_look(r) { 3 } else { 0 })
         })
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
@@ -450,4 +451,74 @@ fn a_look_asks_for_the_ref_as_devrev_holds_it_not_as_the_export_trims_it() {
                 .is_some_and(|x| x.ends_with(' '))),
         "a look asked for the ref with its space"
     );
+}
+
+/// A list that leaves a contact out (an index behind new contacts, or one that hides a kind
+/// of contact) never shows it, so its absence from a look proves nothing: its merge is seen
+/// by `rev-users.get`, only once DevRev applied it. Taken as "gone from the list", the first
+/// look would find it merged before DevRev had moved anything, and Reconcile would move the
+/// tickets itself.
+#[test]
+fn a_secondary_the_list_never_shows_is_not_taken_for_merged_by_its_absence() {
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Gone);
+    b.delay = Duration::from_millis(600);
+    let seed_pairs = World::new(spec(3, 0, 54), b.clone()).pairs();
+    let (_, hidden) = seed_pairs[0].clone();
+    let w = World::with(spec(3, 0, 54), b, |o| {
+        o.quirks.list_hides = vec![hidden.clone()];
+    });
+    assert_eq!(w.pairs()[0].1, hidden, "the same seed gives the same world");
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    check_final_state(&w);
+    let r = w.last_report();
+    let e = find(&r["pairs"], "secondary", &hidden);
+    assert_eq!(e["status"], "merged", "{e}");
+    // Seen by `rev-users.get` (its 404), never by its absence from a list.
+    assert_eq!(e["merged_sign"]["kind"], "not_found", "{e}");
+    // DevRev moved every ticket: nothing was left for Reconcile.
+    assert_eq!(e["tickets_repaired"], 0, "{e}");
+    let log = w.fake.requests();
+    assert!(
+        log.iter()
+            .any(|r| r.path == "/rev-users.list" && w.is_look(r, &hidden)),
+        "the look by list was made (and proved nothing)"
+    );
+}
+
+/// A look reads one page: an answer cut short by the server (a `next_cursor`) cannot show a
+/// secondary gone, and is never walked page by page. The server below answers one contact a
+/// page, in id order: where the survivor's id comes first, a look before DevRev applied the
+/// merge gets the survivor alone on its first page. Taken as "the secondary is gone", the
+/// pair would be found merged before DevRev moved anything, and Reconcile would move the
+/// tickets itself.
+#[test]
+fn a_look_reads_one_page_and_a_cut_answer_proves_no_absence() {
+    let mut b = behaviour(MoveMode::All, SecondaryAfter::Gone);
+    b.delay = Duration::from_millis(600);
+    let w = World::with(spec(3, 0, 55), b, |o| o.max_page = 1);
+    assert!(
+        w.pairs().iter().any(|(p, s)| p < s),
+        "the seed must hold a survivor whose id comes first"
+    );
+    let a = w.run(&[]);
+    assert_eq!(a.get_output().status.code(), Some(0), "{}", stderr(&a));
+    check_final_state(&w);
+    let log = w.fake.requests();
+    let r = w.last_report();
+    for (_, s) in w.pairs() {
+        let looks: Vec<&RequestRecord> = log.iter().filter(|r| w.is_look(r, &s)).collect();
+        assert!(
+            looks.iter().any(|r| r.path == "/rev-users.list"),
+            "{s}: looked by list"
+        );
+        assert!(
+            looks.iter().all(|r| r.body.get("cursor").is_none()),
+            "{s}: a look walked pages"
+        );
+        let e = find(&r["pairs"], "secondary", &s);
+        assert_eq!(e["status"], "merged", "{e}");
+        // DevRev moved every ticket: nothing was left for Reconcile.
+        assert_eq!(e["tickets_repaired"], 0, "{e}");
+    }
 }

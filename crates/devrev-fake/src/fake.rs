@@ -267,6 +267,10 @@ pub struct Quirks {
     /// good (a search index behind DevRev's own records); `rev-users.get` shows the merge. A
     /// client judging merges from lists alone would never see one applied.
     pub list_lags_merges: bool,
+    /// Contacts `rev-users.list` never answers, while `rev-users.get` does (a search index
+    /// that lags behind new contacts, or leaves a kind of contact out). A client that takes
+    /// "not in the list" for "merged" would see these merged before DevRev applied anything.
+    pub list_hides: Vec<String>,
 }
 
 /// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in

@@ -904,6 +904,7 @@ fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let created_by = user_id_filter(ctx, body, "created_by")?;
     let verified = body.get("is_verified").and_then(Value::as_bool);
     let lagging = &ctx.state.listed_before_merge;
+    let hidden = &ctx.opts.quirks.list_hides;
     let mut items: Vec<Value> = ctx
         .state
         .rev_users
@@ -911,6 +912,7 @@ fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
         .map(|u| &u.json)
         .filter(|u| !lagging.contains_key(u["id"].as_str().unwrap_or_default()))
         .chain(lagging.values())
+        .filter(|u| !hidden.iter().any(|h| u["id"] == h.as_str()))
         .filter(|u| matches_any(&u["email"], &email))
         .filter(|u| matches_any(&u["external_ref"], &ext))
         .filter(|u| matches_any(&u["external_ref"], &exts))
