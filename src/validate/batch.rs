@@ -65,6 +65,15 @@ struct State {
     /// that lags behind new contacts, or hides a kind of contact) never showed it, so its
     /// absence from that list proves nothing.
     listed: HashMap<String, String>,
+    /// Contacts this run wrote: id → what DevRev answered the last write with (`None`: the
+    /// answer was lost or an error). A list may be served by an index behind DevRev's
+    /// records (devrev-api.md leaves it open), so after a write a list's record of the
+    /// contact stands in for a read only if it holds what that answer holds in every field
+    /// this run writes: a record from before the write would have the carry-over write the
+    /// lists it writes whole (phone numbers, `custom_fields`, `tags`) without what another
+    /// pair of the group carried. (Not `modified_date`: DevRev prints it with varying
+    /// precision, so an older stamp can read as newer.)
+    written: HashMap<String, Option<RevUser>>,
 }
 
 impl State {
@@ -77,6 +86,22 @@ impl State {
             answered.display_id.as_deref().unwrap_or(&answered.id),
             answered.external_ref.as_deref().unwrap_or("")
         ));
+    }
+
+    /// Whether a list's record `u` of contact `id` holds what this run's last write to it
+    /// left (see `written`).
+    fn current(&self, id: &str, u: &RevUser) -> bool {
+        match self.written.get(id) {
+            None => true,
+            Some(None) => false,
+            Some(Some(after)) => {
+                after.external_ref == u.external_ref
+                    && after.display_name == u.display_name
+                    && WRITTEN_LISTS
+                        .iter()
+                        .all(|k| after.extra.get(*k) == u.extra.get(*k))
+            }
+        }
     }
 
     /// `u` was answered by a list under its `external_ref`.
@@ -97,6 +122,10 @@ impl State {
         self.off = Some(why);
     }
 }
+
+/// The fields of a contact this run writes besides `external_ref` and `display_name`: a
+/// list's record after a write must hold what the write's answer holds in each.
+const WRITTEN_LISTS: [&str; 3] = ["phone_numbers", "custom_fields", "tags"];
 
 /// What one [`ContactReads::look`] answered.
 #[derive(Debug)]
@@ -306,7 +335,9 @@ impl ContactReads {
                 s.expected.remove(id);
                 return Ok(s.survivors.remove(id).expect("checked").0);
             }
-            if s.off.is_some() || !s.expected.contains_key(id) {
+            // A contact this run wrote is read by itself: a list's record of it rarely
+            // holds what the write left, if the list lags (see `written`).
+            if s.off.is_some() || !s.expected.contains_key(id) || s.written.contains_key(id) {
                 drop(s);
                 return client.rev_users_get(id).await;
             }
@@ -420,7 +451,7 @@ impl ContactReads {
                 Some(r) if r == refs[1] && is(&u, survivor.0) && !survivor_listed => {
                     s.note_listed(&u);
                     survivor_listed = true;
-                    if u.unknown_lists().is_empty() {
+                    if u.unknown_lists().is_empty() && s.current(survivor.0, &u) {
                         look.survivor = Some(u);
                     }
                 }
@@ -453,6 +484,14 @@ impl ContactReads {
         }
         s.served += 1;
         Ok(Some(look))
+    }
+
+    /// This run wrote contact `id` and DevRev answered `answer` (`None`: the write failed or
+    /// its answer was lost, so it may or may not have landed): from now on a list's record
+    /// of it stands in for a read only if it holds what that answer holds.
+    pub async fn wrote(&self, id: &str, answer: Option<&RevUser>) {
+        let mut s = self.state.lock().await;
+        s.written.insert(id.to_string(), answer.cloned());
     }
 
     /// A survivor read by a [`Self::look`] that showed its merge applied: it stands in for
@@ -539,6 +578,7 @@ impl ContactReads {
                 .map(str::to_string);
             if let Some(key) = key
                 && u.unknown_lists().is_empty()
+                && s.current(&key, &u)
             {
                 s.survivors.insert(key, (u, now));
             }

@@ -677,3 +677,76 @@ fn a_refusal_naming_the_ref_refuses_no_carried_value() {
     let again = run_ok(&w, &[]);
     check_carried(&w, &format!("{err}{again}"));
 }
+
+/// A group's survivor is written by each of its pairs' carry-overs. A list one write behind
+/// DevRev's records answers it as it was before the previous pair's write: a carry-over
+/// that started from that record would write the lists it writes whole (phone numbers here)
+/// back without what the previous pair carried. Each value a pair reports carried is what
+/// the survivor holds.
+#[test]
+fn a_list_behind_the_last_write_never_undoes_what_a_group_carried() {
+    use crate::groups::{decide, review, shape, shaped};
+    use crate::review::{col, save_like_excel};
+    use devrev_fake::seed::GroupKind;
+    let sp = devrev_fake::seed::GenSpec {
+        shaped_groups: vec![shape(3)],
+        ..spec(0, 0, 17)
+    };
+    let w = World::with(
+        sp,
+        behaviour(MoveMode::All, SecondaryAfter::Deactivated),
+        |o| {
+            o.quirks.list_lags_updates = true;
+            let g = o
+                .seed
+                .groups
+                .iter()
+                .find(|g| g.kind == GroupKind::Shaped)
+                .unwrap()
+                .members
+                .clone();
+            contact(&mut o.seed, &g[0])["phone_numbers"] = json!([]);
+            contact(&mut o.seed, &g[1])["phone_numbers"] = json!(["+14155550101"]);
+            contact(&mut o.seed, &g[2])["phone_numbers"] = json!(["+14155550102"]);
+        },
+    );
+    let g = shaped(&w)[0].clone();
+    let (h, mut rows) = review(&w);
+    decide(&h, &mut rows, &g[0], "keep", false);
+    decide(&h, &mut rows, &g[1], "merge", false);
+    decide(&h, &mut rows, &g[2], "merge", false);
+    let mut file = vec![h.clone()];
+    file.extend(
+        rows.iter()
+            .filter(|r| g.contains(&r[col(&h, "rev_user_id")]))
+            .cloned(),
+    );
+    save_like_excel(&w.path("decisions.csv"), &file);
+    let a = w.run(&["--decisions", "decisions.csv"]);
+    assert_eq!(a.get_output().status.code(), Some(0));
+    let survivor = w.fake.with_state(|s| s.rev_users[&g[0]].json.clone());
+    let r = w.last_report();
+    let mut carried = 0;
+    for p in r["pairs"].as_array().unwrap() {
+        for item in p["carry"]["carried"].as_array().unwrap() {
+            let held = match item["field"].as_str().unwrap() {
+                "custom_field" => {
+                    survivor["custom_fields"][item["key"].as_str().unwrap()] == item["value"]
+                }
+                "phone_number" => survivor["phone_numbers"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&item["number"]),
+                _ => continue,
+            };
+            carried += 1;
+            assert!(held, "{item} carried by {}: {survivor:#}", p["secondary"]);
+        }
+    }
+    assert_eq!(
+        survivor["phone_numbers"],
+        json!(["+14155550101", "+14155550102"]),
+        "{r:#}"
+    );
+    assert!(carried >= 2, "both pairs carried: {r:#}");
+}

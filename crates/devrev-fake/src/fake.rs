@@ -271,6 +271,11 @@ pub struct Quirks {
     /// that lags behind new contacts, or leaves a kind of contact out). A client that takes
     /// "not in the list" for "merged" would see these merged before DevRev applied anything.
     pub list_hides: Vec<String>,
+    /// `rev-users.list` answers each contact as it was before its last `rev-users.update`
+    /// (an index one write behind DevRev's records); `rev-users.get` answers it as it is. A
+    /// client that writes a contact's lists whole from a list's record would write back what
+    /// the previous write replaced.
+    pub list_lags_updates: bool,
 }
 
 /// The rev-user fields only DevRev's beta OpenAPI file declares (`rev-user` in
@@ -441,6 +446,9 @@ pub struct State {
     /// Secondaries as they were before their merge, answered by `rev-users.list` under
     /// [`Quirks::list_lags_merges`].
     pub listed_before_merge: BTreeMap<String, Value>,
+    /// Contacts as they were before their last update, answered by `rev-users.list` under
+    /// [`Quirks::list_lags_updates`].
+    pub listed_before_update: BTreeMap<String, Value>,
 }
 
 fn key_of(v: &Value) -> String {

@@ -905,11 +905,15 @@ fn rev_users_list(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     let verified = body.get("is_verified").and_then(Value::as_bool);
     let lagging = &ctx.state.listed_before_merge;
     let hidden = &ctx.opts.quirks.list_hides;
+    let behind = &ctx.state.listed_before_update;
     let mut items: Vec<Value> = ctx
         .state
         .rev_users
         .values()
-        .map(|u| &u.json)
+        .map(|u| {
+            let id = u.json["id"].as_str().unwrap_or_default();
+            behind.get(id).unwrap_or(&u.json)
+        })
         .filter(|u| !lagging.contains_key(u["id"].as_str().unwrap_or_default()))
         .chain(lagging.values())
         .filter(|u| !hidden.iter().any(|h| u["id"] == h.as_str()))
@@ -1010,6 +1014,12 @@ fn rev_users_update(ctx: &mut Ctx<'_>, body: &Value) -> Result<Reply, Reply> {
     }
     let stamp = ctx.stamp();
     let modified_by = dev_summary(ctx.state);
+    if ctx.opts.quirks.list_lags_updates
+        && let Some(rec) = ctx.state.rev_users.get(&id)
+    {
+        let before = rec.json.clone();
+        ctx.state.listed_before_update.insert(id.clone(), before);
+    }
     let Some(rec) = ctx.state.rev_users.get_mut(&id) else {
         return Err(not_found("rev user"));
     };

@@ -122,7 +122,7 @@ impl Saga<'_, '_> {
                 .client
                 .rev_users_update(&primary, serde_json::Value::Object(body))
                 .await;
-            self.wrote_survivor();
+            self.wrote_survivor(res.as_ref().ok()).await;
             if let Ok(u) = &res
                 && !batch.is_empty()
             {

@@ -246,7 +246,7 @@ impl Saga<'_, '_> {
                 .client
                 .rev_users_update(&primary, serde_json::Value::Object(fields))
                 .await;
-            self.wrote_survivor();
+            self.wrote_survivor(written.as_ref().ok()).await;
             match written {
                 Ok(u) => self.carry_answered(&batch, &u)?,
                 Err(e) if e.status() == Some(400) => self.carry_refused(&batch, &e)?,

@@ -502,9 +502,11 @@ impl Saga<'_, '_> {
             .await
     }
 
-    /// This saga wrote to the survivor: only a read after now says what it holds.
-    fn wrote_survivor(&mut self) {
+    /// This saga wrote to the survivor and DevRev answered `answer` (`None`: no answer):
+    /// only a read after now, and as new as that answer, says what it holds.
+    async fn wrote_survivor(&mut self, answer: Option<&RevUser>) {
         self.survivor_since = Some(Instant::now());
+        self.ctx.contacts.wrote(&self.primary(), answer).await;
     }
 
     /// Changes the record and writes the savepoint before returning.

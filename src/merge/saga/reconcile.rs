@@ -389,7 +389,7 @@ impl Saga<'_, '_> {
         let written = client
             .rev_users_update(&primary, json!({ "display_name": original }))
             .await;
-        self.wrote_survivor();
+        self.wrote_survivor(written.as_ref().ok()).await;
         match written {
             Ok(u) if u.display_name.as_deref() == Some(original.as_str()) => Ok(Ok(true)),
             Ok(u) => phase_failed(
