@@ -135,7 +135,7 @@ pub struct Look {
     pub secondary: Option<RevUser>,
     /// The survivor, when the answer carries the lists a carry-over writes whole.
     pub survivor: Option<RevUser>,
-    /// When the answer came.
+    /// When the look was asked (what it says may be from then).
     pub at: Instant,
 }
 
@@ -407,10 +407,11 @@ impl ContactReads {
             .chain(dropped.as_deref())
             .chain(next.iter().map(|c| c.external_ref.as_str()))
             .collect();
+        // When it was asked: what an answer says of the survivor may be from then.
+        let at = Instant::now();
         let answer = client
             .rev_users_list_page_one(json!({ "external_ref": all }))
             .await;
-        let at = Instant::now();
         let mut s = self.state.lock().await;
         s.lists += 1;
         let (users, more) = match answer {
@@ -544,6 +545,9 @@ impl ContactReads {
         }
         s.lists += 1;
         drop(s);
+        // When it was asked (its turn came): a record may say what DevRev held then, so it
+        // stands in only for a read needed after that (`survivor`'s `since`).
+        let now = Instant::now();
         let answer = client
             .rev_users_list_in(Some(turn), json!({ "external_ref": refs }))
             .await;
@@ -568,7 +572,6 @@ impl ContactReads {
             s.filter_ignored(odd);
             return Ok(());
         }
-        let now = Instant::now();
         for u in users {
             // By its id, or its display id when the export holds those.
             let key = [Some(u.id.as_str()), u.display_id.as_deref()]

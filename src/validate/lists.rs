@@ -312,6 +312,11 @@ impl ListReads {
         s.lists += 1;
         drop(s);
         let asked: Vec<&str> = ask.iter().map(String::as_str).collect();
+        // An answer says what DevRev held when it was *asked*: a list sent before a merge was
+        // seen applied and answered after it is no list read after the merge (stamped with
+        // its arrival it would serve a Reconcile, or a caller that joined it late, a snapshot
+        // from before the merge).
+        let mut sent = Instant::now();
         let answer = self.read(client, listing, Some(turn), &asked).await;
         let mut s = self.state.lock().await;
         if let Some(done) = done {
@@ -325,6 +330,7 @@ impl ListReads {
             // as asked decides.
             Err(_) if asked.len() > contacts.len() => {
                 s.lists += 1;
+                sent = Instant::now();
                 (
                     self.read(client, listing, None, contacts).await?,
                     contacts.to_vec(),
@@ -332,7 +338,7 @@ impl ListReads {
             }
             Err(e) => return Err(e),
         };
-        Ok(record(&mut s, listing, contacts, &asked, answer))
+        Ok(record(&mut s, listing, contacts, &asked, answer, sent))
     }
 
     /// Forgets answers older than the freshness window and the objects only they held: a
@@ -430,17 +436,17 @@ impl ListReads {
     }
 }
 
-/// Records an answer to a list that asked for `asked` (each contact's share is exactly the
-/// objects naming it) and returns the objects naming any of `contacts`.
+/// Records an answer to a list that asked for `asked`, sent at `now` (each contact's share is
+/// exactly the objects naming it) and returns the objects naming any of `contacts`.
 fn record(
     s: &mut State,
     listing: Listing,
     contacts: &[&str],
     asked: &[&str],
     answer: Vec<Value>,
+    now: Instant,
 ) -> Vec<Value> {
     let field = listing.field();
-    let now = Instant::now();
     let side = s.sides.entry(listing).or_default();
     let mut out = Vec::new();
     let mut shares: HashMap<&str, BTreeSet<String>> =
@@ -561,6 +567,29 @@ mod tests {
                 "read after applied, Reconcile wrote {}",
                 if clean { "nothing" } else { "something" }
             );
+        }
+    }
+
+    /// A list asked before DevRev was seen to apply a merge and answered after it says what
+    /// DevRev held before: it never stands in for the merge's Reconcile lists (nor for a
+    /// Reconcile that joined it while it was under way).
+    #[test]
+    fn an_answer_asked_before_a_merge_applied_never_serves_its_reconcile() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let lists = ListReads::new(std::iter::empty(), Vec::new(), Duration::from_secs(90));
+        rt.block_on(lists.merge_sent("p", "s"));
+        let asked = Instant::now();
+        rt.block_on(lists.merge_applied("p", "s"));
+        let mut s = lists.state.blocking_lock();
+        let answer = vec![
+            serde_json::json!({"id": "t1", "reported_by": [{"id": "s"}]}),
+            serde_json::json!({"id": "t2", "reported_by": [{"id": "p"}]}),
+        ];
+        record(&mut s, Listing::Tickets, &["p"], &["p", "s"], answer, asked);
+        for c in ["p", "s"] {
+            assert!(!lists.servable(&s, Listing::Tickets, c), "{c}");
         }
     }
 

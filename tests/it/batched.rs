@@ -405,9 +405,11 @@ fn a_list_that_lags_behind_merges_cannot_keep_them_from_being_seen() {
             .filter(|r| r.seq > merge && w.is_look(r, &s))
             .map(|r| r.path.as_str())
             .collect();
-        assert_eq!(
-            looks[..2],
-            ["/rev-users.list", "/rev-users.list"],
+        // The first look is a list; at most two are (a pair parked after one looks with
+        // `rev-users.get` at its visit); the one that sees the merge is a get.
+        assert_eq!(looks[0], "/rev-users.list", "{p} <- {s}: {looks:?}");
+        assert!(
+            looks.iter().filter(|l| **l == "/rev-users.list").count() <= 2,
             "{p} <- {s}: {looks:?}"
         );
         assert_eq!(
