@@ -23,6 +23,11 @@ use super::error::{ApiError, ErrorBody};
 use super::retry::{self, Decision, Failure};
 use super::types::*;
 
+/// Empty pages in a row, each handing out a new cursor, after which a listing is taken for a
+/// server that never ends it (a fresh cursor on every page defeats the repeated-cursor check,
+/// and `--max-pages` would allow hours of them at DevRev's pace).
+const EMPTY_PAGES_MAX: usize = 20;
+
 /// How a call may be repeated when its answer is lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
@@ -605,6 +610,7 @@ impl DevRevClient {
     ) -> Result<Vec<T>, ApiError> {
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut empty_run = 0;
         body["limit"] = json!(self.cfg.page_size);
         // serde's reasons quote the server's values: scrubbed like every server text.
         let broken = |reason: String| ApiError::Decode {
@@ -622,11 +628,18 @@ impl DevRevClient {
             })?;
             let items: Vec<T> =
                 serde_json::from_value(items).map_err(|e| broken(format!("`{key}`: {e}")))?;
+            empty_run = if items.is_empty() { empty_run + 1 } else { 0 };
             out.extend(items);
             let cursor = match page.get("next_cursor").and_then(Value::as_str) {
                 Some(c) if !c.is_empty() => c.to_string(),
                 _ => return Ok(out),
             };
+            if empty_run >= EMPTY_PAGES_MAX {
+                return Err(broken(format!(
+                    "{empty_run} empty pages in a row, each with a new cursor; the listing \
+                     would never end (a server bug)"
+                )));
+            }
             if !seen.insert(cursor.clone()) {
                 return Err(broken(format!(
                     "page {page_no} repeats a cursor handed out before; the listing would \

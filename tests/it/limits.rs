@@ -110,6 +110,29 @@ fn a_repeating_cursor_stops_the_listing_with_an_error_naming_the_endpoint() {
 }
 
 #[test]
+fn a_cursor_that_never_ends_stops_the_listing_after_empty_pages() {
+    let (fake, tmp) = world(
+        1,
+        hostile(Hostile {
+            endless_cursor: true,
+            ..Hostile::default()
+        }),
+    );
+    let out = run(&mut backup_only(&fake, tmp.path()));
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("works.list"), "{all}");
+    assert!(all.contains("20 empty pages in a row"), "{all}");
+    // The page with the tickets and twenty empty ones: nothing more.
+    assert_eq!(fake.count("/works.list"), 21);
+    assert!(
+        files(&tmp.path().join("backups"))
+            .iter()
+            .all(|p| !p.ends_with("manifest.json"))
+    );
+}
+
+#[test]
 fn a_listing_longer_than_the_page_cap_is_an_error() {
     let (fake, tmp) = world(1, |o| o.max_page = 1);
     let out = run(backup_only(&fake, tmp.path()).args(["--max-pages", "2"]));

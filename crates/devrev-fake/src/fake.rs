@@ -206,6 +206,9 @@ pub struct Hostile {
     /// Every list answer carries the same `next_cursor`, whatever cursor was sent (a
     /// validating mock of DevRev's spec does this).
     pub repeat_cursor: bool,
+    /// Every list answer carries a new `next_cursor`, also past the end (where its pages are
+    /// empty): a listing that only stops at a missing cursor never ends.
+    pub endless_cursor: bool,
     /// List answers leave out their list key (`works`, `rev_users`, ...).
     pub omit_list_key: bool,
     /// Answers to this path (pattern as in [`ScriptedFault`]) are sent with this quirk.

@@ -790,6 +790,8 @@ fn paginate(ctx: &Ctx<'_>, body: &Value, key: &str, items: Vec<Value>) -> Result
     }
     if ctx.opts.hostile.repeat_cursor {
         out.insert("next_cursor".into(), json!(REPEATED_CURSOR));
+    } else if ctx.opts.hostile.endless_cursor && !before {
+        out.insert("next_cursor".into(), json!(encode_cursor(start + limit)));
     } else if hi < n {
         out.insert("next_cursor".into(), json!(encode_cursor(hi)));
     }
