@@ -612,46 +612,80 @@ impl DevRevClient {
         let mut seen = std::collections::HashSet::new();
         let mut empty_run = 0;
         body["limit"] = json!(self.cfg.page_size);
-        // serde's reasons quote the server's values: scrubbed like every server text.
-        let broken = |reason: String| ApiError::Decode {
-            endpoint: endpoint.into(),
-            reason: self.scrub(&reason),
-        };
         for page_no in 1..=self.cfg.limits.max_pages {
-            let mut page: Value = self
-                .call_expecting(endpoint, &body, CallKind::Read, false, turn.take())
+            let (items, cursor) = self
+                .list_page::<T>(turn.take(), endpoint, &body, key, page_no)
                 .await?;
-            let items = page.get_mut(key).map(Value::take).ok_or_else(|| {
-                broken(format!(
-                    "page {page_no} has no `{key}` list; refusing to treat it as empty"
-                ))
-            })?;
-            let items: Vec<T> =
-                serde_json::from_value(items).map_err(|e| broken(format!("`{key}`: {e}")))?;
             empty_run = if items.is_empty() { empty_run + 1 } else { 0 };
             out.extend(items);
-            let cursor = match page.get("next_cursor").and_then(Value::as_str) {
-                Some(c) if !c.is_empty() => c.to_string(),
-                _ => return Ok(out),
+            let Some(cursor) = cursor else {
+                return Ok(out);
             };
             if empty_run >= EMPTY_PAGES_MAX {
-                return Err(broken(format!(
-                    "{empty_run} empty pages in a row, each with a new cursor; the listing \
-                     would never end (a server bug)"
-                )));
+                return Err(self.broken(
+                    endpoint,
+                    format!(
+                        "{empty_run} empty pages in a row, each with a new cursor; the listing \
+                         would never end (a server bug)"
+                    ),
+                ));
             }
             if !seen.insert(cursor.clone()) {
-                return Err(broken(format!(
-                    "page {page_no} repeats a cursor handed out before; the listing would \
-                     never end (a server bug)"
-                )));
+                return Err(self.broken(
+                    endpoint,
+                    format!(
+                        "page {page_no} repeats a cursor handed out before; the listing would \
+                         never end (a server bug)"
+                    ),
+                ));
             }
             body["cursor"] = json!(cursor);
         }
-        Err(broken(format!(
-            "more than {} pages; stopped (raise --max-pages if this listing is really that long)",
-            self.cfg.limits.max_pages
-        )))
+        Err(self.broken(
+            endpoint,
+            format!(
+                "more than {} pages; stopped (raise --max-pages if this listing is really that long)",
+                self.cfg.limits.max_pages
+            ),
+        ))
+    }
+
+    /// Page `page_no` of a listing: its items under `key` and its `next_cursor`, if any. An
+    /// answer without `key` is an error: an empty backup must never look complete.
+    async fn list_page<T: DeserializeOwned>(
+        &self,
+        turn: Option<Turn>,
+        endpoint: &str,
+        body: &Value,
+        key: &str,
+        page_no: u32,
+    ) -> Result<(Vec<T>, Option<String>), ApiError> {
+        let mut page: Value = self
+            .call_expecting(endpoint, body, CallKind::Read, false, turn)
+            .await?;
+        let items = page.get_mut(key).map(Value::take).ok_or_else(|| {
+            self.broken(
+                endpoint,
+                format!("page {page_no} has no `{key}` list; refusing to treat it as empty"),
+            )
+        })?;
+        let items: Vec<T> = serde_json::from_value(items)
+            .map_err(|e| self.broken(endpoint, format!("`{key}`: {e}")))?;
+        let cursor = page
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string);
+        Ok((items, cursor))
+    }
+
+    /// A listing answer the client cannot use. serde's reasons quote the server's values:
+    /// scrubbed like every server text.
+    fn broken(&self, endpoint: &str, reason: String) -> ApiError {
+        ApiError::Decode {
+            endpoint: endpoint.into(),
+            reason: self.scrub(&reason),
+        }
     }
 
     // ---- typed calls -------------------------------------------------------------------
@@ -716,11 +750,6 @@ impl DevRevClient {
         self.the_one_asked(id, r.rev_user)
     }
 
-    /// One page of `rev-users.list` with the given filters (for probes and lookups).
-    pub async fn rev_users_list_page(&self, body: Value) -> Result<Value, ApiError> {
-        self.call("rev-users.list", &body, CallKind::Read).await
-    }
-
     /// The first page of a `rev-users.list`, and whether the server says more follow
     /// (a `next_cursor`). For a look whose *absences* count: only an answer known to be
     /// whole may show that a contact is missing, and one page is all a look needs (it asks
@@ -732,21 +761,10 @@ impl DevRevClient {
     ) -> Result<(Vec<RevUser>, bool), ApiError> {
         let mut body = filters;
         body["limit"] = json!(self.cfg.page_size);
-        let mut page = self.rev_users_list_page(body).await?;
-        let broken = |reason: String| ApiError::Decode {
-            endpoint: "rev-users.list".into(),
-            reason: self.scrub(&reason),
-        };
-        let items = page.get_mut("rev_users").map(Value::take).ok_or_else(|| {
-            broken("the page has no `rev_users` list; refusing to treat it as empty".into())
-        })?;
-        let users: Vec<RevUser> =
-            serde_json::from_value(items).map_err(|e| broken(format!("`rev_users`: {e}")))?;
-        let more = page
-            .get("next_cursor")
-            .and_then(Value::as_str)
-            .is_some_and(|c| !c.is_empty());
-        Ok((users, more))
+        let (users, cursor) = self
+            .list_page(None, "rev-users.list", &body, "rev_users", 1)
+            .await?;
+        Ok((users, cursor.is_some()))
     }
 
     pub async fn rev_users_list(&self, filters: Value) -> Result<Vec<RevUser>, ApiError> {

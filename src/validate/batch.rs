@@ -265,6 +265,7 @@ impl ContactReads {
             u
         }))
     }
+
     /// The next contacts Validate will ask for (up to `n`, none of `but`), marked asked.
     fn ask_next(&self, s: &mut State, n: usize, but: &[&str]) -> Vec<Planned> {
         let Some(start) = self.order.iter().position(|c| !s.handed.contains(&c.id)) else {
@@ -372,8 +373,9 @@ impl ContactReads {
     /// missing from an answer whose silence proves nothing: the survivor is missing too, a
     /// `next_cursor` says the answer is not whole, or no list of this process ever answered
     /// the secondary under that ref (a list that leaves it out for a reason of its own).
-    /// The caller then looks with `rev-users.get`. A refused filter turns batching off for the rest of the run, so a
-    /// server without it costs one call more once, not at every look.
+    /// The caller then looks with `rev-users.get`. A refused filter turns batching off for
+    /// the rest of the run, so a server without it costs one call more once, not at every
+    /// look.
     pub async fn look(
         &self,
         client: &DevRevClient,
